@@ -1,0 +1,2 @@
+//! gtstore: a small Dynamo-style distributed key-value store.
+pub mod protocol;

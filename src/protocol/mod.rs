@@ -1,0 +1,24 @@
+//! The wire protocol: frames, ops, payloads and error codes. No I/O lives here.
+//!
+//! Every message between any two gtstore processes (and from netcat users) is one
+//! frame: an ASCII header `OP CLIENTID NODEID LEN\n` followed by `LEN` payload bytes.
+//! The contract is `shared/PROTOCOL.md`; `docs/protocol.md` restates it and documents
+//! the payloads the contract leaves open (RING, STATUS, and node-to-node traffic).
+//!
+//! Parsing is two-phase, in the style of mini-redis: [`frame::parse`] first checks that
+//! a whole frame is buffered (returning [`frame::Parse::Incomplete`] otherwise, which is
+//! a normal result, not an error), then cuts it out of the read buffer with
+//! `split_to(..).freeze()`, so the payload is never copied on the way in. Encoding
+//! writes the header and payload straight into an output buffer.
+//!
+//! Caveats: a parsed payload is a view into the read chunk it arrived in; anything
+//! kept for long (the store's keys and values) must be copied once so that a small
+//! value does not pin a large read buffer.
+
+pub mod error;
+pub mod frame;
+pub mod kv;
+pub mod op;
+
+pub use error::{Error, ErrorCode};
+pub use frame::{encode, encode_parts, parse, Frame, Parse, DEFAULT_MAX_PAYLOAD, MAX_HEADER};

@@ -1,0 +1,91 @@
+//! Op numbers. Requests from clients are 10-19 (key-value) and 30-39 (manager);
+//! replies are 20-29 and 40-49; 50-99 are reserved for traffic inside the cluster.
+
+/// Liveness check; the reply echoes the payload.
+pub const PING: u8 = 10;
+/// Store a value (`KV` payload).
+pub const PUT: u8 = 11;
+/// Remove a key.
+pub const DELETE: u8 = 12;
+/// Read a key.
+pub const GET: u8 = 13;
+/// Ask whether a key exists.
+pub const EXISTS: u8 = 14;
+/// Store only if the key is absent.
+pub const CREATE: u8 = 15;
+/// Store only if the key is present.
+pub const UPDATE: u8 = 16;
+/// Add a signed delta to a decimal counter.
+pub const INCR: u8 = 17;
+
+/// Reply to PING.
+pub const PONG: u8 = 20;
+/// Success with an empty payload.
+pub const OK: u8 = 21;
+/// Success carrying a value.
+pub const VALUE: u8 = 22;
+/// The key does not exist.
+pub const NOT_FOUND: u8 = 23;
+/// CREATE found the key already present.
+pub const CONFLICT: u8 = 24;
+/// The client's view of the ring is stale: refresh RING and retry (see docs/protocol.md).
+pub const STALE: u8 = 25;
+/// An error: payload `CODE SP message`.
+pub const ERR: u8 = 29;
+
+/// Ask the manager for a client id and a contact node.
+pub const HELLO: u8 = 30;
+/// Ask the manager for the ring.
+pub const RING: u8 = 31;
+/// Ask the manager for cluster status as JSON.
+pub const STATUS: u8 = 32;
+/// Reply to HELLO: `CLIENTID SP NODEID SP HOST:PORT`.
+pub const WELCOME: u8 = 40;
+/// Reply to RING: the ring in the text format of docs/protocol.md.
+pub const RING_REPLY: u8 = 41;
+/// Reply to STATUS: JSON.
+pub const STATUS_REPLY: u8 = 42;
+
+/// Node -> manager: `SECRET SP HOST:PORT`, the first frame on a node's manager link.
+/// The only internal op a connection may send before it has proven membership.
+pub const NODE_JOIN: u8 = 50;
+/// Node -> manager: periodic heartbeat, payload `KEYCOUNT`.
+pub const HEARTBEAT: u8 = 51;
+/// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
+pub const JOINED: u8 = 60;
+
+/// Whether `op` is in the range reserved for cluster-internal traffic.
+pub fn is_internal(op: u8) -> bool {
+    (50..=99).contains(&op)
+}
+
+/// A short upper-case name for logs and the CLI.
+pub fn name(op: u8) -> &'static str {
+    match op {
+        PING => "PING",
+        PUT => "PUT",
+        DELETE => "DELETE",
+        GET => "GET",
+        EXISTS => "EXISTS",
+        CREATE => "CREATE",
+        UPDATE => "UPDATE",
+        INCR => "INCR",
+        PONG => "PONG",
+        OK => "OK",
+        VALUE => "VALUE",
+        NOT_FOUND => "NOT_FOUND",
+        CONFLICT => "CONFLICT",
+        STALE => "STALE",
+        ERR => "ERR",
+        HELLO => "HELLO",
+        RING => "RING",
+        STATUS => "STATUS",
+        WELCOME => "WELCOME",
+        RING_REPLY => "RING_REPLY",
+        STATUS_REPLY => "STATUS_REPLY",
+        NODE_JOIN => "NODE_JOIN",
+        HEARTBEAT => "HEARTBEAT",
+        JOINED => "JOINED",
+        _ => "UNKNOWN",
+    }
+}
