@@ -1,2 +1,33 @@
 //! gtstore: a small Dynamo-style distributed key-value store.
+//!
+//! A tour, from the wire inwards. Every byte between processes is a frame of the
+//! [`protocol`] module (`OP CLIENTID NODEID LEN\n` + payload), cut out of read
+//! buffers without copying. Each process is one thread running the [`reactor`], a
+//! `mio` event loop that owns sockets, buffers, timers and signals and drives a
+//! state machine (a [`reactor::Service`]): the manager's logic in [`coordinator`]
+//! (membership, ids, tokens, failure detection) or a storage node's in [`storage`]
+//! (sectors of key-value data, one per ring token). The [`ring`] module is the
+//! consistent-hashing math that manager, nodes and clients share. The [`client`]
+//! module is the blocking client library the CLI and the tests use. Binaries in
+//! `src/bin/` only parse flags and wire these together.
+
+pub mod client;
+pub mod coordinator;
 pub mod protocol;
+pub mod reactor;
+pub mod ring;
+pub mod storage;
+
+/// Default cluster secret a node presents to prove membership.
+pub const DEFAULT_SECRET: &str = "gtstore";
+/// Default tokens (virtual nodes) per storage node.
+pub const DEFAULT_TOKENS: u32 = 64;
+/// Default manager port.
+pub const DEFAULT_MANAGER_PORT: u16 = 7000;
+
+/// Sets up logging for a binary: `RUST_LOG` if set, else `info`.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}

@@ -1,1 +1,61 @@
-fn main() {}
+//! `gtstore-manager`: the coordinator.
+
+use clap::Parser;
+use gtstore::coordinator::{Manager, ManagerConfig};
+use gtstore::reactor::{Config, Reactor};
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+/// The gtstore manager: owns membership and the consistent-hashing ring, gives ids
+/// to clients and nodes, recommends contact nodes and detects failures. It is not
+/// on the data path.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Port to listen on (0 picks a free one; the log line says which).
+    #[arg(long, default_value_t = gtstore::DEFAULT_MANAGER_PORT)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Cluster secret storage nodes must present (no spaces).
+    #[arg(long, default_value = gtstore::DEFAULT_SECRET)]
+    secret: String,
+    /// A node silent this long (ms) is marked down.
+    #[arg(long, default_value_t = 2000)]
+    down_after: u64,
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if args.secret.is_empty() || args.secret.contains(char::is_whitespace) {
+        return Err("--secret must be non-empty and without spaces".into());
+    }
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
+    reactor.listen(listener).map_err(|e| e.to_string())?;
+    reactor.handle_signals().map_err(|e| e.to_string())?;
+    log::info!(
+        "gtstore-manager listening on {}:{}",
+        args.host,
+        local.port()
+    );
+    let mut manager = Manager::new(ManagerConfig {
+        secret: args.secret,
+        down_after_ms: args.down_after,
+        ..ManagerConfig::default()
+    });
+    reactor.run(&mut manager).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    gtstore::init_logging();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gtstore-manager: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

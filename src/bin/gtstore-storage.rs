@@ -1,1 +1,74 @@
-fn main() {}
+//! `gtstore-storage`: a storage node.
+
+use clap::Parser;
+use gtstore::reactor::{Config, Reactor};
+use gtstore::storage::{NodeConfig, StorageNode};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::process::ExitCode;
+
+/// A gtstore storage node: holds sectors of key-value data and serves any key-value
+/// request of the wire protocol (docs/protocol.md).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Port to listen on (0 picks a free one; the log line says which).
+    #[arg(long, default_value_t = 7001)]
+    port: u16,
+    /// Address to listen on and advertise to clients and peers.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The manager's HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    manager: String,
+    /// Tokens (virtual nodes) to ask for: more tokens, a bigger share of the keys.
+    #[arg(long, default_value_t = gtstore::DEFAULT_TOKENS, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    tokens: u32,
+    /// Cluster secret that proves membership to the manager and peers (no spaces).
+    #[arg(long, default_value = gtstore::DEFAULT_SECRET)]
+    secret: String,
+    /// Largest request payload accepted, in bytes.
+    #[arg(long, default_value_t = gtstore::protocol::DEFAULT_MAX_PAYLOAD)]
+    max_frame: u32,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if args.secret.is_empty() || args.secret.contains(char::is_whitespace) {
+        return Err("--secret must be non-empty and without spaces".into());
+    }
+    let manager = resolve(&args.manager)?;
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertise = format!("{}:{}", args.host, local.port());
+    let mut cfg = NodeConfig::new(advertise.clone(), manager);
+    cfg.secret = args.secret;
+    cfg.tokens = args.tokens;
+    let mut reactor = Reactor::new(Config {
+        max_payload: args.max_frame,
+        ..Config::default()
+    })
+    .map_err(|e| e.to_string())?;
+    reactor.listen(listener).map_err(|e| e.to_string())?;
+    reactor.handle_signals().map_err(|e| e.to_string())?;
+    log::info!("gtstore-storage listening on {advertise} (manager {manager})");
+    let mut node = StorageNode::new(cfg);
+    reactor.run(&mut node).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    gtstore::init_logging();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gtstore-storage: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -37,6 +37,11 @@ impl Frame {
         }
     }
 
+    /// An `ERR` reply carrying `err`.
+    pub fn error(client_id: u64, node_id: u32, err: &Error) -> Frame {
+        Frame::new(super::op::ERR, client_id, node_id, err.to_payload())
+    }
+
     /// Bytes this frame takes on the wire.
     pub fn wire_len(&self) -> usize {
         header_len(self.op, self.client_id, self.node_id, self.payload.len()) + self.payload.len()

@@ -1,0 +1,366 @@
+//! The manager's logic as a state machine: membership, ids, token assignment,
+//! failure detection and the answers to clients' HELLO, RING and STATUS.
+//!
+//! The manager is not on the data path: clients ask it once for an id, a contact
+//! node and (if partition-aware) the ring, then talk to storage nodes directly.
+//!
+//! Membership: a storage node opens a link and sends `NODE_JOIN` with the cluster
+//! secret, its advertised address and how many tokens it wants. A node is known by
+//! its address: one that comes back on the same address gets its old id and tokens.
+//! A new node gets the next id and tokens chosen by [`crate::ring::plan_tokens`] to
+//! even out ownership. Every membership change bumps the ring's epoch.
+//!
+//! Failure detection: a node is `up` while its link is open and its heartbeats
+//! arrive; after [`ManagerConfig::down_after_ms`] without one, or when the link
+//! closes, it is marked `down` (a periodic tick checks). Round-robin contact
+//! recommendations skip down nodes.
+//!
+//! Caveats: membership lives only in memory, so a restarted manager relearns it as
+//! nodes reconnect (their addresses give them their ids back only if the manager
+//! still remembers them); ring changes are not yet pushed to nodes.
+
+use crate::protocol::{op, Error, ErrorCode, Frame};
+use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
+use crate::ring::{hash64, plan_tokens, NodeEntry, NodeState, Ring};
+use bytes::Bytes;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+const TIMER_INIT: u64 = 0;
+const TIMER_TICK: u64 = 1;
+
+/// Settings of the manager.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// Shared secret nodes must present (no spaces).
+    pub secret: String,
+    /// Replicas per key (N).
+    pub replicas: u32,
+    /// Read quorum (R).
+    pub read_quorum: u32,
+    /// Write quorum (W).
+    pub write_quorum: u32,
+    /// A node silent this long is marked down, in ms.
+    pub down_after_ms: Millis,
+    /// Period of the failure-detection tick, in ms.
+    pub tick_ms: Millis,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> ManagerConfig {
+        ManagerConfig {
+            secret: crate::DEFAULT_SECRET.to_string(),
+            replicas: 1,
+            read_quorum: 1,
+            write_quorum: 1,
+            down_after_ms: 2_000,
+            tick_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeRecord {
+    entry: NodeEntry,
+    keys: u64,
+    conn: Option<ConnId>,
+    last_seen: Millis,
+}
+
+/// The manager's whole state.
+pub struct Manager {
+    cfg: ManagerConfig,
+    epoch: u64,
+    nodes: BTreeMap<u32, NodeRecord>,
+    next_node_id: u32,
+    next_client_id: u64,
+    rr: usize,
+    links: HashMap<ConnId, u32>,
+}
+
+impl Manager {
+    /// A manager with no members.
+    pub fn new(cfg: ManagerConfig) -> Manager {
+        Manager {
+            cfg,
+            epoch: 0,
+            nodes: BTreeMap::new(),
+            next_node_id: 1,
+            next_client_id: 1,
+            rr: 0,
+            links: HashMap::new(),
+        }
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Ring {
+        Ring::new(
+            self.epoch,
+            self.cfg.replicas,
+            self.cfg.read_quorum,
+            self.cfg.write_quorum,
+            self.nodes.values().map(|n| n.entry.clone()).collect(),
+        )
+    }
+
+    /// STATUS as JSON.
+    pub fn status_json(&self) -> serde_json::Value {
+        let ring = self.ring();
+        let share: HashMap<u32, f64> = ring.ownership().into_iter().collect();
+        let up: Vec<&NodeRecord> = self
+            .nodes
+            .values()
+            .filter(|n| n.entry.state == NodeState::Up)
+            .collect();
+        let total: u64 = self.nodes.values().map(|n| n.keys).sum();
+        let max = up.iter().map(|n| n.keys).max().unwrap_or(0);
+        let mean = if up.is_empty() {
+            0.0
+        } else {
+            up.iter().map(|n| n.keys).sum::<u64>() as f64 / up.len() as f64
+        };
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .values()
+            .map(|n| {
+                json!({
+                    "id": n.entry.id,
+                    "addr": n.entry.addr,
+                    "state": n.entry.state.as_str(),
+                    "token_count": n.entry.tokens.len(),
+                    "tokens": n.entry.tokens,
+                    "share": share.get(&n.entry.id).copied().unwrap_or(0.0),
+                    "keys": n.keys,
+                })
+            })
+            .collect();
+        json!({
+            "epoch": self.epoch,
+            "replicas": self.cfg.replicas,
+            "effective_replicas": (self.cfg.replicas as usize).min(up.len()),
+            "read_quorum": self.cfg.read_quorum,
+            "write_quorum": self.cfg.write_quorum,
+            "live_nodes": up.len(),
+            "total_keys": total,
+            "max_over_mean_keys": if mean > 0.0 { max as f64 / mean } else { 0.0 },
+            "nodes": nodes,
+        })
+    }
+
+    fn next_contact(&mut self) -> Option<&NodeRecord> {
+        let up: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.entry.state == NodeState::Up)
+            .map(|n| n.entry.id)
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        let id = up[self.rr % up.len()];
+        self.rr = self.rr.wrapping_add(1);
+        self.nodes.get(&id)
+    }
+
+    fn join(&mut self, now: Millis, conn: ConnId, payload: &[u8]) -> Result<Bytes, Error> {
+        let text = std::str::from_utf8(payload)
+            .map_err(|_| Error::new(ErrorCode::BadOp, "NODE_JOIN payload is not text"))?;
+        let mut words = text.split(' ');
+        let (secret, addr, tokens) = (words.next(), words.next(), words.next());
+        if secret != Some(self.cfg.secret.as_str()) {
+            return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
+        }
+        let addr = addr
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::new(ErrorCode::BadOp, "NODE_JOIN needs HOST:PORT"))?;
+        let count: usize = tokens
+            .and_then(|t| t.parse().ok())
+            .filter(|&t| (1..=4096).contains(&t))
+            .ok_or_else(|| Error::new(ErrorCode::BadOp, "NODE_JOIN needs TOKENS in 1..=4096"))?;
+        let existing = self
+            .nodes
+            .values()
+            .find(|n| n.entry.addr == addr)
+            .map(|n| n.entry.id);
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = self.next_node_id;
+                self.next_node_id += 1;
+                let points: Vec<(u64, u32)> = self
+                    .nodes
+                    .values()
+                    .flat_map(|n| n.entry.tokens.iter().map(move |&t| (t, n.entry.id)))
+                    .collect();
+                let tokens = plan_tokens(&points, id, count, hash64(addr.as_bytes()));
+                self.nodes.insert(
+                    id,
+                    NodeRecord {
+                        entry: NodeEntry {
+                            id,
+                            addr: addr.to_string(),
+                            state: NodeState::Down,
+                            tokens,
+                        },
+                        keys: 0,
+                        conn: None,
+                        last_seen: now,
+                    },
+                );
+                log::info!("node {id} joined at {addr}");
+                id
+            }
+        };
+        let node = self.nodes.get_mut(&id).expect("inserted above");
+        if let Some(old) = node.conn.replace(conn) {
+            self.links.remove(&old);
+        }
+        node.last_seen = now;
+        if node.entry.state != NodeState::Up {
+            node.entry.state = NodeState::Up;
+            self.epoch += 1;
+            log::info!("node {id} at {addr} is up (epoch {})", self.epoch);
+        }
+        self.links.insert(conn, id);
+        let mut reply = format!("{id}\n");
+        reply.push_str(&self.ring().encode());
+        Ok(Bytes::from(reply))
+    }
+
+    fn mark_down(&mut self, id: u32, why: &str) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if n.entry.state == NodeState::Up {
+                n.entry.state = NodeState::Down;
+                self.epoch += 1;
+                log::warn!(
+                    "node {id} at {} is down: {why} (epoch {})",
+                    n.entry.addr,
+                    self.epoch
+                );
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Millis) {
+        let late: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.entry.state == NodeState::Up
+                    && now.saturating_sub(n.last_seen) > self.cfg.down_after_ms
+            })
+            .map(|n| n.entry.id)
+            .collect();
+        for id in late {
+            self.mark_down(id, "no heartbeat");
+        }
+    }
+
+    fn execute(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        f: &Frame,
+    ) -> Result<Option<(u8, Bytes)>, Error> {
+        let member = self.links.get(&conn).copied();
+        Ok(Some(match f.op {
+            op::PING => (op::PONG, f.payload.clone()),
+            op::HELLO => {
+                let client = self.next_client_id;
+                let Some(n) = self.next_contact() else {
+                    return Err(Error::new(ErrorCode::Unavailable, "no storage node is up"));
+                };
+                let payload = format!("{client} {} {}", n.entry.id, n.entry.addr);
+                self.next_client_id += 1;
+                (op::WELCOME, Bytes::from(payload))
+            }
+            op::RING => (op::RING_REPLY, Bytes::from(self.ring().encode())),
+            op::STATUS => (
+                op::STATUS_REPLY,
+                Bytes::from(self.status_json().to_string()),
+            ),
+            op::NODE_JOIN => (op::JOINED, self.join(now, conn, &f.payload)?),
+            op::HEARTBEAT if member.is_some() => {
+                let id = member.expect("checked");
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.last_seen = now;
+                    n.keys = std::str::from_utf8(&f.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(n.keys);
+                    if n.entry.state == NodeState::Down {
+                        n.entry.state = NodeState::Up;
+                        self.epoch += 1;
+                        log::info!("node {id} is back (epoch {})", self.epoch);
+                    }
+                }
+                return Ok(None);
+            }
+            o if op::is_internal(o) => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    if member.is_some() {
+                        format!("op {o} is not served by the manager")
+                    } else {
+                        format!("op {o} is reserved for cluster members")
+                    },
+                ))
+            }
+            o if (op::PING..=op::INCR).contains(&o) => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    "key-value requests go to a storage node (HELLO names one)",
+                ))
+            }
+            o => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    format!("unknown or reply op {o}"),
+                ))
+            }
+        }))
+    }
+}
+
+impl Service for Manager {
+    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Timer { id: TIMER_INIT } | Input::Timer { id: TIMER_TICK } => {
+                self.tick(now);
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
+            }
+            Input::Frame { conn, frame } => match self.execute(now, conn, &frame) {
+                Ok(None) => {}
+                Ok(Some((op, payload))) => out.push(Output::Send {
+                    conn,
+                    frame: Frame::new(op, frame.client_id, 0, payload),
+                }),
+                Err(e) => reply_error(out, conn, frame.client_id, 0, &e),
+            },
+            Input::FrameError { conn, error } => {
+                reply_error(out, conn, 0, 0, &error);
+                out.push(Output::Close { conn });
+            }
+            Input::Eof { conn } => out.push(Output::Close { conn }),
+            Input::Closed { conn } => {
+                if let Some(id) = self.links.remove(&conn) {
+                    if self.nodes.get(&id).and_then(|n| n.conn) == Some(conn) {
+                        self.nodes.get_mut(&id).expect("present").conn = None;
+                        self.mark_down(id, "link closed");
+                    }
+                }
+            }
+            Input::Signal(sig) => {
+                log::info!("{sig:?}: shutting down");
+                out.push(Output::Stop);
+            }
+            Input::Timer { .. }
+            | Input::Accepted { .. }
+            | Input::Connected { .. }
+            | Input::ConnectFailed { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,876 @@
+//! The event loop: one thread, one `mio::Poll`, connections in a `slab::Slab`.
+//!
+//! The reactor does all I/O and owns the clock; the logic it serves is a
+//! [`Service`], a state machine that takes one [`Input`] at a time and answers with
+//! [`Output`]s. The reactor knows frames (it cuts them out of the byte stream) but
+//! nothing of the store.
+//!
+//! One turn of the loop, in the style of redis' `ae.c`:
+//!
+//! 1. Poll, with the next timer deadline as the timeout (zero if work is pending).
+//! 2. For each event: accept, finish a non-blocking connect, read, or write.
+//!    Reads go into a per-connection `BytesMut`; whole frames are cut out and handed
+//!    to the service one by one. Replies are appended to the connection's output
+//!    buffer, not written.
+//! 3. Revisit the pending list: connections whose read budget ran out this turn or
+//!    that were just unpaused. mio is edge-triggered, so a connection that still has
+//!    data in its socket will get no new event and must be revisited by us.
+//! 4. Fire due timers.
+//! 5. Flush every connection with pending output, once: a burst of pipelined replies
+//!    leaves in one syscall. At most [`Config::write_cap`] bytes per connection per
+//!    turn; `WRITABLE` interest is registered only while output is left over.
+//! 6. Close connections that finished closing, at the end of the turn, never in the
+//!    middle of a dispatch (slab keys are reused, and each [`ConnId`] carries a
+//!    generation so a stale id never reaches a new connection).
+//!
+//! Backpressure: when a connection's pending output passes [`Config::high_water`],
+//! the reactor stops reading from it (and stops parsing frames it already read) until
+//! the output drains below [`Config::low_water`]. A client that pipelines forever and
+//! never reads therefore costs at most the high-water mark plus one read buffer.
+//!
+//! Closing: `Output::Close` flushes what is pending, shuts down the write side, then
+//! reads and discards until the peer closes or [`Config::linger`] passes. Closing a
+//! socket with unread input makes the kernel send a reset, which could destroy an
+//! `ERR` reply before the peer reads it; draining first avoids that.
+//!
+//! Caveats: address resolution is the caller's job (outputs carry `SocketAddr`s);
+//! timers cannot be cancelled, so services ignore timer ids they no longer expect.
+
+pub mod link;
+
+use crate::protocol::{self, Error, Frame, Parse};
+use bytes::{Buf, BytesMut};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the reactor started (or since a simulation began).
+pub type Millis = u64;
+
+/// Names one connection for its whole life: a slab index plus a generation, so an
+/// id kept after its connection closed never matches the next one in that slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    idx: u32,
+    gen: u32,
+}
+
+impl ConnId {
+    /// Builds an id (for simulations and tests).
+    pub fn new(idx: u32, gen: u32) -> ConnId {
+        ConnId { idx, gen }
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}.{}", self.idx, self.gen)
+    }
+}
+
+/// A process signal, delivered as an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: leave gracefully.
+    Terminate,
+    /// SIGINT: stop.
+    Interrupt,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub enum Input {
+    /// A connection was accepted on listener number `listener`.
+    Accepted {
+        /// The new connection.
+        conn: ConnId,
+        /// Index of the listener, in the order they were added.
+        listener: usize,
+    },
+    /// An outbound connect tagged `tag` succeeded.
+    Connected {
+        /// The new connection.
+        conn: ConnId,
+        /// The tag given in `Output::Connect`.
+        tag: u64,
+    },
+    /// An outbound connect tagged `tag` failed.
+    ConnectFailed {
+        /// The tag given in `Output::Connect`.
+        tag: u64,
+    },
+    /// A whole frame arrived.
+    Frame {
+        /// Where from.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// The byte stream broke the framing rules; nothing more is read from `conn`.
+    FrameError {
+        /// Where from.
+        conn: ConnId,
+        /// `BADFRAME` or `TOOLARGE`.
+        error: Error,
+    },
+    /// The peer will send no more; every whole frame it sent was delivered before this.
+    Eof {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// The connection is gone (reset, closed by either side). Always the last input
+    /// for a connection that was accepted or connected.
+    Closed {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// A timer set with `Output::Timer` is due.
+    Timer {
+        /// Its id.
+        id: u64,
+    },
+    /// A signal arrived.
+    Signal(Signal),
+}
+
+/// What to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Queue a frame on a connection (flushed at the end of the turn).
+    Send {
+        /// Where to.
+        conn: ConnId,
+        /// What.
+        frame: Frame,
+    },
+    /// Flush, then close the connection.
+    Close {
+        /// Which one.
+        conn: ConnId,
+    },
+    /// Open an outbound connection; answered by `Connected` or `ConnectFailed`.
+    Connect {
+        /// Where to.
+        addr: SocketAddr,
+        /// Echoed in the answer.
+        tag: u64,
+    },
+    /// Deliver `Input::Timer { id }` at time `at`.
+    Timer {
+        /// When, in reactor milliseconds.
+        at: Millis,
+        /// Echoed in the input.
+        id: u64,
+    },
+    /// Flush everything and leave the loop.
+    Stop,
+}
+
+/// The logic the reactor drives.
+pub trait Service {
+    /// Takes one input at time `now` and pushes outputs to `out`.
+    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>);
+}
+
+/// Queues an `ERR` reply on `conn` and, when the error means the stream can no
+/// longer be trusted, a close after it.
+pub fn reply_error(out: &mut Vec<Output>, conn: ConnId, client_id: u64, node_id: u32, err: &Error) {
+    out.push(Output::Send {
+        conn,
+        frame: Frame::error(client_id, node_id, err),
+    });
+    if err.code.closes_connection() {
+        out.push(Output::Close { conn });
+    }
+}
+
+/// Tunables of the loop.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest payload accepted from a peer.
+    pub max_payload: u32,
+    /// Pending output above which a connection stops being read.
+    pub high_water: usize,
+    /// Pending output below which a paused connection is read again.
+    pub low_water: usize,
+    /// Bytes asked of the kernel per read call.
+    pub read_chunk: usize,
+    /// Bytes read from one connection per turn before others get a go.
+    pub read_budget: usize,
+    /// Bytes written to one connection per turn.
+    pub write_cap: usize,
+    /// How long a closing connection may drain its peer's input, in ms.
+    pub linger: Millis,
+    /// Buffers larger than this are released once empty (after a large frame).
+    pub shrink_above: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_payload: protocol::DEFAULT_MAX_PAYLOAD,
+            high_water: 4 << 20,
+            low_water: 1 << 20,
+            read_chunk: 64 << 10,
+            read_budget: 1 << 20,
+            write_cap: 4 << 20,
+            linger: 2_000,
+            shrink_above: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Non-blocking connect in flight.
+    Connecting(u64),
+    /// Reading and writing.
+    Open,
+    /// Flushing before shutdown; no more reads.
+    Closing,
+    /// Write side shut; discarding input until EOF or the deadline.
+    Draining(Millis),
+}
+
+struct Conn {
+    stream: TcpStream,
+    gen: u32,
+    phase: Phase,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    /// Stopped reading: output above high water.
+    paused: bool,
+    /// Peer sent EOF, or the framing broke: read no more.
+    read_done: bool,
+    writable_registered: bool,
+    in_dirty: bool,
+    in_pending: bool,
+}
+
+enum Entry {
+    Listener(TcpListener, usize),
+    Conn(Box<Conn>),
+}
+
+/// A connection by id, borrowing only the slab (so other fields stay usable).
+fn conn_in(entries: &mut Slab<Entry>, id: ConnId) -> Option<&mut Conn> {
+    match entries.get_mut(id.idx as usize) {
+        Some(Entry::Conn(c)) if c.gen == id.gen => Some(c),
+        _ => None,
+    }
+}
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+
+/// The event loop.
+pub struct Reactor {
+    poll: Poll,
+    entries: Slab<Entry>,
+    next_gen: u32,
+    listeners: usize,
+    timers: BinaryHeap<Reverse<(Millis, u64)>>,
+    start: Instant,
+    cfg: Config,
+    outputs: Vec<Output>,
+    deferred: VecDeque<Input>,
+    dirty: Vec<ConnId>,
+    pending: Vec<ConnId>,
+    draining: Vec<ConnId>,
+    to_remove: Vec<ConnId>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    stopping: bool,
+}
+
+impl Reactor {
+    /// A reactor with the given tunables.
+    pub fn new(cfg: Config) -> io::Result<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            entries: Slab::with_capacity(1024),
+            next_gen: 1,
+            listeners: 0,
+            timers: BinaryHeap::new(),
+            start: Instant::now(),
+            cfg,
+            outputs: Vec::with_capacity(64),
+            deferred: VecDeque::new(),
+            dirty: Vec::new(),
+            pending: Vec::new(),
+            draining: Vec::new(),
+            to_remove: Vec::new(),
+            signals: None,
+            stopping: false,
+        })
+    }
+
+    /// Adds a bound listener; returns its index (as reported in `Input::Accepted`).
+    pub fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<usize> {
+        listener.set_nonblocking(true)?;
+        let mut l = TcpListener::from_std(listener);
+        let index = self.listeners;
+        let entry = self.entries.vacant_entry();
+        self.poll
+            .registry()
+            .register(&mut l, Token(entry.key()), Interest::READABLE)?;
+        entry.insert(Entry::Listener(l, index));
+        self.listeners += 1;
+        Ok(index)
+    }
+
+    /// Delivers SIGTERM and SIGINT as `Input::Signal` instead of killing the process.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut s = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
+        self.poll
+            .registry()
+            .register(&mut s, SIGNAL_TOKEN, Interest::READABLE)?;
+        self.signals = Some(s);
+        Ok(())
+    }
+
+    fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+
+    /// Runs until the service outputs `Stop`. `init` is delivered first, as a timer
+    /// with id 0, so the service can start its connects and timers.
+    pub fn run<S: Service>(&mut self, svc: &mut S) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        self.deliver(svc, Input::Timer { id: 0 });
+        loop {
+            let now = self.now();
+            if self.stopping && self.dirty.is_empty() {
+                return Ok(());
+            }
+            let timeout = if !self.pending.is_empty() || !self.dirty.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let t = self.timers.peek().map(|Reverse((at, _))| *at);
+                let d = self.draining_deadline();
+                match (t, d) {
+                    (None, None) => None,
+                    (a, b) => {
+                        let at = a.unwrap_or(Millis::MAX).min(b.unwrap_or(Millis::MAX));
+                        Some(Duration::from_millis(at.saturating_sub(now)))
+                    }
+                }
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                let token = ev.token();
+                if token == SIGNAL_TOKEN {
+                    self.on_signals(svc);
+                    continue;
+                }
+                match self.entries.get(token.0) {
+                    Some(Entry::Listener(..)) => self.accept(svc, token.0),
+                    Some(Entry::Conn(c)) => {
+                        let id = ConnId::new(token.0 as u32, c.gen);
+                        if let Phase::Connecting(tag) = c.phase {
+                            self.finish_connect(svc, id, tag);
+                        } else {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                self.read(svc, id);
+                            }
+                            if ev.is_writable() {
+                                self.flush(id);
+                            }
+                        }
+                    }
+                    None => {} // a connection closed earlier this turn
+                }
+            }
+            for id in std::mem::take(&mut self.pending) {
+                if let Some(c) = self.conn_mut(id) {
+                    c.in_pending = false;
+                    self.read(svc, id);
+                }
+            }
+            let now = self.now();
+            while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                self.deliver(svc, Input::Timer { id });
+            }
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(c) = self.conn_mut(id) {
+                    c.in_dirty = false;
+                    self.flush(id);
+                }
+            }
+            self.expire_drains(now);
+            for id in std::mem::take(&mut self.to_remove) {
+                self.remove(svc, id);
+            }
+        }
+    }
+
+    fn draining_deadline(&self) -> Option<Millis> {
+        self.draining
+            .iter()
+            .filter_map(|&id| match self.conn(id).map(|c| c.phase) {
+                Some(Phase::Draining(at)) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn expire_drains(&mut self, now: Millis) {
+        let mut i = 0;
+        while i < self.draining.len() {
+            let id = self.draining[i];
+            match self.conn(id).map(|c| c.phase) {
+                Some(Phase::Draining(at)) if at > now => i += 1,
+                Some(Phase::Draining(_)) => {
+                    self.to_remove.push(id);
+                    self.draining.swap_remove(i);
+                }
+                _ => {
+                    self.draining.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        match self.entries.get(id.idx as usize) {
+            Some(Entry::Conn(c)) if c.gen == id.gen => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        conn_in(&mut self.entries, id)
+    }
+
+    fn on_signals<S: Service>(&mut self, svc: &mut S) {
+        let mut got = Vec::new();
+        if let Some(s) = self.signals.as_mut() {
+            for sig in s.pending() {
+                got.push(if sig == signal_hook::consts::SIGTERM {
+                    Signal::Terminate
+                } else {
+                    Signal::Interrupt
+                });
+            }
+        }
+        for sig in got {
+            self.deliver(svc, Input::Signal(sig));
+        }
+    }
+
+    /// Steps the service and applies what it asks, then any inputs that arose.
+    fn deliver<S: Service>(&mut self, svc: &mut S, input: Input) {
+        self.deferred.push_back(input);
+        while let Some(input) = self.deferred.pop_front() {
+            let now = self.now();
+            svc.step(now, input, &mut self.outputs);
+            let mut outs = std::mem::take(&mut self.outputs);
+            for out in outs.drain(..) {
+                self.apply(now, out);
+            }
+            self.outputs = outs;
+        }
+    }
+
+    fn apply(&mut self, now: Millis, out: Output) {
+        match out {
+            Output::Send { conn, frame } => {
+                let Some(c) = self.conn_mut(conn) else {
+                    return;
+                };
+                if !matches!(c.phase, Phase::Open | Phase::Closing) {
+                    return;
+                }
+                protocol::encode(
+                    &mut c.outbuf,
+                    frame.op,
+                    frame.client_id,
+                    frame.node_id,
+                    &frame.payload,
+                );
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+            Output::Close { conn } => {
+                let Some(c) = self.conn_mut(conn) else {
+                    return;
+                };
+                match c.phase {
+                    Phase::Open => {
+                        c.phase = Phase::Closing;
+                        if !c.in_dirty {
+                            c.in_dirty = true;
+                            self.dirty.push(conn);
+                        }
+                    }
+                    Phase::Connecting(_) => self.to_remove.push(conn),
+                    _ => {}
+                }
+            }
+            Output::Connect { addr, tag } => match self.connect(addr, tag) {
+                Ok(()) => {}
+                Err(e) => {
+                    log::debug!("connect to {addr} failed at once: {e}");
+                    self.deferred.push_back(Input::ConnectFailed { tag });
+                }
+            },
+            Output::Timer { at, id } => self.timers.push(Reverse((at.max(now), id))),
+            Output::Stop => self.stopping = true,
+        }
+    }
+
+    fn new_conn(&mut self, stream: TcpStream, phase: Phase) -> Conn {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        Conn {
+            stream,
+            gen,
+            phase,
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            paused: false,
+            read_done: false,
+            writable_registered: false,
+            in_dirty: false,
+            in_pending: false,
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr, tag: u64) -> io::Result<()> {
+        let mut stream = TcpStream::connect(addr)?;
+        let key = self.entries.vacant_key();
+        self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut conn = self.new_conn(stream, Phase::Connecting(tag));
+        conn.writable_registered = true;
+        self.entries.insert(Entry::Conn(Box::new(conn)));
+        Ok(())
+    }
+
+    fn finish_connect<S: Service>(&mut self, svc: &mut S, id: ConnId, tag: u64) {
+        let Some(c) = conn_in(&mut self.entries, id) else {
+            return;
+        };
+        let result = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match c.stream.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => {
+                let _ = c.stream.set_nodelay(true);
+                c.phase = Phase::Open;
+                c.writable_registered = false;
+                let r = self.poll.registry().reregister(
+                    &mut c.stream,
+                    Token(id.idx as usize),
+                    Interest::READABLE,
+                );
+                if r.is_err() {
+                    self.drop_entry(id);
+                    self.deliver(svc, Input::ConnectFailed { tag });
+                    return;
+                }
+                self.deliver(svc, Input::Connected { conn: id, tag });
+                // Data may already be waiting: edge-triggered, so look now.
+                self.mark_pending(id);
+            }
+            Err(e) => {
+                log::debug!("connect {tag} failed: {e}");
+                self.drop_entry(id);
+                self.deliver(svc, Input::ConnectFailed { tag });
+            }
+        }
+    }
+
+    fn drop_entry(&mut self, id: ConnId) {
+        if self.conn(id).is_some() {
+            if let Entry::Conn(mut c) = self.entries.remove(id.idx as usize) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
+
+    fn accept<S: Service>(&mut self, svc: &mut S, key: usize) {
+        loop {
+            let Some(Entry::Listener(l, index)) = self.entries.get(key) else {
+                return;
+            };
+            let index = *index;
+            match l.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let slot = self.entries.vacant_key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(slot), Interest::READABLE)
+                    {
+                        log::warn!("register failed: {e}");
+                        continue;
+                    }
+                    let conn = self.new_conn(stream, Phase::Open);
+                    let id = ConnId::new(slot as u32, conn.gen);
+                    self.entries.insert(Entry::Conn(Box::new(conn)));
+                    self.deliver(
+                        svc,
+                        Input::Accepted {
+                            conn: id,
+                            listener: index,
+                        },
+                    );
+                    self.mark_pending(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and let the next event retry.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn mark_pending(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            if !c.in_pending {
+                c.in_pending = true;
+                self.pending.push(id);
+            }
+        }
+    }
+
+    /// Reads and dispatches frames until the socket is empty, the budget is spent,
+    /// or backpressure pauses the connection.
+    fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
+        let max = self.cfg.max_payload;
+        let high = self.cfg.high_water;
+        let mut budget = self.cfg.read_budget;
+        loop {
+            // Dispatch every whole frame already buffered.
+            loop {
+                let Some(c) = self.conn_mut(id) else { return };
+                if let Phase::Draining(_) = c.phase {
+                    break;
+                }
+                if c.phase != Phase::Open || c.paused {
+                    return;
+                }
+                if c.outbuf.len() > high {
+                    c.paused = true;
+                    return;
+                }
+                if c.inbuf.is_empty() {
+                    break;
+                }
+                match protocol::parse(&mut c.inbuf, max) {
+                    Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
+                    Ok(Parse::Incomplete { need }) => {
+                        let have = c.inbuf.len();
+                        c.inbuf.reserve(need.saturating_sub(have));
+                        break;
+                    }
+                    Err(error) => {
+                        c.read_done = true;
+                        c.inbuf = BytesMut::new();
+                        self.deliver(svc, Input::FrameError { conn: id, error });
+                        return;
+                    }
+                }
+            }
+            let chunk = self.cfg.read_chunk;
+            let Some(c) = self.conn_mut(id) else { return };
+            let draining = matches!(c.phase, Phase::Draining(_));
+            if c.read_done && !draining {
+                return;
+            }
+            if budget == 0 {
+                self.mark_pending(id);
+                return;
+            }
+            let start = c.inbuf.len();
+            let want = if draining {
+                chunk
+            } else {
+                chunk.max(c.inbuf.capacity() - start).min(budget.max(chunk))
+            };
+            c.inbuf.resize(start + want, 0);
+            let r = c.stream.read(&mut c.inbuf[start..]);
+            let n = match r {
+                Ok(n) => n,
+                Err(_) => 0,
+            };
+            c.inbuf.truncate(start + n);
+            match r {
+                Ok(0) => {
+                    c.read_done = true;
+                    if draining {
+                        self.to_remove.push(id);
+                        return;
+                    }
+                    if c.phase == Phase::Open {
+                        self.deliver_eof(svc, id);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if draining {
+                        c.inbuf.clear();
+                    }
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("read {id}: {e}");
+                    self.to_remove.push(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Dispatches the frames left in the buffer, then tells the service of the EOF.
+    fn deliver_eof<S: Service>(&mut self, svc: &mut S, id: ConnId) {
+        let max = self.cfg.max_payload;
+        loop {
+            let Some(c) = self.conn_mut(id) else { return };
+            if c.phase != Phase::Open {
+                return;
+            }
+            match protocol::parse(&mut c.inbuf, max) {
+                Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
+                Ok(Parse::Incomplete { .. }) => break,
+                Err(error) => {
+                    c.inbuf = BytesMut::new();
+                    self.deliver(svc, Input::FrameError { conn: id, error });
+                    return;
+                }
+            }
+        }
+        self.deliver(svc, Input::Eof { conn: id });
+    }
+
+    /// Writes pending output, up to the per-turn cap.
+    fn flush(&mut self, id: ConnId) {
+        let cap = self.cfg.write_cap;
+        let low = self.cfg.low_water;
+        let shrink = self.cfg.shrink_above;
+        let linger = self.cfg.linger;
+        let now = self.now();
+        let Some(c) = conn_in(&mut self.entries, id) else {
+            return;
+        };
+        if matches!(c.phase, Phase::Connecting(_) | Phase::Draining(_)) {
+            return;
+        }
+        let mut written = 0;
+        let mut blocked = false;
+        while !c.outbuf.is_empty() && written < cap {
+            let end = c.outbuf.len().min(cap - written);
+            match c.stream.write(&c.outbuf[..end]) {
+                Ok(0) => {
+                    self.to_remove.push(id);
+                    return;
+                }
+                Ok(n) => {
+                    c.outbuf.advance(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("write {id}: {e}");
+                    self.to_remove.push(id);
+                    return;
+                }
+            }
+        }
+        let token = Token(id.idx as usize);
+        if c.outbuf.is_empty() {
+            if c.outbuf.capacity() > shrink {
+                c.outbuf = BytesMut::new();
+            }
+            if c.inbuf.is_empty() && c.inbuf.capacity() > shrink {
+                c.inbuf = BytesMut::new();
+            }
+            if c.writable_registered {
+                c.writable_registered = false;
+                let _ = self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, token, Interest::READABLE);
+            }
+            if c.phase == Phase::Closing {
+                let _ = c.stream.shutdown(Shutdown::Write);
+                c.phase = Phase::Draining(now + linger);
+                c.inbuf = BytesMut::new();
+                self.draining.push(id);
+                self.mark_pending(id);
+                return;
+            }
+        } else if blocked {
+            if !c.writable_registered {
+                c.writable_registered = true;
+                let _ = self.poll.registry().reregister(
+                    &mut c.stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+            }
+        } else if !c.in_dirty {
+            // Cap reached without blocking: continue next turn.
+            c.in_dirty = true;
+            self.dirty.push(id);
+        }
+        if c.paused && c.outbuf.len() <= low {
+            c.paused = false;
+            self.mark_pending(id);
+        }
+    }
+
+    fn remove<S: Service>(&mut self, svc: &mut S, id: ConnId) {
+        let connected = match self.conn(id) {
+            Some(c) => !matches!(c.phase, Phase::Connecting(_)),
+            None => return,
+        };
+        self.drop_entry(id);
+        if connected {
+            self.deliver(svc, Input::Closed { conn: id });
+        }
+    }
+
+    /// Pending output bytes of a connection (for tests and stats).
+    pub fn pending_output(&self, id: ConnId) -> Option<usize> {
+        self.conn(id).map(|c| c.outbuf.len())
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.entries.len() - self.listeners
+    }
+}

@@ -1,0 +1,8 @@
+//! A storage node's logic: the engine (sectors) and the node state machine that
+//! serves requests, keeps its manager link and (later) its mesh.
+
+pub mod engine;
+pub mod node;
+
+pub use engine::Engine;
+pub use node::{NodeConfig, StorageNode};

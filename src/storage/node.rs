@@ -1,0 +1,328 @@
+//! The storage node as a state machine.
+//!
+//! [`StorageNode::step`] takes one reactor [`Input`] and pushes [`Output`]s; it never
+//! touches a socket or a clock, so tests and simulations can drive it directly.
+//!
+//! What it does today:
+//! - serves every key-value op of the protocol from its [`Engine`];
+//! - keeps a link to the manager: connects with doubling backoff, registers with
+//!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
+//!   in `JOINED`, and sends a `HEARTBEAT` with its key count every
+//!   [`NodeConfig::heartbeat_ms`]. It serves requests all the while, before it has
+//!   an id too (its replies then carry node id 0);
+//! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
+//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret).
+//!
+//! Caveats: one node holds all of its tokens' data and nothing is forwarded or
+//! replicated yet; a node that never reaches the manager serves as a cluster of one.
+
+use super::engine::{Engine, Written};
+use crate::protocol::{kv, op, Error, ErrorCode, Frame};
+use crate::reactor::link::Link;
+use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
+use crate::ring::Ring;
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+const TIMER_INIT: u64 = 0;
+const TIMER_MANAGER: u64 = 1;
+const TIMER_HEARTBEAT: u64 = 2;
+const TAG_MANAGER: u64 = 1;
+
+/// Settings of a storage node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The address other processes reach this node at (`HOST:PORT`).
+    pub advertise: String,
+    /// The manager's address.
+    pub manager: SocketAddr,
+    /// Shared secret that proves cluster membership (no spaces).
+    pub secret: String,
+    /// Tokens (virtual nodes) this node asks for.
+    pub tokens: u32,
+    /// Heartbeat period to the manager, in ms.
+    pub heartbeat_ms: Millis,
+    /// First reconnect delay to the manager, in ms.
+    pub retry_base_ms: Millis,
+    /// Largest reconnect delay to the manager, in ms.
+    pub retry_cap_ms: Millis,
+}
+
+impl NodeConfig {
+    /// Defaults for a node advertising `advertise` and registering with `manager`.
+    pub fn new(advertise: String, manager: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            advertise,
+            manager,
+            secret: crate::DEFAULT_SECRET.to_string(),
+            tokens: crate::DEFAULT_TOKENS,
+            heartbeat_ms: 500,
+            retry_base_ms: 100,
+            retry_cap_ms: 2_000,
+        }
+    }
+}
+
+/// A storage node's whole state.
+pub struct StorageNode {
+    cfg: NodeConfig,
+    node_id: u32,
+    ring: Ring,
+    engine: Engine,
+    manager: Link,
+    members: HashSet<ConnId>,
+}
+
+impl StorageNode {
+    /// A fresh node with no data and no id.
+    pub fn new(cfg: NodeConfig) -> StorageNode {
+        let manager = Link::new(cfg.retry_base_ms, cfg.retry_cap_ms);
+        StorageNode {
+            cfg,
+            node_id: 0,
+            ring: Ring::empty(),
+            engine: Engine::default(),
+            manager,
+            members: HashSet::new(),
+        }
+    }
+
+    /// The id the manager gave this node (0 until registered).
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// The engine, for inspection.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn connect_manager(&mut self, out: &mut Vec<Output>) {
+        self.manager.connecting();
+        out.push(Output::Connect {
+            addr: self.cfg.manager,
+            tag: TAG_MANAGER,
+        });
+    }
+
+    fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let at = self.manager.failed(now);
+        out.push(Output::Timer {
+            at,
+            id: TIMER_MANAGER,
+        });
+    }
+
+    fn on_manager_frame(&mut self, frame: Frame) {
+        match frame.op {
+            op::JOINED => {
+                let text = &frame.payload[..];
+                let Some(nl) = memchr::memchr(b'\n', text) else {
+                    log::warn!("JOINED without a ring");
+                    return;
+                };
+                let id = std::str::from_utf8(&text[..nl])
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok());
+                match (id, Ring::decode(&text[nl + 1..])) {
+                    (Some(id), Ok(ring)) => {
+                        if self.node_id != id {
+                            log::info!("registered with the manager as node {id}");
+                        }
+                        self.node_id = id;
+                        self.install_ring(ring);
+                    }
+                    (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
+                    (None, _) => log::warn!("bad node id from the manager"),
+                }
+            }
+            op::ERR => log::error!(
+                "the manager refused us: {}",
+                Error::from_payload(&frame.payload)
+            ),
+            other => log::debug!("ignoring op {other} from the manager"),
+        }
+    }
+
+    fn install_ring(&mut self, ring: Ring) {
+        if let Some(me) = ring.node(self.node_id) {
+            if !me.tokens.is_empty() {
+                self.engine.set_tokens(me.tokens.iter().copied());
+            }
+        }
+        self.ring = ring;
+    }
+
+    fn reply(&self, out: &mut Vec<Output>, conn: ConnId, req: &Frame, op: u8, payload: Bytes) {
+        out.push(Output::Send {
+            conn,
+            frame: Frame::new(op, req.client_id, self.node_id, payload),
+        });
+    }
+
+    /// Serves one request from a client or a peer.
+    fn on_request(&mut self, conn: ConnId, f: Frame, out: &mut Vec<Output>) {
+        match self.execute(conn, &f) {
+            Ok((op, payload)) => self.reply(out, conn, &f, op, payload),
+            Err(e) => reply_error(out, conn, f.client_id, self.node_id, &e),
+        }
+    }
+
+    fn execute(&mut self, conn: ConnId, f: &Frame) -> Result<(u8, Bytes), Error> {
+        let ok = |written: Written| match written {
+            Written::Ok => (op::OK, Bytes::new()),
+            Written::Conflict => (op::CONFLICT, Bytes::new()),
+            Written::NotFound => (op::NOT_FOUND, Bytes::new()),
+        };
+        let found = |yes: bool| {
+            if yes {
+                (op::OK, Bytes::new())
+            } else {
+                (op::NOT_FOUND, Bytes::new())
+            }
+        };
+        Ok(match f.op {
+            op::PING => (op::PONG, f.payload.clone()),
+            op::GET => match self.engine.get(&kv::key(&f.payload)?) {
+                Some(v) => (op::VALUE, v),
+                None => (op::NOT_FOUND, Bytes::new()),
+            },
+            op::PUT => {
+                let (k, v) = kv::split_kv(&f.payload)?;
+                self.engine.put(&k, &v);
+                (op::OK, Bytes::new())
+            }
+            op::DELETE => found(self.engine.delete(&kv::key(&f.payload)?)),
+            op::EXISTS => found(self.engine.exists(&kv::key(&f.payload)?)),
+            op::CREATE => {
+                let (k, v) = kv::split_kv(&f.payload)?;
+                ok(self.engine.create(&k, &v))
+            }
+            op::UPDATE => {
+                let (k, v) = kv::split_kv(&f.payload)?;
+                ok(self.engine.update(&k, &v))
+            }
+            op::INCR => {
+                let (k, delta) = kv::split_incr(&f.payload)?;
+                let n = self.engine.incr(&k, delta)?;
+                (op::VALUE, Bytes::from(n.to_string()))
+            }
+            op::HELLO | op::RING | op::STATUS => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    format!(
+                        "{} is a manager request; the manager is at {}",
+                        op::name(f.op),
+                        self.cfg.manager
+                    ),
+                ))
+            }
+            op::NODE_JOIN => {
+                let secret = f.payload.split(|&b| b == b' ').next().unwrap_or(b"");
+                if secret != self.cfg.secret.as_bytes() {
+                    return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
+                }
+                self.members.insert(conn);
+                (op::OK, Bytes::new())
+            }
+            o if op::is_internal(o) => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    if self.members.contains(&conn) {
+                        format!("op {o} is not served by a storage node")
+                    } else {
+                        format!("op {o} is reserved for cluster members")
+                    },
+                ))
+            }
+            o => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    format!("unknown or reply op {o}"),
+                ))
+            }
+        })
+    }
+}
+
+impl Service for StorageNode {
+    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Timer { id: TIMER_INIT } => {
+                self.connect_manager(out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+            }
+            Input::Timer { id: TIMER_MANAGER } => {
+                if self.manager.due(now) {
+                    self.connect_manager(out);
+                }
+            }
+            Input::Timer {
+                id: TIMER_HEARTBEAT,
+            } => {
+                if let Some(conn) = self.manager.conn() {
+                    out.push(Output::Send {
+                        conn,
+                        frame: Frame::new(
+                            op::HEARTBEAT,
+                            0,
+                            self.node_id,
+                            self.engine.len().to_string(),
+                        ),
+                    });
+                }
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+            }
+            Input::Timer { .. } => {}
+            Input::Connected { conn, tag } if tag == TAG_MANAGER => {
+                self.manager.up(conn);
+                let payload = format!(
+                    "{} {} {}",
+                    self.cfg.secret, self.cfg.advertise, self.cfg.tokens
+                );
+                out.push(Output::Send {
+                    conn,
+                    frame: Frame::new(op::NODE_JOIN, 0, self.node_id, payload),
+                });
+            }
+            Input::Connected { conn, .. } => out.push(Output::Close { conn }),
+            Input::ConnectFailed { tag } => {
+                if tag == TAG_MANAGER {
+                    log::debug!("manager {} unreachable; retrying", self.cfg.manager);
+                    self.manager_down(now, out);
+                }
+            }
+            Input::Accepted { .. } => {}
+            Input::Frame { conn, frame } => {
+                if self.manager.conn() == Some(conn) {
+                    self.on_manager_frame(frame);
+                } else {
+                    self.on_request(conn, frame, out);
+                }
+            }
+            Input::FrameError { conn, error } => {
+                reply_error(out, conn, 0, self.node_id, &error);
+                out.push(Output::Close { conn });
+            }
+            Input::Eof { conn } => out.push(Output::Close { conn }),
+            Input::Closed { conn } => {
+                self.members.remove(&conn);
+                if self.manager.conn() == Some(conn) {
+                    log::warn!("lost the manager link; reconnecting");
+                    self.manager_down(now, out);
+                }
+            }
+            Input::Signal(sig) => {
+                log::info!("{sig:?}: shutting down");
+                out.push(Output::Stop);
+            }
+        }
+    }
+}
