@@ -364,3 +364,104 @@ impl Service for Manager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(m: &mut Manager, now: Millis, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        m.step(now, input, &mut out);
+        out
+    }
+
+    fn reply(out: &[Output]) -> (u8, String) {
+        match &out[0] {
+            Output::Send { frame, .. } => {
+                (frame.op, String::from_utf8_lossy(&frame.payload).into())
+            }
+            o => panic!("expected a reply, got {o:?}"),
+        }
+    }
+
+    fn join(m: &mut Manager, now: Millis, conn: ConnId, addr: &str) -> (u8, String) {
+        let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8"));
+        reply(&step(m, now, Input::Frame { conn, frame: f }))
+    }
+
+    #[test]
+    fn ids_round_robin_and_failure_detection() {
+        let mut m = Manager::new(ManagerConfig::default());
+        let client = ConnId::new(9, 1);
+        let hello = || Input::Frame {
+            conn: client,
+            frame: Frame::new(op::HELLO, 0, 0, ""),
+        };
+        assert!(reply(&step(&mut m, 0, hello()))
+            .1
+            .starts_with("UNAVAILABLE"));
+
+        let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+        let (op_a, text_a) = join(&mut m, 0, a, "127.0.0.1:7001");
+        assert_eq!(op_a, op::JOINED);
+        assert!(text_a.starts_with("1\nepoch 1\n"));
+        assert!(join(&mut m, 0, b, "127.0.0.1:7002")
+            .1
+            .starts_with("2\nepoch 2\n"));
+
+        let w: Vec<String> = (0..4).map(|_| reply(&step(&mut m, 1, hello())).1).collect();
+        assert_eq!(
+            w,
+            [
+                "1 1 127.0.0.1:7001",
+                "2 2 127.0.0.1:7002",
+                "3 1 127.0.0.1:7001",
+                "4 2 127.0.0.1:7002"
+            ]
+        );
+
+        // Node 2 falls silent: after down_after it is down and skipped.
+        let hb = Input::Frame {
+            conn: a,
+            frame: Frame::new(op::HEARTBEAT, 0, 1, "42"),
+        };
+        assert!(step(&mut m, 1_500, hb).is_empty());
+        step(&mut m, 2_100, Input::Timer { id: TIMER_TICK });
+        let s = m.status_json();
+        assert_eq!(s["live_nodes"], 1);
+        assert_eq!(s["nodes"][0]["keys"], 42);
+        assert_eq!(s["nodes"][1]["state"], "down");
+        assert!(reply(&step(&mut m, 2_101, hello()))
+            .1
+            .ends_with("127.0.0.1:7001"));
+
+        // It comes back on the same address, on a new link: same id, same tokens.
+        let tokens_before = m.ring().node(2).unwrap().tokens.clone();
+        let b2 = ConnId::new(2, 2);
+        assert!(join(&mut m, 3_000, b2, "127.0.0.1:7002")
+            .1
+            .starts_with("2\n"));
+        assert_eq!(m.ring().node(2).unwrap().tokens, tokens_before);
+        // The old link closing late does not mark it down again.
+        step(&mut m, 3_001, Input::Closed { conn: b });
+        assert_eq!(m.status_json()["live_nodes"], 2);
+    }
+
+    #[test]
+    fn member_ops_need_a_join() {
+        let mut m = Manager::new(ManagerConfig::default());
+        let c = ConnId::new(3, 1);
+        let hb = Input::Frame {
+            conn: c,
+            frame: Frame::new(op::HEARTBEAT, 0, 0, "1"),
+        };
+        assert!(reply(&step(&mut m, 0, hb)).1.starts_with("BADOP"));
+        let bad = Input::Frame {
+            conn: c,
+            frame: Frame::new(op::NODE_JOIN, 0, 0, "wrong 1:1 8"),
+        };
+        let out = step(&mut m, 0, bad);
+        assert!(reply(&out).1.starts_with("AUTH"));
+        assert!(matches!(out[1], Output::Close { .. }));
+    }
+}

@@ -326,3 +326,155 @@ impl Service for StorageNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap())
+    }
+
+    /// Steps `node` with `input` and returns what it asked for.
+    fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        node.step(now, input, &mut out);
+        out
+    }
+
+    fn sent(out: &[Output]) -> Vec<(ConnId, u8, Vec<u8>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, frame } => Some((*conn, frame.op, frame.payload.to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registers_with_backoff_and_serves_meanwhile() {
+        let mut n = StorageNode::new(cfg());
+        let out = step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        assert!(matches!(
+            out[0],
+            Output::Connect {
+                tag: TAG_MANAGER,
+                ..
+            }
+        ));
+        // The manager is not up: the retry is scheduled with a doubling delay.
+        let out = step(&mut n, 5, Input::ConnectFailed { tag: TAG_MANAGER });
+        assert!(matches!(
+            out[0],
+            Output::Timer {
+                at: 105,
+                id: TIMER_MANAGER
+            }
+        ));
+        let out = step(&mut n, 105, Input::Timer { id: TIMER_MANAGER });
+        assert!(matches!(out[0], Output::Connect { .. }));
+        let out = step(&mut n, 110, Input::ConnectFailed { tag: TAG_MANAGER });
+        assert!(matches!(out[0], Output::Timer { at: 310, .. }));
+
+        // A client is served before the node has an id.
+        let client = ConnId::new(5, 1);
+        let put = Frame::new(op::PUT, 9, 0, &b"1 kv"[..]);
+        let out = step(
+            &mut n,
+            120,
+            Input::Frame {
+                conn: client,
+                frame: put,
+            },
+        );
+        assert_eq!(sent(&out), vec![(client, op::OK, vec![])]);
+
+        // The manager answers; the node joins and keeps its data under its tokens.
+        let link = ConnId::new(1, 2);
+        let out = step(
+            &mut n,
+            310,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        assert_eq!(
+            sent(&out),
+            vec![(link, op::NODE_JOIN, b"gtstore 127.0.0.1:7001 64".to_vec())]
+        );
+        let ring = "3\nepoch 1\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20,30\n";
+        step(
+            &mut n,
+            311,
+            Input::Frame {
+                conn: link,
+                frame: Frame::new(op::JOINED, 0, 0, ring),
+            },
+        );
+        assert_eq!(n.node_id(), 3);
+        assert_eq!(n.engine().tokens().collect::<Vec<_>>(), vec![10, 20, 30]);
+        let out = step(
+            &mut n,
+            312,
+            Input::Frame {
+                conn: client,
+                frame: Frame::new(op::GET, 9, 0, &b"k"[..]),
+            },
+        );
+        match &out[0] {
+            Output::Send { frame, .. } => {
+                assert_eq!(
+                    (frame.op, frame.client_id, frame.node_id),
+                    (op::VALUE, 9, 3)
+                );
+                assert_eq!(&frame.payload[..], b"v");
+            }
+            o => panic!("unexpected {o:?}"),
+        }
+        // Losing the link schedules a reconnect.
+        let out = step(&mut n, 400, Input::Closed { conn: link });
+        assert!(matches!(
+            out[0],
+            Output::Timer {
+                at: 500,
+                id: TIMER_MANAGER
+            }
+        ));
+    }
+
+    #[test]
+    fn membership_ops_need_a_proof() {
+        let mut n = StorageNode::new(cfg());
+        let c = ConnId::new(7, 1);
+        let out = step(
+            &mut n,
+            0,
+            Input::Frame {
+                conn: c,
+                frame: Frame::new(op::HEARTBEAT, 0, 0, "1"),
+            },
+        );
+        assert_eq!(out.len(), 1, "BADOP keeps the connection open");
+        assert!(sent(&out)[0].2.starts_with(b"BADOP"));
+        let out = step(
+            &mut n,
+            0,
+            Input::Frame {
+                conn: c,
+                frame: Frame::new(op::NODE_JOIN, 0, 0, "nope 1:2 3"),
+            },
+        );
+        assert!(sent(&out)[0].2.starts_with(b"AUTH"));
+        assert!(matches!(out[1], Output::Close { conn } if conn == c));
+        let out = step(
+            &mut n,
+            0,
+            Input::Frame {
+                conn: c,
+                frame: Frame::new(op::NODE_JOIN, 0, 0, "gtstore 1:2 3"),
+            },
+        );
+        assert_eq!(sent(&out), vec![(c, op::OK, vec![])]);
+    }
+}
