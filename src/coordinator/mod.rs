@@ -76,6 +76,8 @@ pub struct Manager {
     next_client_id: u64,
     rr: usize,
     links: HashMap<ConnId, u32>,
+    /// The epoch last pushed to the nodes.
+    pushed_epoch: u64,
 }
 
 impl Manager {
@@ -89,6 +91,22 @@ impl Manager {
             next_client_id: 1,
             rr: 0,
             links: HashMap::new(),
+            pushed_epoch: 0,
+        }
+    }
+
+    /// Sends the ring to every connected node if it changed since the last push.
+    fn push_ring(&mut self, out: &mut Vec<Output>) {
+        if self.epoch == self.pushed_epoch {
+            return;
+        }
+        self.pushed_epoch = self.epoch;
+        let text = Bytes::from(self.ring().encode());
+        for &conn in self.links.keys() {
+            out.push(Output::Send {
+                conn,
+                frame: Frame::new(op::RING_UPDATE, 0, 0, text.clone()),
+            });
         }
     }
 
@@ -362,6 +380,7 @@ impl Service for Manager {
             | Input::Connected { .. }
             | Input::ConnectFailed { .. } => {}
         }
+        self.push_ring(out);
     }
 }
 

@@ -54,6 +54,9 @@ pub const HEARTBEAT: u8 = 51;
 /// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
 pub const JOINED: u8 = 60;
 
+/// Manager -> node: a new ring (RING text), pushed on every epoch change.
+pub const RING_UPDATE: u8 = 61;
+
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
     (50..=99).contains(&op)
@@ -86,6 +89,7 @@ pub fn name(op: u8) -> &'static str {
         NODE_JOIN => "NODE_JOIN",
         HEARTBEAT => "HEARTBEAT",
         JOINED => "JOINED",
+        RING_UPDATE => "RING_UPDATE",
         _ => "UNKNOWN",
     }
 }

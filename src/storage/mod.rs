@@ -2,7 +2,9 @@
 //! serves requests, keeps its manager link and (later) its mesh.
 
 pub mod engine;
+pub mod mesh;
 pub mod node;
+pub mod order;
 
 pub use engine::Engine;
 pub use node::{NodeConfig, StorageNode};

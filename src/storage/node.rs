@@ -4,23 +4,32 @@
 //! touches a socket or a clock, so tests and simulations can drive it directly.
 //!
 //! What it does today:
-//! - serves every key-value op of the protocol from its [`Engine`];
+//! - serves every key-value op of the protocol. A request for a key whose token
+//!   another node owns is forwarded over the mesh (see [`super::mesh`]) and the
+//!   owner's reply is relayed, keeping each client connection's replies in request
+//!   order (see [`super::order`]). A request that arrives from another member is
+//!   always served locally, so a request is forwarded at most once;
 //! - keeps a link to the manager: connects with doubling backoff, registers with
 //!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
-//!   in `JOINED`, and sends a `HEARTBEAT` with its key count every
-//!   [`NodeConfig::heartbeat_ms`]. It serves requests all the while, before it has
-//!   an id too (its replies then carry node id 0);
+//!   in `JOINED` and every later ring in `RING_UPDATE`, and sends a `HEARTBEAT` with
+//!   its key count every [`NodeConfig::heartbeat_ms`]. It serves requests all the
+//!   while, before it has an id too (its replies then carry node id 0, and with no
+//!   ring it serves every key itself);
+//! - keeps a link to every other node of the ring (the mesh);
 //! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
 //!   are cluster members (by a `NODE_JOIN` carrying the cluster secret).
 //!
-//! Caveats: one node holds all of its tokens' data and nothing is forwarded or
-//! replicated yet; a node that never reaches the manager serves as a cluster of one.
+//! Caveats: no data moves when the ring changes yet, so keys written before a node
+//! joins and now owned by it are not found through the new owner; nothing is
+//! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
 use super::engine::{Engine, Written};
+use super::mesh::{Forward, Mesh};
+use super::order::ReplyOrder;
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
-use crate::ring::Ring;
+use crate::ring::{hash64, NodeState, Ring};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,6 +37,7 @@ use std::net::SocketAddr;
 const TIMER_INIT: u64 = 0;
 const TIMER_MANAGER: u64 = 1;
 const TIMER_HEARTBEAT: u64 = 2;
+const TIMER_TICK: u64 = 3;
 const TAG_MANAGER: u64 = 1;
 
 /// Settings of a storage node.
@@ -45,8 +55,12 @@ pub struct NodeConfig {
     pub heartbeat_ms: Millis,
     /// First reconnect delay to the manager, in ms.
     pub retry_base_ms: Millis,
-    /// Largest reconnect delay to the manager, in ms.
+    /// Largest reconnect delay to the manager and peers, in ms.
     pub retry_cap_ms: Millis,
+    /// A forwarded request not answered in this many ms gets `ERR TIMEOUT`.
+    pub request_timeout_ms: Millis,
+    /// Period of the housekeeping tick (peer reconnects, request deadlines), in ms.
+    pub tick_ms: Millis,
 }
 
 impl NodeConfig {
@@ -60,6 +74,8 @@ impl NodeConfig {
             heartbeat_ms: 500,
             retry_base_ms: 100,
             retry_cap_ms: 2_000,
+            request_timeout_ms: 5_000,
+            tick_ms: 100,
         }
     }
 }
@@ -72,13 +88,18 @@ pub struct StorageNode {
     engine: Engine,
     manager: Link,
     members: HashSet<ConnId>,
+    mesh: Mesh,
+    order: ReplyOrder,
 }
 
 impl StorageNode {
     /// A fresh node with no data and no id.
     pub fn new(cfg: NodeConfig) -> StorageNode {
         let manager = Link::new(cfg.retry_base_ms, cfg.retry_cap_ms);
+        let mesh = Mesh::new(cfg.retry_base_ms, cfg.retry_cap_ms);
         StorageNode {
+            mesh,
+            order: ReplyOrder::default(),
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -114,8 +135,12 @@ impl StorageNode {
         });
     }
 
-    fn on_manager_frame(&mut self, frame: Frame) {
+    fn on_manager_frame(&mut self, frame: Frame, out: &mut Vec<Output>) {
         match frame.op {
+            op::RING_UPDATE => match Ring::decode(&frame.payload) {
+                Ok(ring) => self.install_ring(ring, out),
+                Err(e) => log::warn!("bad ring from the manager: {e}"),
+            },
             op::JOINED => {
                 let text = &frame.payload[..];
                 let Some(nl) = memchr::memchr(b'\n', text) else {
@@ -131,7 +156,7 @@ impl StorageNode {
                             log::info!("registered with the manager as node {id}");
                         }
                         self.node_id = id;
-                        self.install_ring(ring);
+                        self.install_ring(ring, out);
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
                     (None, _) => log::warn!("bad node id from the manager"),
@@ -145,28 +170,105 @@ impl StorageNode {
         }
     }
 
-    fn install_ring(&mut self, ring: Ring) {
+    fn install_ring(&mut self, ring: Ring, out: &mut Vec<Output>) {
         if let Some(me) = ring.node(self.node_id) {
-            if !me.tokens.is_empty() {
+            if !me.tokens.is_empty() && !self.engine.tokens().eq(me.tokens.iter().copied()) {
                 self.engine.set_tokens(me.tokens.iter().copied());
             }
         }
+        log::debug!("ring epoch {} installed", ring.epoch);
+        let failed = self.mesh.set_members(self.node_id, &ring, out);
         self.ring = ring;
+        self.fail_forwards(failed, ErrorCode::Unavailable, out);
     }
 
-    fn reply(&self, out: &mut Vec<Output>, conn: ConnId, req: &Frame, op: u8, payload: Bytes) {
-        out.push(Output::Send {
-            conn,
-            frame: Frame::new(op, req.client_id, self.node_id, payload),
-        });
+    /// Answers forwards that will get no reply from their peer.
+    fn fail_forwards(&mut self, fwds: Vec<Forward>, code: ErrorCode, out: &mut Vec<Output>) {
+        for f in fwds {
+            let err = Error::new(
+                code,
+                match code {
+                    ErrorCode::Timeout => format!("node {} did not answer in time", f.peer),
+                    _ => format!("node {} is unreachable", f.peer),
+                },
+            );
+            let frame = Frame::error(f.client_id, self.node_id, &err);
+            self.order.fill(f.conn, f.seq, frame, out);
+        }
+    }
+
+    /// The node a client's key-value request must go to, or `None` to serve here.
+    fn route(&self, f: &Frame) -> Result<Option<u32>, Error> {
+        let key = match f.op {
+            op::PUT | op::CREATE | op::UPDATE | op::INCR => kv::split_kv(&f.payload)?.0,
+            op::GET | op::DELETE | op::EXISTS => kv::key(&f.payload)?,
+            _ => return Ok(None),
+        };
+        match self.ring.owner_of_hash(hash64(&key)) {
+            None => Ok(None),
+            Some(owner) if owner == self.node_id => Ok(None),
+            Some(owner) => match self.ring.node(owner).map(|n| n.state) {
+                Some(NodeState::Down) => Err(Error::new(
+                    ErrorCode::Unavailable,
+                    format!("node {owner}, the key's owner, is down"),
+                )),
+                _ => Ok(Some(owner)),
+            },
+        }
     }
 
     /// Serves one request from a client or a peer.
-    fn on_request(&mut self, conn: ConnId, f: Frame, out: &mut Vec<Output>) {
-        match self.execute(conn, &f) {
-            Ok((op, payload)) => self.reply(out, conn, &f, op, payload),
-            Err(e) => reply_error(out, conn, f.client_id, self.node_id, &e),
+    fn on_request(&mut self, now: Millis, conn: ConnId, f: Frame, out: &mut Vec<Output>) {
+        if !self.members.contains(&conn) {
+            match self.route(&f) {
+                Ok(None) => {}
+                Ok(Some(owner)) => {
+                    let seq = self.order.reserve(conn);
+                    let deadline = now + self.cfg.request_timeout_ms;
+                    if let Err(fwd) =
+                        self.mesh
+                            .forward(owner, f, conn, seq, self.node_id, deadline, out)
+                    {
+                        self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let frame = Frame::error(f.client_id, self.node_id, &e);
+                    self.order.ready(conn, frame, out);
+                    return;
+                }
+            }
         }
+        match self.execute(conn, &f) {
+            Ok((op, payload)) => {
+                let frame = Frame::new(op, f.client_id, self.node_id, payload);
+                self.order.ready(conn, frame, out);
+            }
+            Err(e) if e.code.closes_connection() => {
+                reply_error(out, conn, f.client_id, self.node_id, &e)
+            }
+            Err(e) => {
+                let frame = Frame::error(f.client_id, self.node_id, &e);
+                self.order.ready(conn, frame, out);
+            }
+        }
+    }
+
+    /// A reply from a peer to one of our forwards: relay it to the client.
+    fn on_peer_reply(&mut self, frame: Frame, out: &mut Vec<Output>) {
+        if let Some(fwd) = self.mesh.reply(&frame) {
+            let reply = Frame::new(frame.op, fwd.client_id, self.node_id, frame.payload);
+            self.order.fill(fwd.conn, fwd.seq, reply, out);
+        }
+    }
+
+    fn hello(&self) -> Frame {
+        let payload = format!(
+            "{} {} {}",
+            self.cfg.secret, self.cfg.advertise, self.cfg.tokens
+        );
+        Frame::new(op::NODE_JOIN, 0, self.node_id, payload)
     }
 
     fn execute(&mut self, conn: ConnId, f: &Frame) -> Result<(u8, Bytes), Error> {
@@ -255,6 +357,18 @@ impl Service for StorageNode {
                     at: now + self.cfg.heartbeat_ms,
                     id: TIMER_HEARTBEAT,
                 });
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
+            }
+            Input::Timer { id: TIMER_TICK } => {
+                let late = self.mesh.tick(now, out);
+                self.fail_forwards(late, ErrorCode::Timeout, out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
             }
             Input::Timer { id: TIMER_MANAGER } => {
                 if self.manager.due(now) {
@@ -283,37 +397,45 @@ impl Service for StorageNode {
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
                 self.manager.up(conn);
-                let payload = format!(
-                    "{} {} {}",
-                    self.cfg.secret, self.cfg.advertise, self.cfg.tokens
-                );
                 out.push(Output::Send {
                     conn,
-                    frame: Frame::new(op::NODE_JOIN, 0, self.node_id, payload),
+                    frame: self.hello(),
                 });
             }
-            Input::Connected { conn, .. } => out.push(Output::Close { conn }),
-            Input::ConnectFailed { tag } => {
-                if tag == TAG_MANAGER {
-                    log::debug!("manager {} unreachable; retrying", self.cfg.manager);
-                    self.manager_down(now, out);
-                }
+            Input::Connected { conn, tag } if Mesh::owns_tag(tag) => {
+                let hello = self.hello();
+                self.mesh.connected(tag, conn, hello, out);
             }
+            Input::Connected { conn, .. } => out.push(Output::Close { conn }),
+            Input::ConnectFailed { tag } if tag == TAG_MANAGER => {
+                log::debug!("manager {} unreachable; retrying", self.cfg.manager);
+                self.manager_down(now, out);
+            }
+            Input::ConnectFailed { tag } if Mesh::owns_tag(tag) => {
+                self.mesh.connect_failed(tag, now);
+            }
+            Input::ConnectFailed { .. } => {}
             Input::Accepted { .. } => {}
             Input::Frame { conn, frame } => {
                 if self.manager.conn() == Some(conn) {
-                    self.on_manager_frame(frame);
+                    self.on_manager_frame(frame, out);
+                } else if self.mesh.is_link(conn) {
+                    self.on_peer_reply(frame, out);
                 } else {
-                    self.on_request(conn, frame, out);
+                    self.on_request(now, conn, frame, out);
                 }
             }
             Input::FrameError { conn, error } => {
                 reply_error(out, conn, 0, self.node_id, &error);
                 out.push(Output::Close { conn });
             }
-            Input::Eof { conn } => out.push(Output::Close { conn }),
+            Input::Eof { conn } => self.order.eof(conn, out),
             Input::Closed { conn } => {
                 self.members.remove(&conn);
+                self.order.closed(conn);
+                if let Some(lost) = self.mesh.closed(conn, now) {
+                    self.fail_forwards(lost, ErrorCode::Unavailable, out);
+                }
                 if self.manager.conn() == Some(conn) {
                     log::warn!("lost the manager link; reconnecting");
                     self.manager_down(now, out);

@@ -1,0 +1,292 @@
+//! The mesh: one persistent outbound connection from this node to every other
+//! node of the ring, and the requests forwarded over them.
+//!
+//! Each peer is a [`Link`] (connect, `NODE_JOIN` hello to prove membership, doubling
+//! backoff after a failure). A forwarded request is the client's frame unchanged
+//! except for its client id, which becomes a node-local *tag*; the owner's reply
+//! comes back on the same connection carrying that tag, and is matched to the
+//! waiting client. Many forwards are in flight on one connection at once.
+//! Requests for a peer whose link is not up yet wait (until their deadline) and
+//! leave as soon as it connects.
+//!
+//! Everything here is pure state: connects and sends are pushed as outputs, and a
+//! failed or expired forward is handed back to the caller to answer.
+
+use crate::protocol::{op, Frame};
+use crate::reactor::link::{Link, LinkState};
+use crate::reactor::{ConnId, Millis, Output};
+use crate::ring::Ring;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+/// Tags of outbound peer connects are this plus the peer's node id.
+pub const PEER_TAG: u64 = 1 << 32;
+
+/// A request sent to (or waiting for) another node.
+#[derive(Debug)]
+pub struct Forward {
+    /// The client connection that asked.
+    pub conn: ConnId,
+    /// Its reply slot (see `order`).
+    pub seq: u64,
+    /// The client's own id, restored on the reply.
+    pub client_id: u64,
+    /// The node it went to.
+    pub peer: u32,
+    /// When to give up.
+    pub deadline: Millis,
+    /// The frame, until it is sent.
+    unsent: Option<Frame>,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    link: Link,
+    /// Tags of forwards waiting for the link.
+    waiting: Vec<u64>,
+}
+
+/// Peers and forwards.
+pub struct Mesh {
+    peers: BTreeMap<u32, Peer>,
+    by_conn: HashMap<ConnId, u32>,
+    forwards: HashMap<u64, Forward>,
+    next_tag: u64,
+    retry_base: Millis,
+    retry_cap: Millis,
+}
+
+impl Mesh {
+    /// An empty mesh whose links retry after `retry_base` ms, doubling to `retry_cap`.
+    pub fn new(retry_base: Millis, retry_cap: Millis) -> Mesh {
+        Mesh {
+            peers: BTreeMap::new(),
+            by_conn: HashMap::new(),
+            forwards: HashMap::new(),
+            next_tag: 1,
+            retry_base,
+            retry_cap,
+        }
+    }
+
+    /// Makes the peer set match the ring (every node but `me`); starts connects.
+    /// Returns forwards to peers that left the ring.
+    pub fn set_members(&mut self, me: u32, ring: &Ring, out: &mut Vec<Output>) -> Vec<Forward> {
+        let mut wanted: BTreeMap<u32, SocketAddr> = BTreeMap::new();
+        for n in ring.nodes() {
+            if n.id == me {
+                continue;
+            }
+            match n.addr.parse() {
+                Ok(a) => {
+                    wanted.insert(n.id, a);
+                }
+                Err(_) => log::warn!("node {} has an unusable address {}", n.id, n.addr),
+            }
+        }
+        let gone: Vec<u32> = self
+            .peers
+            .keys()
+            .filter(|id| wanted.get(id) != self.peers.get(id).map(|p| &p.addr))
+            .copied()
+            .collect();
+        let mut failed = Vec::new();
+        for id in gone {
+            let p = self.peers.remove(&id).expect("listed");
+            if let Some(conn) = p.link.conn() {
+                self.by_conn.remove(&conn);
+                out.push(Output::Close { conn });
+            }
+            failed.extend(self.fail_peer(id));
+        }
+        for (id, addr) in wanted {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(id) {
+                e.insert(Peer {
+                    addr,
+                    link: Link::new(self.retry_base, self.retry_cap),
+                    waiting: Vec::new(),
+                });
+                self.connect(id, out);
+            }
+        }
+        failed
+    }
+
+    fn connect(&mut self, id: u32, out: &mut Vec<Output>) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.link.connecting();
+            out.push(Output::Connect {
+                addr: p.addr,
+                tag: PEER_TAG + id as u64,
+            });
+        }
+    }
+
+    /// Removes and returns every forward to `peer` (sent or waiting).
+    fn fail_peer(&mut self, peer: u32) -> Vec<Forward> {
+        let tags: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.peer == peer)
+            .map(|(t, _)| *t)
+            .collect();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.waiting.clear();
+        }
+        tags.into_iter()
+            .filter_map(|t| self.forwards.remove(&t))
+            .collect()
+    }
+
+    /// Periodic work: retry due links; returns forwards past their deadline.
+    pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) -> Vec<Forward> {
+        let due: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link.due(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.connect(id, out);
+        }
+        let late: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        late.into_iter()
+            .filter_map(|t| self.forwards.remove(&t))
+            .collect()
+    }
+
+    /// Whether `tag` is one of ours.
+    pub fn owns_tag(tag: u64) -> bool {
+        tag >= PEER_TAG
+    }
+
+    /// A link came up: says hello (`hello` is the `NODE_JOIN` frame), then sends
+    /// what was waiting.
+    pub fn connected(&mut self, tag: u64, conn: ConnId, hello: Frame, out: &mut Vec<Output>) {
+        let id = (tag - PEER_TAG) as u32;
+        let Some(p) = self.peers.get_mut(&id) else {
+            out.push(Output::Close { conn });
+            return;
+        };
+        if p.link.state != LinkState::Connecting {
+            out.push(Output::Close { conn });
+            return;
+        }
+        p.link.up(conn);
+        self.by_conn.insert(conn, id);
+        out.push(Output::Send { conn, frame: hello });
+        for tag in std::mem::take(&mut p.waiting) {
+            if let Some(frame) = self.forwards.get_mut(&tag).and_then(|f| f.unsent.take()) {
+                out.push(Output::Send { conn, frame });
+            }
+        }
+    }
+
+    /// A connect failed: back off. Forwards waiting for this peer keep waiting
+    /// until their deadline.
+    pub fn connect_failed(&mut self, tag: u64, now: Millis) {
+        let id = (tag - PEER_TAG) as u32;
+        if let Some(p) = self.peers.get_mut(&id) {
+            if p.link.state == LinkState::Connecting {
+                p.link.failed(now);
+            }
+        }
+    }
+
+    /// A connection closed. If it was a peer link, returns the forwards that were
+    /// in flight on it (their outcome is unknown).
+    pub fn closed(&mut self, conn: ConnId, now: Millis) -> Option<Vec<Forward>> {
+        let id = self.by_conn.remove(&conn)?;
+        let p = self.peers.get_mut(&id)?;
+        if p.link.conn() == Some(conn) {
+            p.link.failed(now);
+        }
+        let in_flight: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.peer == id && f.unsent.is_none())
+            .map(|(t, _)| *t)
+            .collect();
+        Some(
+            in_flight
+                .into_iter()
+                .filter_map(|t| self.forwards.remove(&t))
+                .collect(),
+        )
+    }
+
+    /// Whether `conn` is one of our outbound peer links.
+    pub fn is_link(&self, conn: ConnId) -> bool {
+        self.by_conn.contains_key(&conn)
+    }
+
+    /// Whether `id` is a peer with a link that is up.
+    pub fn is_up(&self, id: u32) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.link.conn().is_some())
+    }
+
+    /// Forwards `frame` from client `conn` (reply slot `seq`) to node `peer`.
+    /// Returns the forward back if `peer` is not in the mesh.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &mut self,
+        peer: u32,
+        mut frame: Frame,
+        conn: ConnId,
+        seq: u64,
+        my_id: u32,
+        deadline: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Forward> {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let client_id = frame.client_id;
+        frame.client_id = tag;
+        frame.node_id = my_id;
+        let mut fwd = Forward {
+            conn,
+            seq,
+            client_id,
+            peer,
+            deadline,
+            unsent: None,
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(fwd);
+        };
+        match p.link.conn() {
+            Some(link) => out.push(Output::Send { conn: link, frame }),
+            None => {
+                fwd.unsent = Some(frame);
+                p.waiting.push(tag);
+            }
+        }
+        self.forwards.insert(tag, fwd);
+        Ok(())
+    }
+
+    /// A frame arrived on a peer link: the reply to forward `frame.client_id`.
+    /// Returns the forward it answers (None for the hello's OK or unknown tags).
+    pub fn reply(&mut self, frame: &Frame) -> Option<Forward> {
+        if frame.client_id == 0 {
+            if frame.op == op::ERR {
+                log::error!(
+                    "a peer refused our hello: {}",
+                    String::from_utf8_lossy(&frame.payload)
+                );
+            }
+            return None;
+        }
+        self.forwards.remove(&frame.client_id)
+    }
+
+    /// Forwards in flight or waiting.
+    pub fn in_flight(&self) -> usize {
+        self.forwards.len()
+    }
+}

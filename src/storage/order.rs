@@ -1,0 +1,128 @@
+//! Keeps the replies on each client connection in request order.
+//!
+//! Most requests are answered at once, but a forwarded one is answered when the
+//! key's owner replies, maybe after requests that arrived later. Each connection
+//! with a reply outstanding gets a queue of slots, one per request since the
+//! oldest unanswered one; a reply fills its slot and every filled slot at the front
+//! leaves. Connections with nothing outstanding keep no state at all, so the common
+//! case costs one hash lookup.
+
+use crate::protocol::Frame;
+use crate::reactor::{ConnId, Output};
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Default)]
+struct Slots {
+    /// Sequence number of `queue[0]`.
+    head: u64,
+    queue: VecDeque<Option<Frame>>,
+    /// The client sent EOF: close once the queue drains.
+    eof: bool,
+}
+
+/// Per-connection reply queues.
+#[derive(Default)]
+pub struct ReplyOrder {
+    conns: HashMap<ConnId, Slots>,
+}
+
+impl ReplyOrder {
+    /// A reply that is ready now: sent at once unless an earlier one is outstanding.
+    pub fn ready(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        match self.conns.get_mut(&conn) {
+            Some(s) => s.queue.push_back(Some(frame)),
+            None => out.push(Output::Send { conn, frame }),
+        }
+    }
+
+    /// Reserves the place of a reply that will come later; returns its number.
+    pub fn reserve(&mut self, conn: ConnId) -> u64 {
+        let s = self.conns.entry(conn).or_default();
+        s.queue.push_back(None);
+        s.head + s.queue.len() as u64 - 1
+    }
+
+    /// Fills a reserved place and sends every reply now in order. A reply for a
+    /// connection that has gone away is dropped.
+    pub fn fill(&mut self, conn: ConnId, seq: u64, frame: Frame, out: &mut Vec<Output>) {
+        let Some(s) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(slot) = seq
+            .checked_sub(s.head)
+            .and_then(|i| s.queue.get_mut(i as usize))
+        else {
+            return;
+        };
+        *slot = Some(frame);
+        while let Some(Some(_)) = s.queue.front() {
+            let frame = s.queue.pop_front().flatten().expect("checked");
+            s.head += 1;
+            out.push(Output::Send { conn, frame });
+        }
+        if s.queue.is_empty() {
+            if s.eof {
+                out.push(Output::Close { conn });
+            }
+            self.conns.remove(&conn);
+        }
+    }
+
+    /// The client will send no more: close now, or once its replies are out.
+    pub fn eof(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+        match self.conns.get_mut(&conn) {
+            Some(s) => s.eof = true,
+            None => out.push(Output::Close { conn }),
+        }
+    }
+
+    /// The connection is gone.
+    pub fn closed(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    /// Replies outstanding on `conn`.
+    pub fn outstanding(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |s| s.queue.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(n: u64) -> Frame {
+        Frame::new(21, n, 0, "")
+    }
+
+    fn ids(out: &[Output]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame.client_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn late_replies_keep_request_order() {
+        let mut o = ReplyOrder::default();
+        let c = ConnId::new(1, 1);
+        let mut out = Vec::new();
+        o.ready(c, f(1), &mut out);
+        let a = o.reserve(c);
+        o.ready(c, f(3), &mut out);
+        let b = o.reserve(c);
+        o.ready(c, f(5), &mut out);
+        assert_eq!(ids(&out), [1]);
+        o.fill(c, b, f(4), &mut out);
+        assert_eq!(ids(&out), [1], "4 waits for 2");
+        o.eof(c, &mut out);
+        o.fill(c, a, f(2), &mut out);
+        assert_eq!(ids(&out), [1, 2, 3, 4, 5]);
+        assert!(matches!(out.last(), Some(Output::Close { .. })));
+        assert_eq!(o.outstanding(c), 0);
+        o.fill(c, a, f(9), &mut out);
+        assert_eq!(ids(&out).len(), 5, "a stale fill is ignored");
+    }
+}
