@@ -4,8 +4,8 @@
 //! with OP one of `ping`, `get`, `put`. Each connection runs on its own thread,
 //! writes PIPELINE requests in one write and reads all replies, for SECONDS.
 
-use gtstore::protocol::{self, op, Parse};
 use bytes::BytesMut;
+use gtstore::protocol::{self, op, Parse};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
