@@ -189,6 +189,7 @@ mod tests {
         )
     }
 
+    /// The example in the module docs of `crate::ring`.
     const SAMPLE: &str = "epoch 7\n\
         replicas 3 2 2\n\
         node 1 10.0.0.1:7000 up 1537228672809129301,9223372036854775807\n\
