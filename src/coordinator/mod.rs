@@ -21,7 +21,9 @@
 
 use crate::protocol::{op, Error, ErrorCode, Frame};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
-use crate::ring::{hash64, plan_tokens, NodeEntry, NodeState, Ring};
+use crate::ring::{
+    hash64, join_token_count, plan_handoff, plan_tokens, NodeEntry, NodeState, Ring,
+};
 use bytes::Bytes;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +80,8 @@ pub struct Manager {
     links: HashMap<ConnId, u32>,
     /// The epoch last pushed to the nodes.
     pushed_epoch: u64,
+    /// The last epoch each node finished its handoff for.
+    handoff_done: HashMap<u32, u64>,
 }
 
 impl Manager {
@@ -92,7 +96,108 @@ impl Manager {
             rr: 0,
             links: HashMap::new(),
             pushed_epoch: 0,
+            handoff_done: HashMap::new(),
         }
+    }
+
+    /// When every serving node has handed over what it must for this epoch, the
+    /// joining nodes start serving and the leaving ones leave: a new epoch.
+    fn maybe_settle(&mut self) {
+        let ring = self.ring();
+        if !ring.has_moves() {
+            return;
+        }
+        let waiting: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
+            .filter(|n| n.conn.is_some())
+            .filter(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch))
+            .map(|n| n.entry.id)
+            .collect();
+        if !waiting.is_empty() {
+            return;
+        }
+        let settled = ring.settled();
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for id in ids {
+            match settled.node(id) {
+                Some(n) => {
+                    let rec = self.nodes.get_mut(&id).expect("listed");
+                    if rec.entry.state == NodeState::Joining {
+                        log::info!("node {id} now serves its tokens");
+                    }
+                    rec.entry.tokens = n.tokens.clone();
+                    rec.entry.state = n.state;
+                }
+                None => {
+                    log::info!("node {id} handed its data over and left the ring");
+                    self.nodes.remove(&id);
+                }
+            }
+        }
+        self.epoch += 1;
+    }
+
+    /// Starts the departure of node `id`.
+    fn leave(&mut self, id: u32) -> Result<(), Error> {
+        let serving = self
+            .nodes
+            .values()
+            .filter(|n| n.entry.state == NodeState::Up && n.entry.id != id)
+            .count();
+        let n = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| Error::new(ErrorCode::BadKey, format!("no node {id}")))?;
+        match n.entry.state {
+            NodeState::Leaving => Ok(()),
+            NodeState::Joining => {
+                // It holds nothing yet.
+                self.nodes.remove(&id);
+                self.epoch += 1;
+                Ok(())
+            }
+            NodeState::Down => {
+                // Nothing to hand over: its tokens go straight to the others.
+                let points: Vec<(u64, u32)> = self
+                    .nodes
+                    .values()
+                    .flat_map(|n| n.entry.tokens.iter().map(move |&t| (t, n.entry.id)))
+                    .collect();
+                for (t, to) in plan_handoff(&points, id) {
+                    if let Some(r) = self.nodes.get_mut(&to) {
+                        r.entry.tokens.push(t);
+                    }
+                }
+                self.nodes.remove(&id);
+                self.epoch += 1;
+                log::warn!("node {id} was down and is dropped; its data is lost");
+                Ok(())
+            }
+            NodeState::Up if serving == 0 => Err(Error::new(
+                ErrorCode::Unavailable,
+                "the last serving node cannot leave",
+            )),
+            NodeState::Up => {
+                n.entry.state = NodeState::Leaving;
+                self.epoch += 1;
+                log::info!("node {id} is leaving (epoch {})", self.epoch);
+                Ok(())
+            }
+        }
+    }
+
+    /// Finds a node by decimal id or address.
+    fn find_node(&self, what: &[u8]) -> Option<u32> {
+        let text = std::str::from_utf8(what).ok()?.trim();
+        if let Ok(id) = text.parse::<u32>() {
+            return self.nodes.contains_key(&id).then_some(id);
+        }
+        self.nodes
+            .values()
+            .find(|n| n.entry.addr == text)
+            .map(|n| n.entry.id)
     }
 
     /// Sends the ring to every connected node if it changed since the last push.
@@ -210,6 +315,7 @@ impl Manager {
                     .values()
                     .flat_map(|n| n.entry.tokens.iter().map(move |&t| (t, n.entry.id)))
                     .collect();
+                let count = join_token_count(&points, count);
                 let tokens = plan_tokens(&points, id, count, hash64(addr.as_bytes()));
                 self.nodes.insert(
                     id,
@@ -234,10 +340,24 @@ impl Manager {
             self.links.remove(&old);
         }
         node.last_seen = now;
-        if node.entry.state != NodeState::Up {
-            node.entry.state = NodeState::Up;
+        if node.entry.state == NodeState::Down {
+            let others_serve = existing.is_none()
+                && self
+                    .nodes
+                    .values()
+                    .any(|n| n.entry.id != id && n.entry.state == NodeState::Up);
+            let node = self.nodes.get_mut(&id).expect("inserted above");
+            node.entry.state = if others_serve {
+                NodeState::Joining
+            } else {
+                NodeState::Up
+            };
             self.epoch += 1;
-            log::info!("node {id} at {addr} is up (epoch {})", self.epoch);
+            log::info!(
+                "node {id} at {addr} is {} (epoch {})",
+                node.entry.state,
+                self.epoch
+            );
         }
         self.links.insert(conn, id);
         let mut reply = format!("{id}\n");
@@ -247,7 +367,7 @@ impl Manager {
 
     fn mark_down(&mut self, id: u32, why: &str) {
         if let Some(n) = self.nodes.get_mut(&id) {
-            if n.entry.state == NodeState::Up {
+            if matches!(n.entry.state, NodeState::Up | NodeState::Leaving) {
                 n.entry.state = NodeState::Down;
                 self.epoch += 1;
                 log::warn!(
@@ -298,6 +418,25 @@ impl Manager {
                 Bytes::from(self.status_json().to_string()),
             ),
             op::NODE_JOIN => (op::JOINED, self.join(now, conn, &f.payload)?),
+            op::DROP => match self.find_node(&f.payload) {
+                Some(id) => {
+                    self.leave(id)?;
+                    (op::OK, Bytes::new())
+                }
+                None => (op::NOT_FOUND, Bytes::new()),
+            },
+            op::LEAVE if member.is_some() => {
+                self.leave(member.expect("checked"))?;
+                (op::OK, Bytes::new())
+            }
+            op::HANDOFF_DONE if member.is_some() => {
+                let epoch = std::str::from_utf8(&f.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::new(ErrorCode::BadOp, "HANDOFF_DONE needs EPOCH"))?;
+                self.handoff_done.insert(member.expect("checked"), epoch);
+                return Ok(None);
+            }
             op::HEARTBEAT if member.is_some() => {
                 let id = member.expect("checked");
                 if let Some(n) = self.nodes.get_mut(&id) {
@@ -366,8 +505,15 @@ impl Service for Manager {
             Input::Closed { conn } => {
                 if let Some(id) = self.links.remove(&conn) {
                     if self.nodes.get(&id).and_then(|n| n.conn) == Some(conn) {
-                        self.nodes.get_mut(&id).expect("present").conn = None;
-                        self.mark_down(id, "link closed");
+                        let n = self.nodes.get_mut(&id).expect("present");
+                        n.conn = None;
+                        if n.entry.state == NodeState::Joining {
+                            log::warn!("node {id} went away while joining");
+                            self.nodes.remove(&id);
+                            self.epoch += 1;
+                        } else {
+                            self.mark_down(id, "link closed");
+                        }
                     }
                 }
             }
@@ -380,6 +526,7 @@ impl Service for Manager {
             | Input::Connected { .. }
             | Input::ConnectFailed { .. } => {}
         }
+        self.maybe_settle();
         self.push_ring(out);
     }
 }
@@ -424,18 +571,27 @@ mod tests {
         let (op_a, text_a) = join(&mut m, 0, a, "127.0.0.1:7001");
         assert_eq!(op_a, op::JOINED);
         assert!(text_a.starts_with("1\nepoch 1\n"));
-        assert!(join(&mut m, 0, b, "127.0.0.1:7002")
-            .1
-            .starts_with("2\nepoch 2\n"));
+        let (_, text_b) = join(&mut m, 0, b, "127.0.0.1:7002");
+        assert!(text_b.starts_with("2\nepoch 2\n"));
+        assert!(text_b.contains("node 2 127.0.0.1:7002 joining"), "{text_b}");
+        // Node 2 serves once node 1 has handed its share over.
+        assert_eq!(reply(&step(&mut m, 0, hello())).1, "1 1 127.0.0.1:7001");
+        let done = Input::Frame {
+            conn: a,
+            frame: Frame::new(op::HANDOFF_DONE, 0, 1, "2"),
+        };
+        step(&mut m, 0, done);
+        assert_eq!(m.ring().epoch, 3);
+        assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
 
         let w: Vec<String> = (0..4).map(|_| reply(&step(&mut m, 1, hello())).1).collect();
         assert_eq!(
             w,
             [
-                "1 1 127.0.0.1:7001",
                 "2 2 127.0.0.1:7002",
                 "3 1 127.0.0.1:7001",
-                "4 2 127.0.0.1:7002"
+                "4 2 127.0.0.1:7002",
+                "5 1 127.0.0.1:7001"
             ]
         );
 

@@ -51,6 +51,15 @@ pub const STATUS_REPLY: u8 = 42;
 pub const NODE_JOIN: u8 = 50;
 /// Node -> manager: periodic heartbeat, payload `KEYCOUNT`.
 pub const HEARTBEAT: u8 = 51;
+/// Node -> node: a chunk of a handoff (entries `KLEN(u32 BE) KEY VLEN(u32 BE) VALUE`).
+pub const MIGRATE: u8 = 52;
+/// Node -> manager: `EPOCH`; every key this node must hand over for that epoch has
+/// been acknowledged by its new owner.
+pub const HANDOFF_DONE: u8 = 53;
+/// Node -> manager: this node wants to leave (it got SIGTERM).
+pub const LEAVE: u8 = 54;
+/// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
+pub const DROP: u8 = 33;
 /// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
 pub const JOINED: u8 = 60;
 
@@ -89,6 +98,10 @@ pub fn name(op: u8) -> &'static str {
         NODE_JOIN => "NODE_JOIN",
         HEARTBEAT => "HEARTBEAT",
         JOINED => "JOINED",
+        MIGRATE => "MIGRATE",
+        HANDOFF_DONE => "HANDOFF_DONE",
+        LEAVE => "LEAVE",
+        DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
         _ => "UNKNOWN",
     }

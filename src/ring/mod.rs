@@ -463,6 +463,69 @@ impl Ring {
         codec::decode(text)
     }
 
+    /// The ring requests are routed by while moves are pending: joining nodes do not
+    /// serve yet, leaving nodes still do.
+    pub fn serving(&self) -> Ring {
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Joining)
+            .cloned()
+            .collect();
+        Ring::new(
+            self.epoch,
+            self.replicas,
+            self.read_quorum,
+            self.write_quorum,
+            nodes,
+        )
+    }
+
+    /// The ring once every pending move is done: joining nodes serve, and each
+    /// leaving node's tokens go to other nodes as [`plan_handoff`] chooses (in id
+    /// order of the leaving nodes). Every process computes the same result.
+    pub fn settled(&self) -> Ring {
+        let mut nodes: Vec<NodeEntry> = self.nodes.clone();
+        for leaving in self.nodes.iter().filter(|n| n.state == NodeState::Leaving) {
+            let points: Vec<(Token, u32)> = nodes
+                .iter()
+                .flat_map(|n| n.tokens.iter().map(move |&t| (t, n.id)))
+                .collect();
+            let handoff = plan_handoff(&points, leaving.id);
+            if handoff.is_empty() {
+                continue; // nobody to hand to: the node keeps its tokens
+            }
+            for n in nodes.iter_mut() {
+                if n.id == leaving.id {
+                    n.tokens.clear();
+                } else {
+                    n.tokens
+                        .extend(handoff.iter().filter(|h| h.1 == n.id).map(|h| h.0));
+                }
+            }
+        }
+        nodes.retain(|n| n.state != NodeState::Leaving || !n.tokens.is_empty());
+        for n in nodes.iter_mut() {
+            if n.state == NodeState::Joining {
+                n.state = NodeState::Up;
+            }
+        }
+        Ring::new(
+            self.epoch,
+            self.replicas,
+            self.read_quorum,
+            self.write_quorum,
+            nodes,
+        )
+    }
+
+    /// Whether any node is joining or leaving.
+    pub fn has_moves(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n.state, NodeState::Joining | NodeState::Leaving))
+    }
+
     fn derive_points(&mut self) {
         let mut points: Vec<(Token, u32)> = self
             .nodes

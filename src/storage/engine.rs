@@ -105,6 +105,26 @@ impl Engine {
         }
     }
 
+    /// Keys whose hash satisfies `pred`.
+    pub fn keys_where(&self, mut pred: impl FnMut(u64) -> bool) -> Vec<Bytes> {
+        self.sectors
+            .values()
+            .flat_map(|s| s.map.keys())
+            .filter(|k| pred(hash64(k)))
+            .cloned()
+            .collect()
+    }
+
+    /// Removes every key whose hash satisfies `pred`; returns how many.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(u64) -> bool) -> usize {
+        let before = self.keys;
+        for s in self.sectors.values_mut() {
+            s.map.retain(|k, _| !pred(hash64(k)));
+        }
+        self.keys = self.sectors.values().map(|s| s.map.len()).sum();
+        before - self.keys
+    }
+
     /// The tokens held, in ring order.
     pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
         self.sectors.keys().copied()

@@ -22,15 +22,40 @@ use std::net::SocketAddr;
 /// Tags of outbound peer connects are this plus the peer's node id.
 pub const PEER_TAG: u64 = 1 << 32;
 
+/// Who is waiting for the answer to a forward.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// A client: relay the peer's reply into its slot.
+    Client {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot (see `order`).
+        seq: u64,
+        /// The client's own id, restored on the reply.
+        client_id: u64,
+    },
+    /// A client whose write was applied here and copied to the key's next owner:
+    /// once the copy is acknowledged, send `result`.
+    Mirror {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot.
+        seq: u64,
+        /// The reply decided here.
+        result: Frame,
+    },
+    /// A chunk of a handoff.
+    Migrate {
+        /// The ring epoch the handoff belongs to.
+        epoch: u64,
+    },
+}
+
 /// A request sent to (or waiting for) another node.
 #[derive(Debug)]
 pub struct Forward {
-    /// The client connection that asked.
-    pub conn: ConnId,
-    /// Its reply slot (see `order`).
-    pub seq: u64,
-    /// The client's own id, restored on the reply.
-    pub client_id: u64,
+    /// Who waits for the answer.
+    pub reply_to: ReplyTo,
     /// The node it went to.
     pub peer: u32,
     /// When to give up.
@@ -230,28 +255,24 @@ impl Mesh {
         self.peers.get(&id).is_some_and(|p| p.link.conn().is_some())
     }
 
-    /// Forwards `frame` from client `conn` (reply slot `seq`) to node `peer`.
-    /// Returns the forward back if `peer` is not in the mesh.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends `frame` to node `peer`, its NODEID set to `hops` (how many nodes
+    /// have forwarded it, this one included). Returns the forward back if `peer` is
+    /// not in the mesh.
     pub fn forward(
         &mut self,
         peer: u32,
         mut frame: Frame,
-        conn: ConnId,
-        seq: u64,
-        my_id: u32,
+        reply_to: ReplyTo,
+        hops: u32,
         deadline: Millis,
         out: &mut Vec<Output>,
     ) -> Result<(), Forward> {
         let tag = self.next_tag;
         self.next_tag += 1;
-        let client_id = frame.client_id;
         frame.client_id = tag;
-        frame.node_id = my_id;
+        frame.node_id = hops;
         let mut fwd = Forward {
-            conn,
-            seq,
-            client_id,
+            reply_to,
             peer,
             deadline,
             unsent: None,

@@ -2,6 +2,7 @@
 //! serves requests, keeps its manager link and (later) its mesh.
 
 pub mod engine;
+pub mod handoff;
 pub mod mesh;
 pub mod node;
 pub mod order;

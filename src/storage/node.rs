@@ -24,11 +24,12 @@
 //! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
 use super::engine::{Engine, Written};
-use super::mesh::{Forward, Mesh};
+use super::handoff::{parse_chunk, Handoff};
+use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
-use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
+use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, Ring};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -38,7 +39,12 @@ const TIMER_INIT: u64 = 0;
 const TIMER_MANAGER: u64 = 1;
 const TIMER_HEARTBEAT: u64 = 2;
 const TIMER_TICK: u64 = 3;
+const TIMER_LEAVE: u64 = 4;
 const TAG_MANAGER: u64 = 1;
+/// A request is forwarded at most this many times (rings can disagree briefly).
+const MAX_HOPS: u32 = 3;
+/// How long a leaving node waits for its handoff before it exits anyway, in ms.
+const LEAVE_DEADLINE_MS: Millis = 120_000;
 
 /// Settings of a storage node.
 #[derive(Clone, Debug)]
@@ -90,6 +96,13 @@ pub struct StorageNode {
     members: HashSet<ConnId>,
     mesh: Mesh,
     order: ReplyOrder,
+    /// `ring` as requests are routed now (joining nodes not yet serving).
+    serving: Ring,
+    /// `ring` once pending moves are done.
+    settled: Ring,
+    handoff: Option<Handoff>,
+    /// This node asked to leave (SIGTERM).
+    leaving: bool,
 }
 
 impl StorageNode {
@@ -100,6 +113,10 @@ impl StorageNode {
         StorageNode {
             mesh,
             order: ReplyOrder::default(),
+            serving: Ring::empty(),
+            settled: Ring::empty(),
+            handoff: None,
+            leaving: false,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -135,10 +152,10 @@ impl StorageNode {
         });
     }
 
-    fn on_manager_frame(&mut self, frame: Frame, out: &mut Vec<Output>) {
+    fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
         match frame.op {
             op::RING_UPDATE => match Ring::decode(&frame.payload) {
-                Ok(ring) => self.install_ring(ring, out),
+                Ok(ring) => self.install_ring(ring, now, out),
                 Err(e) => log::warn!("bad ring from the manager: {e}"),
             },
             op::JOINED => {
@@ -156,7 +173,7 @@ impl StorageNode {
                             log::info!("registered with the manager as node {id}");
                         }
                         self.node_id = id;
-                        self.install_ring(ring, out);
+                        self.install_ring(ring, now, out);
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
                     (None, _) => log::warn!("bad node id from the manager"),
@@ -170,16 +187,99 @@ impl StorageNode {
         }
     }
 
-    fn install_ring(&mut self, ring: Ring, out: &mut Vec<Output>) {
-        if let Some(me) = ring.node(self.node_id) {
-            if !me.tokens.is_empty() && !self.engine.tokens().eq(me.tokens.iter().copied()) {
-                self.engine.set_tokens(me.tokens.iter().copied());
+    fn install_ring(&mut self, ring: Ring, now: Millis, out: &mut Vec<Output>) {
+        let me = self.node_id;
+        let was_leaving = self
+            .ring
+            .node(me)
+            .is_some_and(|n| n.state == NodeState::Leaving);
+        let serving = ring.serving();
+        let settled = ring.settled();
+        log::debug!("ring epoch {} installed", ring.epoch);
+        if me != 0 && ring.node(me).is_none() && (was_leaving || self.leaving) {
+            log::info!("handed everything over and left the ring; exiting");
+            out.push(Output::Stop);
+        }
+        // Sectors: the tokens this node serves now and the ones it will serve.
+        let mut tokens: Vec<u64> = [&serving, &settled]
+            .iter()
+            .filter_map(|r| r.node(me))
+            .flat_map(|n| n.tokens.iter().copied())
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        if !tokens.is_empty() && !self.engine.tokens().eq(tokens.iter().copied()) {
+            self.engine.set_tokens(tokens);
+        }
+        if me != 0 && ring.node(me).is_some() {
+            let dropped = self.engine.remove_where(|h| {
+                serving.owner_of_hash(h) != Some(me) && settled.owner_of_hash(h) != Some(me)
+            });
+            if dropped > 0 {
+                log::info!("dropped {dropped} keys now held by other nodes");
             }
         }
-        log::debug!("ring epoch {} installed", ring.epoch);
-        let failed = self.mesh.set_members(self.node_id, &ring, out);
+        let failed = self.mesh.set_members(me, &ring, out);
         self.ring = ring;
+        self.serving = serving;
+        self.settled = settled;
         self.fail_forwards(failed, ErrorCode::Unavailable, out);
+        self.start_handoff(now, out);
+    }
+
+    /// Lists what this node must hand over for the current ring and starts sending.
+    fn start_handoff(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let me = self.node_id;
+        self.handoff = None;
+        if me == 0 || !self.ring.has_moves() || self.serving.node(me).is_none() {
+            return;
+        }
+        let (serving, settled) = (&self.serving, &self.settled);
+        let keys: Vec<(u32, Bytes)> = self
+            .engine
+            .keys_where(|h| {
+                serving.owner_of_hash(h) == Some(me)
+                    && settled.owner_of_hash(h).is_some_and(|o| o != me)
+            })
+            .into_iter()
+            .filter_map(|k| settled.owner_of_hash(hash64(&k)).map(|o| (o, k)))
+            .collect();
+        log::info!(
+            "epoch {}: handing {} keys over",
+            self.ring.epoch,
+            keys.len()
+        );
+        self.handoff = Some(Handoff::new(self.ring.epoch, keys));
+        self.pump_handoff(now, out);
+    }
+
+    /// Sends the chunks the window allows; reports to the manager when done.
+    fn pump_handoff(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(h) = self.handoff.as_mut() else {
+            return;
+        };
+        let epoch = h.epoch;
+        for (target, payload) in h.next_chunks(&self.engine) {
+            let frame = Frame::new(op::MIGRATE, 0, 0, payload);
+            let deadline = now + self.cfg.request_timeout_ms;
+            let reply_to = ReplyTo::Migrate { epoch };
+            if self
+                .mesh
+                .forward(target, frame, reply_to, 1, deadline, out)
+                .is_err()
+            {
+                h.failed = true;
+            }
+        }
+        if h.done() && !h.reported {
+            if let Some(conn) = self.manager.conn() {
+                h.reported = true;
+                out.push(Output::Send {
+                    conn,
+                    frame: Frame::new(op::HANDOFF_DONE, 0, self.node_id, epoch.to_string()),
+                });
+            }
+        }
     }
 
     /// Answers forwards that will get no reply from their peer.
@@ -192,74 +292,169 @@ impl StorageNode {
                     _ => format!("node {} is unreachable", f.peer),
                 },
             );
-            let frame = Frame::error(f.client_id, self.node_id, &err);
-            self.order.fill(f.conn, f.seq, frame, out);
+            match f.reply_to {
+                ReplyTo::Client {
+                    conn,
+                    seq,
+                    client_id,
+                } => {
+                    let frame = Frame::error(client_id, self.node_id, &err);
+                    self.order.fill(conn, seq, frame, out);
+                }
+                ReplyTo::Mirror { conn, seq, result } => {
+                    let frame = Frame::error(result.client_id, self.node_id, &err);
+                    self.order.fill(conn, seq, frame, out);
+                }
+                ReplyTo::Migrate { epoch } => {
+                    if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
+                        h.failed = true;
+                    }
+                }
+            }
         }
     }
 
-    /// The node a client's key-value request must go to, or `None` to serve here.
-    fn route(&self, f: &Frame) -> Result<Option<u32>, Error> {
-        let key = match f.op {
+    /// The key of a key-value request, or `None` for other ops.
+    fn request_key(f: &Frame) -> Result<Option<Bytes>, Error> {
+        Ok(Some(match f.op {
             op::PUT | op::CREATE | op::UPDATE | op::INCR => kv::split_kv(&f.payload)?.0,
             op::GET | op::DELETE | op::EXISTS => kv::key(&f.payload)?,
             _ => return Ok(None),
-        };
-        match self.ring.owner_of_hash(hash64(&key)) {
-            None => Ok(None),
-            Some(owner) if owner == self.node_id => Ok(None),
-            Some(owner) => match self.ring.node(owner).map(|n| n.state) {
-                Some(NodeState::Down) => Err(Error::new(
-                    ErrorCode::Unavailable,
-                    format!("node {owner}, the key's owner, is down"),
-                )),
-                _ => Ok(Some(owner)),
-            },
-        }
+        }))
     }
 
     /// Serves one request from a client or a peer.
     fn on_request(&mut self, now: Millis, conn: ConnId, f: Frame, out: &mut Vec<Output>) {
-        if !self.members.contains(&conn) {
-            match self.route(&f) {
-                Ok(None) => {}
-                Ok(Some(owner)) => {
-                    let seq = self.order.reserve(conn);
-                    let deadline = now + self.cfg.request_timeout_ms;
-                    if let Err(fwd) =
-                        self.mesh
-                            .forward(owner, f, conn, seq, self.node_id, deadline, out)
-                    {
-                        self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let frame = Frame::error(f.client_id, self.node_id, &e);
-                    self.order.ready(conn, frame, out);
-                    return;
-                }
-            }
-        }
-        match self.execute(conn, &f) {
-            Ok((op, payload)) => {
-                let frame = Frame::new(op, f.client_id, self.node_id, payload);
-                self.order.ready(conn, frame, out);
-            }
-            Err(e) if e.code.closes_connection() => {
-                reply_error(out, conn, f.client_id, self.node_id, &e)
-            }
+        let me = self.node_id;
+        let member = self.members.contains(&conn);
+        let key = match Self::request_key(&f) {
+            Ok(k) => k,
             Err(e) => {
-                let frame = Frame::error(f.client_id, self.node_id, &e);
+                let frame = Frame::error(f.client_id, me, &e);
                 self.order.ready(conn, frame, out);
+                return;
             }
+        };
+        let (serving_owner, settled_owner) = match &key {
+            Some(k) if me != 0 => {
+                let h = hash64(k);
+                (self.serving.owner_of_hash(h), self.settled.owner_of_hash(h))
+            }
+            _ => (None, None),
+        };
+        let here = serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me));
+        if !here {
+            let owner = serving_owner.expect("not here means an owner");
+            let hops = if member { f.node_id } else { 0 };
+            let down = self
+                .ring
+                .node(owner)
+                .is_some_and(|n| n.state == NodeState::Down);
+            if down || hops >= MAX_HOPS {
+                let e = Error::new(
+                    ErrorCode::Unavailable,
+                    if down {
+                        format!("node {owner}, the key's owner, is down")
+                    } else {
+                        "the ring is changing; retry".to_string()
+                    },
+                );
+                let frame = Frame::error(f.client_id, me, &e);
+                self.order.ready(conn, frame, out);
+                return;
+            }
+            let seq = self.order.reserve(conn);
+            let reply_to = ReplyTo::Client {
+                conn,
+                seq,
+                client_id: f.client_id,
+            };
+            let deadline = now + self.cfg.request_timeout_ms;
+            if let Err(fwd) = self
+                .mesh
+                .forward(owner, f, reply_to, hops + 1, deadline, out)
+            {
+                self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
+            }
+            return;
+        }
+        let reply = match self.execute(conn, &f) {
+            Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
+            Err(e) if e.code.closes_connection() => {
+                reply_error(out, conn, f.client_id, me, &e);
+                return;
+            }
+            Err(e) => Frame::error(f.client_id, me, &e),
+        };
+        let mutated = matches!(
+            (f.op, reply.op),
+            (op::PUT | op::CREATE | op::UPDATE | op::DELETE, op::OK) | (op::INCR, op::VALUE)
+        );
+        match (key, settled_owner) {
+            (Some(key), Some(next)) if mutated && next != me && serving_owner == Some(me) => {
+                // A move is pending: the next owner gets a copy before the client
+                // gets its answer.
+                let copy = match self.engine.get(&key) {
+                    Some(v) => {
+                        let mut p = Vec::with_capacity(key.len() + v.len() + 8);
+                        p.extend_from_slice(format!("{} ", key.len()).as_bytes());
+                        p.extend_from_slice(&key);
+                        p.extend_from_slice(&v);
+                        Frame::new(op::PUT, 0, 0, p)
+                    }
+                    None => Frame::new(op::DELETE, 0, 0, key),
+                };
+                let seq = self.order.reserve(conn);
+                let reply_to = ReplyTo::Mirror {
+                    conn,
+                    seq,
+                    result: reply,
+                };
+                let deadline = now + self.cfg.request_timeout_ms;
+                if let Err(fwd) = self.mesh.forward(next, copy, reply_to, 1, deadline, out) {
+                    self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
+                }
+            }
+            _ => self.order.ready(conn, reply, out),
         }
     }
 
-    /// A reply from a peer to one of our forwards: relay it to the client.
-    fn on_peer_reply(&mut self, frame: Frame, out: &mut Vec<Output>) {
-        if let Some(fwd) = self.mesh.reply(&frame) {
-            let reply = Frame::new(frame.op, fwd.client_id, self.node_id, frame.payload);
-            self.order.fill(fwd.conn, fwd.seq, reply, out);
+    /// A reply from a peer to one of our forwards.
+    fn on_peer_reply(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
+        let Some(fwd) = self.mesh.reply(&frame) else {
+            return;
+        };
+        match fwd.reply_to {
+            ReplyTo::Client {
+                conn,
+                seq,
+                client_id,
+            } => {
+                let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
+                self.order.fill(conn, seq, reply, out);
+            }
+            ReplyTo::Mirror { conn, seq, result } => {
+                if frame.op == op::ERR {
+                    let e = Error::new(
+                        ErrorCode::Unavailable,
+                        "the key is moving and its new owner refused the write",
+                    );
+                    let reply = Frame::error(result.client_id, self.node_id, &e);
+                    self.order.fill(conn, seq, reply, out);
+                } else {
+                    self.order.fill(conn, seq, result, out);
+                }
+            }
+            ReplyTo::Migrate { epoch } => {
+                if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
+                    if frame.op == op::OK {
+                        h.acked(fwd.peer);
+                    } else {
+                        h.failed = true;
+                    }
+                }
+                self.pump_handoff(now, out);
+            }
         }
     }
 
@@ -328,6 +523,14 @@ impl StorageNode {
                 self.members.insert(conn);
                 (op::OK, Bytes::new())
             }
+            op::MIGRATE if self.members.contains(&conn) => {
+                let entries = parse_chunk(&f.payload)
+                    .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
+                for (k, v) in entries {
+                    self.engine.put(k, v);
+                }
+                (op::OK, Bytes::new())
+            }
             o if op::is_internal(o) => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
@@ -365,6 +568,11 @@ impl Service for StorageNode {
             Input::Timer { id: TIMER_TICK } => {
                 let late = self.mesh.tick(now, out);
                 self.fail_forwards(late, ErrorCode::Timeout, out);
+                if self.handoff.as_ref().is_some_and(|h| h.failed) {
+                    self.start_handoff(now, out);
+                } else {
+                    self.pump_handoff(now, out);
+                }
                 out.push(Output::Timer {
                     at: now + self.cfg.tick_ms,
                     id: TIMER_TICK,
@@ -394,6 +602,10 @@ impl Service for StorageNode {
                     id: TIMER_HEARTBEAT,
                 });
             }
+            Input::Timer { id: TIMER_LEAVE } => {
+                log::warn!("the handoff did not finish in time; exiting anyway");
+                out.push(Output::Stop);
+            }
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
                 self.manager.up(conn);
@@ -418,9 +630,9 @@ impl Service for StorageNode {
             Input::Accepted { .. } => {}
             Input::Frame { conn, frame } => {
                 if self.manager.conn() == Some(conn) {
-                    self.on_manager_frame(frame, out);
+                    self.on_manager_frame(now, frame, out);
                 } else if self.mesh.is_link(conn) {
-                    self.on_peer_reply(frame, out);
+                    self.on_peer_reply(now, frame, out);
                 } else {
                     self.on_request(now, conn, frame, out);
                 }
@@ -441,6 +653,24 @@ impl Service for StorageNode {
                     self.manager_down(now, out);
                 }
             }
+            Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {
+                Some(conn) if self.ring.node(self.node_id).is_some() => {
+                    log::info!("SIGTERM: handing data over before leaving");
+                    self.leaving = true;
+                    out.push(Output::Send {
+                        conn,
+                        frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
+                    });
+                    out.push(Output::Timer {
+                        at: now + LEAVE_DEADLINE_MS,
+                        id: TIMER_LEAVE,
+                    });
+                }
+                _ => {
+                    log::warn!("SIGTERM without a manager: exiting without a handoff");
+                    out.push(Output::Stop);
+                }
+            },
             Input::Signal(sig) => {
                 log::info!("{sig:?}: shutting down");
                 out.push(Output::Stop);
