@@ -266,7 +266,7 @@ impl Mesh {
         hops: u32,
         deadline: Millis,
         out: &mut Vec<Output>,
-    ) -> Result<(), Forward> {
+    ) -> Result<(), Box<Forward>> {
         let tag = self.next_tag;
         self.next_tag += 1;
         frame.client_id = tag;
@@ -278,7 +278,7 @@ impl Mesh {
             unsent: None,
         };
         let Some(p) = self.peers.get_mut(&peer) else {
-            return Err(fwd);
+            return Err(Box::new(fwd));
         };
         match p.link.conn() {
             Some(link) => out.push(Output::Send { conn: link, frame }),

@@ -374,7 +374,7 @@ impl StorageNode {
                 .mesh
                 .forward(owner, f, reply_to, hops + 1, deadline, out)
             {
-                self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
+                self.fail_forwards(vec![*fwd], ErrorCode::Unavailable, out);
             }
             return;
         }
@@ -412,7 +412,7 @@ impl StorageNode {
                 };
                 let deadline = now + self.cfg.request_timeout_ms;
                 if let Err(fwd) = self.mesh.forward(next, copy, reply_to, 1, deadline, out) {
-                    self.fail_forwards(vec![fwd], ErrorCode::Unavailable, out);
+                    self.fail_forwards(vec![*fwd], ErrorCode::Unavailable, out);
                 }
             }
             _ => self.order.ready(conn, reply, out),
