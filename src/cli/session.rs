@@ -1,0 +1,381 @@
+//! Requests, replies and the connection a command runs on.
+//!
+//! A [`Session`] holds at most one [`Client`]. It connects on the first key-value
+//! request, keeps the connection for the next ones, and forgets it when it fails, so
+//! the next request connects again (the contact node may have died; the manager
+//! then names another). A read-only request (GET, EXISTS, PING) that fails on a
+//! connection that was already open is retried once on a fresh one: the old one
+//! was most likely closed while idle. Writes are never retried, since the first try
+//! may have been applied.
+//!
+//! Manager requests (STATUS, RING) use a short-lived connection each time.
+
+use super::{describe_io, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
+use crate::client::{parse_welcome, Client, ClientError, Connection};
+use crate::protocol::{self, op};
+use bytes::Bytes;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Where a session's requests go.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The manager's `HOST:PORT` (STATUS, RING, and HELLO unless `node` is set).
+    pub manager: String,
+    /// Talk to this storage node directly, anonymously, instead of asking the
+    /// manager for a contact node.
+    pub node: Option<String>,
+    /// Time allowed for connecting and for each reply.
+    pub timeout: Duration,
+}
+
+/// One command, as every front end (one-shot, shell) understands it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Store a value.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Read a value.
+    Get { key: Vec<u8> },
+    /// Remove a key.
+    Del { key: Vec<u8> },
+    /// Store only if absent.
+    Create { key: Vec<u8>, value: Vec<u8> },
+    /// Store only if present.
+    Update { key: Vec<u8>, value: Vec<u8> },
+    /// Add a signed delta to a counter.
+    Incr { key: Vec<u8>, delta: i64 },
+    /// Whether a key exists.
+    Exists { key: Vec<u8> },
+    /// The manager's STATUS JSON.
+    Status,
+    /// The manager's ring text.
+    Ring,
+    /// Liveness check of the contact node, echoing `payload`.
+    Ping { payload: Vec<u8> },
+}
+
+impl Request {
+    /// Whether sending the request twice is harmless.
+    fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Request::Get { .. } | Request::Exists { .. } | Request::Ping { .. }
+        )
+    }
+}
+
+/// What a request produced. Not-found and conflict are answers, not errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Success with nothing to show (put, del, create, update, exists).
+    Done,
+    /// The key does not exist.
+    NotFound,
+    /// CREATE found the key already there.
+    Conflict,
+    /// A stored value (get).
+    Value(Bytes),
+    /// The new count (incr).
+    Count(i64),
+    /// The echoed payload (ping).
+    Pong(Bytes),
+    /// The manager's reply payload as received (status JSON, ring text).
+    Text(Bytes),
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// Could not connect to a process.
+    Unreachable {
+        /// What it is: `manager`, `node`.
+        what: String,
+        /// Its address.
+        addr: String,
+        /// Why.
+        err: io::Error,
+    },
+    /// An open connection failed (closed, reset, timed out).
+    Lost {
+        /// The peer's address.
+        addr: String,
+        /// Why.
+        err: io::Error,
+    },
+    /// The server answered `ERR`.
+    Server(protocol::Error),
+    /// The server answered something unexpected.
+    Protocol(String),
+    /// Anything else: bad input, unreadable stdin, unusable reply.
+    Other(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Unreachable { what, addr, err } => {
+                write!(f, "cannot reach {what} {addr}: {}", describe_io(err))
+            }
+            CliError::Lost { addr, err } => {
+                write!(f, "connection to {addr} failed: {}", describe_io(err))
+            }
+            CliError::Server(e) => write!(f, "server error: {e}"),
+            CliError::Protocol(m) => write!(f, "protocol error: {m}"),
+            CliError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl CliError {
+    /// Maps a client-library error on an open connection to `addr`.
+    fn from_client(e: ClientError, addr: &str) -> CliError {
+        match e {
+            ClientError::Io(err) => CliError::Lost {
+                addr: addr.to_string(),
+                err,
+            },
+            ClientError::Server(e) => CliError::Server(e),
+            ClientError::Protocol(m) => CliError::Protocol(m),
+        }
+    }
+
+    /// Maps a client-library error met while connecting to `what` at `addr`.
+    fn connecting(e: ClientError, what: &str, addr: &str) -> CliError {
+        match e {
+            ClientError::Io(err) => CliError::Unreachable {
+                what: what.to_string(),
+                addr: addr.to_string(),
+                err,
+            },
+            other => CliError::from_client(other, addr),
+        }
+    }
+}
+
+/// The exit status for a command's outcome: 0 done, 1 not found or conflict,
+/// 2 error.
+pub fn exit_code(result: &Result<Reply, CliError>) -> u8 {
+    match result {
+        Ok(Reply::NotFound | Reply::Conflict) => EXIT_MISSING,
+        Ok(_) => EXIT_OK,
+        Err(_) => EXIT_ERROR,
+    }
+}
+
+/// A lazily connected, self-healing connection to the cluster.
+pub struct Session {
+    target: Target,
+    client: Option<Client>,
+}
+
+impl Session {
+    /// A session that connects on its first key-value request.
+    pub fn new(target: Target) -> Session {
+        Session {
+            target,
+            client: None,
+        }
+    }
+
+    /// Where requests go.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Forgets the current connection; the next request connects again.
+    pub fn disconnect(&mut self) {
+        self.client = None;
+    }
+
+    /// Runs one request.
+    pub fn execute(&mut self, req: &Request) -> Result<Reply, CliError> {
+        let (op, want) = match req {
+            Request::Status => (op::STATUS, op::STATUS_REPLY),
+            Request::Ring => (op::RING, op::RING_REPLY),
+            _ => return self.execute_kv(req),
+        };
+        let manager = &self.target.manager;
+        let mut conn = Connection::connect(manager, self.target.timeout)
+            .map_err(|e| CliError::connecting(e, "manager", manager))?;
+        let f = conn
+            .call(op, 0, &[])
+            .map_err(|e| CliError::from_client(e, manager))?;
+        if f.op != want {
+            return Err(CliError::Protocol(format!(
+                "unexpected reply {} to {}",
+                op::name(f.op),
+                op::name(op)
+            )));
+        }
+        Ok(Reply::Text(f.payload))
+    }
+
+    fn execute_kv(&mut self, req: &Request) -> Result<Reply, CliError> {
+        let reused = self.client.is_some();
+        match self.try_kv(req) {
+            Err(CliError::Lost { .. }) if reused && req.is_read_only() => {
+                log::debug!("connection lost while idle; retrying on a fresh one");
+                self.try_kv(req)
+            }
+            other => other,
+        }
+    }
+
+    fn try_kv(&mut self, req: &Request) -> Result<Reply, CliError> {
+        if self.client.is_none() {
+            self.client = Some(connect(&self.target)?);
+        }
+        let client = self.client.as_mut().expect("connected just above");
+        match run_kv(client, req) {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                let err = CliError::from_client(e, client.node_addr());
+                let keep = matches!(&err, CliError::Server(e) if !e.code.closes_connection());
+                if !keep {
+                    // The stream may be closed or out of step: start afresh next time.
+                    self.client = None;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Connects as the target says: straight to a node, or HELLO to the manager and
+/// then to the contact node it names.
+pub fn connect(target: &Target) -> Result<Client, CliError> {
+    let timeout = target.timeout;
+    if let Some(addr) = &target.node {
+        return Client::connect_node(addr, timeout)
+            .map_err(|e| CliError::connecting(e, "node", addr));
+    }
+    let manager = &target.manager;
+    match Client::connect(manager, timeout) {
+        Ok(c) => Ok(c),
+        Err(ClientError::Io(err)) => Err(diagnose(manager, timeout, err)),
+        Err(other) => Err(CliError::from_client(other, manager)),
+    }
+}
+
+/// `Client::connect` failed with an I/O error: find out whether the manager or the
+/// contact node it named could not be reached. Runs only on the failure path.
+fn diagnose(manager: &str, timeout: Duration, err: io::Error) -> CliError {
+    let mut conn = match Connection::connect(manager, timeout) {
+        Ok(c) => c,
+        Err(_) => {
+            return CliError::Unreachable {
+                what: "manager".into(),
+                addr: manager.to_string(),
+                err,
+            }
+        }
+    };
+    match conn.call(op::HELLO, 0, &[b"gtstore-client"]) {
+        Ok(f) if f.op == op::WELCOME => match parse_welcome(&f.payload) {
+            Ok(w) => CliError::Unreachable {
+                what: format!("node {} (named by the manager)", w.node_id),
+                addr: w.addr,
+                err,
+            },
+            Err(e) => CliError::from_client(e, manager),
+        },
+        Ok(f) => CliError::Protocol(format!("unexpected reply {} to HELLO", op::name(f.op))),
+        Err(e) => CliError::from_client(e, manager),
+    }
+}
+
+fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
+    let found = |yes: bool| if yes { Reply::Done } else { Reply::NotFound };
+    Ok(match req {
+        Request::Put { key, value } => {
+            c.put(key, value)?;
+            Reply::Done
+        }
+        Request::Get { key } => match c.get(key)? {
+            Some(v) => Reply::Value(v),
+            None => Reply::NotFound,
+        },
+        Request::Del { key } => found(c.delete(key)?),
+        Request::Create { key, value } => {
+            if c.create(key, value)? {
+                Reply::Done
+            } else {
+                Reply::Conflict
+            }
+        }
+        Request::Update { key, value } => found(c.update(key, value)?),
+        Request::Incr { key, delta } => Reply::Count(c.incr(key, *delta)?),
+        Request::Exists { key } => found(c.exists(key)?),
+        Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
+        Request::Status | Request::Ring => {
+            return Err(ClientError::Protocol("not a key-value request".into()))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&Ok(Reply::Done)), 0);
+        assert_eq!(exit_code(&Ok(Reply::Value(Bytes::from_static(b"v")))), 0);
+        assert_eq!(exit_code(&Ok(Reply::Count(-3))), 0);
+        assert_eq!(exit_code(&Ok(Reply::NotFound)), 1);
+        assert_eq!(exit_code(&Ok(Reply::Conflict)), 1);
+        let server = CliError::Server(protocol::Error::new(ErrorCode::NotInt, "nope"));
+        assert_eq!(exit_code(&Err(server)), 2);
+        assert_eq!(exit_code(&Err(CliError::Other("x".into()))), 2);
+    }
+
+    #[test]
+    fn error_messages() {
+        let e = CliError::Server(protocol::Error::new(
+            ErrorCode::NotInt,
+            "value is not a decimal integer",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "server error: NOTINT value is not a decimal integer"
+        );
+        let e = CliError::Unreachable {
+            what: "manager".into(),
+            addr: "127.0.0.1:7000".into(),
+            err: io::Error::from_raw_os_error(111),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach manager 127.0.0.1:7000: connection refused"
+        );
+    }
+
+    #[test]
+    fn unreachable_manager() {
+        // Bind and drop a listener to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let target = Target {
+            manager: format!("127.0.0.1:{port}"),
+            node: None,
+            timeout: Duration::from_secs(2),
+        };
+        let mut s = Session::new(target.clone());
+        let e = s.execute(&Request::Get { key: b"k".to_vec() }).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot reach manager 127.0.0.1:"),
+            "{e}"
+        );
+        let e = s.execute(&Request::Status).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot reach manager 127.0.0.1:"),
+            "{e}"
+        );
+    }
+}

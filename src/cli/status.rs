@@ -1,0 +1,229 @@
+//! The STATUS JSON as a table a person can read, and plain-text tables in general.
+//!
+//! The manager's STATUS reply (op 32) is a JSON object with `epoch`, `replicas`,
+//! `effective_replicas`, `read_quorum`, `write_quorum`, `live_nodes`, `total_keys`,
+//! `max_over_mean_keys` and `nodes`, each node with `id`, `addr`, `state`,
+//! `token_count`, `tokens`, `share` (a fraction of the ring, 0 to 1) and `keys`.
+//! A field that is missing shows as `?`, so an older or newer manager still gives a
+//! table.
+
+use serde_json::Value;
+
+/// Parses a STATUS payload.
+pub fn parse_status(payload: &[u8]) -> Result<Value, String> {
+    let v: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("STATUS is not valid JSON: {e}"))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err("STATUS is not a JSON object".into())
+    }
+}
+
+/// One storage node as STATUS lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: u32,
+    /// Where it listens.
+    pub addr: String,
+    /// `up`, `down`, `joining`, `leaving`.
+    pub state: String,
+}
+
+/// The nodes of a STATUS object (entries without an id or address are skipped).
+pub fn nodes(status: &Value) -> Vec<NodeInfo> {
+    let Some(list) = status.get("nodes").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|n| {
+            Some(NodeInfo {
+                id: u32::try_from(n.get("id")?.as_u64()?).ok()?,
+                addr: n.get("addr")?.as_str()?.to_string(),
+                state: n
+                    .get("state")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The number of live nodes STATUS reports (0 if absent).
+pub fn live_nodes(status: &Value) -> u64 {
+    status
+        .get("live_nodes")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn num(v: &Value, field: &str) -> String {
+    match v.get(field) {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "?".into(),
+    }
+}
+
+fn float(v: &Value, field: &str, scale: f64, decimals: usize) -> String {
+    match v.get(field).and_then(Value::as_f64) {
+        Some(x) => format!("{:.*}", decimals, x * scale),
+        None => "?".into(),
+    }
+}
+
+/// Formats a STATUS object: a summary line, then one row per node.
+pub fn format_status(status: &Value) -> String {
+    let n = num(status, "replicas");
+    let effective = num(status, "effective_replicas");
+    let mut summary = format!(
+        "epoch {}  live nodes {}/{}  N/R/W {}/{}/{}",
+        num(status, "epoch"),
+        num(status, "live_nodes"),
+        status
+            .get("nodes")
+            .and_then(Value::as_array)
+            .map_or("?".into(), |a| a.len().to_string()),
+        n,
+        num(status, "read_quorum"),
+        num(status, "write_quorum"),
+    );
+    if effective != n {
+        summary.push_str(&format!(" (effective N {effective})"));
+    }
+    summary.push_str(&format!(
+        "  keys {}  max/mean {}\n",
+        num(status, "total_keys"),
+        float(status, "max_over_mean_keys", 1.0, 2)
+    ));
+    let empty = Vec::new();
+    let list = status
+        .get("nodes")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|node| {
+            let tokens = match node.get("token_count") {
+                Some(_) => num(node, "token_count"),
+                None => node
+                    .get("tokens")
+                    .and_then(Value::as_array)
+                    .map_or("?".into(), |t| t.len().to_string()),
+            };
+            vec![
+                num(node, "id"),
+                node.get("addr")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                node.get("state")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                tokens,
+                float(node, "share", 100.0, 1),
+                num(node, "keys"),
+            ]
+        })
+        .collect();
+    summary
+        + &table(
+            &["ID", "ADDRESS", "STATE", "TOKENS", "SHARE(%)", "KEYS"],
+            &[true, false, false, true, true, true],
+            &rows,
+        )
+}
+
+/// Renders rows under headers, columns two spaces apart, numbers (`right[i]`)
+/// right-aligned. Every line ends with a newline; no trailing spaces.
+pub fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                line.push_str(&format!("{cell:>w$}"));
+            } else {
+                line.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"effective_replicas":2,"epoch":7,"live_nodes":2,
+        "max_over_mean_keys":1.0526,"nodes":[
+        {"addr":"127.0.0.1:7001","id":1,"keys":20,"share":0.5,"state":"up",
+         "token_count":64,"tokens":[1,2]},
+        {"addr":"127.0.0.1:7002","id":2,"keys":18,"share":0.25,"state":"up",
+         "token_count":64,"tokens":[3]},
+        {"addr":"127.0.0.1:17003","id":12,"keys":0,"share":0.25,"state":"down",
+         "token_count":8,"tokens":[4]}],
+        "read_quorum":2,"replicas":3,"total_keys":38,"write_quorum":2}"#;
+
+    #[test]
+    fn status_table() {
+        let v = parse_status(SAMPLE.as_bytes()).unwrap();
+        let want = "\
+epoch 7  live nodes 2/3  N/R/W 3/2/2 (effective N 2)  keys 38  max/mean 1.05
+ID  ADDRESS          STATE  TOKENS  SHARE(%)  KEYS
+ 1  127.0.0.1:7001   up         64      50.0    20
+ 2  127.0.0.1:7002   up         64      25.0    18
+12  127.0.0.1:17003  down        8      25.0     0
+";
+        assert_eq!(format_status(&v), want);
+    }
+
+    #[test]
+    fn missing_fields_show_question_marks() {
+        let v = parse_status(br#"{"epoch":1,"nodes":[{"id":3,"tokens":[1,2,3]}]}"#).unwrap();
+        let want = "\
+epoch 1  live nodes ?/1  N/R/W ?/?/?  keys ?  max/mean ?
+ID  ADDRESS  STATE  TOKENS  SHARE(%)  KEYS
+ 3  ?        ?           3         ?     ?
+";
+        assert_eq!(format_status(&v), want);
+    }
+
+    #[test]
+    fn node_list_and_live_count() {
+        let v = parse_status(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(live_nodes(&v), 2);
+        let n = nodes(&v);
+        assert_eq!(n.len(), 3);
+        assert_eq!(
+            n[2],
+            NodeInfo {
+                id: 12,
+                addr: "127.0.0.1:17003".into(),
+                state: "down".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_json_is_an_error() {
+        assert!(parse_status(b"not json").is_err());
+        assert!(parse_status(b"[1,2]").is_err());
+    }
+}

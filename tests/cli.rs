@@ -1,0 +1,384 @@
+//! The `gtstore` command-line client against real processes: one-shot commands
+//! (stdout, stderr, exit status), binary values through stdin, the shell fed
+//! through stdin, and the `gtstore cluster` launcher (which must leave no child
+//! behind). Every process a test starts is killed on drop, even if the test panics.
+//!
+//! The one-shot tests use a single storage node, so that every HELLO names the same
+//! contact node whatever the state of request forwarding between nodes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const GTSTORE: &str = env!("CARGO_BIN_EXE_gtstore");
+const MANAGER: &str = env!("CARGO_BIN_EXE_gtstore-manager");
+const STORAGE: &str = env!("CARGO_BIN_EXE_gtstore-storage");
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A child process killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server with `--port 0` and returns it with the address its log says
+/// it listens on. A thread keeps draining its stderr so it never blocks on logging.
+fn start_server(bin: &str, args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start server");
+    let stderr = child.stderr.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find("listening on ") {
+                let addr = line[i + 13..].split_whitespace().next().unwrap_or("");
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(WAIT).expect("server logs `listening on`");
+    (proc, addr)
+}
+
+/// A manager and storage nodes, all stopped on drop.
+struct TestCluster {
+    manager: String,
+    node_addrs: Vec<String>,
+    _procs: Vec<Proc>,
+}
+
+fn start_cluster(nodes: usize) -> TestCluster {
+    let (m, manager) = start_server(MANAGER, &[]);
+    let mut procs = vec![m];
+    let mut node_addrs = Vec::new();
+    for _ in 0..nodes {
+        let (p, addr) = start_server(STORAGE, &["--manager", &manager]);
+        procs.push(p);
+        node_addrs.push(addr);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let live = gtstore::client::manager_call(
+            &manager,
+            gtstore::protocol::op::STATUS,
+            Duration::from_secs(2),
+        )
+        .ok()
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .and_then(|v| v["live_nodes"].as_u64());
+        if live == Some(nodes as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not live: {live:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    TestCluster {
+        manager,
+        node_addrs,
+        _procs: procs,
+    }
+}
+
+/// Runs `gtstore --manager M ARGS` with `input` on stdin.
+fn run_cli(manager: &str, args: &[&[u8]], input: &[u8]) -> Output {
+    use std::os::unix::ffi::OsStrExt;
+    let mut child = Command::new(GTSTORE)
+        .args(["--manager", manager, "--timeout", "5"])
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gtstore");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("gtstore output");
+    writer.join().unwrap();
+    out
+}
+
+/// Asserts exit status, stdout and stderr of one command.
+#[track_caller]
+fn check(c: &TestCluster, args: &[&str], code: i32, stdout: &str, stderr: &str) {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let out = run_cli(&c.manager, &args, b"");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert_eq!(
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (Some(code), stdout.to_string(), stderr.to_string()),
+        "gtstore {args:?}"
+    );
+}
+
+#[test]
+fn one_shot_commands_and_exit_codes() {
+    let c = start_cluster(1);
+    check(&c, &["put", "k", "hello"], 0, "", "");
+    check(&c, &["get", "k"], 0, "hello", "");
+    check(&c, &["get", "missing"], 1, "", "gtstore: not found\n");
+    check(&c, &["exists", "k"], 0, "", "");
+    check(&c, &["exists", "missing"], 1, "", "");
+    check(
+        &c,
+        &["create", "k", "x"],
+        1,
+        "",
+        "gtstore: conflict: key exists\n",
+    );
+    check(&c, &["create", "new", "x"], 0, "", "");
+    check(&c, &["update", "new", "y"], 0, "", "");
+    check(&c, &["get", "new"], 0, "y", "");
+    check(
+        &c,
+        &["update", "missing", "y"],
+        1,
+        "",
+        "gtstore: not found\n",
+    );
+    check(&c, &["del", "new"], 0, "", "");
+    check(&c, &["del", "new"], 1, "", "gtstore: not found\n");
+    check(&c, &["get", "new"], 1, "", "gtstore: not found\n");
+    check(&c, &["incr", "n"], 0, "1\n", "");
+    check(&c, &["incr", "n", "-5"], 0, "-4\n", "");
+    check(&c, &["incr", "n", "10"], 0, "6\n", "");
+    check(&c, &["get", "n"], 0, "6", "");
+    check(&c, &["put", "dash", "-x"], 0, "", "");
+    check(&c, &["get", "dash"], 0, "-x", "");
+    check(&c, &["ping"], 0, "PONG\n", "");
+    check(&c, &["ping", "hi there"], 0, "hi there\n", "");
+    let notint = "gtstore: server error: NOTINT ";
+    let out = run_cli(&c.manager, &[b"incr", b"k"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(notint) && err.ends_with('\n'), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    // Straight to the node, anonymously.
+    let node = &c.node_addrs[0];
+    let out = Command::new(GTSTORE)
+        .args(["--node", node, "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), &out.stdout[..]),
+        (Some(0), &b"hello"[..])
+    );
+}
+
+#[test]
+fn errors_exit_with_two() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let manager = format!("127.0.0.1:{port}");
+    for args in [
+        &[&b"get"[..], b"k"][..],
+        &[b"status"],
+        &[b"put", b"k", b"v"],
+    ] {
+        let out = run_cli(&manager, args, b"");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("gtstore: cannot reach manager {manager}: connection refused\n")
+        );
+    }
+    // Usage errors are clap's: exit status 2 as well.
+    let out = run_cli(&manager, &[b"incr", b"k", b"notanumber"], b"");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn binary_values_and_keys_through_stdin() {
+    let c = start_cluster(1);
+    let value: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let out = run_cli(&c.manager, &[b"put", b"bin", b"-"], &value);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run_cli(&c.manager, &[b"get", b"bin"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == value, "binary value changed on the way");
+    // An empty value from stdin, and a key that is not UTF-8.
+    let key: &[u8] = b"k\xff\xfe\x00";
+    let out = run_cli(&c.manager, &[b"put", &key[..3], b"-"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_cli(&c.manager, &[b"get", &key[..3]], b"");
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(0), 0));
+    let out = run_cli(&c.manager, &[b"create", &key[..3], b"-"], b"again");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn status_as_json_and_table() {
+    let c = start_cluster(1);
+    let out = run_cli(&c.manager, &[b"status", b"--json"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["live_nodes"], 1);
+    assert_eq!(v["nodes"][0]["addr"], c.node_addrs[0].as_str());
+    let out = run_cli(&c.manager, &[b"status"], b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("epoch "), "{text}");
+    assert!(text.contains("ID  ADDRESS"), "{text}");
+    assert!(text.contains(&c.node_addrs[0]), "{text}");
+    let out = run_cli(&c.manager, &[b"ring"], b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("epoch "), "{text}");
+    assert!(text.contains(&c.node_addrs[0]), "{text}");
+}
+
+#[test]
+fn shell_reads_commands_from_stdin() {
+    let c = start_cluster(1);
+    let script =
+        b"put a 1\nget a\n# a comment\n\nget nope\nincr a 2\nbogus\nput \"my key\" \"a b\"\n\
+        get \"my key\"\ncreate a 9\nexists a\ndel a\nexists a\nget\nput \"open\nexit\nget a\n";
+    let out = run_cli(&c.manager, &[], script);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = "OK\n1\n(not found)\n3\nerror: unknown command 'bogus' (try help)\nOK\na b\n\
+        (conflict)\nyes\nOK\nno\nerror: usage: get KEY\nerror: unterminated double quote\n";
+    assert_eq!(text, want);
+}
+
+/// The launcher process; on drop (a failed test) it is asked to clean up, then
+/// killed, and the children it reported are killed too.
+struct Launcher {
+    child: Child,
+    pids: Vec<u32>,
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in &self.pids {
+            if is_gtstore_process(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether `pid` is (still) one of our servers.
+fn is_gtstore_process(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("gtstore-"))
+        .unwrap_or(false)
+}
+
+fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn cluster_launcher_runs_the_shell_and_leaves_nothing_behind() {
+    let mut child = Command::new(GTSTORE)
+        .args(["cluster", "--nodes", "2", "--base-port", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gtstore cluster");
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut launcher = Launcher {
+        child,
+        pids: Vec::new(),
+    };
+    // The table of processes, then the "manager at" line.
+    let mut manager = None;
+    let deadline = Instant::now() + WAIT;
+    while manager.is_none() {
+        let line = stdout
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no table; stderr: {:?}",
+                    stderr.try_iter().collect::<Vec<_>>()
+                )
+            });
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() == 5 && (cols[0] == "manager" || cols[0] == "node") {
+            launcher.pids.push(cols[3].parse().unwrap());
+        }
+        if let Some(rest) = line.strip_prefix("manager at ") {
+            manager = rest.split(';').next().map(str::to_string);
+        }
+    }
+    assert_eq!(launcher.pids.len(), 3);
+    assert!(launcher.pids.iter().all(|&p| is_gtstore_process(p)));
+    // A one-shot command from outside sees both nodes.
+    let out = run_cli(manager.as_deref().unwrap(), &[b"status", b"--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["live_nodes"], 2);
+
+    stdin.write_all(b"put k v\nget k\nexit\n").unwrap();
+    drop(stdin);
+    let mut answers = Vec::new();
+    while let Ok(line) = stdout.recv_timeout(WAIT) {
+        answers.push(line);
+    }
+    assert_eq!(answers, ["OK", "v"]);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = launcher.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "launcher did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    for pid in &launcher.pids {
+        assert!(!is_gtstore_process(*pid), "process {pid} left behind");
+    }
+    let mut log = Vec::new();
+    while let Ok(line) = stderr.recv_timeout(WAIT) {
+        log.push(line);
+    }
+    assert!(log.iter().any(|l| l.starts_with("[manager] ")), "{log:?}");
+    assert!(log.iter().any(|l| l.starts_with("[node 1] ")), "{log:?}");
+}
