@@ -74,6 +74,11 @@ enum Command {
     },
     /// Print the ring (epoch, replication, nodes and tokens) as the manager sends it.
     Ring,
+    /// Make a node hand its data over and leave the cluster (NODE: id or HOST:PORT).
+    Drop {
+        /// The node's id or address.
+        node: String,
+    },
     /// Check the contact node; prints the echoed PAYLOAD.
     Ping {
         /// What to send [default: PONG].
@@ -112,6 +117,7 @@ fn request(cmd: Command) -> Result<(Request, StatusFormat), CliError> {
         Command::Status { json: true } => return Ok((Request::Status, StatusFormat::Json)),
         Command::Status { json: false } => Request::Status,
         Command::Ring => Request::Ring,
+        Command::Drop { node } => Request::Drop { node },
         Command::Ping { payload } => Request::Ping {
             payload: payload.map_or(b"PONG".to_vec(), |p| arg_bytes(&p)),
         },

@@ -51,6 +51,8 @@ pub enum Request {
     Status,
     /// The manager's ring text.
     Ring,
+    /// Ask the manager to have a node hand its data over and leave.
+    Drop { node: String },
     /// Liveness check of the contact node, echoing `payload`.
     Ping { payload: Vec<u8> },
 }
@@ -192,17 +194,25 @@ impl Session {
 
     /// Runs one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, CliError> {
-        let (op, want) = match req {
-            Request::Status => (op::STATUS, op::STATUS_REPLY),
-            Request::Ring => (op::RING, op::RING_REPLY),
+        let (op, want, payload) = match req {
+            Request::Status => (op::STATUS, op::STATUS_REPLY, &[][..]),
+            Request::Ring => (op::RING, op::RING_REPLY, &[][..]),
+            Request::Drop { node } => (op::DROP, op::OK, node.as_bytes()),
             _ => return self.execute_kv(req),
         };
         let manager = &self.target.manager;
         let mut conn = Connection::connect(manager, self.target.timeout)
             .map_err(|e| CliError::connecting(e, "manager", manager))?;
         let f = conn
-            .call(op, 0, &[])
+            .call(op, 0, &[payload])
             .map_err(|e| CliError::from_client(e, manager))?;
+        if op == op::DROP {
+            return Ok(if f.op == op::NOT_FOUND {
+                Reply::NotFound
+            } else {
+                Reply::Done
+            });
+        }
         if f.op != want {
             return Err(CliError::Protocol(format!(
                 "unexpected reply {} to {}",
@@ -310,7 +320,7 @@ fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
         Request::Incr { key, delta } => Reply::Count(c.incr(key, *delta)?),
         Request::Exists { key } => found(c.exists(key)?),
         Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
-        Request::Status | Request::Ring => {
+        Request::Status | Request::Ring | Request::Drop { .. } => {
             return Err(ClientError::Protocol("not a key-value request".into()))
         }
     })
