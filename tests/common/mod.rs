@@ -165,3 +165,276 @@ impl Cluster {
         Connection::connect(&self.nodes[i].addr, TIMEOUT).expect("connect to node")
     }
 }
+
+// ---------------------------------------------------------------------------
+// Raw wire helpers: exact bytes over std::net::TcpStream, every read bounded.
+// ---------------------------------------------------------------------------
+
+/// Encodes one frame exactly as the contract spells it: `OP CLIENTID NODEID LEN\n`
+/// followed by the payload. Used for requests and for expected replies alike.
+pub fn frame(op: u8, client_id: u64, node_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = format!("{op} {client_id} {node_id} {}\n", payload.len()).into_bytes();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A `KV` payload: `KLEN SP KEY VALUE`.
+pub fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = format!("{} ", key.len()).into_bytes();
+    v.extend_from_slice(key);
+    v.extend_from_slice(value);
+    v
+}
+
+/// Bytes shown to a person: printable ASCII as is, the rest escaped, long runs cut.
+pub fn show(bytes: &[u8]) -> String {
+    let cut = bytes.len() > 200;
+    let mut s: String = bytes[..bytes.len().min(200)]
+        .iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    if cut {
+        s.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    s
+}
+
+/// One frame as read off the wire, with its raw header line.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    /// The header line including its LF, byte for byte.
+    pub header: Vec<u8>,
+    /// Op.
+    pub op: u8,
+    /// Client id.
+    pub client_id: u64,
+    /// Node id.
+    pub node_id: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The payload's first word (the code of an `ERR`).
+    pub fn code(&self) -> String {
+        let end = self
+            .payload
+            .iter()
+            .position(|&b| b == b' ')
+            .unwrap_or(self.payload.len());
+        String::from_utf8_lossy(&self.payload[..end]).into_owned()
+    }
+}
+
+/// A raw TCP connection for byte-exact tests. Reads time out, so a test fails
+/// instead of hanging.
+pub struct Wire {
+    /// The socket.
+    pub stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    /// Connects to `addr` with a 10 s read/write timeout.
+    pub fn connect(addr: &str) -> Wire {
+        use std::net::ToSocketAddrs;
+        let sa = addr
+            .to_socket_addrs()
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        let stream = std::net::TcpStream::connect_timeout(&sa, TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes all of `bytes` in one `write_all`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// Reads more into the buffer; false on EOF. Panics on a timeout or error.
+    fn fill(&mut self) -> bool {
+        use std::io::Read;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!(
+                    "read from server failed ({e}); got so far: {}",
+                    show(&self.buf)
+                ),
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_n(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(
+                self.fill(),
+                "server closed after {} of {n} expected bytes: {}",
+                self.buf.len(),
+                show(&self.buf)
+            );
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads `want.len()` bytes and asserts they are exactly `want`.
+    pub fn expect(&mut self, want: &[u8]) {
+        let got = self.read_n(want.len());
+        if got != want {
+            let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+            let from = at.saturating_sub(40);
+            panic!(
+                "reply differs at byte {at} of {}:\n  want ...{}\n  got  ...{}",
+                want.len(),
+                show(&want[from..(at + 80).min(want.len())]),
+                show(&got[from..(at + 80).min(got.len())])
+            );
+        }
+    }
+
+    /// Reads one frame.
+    pub fn frame(&mut self) -> RawFrame {
+        let lf = loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                break i;
+            }
+            assert!(
+                self.buf.len() < 64,
+                "reply header too long: {}",
+                show(&self.buf)
+            );
+            assert!(
+                self.fill(),
+                "server closed before a whole header: {}",
+                show(&self.buf)
+            );
+        };
+        let header: Vec<u8> = self.buf.drain(..=lf).collect();
+        let text = std::str::from_utf8(&header[..lf]).expect("ASCII header");
+        let f: Vec<&str> = text.split(' ').collect();
+        assert_eq!(f.len(), 4, "reply header has 4 fields: {text:?}");
+        let len: usize = f[3].parse().expect("LEN");
+        let payload = self.read_n(len);
+        RawFrame {
+            op: f[0].parse().expect("OP"),
+            client_id: f[1].parse().expect("CLIENTID"),
+            node_id: f[2].parse().expect("NODEID"),
+            payload,
+            header,
+        }
+    }
+
+    /// Reads one frame and asserts it is `29 CLIENTID NODEID LEN\nCODE ...`, with
+    /// a header in canonical form. Returns the message.
+    pub fn expect_err(&mut self, client_id: u64, node_id: u32, code: &str) -> String {
+        let f = self.frame();
+        let canonical = format!("29 {client_id} {node_id} {}\n", f.payload.len());
+        assert_eq!(
+            show(&f.header),
+            show(canonical.as_bytes()),
+            "ERR header (payload {})",
+            show(&f.payload)
+        );
+        assert_eq!(
+            f.code(),
+            code,
+            "ERR code; whole payload: {}",
+            show(&f.payload)
+        );
+        assert!(
+            f.payload.len() > code.len() + 1 && f.payload[code.len()] == b' ',
+            "ERR payload is `CODE SP message`: {}",
+            show(&f.payload)
+        );
+        String::from_utf8_lossy(&f.payload[code.len() + 1..]).into_owned()
+    }
+
+    /// Asserts the server closes the connection (EOF, or a reset) within `within`,
+    /// with no further bytes sent first.
+    pub fn expect_closed_within(&mut self, within: Duration) {
+        use std::io::Read;
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes before close: {}",
+            show(&self.buf)
+        );
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut b = [0u8; 4096];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected close, got more bytes: {}", show(&b[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    }
+
+    /// Asserts the server closes the connection cleanly (read returns 0) soon.
+    pub fn expect_eof(&mut self) {
+        use std::io::Read;
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes before close: {}",
+            show(&self.buf)
+        );
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 4096];
+        match self.stream.read(&mut b) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected EOF, got more bytes: {}", show(&b[..n])),
+            Err(e) => panic!("expected EOF (read returning 0), got {e}"),
+        }
+    }
+
+    /// Sends a PING and checks the exact PONG: proves the connection is usable.
+    pub fn ping_ok(&mut self, node_id: u32) {
+        self.send(&frame(10, 0, 0, b"still-here"));
+        self.expect(&frame(20, 0, node_id, b"still-here"));
+    }
+}
+
+/// The node id a storage node puts in its replies, once it has registered with
+/// the manager (polls PING for up to 10 s until the id is not 0).
+pub fn node_id_of(addr: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut w = Wire::connect(addr);
+    loop {
+        w.send(&frame(10, 0, 0, b""));
+        let f = w.frame();
+        assert_eq!(f.op, 20, "PONG expected, got {}", show(&f.payload));
+        if f.node_id != 0 {
+            return f.node_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never learned its node id"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `addr` still serves: a fresh connection GETs `key` and must see `value`.
+pub fn assert_serves(addr: &str, node_id: u32, key: &[u8], value: &[u8]) {
+    let mut w = Wire::connect(addr);
+    w.send(&frame(13, 0, 0, key));
+    w.expect(&frame(22, 0, node_id, value));
+}
