@@ -3,7 +3,7 @@
 use clap::Parser;
 use gtstore::coordinator::{Manager, ManagerConfig};
 use gtstore::reactor::{Config, Reactor};
-use std::net::TcpListener;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
 /// The gtstore manager: owns membership and the consistent-hashing ring, gives ids
@@ -30,11 +30,15 @@ fn run(args: Args) -> Result<(), String> {
     if args.secret.is_empty() || args.secret.contains(char::is_whitespace) {
         return Err("--secret must be non-empty and without spaces".into());
     }
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
-    reactor.listen(listener).map_err(|e| e.to_string())?;
+    let bind: SocketAddr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve --host {}", args.host))?;
+    let (_, local) = reactor
+        .bind(bind)
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     reactor.handle_signals().map_err(|e| e.to_string())?;
     log::info!(
         "gtstore-manager listening on {}:{}",

@@ -3,7 +3,7 @@
 use clap::Parser;
 use gtstore::reactor::{Config, Reactor};
 use gtstore::storage::{NodeConfig, StorageNode};
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
 /// A gtstore storage node: holds sectors of key-value data and serves any key-value
@@ -43,19 +43,19 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--secret must be non-empty and without spaces".into());
     }
     let manager = resolve(&args.manager)?;
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let advertise = format!("{}:{}", args.host, local.port());
-    let mut cfg = NodeConfig::new(advertise.clone(), manager);
-    cfg.secret = args.secret;
-    cfg.tokens = args.tokens;
     let mut reactor = Reactor::new(Config {
         max_payload: args.max_frame,
         ..Config::default()
     })
     .map_err(|e| e.to_string())?;
-    reactor.listen(listener).map_err(|e| e.to_string())?;
+    let bind = resolve(&format!("{}:{}", args.host, args.port))?;
+    let (_, local) = reactor
+        .bind(bind)
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let advertise = format!("{}:{}", args.host, local.port());
+    let mut cfg = NodeConfig::new(advertise.clone(), manager);
+    cfg.secret = args.secret;
+    cfg.tokens = args.tokens;
     reactor.handle_signals().map_err(|e| e.to_string())?;
     log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     let mut node = StorageNode::new(cfg);

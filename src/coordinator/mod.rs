@@ -497,8 +497,12 @@ impl Service for Manager {
                 }),
                 Err(e) => reply_error(out, conn, frame.client_id, 0, &e),
             },
-            Input::FrameError { conn, error } => {
-                reply_error(out, conn, 0, 0, &error);
+            Input::FrameError {
+                conn,
+                error,
+                client_id,
+            } => {
+                reply_error(out, conn, client_id, 0, &error);
                 out.push(Output::Close { conn });
             }
             Input::Eof { conn } => out.push(Output::Close { conn }),

@@ -117,6 +117,9 @@ pub enum Input {
         conn: ConnId,
         /// `BADFRAME` or `TOOLARGE`.
         error: Error,
+        /// The offending request's client id, when its header could be read
+        /// (`TOOLARGE`), else 0.
+        client_id: u64,
     },
     /// The peer will send no more; every whole frame it sent was delivered before this.
     Eof {
@@ -167,6 +170,20 @@ pub enum Output {
         /// Echoed in the input.
         id: u64,
     },
+    /// The peer proved it is a cluster member: accept frames up to
+    /// [`Config::member_max_payload`] from it.
+    Trust {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// Stop (true) or resume (false) reading requests from a connection: the
+    /// service's own backlog for it is too large.
+    Hold {
+        /// Which connection.
+        conn: ConnId,
+        /// Hold or release.
+        hold: bool,
+    },
     /// Flush everything and leave the loop.
     Stop,
 }
@@ -192,8 +209,11 @@ pub fn reply_error(out: &mut Vec<Output>, conn: ConnId, client_id: u64, node_id:
 /// Tunables of the loop.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Largest payload accepted from a peer.
+    /// Largest payload accepted from a client.
     pub max_payload: u32,
+    /// Largest payload accepted on outbound links and from proven members (the
+    /// manager's ring, handoff chunks, forwarded requests).
+    pub member_max_payload: u32,
     /// Pending output above which a connection stops being read.
     pub high_water: usize,
     /// Pending output below which a paused connection is read again.
@@ -214,6 +234,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_payload: protocol::DEFAULT_MAX_PAYLOAD,
+            member_max_payload: 1 << 30,
             high_water: 4 << 20,
             low_water: 1 << 20,
             read_chunk: 64 << 10,
@@ -245,6 +266,10 @@ struct Conn {
     outbuf: BytesMut,
     /// Stopped reading: output above high water.
     paused: bool,
+    /// Stopped reading: the service asked (`Output::Hold`).
+    held: bool,
+    /// Largest payload accepted on this connection.
+    max_payload: u32,
     /// Peer sent EOF, or the framing broke: read no more.
     read_done: bool,
     writable_registered: bool,
@@ -255,6 +280,14 @@ struct Conn {
 enum Entry {
     Listener(TcpListener, usize),
     Conn(Box<Conn>),
+}
+
+/// The client id of the header at the front of `buf`, if it parses (0 if not).
+fn header_client_id(buf: &[u8]) -> u64 {
+    let window = &buf[..buf.len().min(protocol::MAX_HEADER)];
+    memchr::memchr(b'\n', window)
+        .and_then(|lf| protocol::frame::parse_header(&window[..lf]).ok())
+        .map_or(0, |h| h.client_id)
 }
 
 /// A connection by id, borrowing only the slab (so other fields stay usable).
@@ -308,10 +341,22 @@ impl Reactor {
         })
     }
 
+    /// Binds a listener on `addr` (mio's bind: `SO_REUSEADDR` and a backlog of
+    /// 1024, so a burst of connects is not dropped); returns its index (as reported
+    /// in `Input::Accepted`) and the address it is bound to.
+    pub fn bind(&mut self, addr: SocketAddr) -> io::Result<(usize, SocketAddr)> {
+        let l = TcpListener::bind(addr)?;
+        let local = l.local_addr()?;
+        Ok((self.add_listener(l)?, local))
+    }
+
     /// Adds a bound listener; returns its index (as reported in `Input::Accepted`).
     pub fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<usize> {
         listener.set_nonblocking(true)?;
-        let mut l = TcpListener::from_std(listener);
+        self.add_listener(TcpListener::from_std(listener))
+    }
+
+    fn add_listener(&mut self, mut l: TcpListener) -> io::Result<usize> {
         let index = self.listeners;
         let entry = self.entries.vacant_entry();
         self.poll
@@ -529,6 +574,20 @@ impl Reactor {
                 }
             },
             Output::Timer { at, id } => self.timers.push(Reverse((at.max(now), id))),
+            Output::Trust { conn } => {
+                let max = self.cfg.member_max_payload;
+                if let Some(c) = self.conn_mut(conn) {
+                    c.max_payload = max;
+                }
+            }
+            Output::Hold { conn, hold } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.held = hold;
+                    if !hold {
+                        self.mark_pending(conn);
+                    }
+                }
+            }
             Output::Stop => self.stopping = true,
         }
     }
@@ -543,6 +602,8 @@ impl Reactor {
             inbuf: BytesMut::new(),
             outbuf: BytesMut::new(),
             paused: false,
+            held: false,
+            max_payload: self.cfg.max_payload,
             read_done: false,
             writable_registered: false,
             in_dirty: false,
@@ -560,6 +621,7 @@ impl Reactor {
         )?;
         let mut conn = self.new_conn(stream, Phase::Connecting(tag));
         conn.writable_registered = true;
+        conn.max_payload = self.cfg.member_max_payload;
         self.entries.insert(Entry::Conn(Box::new(conn)));
         Ok(())
     }
@@ -664,7 +726,6 @@ impl Reactor {
     /// Reads and dispatches frames until the socket is empty, the budget is spent,
     /// or backpressure pauses the connection.
     fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
-        let max = self.cfg.max_payload;
         let high = self.cfg.high_water;
         let mut budget = self.cfg.read_budget;
         loop {
@@ -674,7 +735,7 @@ impl Reactor {
                 if let Phase::Draining(_) = c.phase {
                     break;
                 }
-                if c.phase != Phase::Open || c.paused {
+                if c.phase != Phase::Open || c.paused || c.held {
                     return;
                 }
                 if c.outbuf.len() > high {
@@ -684,7 +745,7 @@ impl Reactor {
                 if c.inbuf.is_empty() {
                     break;
                 }
-                match protocol::parse(&mut c.inbuf, max) {
+                match protocol::parse(&mut c.inbuf, c.max_payload) {
                     Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
                     Ok(Parse::Incomplete { need }) => {
                         let have = c.inbuf.len();
@@ -693,8 +754,14 @@ impl Reactor {
                     }
                     Err(error) => {
                         c.read_done = true;
+                        let client_id = header_client_id(&c.inbuf);
                         c.inbuf = BytesMut::new();
-                        self.deliver(svc, Input::FrameError { conn: id, error });
+                        let input = Input::FrameError {
+                            conn: id,
+                            error,
+                            client_id,
+                        };
+                        self.deliver(svc, input);
                         return;
                     }
                 }
@@ -740,7 +807,13 @@ impl Reactor {
                     }
                     budget = budget.saturating_sub(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Idle: an empty buffer is released rather than kept per connection.
+                    if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                        c.inbuf = BytesMut::new();
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("read {id}: {e}");
@@ -753,18 +826,23 @@ impl Reactor {
 
     /// Dispatches the frames left in the buffer, then tells the service of the EOF.
     fn deliver_eof<S: Service>(&mut self, svc: &mut S, id: ConnId) {
-        let max = self.cfg.max_payload;
         loop {
             let Some(c) = self.conn_mut(id) else { return };
             if c.phase != Phase::Open {
                 return;
             }
-            match protocol::parse(&mut c.inbuf, max) {
+            match protocol::parse(&mut c.inbuf, c.max_payload) {
                 Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
                 Ok(Parse::Incomplete { .. }) => break,
                 Err(error) => {
+                    let client_id = header_client_id(&c.inbuf);
                     c.inbuf = BytesMut::new();
-                    self.deliver(svc, Input::FrameError { conn: id, error });
+                    let input = Input::FrameError {
+                        conn: id,
+                        error,
+                        client_id,
+                    };
+                    self.deliver(svc, input);
                     return;
                 }
             }

@@ -45,6 +45,11 @@ const TAG_MANAGER: u64 = 1;
 const MAX_HOPS: u32 = 3;
 /// How long a leaving node waits for its handoff before it exits anyway, in ms.
 const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// Replies held back on one connection (behind an unanswered forward) above which
+/// the node stops reading that connection's requests; it reads again below half.
+const HOLD_SLOTS: usize = 4096;
+/// Bytes of replies held back on one connection above which reading stops.
+const HOLD_BYTES: usize = 4 << 20;
 
 /// Settings of a storage node.
 #[derive(Clone, Debug)]
@@ -103,6 +108,10 @@ pub struct StorageNode {
     handoff: Option<Handoff>,
     /// This node asked to leave (SIGTERM).
     leaving: bool,
+    /// Client connections not being read because of their reply backlog.
+    held: HashSet<ConnId>,
+    /// Connections that just proved membership (drained into `Output::Trust`).
+    trusted: Vec<ConnId>,
 }
 
 impl StorageNode {
@@ -117,6 +126,8 @@ impl StorageNode {
             settled: Ring::empty(),
             handoff: None,
             leaving: false,
+            held: HashSet::new(),
+            trusted: Vec::new(),
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -458,6 +469,37 @@ impl StorageNode {
         }
     }
 
+    /// Stops reading connections whose held-back replies grew too large, and
+    /// resumes the ones that drained. A client that pipelines without reading
+    /// thus costs bounded memory even when its replies wait for other nodes.
+    fn apply_holds(&mut self, client: Option<ConnId>, out: &mut Vec<Output>) {
+        let order = &self.order;
+        if let Some(c) = client {
+            let over = order.outstanding(c) > HOLD_SLOTS || order.queued_bytes(c) > HOLD_BYTES;
+            if over && self.held.insert(c) {
+                out.push(Output::Hold {
+                    conn: c,
+                    hold: true,
+                });
+            }
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let drained: Vec<ConnId> = self
+            .held
+            .iter()
+            .copied()
+            .filter(|&c| {
+                order.outstanding(c) <= HOLD_SLOTS / 2 && order.queued_bytes(c) <= HOLD_BYTES / 2
+            })
+            .collect();
+        for conn in drained {
+            self.held.remove(&conn);
+            out.push(Output::Hold { conn, hold: false });
+        }
+    }
+
     fn hello(&self) -> Frame {
         let payload = format!(
             "{} {} {}",
@@ -521,6 +563,7 @@ impl StorageNode {
                     return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
                 }
                 self.members.insert(conn);
+                self.trusted.push(conn);
                 (op::OK, Bytes::new())
             }
             op::MIGRATE if self.members.contains(&conn) => {
@@ -573,6 +616,7 @@ impl Service for StorageNode {
                 } else {
                     self.pump_handoff(now, out);
                 }
+                self.apply_holds(None, out);
                 out.push(Output::Timer {
                     at: now + self.cfg.tick_ms,
                     id: TIMER_TICK,
@@ -633,20 +677,31 @@ impl Service for StorageNode {
                     self.on_manager_frame(now, frame, out);
                 } else if self.mesh.is_link(conn) {
                     self.on_peer_reply(now, frame, out);
+                    self.apply_holds(None, out);
                 } else {
                     self.on_request(now, conn, frame, out);
+                    for conn in self.trusted.drain(..) {
+                        out.push(Output::Trust { conn });
+                    }
+                    self.apply_holds(Some(conn), out);
                 }
             }
-            Input::FrameError { conn, error } => {
-                reply_error(out, conn, 0, self.node_id, &error);
+            Input::FrameError {
+                conn,
+                error,
+                client_id,
+            } => {
+                reply_error(out, conn, client_id, self.node_id, &error);
                 out.push(Output::Close { conn });
             }
             Input::Eof { conn } => self.order.eof(conn, out),
             Input::Closed { conn } => {
                 self.members.remove(&conn);
                 self.order.closed(conn);
+                self.held.remove(&conn);
                 if let Some(lost) = self.mesh.closed(conn, now) {
                     self.fail_forwards(lost, ErrorCode::Unavailable, out);
+                    self.apply_holds(None, out);
                 }
                 if self.manager.conn() == Some(conn) {
                     log::warn!("lost the manager link; reconnecting");

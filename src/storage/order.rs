@@ -18,6 +18,8 @@ struct Slots {
     queue: VecDeque<Option<Frame>>,
     /// The client sent EOF: close once the queue drains.
     eof: bool,
+    /// Payload bytes of the replies waiting in `queue`.
+    bytes: usize,
 }
 
 /// Per-connection reply queues.
@@ -30,7 +32,10 @@ impl ReplyOrder {
     /// A reply that is ready now: sent at once unless an earlier one is outstanding.
     pub fn ready(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
         match self.conns.get_mut(&conn) {
-            Some(s) => s.queue.push_back(Some(frame)),
+            Some(s) => {
+                s.bytes += frame.payload.len();
+                s.queue.push_back(Some(frame));
+            }
             None => out.push(Output::Send { conn, frame }),
         }
     }
@@ -54,9 +59,11 @@ impl ReplyOrder {
         else {
             return;
         };
+        s.bytes += frame.payload.len();
         *slot = Some(frame);
         while let Some(Some(_)) = s.queue.front() {
             let frame = s.queue.pop_front().flatten().expect("checked");
+            s.bytes -= frame.payload.len();
             s.head += 1;
             out.push(Output::Send { conn, frame });
         }
@@ -84,6 +91,11 @@ impl ReplyOrder {
     /// Replies outstanding on `conn`.
     pub fn outstanding(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |s| s.queue.len())
+    }
+
+    /// Payload bytes of the replies held back on `conn`.
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |s| s.bytes)
     }
 }
 
