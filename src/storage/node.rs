@@ -45,6 +45,8 @@ const TAG_MANAGER: u64 = 1;
 const MAX_HOPS: u32 = 3;
 /// How long a leaving node waits for its handoff before it exits anyway, in ms.
 const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// How long a node that has left the ring keeps forwarding before it exits, in ms.
+const EXIT_GRACE_MS: Millis = 1_500;
 /// Replies held back on one connection (behind an unanswered forward) above which
 /// the node stops reading that connection's requests; it reads again below half.
 const HOLD_SLOTS: usize = 4096;
@@ -208,8 +210,13 @@ impl StorageNode {
         let settled = ring.settled();
         log::debug!("ring epoch {} installed", ring.epoch);
         if me != 0 && ring.node(me).is_none() && (was_leaving || self.leaving) {
-            log::info!("handed everything over and left the ring; exiting");
-            out.push(Output::Stop);
+            // Other nodes may still route by the previous ring for a moment: keep
+            // forwarding to the new owners for a grace period, then exit.
+            log::info!("handed everything over and left the ring; exiting soon");
+            out.push(Output::Timer {
+                at: now + EXIT_GRACE_MS,
+                id: TIMER_LEAVE,
+            });
         }
         // Sectors: the tokens this node serves now and the ones it will serve.
         let mut tokens: Vec<u64> = [&serving, &settled]
@@ -647,7 +654,9 @@ impl Service for StorageNode {
                 });
             }
             Input::Timer { id: TIMER_LEAVE } => {
-                log::warn!("the handoff did not finish in time; exiting anyway");
+                if self.ring.node(self.node_id).is_some() {
+                    log::warn!("the handoff did not finish in time; exiting anyway");
+                }
                 out.push(Output::Stop);
             }
             Input::Timer { .. } => {}
