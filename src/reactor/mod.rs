@@ -277,6 +277,20 @@ struct Conn {
     in_pending: bool,
 }
 
+impl Conn {
+    /// The framing broke: read no more, drop the input, and say why.
+    fn broken(&mut self, id: ConnId, error: Error) -> Input {
+        self.read_done = true;
+        let client_id = header_client_id(&self.inbuf);
+        self.inbuf = BytesMut::new();
+        Input::FrameError {
+            conn: id,
+            error,
+            client_id,
+        }
+    }
+}
+
 enum Entry {
     Listener(TcpListener, usize),
     Conn(Box<Conn>),
@@ -753,14 +767,7 @@ impl Reactor {
                         break;
                     }
                     Err(error) => {
-                        c.read_done = true;
-                        let client_id = header_client_id(&c.inbuf);
-                        c.inbuf = BytesMut::new();
-                        let input = Input::FrameError {
-                            conn: id,
-                            error,
-                            client_id,
-                        };
+                        let input = c.broken(id, error);
                         self.deliver(svc, input);
                         return;
                     }
@@ -835,13 +842,7 @@ impl Reactor {
                 Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
                 Ok(Parse::Incomplete { .. }) => break,
                 Err(error) => {
-                    let client_id = header_client_id(&c.inbuf);
-                    c.inbuf = BytesMut::new();
-                    let input = Input::FrameError {
-                        conn: id,
-                        error,
-                        client_id,
-                    };
+                    let input = c.broken(id, error);
                     self.deliver(svc, input);
                     return;
                 }
