@@ -472,13 +472,7 @@ impl Ring {
             .filter(|n| n.state != NodeState::Joining)
             .cloned()
             .collect();
-        Ring::new(
-            self.epoch,
-            self.replicas,
-            self.read_quorum,
-            self.write_quorum,
-            nodes,
-        )
+        self.with_nodes(nodes)
     }
 
     /// The ring once every pending move is done: joining nodes serve, and each
@@ -510,6 +504,11 @@ impl Ring {
                 n.state = NodeState::Up;
             }
         }
+        self.with_nodes(nodes)
+    }
+
+    /// This ring's epoch and replication settings with other nodes.
+    fn with_nodes(&self, nodes: Vec<NodeEntry>) -> Ring {
         Ring::new(
             self.epoch,
             self.replicas,
