@@ -66,6 +66,8 @@ pub struct Forward {
 
 struct Peer {
     addr: SocketAddr,
+    /// Left the ring: no new forwards; closed once its replies are in.
+    retired: bool,
     link: Link,
     /// Tags of forwards waiting for the link.
     waiting: Vec<u64>,
@@ -117,17 +119,26 @@ impl Mesh {
             .collect();
         let mut failed = Vec::new();
         for id in gone {
-            let p = self.peers.remove(&id).expect("listed");
-            if let Some(conn) = p.link.conn() {
-                self.by_conn.remove(&conn);
-                out.push(Output::Close { conn });
+            let sent = self
+                .forwards
+                .values()
+                .any(|f| f.peer == id && f.unsent.is_none());
+            let p = self.peers.get_mut(&id).expect("listed");
+            if sent && p.link.conn().is_some() && !wanted.contains_key(&id) {
+                // Replies to what it was sent are still coming: keep the link.
+                p.retired = true;
+                continue;
             }
-            failed.extend(self.fail_peer(id));
+            failed.extend(self.retire(id, out));
         }
         for (id, addr) in wanted {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.retired = false;
+            }
             if let std::collections::btree_map::Entry::Vacant(e) = self.peers.entry(id) {
                 e.insert(Peer {
                     addr,
+                    retired: false,
                     link: Link::new(self.retry_base, self.retry_cap),
                     waiting: Vec::new(),
                 });
@@ -145,6 +156,17 @@ impl Mesh {
                 tag: PEER_TAG + id as u64,
             });
         }
+    }
+
+    /// Drops peer `id` and its link; returns its forwards.
+    fn retire(&mut self, id: u32, out: &mut Vec<Output>) -> Vec<Forward> {
+        if let Some(p) = self.peers.remove(&id) {
+            if let Some(conn) = p.link.conn() {
+                self.by_conn.remove(&conn);
+                out.push(Output::Close { conn });
+            }
+        }
+        self.fail_peer(id)
     }
 
     /// Removes and returns every forward to `peer` (sent or waiting).
@@ -165,10 +187,19 @@ impl Mesh {
 
     /// Periodic work: retry due links; returns forwards past their deadline.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) -> Vec<Forward> {
+        let done: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.retired && !self.forwards.values().any(|f| f.peer == **id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            self.retire(id, out);
+        }
         let due: Vec<u32> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.link.due(now))
+            .filter(|(_, p)| !p.retired && p.link.due(now))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
