@@ -32,3 +32,14 @@ pub fn init_logging() {
         .format_timestamp_millis()
         .init();
 }
+
+/// Turns a binary's result into its exit status: 0, or 2 with `name: error` on stderr.
+pub fn exit_status(name: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -359,26 +359,8 @@ fn a_pipelining_client_that_never_reads_costs_bounded_memory() {
         .take(one.len() * REQUESTS)
         .collect();
     let mut stalled = TcpStream::connect(&addr).unwrap();
-    stalled.set_nonblocking(true).unwrap();
     let start = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut off = 0;
-    while off < req.len()
-        && last_progress.elapsed() < Duration::from_millis(500)
-        && start.elapsed() < Duration::from_secs(10)
-    {
-        match stalled.write(&req[off..]) {
-            Ok(k) => {
-                off += k;
-                last_progress = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2))
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("pipelining write failed: {e}"),
-        }
-    }
+    let off = write_until_stuck(&stalled, &req);
     let whole = off / one.len();
     let partial = off % one.len();
     std::thread::sleep(Duration::from_millis(300));
@@ -499,27 +481,7 @@ fn pipeline_without_reading(addr: &str, one: &[u8], count: usize) -> (TcpStream,
         .take(one.len() * count)
         .collect();
     let s = TcpStream::connect(addr).unwrap();
-    s.set_nonblocking(true).unwrap();
-    let start = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut off = 0;
-    let mut w = &s;
-    while off < req.len()
-        && last_progress.elapsed() < Duration::from_millis(500)
-        && start.elapsed() < Duration::from_secs(10)
-    {
-        match w.write(&req[off..]) {
-            Ok(k) => {
-                off += k;
-                last_progress = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2))
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("pipelining write failed: {e}"),
-        }
-    }
+    let off = write_until_stuck(&s, &req);
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -609,4 +571,31 @@ fn a_never_reading_client_of_forwarded_keys_costs_bounded_memory() {
         r.read_exact(&mut got).unwrap();
         assert!(got == want, "the completed request's reply: {}", show(&got));
     }
+}
+
+/// Writes `req` without reading, non-blocking, until all is written or the socket
+/// makes no progress for 500 ms (10 s at most); returns the bytes written.
+fn write_until_stuck(s: &TcpStream, req: &[u8]) -> usize {
+    s.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut off = 0;
+    let mut w = s;
+    while off < req.len()
+        && last_progress.elapsed() < Duration::from_millis(500)
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        match w.write(&req[off..]) {
+            Ok(k) => {
+                off += k;
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("pipelining write failed: {e}"),
+        }
+    }
+    off
 }

@@ -55,11 +55,5 @@ fn run(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     gtstore::init_logging();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gtstore-manager: {e}");
-            ExitCode::from(2)
-        }
-    }
+    gtstore::exit_status("gtstore-manager", run(Args::parse()))
 }

@@ -64,11 +64,5 @@ fn run(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     gtstore::init_logging();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gtstore-storage: {e}");
-            ExitCode::from(2)
-        }
-    }
+    gtstore::exit_status("gtstore-storage", run(Args::parse()))
 }

@@ -453,28 +453,13 @@ impl Manager {
                 }
                 return Ok(None);
             }
-            o if op::is_internal(o) => {
-                return Err(Error::new(
-                    ErrorCode::BadOp,
-                    if member.is_some() {
-                        format!("op {o} is not served by the manager")
-                    } else {
-                        format!("op {o} is reserved for cluster members")
-                    },
-                ))
-            }
             o if (op::PING..=op::INCR).contains(&o) => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
                     "key-value requests go to a storage node (HELLO names one)",
                 ))
             }
-            o => {
-                return Err(Error::new(
-                    ErrorCode::BadOp,
-                    format!("unknown or reply op {o}"),
-                ))
-            }
+            o => return Err(Error::bad_op(o, member.is_some(), "the manager")),
         }))
     }
 }

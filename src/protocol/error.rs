@@ -92,6 +92,20 @@ impl Error {
         }
     }
 
+    /// `BADOP` for an op this process does not serve: `server` names the process
+    /// ("the manager", "a storage node"); an op of 50-99 from a connection that
+    /// has not proven membership says so instead.
+    pub fn bad_op(op: u8, member: bool, server: &str) -> Error {
+        let message = if super::op::is_internal(op) && !member {
+            format!("op {op} is reserved for cluster members")
+        } else if super::op::is_internal(op) {
+            format!("op {op} is not served by {server}")
+        } else {
+            format!("unknown or reply op {op}")
+        };
+        Error::new(ErrorCode::BadOp, message)
+    }
+
     /// The `ERR` payload: `CODE SP message`.
     pub fn to_payload(&self) -> Bytes {
         let mut v = Vec::with_capacity(self.code.as_str().len() + 1 + self.message.len());

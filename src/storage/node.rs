@@ -581,21 +581,9 @@ impl StorageNode {
                 }
                 (op::OK, Bytes::new())
             }
-            o if op::is_internal(o) => {
-                return Err(Error::new(
-                    ErrorCode::BadOp,
-                    if self.members.contains(&conn) {
-                        format!("op {o} is not served by a storage node")
-                    } else {
-                        format!("op {o} is reserved for cluster members")
-                    },
-                ))
-            }
             o => {
-                return Err(Error::new(
-                    ErrorCode::BadOp,
-                    format!("unknown or reply op {o}"),
-                ))
+                let member = self.members.contains(&conn);
+                return Err(Error::bad_op(o, member, "a storage node"));
             }
         })
     }
