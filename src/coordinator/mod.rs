@@ -491,6 +491,8 @@ impl Service for Manager {
                 out.push(Output::Close { conn });
             }
             Input::Eof { conn } => out.push(Output::Close { conn }),
+            // The manager never switches a connection to raw mode.
+            Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } => {
                 if let Some(id) = self.links.remove(&conn) {
                     if self.nodes.get(&id).and_then(|n| n.conn) == Some(conn) {

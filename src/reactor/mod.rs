@@ -39,7 +39,7 @@
 pub mod link;
 
 use crate::protocol::{self, Error, Frame, Parse};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -121,6 +121,14 @@ pub enum Input {
         /// (`TOOLARGE`), else 0.
         client_id: u64,
     },
+    /// Bytes read from a connection in raw mode (see `Output::Raw`): everything
+    /// read since the last `Data`, unparsed. The service keeps what it cannot use yet.
+    Data {
+        /// Where from.
+        conn: ConnId,
+        /// The bytes.
+        data: BytesMut,
+    },
     /// The peer will send no more; every whole frame it sent was delivered before this.
     Eof {
         /// Which connection.
@@ -150,6 +158,21 @@ pub enum Output {
         conn: ConnId,
         /// What.
         frame: Frame,
+    },
+    /// Queue bytes as they are (a raw-mode connection's output, or a frame encoded
+    /// ahead of time).
+    SendBytes {
+        /// Where to.
+        conn: ConnId,
+        /// What.
+        bytes: Bytes,
+    },
+    /// Switch a connection to raw mode: from now on its input arrives as
+    /// `Input::Data` instead of being cut into frames (another protocol runs on
+    /// it). Backpressure and holds work as for framed connections.
+    Raw {
+        /// Which connection.
+        conn: ConnId,
     },
     /// Flush, then close the connection.
     Close {
@@ -192,6 +215,11 @@ pub enum Output {
 pub trait Service {
     /// Takes one input at time `now` and pushes outputs to `out`.
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>);
+
+    /// Called once per loop turn, after every input of the turn and before any
+    /// output is written: the place for work that covers a whole turn (one
+    /// `fsync` for a batch of writes, releasing the replies it covers).
+    fn turn_end(&mut self, _now: Millis, _out: &mut Vec<Output>) {}
 }
 
 /// Queues an `ERR` reply on `conn` and, when the error means the stream can no
@@ -272,6 +300,8 @@ struct Conn {
     max_payload: u32,
     /// Peer sent EOF, or the framing broke: read no more.
     read_done: bool,
+    /// Input goes to the service unparsed (`Output::Raw`).
+    raw: bool,
     writable_registered: bool,
     in_dirty: bool,
     in_pending: bool,
@@ -462,6 +492,7 @@ impl Reactor {
                 self.timers.pop();
                 self.deliver(svc, Input::Timer { id });
             }
+            self.turn_end(svc);
             for id in std::mem::take(&mut self.dirty) {
                 if let Some(c) = self.conn_mut(id) {
                     c.in_dirty = false;
@@ -529,6 +560,21 @@ impl Reactor {
         }
     }
 
+    /// Lets the service close the turn, then applies what it asks.
+    fn turn_end<S: Service>(&mut self, svc: &mut S) {
+        let now = self.now();
+        svc.turn_end(now, &mut self.outputs);
+        let mut outs = std::mem::take(&mut self.outputs);
+        for out in outs.drain(..) {
+            self.apply(now, out);
+        }
+        self.outputs = outs;
+        let deferred = self.deferred.pop_front();
+        if let Some(input) = deferred {
+            self.deliver(svc, input);
+        }
+    }
+
     /// Steps the service and applies what it asks, then any inputs that arose.
     fn deliver<S: Service>(&mut self, svc: &mut S, input: Input) {
         self.deferred.push_back(input);
@@ -562,6 +608,25 @@ impl Reactor {
                 if !c.in_dirty {
                     c.in_dirty = true;
                     self.dirty.push(conn);
+                }
+            }
+            Output::SendBytes { conn, bytes } => {
+                let Some(c) = self.conn_mut(conn) else {
+                    return;
+                };
+                if !matches!(c.phase, Phase::Open | Phase::Closing) {
+                    return;
+                }
+                c.outbuf.extend_from_slice(&bytes);
+                if !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+            Output::Raw { conn } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.raw = true;
+                    self.mark_pending(conn);
                 }
             }
             Output::Close { conn } => {
@@ -619,6 +684,7 @@ impl Reactor {
             held: false,
             max_payload: self.cfg.max_payload,
             read_done: false,
+            raw: false,
             writable_registered: false,
             in_dirty: false,
             in_pending: false,
@@ -759,6 +825,11 @@ impl Reactor {
                 if c.inbuf.is_empty() {
                     break;
                 }
+                if c.raw {
+                    let data = c.inbuf.split();
+                    self.deliver(svc, Input::Data { conn: id, data });
+                    continue;
+                }
                 match protocol::parse(&mut c.inbuf, c.max_payload) {
                     Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
                     Ok(Parse::Incomplete { need }) => {
@@ -837,6 +908,13 @@ impl Reactor {
             let Some(c) = self.conn_mut(id) else { return };
             if c.phase != Phase::Open {
                 return;
+            }
+            if c.raw {
+                if !c.inbuf.is_empty() {
+                    let data = c.inbuf.split();
+                    self.deliver(svc, Input::Data { conn: id, data });
+                }
+                break;
             }
             match protocol::parse(&mut c.inbuf, c.max_payload) {
                 Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
@@ -951,5 +1029,68 @@ impl Reactor {
     /// Number of open connections.
     pub fn connections(&self) -> usize {
         self.entries.len() - self.listeners
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Upper-cases whatever a raw connection sends, a line at a time, and holds
+    /// the replies until the end of the turn (as a group commit would).
+    struct Shout {
+        held: Vec<Output>,
+        turns: usize,
+    }
+
+    impl Service for Shout {
+        fn step(&mut self, _now: Millis, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Accepted { conn, .. } => out.push(Output::Raw { conn }),
+                Input::Data { conn, data } => {
+                    let up = data.to_ascii_uppercase();
+                    if up.starts_with(b"BYE") {
+                        out.push(Output::Stop);
+                    }
+                    self.held.push(Output::SendBytes {
+                        conn,
+                        bytes: Bytes::from(up),
+                    });
+                }
+                Input::Eof { conn } => out.push(Output::Close { conn }),
+                _ => {}
+            }
+        }
+
+        fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
+            self.turns += 1;
+            out.append(&mut self.held);
+        }
+    }
+
+    #[test]
+    fn raw_connections_get_bytes_and_replies_wait_for_the_turn_end() {
+        let mut reactor = Reactor::new(Config::default()).unwrap();
+        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut svc = Shout {
+                held: Vec::new(),
+                turns: 0,
+            };
+            reactor.run(&mut svc).unwrap();
+            svc.turns
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 6];
+        s.write_all(b"hello\n").unwrap();
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"HELLO\n");
+        // Not a frame: a framed connection would have answered BADFRAME.
+        s.write_all(b"bye!!\n").unwrap();
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"BYE!!\n");
+        assert!(server.join().unwrap() >= 2);
     }
 }

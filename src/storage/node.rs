@@ -692,6 +692,8 @@ impl Service for StorageNode {
                 out.push(Output::Close { conn });
             }
             Input::Eof { conn } => self.order.eof(conn, out),
+            // No listener of this node is raw yet.
+            Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } => {
                 self.members.remove(&conn);
                 self.order.closed(conn);
