@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Cluster, TIMEOUT};
-use gtstore::client::Connection;
+use gtstore::client::{Client, Connection};
 use gtstore::protocol::op;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -211,4 +211,69 @@ fn steady_load_through_a_join_and_a_leave_loses_nothing() {
         assert_eq!(missing(&c.nodes[i].addr, written), Vec::<usize>::new());
     }
     println!("{written} writes through a join and a leave, no failures");
+}
+
+#[test]
+fn hundred_thousand_keys_spread_evenly_over_eight_nodes() {
+    const N: usize = 100_000;
+    let c = Cluster::start(8);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let addr = c.nodes[t * 2].addr.clone();
+            s.spawn(move || {
+                let mut conn = Connection::connect(&addr, TIMEOUT).unwrap();
+                put_range(&mut conn, t * N / 4..(t + 1) * N / 4);
+            });
+        }
+    });
+    let s = settled_counts(&c, 8, N as u64);
+    let counts: Vec<u64> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["keys"].as_u64().unwrap())
+        .collect();
+    let mean = N as f64 / 8.0;
+    let max = *counts.iter().max().unwrap() as f64;
+    let reported = s["max_over_mean_keys"].as_f64().unwrap();
+    println!("keys per node {counts:?}: max/mean {:.4}", max / mean);
+    assert!(max / mean <= 1.25, "max/mean {} for {counts:?}", max / mean);
+    assert!(
+        (reported - max / mean).abs() < 1e-6,
+        "STATUS says {reported}"
+    );
+}
+
+#[test]
+fn partition_aware_client_routes_straight_to_owners_and_follows_a_join() {
+    const N: usize = 400;
+    let mut c = Cluster::start(3);
+    let mut client = Client::connect_aware(&c.manager.addr, TIMEOUT).unwrap();
+    for i in 0..N {
+        client.put(&key(i), &value(i)).unwrap();
+    }
+    // Every request carried its target's id, and a node that does not serve the
+    // key answers STALE: none came, so every request went straight to its owner.
+    let stats = client.route_stats().unwrap();
+    assert_eq!((stats.stale, stats.fallbacks, stats.refreshes), (0, 0, 0));
+    let epoch = client.ring().unwrap().epoch;
+
+    c.add_node(&[]);
+    c.wait_live(4);
+    settled_counts(&c, 4, N as u64);
+    // The client still holds the old ring: keys that moved draw STALE, the client
+    // refreshes and re-routes, and every read is right.
+    for i in 0..N {
+        assert_eq!(client.get(&key(i)).unwrap().as_deref(), Some(&value(i)[..]));
+    }
+    let stats = client.route_stats().unwrap();
+    assert!(stats.stale >= 1, "{stats:?}");
+    assert!(stats.refreshes >= 1, "{stats:?}");
+    assert_eq!(stats.fallbacks, 0, "{stats:?}");
+    assert!(client.ring().unwrap().epoch > epoch);
+    // A client that knows nothing of the ring still works through forwarding.
+    let mut plain = c.node_client(0);
+    for i in (0..N).step_by(7) {
+        assert_eq!(plain.get(&key(i)).unwrap().as_deref(), Some(&value(i)[..]));
+    }
 }

@@ -254,8 +254,8 @@ impl Session {
     }
 }
 
-/// Connects as the target says: straight to a node, or HELLO to the manager and
-/// then to the contact node it names.
+/// Connects as the target says: straight to a node, or through the manager as a
+/// partition-aware client (HELLO, then RING; requests go to each key's node).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
     if let Some(addr) = &target.node {
@@ -263,14 +263,14 @@ pub fn connect(target: &Target) -> Result<Client, CliError> {
             .map_err(|e| CliError::connecting(e, "node", addr));
     }
     let manager = &target.manager;
-    match Client::connect(manager, timeout) {
+    match Client::connect_aware(manager, timeout) {
         Ok(c) => Ok(c),
         Err(ClientError::Io(err)) => Err(diagnose(manager, timeout, err)),
         Err(other) => Err(CliError::from_client(other, manager)),
     }
 }
 
-/// `Client::connect` failed with an I/O error: find out whether the manager or the
+/// `Client::connect_aware` failed with an I/O error: find out whether the manager or the
 /// contact node it named could not be reached. Runs only on the failure path.
 fn diagnose(manager: &str, timeout: Duration, err: io::Error) -> CliError {
     let mut conn = match Connection::connect(manager, timeout) {

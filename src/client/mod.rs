@@ -6,11 +6,25 @@
 //! protocol's replies mapped to Rust values: NOT_FOUND and CONFLICT are ordinary
 //! results, `ERR` is a [`ClientError::Server`].
 //!
-//! Caveats: the client sends every request to its contact node, which forwards as
-//! needed; it does not route by the ring itself yet.
+//! Two ways to reach the data:
+//! - through a contact node ([`Client::connect`], [`Client::connect_node`]): every
+//!   request goes to one node, which forwards it to the key's coordinator;
+//! - partition-aware ([`Client::connect_aware`]): the client reads the ring from the
+//!   manager and sends each request straight to the key's coordinator (the first
+//!   node of its preference list that is not down), with that node's id in the
+//!   header's `NODEID`. A node that does not serve the key by its own, newer ring
+//!   answers `STALE` instead of forwarding; the client then reads the ring again and
+//!   re-routes. It also re-routes when a node cannot be reached, and, on its last
+//!   attempt or when the manager cannot be reached, lets any live node forward
+//!   (`NODEID` 0), so a stale ring costs a hop, never a failure.
+//!
+//! Caveat: a CREATE, UPDATE or INCR whose connection breaks after it was sent is not
+//! retried (it may have been applied); the error goes to the caller.
 
-use crate::protocol::{self, kv, op, Error, Frame, Parse};
+use crate::protocol::{self, kv, op, Error, ErrorCode, Frame, Parse};
+use crate::ring::{hash64, NodeState, Ring};
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -84,7 +98,14 @@ impl Connection {
 
     /// Buffers one request whose payload is the concatenation of `parts`.
     pub fn queue(&mut self, op: u8, client_id: u64, parts: &[&[u8]]) {
-        protocol::encode_parts(&mut self.wbuf, op, client_id, 0, parts);
+        self.queue_to(op, client_id, 0, parts);
+    }
+
+    /// Like [`Connection::queue`], with `node_id` in the header: the node the
+    /// client routed the request to (a node that does not serve the key answers
+    /// `STALE`), or 0.
+    pub fn queue_to(&mut self, op: u8, client_id: u64, node_id: u32, parts: &[&[u8]]) {
+        protocol::encode_parts(&mut self.wbuf, op, client_id, node_id, parts);
     }
 
     /// Writes everything buffered.
@@ -173,31 +194,191 @@ fn expect(f: &Frame, ops: &[u8]) -> Result<()> {
     }
 }
 
-/// Asks the manager at `manager` for its STATUS JSON.
+/// HELLO to the manager: a client id and a contact node.
+fn hello(manager: &str, timeout: Duration) -> Result<Welcome> {
+    let mut m = Connection::connect(manager, timeout)?;
+    let f = m.call(op::HELLO, 0, &[b"gtstore-client"])?;
+    expect(&f, &[op::WELCOME])?;
+    parse_welcome(&f.payload)
+}
+
+/// Sends a payload-less request to the manager and returns the reply's payload.
 pub fn manager_call(manager: &str, request: u8, timeout: Duration) -> Result<Bytes> {
     let mut c = Connection::connect(manager, timeout)?;
     let f = c.call(request, 0, &[])?;
     Ok(f.payload)
 }
 
-/// A key-value client bound to one storage node.
+/// How a [`Client`] reaches the key's node.
+enum Route {
+    /// Every request goes to one node, which forwards as needed.
+    Contact(Connection),
+    /// Each request goes straight to the key's coordinator by the client's ring.
+    Ring(Box<RingRoute>),
+}
+
+/// The state of a partition-aware client.
+struct RingRoute {
+    manager: String,
+    timeout: Duration,
+    /// The ring as requests are routed now (`Ring::serving`).
+    ring: Ring,
+    conns: HashMap<u32, Connection>,
+    stats: RouteStats,
+}
+
+/// Counters of a partition-aware client (for tests and tools).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteStats {
+    /// RING fetches after the first.
+    pub refreshes: u64,
+    /// STALE replies received.
+    pub stale: u64,
+    /// Requests sent to a contact node for forwarding because the ring named no
+    /// reachable coordinator.
+    pub fallbacks: u64,
+}
+
+/// How many times a request is re-routed (after STALE or a failed connect)
+/// before the client gives up.
+const MAX_ROUTE_ATTEMPTS: usize = 4;
+
+impl RingRoute {
+    fn refresh(&mut self) -> Result<()> {
+        let text = manager_call(&self.manager, op::RING, self.timeout)?;
+        let ring = Ring::decode(&text).map_err(ClientError::Server)?;
+        if ring.epoch != self.ring.epoch {
+            // Connections to nodes that left are of no use.
+            self.conns.retain(|id, _| ring.node(*id).is_some());
+        }
+        self.ring = ring.serving();
+        self.stats.refreshes += 1;
+        Ok(())
+    }
+
+    fn conn(&mut self, id: u32) -> Result<&mut Connection> {
+        if !self.conns.contains_key(&id) {
+            let node = self
+                .ring
+                .node(id)
+                .ok_or_else(|| ClientError::Protocol(format!("node {id} is not in the ring")))?;
+            let c = Connection::connect(&node.addr, self.timeout)?;
+            self.conns.insert(id, c);
+        }
+        Ok(self.conns.get_mut(&id).expect("just inserted"))
+    }
+
+    /// Any node that is up, for requests the ring cannot place.
+    fn any_up(&self, skip: u32) -> Option<u32> {
+        self.ring
+            .nodes()
+            .iter()
+            .find(|n| n.state == NodeState::Up && n.id != skip)
+            .map(|n| n.id)
+    }
+
+    /// Sends a request for `key` to its coordinator, re-routing after STALE or a
+    /// node that cannot be reached. A request whose connection broke after it
+    /// was sent is retried only if `idempotent`.
+    fn call(
+        &mut self,
+        op: u8,
+        client_id: u64,
+        key: &[u8],
+        parts: &[&[u8]],
+        idempotent: bool,
+    ) -> Result<Frame> {
+        let hash = hash64(key);
+        let mut last: Option<ClientError> = None;
+        for attempt in 0..MAX_ROUTE_ATTEMPTS {
+            if attempt > 0 {
+                // The manager may be down: keep routing by the ring we have.
+                let _ = self.refresh();
+            }
+            let (target, advisory) = match self.ring.coordinator(hash) {
+                Some(id) if attempt + 1 < MAX_ROUTE_ATTEMPTS => (id, id),
+                // Last try, or no coordinator: let any node forward it.
+                other => match self.any_up(other.unwrap_or(0)).or(other) {
+                    Some(id) => {
+                        self.stats.fallbacks += 1;
+                        (id, 0)
+                    }
+                    None => break,
+                },
+            };
+            let conn = match self.conn(target) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            conn.queue_to(op, client_id, advisory, parts);
+            let sent = conn.flush();
+            let reply = sent.and_then(|()| conn.recv());
+            match reply {
+                Ok(f) if f.op == op::STALE => {
+                    self.stats.stale += 1;
+                    last = Some(ClientError::Protocol("the ring kept changing".into()));
+                }
+                Ok(f) if f.op == op::ERR => {
+                    return Err(ClientError::Server(Error::from_payload(&f.payload)))
+                }
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    self.conns.remove(&target);
+                    if !idempotent {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ClientError::Server(Error::new(
+                ErrorCode::Unavailable,
+                "no storage node is up in the client's ring",
+            ))
+        }))
+    }
+}
+
+/// A key-value client: bound to one contact node ([`Client::connect`],
+/// [`Client::connect_node`]) or partition-aware ([`Client::connect_aware`]).
 pub struct Client {
     client_id: u64,
-    node: Connection,
+    route: Route,
     node_addr: String,
 }
 
 impl Client {
     /// Says HELLO to the manager and connects to the contact node it names.
     pub fn connect(manager: &str, timeout: Duration) -> Result<Client> {
-        let mut m = Connection::connect(manager, timeout)?;
-        let f = m.call(op::HELLO, 0, &[b"gtstore-client"])?;
-        expect(&f, &[op::WELCOME])?;
-        let w = parse_welcome(&f.payload)?;
+        let w = hello(manager, timeout)?;
         let node = Connection::connect(&w.addr, timeout)?;
         Ok(Client {
             client_id: w.client_id,
-            node,
+            route: Route::Contact(node),
+            node_addr: w.addr,
+        })
+    }
+
+    /// Says HELLO to the manager, reads the ring, and from then on sends each
+    /// request straight to its key's coordinator (see the module docs).
+    pub fn connect_aware(manager: &str, timeout: Duration) -> Result<Client> {
+        let w = hello(manager, timeout)?;
+        let mut route = RingRoute {
+            manager: manager.to_string(),
+            timeout,
+            ring: Ring::empty(),
+            conns: HashMap::new(),
+            stats: RouteStats::default(),
+        };
+        route.refresh()?;
+        route.stats.refreshes = 0;
+        Ok(Client {
+            client_id: w.client_id,
+            route: Route::Ring(Box::new(route)),
             node_addr: w.addr,
         })
     }
@@ -206,7 +387,7 @@ impl Client {
     pub fn connect_node(addr: &str, timeout: Duration) -> Result<Client> {
         Ok(Client {
             client_id: 0,
-            node: Connection::connect(addr, timeout)?,
+            route: Route::Contact(Connection::connect(addr, timeout)?),
             node_addr: addr.to_string(),
         })
     }
@@ -216,27 +397,61 @@ impl Client {
         self.client_id
     }
 
-    /// The contact node's address.
+    /// The contact node's address (for a partition-aware client: the one HELLO named).
     pub fn node_addr(&self) -> &str {
         &self.node_addr
     }
 
-    fn kv_call(&mut self, op: u8, key: &[u8], value: &[u8]) -> Result<Frame> {
+    /// Routing counters; `None` for a client bound to one node.
+    pub fn route_stats(&self) -> Option<RouteStats> {
+        match &self.route {
+            Route::Ring(r) => Some(r.stats),
+            Route::Contact(_) => None,
+        }
+    }
+
+    /// The ring a partition-aware client routes by.
+    pub fn ring(&self) -> Option<&Ring> {
+        match &self.route {
+            Route::Ring(r) => Some(&r.ring),
+            Route::Contact(_) => None,
+        }
+    }
+
+    fn request(&mut self, op: u8, key: &[u8], parts: &[&[u8]]) -> Result<Frame> {
         kv::check_key(key).map_err(ClientError::Server)?;
+        let id = self.client_id;
+        match &mut self.route {
+            Route::Contact(c) => c.call(op, id, parts),
+            Route::Ring(r) => {
+                let idempotent = matches!(op, op::PUT | op::GET | op::DELETE | op::EXISTS);
+                r.call(op, id, key, parts, idempotent)
+            }
+        }
+    }
+
+    fn kv_call(&mut self, op: u8, key: &[u8], value: &[u8]) -> Result<Frame> {
         let mut tmp = [0u8; 20];
         let klen = protocol::frame::fmt_u64(key.len() as u64, &mut tmp);
-        self.node
-            .call(op, self.client_id, &[klen, b" ", key, value])
+        self.request(op, key, &[klen, b" ", key, value])
     }
 
     fn key_call(&mut self, op: u8, key: &[u8]) -> Result<Frame> {
-        kv::check_key(key).map_err(ClientError::Server)?;
-        self.node.call(op, self.client_id, &[key])
+        self.request(op, key, &[key])
     }
 
     /// PING with a payload; returns the echo.
     pub fn ping(&mut self, payload: &[u8]) -> Result<Bytes> {
-        let f = self.node.call(op::PING, self.client_id, &[payload])?;
+        let id = self.client_id;
+        let f = match &mut self.route {
+            Route::Contact(c) => c.call(op::PING, id, &[payload])?,
+            Route::Ring(r) => {
+                let target = r.any_up(0).ok_or_else(|| {
+                    ClientError::Server(Error::new(ErrorCode::Unavailable, "no node is up"))
+                })?;
+                r.conn(target)?.call(op::PING, id, &[payload])?
+            }
+        };
         expect(&f, &[op::PONG])?;
         Ok(f.payload)
     }
@@ -293,8 +508,12 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("INCR reply is not a number".into()))
     }
 
-    /// The underlying connection, for pipelining by hand.
-    pub fn connection(&mut self) -> &mut Connection {
-        &mut self.node
+    /// The contact node's connection, for pipelining by hand (`None` for a
+    /// partition-aware client, which has one per node).
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        match &mut self.route {
+            Route::Contact(c) => Some(c),
+            Route::Ring(_) => None,
+        }
     }
 }

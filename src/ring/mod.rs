@@ -423,6 +423,15 @@ impl Ring {
         out
     }
 
+    /// The key's coordinator: the first node of its preference list (of
+    /// `replicas` nodes) that is not down. `None` when all of them are down or
+    /// the ring is empty.
+    pub fn coordinator(&self, hash: u64) -> Option<u32> {
+        self.preference_list(hash, self.replicas.max(1) as usize)
+            .into_iter()
+            .find(|&id| self.node(id).is_some_and(|n| n.state != NodeState::Down))
+    }
+
     /// The range `(start, token]` that `token` owns, as `(start, token)`; `start ==
     /// token` when it is the only token (the whole circle). `None` if no node holds
     /// `token`. Test hashes against it with [`in_range`].
@@ -763,6 +772,19 @@ pub(crate) mod tests {
         assert_eq!(ring.preference_list(u64::MAX, 9), vec![1, 2, 3]);
         // States do not matter: node 2 is down and still listed.
         assert_eq!(ring.preference_list(101, 1), vec![2]);
+    }
+
+    #[test]
+    fn coordinator_is_the_first_preference_that_is_not_down() {
+        let mut ring = small_ring();
+        // Preference list of 150 is [2, 1, 3] and node 2 is down.
+        assert_eq!(ring.coordinator(150), Some(1));
+        assert_eq!(ring.coordinator(350), Some(3));
+        ring.replicas = 1;
+        assert_eq!(ring.coordinator(150), None);
+        ring.set_state(2, NodeState::Up);
+        assert_eq!(ring.coordinator(150), Some(2));
+        assert_eq!(Ring::empty().coordinator(150), None);
     }
 
     #[test]

@@ -360,6 +360,13 @@ impl StorageNode {
             }
             _ => (None, None),
         };
+        if !member && me != 0 && f.node_id == me && serving_owner.is_some_and(|o| o != me) {
+            // A partition-aware client routed this here by an older ring.
+            let epoch = self.ring.epoch.to_string();
+            let frame = Frame::new(op::STALE, f.client_id, me, epoch);
+            self.order.ready(conn, frame, out);
+            return;
+        }
         let here = serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me));
         if !here {
             let owner = serving_owner.expect("not here means an owner");
@@ -882,5 +889,74 @@ mod tests {
             },
         );
         assert_eq!(sent(&out), vec![(c, op::OK, vec![])]);
+    }
+
+    #[test]
+    fn a_request_routed_by_an_old_ring_gets_stale() {
+        let mut n = StorageNode::new(cfg());
+        let link = ConnId::new(1, 1);
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        step(
+            &mut n,
+            1,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        // Node 3 owns everything up to hash 2^63, node 4 the rest.
+        let ring = format!(
+            "3\nepoch 7\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n",
+            1u64 << 63,
+            u64::MAX
+        );
+        step(
+            &mut n,
+            2,
+            Input::Frame {
+                conn: link,
+                frame: Frame::new(op::JOINED, 0, 0, ring),
+            },
+        );
+        let (mine, theirs) = {
+            let mut mine = None;
+            let mut theirs = None;
+            for i in 0..100u32 {
+                let k = format!("k{i}");
+                if hash64(k.as_bytes()) <= 1u64 << 63 {
+                    mine.get_or_insert(k);
+                } else {
+                    theirs.get_or_insert(k);
+                }
+            }
+            (mine.unwrap(), theirs.unwrap())
+        };
+        let client = ConnId::new(5, 1);
+        let ask = |n: &mut StorageNode, key: &str, node_id: u32| {
+            let f = Frame::new(op::GET, 9, node_id, key.to_string());
+            step(
+                n,
+                3,
+                Input::Frame {
+                    conn: client,
+                    frame: f,
+                },
+            )
+        };
+        // Routed here for a key node 4 serves: STALE with our epoch.
+        assert_eq!(
+            sent(&ask(&mut n, &theirs, 3)),
+            vec![(client, op::STALE, b"7".to_vec())]
+        );
+        // Routed here for our own key: served.
+        assert_eq!(
+            sent(&ask(&mut n, &mine, 3)),
+            vec![(client, op::NOT_FOUND, vec![])]
+        );
+        // Not routed (NODEID 0) or routed elsewhere: forwarded, no STALE.
+        for node_id in [0, 4] {
+            let out = ask(&mut n, &theirs, node_id);
+            assert!(sent(&out).iter().all(|s| s.1 != op::STALE), "{out:?}");
+        }
     }
 }
