@@ -356,13 +356,20 @@ fn cluster_launcher_runs_the_shell_and_leaves_nothing_behind() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["live_nodes"], 2);
 
-    stdin.write_all(b"put k v\nget k\nexit\n").unwrap();
+    // `drop 2` goes through the manager: node 2 hands its keys over and leaves,
+    // and the key stays readable throughout.
+    stdin
+        .write_all(b"put k v\nput k2 v2\ndrop 2\nget k\nget k2\nexit\n")
+        .unwrap();
     drop(stdin);
     let mut answers = Vec::new();
     while let Ok(line) = stdout.recv_timeout(WAIT) {
         answers.push(line);
     }
-    assert_eq!(answers, ["OK", "v"]);
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    assert_eq!(answers[..2], ["OK", "OK"]);
+    assert!(answers[2].contains("handing its data over"), "{answers:?}");
+    assert_eq!(answers[3..], ["v", "v2"]);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(s) = launcher.child.try_wait().unwrap() {

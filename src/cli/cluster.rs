@@ -7,7 +7,7 @@
 //! how the launcher learns the ports when they are picked by the OS (`--base-port
 //! 0`). Once every process listens and the manager's STATUS shows every node up, it
 //! prints where everything is and opens the shell, with extra commands: `add`
-//! (one more storage node), `drop ID` (SIGTERM: a graceful leave), `kill ID`
+//! (one more storage node), `drop ID` (the manager's DROP: a graceful leave), `kill ID`
 //! (SIGKILL: a crash) and `nodes`.
 //!
 //! Cleaning up is the point of the design. The children run in their own process
@@ -15,8 +15,8 @@
 //! SIGINT, SIGTERM and SIGHUP as a flag and leaves the shell. Every child is owned by
 //! a [`Cluster`] whose `Drop` stops them all: SIGINT, up to 3 s of grace, then
 //! SIGKILL, and each is reaped. SIGINT, not SIGTERM: to a storage node SIGTERM
-//! means "hand your data over and leave the ring", which is what `drop ID` wants but
-//! not what stopping the whole cluster wants (the last node would be refused leave
+//! means "hand your data over and leave the ring" (what `drop ID` asks through the
+//! manager), not what stopping the whole cluster wants (the last node would be refused leave
 //! and sit out the grace period); SIGINT is the servers' "stop now". That runs on every way out, including an error
 //! half-way through the start.
 //!
@@ -27,6 +27,8 @@
 use super::shell::{Extras, Shell};
 use super::status::{self, NodeInfo};
 use super::{Reply, Request, Session, Target, EXIT_ERROR, EXIT_OK};
+use crate::client::Connection;
+use crate::protocol::op;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -510,6 +512,18 @@ impl Cluster {
     }
 
     /// Finds the running node with id `arg`, refreshing ids from STATUS if needed.
+    /// Asks the manager to drop node `id` (op DROP): the node hands its data over,
+    /// leaves the ring and exits.
+    fn drop_node(&self, id: &[u8]) -> Result<(), String> {
+        let timeout = self.target.timeout;
+        let mut m = Connection::connect(&self.manager_addr, timeout).map_err(|e| e.to_string())?;
+        match m.call(op::DROP, 0, &[id]) {
+            Ok(f) if f.op == op::OK => Ok(()),
+            Ok(f) => Err(format!("the manager answered {}", op::name(f.op))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn find_node(&mut self, arg: &[u8]) -> Result<usize, String> {
         let id: u32 = std::str::from_utf8(arg)
             .ok()
@@ -612,7 +626,7 @@ impl Extras for Cluster {
     fn help(&self) -> &str {
         "cluster commands:
   add                  start one more storage node
-  drop ID              SIGTERM node ID (graceful leave)
+  drop ID              graceful leave of node ID (the manager's DROP)
   kill ID              SIGKILL node ID (crash)
   nodes                the launched processes
 "
@@ -621,13 +635,13 @@ impl Extras for Cluster {
     fn run(&mut self, cmd: &str, args: &[Vec<u8>], out: &mut dyn Write) -> Option<io::Result<()>> {
         let result = match (cmd, args) {
             ("add", []) => self.add(),
-            ("drop", [id]) => self.find_node(id).map(|i| {
-                self.procs[i].signal("TERM");
-                format!(
-                    "{} (pid {}): SIGTERM sent, leaving",
+            ("drop", [id]) => self.find_node(id).and_then(|i| {
+                self.drop_node(id)?;
+                Ok(format!(
+                    "{} (pid {}): handing its data over, then leaving",
                     self.label(i),
                     self.procs[i].pid()
-                )
+                ))
             }),
             ("kill", [id]) => self.find_node(id).map(|i| {
                 self.procs[i].kill();
