@@ -277,3 +277,89 @@ fn partition_aware_client_routes_straight_to_owners_and_follows_a_join() {
         assert_eq!(plain.get(&key(i)).unwrap().as_deref(), Some(&value(i)[..]));
     }
 }
+
+/// Waits until the manager's ring has no joining or leaving node and returns
+/// how long that took.
+fn wait_settled(c: &Cluster, started: Instant) -> Duration {
+    loop {
+        let s = c.status();
+        let moving = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["state"] == "joining" || n["state"] == "leaving");
+        if !moving {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "never settled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The rate of a sector move, for the notes: 1 GiB on one node; a second node
+/// joins (about half moves to it), then the first is dropped (the rest moves).
+/// Run with `cargo test --release --test cluster -- --ignored --nocapture move_rate`.
+#[test]
+#[ignore = "a measurement: 1 GiB of data, minutes in a debug build"]
+fn move_rate_for_one_gibibyte() {
+    const VALUE: usize = 4096;
+    const KEYS: usize = (1 << 30) / VALUE;
+    let mut c = Cluster::start(1);
+    let val = vec![b'v'; VALUE];
+    let mut conn = c.raw(0);
+    let ids: Vec<usize> = (0..KEYS).collect();
+    for batch in ids.chunks(256) {
+        for &i in batch {
+            let k = key(i);
+            let klen = k.len().to_string();
+            conn.queue(op::PUT, 0, &[klen.as_bytes(), b" ", &k, &val]);
+        }
+        conn.flush().unwrap();
+        for _ in batch {
+            assert_eq!(conn.recv().unwrap().op, op::OK);
+        }
+    }
+    settled_counts(&c, 1, KEYS as u64);
+    let first = c.nodes[0].addr.clone();
+
+    let started = Instant::now();
+    let second = c.add_node(&[]);
+    while c.status()["nodes"].as_array().unwrap().len() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = wait_settled(&c, started);
+    let s = settled_counts(&c, 2, KEYS as u64);
+    let moved = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["addr"] == c.nodes[second].addr.as_str())
+        .unwrap()["keys"]
+        .as_u64()
+        .unwrap() as f64
+        * VALUE as f64;
+    let mib = moved / (1 << 20) as f64;
+    println!(
+        "join: {mib:.0} MiB moved in {:.2} s = {:.0} MiB/s (including registration)",
+        took.as_secs_f64(),
+        mib / took.as_secs_f64()
+    );
+
+    let started = Instant::now();
+    drop_node(&c, &first);
+    let took = wait_settled(&c, started);
+    let rest = (KEYS as f64 * VALUE as f64 - moved) / (1 << 20) as f64;
+    println!(
+        "leave: {rest:.0} MiB moved in {:.2} s = {:.0} MiB/s",
+        took.as_secs_f64(),
+        rest / took.as_secs_f64()
+    );
+    let mut conn = c.raw(second);
+    for i in (0..KEYS).step_by(97) {
+        let f = conn.call(op::GET, 0, &[&key(i)]).unwrap();
+        assert_eq!((f.op, f.payload.len()), (op::VALUE, VALUE), "key {i}");
+    }
+}
