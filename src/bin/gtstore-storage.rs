@@ -56,6 +56,10 @@ fn run(args: Args) -> Result<(), String> {
     let mut cfg = NodeConfig::new(advertise.clone(), manager);
     cfg.secret = args.secret;
     cfg.tokens = args.tokens;
+    // Versions follow the wall clock; the reactor's clock starts about now.
+    cfg.clock_base_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     reactor.handle_signals().map_err(|e| e.to_string())?;
     log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     let mut node = StorageNode::new(cfg);

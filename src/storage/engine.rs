@@ -10,52 +10,68 @@
 //! covers the whole hash space; [`Engine::set_tokens`] re-buckets keys when the
 //! token set changes.
 //!
-//! Caveats: values carry no version yet, so two writers to one key are ordered only
-//! by the node that applies them; deletes remove the entry outright.
+//! Every entry carries a version (a u64 from the node's hybrid logical clock, see
+//! [`Hlc`]) and a delete leaves a tombstone: an entry with a version and no value,
+//! so an older copy of the key arriving later (a move, a late replica write) cannot
+//! bring it back. [`Engine::apply`] is the one way data changes: a higher version
+//! wins, an equal one is a harmless repeat, a lower one is refused. What CREATE,
+//! UPDATE and INCR mean is decided apart from storage, by [`decide`], so a node can
+//! decide against the newest copy it read from any replica.
+//!
+//! Caveat: tombstones are kept (they cost a key and a version each).
 
-use crate::protocol::{kv, Error, ErrorCode};
+use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::ring::{hash64, Token};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 
+/// A stored version and value; `value: None` is a tombstone (a delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Orders writes to one key: higher wins.
+    pub version: u64,
+    /// The value, or `None` once deleted.
+    pub value: Option<Bytes>,
+}
+
 /// One token's keys.
 #[derive(Default, Debug, Clone)]
 pub struct Sector {
-    map: HashMap<Bytes, Bytes>,
+    map: HashMap<Bytes, Entry>,
 }
 
 impl Sector {
-    /// Number of keys.
+    /// Number of entries, tombstones included.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// Whether it holds no key.
+    /// Whether it holds no entry.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
-    /// Iterates over the pairs.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    /// Iterates over the entries, tombstones included.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
         self.map.iter()
     }
 }
 
-/// Outcome of a conditional write.
+/// Outcome of [`Engine::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// Done.
-    Ok,
-    /// CREATE found the key.
-    Conflict,
-    /// UPDATE did not find the key.
-    NotFound,
+pub enum Applied {
+    /// Stored (or the same version was already there).
+    Stored,
+    /// Refused: the engine holds this newer version (or, for a conditional write,
+    /// a version other than the one the decision was based on).
+    Newer(u64),
 }
 
 /// All of a node's sectors.
 #[derive(Debug, Clone)]
 pub struct Engine {
     sectors: BTreeMap<Token, Sector>,
+    /// Live keys (tombstones not counted).
     keys: usize,
 }
 
@@ -105,7 +121,7 @@ impl Engine {
         }
     }
 
-    /// Keys whose hash satisfies `pred`.
+    /// Keys (tombstones included) whose hash satisfies `pred`.
     pub fn keys_where(&self, mut pred: impl FnMut(u64) -> bool) -> Vec<Bytes> {
         self.sectors
             .values()
@@ -115,14 +131,24 @@ impl Engine {
             .collect()
     }
 
-    /// Removes every key whose hash satisfies `pred`; returns how many.
+    /// Removes every entry whose hash satisfies `pred`; returns how many live keys
+    /// went.
     pub fn remove_where(&mut self, mut pred: impl FnMut(u64) -> bool) -> usize {
         let before = self.keys;
         for s in self.sectors.values_mut() {
             s.map.retain(|k, _| !pred(hash64(k)));
         }
-        self.keys = self.sectors.values().map(|s| s.map.len()).sum();
+        self.recount();
         before - self.keys
+    }
+
+    fn recount(&mut self) {
+        self.keys = self
+            .sectors
+            .values()
+            .flat_map(|s| s.map.values())
+            .filter(|e| e.value.is_some())
+            .count();
     }
 
     /// The tokens held, in ring order.
@@ -135,79 +161,167 @@ impl Engine {
         self.sectors.get(&token)
     }
 
-    /// Total keys.
+    /// Live keys.
     pub fn len(&self) -> usize {
         self.keys
     }
 
-    /// Whether no key is stored.
+    /// Whether no live key is stored.
     pub fn is_empty(&self) -> bool {
         self.keys == 0
     }
 
-    /// Reads a key.
+    /// Reads a key's live value.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.sector(key).map.get(key).cloned()
+        self.entry(key).and_then(|e| e.value.clone())
     }
 
-    /// Whether a key exists.
+    /// A key's entry, tombstones included.
+    pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
+        self.sector(key).map.get(key)
+    }
+
+    /// A key's version (0 if the engine never saw it).
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.entry(key).map_or(0, |e| e.version)
+    }
+
+    /// Whether a key has a live value.
     pub fn exists(&self, key: &[u8]) -> bool {
-        self.sector(key).map.contains_key(key)
+        self.entry(key).is_some_and(|e| e.value.is_some())
     }
 
-    /// Stores a value (copied), replacing any old one.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        let v = Bytes::copy_from_slice(value);
-        let s = self.sector_mut(key);
-        if let Some(slot) = s.map.get_mut(key) {
-            *slot = v;
-        } else {
-            s.map.insert(Bytes::copy_from_slice(key), v);
-            self.keys += 1;
+    /// Stores `value` (`None`: a tombstone) at `version` if that is newer than what
+    /// is held. With `base`, the write was decided against the copy at version
+    /// `base` and is refused if this engine holds anything newer than `base`.
+    /// The key and value are copied, so they never pin a read buffer.
+    pub fn apply(
+        &mut self,
+        key: &[u8],
+        version: u64,
+        value: Option<&[u8]>,
+        base: Option<u64>,
+    ) -> Applied {
+        let held = self.version(key);
+        if held == version && held != 0 {
+            return Applied::Stored;
         }
-    }
-
-    /// Removes a key; false if it was absent.
-    pub fn delete(&mut self, key: &[u8]) -> bool {
-        let removed = self.sector_mut(key).map.remove(key).is_some();
-        if removed {
-            self.keys -= 1;
+        if held > version || base.is_some_and(|b| held > b) {
+            return Applied::Newer(held);
         }
-        removed
-    }
-
-    /// Stores only if absent.
-    pub fn create(&mut self, key: &[u8], value: &[u8]) -> Written {
-        if self.exists(key) {
-            return Written::Conflict;
-        }
-        self.put(key, value);
-        Written::Ok
-    }
-
-    /// Stores only if present.
-    pub fn update(&mut self, key: &[u8], value: &[u8]) -> Written {
-        match self.sector_mut(key).map.get_mut(key) {
-            Some(slot) => {
-                *slot = Bytes::copy_from_slice(value);
-                Written::Ok
-            }
-            None => Written::NotFound,
-        }
-    }
-
-    /// Adds `delta` to the decimal count at `key` (absent = 0); returns the new count.
-    pub fn incr(&mut self, key: &[u8], delta: i64) -> Result<i64, Error> {
-        let current = match self.sector(key).map.get(key) {
-            None => 0,
-            Some(v) => kv::parse_i64(v)
-                .ok_or_else(|| Error::new(ErrorCode::NotInt, "value is not a decimal integer"))?,
+        let entry = Entry {
+            version,
+            value: value.map(Bytes::copy_from_slice),
         };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| Error::new(ErrorCode::NotInt, "increment would overflow"))?;
-        self.put(key, next.to_string().as_bytes());
-        Ok(next)
+        let live = entry.value.is_some() as isize;
+        let s = self.sector_mut(key);
+        let was = match s.map.get_mut(key) {
+            Some(slot) => {
+                let was = slot.value.is_some() as isize;
+                *slot = entry;
+                was
+            }
+            None => {
+                s.map.insert(Bytes::copy_from_slice(key), entry);
+                0
+            }
+        };
+        self.keys = (self.keys as isize + live - was) as usize;
+        Applied::Stored
+    }
+}
+
+/// What a key-value request does, decided against the key's current value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The reply op (`OK`, `VALUE`, `NOT_FOUND`, `CONFLICT`, `PONG`).
+    pub reply: u8,
+    /// The reply payload.
+    pub payload: Bytes,
+    /// The write to make, if any: `Some(None)` deletes.
+    pub write: Option<Option<Bytes>>,
+}
+
+/// Decides a key-value request (`PUT`, `GET`, `DELETE`, `EXISTS`, `CREATE`,
+/// `UPDATE`, `INCR`) against `current`, the newest live value of its key. Pure: the
+/// caller applies the write with a new version. Errors are the protocol's (`BADKEY`,
+/// `NOTINT`); an op that is not a key-value request is `BADOP`.
+pub fn decide(f: &Frame, current: Option<&Bytes>) -> Result<Decision, Error> {
+    let done = |reply: u8, payload: Bytes, write: Option<Option<Bytes>>| {
+        Ok(Decision {
+            reply,
+            payload,
+            write,
+        })
+    };
+    let found = |yes: bool| if yes { op::OK } else { op::NOT_FOUND };
+    match f.op {
+        op::GET => match current {
+            Some(v) => done(op::VALUE, v.clone(), None),
+            None => done(op::NOT_FOUND, Bytes::new(), None),
+        },
+        op::EXISTS => done(found(current.is_some()), Bytes::new(), None),
+        op::PUT => {
+            let (_, v) = kv::split_kv(&f.payload)?;
+            done(op::OK, Bytes::new(), Some(Some(v)))
+        }
+        op::DELETE => match current {
+            Some(_) => done(op::OK, Bytes::new(), Some(None)),
+            None => done(op::NOT_FOUND, Bytes::new(), None),
+        },
+        op::CREATE => {
+            let (_, v) = kv::split_kv(&f.payload)?;
+            match current {
+                Some(_) => done(op::CONFLICT, Bytes::new(), None),
+                None => done(op::OK, Bytes::new(), Some(Some(v))),
+            }
+        }
+        op::UPDATE => {
+            let (_, v) = kv::split_kv(&f.payload)?;
+            match current {
+                Some(_) => done(op::OK, Bytes::new(), Some(Some(v))),
+                None => done(op::NOT_FOUND, Bytes::new(), None),
+            }
+        }
+        op::INCR => {
+            let (_, delta) = kv::split_incr(&f.payload)?;
+            let count = match current {
+                None => 0,
+                Some(v) => kv::parse_i64(v).ok_or_else(|| {
+                    Error::new(ErrorCode::NotInt, "value is not a decimal integer")
+                })?,
+            };
+            let next = count
+                .checked_add(delta)
+                .ok_or_else(|| Error::new(ErrorCode::NotInt, "increment would overflow"))?;
+            let text = Bytes::from(next.to_string());
+            done(op::VALUE, text.clone(), Some(Some(text)))
+        }
+        other => Err(Error::bad_op(other, false, "a storage node")),
+    }
+}
+
+/// A hybrid logical clock: versions are `milliseconds << 16 | counter`, never
+/// repeat on one node, grow with the wall clock, and jump past every version the
+/// node has seen, so a write ordered after another by causality gets a higher
+/// version even across nodes whose clocks differ.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hlc {
+    last: u64,
+}
+
+impl Hlc {
+    /// A version above `floor`, above every earlier one, and at least the wall
+    /// clock `wall_ms`.
+    pub fn next(&mut self, wall_ms: u64, floor: u64) -> u64 {
+        let v = (wall_ms << 16).max(self.last + 1).max(floor + 1);
+        self.last = v;
+        v
+    }
+
+    /// Remembers a version seen elsewhere.
+    pub fn observe(&mut self, version: u64) {
+        self.last = self.last.max(version);
     }
 }
 
@@ -215,50 +329,113 @@ impl Engine {
 mod tests {
     use super::*;
 
-    #[test]
-    fn semantics() {
-        let mut e = Engine::new([10, 1 << 40, u64::MAX / 2]);
-        assert_eq!(e.get(b"k"), None);
-        e.put(b"k", b"v");
-        assert_eq!(e.get(b"k").as_deref(), Some(&b"v"[..]));
-        assert_eq!(e.create(b"k", b"x"), Written::Conflict);
-        assert_eq!(e.update(b"nope", b"x"), Written::NotFound);
-        assert_eq!(e.update(b"k", b""), Written::Ok);
-        assert_eq!(
-            e.get(b"k").as_deref(),
-            Some(&b""[..]),
-            "empty values are values"
-        );
-        assert!(e.exists(b"k"));
-        assert_eq!(e.len(), 1);
-        assert!(e.delete(b"k"));
-        assert!(!e.delete(b"k"));
-        assert_eq!(e.len(), 0);
+    fn put(e: &mut Engine, k: &[u8], v: &[u8], version: u64) {
+        assert_eq!(e.apply(k, version, Some(v), None), Applied::Stored);
     }
 
     #[test]
-    fn incr_rules() {
-        let mut e = Engine::default();
-        assert_eq!(e.incr(b"c", 1), Ok(1));
-        assert_eq!(e.incr(b"c", -5), Ok(-4));
-        assert_eq!(e.get(b"c").as_deref(), Some(&b"-4"[..]));
-        e.put(b"s", b"abc");
-        assert_eq!(e.incr(b"s", 1).unwrap_err().code, ErrorCode::NotInt);
-        e.put(b"m", i64::MAX.to_string().as_bytes());
-        assert_eq!(e.incr(b"m", 1).unwrap_err().code, ErrorCode::NotInt);
+    fn higher_versions_win_and_tombstones_stay() {
+        let mut e = Engine::new([10, 1 << 40, u64::MAX / 2]);
+        assert_eq!((e.get(b"k"), e.version(b"k")), (None, 0));
+        put(&mut e, b"k", b"v1", 5);
+        assert_eq!(e.apply(b"k", 4, Some(b"old"), None), Applied::Newer(5));
         assert_eq!(
-            e.get(b"m").as_deref(),
-            Some(i64::MAX.to_string().as_bytes())
+            e.apply(b"k", 5, Some(b"v1"), None),
+            Applied::Stored,
+            "repeat"
         );
-        e.put(b"sp", b" 1");
-        assert_eq!(e.incr(b"sp", 1).unwrap_err().code, ErrorCode::NotInt);
+        assert_eq!(e.get(b"k").as_deref(), Some(&b"v1"[..]));
+        put(&mut e, b"k", b"", 9);
+        assert_eq!(e.get(b"k").as_deref(), Some(&b""[..]), "empty is a value");
+        assert_eq!(e.len(), 1);
+        // A delete leaves a tombstone that keeps older copies out.
+        assert_eq!(e.apply(b"k", 12, None, None), Applied::Stored);
+        assert!(!e.exists(b"k"));
+        assert_eq!(e.len(), 0);
+        assert_eq!(e.entry(b"k").unwrap().version, 12);
+        assert_eq!(e.apply(b"k", 11, Some(b"zombie"), None), Applied::Newer(12));
+        assert_eq!(e.get(b"k"), None);
+        put(&mut e, b"k", b"back", 13);
+        assert_eq!(e.len(), 1);
+    }
+
+    #[test]
+    fn conditional_writes_need_their_base() {
+        let mut e = Engine::default();
+        put(&mut e, b"c", b"1", 10);
+        // Decided against version 10: fine while 10 is the newest held.
+        assert_eq!(e.apply(b"c", 20, Some(b"2"), Some(10)), Applied::Stored);
+        // Decided against 10, but 20 is here now: refused.
+        assert_eq!(e.apply(b"c", 30, Some(b"2"), Some(10)), Applied::Newer(20));
+        // A replica that is behind the base accepts.
+        assert_eq!(e.apply(b"new", 30, Some(b"x"), Some(25)), Applied::Stored);
+    }
+
+    fn frame(op: u8, payload: &[u8]) -> Frame {
+        Frame::new(op, 1, 0, Bytes::copy_from_slice(payload))
+    }
+
+    #[test]
+    fn decisions() {
+        let v = Bytes::from_static(b"v");
+        let d = |o, p: &[u8], cur: Option<&Bytes>| decide(&frame(o, p), cur).unwrap();
+        assert_eq!(d(op::GET, b"k", Some(&v)).payload, v);
+        assert_eq!(d(op::GET, b"k", None).reply, op::NOT_FOUND);
+        assert_eq!(d(op::EXISTS, b"k", Some(&v)).reply, op::OK);
+        let put = d(op::PUT, b"1 kx", None);
+        assert_eq!(
+            (put.reply, put.write),
+            (op::OK, Some(Some(Bytes::from("x"))))
+        );
+        assert_eq!(d(op::DELETE, b"k", Some(&v)).write, Some(None));
+        assert_eq!(d(op::DELETE, b"k", None).reply, op::NOT_FOUND);
+        assert_eq!(d(op::CREATE, b"1 kx", Some(&v)).reply, op::CONFLICT);
+        assert_eq!(d(op::CREATE, b"1 kx", Some(&v)).write, None);
+        assert_eq!(d(op::UPDATE, b"1 kx", None).reply, op::NOT_FOUND);
+        assert_eq!(
+            d(op::UPDATE, b"1 k", Some(&v)).write,
+            Some(Some(Bytes::new()))
+        );
+        let n = Bytes::from_static(b"-4");
+        let inc = d(op::INCR, b"1 k 5", Some(&n));
+        assert_eq!((inc.reply, &inc.payload[..]), (op::VALUE, &b"1"[..]));
+        assert_eq!(d(op::INCR, b"1 k", None).payload, Bytes::from("1"));
+        let code = |p: &[u8], cur: &[u8]| {
+            decide(&frame(op::INCR, p), Some(&Bytes::copy_from_slice(cur)))
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code(b"1 k", b"abc"), ErrorCode::NotInt);
+        assert_eq!(code(b"1 k", b" 1"), ErrorCode::NotInt);
+        assert_eq!(
+            code(b"1 k 1", i64::MAX.to_string().as_bytes()),
+            ErrorCode::NotInt
+        );
+        assert_eq!(
+            decide(&frame(op::PUT, b"9 k"), None).unwrap_err().code,
+            ErrorCode::BadKey
+        );
+    }
+
+    #[test]
+    fn the_clock_never_repeats_and_passes_what_it_saw() {
+        let mut c = Hlc::default();
+        let a = c.next(1000, 0);
+        assert_eq!(a, 1000 << 16);
+        let b = c.next(1000, 0);
+        assert!(b > a);
+        let back_in_time = c.next(999, 0);
+        assert!(back_in_time > b);
+        c.observe(5000 << 16);
+        assert!(c.next(1001, 0) > 5000 << 16);
+        assert!(c.next(0, u64::MAX >> 1) > u64::MAX >> 1);
     }
 
     #[test]
     fn keys_land_in_their_token_sector_and_survive_retokening() {
         let mut e = Engine::default();
         for i in 0..1000u32 {
-            e.put(format!("key{i}").as_bytes(), &i.to_be_bytes());
+            put(&mut e, format!("key{i}").as_bytes(), &i.to_be_bytes(), 1);
         }
         let tokens: Vec<u64> = (1..=16u64).map(|i| i * (u64::MAX / 16)).collect();
         e.set_tokens(tokens.clone());
@@ -285,5 +462,7 @@ mod tests {
                 Some(&i.to_be_bytes()[..])
             );
         }
+        assert_eq!(e.remove_where(|_| true), 1000);
+        assert!(e.is_empty());
     }
 }

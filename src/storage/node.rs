@@ -23,15 +23,15 @@
 //! joins and now owned by it are not found through the new owner; nothing is
 //! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
-use super::engine::{Engine, Written};
-use super::handoff::{parse_chunk, Handoff};
+use super::engine::{decide, Engine, Hlc};
+use super::handoff::{parse_chunk, put_entry, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, Ring};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub request_timeout_ms: Millis,
     /// Period of the housekeeping tick (peer reconnects, request deadlines), in ms.
     pub tick_ms: Millis,
+    /// The wall clock (ms since the Unix epoch) at reactor time 0: versions start
+    /// from it (see [`Hlc`]). 0 in tests and simulations.
+    pub clock_base_ms: u64,
 }
 
 impl NodeConfig {
@@ -89,6 +92,7 @@ impl NodeConfig {
             retry_cap_ms: 2_000,
             request_timeout_ms: 5_000,
             tick_ms: 100,
+            clock_base_ms: 0,
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct StorageNode {
     held: HashSet<ConnId>,
     /// Connections that just proved membership (drained into `Output::Trust`).
     trusted: Vec<ConnId>,
+    /// Versions for the writes this node decides.
+    hlc: Hlc,
 }
 
 impl StorageNode {
@@ -134,6 +140,7 @@ impl StorageNode {
             node_id: 0,
             ring: Ring::empty(),
             engine: Engine::default(),
+            hlc: Hlc::default(),
             manager,
             members: HashSet::new(),
         }
@@ -403,7 +410,7 @@ impl StorageNode {
             }
             return;
         }
-        let reply = match self.execute(conn, &f) {
+        let reply = match self.execute(now, conn, key.as_ref(), &f) {
             Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
             Err(e) if e.code.closes_connection() => {
                 reply_error(out, conn, f.client_id, me, &e);
@@ -419,16 +426,11 @@ impl StorageNode {
             (Some(key), Some(next)) if mutated && next != me && serving_owner == Some(me) => {
                 // A move is pending: the next owner gets a copy before the client
                 // gets its answer.
-                let copy = match self.engine.get(&key) {
-                    Some(v) => {
-                        let mut p = Vec::with_capacity(key.len() + v.len() + 8);
-                        p.extend_from_slice(format!("{} ", key.len()).as_bytes());
-                        p.extend_from_slice(&key);
-                        p.extend_from_slice(&v);
-                        Frame::new(op::PUT, 0, 0, p)
-                    }
-                    None => Frame::new(op::DELETE, 0, 0, key),
-                };
+                let mut chunk = BytesMut::new();
+                if let Some(e) = self.engine.entry(&key) {
+                    put_entry(&mut chunk, &key, e);
+                }
+                let copy = Frame::new(op::MIGRATE, 0, 0, chunk.freeze());
                 let seq = self.order.reserve(conn);
                 let reply_to = ReplyTo::Mirror {
                     conn,
@@ -522,45 +524,24 @@ impl StorageNode {
         Frame::new(op::NODE_JOIN, 0, self.node_id, payload)
     }
 
-    fn execute(&mut self, conn: ConnId, f: &Frame) -> Result<(u8, Bytes), Error> {
-        let ok = |written: Written| match written {
-            Written::Ok => (op::OK, Bytes::new()),
-            Written::Conflict => (op::CONFLICT, Bytes::new()),
-            Written::NotFound => (op::NOT_FOUND, Bytes::new()),
-        };
-        let found = |yes: bool| {
-            if yes {
-                (op::OK, Bytes::new())
-            } else {
-                (op::NOT_FOUND, Bytes::new())
+    fn execute(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        key: Option<&Bytes>,
+        f: &Frame,
+    ) -> Result<(u8, Bytes), Error> {
+        if let Some(key) = key {
+            let d = decide(f, self.engine.get(key).as_ref())?;
+            if let Some(write) = d.write {
+                let wall = self.cfg.clock_base_ms + now;
+                let version = self.hlc.next(wall, self.engine.version(key));
+                self.engine.apply(key, version, write.as_deref(), None);
             }
-        };
+            return Ok((d.reply, d.payload));
+        }
         Ok(match f.op {
             op::PING => (op::PONG, f.payload.clone()),
-            op::GET => match self.engine.get(&kv::key(&f.payload)?) {
-                Some(v) => (op::VALUE, v),
-                None => (op::NOT_FOUND, Bytes::new()),
-            },
-            op::PUT => {
-                let (k, v) = kv::split_kv(&f.payload)?;
-                self.engine.put(&k, &v);
-                (op::OK, Bytes::new())
-            }
-            op::DELETE => found(self.engine.delete(&kv::key(&f.payload)?)),
-            op::EXISTS => found(self.engine.exists(&kv::key(&f.payload)?)),
-            op::CREATE => {
-                let (k, v) = kv::split_kv(&f.payload)?;
-                ok(self.engine.create(&k, &v))
-            }
-            op::UPDATE => {
-                let (k, v) = kv::split_kv(&f.payload)?;
-                ok(self.engine.update(&k, &v))
-            }
-            op::INCR => {
-                let (k, delta) = kv::split_incr(&f.payload)?;
-                let n = self.engine.incr(&k, delta)?;
-                (op::VALUE, Bytes::from(n.to_string()))
-            }
             op::HELLO | op::RING | op::STATUS => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
@@ -583,8 +564,9 @@ impl StorageNode {
             op::MIGRATE if self.members.contains(&conn) => {
                 let entries = parse_chunk(&f.payload)
                     .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
-                for (k, v) in entries {
-                    self.engine.put(k, v);
+                for (k, version, value) in entries {
+                    self.hlc.observe(version);
+                    self.engine.apply(k, version, value, None);
                 }
                 (op::OK, Bytes::new())
             }
