@@ -24,11 +24,29 @@ struct Args {
     /// A node silent this long (ms) is marked down.
     #[arg(long, default_value_t = 2000)]
     down_after: u64,
+    /// N: how many nodes hold each key (capped by the nodes in the ring).
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// R: copies a read waits for (1..=N); R + W > N makes reads see every
+    /// acknowledged write.
+    #[arg(long, default_value_t = 2)]
+    read_quorum: u32,
+    /// W: acknowledgements a write waits for (1..=N); an acknowledged write
+    /// survives the crash of any W-1 of its replicas.
+    #[arg(long, default_value_t = 2)]
+    write_quorum: u32,
 }
 
 fn run(args: Args) -> Result<(), String> {
     if args.secret.is_empty() || args.secret.contains(char::is_whitespace) {
         return Err("--secret must be non-empty and without spaces".into());
+    }
+    let n = args.replicas;
+    if n == 0 || !(1..=n).contains(&args.read_quorum) || !(1..=n).contains(&args.write_quorum) {
+        return Err(format!(
+            "need --replicas >= 1 and both quorums in 1..=replicas (got N={n} R={} W={})",
+            args.read_quorum, args.write_quorum
+        ));
     }
     let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
     let bind: SocketAddr = (args.host.as_str(), args.port)
@@ -48,6 +66,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut manager = Manager::new(ManagerConfig {
         secret: args.secret,
         down_after_ms: args.down_after,
+        replicas: args.replicas,
+        read_quorum: args.read_quorum,
+        write_quorum: args.write_quorum,
         ..ManagerConfig::default()
     });
     reactor.run(&mut manager).map_err(|e| e.to_string())

@@ -58,6 +58,13 @@ pub const MIGRATE: u8 = 52;
 pub const HANDOFF_DONE: u8 = 53;
 /// Node -> manager: this node wants to leave (it got SIGTERM).
 pub const LEAVE: u8 = 54;
+/// Coordinator -> replica: store one versioned entry. Payload `BASE(u64 BE)` (the
+/// version the write was decided against; `u64::MAX`: none) then one MIGRATE-chunk
+/// entry. Reply OK, or CONFLICT with the newer version held, in decimal.
+pub const REPLICATE: u8 = 55;
+/// Coordinator -> replica: the key's entry. Reply VALUE with one MIGRATE-chunk
+/// entry, or NOT_FOUND.
+pub const REPL_READ: u8 = 56;
 /// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
 pub const DROP: u8 = 33;
 /// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
@@ -101,6 +108,8 @@ pub fn name(op: u8) -> &'static str {
         MIGRATE => "MIGRATE",
         HANDOFF_DONE => "HANDOFF_DONE",
         LEAVE => "LEAVE",
+        REPLICATE => "REPLICATE",
+        REPL_READ => "REPL_READ",
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
         _ => "UNKNOWN",

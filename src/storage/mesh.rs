@@ -44,6 +44,13 @@ pub enum ReplyTo {
         /// The reply decided here.
         result: Frame,
     },
+    /// A replica's answer to a coordinated request (see `quorum`).
+    Replica {
+        /// The request's id at the coordinator.
+        id: u64,
+        /// Which of its rounds asked.
+        round: u32,
+    },
     /// A chunk of a handoff.
     Migrate {
         /// The ring epoch the handoff belongs to.

@@ -23,16 +23,17 @@
 //! joins and now owned by it are not found through the new owner; nothing is
 //! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
-use super::engine::{decide, Engine, Hlc};
+use super::engine::{decide, Applied, Engine, Entry, Hlc};
 use super::handoff::{parse_chunk, put_entry, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
+use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, Ring};
 use bytes::{Bytes, BytesMut};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 const TIMER_INIT: u64 = 0;
@@ -49,7 +50,7 @@ const LEAVE_DEADLINE_MS: Millis = 120_000;
 const EXIT_GRACE_MS: Millis = 1_500;
 /// Replies held back on one connection (behind an unanswered forward) above which
 /// the node stops reading that connection's requests; it reads again below half.
-const HOLD_SLOTS: usize = 4096;
+const HOLD_SLOTS: usize = 1024;
 /// Bytes of replies held back on one connection above which reading stops.
 const HOLD_BYTES: usize = 4 << 20;
 
@@ -120,6 +121,9 @@ pub struct StorageNode {
     trusted: Vec<ConnId>,
     /// Versions for the writes this node decides.
     hlc: Hlc,
+    /// Requests this node coordinates over replicas, by id.
+    pending: HashMap<u64, Pending>,
+    next_pending: u64,
 }
 
 impl StorageNode {
@@ -141,6 +145,8 @@ impl StorageNode {
             ring: Ring::empty(),
             engine: Engine::default(),
             hlc: Hlc::default(),
+            pending: HashMap::new(),
+            next_pending: 1,
             manager,
             members: HashSet::new(),
         }
@@ -237,9 +243,10 @@ impl StorageNode {
             self.engine.set_tokens(tokens);
         }
         if me != 0 && ring.node(me).is_some() {
-            let dropped = self.engine.remove_where(|h| {
-                serving.owner_of_hash(h) != Some(me) && settled.owner_of_hash(h) != Some(me)
-            });
+            let n = ring.replicas.max(1) as usize;
+            let dropped = self
+                .engine
+                .remove_where(|h| !holds(&serving, h, me, n) && !holds(&settled, h, me, n));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
             }
@@ -248,7 +255,7 @@ impl StorageNode {
         self.ring = ring;
         self.serving = serving;
         self.settled = settled;
-        self.fail_forwards(failed, ErrorCode::Unavailable, out);
+        self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
         self.start_handoff(now, out);
     }
 
@@ -260,14 +267,22 @@ impl StorageNode {
             return;
         }
         let (serving, settled) = (&self.serving, &self.settled);
+        let n = self.ring.replicas.max(1) as usize;
+        // Every node that holds a key now sends it to each node the move adds to
+        // the key's preference list (with N = 1: the new owner).
         let keys: Vec<(u32, Bytes)> = self
             .engine
-            .keys_where(|h| {
-                serving.owner_of_hash(h) == Some(me)
-                    && settled.owner_of_hash(h).is_some_and(|o| o != me)
-            })
+            .keys_where(|h| holds(serving, h, me, n))
             .into_iter()
-            .filter_map(|k| settled.owner_of_hash(hash64(&k)).map(|o| (o, k)))
+            .flat_map(|k| {
+                let h = hash64(&k);
+                let now = serving.preference_list(h, n);
+                settled
+                    .preference_list(h, n)
+                    .into_iter()
+                    .filter(move |t| !now.contains(t))
+                    .map(move |t| (t, k.clone()))
+            })
             .collect();
         log::info!(
             "epoch {}: handing {} keys over",
@@ -308,7 +323,13 @@ impl StorageNode {
     }
 
     /// Answers forwards that will get no reply from their peer.
-    fn fail_forwards(&mut self, fwds: Vec<Forward>, code: ErrorCode, out: &mut Vec<Output>) {
+    fn fail_forwards(
+        &mut self,
+        now: Millis,
+        fwds: Vec<Forward>,
+        code: ErrorCode,
+        out: &mut Vec<Output>,
+    ) {
         for f in fwds {
             let err = Error::new(
                 code,
@@ -318,6 +339,9 @@ impl StorageNode {
                 },
             );
             match f.reply_to {
+                ReplyTo::Replica { id, round } => {
+                    self.replica_answer(now, id, round, f.peer, None, code, out);
+                }
                 ReplyTo::Client {
                     conn,
                     seq,
@@ -360,7 +384,18 @@ impl StorageNode {
                 return;
             }
         };
+        let replicated = self.ring.replicas > 1;
         let (serving_owner, settled_owner) = match &key {
+            Some(k) if me != 0 && replicated => {
+                // The coordinator; when every replica is down, the first of them
+                // (the forwarding path below then answers UNAVAILABLE).
+                let h = hash64(k);
+                let first = self.serving.owner_of_hash(h);
+                (
+                    self.serving.coordinator(h).or(first),
+                    self.settled.coordinator(h),
+                )
+            }
             Some(k) if me != 0 => {
                 let h = hash64(k);
                 (self.serving.owner_of_hash(h), self.settled.owner_of_hash(h))
@@ -406,10 +441,20 @@ impl StorageNode {
                 .mesh
                 .forward(owner, f, reply_to, hops + 1, deadline, out)
             {
-                self.fail_forwards(vec![*fwd], ErrorCode::Unavailable, out);
+                self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
             }
             return;
         }
+        if let (Some(k), true, true) = (&key, replicated, serving_owner.is_some()) {
+            let k = k.clone();
+            self.coordinate(now, conn, f, k, out);
+            return;
+        }
+        // The version a pending move's copy of this write is decided against.
+        let before = match (&key, settled_owner) {
+            (Some(k), Some(next)) if next != me => self.engine.version(k),
+            _ => 0,
+        };
         let reply = match self.execute(now, conn, key.as_ref(), &f) {
             Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
             Err(e) if e.code.closes_connection() => {
@@ -426,11 +471,15 @@ impl StorageNode {
             (Some(key), Some(next)) if mutated && next != me && serving_owner == Some(me) => {
                 // A move is pending: the next owner gets a copy before the client
                 // gets its answer.
-                let mut chunk = BytesMut::new();
+                // Conditional on what this node held before the write: if the next
+                // owner already took a newer write (the flip reached it first), the
+                // copy is refused and the client gets an error, not a lost update.
+                let mut payload = BytesMut::new();
+                payload.extend_from_slice(&before.to_be_bytes());
                 if let Some(e) = self.engine.entry(&key) {
-                    put_entry(&mut chunk, &key, e);
+                    put_entry(&mut payload, &key, e);
                 }
-                let copy = Frame::new(op::MIGRATE, 0, 0, chunk.freeze());
+                let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
                 let seq = self.order.reserve(conn);
                 let reply_to = ReplyTo::Mirror {
                     conn,
@@ -439,9 +488,13 @@ impl StorageNode {
                 };
                 let deadline = now + self.cfg.request_timeout_ms;
                 if let Err(fwd) = self.mesh.forward(next, copy, reply_to, 1, deadline, out) {
-                    self.fail_forwards(vec![*fwd], ErrorCode::Unavailable, out);
+                    self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
                 }
             }
+            // Peers match replies by tag, not by order: answering a member at once
+            // keeps a replica's answer from waiting behind requests this node is
+            // still coordinating for that member (which may wait on the answer).
+            _ if member => out.push(Output::Send { conn, frame: reply }),
             _ => self.order.ready(conn, reply, out),
         }
     }
@@ -452,6 +505,10 @@ impl StorageNode {
             return;
         };
         match fwd.reply_to {
+            ReplyTo::Replica { id, round } => {
+                let code = ErrorCode::Unavailable;
+                self.replica_answer(now, id, round, fwd.peer, Some(frame), code, out);
+            }
             ReplyTo::Client {
                 conn,
                 seq,
@@ -461,10 +518,10 @@ impl StorageNode {
                 self.order.fill(conn, seq, reply, out);
             }
             ReplyTo::Mirror { conn, seq, result } => {
-                if frame.op == op::ERR {
+                if frame.op != op::OK {
                     let e = Error::new(
                         ErrorCode::Unavailable,
-                        "the key is moving and its new owner refused the write",
+                        "the key is moving and its new owner refused the write; retry",
                     );
                     let reply = Frame::error(result.client_id, self.node_id, &e);
                     self.order.fill(conn, seq, reply, out);
@@ -561,6 +618,29 @@ impl StorageNode {
                 self.trusted.push(conn);
                 (op::OK, Bytes::new())
             }
+            op::REPLICATE if self.members.contains(&conn) => {
+                let bad = || Error::new(ErrorCode::BadOp, "malformed REPLICATE");
+                let base = f.payload.get(..8).ok_or_else(bad)?;
+                let base = u64::from_be_bytes(base.try_into().map_err(|_| bad())?);
+                let entries = parse_chunk(&f.payload[8..]).ok_or_else(bad)?;
+                let [(k, version, value)] = entries[..] else {
+                    return Err(bad());
+                };
+                self.hlc.observe(version);
+                let base = (base != u64::MAX).then_some(base);
+                match self.engine.apply(k, version, value, base) {
+                    Applied::Stored => (op::OK, Bytes::new()),
+                    Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
+                }
+            }
+            op::REPL_READ if self.members.contains(&conn) => match self.engine.entry(&f.payload) {
+                Some(e) => {
+                    let mut chunk = BytesMut::new();
+                    put_entry(&mut chunk, &f.payload, e);
+                    (op::VALUE, chunk.freeze())
+                }
+                None => (op::NOT_FOUND, Bytes::new()),
+            },
             op::MIGRATE if self.members.contains(&conn) => {
                 let entries = parse_chunk(&f.payload)
                     .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
@@ -575,6 +655,364 @@ impl StorageNode {
                 return Err(Error::bad_op(o, member, "a storage node"));
             }
         })
+    }
+}
+
+/// Whether `me` is among the `n` nodes that hold `hash` in `ring`.
+fn holds(ring: &Ring, hash: u64, me: u32, n: usize) -> bool {
+    if n == 1 {
+        ring.owner_of_hash(hash) == Some(me)
+    } else {
+        ring.preference_list(hash, n).contains(&me)
+    }
+}
+
+/// Coordinating requests over replicas (see [`super::quorum`]).
+impl StorageNode {
+    /// The live replicas of `hash` other than this node, and the live nodes a
+    /// pending move adds to its preference list.
+    fn replica_targets(&self, hash: u64) -> (usize, Vec<u32>, Vec<u32>) {
+        let me = self.node_id;
+        let n = self.ring.replicas.max(1) as usize;
+        let pref = self.serving.preference_list(hash, n);
+        let live = |id: &u32| {
+            *id != me
+                && self
+                    .ring
+                    .node(*id)
+                    .is_some_and(|n| n.state != NodeState::Down)
+        };
+        let others: Vec<u32> = pref.iter().copied().filter(live).collect();
+        let newcomers: Vec<u32> = self
+            .settled
+            .preference_list(hash, n)
+            .into_iter()
+            .filter(|id| !pref.contains(id) && live(id))
+            .collect();
+        (pref.len(), others, newcomers)
+    }
+
+    /// Starts coordinating a key-value request this node is the coordinator of.
+    fn coordinate(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        request: Frame,
+        key: Bytes,
+        out: &mut Vec<Output>,
+    ) {
+        let (listed, _, _) = self.replica_targets(hash64(&key));
+        let listed = listed.max(1);
+        // Kept until the replicas answer: copied, so it does not pin the read
+        // buffer it arrived in (a client that never reads would pin many).
+        let mut request = request;
+        request.payload = Bytes::copy_from_slice(&request.payload);
+        let key = Bytes::copy_from_slice(&key);
+        let seq = self.order.reserve(conn);
+        let id = self.next_pending;
+        self.next_pending += 1;
+        let pending = Pending {
+            requester: Requester {
+                conn,
+                seq,
+                client_id: request.client_id,
+            },
+            request,
+            key,
+            read_need: (self.ring.read_quorum as usize).clamp(1, listed),
+            write_need: (self.ring.write_quorum as usize).clamp(1, listed),
+            attempts: 0,
+            round: Round::Reading {
+                copies: Vec::new(),
+                waiting: Vec::new(),
+            },
+            failure: ErrorCode::Unavailable,
+        };
+        self.pending.insert(id, pending);
+        self.start_round(now, id, out);
+    }
+
+    /// Starts (or restarts) a request: a write round for PUT, a read round for
+    /// everything else.
+    fn start_round(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
+        let Some(key) = self.pending.get(&id).map(|p| p.key.clone()) else {
+            return;
+        };
+        let (_, others, newcomers) = self.replica_targets(hash64(&key));
+        let p = self.pending.get_mut(&id).expect("checked above");
+        p.attempts += 1;
+        if p.request.op == op::PUT {
+            let value = match kv::split_kv(&p.request.payload) {
+                Ok((_, v)) => v,
+                Err(e) => return self.finish(id, Err(e), out),
+            };
+            let result = Frame::new(op::OK, 0, 0, Bytes::new());
+            let wall = self.cfg.clock_base_ms + now;
+            let version = self.hlc.next(wall, self.engine.version(&key));
+            self.engine.apply(&key, version, Some(&value), None);
+            let entry = Entry {
+                version,
+                value: Some(value),
+            };
+            let mut targets = others;
+            targets.extend(newcomers.iter().copied());
+            return self.write_round(now, id, entry, None, result, targets, newcomers, 1, out);
+        }
+        let local = self.engine.entry(&key).cloned();
+        p.round = Round::Reading {
+            copies: vec![(self.node_id, local)],
+            waiting: others.clone(),
+        };
+        let round = p.attempts;
+        let done = p.read_need <= 1;
+        let mut failed = Vec::new();
+        for peer in others {
+            let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
+            let reply_to = ReplyTo::Replica { id, round };
+            let deadline = now + self.cfg.request_timeout_ms;
+            if self
+                .mesh
+                .forward(peer, frame, reply_to, 1, deadline, out)
+                .is_err()
+            {
+                failed.push(peer);
+            }
+        }
+        if done {
+            return self.finish_read(now, id, out);
+        }
+        for peer in failed {
+            let code = ErrorCode::Unavailable;
+            self.replica_answer(now, id, round, peer, None, code, out);
+        }
+    }
+
+    /// Sends `entry` to `targets` and waits for the acknowledgements.
+    #[allow(clippy::too_many_arguments)]
+    fn write_round(
+        &mut self,
+        now: Millis,
+        id: u64,
+        entry: Entry,
+        base: Option<u64>,
+        result: Frame,
+        targets: Vec<u32>,
+        newcomers: Vec<u32>,
+        acks: usize,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let round = p.attempts;
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&base.unwrap_or(u64::MAX).to_be_bytes());
+        put_entry(&mut payload, &p.key, &entry);
+        let payload = payload.freeze();
+        p.round = Round::Writing {
+            result,
+            acks,
+            waiting: targets.clone(),
+            newcomers,
+            newest_refusal: 0,
+        };
+        let done = acks >= p.write_need
+            && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
+        let mut failed = Vec::new();
+        for peer in targets {
+            let frame = Frame::new(op::REPLICATE, 0, 0, payload.clone());
+            let reply_to = ReplyTo::Replica { id, round };
+            let deadline = now + self.cfg.request_timeout_ms;
+            if self
+                .mesh
+                .forward(peer, frame, reply_to, 1, deadline, out)
+                .is_err()
+            {
+                failed.push(peer);
+            }
+        }
+        if done {
+            return self.write_done(id, out);
+        }
+        for peer in failed {
+            let code = ErrorCode::Unavailable;
+            self.replica_answer(now, id, round, peer, None, code, out);
+        }
+    }
+
+    /// A replica answered (`frame`) or will not (`None`, for the reason `code`).
+    #[allow(clippy::too_many_arguments)]
+    fn replica_answer(
+        &mut self,
+        now: Millis,
+        id: u64,
+        round: u32,
+        peer: u32,
+        frame: Option<Frame>,
+        code: ErrorCode,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.pending.get_mut(&id).filter(|p| p.attempts == round) else {
+            return;
+        };
+        if frame.is_none() && code == ErrorCode::Timeout {
+            p.failure = ErrorCode::Timeout;
+        }
+        let progress = match &p.round {
+            Round::Reading { .. } => {
+                let copy = frame.and_then(|f| match f.op {
+                    op::NOT_FOUND => Some(None),
+                    op::VALUE => parse_chunk(&f.payload).and_then(|e| match e[..] {
+                        [(_, version, value)] => Some(Some(Entry {
+                            version,
+                            value: value.map(Bytes::copy_from_slice),
+                        })),
+                        _ => None,
+                    }),
+                    _ => None,
+                });
+                if let Some(Some(e)) = &copy {
+                    self.hlc.observe(e.version);
+                }
+                p.copy_from(peer, copy)
+            }
+            Round::Writing { .. } => {
+                let answer = match frame {
+                    Some(f) if f.op == op::OK => Ok(()),
+                    Some(f) if f.op == op::CONFLICT => Err(std::str::from_utf8(&f.payload)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())),
+                    _ => Err(None),
+                };
+                if let Err(Some(v)) = answer {
+                    self.hlc.observe(v);
+                }
+                p.ack_from(peer, answer)
+            }
+        };
+        match progress {
+            Progress::Waiting => {}
+            Progress::ReadDone => self.finish_read(now, id, out),
+            Progress::WriteDone => self.write_done(id, out),
+            Progress::Failed => {
+                let refused = matches!(
+                    &p.round,
+                    Round::Writing { newest_refusal, .. } if *newest_refusal > 0
+                );
+                if refused && p.attempts < MAX_ATTEMPTS {
+                    self.start_round(now, id, out);
+                } else {
+                    let e = Error::new(
+                        p.failure,
+                        format!("too few of the key's replicas answered (round {round})"),
+                    );
+                    self.finish(id, Err(e), out);
+                }
+            }
+        }
+    }
+
+    /// A read round has its copies: answer, repair, or decide and write.
+    fn finish_read(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
+        let Some(p) = self.pending.get(&id) else {
+            return;
+        };
+        let (version, value) = p.newest();
+        let decision = match decide(&p.request, value.as_ref()) {
+            Ok(d) => d,
+            Err(e) => return self.finish(id, Err(e), out),
+        };
+        let key = p.key.clone();
+        let result = Frame::new(decision.reply, 0, 0, decision.payload);
+        match decision.write {
+            None => {
+                // Nothing to change, but copies older than the newest are brought up
+                // to date before the answer, so no later read can see them.
+                let stale = if version > 0 {
+                    p.stale(version)
+                } else {
+                    vec![]
+                };
+                if stale.is_empty() {
+                    return self.finish(id, Ok(result), out);
+                }
+                let holders = match &p.round {
+                    Round::Reading { copies, .. } => copies.len() - stale.len(),
+                    Round::Writing { .. } => 0,
+                };
+                let entry = Entry { version, value };
+                let mut acks = holders;
+                let me = self.node_id;
+                if stale.contains(&me) {
+                    self.engine
+                        .apply(&key, version, entry.value.as_deref(), None);
+                    acks += 1;
+                }
+                let targets = stale.into_iter().filter(|&n| n != me).collect();
+                self.write_round(now, id, entry, None, result, targets, vec![], acks, out);
+            }
+            Some(write) => {
+                let wall = self.cfg.clock_base_ms + now;
+                let next = self.hlc.next(wall, version);
+                match self
+                    .engine
+                    .apply(&key, next, write.as_deref(), Some(version))
+                {
+                    Applied::Stored => {}
+                    Applied::Newer(v) => {
+                        // Something newer reached this node meanwhile: decide again.
+                        self.hlc.observe(v);
+                        let attempts = self.pending.get(&id).map_or(0, |p| p.attempts);
+                        if attempts < MAX_ATTEMPTS {
+                            return self.start_round(now, id, out);
+                        }
+                        let e = Error::new(ErrorCode::Unavailable, "the key kept changing");
+                        return self.finish(id, Err(e), out);
+                    }
+                }
+                let (_, others, newcomers) = self.replica_targets(hash64(&key));
+                let entry = Entry {
+                    version: next,
+                    value: write,
+                };
+                let mut targets = others;
+                targets.extend(newcomers.iter().copied());
+                self.write_round(
+                    now,
+                    id,
+                    entry,
+                    Some(version),
+                    result,
+                    targets,
+                    newcomers,
+                    1,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn write_done(&mut self, id: u64, out: &mut Vec<Output>) {
+        let result = match self.pending.get_mut(&id).map(|p| &mut p.round) {
+            Some(Round::Writing { result, .. }) => {
+                std::mem::replace(result, Frame::new(0, 0, 0, Bytes::new()))
+            }
+            _ => return,
+        };
+        self.finish(id, Ok(result), out);
+    }
+
+    /// Answers a coordinated request and forgets it.
+    fn finish(&mut self, id: u64, result: Result<Frame, Error>, out: &mut Vec<Output>) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        let r = p.requester;
+        let frame = match result {
+            Ok(f) => Frame::new(f.op, r.client_id, self.node_id, f.payload),
+            Err(e) => Frame::error(r.client_id, self.node_id, &e),
+        };
+        self.order.fill(r.conn, r.seq, frame, out);
     }
 }
 
@@ -594,7 +1032,7 @@ impl Service for StorageNode {
             }
             Input::Timer { id: TIMER_TICK } => {
                 let late = self.mesh.tick(now, out);
-                self.fail_forwards(late, ErrorCode::Timeout, out);
+                self.fail_forwards(now, late, ErrorCode::Timeout, out);
                 if self.handoff.as_ref().is_some_and(|h| h.failed) {
                     self.start_handoff(now, out);
                 } else {
@@ -688,7 +1126,7 @@ impl Service for StorageNode {
                 self.order.closed(conn);
                 self.held.remove(&conn);
                 if let Some(lost) = self.mesh.closed(conn, now) {
-                    self.fail_forwards(lost, ErrorCode::Unavailable, out);
+                    self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
                     self.apply_holds(None, out);
                 }
                 if self.manager.conn() == Some(conn) {

@@ -111,7 +111,14 @@ impl Cluster {
 
     /// Like `start`, with extra flags for every storage node.
     pub fn start_with(n: usize, node_args: &[&str]) -> Cluster {
-        let manager = Proc::start(env!("CARGO_BIN_EXE_gtstore-manager"), &["--port", "0"]);
+        Cluster::start_full(n, &[], node_args)
+    }
+
+    /// Like `start`, with extra flags for the manager and for every storage node.
+    pub fn start_full(n: usize, manager_args: &[&str], node_args: &[&str]) -> Cluster {
+        let mut args = vec!["--port", "0"];
+        args.extend_from_slice(manager_args);
+        let manager = Proc::start(env!("CARGO_BIN_EXE_gtstore-manager"), &args);
         let mut c = Cluster {
             manager,
             nodes: Vec::new(),

@@ -1,0 +1,284 @@
+//! Coordinating one request over a key's replicas: the bookkeeping of a quorum
+//! read or write, with no I/O (the node sends and receives; see its
+//! `coordinate` and `replica_reply`).
+//!
+//! The coordinator of a key (the first node of its preference list that is not
+//! down) serves every request for it in up to two rounds:
+//! - a read round, for GET and EXISTS and for the ops whose outcome depends on
+//!   the current value (DELETE, CREATE, UPDATE, INCR): its own copy plus
+//!   `REPL_READ` to the other live replicas, until `R` copies are in. The newest
+//!   copy by version is the current value;
+//! - a write round, for PUT and for a decided change: a new version from the
+//!   coordinator's clock, applied locally and sent as `REPLICATE` to every other
+//!   live replica (and to the nodes a pending move adds to the key's preference
+//!   list), until `W` replicas (the coordinator included) and every such newcomer
+//!   have acknowledged it. A change decided in a read round carries the version it
+//!   was decided against (its base), and a replica holding anything newer refuses
+//!   it; so two coordinators (during a ring change) cannot both apply an INCR to
+//!   the same count. A refused write is retried from the start, a few times;
+//! - a GET or EXISTS whose read round found replicas that disagree writes the
+//!   newest copy back to the stale ones (read repair) and answers only once `W`
+//!   replicas hold it, so no later read can return anything older.
+//!
+//! Late replies (after a round has what it needs) are ignored.
+
+use super::engine::Entry;
+use crate::protocol::{ErrorCode, Frame};
+use crate::reactor::ConnId;
+use bytes::Bytes;
+
+/// How many times a refused or failed write round starts over.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Where the answer goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester {
+    /// The client connection.
+    pub conn: ConnId,
+    /// Its reply slot.
+    pub seq: u64,
+    /// The client's id.
+    pub client_id: u64,
+}
+
+/// One request being coordinated.
+#[derive(Debug)]
+pub struct Pending {
+    /// Who asked.
+    pub requester: Requester,
+    /// The request as the client sent it.
+    pub request: Frame,
+    /// Its key.
+    pub key: Bytes,
+    /// Copies a read round needs (the coordinator's own included).
+    pub read_need: usize,
+    /// Acknowledgements a write round needs (the coordinator's own included).
+    pub write_need: usize,
+    /// Rounds started so far.
+    pub attempts: u32,
+    /// The round in progress.
+    pub round: Round,
+    /// The worst failure seen, for the error if the request fails.
+    pub failure: ErrorCode,
+}
+
+/// A round of a coordinated request.
+#[derive(Debug)]
+pub enum Round {
+    /// Collecting copies.
+    Reading {
+        /// (node, its copy) for every answer so far.
+        copies: Vec<(u32, Option<Entry>)>,
+        /// Nodes asked that have not answered.
+        waiting: Vec<u32>,
+    },
+    /// Collecting acknowledgements of a write.
+    Writing {
+        /// The reply to send once the write is acknowledged.
+        result: Frame,
+        /// Replicas that stored it (the coordinator included).
+        acks: usize,
+        /// Replicas asked that have not answered.
+        waiting: Vec<u32>,
+        /// Nodes a pending move adds to the key: each must store it.
+        newcomers: Vec<u32>,
+        /// The highest version a refusal named.
+        newest_refusal: u64,
+    },
+}
+
+/// What a reply did to a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still waiting.
+    Waiting,
+    /// The read round has enough copies.
+    ReadDone,
+    /// The write round is acknowledged: send the result.
+    WriteDone,
+    /// The round can no longer succeed.
+    Failed,
+}
+
+impl Pending {
+    /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
+    /// `Some(None)`: the node has no copy).
+    pub fn copy_from(&mut self, node: u32, copy: Option<Option<Entry>>) -> Progress {
+        let Round::Reading { copies, waiting } = &mut self.round else {
+            return Progress::Waiting;
+        };
+        let Some(i) = waiting.iter().position(|&n| n == node) else {
+            return Progress::Waiting;
+        };
+        waiting.swap_remove(i);
+        if let Some(c) = copy {
+            copies.push((node, c));
+        }
+        if copies.len() >= self.read_need {
+            Progress::ReadDone
+        } else if copies.len() + waiting.len() < self.read_need {
+            Progress::Failed
+        } else {
+            Progress::Waiting
+        }
+    }
+
+    /// Records a write-round answer from `node`: `Ok(())` stored, `Err(Some(v))`
+    /// refused because it holds version `v`, `Err(None)` no answer.
+    pub fn ack_from(&mut self, node: u32, answer: Result<(), Option<u64>>) -> Progress {
+        let need = self.write_need;
+        let Round::Writing {
+            acks,
+            waiting,
+            newcomers,
+            newest_refusal,
+            ..
+        } = &mut self.round
+        else {
+            return Progress::Waiting;
+        };
+        let Some(i) = waiting.iter().position(|&n| n == node) else {
+            return Progress::Waiting;
+        };
+        waiting.swap_remove(i);
+        let newcomer = newcomers.iter().position(|&n| n == node);
+        match answer {
+            Ok(()) => match newcomer {
+                Some(j) => {
+                    newcomers.swap_remove(j);
+                }
+                None => *acks += 1,
+            },
+            Err(refused) => {
+                if let Some(v) = refused {
+                    *newest_refusal = (*newest_refusal).max(v);
+                }
+                if newcomer.is_some() {
+                    return Progress::Failed;
+                }
+            }
+        }
+        let replicas_waiting = waiting.iter().filter(|n| !newcomers.contains(n)).count();
+        if *acks >= need && newcomers.is_empty() {
+            Progress::WriteDone
+        } else if *acks + replicas_waiting < need {
+            Progress::Failed
+        } else {
+            Progress::Waiting
+        }
+    }
+
+    /// The newest copy of a finished read round: `(version, value)`, version 0
+    /// and no value when no replica has the key.
+    pub fn newest(&self) -> (u64, Option<Bytes>) {
+        let Round::Reading { copies, .. } = &self.round else {
+            return (0, None);
+        };
+        copies
+            .iter()
+            .filter_map(|(_, c)| c.as_ref())
+            .max_by_key(|e| e.version)
+            .map_or((0, None), |e| (e.version, e.value.clone()))
+    }
+
+    /// Nodes of a finished read round whose copy is older than `version`.
+    pub fn stale(&self, version: u64) -> Vec<u32> {
+        let Round::Reading { copies, .. } = &self.round else {
+            return Vec::new();
+        };
+        copies
+            .iter()
+            .filter(|(_, c)| c.as_ref().map_or(0, |e| e.version) < version)
+            .map(|&(n, _)| n)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::op;
+
+    fn pending(read_need: usize, write_need: usize, round: Round) -> Pending {
+        Pending {
+            requester: Requester {
+                conn: ConnId::new(1, 1),
+                seq: 0,
+                client_id: 7,
+            },
+            request: Frame::new(op::GET, 7, 0, &b"k"[..]),
+            key: Bytes::from_static(b"k"),
+            read_need,
+            write_need,
+            attempts: 1,
+            round,
+            failure: ErrorCode::Unavailable,
+        }
+    }
+
+    fn entry(version: u64, value: &'static [u8]) -> Option<Entry> {
+        Some(Entry {
+            version,
+            value: Some(Bytes::from_static(value)),
+        })
+    }
+
+    #[test]
+    fn a_read_round_needs_r_copies_and_finds_the_newest() {
+        let round = Round::Reading {
+            copies: vec![(1, entry(5, b"old"))],
+            waiting: vec![2, 3],
+        };
+        let mut p = pending(2, 2, round);
+        assert_eq!(p.copy_from(9, Some(None)), Progress::Waiting, "not asked");
+        assert_eq!(
+            p.copy_from(2, None),
+            Progress::Waiting,
+            "3 may still answer"
+        );
+        assert_eq!(p.copy_from(3, Some(entry(8, b"new"))), Progress::ReadDone);
+        assert_eq!(p.newest(), (8, Some(Bytes::from_static(b"new"))));
+        assert_eq!(p.stale(8), vec![1]);
+
+        let round = Round::Reading {
+            copies: vec![(1, None)],
+            waiting: vec![2, 3],
+        };
+        let mut p = pending(3, 2, round);
+        assert_eq!(p.copy_from(2, Some(None)), Progress::Waiting);
+        assert_eq!(p.copy_from(3, None), Progress::Failed);
+        assert_eq!(p.newest(), (0, None));
+    }
+
+    fn writing(waiting: Vec<u32>, newcomers: Vec<u32>) -> Round {
+        Round::Writing {
+            result: Frame::new(op::OK, 7, 1, Bytes::new()),
+            acks: 1,
+            waiting,
+            newcomers,
+            newest_refusal: 0,
+        }
+    }
+
+    #[test]
+    fn a_write_round_needs_w_acks_and_every_newcomer() {
+        let mut p = pending(2, 2, writing(vec![2, 3], vec![]));
+        assert_eq!(p.ack_from(2, Err(Some(40))), Progress::Waiting);
+        assert_eq!(p.ack_from(3, Ok(())), Progress::WriteDone);
+
+        let mut p = pending(2, 2, writing(vec![2, 3], vec![]));
+        assert_eq!(p.ack_from(2, Err(Some(40))), Progress::Waiting);
+        assert_eq!(p.ack_from(3, Err(None)), Progress::Failed);
+        let Round::Writing { newest_refusal, .. } = p.round else {
+            unreachable!()
+        };
+        assert_eq!(newest_refusal, 40);
+
+        // Node 4 joins the key's list: the write waits for it too.
+        let mut p = pending(2, 2, writing(vec![2, 4], vec![4]));
+        assert_eq!(p.ack_from(2, Ok(())), Progress::Waiting);
+        assert_eq!(p.ack_from(4, Ok(())), Progress::WriteDone);
+        let mut p = pending(2, 2, writing(vec![2, 4], vec![4]));
+        assert_eq!(p.ack_from(4, Err(None)), Progress::Failed);
+    }
+}
