@@ -103,14 +103,15 @@
 //! - `always` and `batch`: a write whose reply was released survives a process
 //!   crash, a kernel crash and a power loss (on a disk that honours flushes).
 //! - `never`: a write survives a process crash once its turn committed (it is in the
-//!   page cache); a kernel crash or power loss may lose the last seconds of writes.
-//!   Recovery still cuts a torn tail, so what comes back is a clean prefix of the
-//!   log... unless the disk reorders unsynced writes, in which case a hole makes the
-//!   cut come earlier than the loss strictly needed.
-//! - No mode survives a disk that lies about flushes or loses synced data; a
-//!   checksum catches such damage in the log's tail (it is cut) and in a snapshot
-//!   (open fails), not in the middle of a log, where everything after the damage is
-//!   cut with it.
+//!   kernel's page cache), but a kernel crash or power loss may lose whatever the
+//!   kernel had not flushed yet, typically the last few seconds. What comes back is
+//!   still a prefix of the log, never a log with a hole: if the disk kept later
+//!   pages and lost earlier ones, the cut falls at the first damaged record and the
+//!   intact records after it go too.
+//! - No mode survives a disk that lies about flushes or silently loses synced data.
+//!   The checksums make such damage visible: in a log it ends recovery at the
+//!   damaged record (everything after it is cut, even intact records), in a
+//!   snapshot it makes open fail.
 //!
 //! # Caveats
 //!
@@ -118,6 +119,8 @@
 //!   returns an error): after a failed fsync the kernel may have dropped the dirty
 //!   pages, so retrying could report success for data that is gone. The node should
 //!   stop; a restart recovers what is on disk.
+//! - One process per data directory. Nothing enforces it yet (no lock file): two
+//!   nodes given the same directory would corrupt each other's log.
 //! - Recovery reads every record into memory (the node needs them all anyway).
 //! - The buffer of a turn is bounded only by what the node appends in one turn.
 //! - Dropping a [`Wal`] does not commit: records not yet committed were never
@@ -150,6 +153,8 @@ const FOOTER_MARK: u32 = u32::MAX;
 const FOOTER_LEN: u64 = 16;
 /// Log size below which no snapshot is due, whatever the last snapshot's size.
 pub const SNAPSHOT_FLOOR: u64 = 64 << 20;
+/// After a failed snapshot, the log must grow by this much more before another is due.
+pub const SNAPSHOT_RETRY_BYTES: u64 = 8 << 20;
 /// A turn's buffer that grew past this is shrunk back after its commit.
 const BUF_KEEP: usize = 1 << 20;
 
@@ -250,6 +255,8 @@ pub struct Wal {
     unsynced: bool,
     snapshot_bytes: u64,
     snapshot_floor: u64,
+    /// No snapshot is due before the log reaches this size (set by a failed one).
+    retry_at: u64,
     stats: WalStats,
     /// Set by a failed write or fsync; every later call fails with it.
     failed: Option<String>,
@@ -271,7 +278,16 @@ impl Wal {
     /// Opens (creating if needed) the log in `dir`, recovers what is there, and cuts
     /// a bad tail on disk so new appends follow the last good record.
     pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            // A new data directory's own name must be durable too, or a power loss
+            // could take the whole directory, acknowledged writes and all.
+            fs::create_dir_all(dir)?;
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            sync_dir(parent)?;
+        }
         let found = scan(dir)?;
         let mut dir_dirty = false;
         for tmp in &found.tmps {
@@ -344,6 +360,7 @@ impl Wal {
             unsynced: false,
             snapshot_bytes,
             snapshot_floor: SNAPSHOT_FLOOR,
+            retry_at: 0,
             stats: WalStats {
                 generation,
                 snapshot_bytes,
@@ -377,11 +394,13 @@ impl Wal {
 
     /// Whether the log has grown enough (past the snapshot floor, [`SNAPSHOT_FLOOR`]
     /// unless set otherwise, and past twice the last snapshot) that a snapshot
-    /// should be taken.
+    /// should be taken. After a failed snapshot it stays false until the log has
+    /// grown by [`SNAPSHOT_RETRY_BYTES`], so a full disk is not retried every turn.
     pub fn snapshot_due(&self) -> bool {
         let log = self.log_bytes();
         self.failed.is_none()
             && log >= self.snapshot_floor
+            && log >= self.retry_at
             && log >= self.snapshot_bytes.saturating_mul(2)
     }
 
@@ -414,6 +433,7 @@ impl Wal {
             Ok(bytes) => bytes,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
+                self.retry_at = self.log_bytes() + SNAPSHOT_RETRY_BYTES;
                 return Err(e);
             }
         };
@@ -442,6 +462,7 @@ impl Wal {
         self.len = HEADER_LEN;
         self.unsynced = false;
         self.snapshot_bytes = bytes;
+        self.retry_at = 0;
         self.stats.generation = next;
         self.stats.snapshot_bytes = bytes;
         self.stats.snapshots += 1;
@@ -1416,6 +1437,49 @@ mod tests {
         fs::remove_file(dir.file("snap-000002")).unwrap();
         let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
         assert!(err.to_string().contains("no snapshot"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_snapshot_leaves_the_log_usable_and_backs_off() {
+        let dir = TempDir::new("snapfail");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        wal.set_snapshot_floor(100);
+        let r = rec("k", Some("v"), 1);
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        assert!(wal.snapshot_due());
+        // A directory where the temp snapshot should go makes writing it fail.
+        fs::create_dir(dir.file("snap-000002.tmp")).unwrap();
+        assert!(wal.snapshot(std::iter::once(r.clone())).is_err());
+        assert_eq!(wal.stats().generation, 1);
+        assert!(!wal.snapshot_due(), "backs off after a failure");
+        let big = rec("big", Some(&"b".repeat(1 << 20)), 2);
+        for _ in 0..SNAPSHOT_RETRY_BYTES >> 20 {
+            wal.append(&big).unwrap();
+        }
+        wal.commit().unwrap();
+        assert!(wal.snapshot_due(), "due again once the log grew");
+        fs::remove_dir(dir.file("snap-000002.tmp")).unwrap();
+        wal.snapshot([r.clone(), big.clone()].into_iter()).unwrap();
+        assert!(!wal.snapshot_due());
+        wal.append(&rec("k", None, 3)).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        assert_eq!(
+            reopen(dir.path()).records,
+            vec![r.clone(), big, rec("k", None, 3)]
+        );
+    }
+
+    #[test]
+    fn open_creates_a_missing_data_directory() {
+        let dir = TempDir::new("mkdir");
+        let nested = dir.file("a").join("b");
+        let r = rec("k", Some("v"), 1);
+        drop(write_all(&nested, Fsync::Batch, std::slice::from_ref(&r)));
+        assert_eq!(reopen(&nested).records, vec![r]);
     }
 
     #[test]
