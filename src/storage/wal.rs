@@ -231,7 +231,8 @@ pub struct WalStats {
     pub snapshot_bytes: u64,
     /// Records appended since open.
     pub records: u64,
-    /// Commits that wrote something since open.
+    /// Writes to the log since open: one per commit that had records buffered (one
+    /// per append with [`Fsync::Always`]).
     pub commits: u64,
     /// Log fsyncs done since open.
     pub fsyncs: u64,
@@ -277,7 +278,21 @@ enum Stage {
 impl Wal {
     /// Opens (creating if needed) the log in `dir`, recovers what is there, and cuts
     /// a bad tail on disk so new appends follow the last good record.
+    ///
+    /// Errors: content that cannot be trusted (a corrupt snapshot, a bad header, a
+    /// missing snapshot) is `InvalidData` with a message naming the file; other I/O
+    /// errors carry the directory's name.
     pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
+        Wal::open_inner(dir, fsync).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()))
+            }
+        })
+    }
+
+    fn open_inner(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
         if !dir.is_dir() {
             // A new data directory's own name must be durable too, or a power loss
             // could take the whole directory, acknowledged writes and all.
@@ -290,10 +305,6 @@ impl Wal {
         }
         let found = scan(dir)?;
         let mut dir_dirty = false;
-        for tmp in &found.tmps {
-            fs::remove_file(tmp)?;
-            dir_dirty = true;
-        }
         let generation = found
             .snaps
             .iter()
@@ -333,10 +344,15 @@ impl Wal {
             }
             (file, replay.good_len)
         } else {
-            dir_dirty = false; // create_log syncs the directory
             (create_log(dir, generation)?, HEADER_LEN)
         };
         file.seek(SeekFrom::Start(len))?;
+
+        // The state is recovered: what is left over from interrupted work can go.
+        for tmp in &found.tmps {
+            remove_if_present(tmp)?; // create_log may have reused the name
+            dir_dirty = true;
+        }
 
         for &g in found.snaps.iter().filter(|&&g| g < generation) {
             remove_if_present(&dir.join(snap_name(g)))?;
@@ -414,9 +430,10 @@ impl Wal {
     /// file, fsync, rename, fsync the directory; a crash mid-snapshot leaves the
     /// previous snapshot and log recoverable. Buffered records are committed first.
     ///
-    /// An error before the new snapshot is in place (writing or syncing the temp
-    /// file, a record too large) leaves the log usable in its old generation; an
-    /// error after that makes it refuse further work (the disk is then ahead of it).
+    /// An error before the new snapshot is in place (writing, syncing or renaming
+    /// the temp file, a record too large) leaves the log usable in its old
+    /// generation; an error after that makes it refuse further work (the disk may
+    /// then be ahead of it).
     pub fn snapshot(&mut self, live: impl Iterator<Item = Record>) -> io::Result<()> {
         self.snapshot_until(live, None)
     }
@@ -429,9 +446,16 @@ impl Wal {
         self.commit()?;
         let next = self.generation + 1;
         let tmp = self.dir.join(format!("{}.tmp", snap_name(next)));
-        let bytes = match write_snapshot(&tmp, next, live) {
+        let written = write_snapshot(&tmp, next, live).and_then(|bytes| {
+            if crash_after != Some(Stage::TmpWritten) {
+                fs::rename(&tmp, self.dir.join(snap_name(next)))?;
+            }
+            Ok(bytes)
+        });
+        let bytes = match written {
             Ok(bytes) => bytes,
             Err(e) => {
+                // Nothing is in place yet: generation G is still the state of record.
                 let _ = fs::remove_file(&tmp);
                 self.retry_at = self.log_bytes() + SNAPSHOT_RETRY_BYTES;
                 return Err(e);
@@ -441,7 +465,6 @@ impl Wal {
             return Ok(());
         }
         let switched = (|| {
-            fs::rename(&tmp, self.dir.join(snap_name(next)))?;
             sync_dir(&self.dir)?;
             if crash_after == Some(Stage::Renamed) {
                 return Ok(None);
@@ -1335,6 +1358,10 @@ mod tests {
         wal.snapshot_until(want.values().cloned(), Some(stage))
             .unwrap();
         drop(wal); // the crash
+        if stage == Stage::Renamed {
+            // As if the crash hit while the new log's temp file was being written.
+            fs::write(dir.file("log-000003.tmp"), b"GTST").unwrap();
+        }
         assert_eq!(dir.names(), want_files, "on disk after {stage:?}");
         let (mut wal, got) = Wal::open(dir.path(), Fsync::Batch).unwrap();
         assert_eq!(got.generation, want_generation, "{stage:?}");
@@ -1366,7 +1393,7 @@ mod tests {
     fn crash_after_the_rename_uses_the_new_snapshot() {
         crash_during_snapshot(
             Stage::Renamed,
-            &["log-000002", "snap-000002", "snap-000003"],
+            &["log-000002", "log-000003.tmp", "snap-000002", "snap-000003"],
             3,
         );
     }
