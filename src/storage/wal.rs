@@ -1588,6 +1588,44 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn a_damaged_or_cut_snapshot_is_refused_never_half_read(
+            hits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+            do_cut in any::<bool>(),
+        ) {
+            let dir = TempDir::new("prop-snap");
+            let recs = sample(30);
+            let mut wal = write_all(dir.path(), Fsync::Never, &recs);
+            wal.snapshot(state(&recs).into_values()).unwrap();
+            drop(wal);
+            let path = dir.file("snap-000002");
+            let good = fs::read(&path).unwrap();
+            let mut bytes = good.clone();
+            for (at, b) in &hits {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            if do_cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            fs::write(&path, &bytes).unwrap();
+            match Wal::open(dir.path(), Fsync::Never) {
+                Ok((_, got)) => {
+                    prop_assert_eq!(&bytes, &good, "damage went unnoticed");
+                    prop_assert_eq!(state(&got.records), state(&recs));
+                }
+                Err(e) => {
+                    prop_assert_ne!(&bytes, &good);
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                }
+            }
+        }
+    }
+
     /// Write throughput per fsync mode. Run in release:
     /// `cargo test --release --lib wal::tests::throughput -- --ignored --nocapture`
     #[test]
