@@ -121,6 +121,8 @@
 //!   stop; a restart recovers what is on disk.
 //! - One process per data directory. Nothing enforces it yet (no lock file): two
 //!   nodes given the same directory would corrupt each other's log.
+//! - A snapshot is written synchronously, on the caller's thread: the event loop
+//!   stalls while the whole live state is encoded, written and synced.
 //! - Recovery reads every record into memory (the node needs them all anyway).
 //! - The buffer of a turn is bounded only by what the node appends in one turn.
 //! - Dropping a [`Wal`] does not commit: records not yet committed were never
