@@ -1,0 +1,1666 @@
+//! The durability log: an append-only file of checksummed records, group commit,
+//! snapshots that bound its size, and recovery on start.
+//!
+//! # Files
+//!
+//! A data directory holds one *generation* `G` at a time: an optional snapshot
+//! `snap-G` (the state when the generation began) and the log `log-G` (every write
+//! since). Generation 1 starts from the empty state and has no snapshot; every later
+//! generation must have one. Names carry the generation in decimal, zero-padded to
+//! six digits (`snap-000007`, `log-000007`); recovery parses the number, so wider
+//! numbers work too. Files ending in `.tmp` are unfinished and are deleted on open;
+//! files whose names do not match are left alone.
+//!
+//! # Byte layout (all integers little-endian)
+//!
+//! Both kinds of file start with a 24-byte header:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..8 | magic: `GTSTLOG\0` for a log, `GTSTSNP\0` for a snapshot |
+//! | 8..12 | format version, u32, = [`FORMAT_VERSION`] |
+//! | 12..20 | generation, u64 (must match the file name) |
+//! | 20..24 | CRC-32 of bytes 0..20 |
+//!
+//! Then records, each framed as:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..4 | body length `L`, u32 (at most [`MAX_BODY`]) |
+//! | 4..8 | CRC-32 (IEEE, `crc32fast`) of bytes 0..4 followed by the body |
+//! | 8..8+L | body |
+//!
+//! and the body is:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..8 | version, u64 |
+//! | 8..12 | key length `K`, u32 |
+//! | 12..12+K | key |
+//! | 12+K | kind: 0 = tombstone, 1 = value |
+//! | 13+K..17+K | value length `V`, u32 (0 for a tombstone) |
+//! | 17+K..17+K+V | value |
+//!
+//! A body is consistent only if `L = 17 + K + V` exactly, the kind is 0 or 1 and a
+//! tombstone has `V = 0`. A snapshot ends with a footer that is framed like a
+//! record whose length field is `0xFFFF_FFFF`: the marker, a CRC-32 of the marker
+//! and the count, and the record count as a u64 (16 bytes), which must be the last
+//! bytes of the file.
+//!
+//! # Group commit
+//!
+//! [`Wal::append`] encodes a record into an in-memory buffer. [`Wal::commit`],
+//! called once per event-loop turn before the replies of that turn are released,
+//! writes the whole buffer with one `write` and, in [`Fsync::Batch`] mode, makes it
+//! durable with one `fdatasync`. So a turn that applied a thousand writes costs one
+//! write and one flush, and no reply leaves before the records it acknowledges are
+//! on disk. [`Fsync::Always`] writes and syncs inside every `append` (the slowest,
+//! and no stronger than `Batch` for acknowledged writes, since replies wait for
+//! `commit` anyway; it bounds what an unacknowledged in-flight write may lose to
+//! nothing). [`Fsync::Never`] writes on commit and never syncs.
+//!
+//! # Snapshots
+//!
+//! The log grows with every write, so when [`Wal::snapshot_due`] says so (the log
+//! is past [`SNAPSHOT_FLOOR`] and past twice the last snapshot) the node passes its
+//! live state, every key's latest record with tombstones, to [`Wal::snapshot`],
+//! which starts generation `G+1`:
+//!
+//! 1. commit what is buffered to `log-G`;
+//! 2. write `snap-(G+1).tmp`, fsync it;
+//! 3. rename it to `snap-(G+1)`, fsync the directory: from here the new snapshot is
+//!    the state of record;
+//! 4. create `log-(G+1)` the same way (temp file with the header, fsync, rename,
+//!    fsync the directory) and switch appends to it;
+//! 5. delete `snap-G` and `log-G`, fsync the directory.
+//!
+//! A crash before step 3 leaves generation `G` whole (the temp file is deleted on
+//! open); a crash after it leaves `snap-(G+1)` complete, and open creates the
+//! missing log and deletes the older files. Disk use stays near three times the live
+//! state at most: a snapshot plus a log up to twice its size (plus the old pair
+//! for the moment of a snapshot). Snapshot files are always fsynced, whatever the
+//! mode: the rename protocol is only crash-safe if the data is on disk before the
+//! name is.
+//!
+//! # Recovery
+//!
+//! [`Wal::open`] picks the highest generation found. Its snapshot must read back
+//! whole (header, every record, footer with the right count, nothing after it);
+//! anything else is an error, never a silently empty or partial state. The older
+//! pair, if it survived a crash during cleanup, is *not* used as a fallback: a
+//! snapshot may legitimately differ from a replay of the older files (a node drops
+//! keys it hands to others without logging tombstones for them), so the older pair
+//! is not an unambiguous substitute, and the operator is told instead. The log is
+//! then replayed record by record; the first record that runs past the end of the
+//! file (torn), fails its checksum (a flipped bit) or is inconsistent ends recovery:
+//! it and everything after it are cut, the file is truncated there and synced, and
+//! [`Recovery`] reports how many bytes went and why. A corrupt length never
+//! allocates more than the file holds: a body is read only after its length was
+//! checked against [`MAX_BODY`] and the bytes that remain.
+//!
+//! # What each mode guarantees
+//!
+//! - `always` and `batch`: a write whose reply was released survives a process
+//!   crash, a kernel crash and a power loss (on a disk that honours flushes).
+//! - `never`: a write survives a process crash once its turn committed (it is in the
+//!   kernel's page cache), but a kernel crash or power loss may lose whatever the
+//!   kernel had not flushed yet, typically the last few seconds. What comes back is
+//!   still a prefix of the log, never a log with a hole: if the disk kept later
+//!   pages and lost earlier ones, the cut falls at the first damaged record and the
+//!   intact records after it go too.
+//! - No mode survives a disk that lies about flushes or silently loses synced data.
+//!   The checksums make such damage visible: in a log it ends recovery at the
+//!   damaged record (everything after it is cut, even intact records), in a
+//!   snapshot it makes open fail.
+//!
+//! # Caveats
+//!
+//! - After a failed write or fsync the log refuses all further work (every call
+//!   returns an error): after a failed fsync the kernel may have dropped the dirty
+//!   pages, so retrying could report success for data that is gone. The node should
+//!   stop; a restart recovers what is on disk.
+//! - One process per data directory. Nothing enforces it yet (no lock file): two
+//!   nodes given the same directory would corrupt each other's log.
+//! - A snapshot is written synchronously, on the caller's thread: the event loop
+//!   stalls while the whole live state is encoded, written and synced.
+//! - Recovery reads every record into memory (the node needs them all anyway).
+//! - The buffer of a turn is bounded only by what the node appends in one turn.
+//! - Dropping a [`Wal`] does not commit: records not yet committed were never
+//!   acknowledged, and a clean shutdown calls [`Wal::commit`] first.
+
+use bytes::Bytes;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Magic at the start of a log file.
+pub const LOG_MAGIC: [u8; 8] = *b"GTSTLOG\0";
+/// Magic at the start of a snapshot file.
+pub const SNAP_MAGIC: [u8; 8] = *b"GTSTSNP\0";
+/// Format version written in every file header; another value is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes in a file header.
+pub const HEADER_LEN: u64 = 24;
+/// Bytes of a record's frame before its body (length and checksum).
+pub const FRAME_LEN: u64 = 8;
+/// Bytes of a body besides the key and value (version, key length, kind, value length).
+pub const BODY_FIXED: u64 = 17;
+/// Largest body a record may have; a longer length field is corruption.
+pub const MAX_BODY: u32 = 1 << 30;
+/// Length field that marks a snapshot's footer.
+const FOOTER_MARK: u32 = u32::MAX;
+/// Bytes in a snapshot's footer.
+const FOOTER_LEN: u64 = 16;
+/// Log size below which no snapshot is due, whatever the last snapshot's size.
+pub const SNAPSHOT_FLOOR: u64 = 64 << 20;
+/// After a failed snapshot, the log must grow by this much more before another is due.
+pub const SNAPSHOT_RETRY_BYTES: u64 = 8 << 20;
+/// A turn's buffer that grew past this is shrunk back after its commit.
+const BUF_KEEP: usize = 1 << 20;
+
+/// How the log reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Write and fsync inside every append.
+    Always,
+    /// Write and fsync once per commit (one per event-loop turn).
+    Batch,
+    /// Write on commit, never fsync: the OS flushes when it likes.
+    Never,
+}
+
+impl FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "batch" => Ok(Fsync::Batch),
+            "never" => Ok(Fsync::Never),
+            _ => Err(format!(
+                "unknown fsync mode {s:?} (expected always, batch or never)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fsync::Always => "always",
+            Fsync::Batch => "batch",
+            Fsync::Never => "never",
+        })
+    }
+}
+
+/// One logged write. `value: None` is a tombstone (a delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key.
+    pub key: Bytes,
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// The write's version.
+    pub version: u64,
+}
+
+/// What [`Wal::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Every record that survived, in log order: the snapshot's first, then the log's.
+    pub records: Vec<Record>,
+    /// How many of `records` came from the snapshot.
+    pub from_snapshot: usize,
+    /// Bytes cut from a torn or corrupt tail (0 if the log was clean).
+    pub cut: u64,
+    /// Why they were cut (file, offset, what was wrong).
+    pub cut_reason: Option<String>,
+    /// The generation the log continues in.
+    pub generation: u64,
+}
+
+/// Counters for STATUS and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Current generation.
+    pub generation: u64,
+    /// Record bytes in the log since the last snapshot, buffered ones included.
+    pub log_bytes: u64,
+    /// Size of the current snapshot file (0 if none).
+    pub snapshot_bytes: u64,
+    /// Records appended since open.
+    pub records: u64,
+    /// Writes to the log since open: one per commit that had records buffered (one
+    /// per append with [`Fsync::Always`]).
+    pub commits: u64,
+    /// Log fsyncs done since open.
+    pub fsyncs: u64,
+    /// Snapshots taken since open.
+    pub snapshots: u64,
+}
+
+/// The durability log of one data directory.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    fsync: Fsync,
+    generation: u64,
+    /// The current log, positioned at its end.
+    file: File,
+    /// Bytes written to the current log (header included).
+    len: u64,
+    /// Encoded records not yet written.
+    buf: Vec<u8>,
+    /// Whether written bytes await an fsync.
+    unsynced: bool,
+    snapshot_bytes: u64,
+    snapshot_floor: u64,
+    /// No snapshot is due before the log reaches this size (set by a failed one).
+    retry_at: u64,
+    stats: WalStats,
+    /// Set by a failed write or fsync; every later call fails with it.
+    failed: Option<String>,
+}
+
+/// Where a test stops a snapshot, to simulate a crash there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Stage {
+    /// `snap-N.tmp` written and synced, not renamed.
+    TmpWritten,
+    /// `snap-N` in place, `log-N` not created.
+    Renamed,
+    /// `log-N` created, old files not deleted.
+    LogCreated,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`, recovers what is there, and cuts
+    /// a bad tail on disk so new appends follow the last good record.
+    ///
+    /// Errors: content that cannot be trusted (a corrupt snapshot, a bad header, a
+    /// missing snapshot) is `InvalidData` with a message naming the file; other I/O
+    /// errors carry the directory's name.
+    pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
+        Wal::open_inner(dir, fsync).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                e
+            } else {
+                io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()))
+            }
+        })
+    }
+
+    fn open_inner(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
+        if !dir.is_dir() {
+            // A new data directory's own name must be durable too, or a power loss
+            // could take the whole directory, acknowledged writes and all.
+            fs::create_dir_all(dir)?;
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            sync_dir(parent)?;
+        }
+        let found = scan(dir)?;
+        let mut dir_dirty = false;
+        let generation = found
+            .snaps
+            .iter()
+            .chain(found.logs.iter())
+            .copied()
+            .max()
+            .unwrap_or(1);
+        let mut rec = Recovery {
+            generation,
+            ..Recovery::default()
+        };
+
+        let snap_path = dir.join(snap_name(generation));
+        let snapshot_bytes = if found.snaps.contains(&generation) {
+            read_snapshot(&snap_path, generation, &mut rec.records)?
+        } else if generation == 1 {
+            0
+        } else {
+            return Err(invalid(format!(
+                "{}: generation {generation} has a log but no snapshot {}; \
+                 refusing to start from a partial state",
+                dir.display(),
+                snap_name(generation)
+            )));
+        };
+        rec.from_snapshot = rec.records.len();
+
+        let log_path = dir.join(log_name(generation));
+        let (mut file, len) = if found.logs.contains(&generation) {
+            let mut file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+            let replay = replay_log(&mut file, &log_path, generation, &mut rec.records)?;
+            if let Some(reason) = replay.cut_reason {
+                rec.cut = replay.file_len - replay.good_len;
+                rec.cut_reason = Some(reason);
+                file.set_len(replay.good_len)?;
+                file.sync_all()?;
+            }
+            (file, replay.good_len)
+        } else {
+            (create_log(dir, generation)?, HEADER_LEN)
+        };
+        file.seek(SeekFrom::Start(len))?;
+
+        // The state is recovered: what is left over from interrupted work can go.
+        for tmp in &found.tmps {
+            remove_if_present(tmp)?; // create_log may have reused the name
+            dir_dirty = true;
+        }
+
+        for &g in found.snaps.iter().filter(|&&g| g < generation) {
+            remove_if_present(&dir.join(snap_name(g)))?;
+            dir_dirty = true;
+        }
+        for &g in found.logs.iter().filter(|&&g| g < generation) {
+            remove_if_present(&dir.join(log_name(g)))?;
+            dir_dirty = true;
+        }
+        if dir_dirty {
+            sync_dir(dir)?;
+        }
+
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            fsync,
+            generation,
+            file,
+            len,
+            buf: Vec::new(),
+            unsynced: false,
+            snapshot_bytes,
+            snapshot_floor: SNAPSHOT_FLOOR,
+            retry_at: 0,
+            stats: WalStats {
+                generation,
+                snapshot_bytes,
+                ..WalStats::default()
+            },
+            failed: None,
+        };
+        Ok((wal, rec))
+    }
+
+    /// Queues a record. With [`Fsync::Always`] it is written and fsynced before this
+    /// returns; otherwise it is buffered until [`Wal::commit`]. A record whose body
+    /// would pass [`MAX_BODY`] is refused (`InvalidInput`) and nothing is queued.
+    pub fn append(&mut self, rec: &Record) -> io::Result<()> {
+        self.check()?;
+        encode(rec, &mut self.buf)?;
+        self.stats.records += 1;
+        if self.fsync == Fsync::Always {
+            self.flush(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered; fsyncs with [`Fsync::Batch`] (and `Always`). Called
+    /// once per event-loop turn, before the replies the records cover are released.
+    /// Cheap when nothing is buffered: no system call at all.
+    pub fn commit(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.flush(self.fsync != Fsync::Never)
+    }
+
+    /// Whether the log has grown enough (past the snapshot floor, [`SNAPSHOT_FLOOR`]
+    /// unless set otherwise, and past twice the last snapshot) that a snapshot
+    /// should be taken. After a failed snapshot it stays false until the log has
+    /// grown by [`SNAPSHOT_RETRY_BYTES`], so a full disk is not retried every turn.
+    pub fn snapshot_due(&self) -> bool {
+        let log = self.log_bytes();
+        self.failed.is_none()
+            && log >= self.snapshot_floor
+            && log >= self.retry_at
+            && log >= self.snapshot_bytes.saturating_mul(2)
+    }
+
+    /// Sets the log size below which no snapshot is due (tests, small nodes).
+    pub fn set_snapshot_floor(&mut self, bytes: u64) {
+        self.snapshot_floor = bytes;
+    }
+
+    /// Writes a snapshot of the live state (every key's latest record, tombstones
+    /// included) and drops the log it replaces. Crash-safe at every point: temp
+    /// file, fsync, rename, fsync the directory; a crash mid-snapshot leaves the
+    /// previous snapshot and log recoverable. Buffered records are committed first.
+    ///
+    /// An error before the new snapshot is in place (writing, syncing or renaming
+    /// the temp file, a record too large) leaves the log usable in its old
+    /// generation; an error after that makes it refuse further work (the disk may
+    /// then be ahead of it).
+    pub fn snapshot(&mut self, live: impl Iterator<Item = Record>) -> io::Result<()> {
+        self.snapshot_until(live, None)
+    }
+
+    fn snapshot_until(
+        &mut self,
+        live: impl Iterator<Item = Record>,
+        crash_after: Option<Stage>,
+    ) -> io::Result<()> {
+        self.commit()?;
+        let next = self.generation + 1;
+        let tmp = self.dir.join(format!("{}.tmp", snap_name(next)));
+        let written = write_snapshot(&tmp, next, live).and_then(|bytes| {
+            if crash_after != Some(Stage::TmpWritten) {
+                fs::rename(&tmp, self.dir.join(snap_name(next)))?;
+            }
+            Ok(bytes)
+        });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Nothing is in place yet: generation G is still the state of record.
+                let _ = fs::remove_file(&tmp);
+                self.retry_at = self.log_bytes() + SNAPSHOT_RETRY_BYTES;
+                return Err(e);
+            }
+        };
+        if crash_after == Some(Stage::TmpWritten) {
+            return Ok(());
+        }
+        let switched = (|| {
+            sync_dir(&self.dir)?;
+            if crash_after == Some(Stage::Renamed) {
+                return Ok(None);
+            }
+            create_log(&self.dir, next).map(Some)
+        })();
+        let file = match switched {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.fail(e, "snapshot switch")),
+        };
+        if crash_after == Some(Stage::LogCreated) {
+            return Ok(());
+        }
+        let old = self.generation;
+        self.file = file;
+        self.generation = next;
+        self.len = HEADER_LEN;
+        self.unsynced = false;
+        self.snapshot_bytes = bytes;
+        self.retry_at = 0;
+        self.stats.generation = next;
+        self.stats.snapshot_bytes = bytes;
+        self.stats.snapshots += 1;
+        // The new generation is durable; the old files are leftovers that the next
+        // open would delete anyway, so failing to delete them is only logged.
+        let cleanup = remove_if_present(&self.dir.join(log_name(old)))
+            .and_then(|()| remove_if_present(&self.dir.join(snap_name(old))))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = cleanup {
+            log::warn!(
+                "{}: could not delete generation {old}: {e}",
+                self.dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Counters: bytes in the log since the last snapshot, records appended, fsyncs
+    /// done, and more (for STATUS and metrics).
+    pub fn stats(&self) -> WalStats {
+        WalStats {
+            log_bytes: self.log_bytes(),
+            ..self.stats
+        }
+    }
+
+    /// The fsync mode.
+    pub fn fsync(&self) -> Fsync {
+        self.fsync
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn log_bytes(&self) -> u64 {
+        self.len - HEADER_LEN + self.buf.len() as u64
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "durability log unusable after an earlier failure: {why}"
+            ))),
+        }
+    }
+
+    /// Records a fatal failure and passes the error on.
+    fn fail(&mut self, e: io::Error, what: &str) -> io::Error {
+        self.failed = Some(format!("{what}: {e}"));
+        e
+    }
+
+    fn flush(&mut self, sync: bool) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            if let Err(e) = self.file.write_all(&self.buf) {
+                return Err(self.fail(e, "write"));
+            }
+            self.len += self.buf.len() as u64;
+            self.buf.clear();
+            if self.buf.capacity() > BUF_KEEP {
+                self.buf.shrink_to(BUF_KEEP / 16);
+            }
+            self.unsynced = true;
+            self.stats.commits += 1;
+        }
+        if sync && self.unsynced {
+            if let Err(e) = self.file.sync_data() {
+                return Err(self.fail(e, "fsync"));
+            }
+            self.unsynced = false;
+            self.stats.fsyncs += 1;
+        }
+        Ok(())
+    }
+}
+
+fn snap_name(generation: u64) -> String {
+    format!("snap-{generation:06}")
+}
+
+fn log_name(generation: u64) -> String {
+    format!("log-{generation:06}")
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The files of a data directory, by kind.
+#[derive(Default)]
+struct Found {
+    snaps: Vec<u64>,
+    logs: Vec<u64>,
+    tmps: Vec<PathBuf>,
+}
+
+fn parse_generation(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn scan(dir: &Path) -> io::Result<Found> {
+    let mut found = Found::default();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (stem, tmp) = match name.strip_suffix(".tmp") {
+            Some(stem) => (stem, true),
+            None => (name, false),
+        };
+        let (is_snap, number) = if let Some(n) = stem.strip_prefix("snap-") {
+            (true, n)
+        } else if let Some(n) = stem.strip_prefix("log-") {
+            (false, n)
+        } else {
+            continue;
+        };
+        let Some(generation) = parse_generation(number) else {
+            continue;
+        };
+        if tmp {
+            found.tmps.push(entry.path());
+        } else if is_snap {
+            found.snaps.push(generation);
+        } else {
+            found.logs.push(generation);
+        }
+    }
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn header(magic: [u8; 8], generation: u64) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[0..8].copy_from_slice(&magic);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a header read from `path`; the error says what is wrong.
+fn check_header(h: &[u8], magic: [u8; 8], generation: u64, path: &Path) -> io::Result<()> {
+    let what = if h.len() < HEADER_LEN as usize {
+        Some(format!("file shorter than its {HEADER_LEN}-byte header"))
+    } else if h[0..8] != magic {
+        Some("wrong magic (not a gtstore file of this kind)".to_string())
+    } else if u32::from_le_bytes(h[20..24].try_into().expect("4 bytes"))
+        != crc32fast::hash(&h[0..20])
+    {
+        Some("header checksum mismatch".to_string())
+    } else if u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) != FORMAT_VERSION {
+        Some(format!(
+            "format version {} (this build reads {FORMAT_VERSION})",
+            u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"))
+        ))
+    } else if u64::from_le_bytes(h[12..20].try_into().expect("8 bytes")) != generation {
+        Some(format!(
+            "header says generation {}, name says {generation}",
+            u64::from_le_bytes(h[12..20].try_into().expect("8 bytes"))
+        ))
+    } else {
+        None
+    };
+    match what {
+        None => Ok(()),
+        Some(what) => Err(invalid(format!("{}: bad header: {what}", path.display()))),
+    }
+}
+
+/// Creates `log-N` durably: a temp file with the header, fsync, rename, fsync the
+/// directory. The returned handle is positioned after the header.
+fn create_log(dir: &Path, generation: u64) -> io::Result<File> {
+    let path = dir.join(log_name(generation));
+    let tmp = dir.join(format!("{}.tmp", log_name(generation)));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    file.write_all(&header(LOG_MAGIC, generation))?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Appends one framed record to `out`; on error `out` is unchanged.
+fn encode(rec: &Record, out: &mut Vec<u8>) -> io::Result<()> {
+    let value_len = rec.value.as_ref().map_or(0, |v| v.len());
+    let body = BODY_FIXED + rec.key.len() as u64 + value_len as u64;
+    if body > u64::from(MAX_BODY) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("record of {body} bytes is above the log's maximum of {MAX_BODY}"),
+        ));
+    }
+    let start = out.len();
+    out.reserve(FRAME_LEN as usize + body as usize);
+    out.extend_from_slice(&(body as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&rec.version.to_le_bytes());
+    out.extend_from_slice(&(rec.key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&rec.key);
+    out.push(u8::from(rec.value.is_some()));
+    out.extend_from_slice(&(value_len as u32).to_le_bytes());
+    if let Some(v) = &rec.value {
+        out.extend_from_slice(v);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start..start + 4]);
+    crc.update(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok(())
+}
+
+/// Parses a body whose checksum passed; the error says which field is inconsistent.
+fn decode_body(body: &[u8]) -> Result<Record, String> {
+    let fixed = BODY_FIXED as usize;
+    if body.len() < fixed {
+        return Err(format!("body of {} bytes is too short", body.len()));
+    }
+    let version = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+    let key_len = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
+    if key_len > body.len() - fixed {
+        return Err(format!("key length {key_len} runs past the body"));
+    }
+    let key = &body[12..12 + key_len];
+    let kind = body[12 + key_len];
+    let value_len = u32::from_le_bytes(
+        body[13 + key_len..17 + key_len]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    if fixed + key_len + value_len != body.len() {
+        return Err(format!(
+            "key length {key_len} and value length {value_len} do not add up to the body's {}",
+            body.len()
+        ));
+    }
+    let value = match kind {
+        0 if value_len == 0 => None,
+        0 => return Err(format!("tombstone with a value length of {value_len}")),
+        1 => Some(Bytes::copy_from_slice(&body[fixed + key_len..])),
+        k => return Err(format!("unknown record kind {k}")),
+    };
+    Ok(Record {
+        key: Bytes::copy_from_slice(key),
+        value,
+        version,
+    })
+}
+
+/// What the next bytes of a file hold.
+enum Item {
+    Record(Record),
+    /// A snapshot footer with its record count.
+    Footer(u64),
+    /// A clean end of file.
+    End,
+    /// Not a valid record: why.
+    Bad(String),
+}
+
+/// Reads framed records from a file of known length, never trusting a length field
+/// beyond the bytes that remain.
+struct Reader<'a> {
+    r: BufReader<&'a mut File>,
+    pos: u64,
+    len: u64,
+    body: Vec<u8>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `file` (already past its header) at offset `pos` of `len`.
+    fn new(file: &'a mut File, pos: u64, len: u64) -> Reader<'a> {
+        Reader {
+            r: BufReader::with_capacity(256 << 10, file),
+            pos,
+            len,
+            body: Vec::new(),
+        }
+    }
+
+    /// The next item; `pos` moves past it only if it is a record or a footer.
+    /// Errors are real I/O errors, not bad content.
+    fn next(&mut self, footer_allowed: bool) -> io::Result<Item> {
+        let remaining = self.len - self.pos;
+        if remaining == 0 {
+            return Ok(Item::End);
+        }
+        if remaining < FRAME_LEN {
+            return Ok(Item::Bad(format!(
+                "torn record: {remaining} bytes, shorter than a frame"
+            )));
+        }
+        let mut frame = [0u8; FRAME_LEN as usize];
+        self.r.read_exact(&mut frame)?;
+        let len_field = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        let after_frame = remaining - FRAME_LEN;
+        if footer_allowed && len_field == FOOTER_MARK {
+            if after_frame < FOOTER_LEN - FRAME_LEN {
+                return Ok(Item::Bad("torn footer".to_string()));
+            }
+            let mut count = [0u8; 8];
+            self.r.read_exact(&mut count)?;
+            let mut h = crc32fast::Hasher::new();
+            h.update(&frame[0..4]);
+            h.update(&count);
+            if h.finalize() != crc {
+                return Ok(Item::Bad("footer checksum mismatch".to_string()));
+            }
+            self.pos += FOOTER_LEN;
+            return Ok(Item::Footer(u64::from_le_bytes(count)));
+        }
+        if len_field > MAX_BODY {
+            return Ok(Item::Bad(format!(
+                "record length {len_field} is above the maximum {MAX_BODY}"
+            )));
+        }
+        if u64::from(len_field) > after_frame {
+            return Ok(Item::Bad(format!(
+                "torn record: length {len_field} runs past the end of the file \
+                 ({after_frame} bytes left)"
+            )));
+        }
+        if u64::from(len_field) < BODY_FIXED {
+            return Ok(Item::Bad(format!(
+                "record length {len_field} is below the minimum {BODY_FIXED}"
+            )));
+        }
+        // Bounded by the bytes left in the file, checked just above.
+        self.body.resize(len_field as usize, 0);
+        self.r.read_exact(&mut self.body)?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&frame[0..4]);
+        h.update(&self.body);
+        if h.finalize() != crc {
+            return Ok(Item::Bad("checksum mismatch".to_string()));
+        }
+        match decode_body(&self.body) {
+            Ok(rec) => {
+                self.pos += FRAME_LEN + u64::from(len_field);
+                if self.body.capacity() > BUF_KEEP {
+                    self.body = Vec::new();
+                }
+                Ok(Item::Record(rec))
+            }
+            Err(why) => Ok(Item::Bad(why)),
+        }
+    }
+}
+
+/// Reads a whole snapshot into `out`; returns the file's size. Any flaw is an error.
+fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Record>) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let corrupt = |what: String| {
+        invalid(format!(
+            "snapshot {} is corrupt ({what}); refusing to start from a partial state. \
+             No file was changed; restore the data directory from a replica or a backup",
+            path.display()
+        ))
+    };
+    let mut h = [0u8; HEADER_LEN as usize];
+    let got = read_up_to(&mut file, &mut h)?;
+    check_header(&h[..got], SNAP_MAGIC, generation, path).map_err(|e| corrupt(e.to_string()))?;
+    let start = out.len();
+    let mut reader = Reader::new(&mut file, HEADER_LEN, len);
+    loop {
+        let at = reader.pos;
+        match reader.next(true)? {
+            Item::Record(rec) => out.push(rec),
+            Item::Footer(count) => {
+                let read = (out.len() - start) as u64;
+                if count != read {
+                    return Err(corrupt(format!(
+                        "footer counts {count} records, {read} were read"
+                    )));
+                }
+                if reader.pos != len {
+                    return Err(corrupt(format!(
+                        "{} bytes after the footer",
+                        len - reader.pos
+                    )));
+                }
+                return Ok(len);
+            }
+            Item::End => return Err(corrupt("no footer: the file is truncated".to_string())),
+            Item::Bad(why) => return Err(corrupt(format!("{why} at offset {at}"))),
+        }
+    }
+}
+
+/// What replaying a log found.
+struct Replay {
+    file_len: u64,
+    /// Offset just past the last good record.
+    good_len: u64,
+    cut_reason: Option<String>,
+}
+
+/// Replays a log into `out`, stopping at the first bad record.
+fn replay_log(
+    file: &mut File,
+    path: &Path,
+    generation: u64,
+    out: &mut Vec<Record>,
+) -> io::Result<Replay> {
+    let len = file.metadata()?.len();
+    let mut h = [0u8; HEADER_LEN as usize];
+    let got = read_up_to(file, &mut h)?;
+    check_header(&h[..got], LOG_MAGIC, generation, path)?;
+    let mut reader = Reader::new(file, HEADER_LEN, len);
+    loop {
+        let at = reader.pos;
+        match reader.next(false)? {
+            Item::Record(rec) => out.push(rec),
+            Item::End => {
+                return Ok(Replay {
+                    file_len: len,
+                    good_len: len,
+                    cut_reason: None,
+                })
+            }
+            Item::Bad(why) => {
+                return Ok(Replay {
+                    file_len: len,
+                    good_len: at,
+                    cut_reason: Some(format!("{}: {why} at offset {at}", path.display())),
+                })
+            }
+            Item::Footer(_) => unreachable!("footers are only read in snapshots"),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Writes a complete snapshot to `path` and fsyncs it; returns its size.
+fn write_snapshot(
+    path: &Path,
+    generation: u64,
+    live: impl Iterator<Item = Record>,
+) -> io::Result<u64> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&header(SNAP_MAGIC, generation))?;
+    let mut bytes = HEADER_LEN;
+    let mut count = 0u64;
+    let mut buf = Vec::new();
+    for rec in live {
+        buf.clear();
+        encode(&rec, &mut buf)?;
+        w.write_all(&buf)?;
+        bytes += buf.len() as u64;
+        count += 1;
+    }
+    let mark = FOOTER_MARK.to_le_bytes();
+    let count = count.to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&mark);
+    h.update(&count);
+    w.write_all(&mark)?;
+    w.write_all(&h.finalize().to_le_bytes())?;
+    w.write_all(&count)?;
+    bytes += FOOTER_LEN;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path = std::env::temp_dir().join(format!(
+                "gtstore-wal-{tag}-{}-{n}-{nanos}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rec(key: &str, value: Option<&str>, version: u64) -> Record {
+        Record {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            version,
+        }
+    }
+
+    /// A varied set: tombstones, empty values, empty keys, binary and longer values.
+    fn sample(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let key = Bytes::from(format!("key-{}", i % 37).into_bytes());
+                let value = match i % 5 {
+                    0 => None,
+                    1 => Some(Bytes::new()),
+                    2 => Some(Bytes::from(vec![i as u8; i % 300])),
+                    3 => Some(Bytes::from((0..=255u8).collect::<Vec<_>>())),
+                    _ => Some(Bytes::from(format!("value {i}").into_bytes())),
+                };
+                let key = if i % 11 == 0 { Bytes::new() } else { key };
+                Record {
+                    key,
+                    value,
+                    version: (i as u64) << 20 | 7,
+                }
+            })
+            .collect()
+    }
+
+    fn write_all(dir: &Path, fsync: Fsync, recs: &[Record]) -> Wal {
+        let (mut wal, rec) = Wal::open(dir, fsync).unwrap();
+        assert_eq!(rec.cut, 0);
+        for r in recs {
+            wal.append(r).unwrap();
+        }
+        wal.commit().unwrap();
+        wal
+    }
+
+    fn reopen(dir: &Path) -> Recovery {
+        Wal::open(dir, Fsync::Never).unwrap().1
+    }
+
+    /// Replays records into the state they describe (latest record per key).
+    fn state(recs: &[Record]) -> BTreeMap<Bytes, Record> {
+        recs.iter().map(|r| (r.key.clone(), r.clone())).collect()
+    }
+
+    /// Byte offsets in the log where each record starts, and the end.
+    fn offsets(recs: &[Record]) -> Vec<u64> {
+        let mut at = vec![HEADER_LEN];
+        let mut buf = Vec::new();
+        for r in recs {
+            buf.clear();
+            encode(r, &mut buf).unwrap();
+            at.push(at.last().unwrap() + buf.len() as u64);
+        }
+        at
+    }
+
+    #[test]
+    fn fsync_modes_parse_and_print() {
+        for m in [Fsync::Always, Fsync::Batch, Fsync::Never] {
+            assert_eq!(m.to_string().parse::<Fsync>(), Ok(m));
+        }
+        assert!("sometimes".parse::<Fsync>().is_err());
+        assert!("Always".parse::<Fsync>().is_err());
+    }
+
+    #[test]
+    fn round_trip_in_every_mode() {
+        let recs = sample(500);
+        for mode in [Fsync::Always, Fsync::Batch, Fsync::Never] {
+            let dir = TempDir::new("roundtrip");
+            let wal = write_all(dir.path(), mode, &recs);
+            assert_eq!(wal.stats().records, 500);
+            drop(wal);
+            let got = reopen(dir.path());
+            assert_eq!(got.records, recs, "mode {mode}");
+            assert_eq!((got.cut, got.cut_reason, got.generation), (0, None, 1));
+            assert_eq!(
+                fs::metadata(dir.file("log-000001")).unwrap().len(),
+                *offsets(&recs).last().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn fsyncs_follow_the_mode() {
+        for (mode, per_commit, per_append) in [
+            (Fsync::Always, 0, 1),
+            (Fsync::Batch, 1, 0),
+            (Fsync::Never, 0, 0),
+        ] {
+            let dir = TempDir::new("fsyncs");
+            let (mut wal, _) = Wal::open(dir.path(), mode).unwrap();
+            for turn in 0..3 {
+                for i in 0..10 {
+                    wal.append(&rec(&format!("k{turn}-{i}"), Some("v"), 1))
+                        .unwrap();
+                }
+                wal.commit().unwrap();
+                wal.commit().unwrap(); // nothing buffered: no write, no fsync
+            }
+            let s = wal.stats();
+            assert_eq!(s.fsyncs, 3 * per_commit + 30 * per_append, "mode {mode}");
+            assert_eq!(s.records, 30);
+            let expected_commits = if mode == Fsync::Always { 30 } else { 3 };
+            assert_eq!(s.commits, expected_commits, "mode {mode}");
+        }
+    }
+
+    #[test]
+    fn buffered_records_are_not_on_disk_before_commit() {
+        let dir = TempDir::new("buffered");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        wal.append(&rec("a", Some("1"), 1)).unwrap();
+        assert_eq!(reopen(dir.path()).records, vec![]);
+        wal.commit().unwrap();
+        assert_eq!(reopen(dir.path()).records, vec![rec("a", Some("1"), 1)]);
+    }
+
+    #[test]
+    fn reopen_appends_after_the_old_tail() {
+        let dir = TempDir::new("reopen");
+        let recs = sample(40);
+        drop(write_all(dir.path(), Fsync::Batch, &recs[..20]));
+        drop(write_all(dir.path(), Fsync::Batch, &recs[20..]));
+        let got = reopen(dir.path());
+        assert_eq!(got.records, recs);
+        assert_eq!(got.cut, 0);
+    }
+
+    #[test]
+    fn torn_last_record_at_every_offset() {
+        let recs = sample(6);
+        let at = offsets(&recs);
+        let (last_start, end) = (at[5], at[6]);
+        let source = TempDir::new("torn-src");
+        drop(write_all(source.path(), Fsync::Never, &recs));
+        let full = fs::read(source.file("log-000001")).unwrap();
+        assert_eq!(full.len() as u64, end);
+        let extra = rec("after", Some("the cut"), 99);
+        for t in last_start..end {
+            let dir = TempDir::new("torn");
+            fs::write(dir.file("log-000001"), &full[..t as usize]).unwrap();
+            let (mut wal, got) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+            assert_eq!(got.records, recs[..5], "torn at {t}");
+            assert_eq!(got.cut, t - last_start, "torn at {t}");
+            assert_eq!(got.cut_reason.is_some(), t > last_start, "torn at {t}");
+            assert_eq!(
+                fs::metadata(dir.file("log-000001")).unwrap().len(),
+                last_start
+            );
+            wal.append(&extra).unwrap();
+            wal.commit().unwrap();
+            drop(wal);
+            let again = reopen(dir.path());
+            let mut want = recs[..5].to_vec();
+            want.push(extra.clone());
+            assert_eq!(again.records, want, "torn at {t}");
+            assert_eq!(again.cut, 0);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_cuts_its_record_and_everything_after() {
+        let recs = sample(9);
+        let at = offsets(&recs);
+        let source = TempDir::new("flip-src");
+        drop(write_all(source.path(), Fsync::Never, &recs));
+        let full = fs::read(source.file("log-000001")).unwrap();
+        // Every byte of the middle record, each bit pattern of a flip.
+        let (start, end) = (at[4], at[5]);
+        for pos in start..end {
+            for mask in [0x01u8, 0x80, 0xff] {
+                let dir = TempDir::new("flip");
+                let mut bad = full.clone();
+                bad[pos as usize] ^= mask;
+                fs::write(dir.file("log-000001"), &bad).unwrap();
+                let got = reopen(dir.path());
+                assert_eq!(got.records, recs[..4], "flip {mask:#x} at {pos}");
+                assert_eq!(got.cut, full.len() as u64 - start);
+                assert!(got.cut_reason.unwrap().contains(&format!("offset {start}")));
+                assert_eq!(fs::metadata(dir.file("log-000001")).unwrap().len(), start);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_log_header_is_an_error_not_a_cut() {
+        let dir = TempDir::new("badheader");
+        drop(write_all(dir.path(), Fsync::Never, &sample(3)));
+        let path = dir.file("log-000001");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[9] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
+        assert!(err.to_string().contains("bad header"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+    }
+
+    #[test]
+    fn a_huge_length_field_is_cut_without_allocating_it() {
+        let dir = TempDir::new("huge");
+        let recs = sample(3);
+        drop(write_all(dir.path(), Fsync::Never, &recs));
+        let path = dir.file("log-000001");
+        let good = fs::metadata(&path).unwrap().len();
+        for len_field in [MAX_BODY, MAX_BODY + 1, u32::MAX, 0, 16] {
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(&len_field.to_le_bytes()).unwrap();
+            f.write_all(&[0xAB; 40]).unwrap();
+            drop(f);
+            let got = reopen(dir.path());
+            assert_eq!(got.records, recs, "length {len_field}");
+            assert_eq!(got.cut, 44);
+            assert_eq!(fs::metadata(&path).unwrap().len(), good);
+        }
+    }
+
+    #[test]
+    fn snapshot_then_appends_then_reopen() {
+        let dir = TempDir::new("snapshot");
+        let first = sample(300);
+        let mut wal = write_all(dir.path(), Fsync::Batch, &first);
+        let live = state(&first);
+        wal.snapshot(live.values().cloned()).unwrap();
+        assert_eq!(wal.stats().generation, 2);
+        assert_eq!(wal.stats().log_bytes, 0);
+        assert_eq!(dir.names(), ["log-000002", "snap-000002"]);
+        // Overwrites, deletes and new keys after the snapshot.
+        let later = vec![
+            rec("key-1", Some("new"), 1 << 40),
+            rec("key-2", None, 1 << 40),
+            rec("brand-new", Some(""), 5),
+        ];
+        for r in &later {
+            wal.append(r).unwrap();
+        }
+        wal.commit().unwrap();
+        drop(wal);
+        let got = reopen(dir.path());
+        assert_eq!(got.generation, 2);
+        assert_eq!(got.from_snapshot, live.len());
+        let mut all = first.clone();
+        all.extend(later.iter().cloned());
+        assert_eq!(state(&got.records), state(&all));
+        // A second snapshot from the recovered state, then once more.
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        wal.snapshot(state(&all).into_values()).unwrap();
+        drop(wal);
+        assert_eq!(dir.names(), ["log-000003", "snap-000003"]);
+        let got = reopen(dir.path());
+        assert_eq!(got.records.len(), got.from_snapshot);
+        assert_eq!(state(&got.records), state(&all));
+    }
+
+    #[test]
+    fn buffered_records_are_committed_by_a_snapshot() {
+        let dir = TempDir::new("snap-pending");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Never).unwrap();
+        let r = rec("k", Some("v"), 1);
+        wal.append(&r).unwrap();
+        wal.snapshot(std::iter::once(r.clone())).unwrap();
+        wal.append(&rec("k", None, 2)).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        assert_eq!(reopen(dir.path()).records, vec![r, rec("k", None, 2)]);
+    }
+
+    #[test]
+    fn snapshot_due_needs_the_floor_and_twice_the_snapshot() {
+        let dir = TempDir::new("due");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Never).unwrap();
+        assert!(!wal.snapshot_due());
+        wal.set_snapshot_floor(1000);
+        let r = rec("key", Some(&"x".repeat(100)), 1); // 128 bytes framed
+        for _ in 0..7 {
+            wal.append(&r).unwrap();
+        }
+        assert!(!wal.snapshot_due(), "896 bytes < floor");
+        wal.append(&r).unwrap();
+        assert!(wal.snapshot_due(), "1024 bytes >= floor, counting buffered");
+        // A snapshot of 20 records (2600 bytes): due again only past 5200 bytes.
+        wal.snapshot(std::iter::repeat_n(r.clone(), 20)).unwrap();
+        let snap = wal.stats().snapshot_bytes;
+        assert_eq!(snap, HEADER_LEN + 20 * 128 + FOOTER_LEN);
+        assert!(!wal.snapshot_due());
+        let mut n = 0;
+        while !wal.snapshot_due() {
+            wal.append(&r).unwrap();
+            n += 1;
+        }
+        assert_eq!(n, (2 * snap).div_ceil(128));
+    }
+
+    /// Runs one snapshot that "crashes" after `stage`, then checks recovery.
+    fn crash_during_snapshot(stage: Stage, want_files: &[&str], want_generation: u64) {
+        let dir = TempDir::new("crash");
+        let recs = sample(120);
+        let mut wal = write_all(dir.path(), Fsync::Batch, &recs);
+        wal.snapshot(state(&recs).into_values()).unwrap(); // generation 2
+        let more = sample(150)[120..].to_vec();
+        for r in &more {
+            wal.append(r).unwrap();
+        }
+        wal.commit().unwrap();
+        let mut all = recs.clone();
+        all.extend(more);
+        let want = state(&all);
+        wal.snapshot_until(want.values().cloned(), Some(stage))
+            .unwrap();
+        drop(wal); // the crash
+        if stage == Stage::Renamed {
+            // As if the crash hit while the new log's temp file was being written.
+            fs::write(dir.file("log-000003.tmp"), b"GTST").unwrap();
+        }
+        assert_eq!(dir.names(), want_files, "on disk after {stage:?}");
+        let (mut wal, got) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        assert_eq!(got.generation, want_generation, "{stage:?}");
+        assert_eq!(state(&got.records), want, "{stage:?}");
+        assert_eq!(got.cut, 0);
+        let g = want_generation;
+        let (snap, log) = (snap_name(g), log_name(g));
+        assert_eq!(dir.names(), [log.as_str(), snap.as_str()], "{stage:?}");
+        // Life goes on: append, reopen.
+        let last = rec("after-crash", Some("x"), 1 << 50);
+        wal.append(&last).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        let mut want = want;
+        want.insert(last.key.clone(), last);
+        assert_eq!(state(&reopen(dir.path()).records), want, "{stage:?}");
+    }
+
+    #[test]
+    fn crash_after_the_temp_snapshot_keeps_the_old_generation() {
+        crash_during_snapshot(
+            Stage::TmpWritten,
+            &["log-000002", "snap-000002", "snap-000003.tmp"],
+            2,
+        );
+    }
+
+    #[test]
+    fn crash_after_the_rename_uses_the_new_snapshot() {
+        crash_during_snapshot(
+            Stage::Renamed,
+            &["log-000002", "log-000003.tmp", "snap-000002", "snap-000003"],
+            3,
+        );
+    }
+
+    #[test]
+    fn crash_before_cleanup_uses_the_new_generation() {
+        crash_during_snapshot(
+            Stage::LogCreated,
+            &["log-000002", "log-000003", "snap-000002", "snap-000003"],
+            3,
+        );
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_and_ignored() {
+        let dir = TempDir::new("tmps");
+        let recs = sample(10);
+        drop(write_all(dir.path(), Fsync::Never, &recs));
+        fs::write(dir.file("snap-000002.tmp"), b"half a snapsh").unwrap();
+        fs::write(dir.file("log-000002.tmp"), b"GTSTLOG").unwrap();
+        fs::write(dir.file("notes.txt"), b"not ours").unwrap();
+        let got = reopen(dir.path());
+        assert_eq!(got.records, recs);
+        assert_eq!(dir.names(), ["log-000001", "notes.txt"]);
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_an_error() {
+        let dir = TempDir::new("badsnap");
+        let recs = sample(50);
+        let mut wal = write_all(dir.path(), Fsync::Never, &recs);
+        wal.snapshot(state(&recs).into_values()).unwrap();
+        drop(wal);
+        let path = dir.file("snap-000002");
+        let good = fs::read(&path).unwrap();
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated", good[..good.len() - 1].to_vec()),
+            (
+                "no footer",
+                good[..good.len() - FOOTER_LEN as usize].to_vec(),
+            ),
+            ("trailing bytes", [good.clone(), vec![0]].concat()),
+            ("empty", vec![]),
+        ];
+        for pos in [3, 30, good.len() / 2, good.len() - 3] {
+            let mut bad = good.clone();
+            bad[pos] ^= 0x10;
+            cases.push(("flipped", bad));
+        }
+        for (what, bytes) in cases {
+            fs::write(&path, &bytes).unwrap();
+            let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}");
+            assert!(err.to_string().contains("snap-000002"), "{what}: {err}");
+            assert_eq!(dir.names(), ["log-000002", "snap-000002"], "{what}");
+            assert_eq!(fs::read(&path).unwrap(), bytes, "{what}: untouched");
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(state(&reopen(dir.path()).records), state(&recs));
+    }
+
+    #[test]
+    fn a_later_generation_without_its_snapshot_is_an_error() {
+        let dir = TempDir::new("nosnap");
+        let mut wal = write_all(dir.path(), Fsync::Never, &sample(5));
+        wal.snapshot(state(&sample(5)).into_values()).unwrap();
+        drop(wal);
+        fs::remove_file(dir.file("snap-000002")).unwrap();
+        let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
+        assert!(err.to_string().contains("no snapshot"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_snapshot_leaves_the_log_usable_and_backs_off() {
+        let dir = TempDir::new("snapfail");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        wal.set_snapshot_floor(100);
+        let r = rec("k", Some("v"), 1);
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        wal.append(&r).unwrap();
+        assert!(wal.snapshot_due());
+        // A directory where the temp snapshot should go makes writing it fail.
+        fs::create_dir(dir.file("snap-000002.tmp")).unwrap();
+        assert!(wal.snapshot(std::iter::once(r.clone())).is_err());
+        assert_eq!(wal.stats().generation, 1);
+        assert!(!wal.snapshot_due(), "backs off after a failure");
+        let big = rec("big", Some(&"b".repeat(1 << 20)), 2);
+        for _ in 0..SNAPSHOT_RETRY_BYTES >> 20 {
+            wal.append(&big).unwrap();
+        }
+        wal.commit().unwrap();
+        assert!(wal.snapshot_due(), "due again once the log grew");
+        fs::remove_dir(dir.file("snap-000002.tmp")).unwrap();
+        wal.snapshot([r.clone(), big.clone()].into_iter()).unwrap();
+        assert!(!wal.snapshot_due());
+        wal.append(&rec("k", None, 3)).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        assert_eq!(
+            reopen(dir.path()).records,
+            vec![r.clone(), big, rec("k", None, 3)]
+        );
+    }
+
+    #[test]
+    fn open_creates_a_missing_data_directory() {
+        let dir = TempDir::new("mkdir");
+        let nested = dir.file("a").join("b");
+        let r = rec("k", Some("v"), 1);
+        drop(write_all(&nested, Fsync::Batch, std::slice::from_ref(&r)));
+        assert_eq!(reopen(&nested).records, vec![r]);
+    }
+
+    #[test]
+    fn an_oversized_record_is_refused_and_nothing_queued() {
+        let mut out = vec![1, 2, 3];
+        let big = Record {
+            key: Bytes::new(),
+            value: Some(Bytes::from(vec![0u8; MAX_BODY as usize])),
+            version: 1,
+        };
+        let err = encode(&big, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(out, [1, 2, 3]);
+    }
+
+    #[test]
+    fn decode_rejects_inconsistent_bodies() {
+        let mut buf = Vec::new();
+        encode(&rec("ab", Some("xyz"), 9), &mut buf).unwrap();
+        let body = &buf[FRAME_LEN as usize..];
+        assert_eq!(decode_body(body), Ok(rec("ab", Some("xyz"), 9)));
+        let mut b = body.to_vec();
+        b[14] = 2; // kind
+        assert!(decode_body(&b).unwrap_err().contains("kind"));
+        let mut b = body.to_vec();
+        b[14] = 0; // a tombstone with a value
+        assert!(decode_body(&b).unwrap_err().contains("tombstone"));
+        let mut b = body.to_vec();
+        b[8] = 200; // key length past the body
+        assert!(decode_body(&b).is_err());
+        let mut b = body.to_vec();
+        b[15] = 2; // value length too short for the body
+        assert!(decode_body(&b).is_err());
+        assert!(decode_body(&body[..10]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn garbage_after_a_good_log_yields_only_the_good_records(
+            garbage in proptest::collection::vec(any::<u8>(), 1..600),
+            n in 0usize..20,
+        ) {
+            let dir = TempDir::new("prop-garbage");
+            let recs = sample(n);
+            drop(write_all(dir.path(), Fsync::Never, &recs));
+            let path = dir.file("log-000001");
+            let good = fs::metadata(&path).unwrap().len();
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(&garbage).unwrap();
+            drop(f);
+            let got = reopen(dir.path());
+            prop_assert_eq!(&got.records, &recs);
+            prop_assert_eq!(got.cut, garbage.len() as u64);
+            prop_assert_eq!(fs::metadata(&path).unwrap().len(), good);
+        }
+
+        #[test]
+        fn damage_anywhere_in_the_records_yields_a_prefix(
+            hits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            n in 1usize..20,
+        ) {
+            let dir = TempDir::new("prop-damage");
+            let recs = sample(n);
+            drop(write_all(dir.path(), Fsync::Never, &recs));
+            let path = dir.file("log-000001");
+            let mut bytes = fs::read(&path).unwrap();
+            let body = bytes.len() - HEADER_LEN as usize;
+            for (at, b) in &hits {
+                bytes[HEADER_LEN as usize + at.index(body)] = *b;
+            }
+            fs::write(&path, &bytes).unwrap();
+            let got = reopen(dir.path());
+            prop_assert!(got.records.len() <= recs.len());
+            prop_assert_eq!(&got.records[..], &recs[..got.records.len()]);
+            let kept = offsets(&recs)[got.records.len()];
+            prop_assert_eq!(got.cut, bytes.len() as u64 - kept);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn a_damaged_or_cut_snapshot_is_refused_never_half_read(
+            hits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+            do_cut in any::<bool>(),
+        ) {
+            let dir = TempDir::new("prop-snap");
+            let recs = sample(30);
+            let mut wal = write_all(dir.path(), Fsync::Never, &recs);
+            wal.snapshot(state(&recs).into_values()).unwrap();
+            drop(wal);
+            let path = dir.file("snap-000002");
+            let good = fs::read(&path).unwrap();
+            let mut bytes = good.clone();
+            for (at, b) in &hits {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            if do_cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            fs::write(&path, &bytes).unwrap();
+            match Wal::open(dir.path(), Fsync::Never) {
+                Ok((_, got)) => {
+                    prop_assert_eq!(&bytes, &good, "damage went unnoticed");
+                    prop_assert_eq!(state(&got.records), state(&recs));
+                }
+                Err(e) => {
+                    prop_assert_ne!(&bytes, &good);
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                }
+            }
+        }
+    }
+
+    /// Write throughput per fsync mode. Run in release:
+    /// `cargo test --release --lib wal::tests::throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn throughput() {
+        const RECORDS: usize = 100_000;
+        const PER_TURN: usize = 100;
+        let value = Bytes::from(vec![b'v'; 100]);
+        for mode in [Fsync::Never, Fsync::Batch, Fsync::Always] {
+            let dir = TempDir::new("throughput");
+            let (mut wal, _) = Wal::open(dir.path(), mode).unwrap();
+            let start = std::time::Instant::now();
+            for turn in 0..RECORDS / PER_TURN {
+                for i in 0..PER_TURN {
+                    let n = turn * PER_TURN + i;
+                    wal.append(&Record {
+                        key: Bytes::from(format!("key:{n:012}")),
+                        value: Some(value.clone()),
+                        version: n as u64,
+                    })
+                    .unwrap();
+                }
+                wal.commit().unwrap();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let s = wal.stats();
+            println!(
+                "fsync={mode:<6} {RECORDS} records of 100-byte values in turns of {PER_TURN}: \
+                 {secs:.3} s, {:.0} records/s, {:.1} MB/s of log, {} fsyncs",
+                RECORDS as f64 / secs,
+                s.log_bytes as f64 / secs / 1e6,
+                s.fsyncs
+            );
+        }
+    }
+}
