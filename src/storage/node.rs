@@ -149,6 +149,11 @@ impl StorageNode {
         &self.engine
     }
 
+    /// The last ring this node installed, for inspection.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     fn connect_manager(&mut self, out: &mut Vec<Output>) {
         self.manager.connecting();
         out.push(Output::Connect {
