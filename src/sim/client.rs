@@ -158,6 +158,16 @@ impl Client {
         }
     }
 
+    /// Talks to `target` from the next request on; returns the connection to the
+    /// old target, which the caller must close.
+    pub fn retarget(&mut self, target: SocketAddr) -> Option<ConnId> {
+        if target == self.target || self.pending.is_some() {
+            return None;
+        }
+        self.target = target;
+        self.conn.take()
+    }
+
     /// Whether a request is in flight.
     pub fn busy(&self) -> bool {
         self.pending.is_some()

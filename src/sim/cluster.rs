@@ -33,8 +33,9 @@ pub fn client_addr(j: usize) -> SocketAddr {
 }
 
 /// How long a simulated client waits for a reply, in ms: above the nodes'
-/// forward timeout (5 s) so a timeout means a real hang.
-pub const CLIENT_TIMEOUT_MS: Millis = 8_000;
+/// forward timeout (5 s) plus the longest random pause (4 s), so a timeout means
+/// a real hang.
+pub const CLIENT_TIMEOUT_MS: Millis = 12_000;
 
 /// Settings of a simulated cluster.
 #[derive(Clone, Debug)]
@@ -137,6 +138,11 @@ impl Cluster {
                 .is_some_and(|cl| cl.target == target && !cl.busy())
         });
         idle.unwrap_or_else(|| self.add_client(target))
+    }
+
+    /// An idle client of the manager.
+    pub fn manager_client(&mut self) -> ProcId {
+        self.client_for(manager_addr())
     }
 
     /// Sends one request from a client for `target` and runs until its outcome

@@ -25,9 +25,12 @@
 //! backpressure) and keeps bytes already sent by a crashed process; see
 //! [`world`] for the details of the TCP model.
 
+pub mod chaos;
 pub mod client;
 pub mod cluster;
+pub mod linearizability;
 pub mod rng;
+pub mod script;
 pub mod world;
 
 pub use client::{Client, Outcome, Record, Request};

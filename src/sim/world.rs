@@ -407,6 +407,15 @@ impl World {
         }
     }
 
+    /// Points client `id` at another server (takes effect at its next connect).
+    pub fn client_retarget(&mut self, id: ProcId, target: SocketAddr) {
+        if let Some(Actor::Client(c)) = self.procs[id].actor.as_mut() {
+            if let Some(conn) = c.retarget(target) {
+                self.inject(id, vec![Output::Close { conn }]);
+            }
+        }
+    }
+
     /// Starts a request on client `id` now. Panics if `id` is not a live client.
     pub fn client_start(&mut self, id: ProcId, request: super::client::Request, key: Bytes) {
         let stamp = self.stamp();
