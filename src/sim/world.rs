@@ -286,10 +286,11 @@ pub struct World {
     cut_generation: u64,
     fingerprint: u64,
     trace: Option<VecDeque<String>>,
+    trace_lines: usize,
     scratch: Vec<Output>,
 }
 
-/// Lines of trace kept when tracing is on.
+/// Lines of trace kept by default when tracing is on.
 const TRACE_LINES: usize = 400;
 
 impl World {
@@ -310,12 +311,19 @@ impl World {
             cut_generation: 0,
             fingerprint: 0,
             trace: None,
+            trace_lines: TRACE_LINES,
             scratch: Vec::new(),
         }
     }
 
     /// Keeps the last few hundred delivered inputs for [`World::trace`].
     pub fn enable_trace(&mut self) {
+        self.enable_trace_lines(TRACE_LINES);
+    }
+
+    /// Keeps the last `lines` delivered inputs for [`World::trace`].
+    pub fn enable_trace_lines(&mut self, lines: usize) {
+        self.trace_lines = lines.max(1);
         self.trace = Some(VecDeque::new());
     }
 
@@ -759,7 +767,7 @@ impl World {
         if let Some(t) = self.trace.as_mut() {
             let mut line = format!("{:>7} {:<8} {:?}", self.now, self.procs[p].name, input);
             line.truncate(200);
-            if t.len() == TRACE_LINES {
+            if t.len() >= self.trace_lines {
                 t.pop_front();
             }
             t.push_back(line);
