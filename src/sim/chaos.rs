@@ -516,14 +516,18 @@ mod tests {
 
     #[test]
     fn sim_benign_faults_lose_nothing_and_stay_linearizable() {
-        let seeds = seeds(1, 100);
-        run_seeds("benign", &seeds, |s| run_seed(s, 5, 8_000, Faults::benign()));
+        let seeds = seeds(1, 60);
+        run_seeds("benign", &seeds, |s| {
+            run_seed(s, 5, 8_000, Faults::benign())
+        });
     }
 
     #[test]
     fn sim_crashes_partitions_and_resets_never_hang_a_request() {
-        let seeds = seeds(1_000_000, 60);
-        run_seeds("crashy", &seeds, |s| run_seed(s, 5, 8_000, Faults::crashy()));
+        let seeds = seeds(1_000_000, 40);
+        run_seeds("crashy", &seeds, |s| {
+            run_seed(s, 5, 8_000, Faults::crashy())
+        });
     }
 
     #[test]

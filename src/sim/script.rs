@@ -20,6 +20,7 @@
 //! | `term N` | SIGTERM to node N (graceful leave) |
 //! | `crash N`, `restart N`, `pause N`, `resume N` | process faults |
 //! | `partition 1,2 \| 3,m` / `heal` | network cuts |
+//! | `reset A B` | reset every connection between two processes (`m` = manager) |
 //! | `expect ring epoch E: n1=up ...` | the manager's ring, exactly |
 //! | `expect exited N` | node N's process has exited |
 //! | `expect keys N COUNT` | node N's engine holds COUNT keys |
@@ -247,6 +248,10 @@ impl Runner {
                 self.cluster.world.partition(&groups, None);
             }
             ["heal"] => self.cluster.world.heal(),
+            ["reset", a, b] => {
+                let (a, b) = (self.proc(a), self.proc(b));
+                self.cluster.world.reset_between(a, b);
+            }
             ["expect", "ring", ..] => {
                 let want = cmd["expect ring".len()..].trim();
                 let seen = self.cluster.ring_line();
@@ -379,6 +384,11 @@ mod tests {
     #[test]
     fn join_overlapping_a_leave() {
         script("join_during_leave.txt");
+    }
+
+    #[test]
+    fn a_node_that_left_does_not_register_again() {
+        script("left_node_stays_out.txt");
     }
 
     #[test]

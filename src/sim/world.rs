@@ -1170,6 +1170,22 @@ impl World {
         self.conns.keys().copied().collect()
     }
 
+    /// Resets every connection between processes `a` and `b`.
+    pub fn reset_between(&mut self, a: ProcId, b: ProcId) {
+        let between: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let (x, y) = (c.ends[0].proc, c.ends[1].proc);
+                (x, y) == (a, b) || (x, y) == (b, a)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for c in between {
+            self.reset(c);
+        }
+    }
+
     /// Resets connection `c`: bytes in flight are lost, both ends get `Closed`.
     pub fn reset(&mut self, c: u64) {
         let Some(conn) = self.conns.get_mut(&c) else {
