@@ -17,6 +17,7 @@ pub mod coordinator;
 pub mod protocol;
 pub mod reactor;
 pub mod ring;
+pub mod sim;
 pub mod storage;
 
 /// Default cluster secret a node presents to prove membership.

@@ -115,6 +115,8 @@ pub struct StorageNode {
     handoff: Option<Handoff>,
     /// This node asked to leave (SIGTERM).
     leaving: bool,
+    /// Out of the ring and about to exit: never register with the manager again.
+    exiting: bool,
     /// Client connections not being read because of their reply backlog.
     held: HashSet<ConnId>,
     /// Connections that just proved membership (drained into `Output::Trust`).
@@ -138,6 +140,7 @@ impl StorageNode {
             settled: Ring::empty(),
             handoff: None,
             leaving: false,
+            exiting: false,
             held: HashSet::new(),
             trusted: Vec::new(),
             cfg,
@@ -162,6 +165,11 @@ impl StorageNode {
         &self.engine
     }
 
+    /// The last ring this node installed, for inspection.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     fn connect_manager(&mut self, out: &mut Vec<Output>) {
         self.manager.connecting();
         out.push(Output::Connect {
@@ -171,6 +179,9 @@ impl StorageNode {
     }
 
     fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if self.exiting {
+            return;
+        }
         let at = self.manager.failed(now);
         out.push(Output::Timer {
             at,
@@ -226,6 +237,7 @@ impl StorageNode {
             // Other nodes may still route by the previous ring for a moment: keep
             // forwarding to the new owners for a grace period, then exit.
             log::info!("handed everything over and left the ring; exiting soon");
+            self.exiting = true;
             out.push(Output::Timer {
                 at: now + EXIT_GRACE_MS,
                 id: TIMER_LEAVE,

@@ -1,0 +1,308 @@
+//! A gtstore cluster in a [`World`]: the manager, numbered storage nodes and
+//! simulated clients, with the addresses and helpers the script and randomized
+//! tests share.
+//!
+//! Addresses: the manager is `127.0.0.1:7000`, storage node `i` is
+//! `127.0.0.1:(7000 + i)`, client `j` is `127.0.0.1:(20000 + j)`. Node numbers are
+//! the simulation's names; the manager gives ids in the order nodes register, so
+//! the two agree only when nodes start one at a time.
+
+use super::client::{Client, Outcome, Record, Request};
+use super::world::{Actor, NetConfig, ProcId, ProcState, World};
+use crate::coordinator::{Manager, ManagerConfig};
+use crate::reactor::Millis;
+use crate::ring::{NodeState, Ring};
+use crate::storage::{NodeConfig, StorageNode};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// The manager's address.
+pub fn manager_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000))
+}
+
+/// Storage node `i`'s address.
+pub fn node_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+/// Client `j`'s address (never connected to).
+pub fn client_addr(j: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20000 + j as u16))
+}
+
+/// How long a simulated client waits for a reply, in ms: above the nodes'
+/// forward timeout (5 s) plus the longest random pause (4 s), so a timeout means
+/// a real hang.
+pub const CLIENT_TIMEOUT_MS: Millis = 12_000;
+
+/// Settings of a simulated cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Seed of the world.
+    pub seed: u64,
+    /// Network tunables.
+    pub net: NetConfig,
+    /// The manager's settings.
+    pub manager: ManagerConfig,
+    /// Tokens each node asks for.
+    pub tokens: u32,
+}
+
+impl ClusterConfig {
+    /// Defaults for `seed`, with fewer tokens than a real node (16) to keep ring
+    /// work small.
+    pub fn new(seed: u64) -> ClusterConfig {
+        ClusterConfig {
+            seed,
+            net: NetConfig::default(),
+            manager: ManagerConfig::default(),
+            tokens: 16,
+        }
+    }
+}
+
+/// The manager, nodes and clients of one simulation.
+pub struct Cluster {
+    /// The world they live in.
+    pub world: World,
+    /// The manager's process.
+    pub manager: ProcId,
+    /// Storage node number -> process.
+    pub nodes: BTreeMap<usize, ProcId>,
+    /// Client processes, in creation order.
+    pub clients: Vec<ProcId>,
+    tokens: u32,
+}
+
+impl Cluster {
+    /// A world with a manager and no nodes yet.
+    pub fn new(cfg: ClusterConfig) -> Cluster {
+        let mut world = World::new(cfg.seed, cfg.net.clone());
+        let mcfg = cfg.manager.clone();
+        let manager = world.spawn(
+            "manager",
+            manager_addr(),
+            true,
+            Box::new(move || Actor::Manager(Manager::new(mcfg.clone()))),
+        );
+        Cluster {
+            world,
+            manager,
+            nodes: BTreeMap::new(),
+            clients: Vec::new(),
+            tokens: cfg.tokens,
+        }
+    }
+
+    /// Starts storage node `i` (fresh, empty); restarts it if it exists and is down.
+    pub fn start_node(&mut self, i: usize) -> ProcId {
+        if let Some(&p) = self.nodes.get(&i) {
+            self.world.restart(p);
+            return p;
+        }
+        let tokens = self.tokens;
+        let p = self.world.spawn(
+            &format!("n{i}"),
+            node_addr(i),
+            true,
+            Box::new(move || {
+                let mut c = NodeConfig::new(node_addr(i).to_string(), manager_addr());
+                c.tokens = tokens;
+                Actor::Node(Box::new(StorageNode::new(c)))
+            }),
+        );
+        self.nodes.insert(i, p);
+        p
+    }
+
+    /// A new client talking to `target`.
+    pub fn add_client(&mut self, target: SocketAddr) -> ProcId {
+        let j = self.clients.len();
+        let p = self.world.spawn(
+            &format!("c{j}"),
+            client_addr(j),
+            false,
+            Box::new(move || Actor::Client(Client::new(j, target, CLIENT_TIMEOUT_MS))),
+        );
+        self.clients.push(p);
+        p
+    }
+
+    /// A client talking to `target`, reusing an idle one.
+    pub fn client_for(&mut self, target: SocketAddr) -> ProcId {
+        let idle = self.clients.iter().copied().find(|&c| {
+            self.world
+                .client(c)
+                .is_some_and(|cl| cl.target == target && !cl.busy())
+        });
+        idle.unwrap_or_else(|| self.add_client(target))
+    }
+
+    /// An idle client of the manager.
+    pub fn manager_client(&mut self) -> ProcId {
+        self.client_for(manager_addr())
+    }
+
+    /// Sends one request from a client for `target` and runs until its outcome
+    /// (or `limit` ms).
+    pub fn call(
+        &mut self,
+        target: SocketAddr,
+        request: Request,
+        key: &[u8],
+        limit: Millis,
+    ) -> Outcome {
+        let c = self.client_for(target);
+        self.world
+            .client_start(c, request, Bytes::copy_from_slice(key));
+        self.world
+            .run_while(limit, |w| w.client(c).is_some_and(|cl| !cl.busy()));
+        let cl = self.world.client(c).expect("clients never crash");
+        if cl.busy() {
+            return Outcome::NoReply;
+        }
+        cl.last().expect("just started").outcome.clone()
+    }
+
+    /// The node number of process `p`, if it is a storage node.
+    pub fn number_of(&self, p: ProcId) -> Option<usize> {
+        self.nodes.iter().find(|(_, &q)| q == p).map(|(&i, _)| i)
+    }
+
+    /// The manager's ring (empty if the manager is down).
+    pub fn ring(&self) -> Ring {
+        self.world
+            .manager(self.manager)
+            .map_or_else(Ring::empty, |m| m.ring())
+    }
+
+    /// The storage node number listening at `addr` (as the ring names it).
+    pub fn number_at(&self, addr: &str) -> Option<usize> {
+        let a: SocketAddr = addr.parse().ok()?;
+        self.number_of(self.world.by_addr(a)?)
+    }
+
+    /// The ring in one line by node number: `epoch E: n1=up n2=leaving ...`.
+    pub fn ring_line(&self) -> String {
+        let ring = self.ring();
+        let mut line = format!("epoch {}:", ring.epoch);
+        let mut nodes: Vec<(usize, NodeState)> = ring
+            .nodes()
+            .iter()
+            .map(|n| (self.number_at(&n.addr).unwrap_or(0), n.state))
+            .collect();
+        nodes.sort_by_key(|n| n.0);
+        for (i, s) in nodes {
+            line.push_str(&format!(" n{i}={s}"));
+        }
+        line
+    }
+
+    /// Whether the cluster is at rest: no joins or leaves pending at the manager,
+    /// every node in its ring alive and on its epoch, every node out of it exited.
+    pub fn settled(&self) -> bool {
+        ClusterView {
+            world: &self.world,
+            manager: self.manager,
+            nodes: &self.nodes,
+        }
+        .settled()
+    }
+
+    /// Runs until [`Cluster::settled`] holds (or `limit` ms); returns whether it did.
+    pub fn settle(&mut self, limit: Millis) -> bool {
+        let (manager, nodes) = (self.manager, &self.nodes);
+        self.world.run_while(limit, |world| {
+            ClusterView {
+                world,
+                manager,
+                nodes,
+            }
+            .settled()
+        })
+    }
+
+    /// Every client's history, in client order.
+    pub fn history(&self) -> Vec<Record> {
+        self.clients
+            .iter()
+            .filter_map(|&c| self.world.client(c))
+            .flat_map(|c| c.history().iter().cloned())
+            .collect()
+    }
+
+    /// Storage nodes that are running, by number.
+    pub fn live_nodes(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .filter(|(_, &p)| self.world.node(p).is_some())
+            .map(|(&i, _)| i)
+            .collect()
+    }
+}
+
+/// A borrowed view for checks run inside `World::run_while`.
+struct ClusterView<'a> {
+    world: &'a World,
+    manager: ProcId,
+    nodes: &'a BTreeMap<usize, ProcId>,
+}
+
+impl ClusterView<'_> {
+    fn settled(&self) -> bool {
+        let Some(m) = self.world.manager(self.manager) else {
+            return false;
+        };
+        let ring = m.ring();
+        if ring.has_moves() || ring.is_empty() {
+            return false;
+        }
+        self.nodes.iter().all(|(&i, &p)| {
+            let in_ring = ring
+                .nodes()
+                .iter()
+                .any(|n| n.addr == node_addr(i).to_string());
+            match self.world.node(p) {
+                Some(n) if in_ring => n.ring().epoch == ring.epoch,
+                Some(_) => false,
+                None => !in_ring || self.world.proc(p).state == ProcState::Crashed,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_nodes_register_serve_and_replay_exactly() {
+        let run = |seed| {
+            let mut c = Cluster::new(ClusterConfig::new(seed));
+            for i in 1..=3 {
+                c.start_node(i);
+                c.world.run_for(500);
+            }
+            assert!(c.settle(10_000), "not settled: {}", c.ring_line());
+            assert_eq!(c.ring_line(), "epoch 5: n1=up n2=up n3=up");
+            for k in 0..20 {
+                let key = format!("k{k}");
+                let put = Request::Put(Bytes::from(format!("v{k}")));
+                let got = c.call(node_addr(1 + k % 3), put, key.as_bytes(), 10_000);
+                assert_eq!(got, Outcome::Ok);
+            }
+            for k in 0..20 {
+                for n in 1..=3 {
+                    let key = format!("k{k}");
+                    let got = c.call(node_addr(n), Request::Get, key.as_bytes(), 10_000);
+                    assert_eq!(got, Outcome::Value(Bytes::from(format!("v{k}"))));
+                }
+            }
+            (c.world.fingerprint(), c.world.now())
+        };
+        assert_eq!(run(5), run(5));
+        assert_ne!(run(5).0, run(6).0);
+    }
+}
