@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod kv;
 pub mod op;
+pub mod resp;
 
 pub use error::{Error, ErrorCode};
 pub use frame::{encode, encode_parts, parse, Frame, Parse, DEFAULT_MAX_PAYLOAD, MAX_HEADER};

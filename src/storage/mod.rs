@@ -6,6 +6,7 @@ pub mod handoff;
 pub mod mesh;
 pub mod node;
 pub mod order;
+pub mod resp;
 
 pub use engine::Engine;
 pub use node::{NodeConfig, StorageNode};

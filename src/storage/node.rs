@@ -27,11 +27,12 @@ use super::engine::{Engine, Written};
 use super::handoff::{parse_chunk, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
+use super::resp::{self, Item, NodeFacts, RespFront};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, Ring};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -114,6 +115,8 @@ pub struct StorageNode {
     held: HashSet<ConnId>,
     /// Connections that just proved membership (drained into `Output::Trust`).
     trusted: Vec<ConnId>,
+    /// The RESP front, when the node serves RESP on listener 1.
+    resp: Option<RespFront>,
 }
 
 impl StorageNode {
@@ -130,6 +133,7 @@ impl StorageNode {
             leaving: false,
             held: HashSet::new(),
             trusted: Vec::new(),
+            resp: None,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -589,8 +593,70 @@ impl StorageNode {
     }
 }
 
+// The RESP front (see `super::resp`): RESP connections come from listener 1; their
+// commands become native requests served by `on_request` like any client's, and
+// every native reply to them is turned back into RESP at the end of the step.
+impl StorageNode {
+    /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
+    pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
+        self.resp = Some(RespFront::new(limits));
+    }
+
+    /// Bytes from a RESP connection: serve each command it completes, in order.
+    fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
+        let Some(front) = self.resp.as_mut() else {
+            return;
+        };
+        for item in front.feed(conn, data) {
+            match item {
+                Item::Request(frame) => {
+                    self.on_request(now, conn, frame, out);
+                    self.apply_holds(Some(conn), out);
+                }
+                Item::Facts => {
+                    let facts = NodeFacts {
+                        node_id: self.node_id,
+                        keys: self.engine.len(),
+                    };
+                    let front = self.resp.as_mut().expect("checked");
+                    if let Some(bytes) = front.facts(conn, facts) {
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Item::Send(bytes) => out.push(Output::SendBytes { conn, bytes }),
+                Item::Close => out.push(Output::Close { conn }),
+            }
+        }
+    }
+}
+
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        let mark = out.len();
+        let resp = self.resp.as_mut();
+        match input {
+            Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
+                resp.expect("checked").accept(conn, out);
+            }
+            Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
+                self.on_resp_data(now, conn, data, out);
+            }
+            input => {
+                if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
+                    r.closed(*conn);
+                }
+                self.step_native(now, input, out);
+            }
+        }
+        if let Some(r) = self.resp.as_mut() {
+            r.translate(mark, out, &self.held);
+        }
+    }
+}
+
+impl StorageNode {
+    /// Everything but the RESP front's own inputs.
+    fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         match input {
             Input::Timer { id: TIMER_INIT } => {
                 self.connect_manager(out);
