@@ -35,6 +35,14 @@
 //! answered MGET) is counted; above [`HOLD_ENTRIES`] entries or [`HOLD_BYTES`] bytes
 //! the node stops reading the connection until it drains below half.
 //!
+//! Backpressure granularity: the reactor hands a raw connection's input over a read
+//! at a time (`Input::Data`, up to one read chunk, 64 KiB by default), and the
+//! session serves every command in it before the reactor's output high-water mark
+//! is checked again; a framed connection is checked between frames. So one read of
+//! small GETs for a very large value can queue that value many times over (a
+//! 64 KiB read of `GET k` lines is about 10,000 replies). Checking between commands
+//! needs the reactor to let the service leave unconsumed bytes in its read buffer.
+//!
 //! Caveats: no expiry (SET EX/PX/KEEPTTL/GET are refused), one database (SELECT 0
 //! only), no transactions, pub/sub or scripts; a multi-key command is not atomic
 //! (each key is its own request, maybe on different nodes), and when some of its
@@ -797,9 +805,19 @@ impl RespFront {
         }
         self.scratch.extend(out.drain(mark..));
         for o in self.scratch.drain(..) {
+            let conn = match &o {
+                Output::Send { conn, .. } | Output::Hold { conn, .. } => *conn,
+                _ => {
+                    out.push(o);
+                    continue;
+                }
+            };
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                out.push(o);
+                continue;
+            };
             match o {
-                Output::Send { conn, frame } if self.sessions.contains_key(&conn) => {
-                    let s = self.sessions.get_mut(&conn).expect("checked");
+                Output::Send { frame, .. } => {
                     if let Some(bytes) = s.reply(&frame) {
                         out.push(Output::SendBytes { conn, bytes });
                     }
@@ -810,8 +828,7 @@ impl RespFront {
                         self.touched.push(conn);
                     }
                 }
-                Output::Hold { conn, hold } if self.sessions.contains_key(&conn) => {
-                    let s = self.sessions.get_mut(&conn).expect("checked");
+                Output::Hold { hold, .. } => {
                     if hold || !s.over() {
                         s.held = hold;
                         out.push(Output::Hold { conn, hold });
