@@ -1291,6 +1291,74 @@ mod tests {
     }
 
     #[test]
+    fn a_node_serves_resp_connections_through_its_native_path() {
+        use crate::reactor::{Input, Service};
+        use crate::storage::{NodeConfig, StorageNode};
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let mut node = StorageNode::new(cfg);
+        node.enable_resp(Limits::new(1 << 20));
+        let mut step = |input: Input| {
+            let mut out = Vec::new();
+            node.step(0, input, &mut out);
+            out
+        };
+        let (resp_conn, native_conn) = (ConnId::new(1, 1), ConnId::new(2, 1));
+        let out = step(Input::Accepted {
+            conn: resp_conn,
+            listener: LISTENER,
+        });
+        assert!(matches!(out[..], [Output::Raw { conn }] if conn == resp_conn));
+        // A native client's connection is untouched by the front.
+        assert!(step(Input::Accepted {
+            conn: native_conn,
+            listener: 0
+        })
+        .is_empty());
+        let mut wire = cmd(&["SET", "k", "v"]);
+        wire.extend_from_slice(&cmd(&["MGET", "k", "x"]));
+        wire.extend_from_slice(&cmd(&["DBSIZE"]));
+        wire.extend_from_slice(b"PING\r\n");
+        let out = step(Input::Data {
+            conn: resp_conn,
+            data: wire,
+        });
+        let bytes: Vec<u8> = out
+            .iter()
+            .flat_map(|o| match o {
+                Output::SendBytes { conn, bytes } if *conn == resp_conn => bytes.to_vec(),
+                o => panic!("unexpected {o:?}"),
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            "+OK\r\n*2\r\n$1\r\nv\r\n$-1\r\n:1\r\n+PONG\r\n"
+        );
+        // The native connection sees the same data, in native frames.
+        let out = step(Input::Frame {
+            conn: native_conn,
+            frame: Frame::new(op::GET, 5, 0, "k"),
+        });
+        assert!(
+            matches!(&out[..], [Output::Send { frame, .. }] if frame.op == op::VALUE && frame.payload == "v")
+        );
+        // A protocol error: the reply, then the close; the session is gone once closed.
+        let out = step(Input::Data {
+            conn: resp_conn,
+            data: BytesMut::from(&b"*1\r\n$x\r\n"[..]),
+        });
+        assert!(
+            matches!(&out[..], [Output::SendBytes { .. }, Output::Close { .. }]),
+            "{out:?}"
+        );
+        step(Input::Closed { conn: resp_conn });
+        let out = step(Input::Data {
+            conn: resp_conn,
+            data: cmd(&["PING"]),
+        });
+        assert!(matches!(out[..], [Output::Close { .. }]), "{out:?}");
+    }
+
+    #[test]
     fn glob_patterns() {
         assert!(glob(b"*", b"save"));
         assert!(glob(b"s?ve", b"SAVE"));
