@@ -1,6 +1,7 @@
 //! `gtstore-storage`: a storage node.
 
 use clap::Parser;
+use gtstore::protocol::resp::Limits;
 use gtstore::reactor::{Config, Reactor};
 use gtstore::storage::{NodeConfig, StorageNode};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -29,6 +30,10 @@ struct Args {
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = gtstore::protocol::DEFAULT_MAX_PAYLOAD)]
     max_frame: u32,
+    /// Also serve RESP2 (the Redis protocol: redis-cli, redis-benchmark) on this
+    /// port of --host (0 picks a free one; the log line says which).
+    #[arg(long)]
+    resp_port: Option<u16>,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -63,6 +68,23 @@ fn run(args: Args) -> Result<(), String> {
     reactor.handle_signals().map_err(|e| e.to_string())?;
     log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     let mut node = StorageNode::new(cfg);
+    if let Some(port) = args.resp_port {
+        let bind = resolve(&format!("{}:{port}", args.host))?;
+        let (index, local) = reactor
+            .bind(bind)
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        assert_eq!(
+            index,
+            gtstore::storage::resp::LISTENER,
+            "RESP is listener 1"
+        );
+        node.enable_resp(Limits::new(args.max_frame as usize));
+        log::info!(
+            "gtstore-storage RESP listening on {}:{}",
+            args.host,
+            local.port()
+        );
+    }
     reactor.run(&mut node).map_err(|e| e.to_string())
 }
 

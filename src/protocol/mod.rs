@@ -11,6 +11,9 @@
 //! `split_to(..).freeze()`, so the payload is never copied on the way in. Encoding
 //! writes the header and payload straight into an output buffer.
 //!
+//! [`resp`] is the other protocol a storage node can speak: RESP2, for Redis
+//! clients, parsed in the same two phases (see `storage::resp` for its front).
+//!
 //! Caveats: a parsed payload is a view into the read chunk it arrived in; anything
 //! kept for long (the store's keys and values) must be copied once so that a small
 //! value does not pin a large read buffer.
@@ -19,6 +22,7 @@ pub mod error;
 pub mod frame;
 pub mod kv;
 pub mod op;
+pub mod resp;
 
 pub use error::{Error, ErrorCode};
 pub use frame::{encode, encode_parts, parse, Frame, Parse, DEFAULT_MAX_PAYLOAD, MAX_HEADER};

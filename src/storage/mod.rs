@@ -7,6 +7,7 @@ pub mod mesh;
 pub mod node;
 pub mod order;
 pub mod quorum;
+pub mod resp;
 pub mod wal;
 
 pub use engine::Engine;

@@ -28,6 +28,7 @@ use super::handoff::{parse_chunk, put_entry, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
 use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use super::resp::{self, Item, NodeFacts, RespFront};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
@@ -126,6 +127,14 @@ pub struct StorageNode {
     /// Requests this node coordinates over replicas, by id.
     pending: HashMap<u64, Pending>,
     next_pending: u64,
+    /// Keys with a read-modify-write (DELETE, CREATE, UPDATE, INCR) in progress
+    /// here, and the ones waiting their turn: one at a time per key, so they do
+    /// not refuse each other's base versions.
+    busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
+    /// Waiting read-modify-writes whose turn came (started at the end of the step).
+    ready_rmw: Vec<u64>,
+    /// The RESP front, when the node serves RESP on listener 1.
+    resp: Option<RespFront>,
 }
 
 impl StorageNode {
@@ -143,6 +152,7 @@ impl StorageNode {
             exiting: false,
             held: HashSet::new(),
             trusted: Vec::new(),
+            resp: None,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -150,6 +160,8 @@ impl StorageNode {
             hlc: Hlc::default(),
             pending: HashMap::new(),
             next_pending: 1,
+            busy: HashMap::new(),
+            ready_rmw: Vec::new(),
             manager,
             members: HashSet::new(),
         }
@@ -740,7 +752,17 @@ impl StorageNode {
             },
             failure: ErrorCode::Unavailable,
         };
+        let serial = !matches!(pending.request.op, op::PUT | op::GET | op::EXISTS);
+        let key = pending.key.clone();
         self.pending.insert(id, pending);
+        if serial {
+            match self.busy.get_mut(&key) {
+                Some(queue) => return queue.push_back(id),
+                None => {
+                    self.busy.insert(key, Default::default());
+                }
+            }
+        }
         self.start_round(now, id, out);
     }
 
@@ -1019,6 +1041,17 @@ impl StorageNode {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        if !matches!(p.request.op, op::PUT | op::GET | op::EXISTS) {
+            // The key's next read-modify-write may start.
+            if let Some(queue) = self.busy.get_mut(&p.key) {
+                match queue.pop_front() {
+                    Some(next) => self.ready_rmw.push(next),
+                    None => {
+                        self.busy.remove(&p.key);
+                    }
+                }
+            }
+        }
         let r = p.requester;
         let frame = match result {
             Ok(f) => Frame::new(f.op, r.client_id, self.node_id, f.payload),
@@ -1028,8 +1061,74 @@ impl StorageNode {
     }
 }
 
+// The RESP front (see `super::resp`): RESP connections come from listener 1; their
+// commands become native requests served by `on_request` like any client's, and
+// every native reply to them is turned back into RESP at the end of the step.
+impl StorageNode {
+    /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
+    pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
+        self.resp = Some(RespFront::new(limits));
+    }
+
+    /// Bytes from a RESP connection: serve each command it completes, in order.
+    fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
+        let Some(front) = self.resp.as_mut() else {
+            return;
+        };
+        for item in front.feed(conn, data) {
+            match item {
+                Item::Request(frame) => {
+                    self.on_request(now, conn, frame, out);
+                    self.apply_holds(Some(conn), out);
+                }
+                Item::Facts => {
+                    let facts = NodeFacts {
+                        node_id: self.node_id,
+                        keys: self.engine.len(),
+                    };
+                    let front = self.resp.as_mut().expect("checked");
+                    if let Some(bytes) = front.facts(conn, facts) {
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Item::Send(bytes) => out.push(Output::SendBytes { conn, bytes }),
+                Item::Close => out.push(Output::Close { conn }),
+            }
+        }
+    }
+}
+
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        let mark = out.len();
+        let resp = self.resp.as_mut();
+        match input {
+            Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
+                resp.expect("checked").accept(conn, out);
+            }
+            Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
+                self.on_resp_data(now, conn, data, out);
+            }
+            input => {
+                if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
+                    r.closed(*conn);
+                }
+                self.step_native(now, input, out);
+            }
+        }
+        // Read-modify-writes whose key just became free.
+        while let Some(id) = self.ready_rmw.pop() {
+            self.start_round(now, id, out);
+        }
+        if let Some(r) = self.resp.as_mut() {
+            r.translate(mark, out, &self.held);
+        }
+    }
+}
+
+impl StorageNode {
+    /// Everything but the RESP front's own inputs.
+    fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         match input {
             Input::Timer { id: TIMER_INIT } => {
                 self.connect_manager(out);

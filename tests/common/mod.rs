@@ -82,6 +82,27 @@ impl Proc {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// The `HOST:PORT` of a storage node's RESP listener (started with
+    /// `--resp-port`), from its `RESP listening on` log line.
+    pub fn resp_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.log().iter().find_map(|l| {
+                let at = l.find("RESP listening on ")?;
+                l[at + 18..].split_whitespace().next().map(str::to_string)
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no RESP listening line: {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
