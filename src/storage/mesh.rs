@@ -293,6 +293,15 @@ impl Mesh {
         self.peers.get(&id).is_some_and(|p| p.link.conn().is_some())
     }
 
+    /// Whether the link to peer `id` broke or failed to connect and is waiting to
+    /// retry: the peer is probably gone (crashed, or cut off), so requests are
+    /// routed around it until the link is back.
+    pub fn is_unreachable(&self, id: u32) -> bool {
+        self.peers
+            .get(&id)
+            .is_some_and(|p| matches!(p.link.state, LinkState::Backoff(_)))
+    }
+
     /// Sends `frame` to node `peer`, its NODEID set to `hops` (how many nodes
     /// have forwarded it, this one included). Returns the forward back if `peer` is
     /// not in the mesh.

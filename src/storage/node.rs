@@ -416,7 +416,7 @@ impl StorageNode {
                 let h = hash64(k);
                 let first = self.serving.owner_of_hash(h);
                 (
-                    self.serving.coordinator(h).or(first),
+                    self.live_coordinator(h).or(first),
                     self.settled.coordinator(h),
                 )
             }
@@ -693,19 +693,34 @@ fn holds(ring: &Ring, hash: u64, me: u32, n: usize) -> bool {
 
 /// Coordinating requests over replicas (see [`super::quorum`]).
 impl StorageNode {
+    /// Whether node `id` is worth sending to: not down in the ring, and (for a
+    /// peer) its link is not waiting to reconnect after a failure.
+    fn reachable(&self, id: u32) -> bool {
+        let up = self
+            .ring
+            .node(id)
+            .is_some_and(|n| n.state != NodeState::Down);
+        up && (id == self.node_id || !self.mesh.is_unreachable(id))
+    }
+
+    /// The key's coordinator as this node sees it: the first node of its
+    /// preference list that is reachable. A crashed coordinator is skipped as
+    /// soon as its link breaks, before the manager marks it down.
+    fn live_coordinator(&self, hash: u64) -> Option<u32> {
+        let n = self.ring.replicas.max(1) as usize;
+        self.serving
+            .preference_list(hash, n)
+            .into_iter()
+            .find(|&id| self.reachable(id))
+    }
+
     /// The live replicas of `hash` other than this node, and the live nodes a
     /// pending move adds to its preference list.
     fn replica_targets(&self, hash: u64) -> (usize, Vec<u32>, Vec<u32>) {
         let me = self.node_id;
         let n = self.ring.replicas.max(1) as usize;
         let pref = self.serving.preference_list(hash, n);
-        let live = |id: &u32| {
-            *id != me
-                && self
-                    .ring
-                    .node(*id)
-                    .is_some_and(|n| n.state != NodeState::Down)
-        };
+        let live = |id: &u32| *id != me && self.reachable(*id);
         let others: Vec<u32> = pref.iter().copied().filter(live).collect();
         let newcomers: Vec<u32> = self
             .settled
