@@ -37,7 +37,7 @@ pub struct OpCount {
 pub struct Stats {
     /// Latency of every measured request.
     pub latency: Histogram<u64>,
-    /// Per op, indexed by [`Op::index`].
+    /// Per op, indexed by [`super::spec::Op::index`].
     pub ops: [OpCount; 7],
     /// Errors by code.
     pub errors: BTreeMap<String, u64>,
