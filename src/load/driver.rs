@@ -21,7 +21,7 @@
 
 use super::keys::{KeyBook, Known};
 use super::rng::{Rng, Zipf};
-use super::spec::Op;
+use super::spec::{KeyDist, Op};
 use super::stats::{Stats, Tick};
 use super::wire::{self, Outcome, Proto, Space, Template, KEY_LEN};
 use super::{Msg, Settings};
@@ -221,6 +221,10 @@ struct Pending {
 struct Client {
     global: u64,
     rng: Rng,
+    /// Measured requests this client sends (`--requests`).
+    quota: Option<u64>,
+    /// Requests sent so far (all phases), for `--key-dist seq`.
+    sent: u64,
     inflight: usize,
     /// Link per node index (Aware), or one link at index 0 (Contacts).
     links: Vec<Option<usize>>,
@@ -255,8 +259,6 @@ pub struct Driver {
     phase: Phase,
     measuring: bool,
     stop_issuing: bool,
-    quota: Option<u64>,
-    issued_measured: u64,
     measure_start_ns: u64,
     last_measured_ns: u64,
     last_reply_ns: u64,
@@ -277,23 +279,20 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// The driver for thread `thread`, owning global clients `first..first + count`
-    /// and issuing `quota` measured requests (if the run is counted in requests).
-    pub fn new(
-        sh: Arc<Shared>,
-        thread: usize,
-        first: u64,
-        count: u64,
-        quota: Option<u64>,
-        tx: Sender<Msg>,
-    ) -> Driver {
+    /// The driver for thread `thread`, owning global clients `first..first + count`.
+    /// With `--requests N`, client `c` sends the measured requests `c`, `c +
+    /// clients`, ... below `N`.
+    pub fn new(sh: Arc<Shared>, thread: usize, first: u64, count: u64, tx: Sender<Msg>) -> Driver {
         let s = &sh.s;
         let book = (s.verify && s.mix.writes())
             .then(|| KeyBook::new(s.keys, s.clients as u64, first, count));
+        let all = s.clients as u64;
         let clients = (first..first + count)
             .map(|g| Client {
                 global: g,
                 rng: Rng::new(s.seed, g),
+                quota: s.requests.map(|n| (n + all - 1 - g) / all),
+                sent: 0,
                 inflight: 0,
                 links: Vec::new(),
                 ring: None,
@@ -312,9 +311,7 @@ impl Driver {
             latest: None,
             phase: Phase::Connecting,
             measuring,
-            stop_issuing: quota == Some(0),
-            quota,
-            issued_measured: 0,
+            stop_issuing: false,
             measure_start_ns: 0,
             last_measured_ns: 0,
             last_reply_ns: 0,
@@ -574,12 +571,18 @@ impl Driver {
         let s = &sh.s;
         let mut now = None;
         while self.clients[c].inflight < s.pipeline && !self.stop_issuing && !self.clients[c].dead {
+            let measuring = self.measuring;
             let cl = &mut self.clients[c];
+            if measuring && cl.quota == Some(0) {
+                break;
+            }
             let op = s.mix.pick(cl.rng.below(s.mix.total()));
-            let mut key = match &sh.zipf {
-                Some(z) => z.sample(&mut cl.rng),
-                None => cl.rng.below(s.keys),
+            let mut key = match (&sh.zipf, s.key_dist) {
+                (Some(z), _) => z.sample(&mut cl.rng),
+                (None, KeyDist::Sequential) => (cl.global + cl.sent * s.clients as u64) % s.keys,
+                (None, _) => cl.rng.below(s.keys),
             };
+            cl.sent += 1;
             let mut counter = 1;
             if op.writes() {
                 if let Some(book) = &mut self.book {
@@ -605,9 +608,8 @@ impl Driver {
             self.push_request(l, sh.templates.of(op, size), key, &tag);
             let sent_ns = *now.get_or_insert_with(|| self.now_ns());
             let kind = if self.measuring {
-                self.issued_measured += 1;
-                if self.quota.is_some_and(|q| self.issued_measured >= q) {
-                    self.stop_issuing = true;
+                if let Some(q) = &mut self.clients[c].quota {
+                    *q -= 1;
                 }
                 Kind::Measured
             } else {
@@ -900,7 +902,12 @@ impl Driver {
     /// Moves to the next phase when the current one is over.
     fn advance(&mut self, out: &mut Vec<Output>) {
         if self.phase == Phase::Load {
-            if self.clients.iter().all(|c| c.dead) {
+            let measuring = self.measuring;
+            if self
+                .clients
+                .iter()
+                .all(|c| c.dead || (measuring && c.quota == Some(0)))
+            {
                 self.stop_issuing = true;
             }
             if !self.stop_issuing || self.inflight > 0 {
@@ -1050,9 +1057,6 @@ impl Service for Driver {
             Input::Timer { id: TIMER_MEASURE } => {
                 self.measuring = true;
                 self.measure_start_ns = self.now_ns();
-                if self.quota == Some(0) {
-                    self.stop_issuing = true;
-                }
                 self.advance(out);
             }
             Input::Timer { id: TIMER_END } => {

@@ -531,13 +531,12 @@ pub fn run(mut s: Settings) -> Result<Report, String> {
     let sizes = s.value_size.steps();
     let zipf = match s.key_dist {
         KeyDist::Zipf(theta) => Some(rng::Zipf::new(s.keys, theta)?),
-        KeyDist::Uniform => None,
+        KeyDist::Uniform | KeyDist::Sequential => None,
     };
     let templates = Templates::new(proto, &sizes, &s.mix);
     let target = s.target.describe();
     let threads = s.threads;
     let clients = s.clients as u64;
-    let requests = s.requests;
     let warmup = Duration::from_nanos(s.warmup_ns);
     let progress = s.progress;
     let sh = Arc::new(Shared {
@@ -559,14 +558,13 @@ pub fn run(mut s: Settings) -> Result<Report, String> {
     for t in 0..threads as u64 {
         let first = t * clients / threads as u64;
         let count = (t + 1) * clients / threads as u64 - first;
-        let quota = requests.map(|n| (t + 1) * n / threads as u64 - t * n / threads as u64);
         let (sh, tx) = (sh.clone(), tx.clone());
         let h = std::thread::Builder::new()
             .name(format!("load-{t}"))
             .spawn(move || -> Result<(), String> {
                 let mut reactor = crate::reactor::Reactor::new(crate::reactor::Config::default())
                     .map_err(|e| e.to_string())?;
-                let mut d = Driver::new(sh, t as usize, first, count, quota, tx.clone());
+                let mut d = Driver::new(sh, t as usize, first, count, tx.clone());
                 let r = reactor.run(&mut d).map_err(|e| e.to_string());
                 if let Err(e) = &r {
                     let _ = tx.send(Msg::Failed(t as usize, format!("reactor: {e}")));

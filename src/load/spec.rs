@@ -196,6 +196,10 @@ pub enum KeyDist {
     /// Key `i` drawn with weight `1 / (i + 1)^theta`, `0 < theta < 1`: key 0 is
     /// the hottest.
     Zipf(f64),
+    /// In order: the `i`-th request of the run (counted across clients, client
+    /// `c` sending requests `c`, `c + clients`, ...) uses key `i % keys`. With
+    /// `--requests` equal to `--keys`, every key is used exactly once.
+    Sequential,
 }
 
 impl KeyDist {
@@ -203,6 +207,9 @@ impl KeyDist {
     pub fn parse(s: &str) -> Result<KeyDist, String> {
         if s == "uniform" {
             return Ok(KeyDist::Uniform);
+        }
+        if s == "seq" {
+            return Ok(KeyDist::Sequential);
         }
         if let Some(t) = s.strip_prefix("zipf:") {
             let theta: f64 = t
@@ -216,7 +223,7 @@ impl KeyDist {
             return Ok(KeyDist::Zipf(theta));
         }
         Err(format!(
-            "--key-dist: `{s}` is neither `uniform` nor `zipf:THETA`"
+            "--key-dist: `{s}` is not `uniform`, `seq` or `zipf:THETA`"
         ))
     }
 }
@@ -226,6 +233,7 @@ impl fmt::Display for KeyDist {
         match self {
             KeyDist::Uniform => f.write_str("uniform"),
             KeyDist::Zipf(t) => write!(f, "zipf:{t}"),
+            KeyDist::Sequential => f.write_str("seq"),
         }
     }
 }
@@ -337,6 +345,7 @@ mod tests {
     fn key_dist_parses() {
         assert_eq!(KeyDist::parse("uniform").unwrap(), KeyDist::Uniform);
         assert_eq!(KeyDist::parse("zipf:0.99").unwrap(), KeyDist::Zipf(0.99));
+        assert_eq!(KeyDist::parse("seq").unwrap(), KeyDist::Sequential);
         for bad in ["zipf:1", "zipf:0", "zipf:abc", "zipfian", "zipf:1.5"] {
             assert!(KeyDist::parse(bad).is_err(), "{bad}");
         }
