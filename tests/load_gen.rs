@@ -288,6 +288,41 @@ fn verify_counts_writes_the_server_forgot() {
 }
 
 #[test]
+fn seq_writes_every_key_exactly_once() {
+    // 1,000 keys over 7 clients (not a multiple): request i writes key i.
+    let addr = fake_memcached(u64::MAX);
+    let (code, out, err) = run_load(
+        &[
+            "--memcached",
+            &addr,
+            "--requests",
+            "1000",
+            "--keys",
+            "1000",
+            "--key-dist",
+            "seq",
+            "--clients",
+            "7",
+            "--threads",
+            "2",
+            "--pipeline",
+            "3",
+            "--mix",
+            "put=1",
+            "--json",
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "stderr: {err}");
+    let r = json(&out, &err);
+    assert_eq!(r["requests"], 1000);
+    // Every key was written, so every key is read back, and only once.
+    assert_eq!(r["verify"]["checked"], 1000, "{}", r["verify"]);
+    assert_eq!(r["verify"]["lost"], 0);
+}
+
+#[test]
 fn bad_flags_are_refused_with_a_reason() {
     for (args, says) in [
         (vec!["--duration", "1"], "no target"),
