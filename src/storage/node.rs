@@ -127,11 +127,11 @@ pub struct StorageNode {
     /// Requests this node coordinates over replicas, by id.
     pending: HashMap<u64, Pending>,
     next_pending: u64,
-    /// Keys with a read-modify-write (DELETE, CREATE, UPDATE, INCR) in progress
-    /// here, and the ones waiting their turn: one at a time per key, so they do
-    /// not refuse each other's base versions.
+    /// Keys with a write in progress here, and the requests waiting their turn:
+    /// one write at a time per key, in arrival order, so pipelined requests take
+    /// effect in order and read-modify-writes do not refuse each other's bases.
     busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
-    /// Waiting read-modify-writes whose turn came (started at the end of the step).
+    /// Waiting requests whose turn came (started at the end of the step).
     ready_rmw: Vec<u64>,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
@@ -766,18 +766,24 @@ impl StorageNode {
                 waiting: Vec::new(),
             },
             failure: ErrorCode::Unavailable,
+            holds_key: false,
         };
-        let serial = !matches!(pending.request.op, op::PUT | op::GET | op::EXISTS);
+        // Requests for one key run in arrival order: a write holds the key until
+        // it is answered, and whatever arrives meanwhile waits its turn. Reads that
+        // find the key free run at once (they see every write applied here).
+        let writes = !matches!(pending.request.op, op::GET | op::EXISTS);
         let key = pending.key.clone();
-        self.pending.insert(id, pending);
-        if serial {
-            match self.busy.get_mut(&key) {
-                Some(queue) => return queue.push_back(id),
-                None => {
-                    self.busy.insert(key, Default::default());
-                }
-            }
+        let mut pending = pending;
+        if let Some(queue) = self.busy.get_mut(&key) {
+            pending.holds_key = true;
+            self.pending.insert(id, pending);
+            return queue.push_back(id);
         }
+        if writes {
+            pending.holds_key = true;
+            self.busy.insert(key, Default::default());
+        }
+        self.pending.insert(id, pending);
         self.start_round(now, id, out);
     }
 
@@ -1056,8 +1062,8 @@ impl StorageNode {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
-        if !matches!(p.request.op, op::PUT | op::GET | op::EXISTS) {
-            // The key's next read-modify-write may start.
+        if p.holds_key {
+            // The key's next request may start.
             if let Some(queue) = self.busy.get_mut(&p.key) {
                 match queue.pop_front() {
                     Some(next) => self.ready_rmw.push(next),
@@ -1131,7 +1137,7 @@ impl Service for StorageNode {
                 self.step_native(now, input, out);
             }
         }
-        // Read-modify-writes whose key just became free.
+        // Requests whose key just became free.
         while let Some(id) = self.ready_rmw.pop() {
             self.start_round(now, id, out);
         }

@@ -60,6 +60,9 @@ pub struct Pending {
     pub round: Round,
     /// The worst failure seen, for the error if the request fails.
     pub failure: ErrorCode,
+    /// This request holds its key at the coordinator: later requests for the key
+    /// wait until it finishes.
+    pub holds_key: bool,
 }
 
 /// A round of a coordinated request.
@@ -213,6 +216,7 @@ mod tests {
             attempts: 1,
             round,
             failure: ErrorCode::Unavailable,
+            holds_key: false,
         }
     }
 
