@@ -820,23 +820,48 @@ impl StorageNode {
         };
         let round = p.attempts;
         let done = p.read_need <= 1;
-        let mut failed = Vec::new();
-        for peer in others {
-            let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
-            let reply_to = ReplyTo::Replica { id, round };
-            let deadline = now + self.cfg.request_timeout_ms;
-            if self
-                .mesh
-                .forward(peer, frame, reply_to, 1, deadline, out)
-                .is_err()
-            {
-                failed.push(peer);
-            }
-        }
+        let failed = self.ask_replicas(now, id, round, others, op::REPL_READ, key, out);
         if done {
             return self.finish_read(now, id, out);
         }
-        for peer in failed {
+        self.unreachable_replicas(now, id, round, failed, out);
+    }
+
+    /// Sends `op` with `payload` to each of `peers` for round `round` of request
+    /// `id`; returns the peers it could not be sent to.
+    #[allow(clippy::too_many_arguments)]
+    fn ask_replicas(
+        &mut self,
+        now: Millis,
+        id: u64,
+        round: u32,
+        peers: Vec<u32>,
+        op: u8,
+        payload: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Vec<u32> {
+        let deadline = now + self.cfg.request_timeout_ms;
+        peers
+            .into_iter()
+            .filter(|&peer| {
+                let frame = Frame::new(op, 0, 0, payload.clone());
+                let reply_to = ReplyTo::Replica { id, round };
+                let sent = self.mesh.forward(peer, frame, reply_to, 1, deadline, out);
+                sent.is_err()
+            })
+            .collect()
+    }
+
+    /// Counts `peers` as answering nothing in round `round` of request `id`.
+    fn unreachable_replicas(
+        &mut self,
+        now: Millis,
+        id: u64,
+        round: u32,
+        peers: Vec<u32>,
+        out: &mut Vec<Output>,
+    ) {
+        for peer in peers {
             let code = ErrorCode::Unavailable;
             self.replica_answer(now, id, round, peer, None, code, out);
         }
@@ -873,26 +898,11 @@ impl StorageNode {
         };
         let done = acks >= p.write_need
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
-        let mut failed = Vec::new();
-        for peer in targets {
-            let frame = Frame::new(op::REPLICATE, 0, 0, payload.clone());
-            let reply_to = ReplyTo::Replica { id, round };
-            let deadline = now + self.cfg.request_timeout_ms;
-            if self
-                .mesh
-                .forward(peer, frame, reply_to, 1, deadline, out)
-                .is_err()
-            {
-                failed.push(peer);
-            }
-        }
+        let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
         if done {
             return self.write_done(id, out);
         }
-        for peer in failed {
-            let code = ErrorCode::Unavailable;
-            self.replica_answer(now, id, round, peer, None, code, out);
-        }
+        self.unreachable_replicas(now, id, round, failed, out);
     }
 
     /// A replica answered (`frame`) or will not (`None`, for the reason `code`).
