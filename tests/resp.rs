@@ -367,7 +367,7 @@ fn a_huge_bulk_length_is_refused_without_allocating_it() {
     w.expect_closed_within(Duration::from_secs(5));
     let mut w = Wire::connect(&resp[0]);
     w.send(b"*1000000\r\n");
-    w.expect(b"-ERR Protocol error: 1000000 arguments exceed the maximum of 65536\r\n");
+    w.expect(b"-ERR Protocol error: multibulk length 1000000 exceeds the maximum of 65536\r\n");
     w.expect_closed_within(Duration::from_secs(5));
 }
 

@@ -65,6 +65,21 @@ impl Limits {
     }
 }
 
+/// A length field (`what`) as a decimal no larger than `max`: `BADFRAME` if it is
+/// not a decimal, `TOOLARGE` if it is over the limit (checked before anything of
+/// that size is read).
+fn bounded_length(text: &[u8], max: usize, what: &str) -> Result<u64, Error> {
+    let n = parse_decimal(text, u64::MAX)
+        .ok_or_else(|| Error::new(ErrorCode::BadFrame, format!("invalid {what}")))?;
+    if n > max as u64 {
+        return Err(Error::new(
+            ErrorCode::TooLarge,
+            format!("{what} {n} exceeds the maximum of {max}"),
+        ));
+    }
+    Ok(n)
+}
+
 /// Progress through the array command at the front of the buffer.
 #[derive(Debug, Default)]
 struct Progress {
@@ -155,17 +170,7 @@ impl Parser {
                     let _ = buf.split_to(next);
                     continue;
                 }
-                let count = parse_decimal(text, u64::MAX)
-                    .ok_or_else(|| Error::new(ErrorCode::BadFrame, "invalid multibulk length"))?;
-                if count > limits.max_args as u64 {
-                    return Err(Error::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "{count} arguments exceed the maximum of {}",
-                            limits.max_args
-                        ),
-                    ));
-                }
+                let count = bounded_length(text, limits.max_args, "multibulk length")?;
                 if count == 0 {
                     let _ = buf.split_to(next);
                     continue;
@@ -221,18 +226,7 @@ fn check_elements(p: &mut Progress, buf: &[u8], limits: &Limits) -> Result<bool,
         let Some((end, next)) = line(buf, at, MAX_LENGTH_LINE, true, "bulk length")? else {
             return Ok(false);
         };
-        let len = parse_decimal(&buf[at + 1..end], u64::MAX)
-            .ok_or_else(|| Error::new(ErrorCode::BadFrame, "invalid bulk length"))?;
-        if len > limits.max_bulk as u64 {
-            return Err(Error::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "bulk length {len} exceeds the maximum of {}",
-                    limits.max_bulk
-                ),
-            ));
-        }
-        let len = len as usize;
+        let len = bounded_length(&buf[at + 1..end], limits.max_bulk, "bulk length")? as usize;
         let data_end = next + len + 2;
         if data_end > limits.max_command {
             return Err(Error::new(

@@ -132,7 +132,7 @@ pub struct StorageNode {
     /// effect in order and read-modify-writes do not refuse each other's bases.
     busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
     /// Waiting requests whose turn came (started at the end of the step).
-    ready_rmw: Vec<u64>,
+    ready_turns: Vec<u64>,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
 }
@@ -161,7 +161,7 @@ impl StorageNode {
             pending: HashMap::new(),
             next_pending: 1,
             busy: HashMap::new(),
-            ready_rmw: Vec::new(),
+            ready_turns: Vec::new(),
             manager,
             members: HashSet::new(),
         }
@@ -1076,7 +1076,7 @@ impl StorageNode {
             // The key's next request may start.
             if let Some(queue) = self.busy.get_mut(&p.key) {
                 match queue.pop_front() {
-                    Some(next) => self.ready_rmw.push(next),
+                    Some(next) => self.ready_turns.push(next),
                     None => {
                         self.busy.remove(&p.key);
                     }
@@ -1148,7 +1148,7 @@ impl Service for StorageNode {
             }
         }
         // Requests whose key just became free.
-        while let Some(id) = self.ready_rmw.pop() {
+        while let Some(id) = self.ready_turns.pop() {
             self.start_round(now, id, out);
         }
         if let Some(r) = self.resp.as_mut() {
