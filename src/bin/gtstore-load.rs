@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// back what it wrote. Exit status: 0, 1 if verification found lost data, 2 on
 /// bad flags or a failed run.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// gtstore manager HOST:PORT: partition-aware (requests go to each key's owner).
     #[arg(long)]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// to clients and nodes, recommends contact nodes and detects failures. It is not
 /// on the data path.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// Port to listen on (0 picks a free one; the log line says which).
     #[arg(long, default_value_t = gtstore::DEFAULT_MANAGER_PORT)]

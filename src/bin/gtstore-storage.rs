@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// A gtstore storage node: holds sectors of key-value data and serves any key-value
 /// request of the wire protocol (docs/protocol.md).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// Port to listen on (0 picks a free one; the log line says which).
     #[arg(long, default_value_t = 7001)]
