@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Cluster, TIMEOUT};
+use common::{kill, Cluster, TIMEOUT};
 use gtstore::client::Connection;
 use gtstore::protocol::op;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,14 +75,6 @@ fn lost(addr: &str, t: usize, acked: &[usize]) -> Vec<usize> {
         }
     }
     bad
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// Runs two writers (through nodes 0 and 1) for `before`, calls `fault`, runs
@@ -171,25 +163,6 @@ fn kill_nine_of_the_manager_does_not_touch_the_data_path() {
     }
 }
 
-/// Waits until the manager reports node `i` in `state`.
-fn wait_state(c: &Cluster, i: usize, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = c.status();
-        let now = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["addr"] == c.nodes[i].addr.as_str())
-            .map(|n| n["state"].as_str().unwrap().to_string());
-        if now.as_deref() == Some(state) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node {i} never {state}: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_paused_replica_is_routed_around_and_reads_repair_stale_copies() {
     // Three nodes, three copies. Pause one (SIGSTOP) until the manager marks it
@@ -211,15 +184,15 @@ fn a_paused_replica_is_routed_around_and_reads_repair_stale_copies() {
         assert_eq!(put(&mut conn, &format!("k{i}"), "one"), op::OK);
     }
     kill(c.nodes[2].pid(), "STOP");
-    wait_state(&c, 2, "down");
+    c.wait_state(2, "down");
     for i in 0..50 {
         // W=2 of the two running nodes.
         assert_eq!(put(&mut conn, &format!("k{i}"), "two"), op::OK);
     }
     kill(c.nodes[2].pid(), "CONT");
-    wait_state(&c, 2, "up");
+    c.wait_state(2, "up");
     kill(c.nodes[1].pid(), "STOP");
-    wait_state(&c, 1, "down");
+    c.wait_state(1, "down");
     for i in 0..50 {
         let f = conn
             .call(op::GET, 0, &[format!("k{i}").as_bytes()])
@@ -227,10 +200,10 @@ fn a_paused_replica_is_routed_around_and_reads_repair_stale_copies() {
         assert_eq!((f.op, &f.payload[..]), (op::VALUE, &b"two"[..]), "k{i}");
     }
     kill(c.nodes[1].pid(), "CONT");
-    wait_state(&c, 1, "up");
+    c.wait_state(1, "up");
     // And through node 2, with node 0 paused in turn.
     kill(c.nodes[0].pid(), "STOP");
-    wait_state(&c, 0, "down");
+    c.wait_state(0, "down");
     let mut via2 = c.raw(2);
     for i in 0..50 {
         let f = via2

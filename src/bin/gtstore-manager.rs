@@ -24,6 +24,11 @@ struct Args {
     /// A node silent this long (ms) is marked down.
     #[arg(long, default_value_t = 2000)]
     down_after: u64,
+    /// A node down this long (ms) is dropped from the ring and its ranges are
+    /// copied again from the other replicas until every key has N copies. Off by
+    /// default: then only `gtstore drop` does that.
+    #[arg(long, value_name = "MS")]
+    dead_after: Option<u64>,
     /// N: how many nodes hold each key (capped by the nodes in the ring).
     #[arg(long, default_value_t = 3)]
     replicas: u32,
@@ -66,6 +71,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut manager = Manager::new(ManagerConfig {
         secret: args.secret,
         down_after_ms: args.down_after,
+        dead_after_ms: args.dead_after,
         replicas: args.replicas,
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,

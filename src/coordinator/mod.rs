@@ -44,6 +44,9 @@ pub struct ManagerConfig {
     pub write_quorum: u32,
     /// A node silent this long is marked down, in ms.
     pub down_after_ms: Millis,
+    /// A node down this long is dropped from the ring, in ms, so its ranges are
+    /// re-replicated onto the others; `None`: only `gtstore drop` does that.
+    pub dead_after_ms: Option<Millis>,
     /// Period of the failure-detection tick, in ms.
     pub tick_ms: Millis,
 }
@@ -56,6 +59,7 @@ impl Default for ManagerConfig {
             read_quorum: 1,
             write_quorum: 1,
             down_after_ms: 2_000,
+            dead_after_ms: None,
             tick_ms: 100,
         }
     }
@@ -67,6 +71,8 @@ struct NodeRecord {
     keys: u64,
     conn: Option<ConnId>,
     last_seen: Millis,
+    /// When it was last marked down.
+    down_at: Millis,
 }
 
 /// The manager's whole state.
@@ -172,7 +178,15 @@ impl Manager {
                 }
                 self.nodes.remove(&id);
                 self.epoch += 1;
-                log::warn!("node {id} was down and is dropped; its data is lost");
+                if self.cfg.replicas > 1 {
+                    log::warn!(
+                        "node {id} was down and is dropped; its ranges are copied \
+                         again from the other replicas (epoch {})",
+                        self.epoch
+                    );
+                } else {
+                    log::warn!("node {id} was down and is dropped; its data is lost");
+                }
                 Ok(())
             }
             NodeState::Up if serving == 0 => Err(Error::new(
@@ -329,6 +343,7 @@ impl Manager {
                         keys: 0,
                         conn: None,
                         last_seen: now,
+                        down_at: now,
                     },
                 );
                 log::info!("node {id} joined at {addr}");
@@ -340,6 +355,8 @@ impl Manager {
             self.links.remove(&old);
         }
         node.last_seen = now;
+        // A new process, or the same one on a new link: its heartbeats say.
+        node.keys = 0;
         if node.entry.state == NodeState::Down {
             let others_serve = existing.is_none()
                 && self
@@ -365,10 +382,11 @@ impl Manager {
         Ok(Bytes::from(reply))
     }
 
-    fn mark_down(&mut self, id: u32, why: &str) {
+    fn mark_down(&mut self, now: Millis, id: u32, why: &str) {
         if let Some(n) = self.nodes.get_mut(&id) {
             if matches!(n.entry.state, NodeState::Up | NodeState::Leaving) {
                 n.entry.state = NodeState::Down;
+                n.down_at = now;
                 self.epoch += 1;
                 log::warn!(
                     "node {id} at {} is down: {why} (epoch {})",
@@ -390,7 +408,24 @@ impl Manager {
             .map(|n| n.entry.id)
             .collect();
         for id in late {
-            self.mark_down(id, "no heartbeat");
+            self.mark_down(now, id, "no heartbeat");
+        }
+        let Some(dead_after) = self.cfg.dead_after_ms else {
+            return;
+        };
+        let dead: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.entry.state == NodeState::Down && now.saturating_sub(n.down_at) > dead_after
+            })
+            .map(|n| n.entry.id)
+            .collect();
+        for id in dead {
+            log::warn!("node {id} has been down for over {dead_after} ms: dropping it");
+            if let Err(e) = self.leave(id) {
+                log::warn!("cannot drop node {id}: {e}");
+            }
         }
     }
 
@@ -503,7 +538,7 @@ impl Service for Manager {
                             self.nodes.remove(&id);
                             self.epoch += 1;
                         } else {
-                            self.mark_down(id, "link closed");
+                            self.mark_down(now, id, "link closed");
                         }
                     }
                 }
@@ -610,6 +645,53 @@ mod tests {
         assert_eq!(m.ring().node(2).unwrap().tokens, tokens_before);
         // The old link closing late does not mark it down again.
         step(&mut m, 3_001, Input::Closed { conn: b });
+        assert_eq!(m.status_json()["live_nodes"], 2);
+    }
+
+    #[test]
+    fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
+        let mut m = Manager::new(ManagerConfig {
+            replicas: 2,
+            dead_after_ms: Some(5_000),
+            ..ManagerConfig::default()
+        });
+        let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
+        join(&mut m, 0, a, "127.0.0.1:7001");
+        for (conn, addr) in [(b, "127.0.0.1:7002"), (c, "127.0.0.1:7003")] {
+            join(&mut m, 0, conn, addr);
+            for from in [a, b] {
+                let done = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
+                step(
+                    &mut m,
+                    0,
+                    Input::Frame {
+                        conn: from,
+                        frame: done,
+                    },
+                );
+            }
+        }
+        assert_eq!(m.status_json()["live_nodes"], 3);
+        let tokens_of_3 = m.ring().node(3).unwrap().tokens.len();
+        step(&mut m, 1_000, Input::Closed { conn: c });
+        assert_eq!(m.ring().node(3).unwrap().state, NodeState::Down);
+        // Down, but not for long enough.
+        step(&mut m, 5_900, Input::Timer { id: TIMER_TICK });
+        assert!(m.ring().node(3).is_some());
+        let hb = |conn| Input::Frame {
+            conn,
+            frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),
+        };
+        step(&mut m, 6_100, hb(a));
+        step(&mut m, 6_100, hb(b));
+        step(&mut m, 6_100, Input::Timer { id: TIMER_TICK });
+        let ring = m.ring();
+        assert!(ring.node(3).is_none(), "node 3 is dropped");
+        let kept: usize = [1, 2]
+            .iter()
+            .map(|&id| ring.node(id).unwrap().tokens.len())
+            .sum();
+        assert_eq!(kept, 2 * 8 + tokens_of_3, "its tokens went to the others");
         assert_eq!(m.status_json()["live_nodes"], 2);
     }
 

@@ -423,6 +423,18 @@ impl Ring {
         out
     }
 
+    /// Every preference list of `n` nodes this ring has, one per token range,
+    /// for looking many keys up without walking the ring for each.
+    pub fn pref_table(&self, n: usize) -> PrefTable {
+        let lists = (0..self.points.len())
+            .map(|i| self.preference_list(self.points[i].0, n))
+            .collect();
+        PrefTable {
+            tokens: self.points.iter().map(|p| p.0).collect(),
+            lists,
+        }
+    }
+
     /// The key's coordinator: the first node of its preference list (of
     /// `replicas` nodes) that is not down. `None` when all of them are down or
     /// the ring is empty.
@@ -552,6 +564,25 @@ impl Ring {
         }
         let i = self.points.partition_point(|p| p.0 < hash);
         Some(if i == self.points.len() { 0 } else { i })
+    }
+}
+
+/// The preference lists of a ring, precomputed per token range (see
+/// [`Ring::pref_table`]).
+#[derive(Clone, Debug, Default)]
+pub struct PrefTable {
+    tokens: Vec<Token>,
+    lists: Vec<Vec<u32>>,
+}
+
+impl PrefTable {
+    /// The preference list of `hash` (empty for an empty ring).
+    pub fn get(&self, hash: u64) -> &[u32] {
+        if self.tokens.is_empty() {
+            return &[];
+        }
+        let i = self.tokens.partition_point(|&t| t < hash);
+        &self.lists[if i == self.tokens.len() { 0 } else { i }]
     }
 }
 
@@ -918,6 +949,8 @@ pub(crate) mod tests {
             }
             let got = ring.preference_list(hash, n);
             prop_assert_eq!(&got, &want);
+            let table = ring.pref_table(n);
+            prop_assert_eq!(table.get(hash), &want[..]);
             let mut distinct: Vec<u32> = ring.points().iter().map(|p| p.1).collect();
             distinct.sort_unstable();
             distinct.dedup();

@@ -56,6 +56,11 @@ pub enum ReplyTo {
         /// The ring epoch the handoff belongs to.
         epoch: u64,
     },
+    /// A chunk of hints or resync (see `resync`).
+    Resync {
+        /// The keys it carries, owed again if it fails.
+        keys: Vec<bytes::Bytes>,
+    },
 }
 
 /// A request sent to (or waiting for) another node.

@@ -8,6 +8,7 @@ pub mod node;
 pub mod order;
 pub mod quorum;
 pub mod resp;
+pub mod resync;
 pub mod wal;
 
 pub use engine::Engine;

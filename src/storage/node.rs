@@ -29,6 +29,7 @@ use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
 use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
+use super::resync::{newly_responsible, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
@@ -135,6 +136,8 @@ pub struct StorageNode {
     ready_turns: Vec<u64>,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
+    /// Writes other replicas missed, and keys nodes are newly responsible for.
+    resync: Resync,
 }
 
 impl StorageNode {
@@ -153,6 +156,7 @@ impl StorageNode {
             held: HashSet::new(),
             trusted: Vec::new(),
             resp: None,
+            resync: Resync::default(),
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -274,13 +278,103 @@ impl StorageNode {
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
             }
+            self.owe_newcomers(&ring, &serving);
         }
         let failed = self.mesh.set_members(me, &ring, out);
+        let gone: Vec<u32> = self
+            .ring
+            .nodes()
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| ring.node(id).is_none())
+            .collect();
         self.ring = ring;
         self.serving = serving;
         self.settled = settled;
         self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
+        for id in gone {
+            self.resync.forget(id);
+        }
         self.start_handoff(now, out);
+        self.pump_resync(now, out);
+    }
+
+    /// Queues the keys this node must push because `ring` makes nodes newly
+    /// responsible for them (back from down, or given a dropped node's tokens);
+    /// see [`newly_responsible`].
+    fn owe_newcomers(&mut self, ring: &Ring, serving: &Ring) {
+        let me = self.node_id;
+        let n = ring.replicas.max(1) as usize;
+        let old = &self.ring;
+        let down = |r: &Ring, id: u32| r.node(id).is_none_or(|e| e.state == NodeState::Down);
+        // Only a node that is live now and was down, absent or differently
+        // placed before can be newly responsible for anything.
+        let changed = serving.nodes().iter().any(|e| {
+            e.state != NodeState::Down
+                && old
+                    .node(e.id)
+                    .is_none_or(|o| o.state == NodeState::Down || o.tokens != e.tokens)
+        });
+        if n < 2 || old.is_empty() || !changed {
+            return;
+        }
+        let (was_serving, was_settled) = (self.serving.pref_table(n), self.settled.pref_table(n));
+        let now_serving = serving.pref_table(n);
+        let mut owed: std::collections::BTreeMap<u32, Vec<Bytes>> = Default::default();
+        for key in self.engine.keys_where(|h| now_serving.get(h).contains(&me)) {
+            let h = hash64(&key);
+            let old_live: Vec<u32> = was_serving
+                .get(h)
+                .iter()
+                .chain(was_settled.get(h))
+                .copied()
+                .filter(|&id| !down(old, id))
+                .collect();
+            for t in newly_responsible(&old_live, now_serving.get(h), |id| down(ring, id), me) {
+                owed.entry(t).or_default().push(key.clone());
+            }
+        }
+        for (peer, keys) in owed {
+            log::info!(
+                "epoch {}: node {peer} is newly responsible for {} keys here; resyncing it",
+                ring.epoch,
+                keys.len()
+            );
+            self.resync.owe(peer, keys);
+        }
+    }
+
+    /// Sends the hint and resync chunks the windows allow to reachable peers.
+    fn pump_resync(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let n = self.ring.replicas.max(1) as usize;
+        if self.node_id == 0 || n < 2 {
+            return;
+        }
+        let me = self.node_id;
+        let ready: HashSet<u32> = (self.ring.nodes().iter())
+            .map(|e| e.id)
+            .filter(|&p| p != me && self.reachable(p))
+            .collect();
+        for peer in self.resync.take_full(|p| ready.contains(&p)) {
+            let (serving, settled) = (&self.serving, &self.settled);
+            let keys = self.engine.keys_where(|h| {
+                serving.preference_list(h, n).contains(&peer)
+                    || settled.preference_list(h, n).contains(&peer)
+            });
+            log::info!("resyncing {} keys to node {peer}", keys.len());
+            self.resync.owe(peer, keys);
+        }
+        let chunks = (self.resync).next_chunks(&self.engine, |p| ready.contains(&p));
+        for (peer, payload, keys) in chunks {
+            let frame = Frame::new(op::MIGRATE, 0, 0, payload);
+            let deadline = now + self.cfg.request_timeout_ms;
+            let reply_to = ReplyTo::Resync { keys };
+            if let Err(fwd) = self.mesh.forward(peer, frame, reply_to, 1, deadline, out) {
+                if let ReplyTo::Resync { keys } = fwd.reply_to {
+                    self.resync.failed(peer, keys);
+                }
+            }
+        }
     }
 
     /// Lists what this node must hand over for the current ring and starts sending.
@@ -383,6 +477,7 @@ impl StorageNode {
                         h.failed = true;
                     }
                 }
+                ReplyTo::Resync { keys } => self.resync.failed(f.peer, keys),
             }
         }
     }
@@ -563,6 +658,14 @@ impl StorageNode {
                 }
                 self.pump_handoff(now, out);
             }
+            ReplyTo::Resync { keys } => {
+                if frame.op == op::OK {
+                    self.resync.acked(fwd.peer);
+                } else {
+                    self.resync.failed(fwd.peer, keys);
+                }
+                self.pump_resync(now, out);
+            }
         }
     }
 
@@ -680,6 +783,11 @@ impl StorageNode {
             }
         })
     }
+}
+
+/// The key of pending request `id` (empty if it is gone).
+fn p_key(pending: &HashMap<u64, Pending>, id: u64) -> Bytes {
+    pending.get(&id).map(|p| p.key.clone()).unwrap_or_default()
 }
 
 /// Whether `me` is among the `n` nodes that hold `hash` in `ring`.
@@ -899,6 +1007,14 @@ impl StorageNode {
         let done = acks >= p.write_need
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
         let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
+        // Replicas this write cannot reach now get it later (hinted handoff).
+        let key = p_key(&self.pending, id);
+        let n = self.ring.replicas.max(1) as usize;
+        for peer in self.serving.preference_list(hash64(&key), n) {
+            if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
+                self.resync.hint(peer, &key);
+            }
+        }
         if done {
             return self.write_done(id, out);
         }
@@ -1072,6 +1188,12 @@ impl StorageNode {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        if let Round::Writing { waiting, .. } = &p.round {
+            // Replicas that had not acknowledged when the round ended.
+            for &peer in waiting {
+                self.resync.hint(peer, &p.key);
+            }
+        }
         if p.holds_key {
             // The key's next request may start.
             if let Some(queue) = self.busy.get_mut(&p.key) {
@@ -1180,6 +1302,7 @@ impl StorageNode {
                 } else {
                     self.pump_handoff(now, out);
                 }
+                self.pump_resync(now, out);
                 self.apply_holds(None, out);
                 out.push(Output::Timer {
                     at: now + self.cfg.tick_ms,

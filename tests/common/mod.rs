@@ -160,6 +160,54 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// Kills node `i` (SIGKILL) if it still runs and starts it again on the same
+    /// address with `extra` flags, as a fresh process.
+    pub fn restart_node(&mut self, i: usize, extra: &[&str]) {
+        let old = &mut self.nodes[i];
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        let port = old.addr.rsplit(':').next().expect("HOST:PORT").to_string();
+        let mut args = vec![
+            "--port",
+            port.as_str(),
+            "--manager",
+            self.manager.addr.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        self.nodes[i] = Proc::start(env!("CARGO_BIN_EXE_gtstore-storage"), &args);
+    }
+
+    /// Waits until the manager reports node `i` in `state`.
+    pub fn wait_state(&self, i: usize, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.status();
+            let now = s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["addr"] == self.nodes[i].addr.as_str())
+                .map(|n| n["state"].as_str().unwrap().to_string());
+            if now.as_deref() == Some(state) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {i} never {state}: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Live keys node `i` reports to the manager (heartbeats, every 500 ms).
+    pub fn keys_of(&self, i: usize) -> u64 {
+        let s = self.status();
+        let addr = self.nodes[i].addr.as_str();
+        let node = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["addr"] == addr);
+        node.and_then(|n| n["keys"].as_u64()).unwrap_or(0)
+    }
+
     /// The manager's STATUS JSON.
     pub fn status(&self) -> serde_json::Value {
         let bytes = manager_call(&self.manager.addr, op::STATUS, TIMEOUT).expect("STATUS");
@@ -192,6 +240,15 @@ impl Cluster {
     pub fn raw(&self, i: usize) -> Connection {
         Connection::connect(&self.nodes[i].addr, TIMEOUT).expect("connect to node")
     }
+}
+
+/// Sends signal `sig` (`KILL`, `STOP`, `CONT`, ...) to process `pid`.
+pub fn kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 // ---------------------------------------------------------------------------

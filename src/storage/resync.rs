@@ -1,0 +1,276 @@
+//! Bringing replicas that missed writes up to date: hinted handoff and resync.
+//!
+//! A replica misses writes while it is down, paused or cut off. Two things give
+//! them back to it, both by pushing the current entry of each key it may lack, in
+//! `MIGRATE` chunks (the receiver keeps whichever version is newer, so a push that
+//! arrives late or twice is harmless):
+//! - **hints**: a coordinator whose write round did not reach a replica (it was
+//!   skipped as unreachable, or had not acknowledged when the round ended)
+//!   remembers the key for that replica. Hints are pushed as soon as the replica
+//!   is reachable again. Hints per peer are capped ([`HINT_CAP`]); past the cap
+//!   they are dropped and the peer is owed a full resync instead;
+//! - **resync**: when a ring arrives in which a node is newly responsible for a
+//!   key (it was down and is back, or it took over a dropped node's tokens),
+//!   every other live node of the key's preference list pushes the key to it
+//!   (see [`newly_responsible`]). With N = 3 that sends up to two copies of each
+//!   key; one pusher would halve that, but a pusher that died mid-way would leave
+//!   keys behind with nobody else to send them. A memory-only node that restarts
+//!   is empty, and this is how it is refilled.
+//!
+//! Pushes to a peer are windowed ([`super::handoff::WINDOW`] chunks of at most
+//! [`super::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
+//! the keys of a chunk that fails or times out are queued again.
+
+use super::engine::Engine;
+use super::handoff::{put_entry, CHUNK_BYTES, WINDOW};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// Hinted keys kept per peer; beyond this the peer is owed a full resync.
+pub const HINT_CAP: usize = 100_000;
+
+#[derive(Default)]
+struct Owed {
+    /// Keys to push, in order (may repeat).
+    queue: VecDeque<Bytes>,
+    /// Hinted keys in `queue`, to keep hints unique.
+    hinted: HashSet<Bytes>,
+    /// Chunks sent and not yet acknowledged.
+    in_flight: usize,
+    /// Hints overflowed: push every key shared with the peer.
+    full: bool,
+}
+
+/// What this node owes other nodes.
+#[derive(Default)]
+pub struct Resync {
+    peers: BTreeMap<u32, Owed>,
+    /// Keys pushed so far (for logs and tests).
+    pub pushed: u64,
+}
+
+impl Resync {
+    /// Remembers that `peer` missed a write to `key`.
+    pub fn hint(&mut self, peer: u32, key: &Bytes) {
+        let o = self.peers.entry(peer).or_default();
+        if o.full || o.hinted.contains(key) {
+            return;
+        }
+        if o.hinted.len() >= HINT_CAP {
+            log::warn!("more than {HINT_CAP} hints for node {peer}: it gets a full resync");
+            o.hinted.clear();
+            o.queue.clear();
+            o.full = true;
+            return;
+        }
+        o.hinted.insert(key.clone());
+        o.queue.push_back(key.clone());
+    }
+
+    /// Owes `peer` every key of `keys`.
+    pub fn owe(&mut self, peer: u32, keys: impl IntoIterator<Item = Bytes>) {
+        self.peers.entry(peer).or_default().queue.extend(keys);
+    }
+
+    /// Peers owed a full resync (their hints overflowed); clears the flag, as the
+    /// caller is about to queue the keys.
+    pub fn take_full(&mut self, ready: impl Fn(u32) -> bool) -> Vec<u32> {
+        self.peers
+            .iter_mut()
+            .filter(|(id, o)| o.full && ready(**id))
+            .map(|(id, o)| {
+                o.full = false;
+                *id
+            })
+            .collect()
+    }
+
+    /// Forgets a peer that left the ring.
+    pub fn forget(&mut self, peer: u32) {
+        self.peers.remove(&peer);
+    }
+
+    /// Keys owed to `peer` and not yet acknowledged (chunks in flight count as
+    /// one key each, a lower bound).
+    pub fn owed(&self, peer: u32) -> usize {
+        self.peers
+            .get(&peer)
+            .map_or(0, |o| o.queue.len() + o.in_flight)
+    }
+
+    /// Whether anything is owed to anyone.
+    pub fn is_idle(&self) -> bool {
+        self.peers
+            .values()
+            .all(|o| o.queue.is_empty() && o.in_flight == 0 && !o.full)
+    }
+
+    /// Builds the chunks the window allows now for the peers `ready` accepts, as
+    /// (peer, payload, the keys it carries). Entries are read from `engine` now, so
+    /// each push carries the newest entry this node holds.
+    pub fn next_chunks(
+        &mut self,
+        engine: &Engine,
+        ready: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, Bytes, Vec<Bytes>)> {
+        let mut chunks = Vec::new();
+        for (&peer, o) in self.peers.iter_mut().filter(|(id, _)| ready(**id)) {
+            while o.in_flight < WINDOW && !o.queue.is_empty() {
+                let mut buf = BytesMut::new();
+                let mut keys = Vec::new();
+                while buf.len() < CHUNK_BYTES {
+                    let Some(k) = o.queue.pop_front() else {
+                        break;
+                    };
+                    o.hinted.remove(&k);
+                    if let Some(e) = engine.entry(&k) {
+                        put_entry(&mut buf, &k, e);
+                        keys.push(k);
+                    }
+                }
+                if !keys.is_empty() {
+                    o.in_flight += 1;
+                    self.pushed += keys.len() as u64;
+                    chunks.push((peer, buf.freeze(), keys));
+                }
+            }
+        }
+        chunks
+    }
+
+    /// A chunk to `peer` was acknowledged.
+    pub fn acked(&mut self, peer: u32) {
+        if let Some(o) = self.peers.get_mut(&peer) {
+            o.in_flight = o.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A chunk to `peer` failed: its keys are owed again.
+    pub fn failed(&mut self, peer: u32, keys: Vec<Bytes>) {
+        if let Some(o) = self.peers.get_mut(&peer) {
+            o.in_flight = o.in_flight.saturating_sub(1);
+            self.pushed = self.pushed.saturating_sub(keys.len() as u64);
+            o.queue.extend(keys);
+        }
+    }
+}
+
+/// The nodes `me` must push a key to after a ring change, given the key's
+/// preference list before (`old_live`: the nodes that held it or were receiving
+/// it, down ones left out) and now (`new`, down nodes included, with `down`
+/// telling which). A node is newly responsible if it is in `new`, not down, and
+/// not in `old_live`. Every node of `new` that is neither newly responsible nor
+/// down pushes, so the push survives the death of any one pusher.
+pub fn newly_responsible(
+    old_live: &[u32],
+    new: &[u32],
+    down: impl Fn(u32) -> bool,
+    me: u32,
+) -> Vec<u32> {
+    let fresh: Vec<u32> = new
+        .iter()
+        .copied()
+        .filter(|&id| !old_live.contains(&id) && !down(id))
+        .collect();
+    if fresh.is_empty() {
+        return fresh;
+    }
+    if new.contains(&me) && !fresh.contains(&me) && !down(me) {
+        fresh
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_live_old_holder_pushes_to_the_newly_responsible() {
+        let up = |_| false;
+        // Node 3 was down and is back: nodes 1 and 2 push, node 3 does not.
+        assert_eq!(newly_responsible(&[1, 2], &[1, 3, 2], up, 1), vec![3]);
+        assert_eq!(newly_responsible(&[1, 2], &[1, 3, 2], up, 2), vec![3]);
+        assert!(newly_responsible(&[1, 2], &[1, 3, 2], up, 3).is_empty());
+        // Node 1 is down now: node 2 pushes alone; node 4, not listed, does not.
+        let one_down = |id| id == 1;
+        assert_eq!(newly_responsible(&[2], &[1, 3, 2], one_down, 2), vec![3]);
+        assert!(newly_responsible(&[2], &[1, 3, 2], one_down, 1).is_empty());
+        assert!(newly_responsible(&[2], &[1, 3, 2], one_down, 4).is_empty());
+        // A dropped node's range went to node 4.
+        assert_eq!(newly_responsible(&[1, 2], &[1, 2, 4], up, 1), vec![4]);
+        // Nothing changed, or only a node went down: nobody pushes.
+        assert!(newly_responsible(&[1, 2, 3], &[1, 2, 3], up, 1).is_empty());
+        assert!(newly_responsible(&[1, 2, 3], &[1, 2, 3], one_down, 2).is_empty());
+        // No live old holder: nobody can push (read repair is all that is left).
+        assert!(newly_responsible(&[], &[5, 6], up, 5).is_empty());
+    }
+
+    fn engine_with(keys: &[&str]) -> Engine {
+        let mut e = Engine::default();
+        for (i, k) in keys.iter().enumerate() {
+            e.apply(k.as_bytes(), i as u64 + 1, Some(b"v"), None);
+        }
+        e
+    }
+
+    #[test]
+    fn hints_are_unique_windowed_and_requeued_on_failure() {
+        let engine = engine_with(&["a", "b", "c"]);
+        let mut r = Resync::default();
+        for k in ["a", "b", "a", "c"] {
+            r.hint(7, &Bytes::from(k));
+        }
+        assert_eq!(r.owed(7), 3);
+        // Not ready: nothing leaves.
+        assert!(r.next_chunks(&engine, |_| false).is_empty());
+        let chunks = r.next_chunks(&engine, |p| p == 7);
+        assert_eq!(chunks.len(), 1);
+        let (peer, payload, keys) = &chunks[0];
+        assert_eq!((*peer, keys.len()), (7, 3));
+        let parsed = super::super::handoff::parse_chunk(payload).unwrap();
+        let names: Vec<&[u8]> = parsed.iter().map(|e| e.0).collect();
+        assert_eq!(names, [&b"a"[..], b"b", b"c"]);
+        assert!(!r.is_idle());
+        r.failed(7, keys.clone());
+        assert_eq!(r.owed(7), 3);
+        let again = r.next_chunks(&engine, |_| true);
+        assert_eq!(again[0].2.len(), 3);
+        r.acked(7);
+        assert!(r.is_idle());
+        // A key gone from the engine (dropped meanwhile) is skipped.
+        r.owe(7, [Bytes::from("zzz")]);
+        assert!(r.next_chunks(&engine, |_| true).is_empty());
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn too_many_hints_become_a_full_resync() {
+        let mut r = Resync::default();
+        for i in 0..=HINT_CAP {
+            r.hint(3, &Bytes::from(i.to_string()));
+        }
+        assert_eq!(r.owed(3), 0);
+        assert!(!r.is_idle());
+        assert!(r.take_full(|_| false).is_empty());
+        assert_eq!(r.take_full(|_| true), vec![3]);
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn the_window_bounds_chunks_in_flight() {
+        let big = vec![b'x'; CHUNK_BYTES];
+        let mut e = Engine::default();
+        let keys: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("k{i}"))).collect();
+        for k in &keys {
+            e.apply(k, 1, Some(&big), None);
+        }
+        let mut r = Resync::default();
+        r.owe(2, keys);
+        assert_eq!(r.next_chunks(&e, |_| true).len(), WINDOW);
+        assert!(r.next_chunks(&e, |_| true).is_empty());
+        r.acked(2);
+        assert_eq!(r.next_chunks(&e, |_| true).len(), 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Replicas that missed writes catch up (hinted handoff and resync), with the real
+//! binaries: a node paused until it is marked down, memory-only nodes killed and
+//! restarted, and a dead node dropped by `--dead-after`, whose ranges are copied
+//! again until every key has N copies.
+
+mod common;
+
+use common::{kill, Cluster, TIMEOUT};
+use gtstore::client::Connection;
+use gtstore::protocol::op;
+use std::time::{Duration, Instant};
+
+/// PUTs `key{i}` = `value` for every i in `range` through `addr`, pipelined;
+/// every PUT must be acknowledged.
+fn put_all(addr: &str, prefix: &str, range: std::ops::Range<usize>, value: &str) {
+    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
+    let keys: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    for batch in keys.chunks(128) {
+        for k in batch {
+            let klen = k.len().to_string();
+            let parts: [&[u8]; 4] = [klen.as_bytes(), b" ", k.as_bytes(), value.as_bytes()];
+            conn.queue(op::PUT, 0, &parts);
+        }
+        conn.flush().unwrap();
+        for k in batch {
+            let f = conn.recv().unwrap();
+            assert_eq!(
+                f.op,
+                op::OK,
+                "PUT {k}: {:?}",
+                String::from_utf8_lossy(&f.payload)
+            );
+        }
+    }
+}
+
+/// The keys of `range` whose value read through `addr` is not `value`.
+fn wrong(addr: &str, prefix: &str, range: std::ops::Range<usize>, value: &str) -> Vec<String> {
+    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
+    let keys: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
+    let mut bad = Vec::new();
+    for batch in keys.chunks(128) {
+        for k in batch {
+            conn.queue(op::GET, 0, &[k.as_bytes()]);
+        }
+        conn.flush().unwrap();
+        for k in batch {
+            let f = conn.recv().unwrap();
+            if f.op != op::VALUE || f.payload[..] != *value.as_bytes() {
+                bad.push(format!("{k}={}", String::from_utf8_lossy(&f.payload)));
+            }
+        }
+    }
+    bad
+}
+
+/// Waits until node `i` reports `keys` live keys; returns how long that took.
+fn wait_keys(c: &Cluster, i: usize, keys: u64) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = c.keys_of(i);
+        if now == keys {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node {i} holds {now} keys, not {keys}: {:?}",
+            c.nodes[i].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn replicas_that_missed_writes_catch_up() {
+    // N=3 and R=1: a read returns the one copy it asks for, so the final reads
+    // (with a single node left) show what that node holds.
+    let mut c = Cluster::start_full(3, &["--read-quorum", "1", "--down-after", "1000"], &[]);
+    put_all(&c.nodes[0].addr, "a", 0..2000, "one");
+    for i in 0..3 {
+        wait_keys(&c, i, 2000);
+    }
+
+    // 1. Node 2 is paused until marked down; it misses overwrites and new keys.
+    kill(c.nodes[2].pid(), "STOP");
+    c.wait_state(2, "down");
+    put_all(&c.nodes[0].addr, "a", 0..1000, "two");
+    put_all(&c.nodes[1].addr, "b", 0..1000, "new");
+    kill(c.nodes[2].pid(), "CONT");
+    c.wait_state(2, "up");
+    let took = wait_keys(&c, 2, 3000);
+    println!("paused node caught up {took:?} after it was back up");
+
+    // 2. Nodes 0 and 1 crash and come back empty (memory only): node 2, the only
+    // one left holding the data, refills both.
+    c.restart_node(0, &[]);
+    c.restart_node(1, &[]);
+    c.wait_live(3);
+    let start = Instant::now();
+    wait_keys(&c, 0, 3000);
+    wait_keys(&c, 1, 3000);
+    println!("two restarted nodes caught up in {:?}", start.elapsed());
+
+    // 3. Node 2 goes for good: nodes 0 and 1 alone must hold the newest values,
+    // which only node 2 could have given them after step 2.
+    kill(c.nodes[2].pid(), "KILL");
+    c.wait_state(2, "down");
+    let via = c.nodes[0].addr.clone();
+    assert_eq!(wrong(&via, "a", 0..1000, "two"), Vec::<String>::new());
+    assert_eq!(wrong(&via, "a", 1000..2000, "one"), Vec::<String>::new());
+    assert_eq!(wrong(&via, "b", 0..1000, "new"), Vec::<String>::new());
+}
+
+#[test]
+fn dead_after_drops_a_dead_node_and_restores_n_copies() {
+    let manager = [
+        "--replicas",
+        "2",
+        "--down-after",
+        "500",
+        "--dead-after",
+        "1000",
+    ];
+    let c = Cluster::start_full(3, &manager, &[]);
+    put_all(&c.nodes[0].addr, "k", 0..3000, "v");
+    let copies = |c: &Cluster, n: usize| (0..n).map(|i| c.keys_of(i)).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copies(&c, 3) != 6000 {
+        assert!(Instant::now() < deadline, "never 2 copies of each key");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(c.nodes[2].pid(), "KILL");
+    // Dropped from the ring: two nodes left, and every key on both of them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.status()["nodes"].as_array().unwrap().len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never dropped: {}",
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_keys(&c, 0, 3000);
+    wait_keys(&c, 1, 3000);
+    assert_eq!(
+        wrong(&c.nodes[1].addr, "k", 0..3000, "v"),
+        Vec::<String>::new()
+    );
+}
