@@ -147,3 +147,40 @@ fn dead_after_drops_a_dead_node_and_restores_n_copies() {
         Vec::<String>::new()
     );
 }
+
+/// Measures how long a restarted memory-only node takes to catch up on 1 GiB
+/// (262,144 values of 4 KiB) it missed. Not run by default (it needs a release
+/// build and about 4 GiB of memory):
+/// `cargo test --release --test resync -- --ignored --nocapture catch_up_rate`.
+#[test]
+#[ignore]
+fn catch_up_rate_for_one_gib() {
+    const KEYS: usize = 262_144;
+    let mut c = Cluster::start(3);
+    kill(c.nodes[2].pid(), "KILL");
+    c.wait_state(2, "down");
+    let value = "x".repeat(4096);
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for t in 0..2 {
+        let (addr, value) = (c.nodes[t].addr.clone(), value.clone());
+        let range = t * KEYS / 2..(t + 1) * KEYS / 2;
+        writers.push(std::thread::spawn(move || put_all(&addr, "g", range, &value)));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    println!("wrote 1 GiB (W=2 of the 2 live nodes) in {:?}", start.elapsed());
+    c.restart_node(2, &[]);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(600);
+    while c.keys_of(2) != KEYS as u64 {
+        assert!(Instant::now() < deadline, "no catch-up in 10 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    println!(
+        "restarted node caught up on 1 GiB in {took:?}: {:.0} MiB/s",
+        1024.0 / took.as_secs_f64()
+    );
+}
