@@ -528,9 +528,25 @@ impl StorageNode {
             self.order.ready(conn, frame, out);
             return;
         }
-        let here = serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me));
+        // The write fence of a move (N = 1): once this node's handoff for the
+        // epoch is acknowledged, the next owner holds everything, so the keys
+        // moving away are served there (it takes forwarded requests before the
+        // flip), never again here. Two nodes never both accept writes to a key.
+        let fenced = !replicated
+            && serving_owner == Some(me)
+            && settled_owner.is_some_and(|n| n != me)
+            && self
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.epoch == self.ring.epoch && h.done());
+        let here = !fenced
+            && (serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me)));
         if !here {
-            let owner = serving_owner.expect("not here means an owner");
+            let owner = if fenced {
+                settled_owner.expect("fenced means a next owner")
+            } else {
+                serving_owner.expect("not here means an owner")
+            };
             let hops = if member { f.node_id } else { 0 };
             let down = self
                 .ring
