@@ -165,12 +165,17 @@ fn catch_up_rate_for_one_gib() {
     for t in 0..2 {
         let (addr, value) = (c.nodes[t].addr.clone(), value.clone());
         let range = t * KEYS / 2..(t + 1) * KEYS / 2;
-        writers.push(std::thread::spawn(move || put_all(&addr, "g", range, &value)));
+        writers.push(std::thread::spawn(move || {
+            put_all(&addr, "g", range, &value)
+        }));
     }
     for w in writers {
         w.join().unwrap();
     }
-    println!("wrote 1 GiB (W=2 of the 2 live nodes) in {:?}", start.elapsed());
+    println!(
+        "wrote 1 GiB (W=2 of the 2 live nodes) in {:?}",
+        start.elapsed()
+    );
     c.restart_node(2, &[]);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(600);

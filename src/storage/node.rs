@@ -33,7 +33,7 @@ use super::resync::{newly_responsible, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
-use crate::ring::{hash64, NodeState, Ring};
+use crate::ring::{hash64, NodeState, PrefTable, Ring};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -114,6 +114,9 @@ pub struct StorageNode {
     serving: Ring,
     /// `ring` once pending moves are done.
     settled: Ring,
+    /// Preference lists of `serving` and `settled` (N nodes), per token range.
+    serving_pref: PrefTable,
+    settled_pref: PrefTable,
     handoff: Option<Handoff>,
     /// This node asked to leave (SIGTERM).
     leaving: bool,
@@ -150,6 +153,8 @@ impl StorageNode {
             order: ReplyOrder::default(),
             serving: Ring::empty(),
             settled: Ring::empty(),
+            serving_pref: PrefTable::default(),
+            settled_pref: PrefTable::default(),
             handoff: None,
             leaving: false,
             exiting: false,
@@ -270,15 +275,15 @@ impl StorageNode {
         if !tokens.is_empty() && !self.engine.tokens().eq(tokens.iter().copied()) {
             self.engine.set_tokens(tokens);
         }
+        let n = ring.replicas.max(1) as usize;
+        let (serving_pref, settled_pref) = (serving.pref_table(n), settled.pref_table(n));
         if me != 0 && ring.node(me).is_some() {
-            let n = ring.replicas.max(1) as usize;
-            let dropped = self
-                .engine
-                .remove_where(|h| !holds(&serving, h, me, n) && !holds(&settled, h, me, n));
+            let held = |h| serving_pref.get(h).contains(&me) || settled_pref.get(h).contains(&me);
+            let dropped = self.engine.remove_where(|h| !held(h));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
             }
-            self.owe_newcomers(&ring, &serving);
+            self.owe_newcomers(&ring, &serving, &serving_pref);
         }
         let failed = self.mesh.set_members(me, &ring, out);
         let gone: Vec<u32> = self
@@ -291,6 +296,8 @@ impl StorageNode {
         self.ring = ring;
         self.serving = serving;
         self.settled = settled;
+        self.serving_pref = serving_pref;
+        self.settled_pref = settled_pref;
         self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
         for id in gone {
             self.resync.forget(id);
@@ -302,7 +309,7 @@ impl StorageNode {
     /// Queues the keys this node must push because `ring` makes nodes newly
     /// responsible for them (back from down, or given a dropped node's tokens);
     /// see [`newly_responsible`].
-    fn owe_newcomers(&mut self, ring: &Ring, serving: &Ring) {
+    fn owe_newcomers(&mut self, ring: &Ring, serving: &Ring, now_serving: &PrefTable) {
         let me = self.node_id;
         let n = ring.replicas.max(1) as usize;
         let old = &self.ring;
@@ -318,8 +325,7 @@ impl StorageNode {
         if n < 2 || old.is_empty() || !changed {
             return;
         }
-        let (was_serving, was_settled) = (self.serving.pref_table(n), self.settled.pref_table(n));
-        let now_serving = serving.pref_table(n);
+        let (was_serving, was_settled) = (&self.serving_pref, &self.settled_pref);
         let mut owed: std::collections::BTreeMap<u32, Vec<Bytes>> = Default::default();
         for key in self.engine.keys_where(|h| now_serving.get(h).contains(&me)) {
             let h = hash64(&key);
@@ -356,11 +362,9 @@ impl StorageNode {
             .filter(|&p| p != me && self.reachable(p))
             .collect();
         for peer in self.resync.take_full(|p| ready.contains(&p)) {
-            let (serving, settled) = (&self.serving, &self.settled);
-            let keys = self.engine.keys_where(|h| {
-                serving.preference_list(h, n).contains(&peer)
-                    || settled.preference_list(h, n).contains(&peer)
-            });
+            let (serving, settled) = (&self.serving_pref, &self.settled_pref);
+            let keys = (self.engine)
+                .keys_where(|h| serving.get(h).contains(&peer) || settled.get(h).contains(&peer));
             log::info!("resyncing {} keys to node {peer}", keys.len());
             self.resync.owe(peer, keys);
         }
@@ -384,22 +388,21 @@ impl StorageNode {
         if me == 0 || !self.ring.has_moves() || self.serving.node(me).is_none() {
             return;
         }
-        let (serving, settled) = (&self.serving, &self.settled);
-        let n = self.ring.replicas.max(1) as usize;
+        let (serving, settled) = (&self.serving_pref, &self.settled_pref);
         // Every node that holds a key now sends it to each node the move adds to
         // the key's preference list (with N = 1: the new owner).
         let keys: Vec<(u32, Bytes)> = self
             .engine
-            .keys_where(|h| holds(serving, h, me, n))
+            .keys_where(|h| serving.get(h).contains(&me))
             .into_iter()
             .flat_map(|k| {
                 let h = hash64(&k);
-                let now = serving.preference_list(h, n);
+                let now = serving.get(h);
                 settled
-                    .preference_list(h, n)
-                    .into_iter()
+                    .get(h)
+                    .iter()
                     .filter(move |t| !now.contains(t))
-                    .map(move |t| (t, k.clone()))
+                    .map(move |&t| (t, k.clone()))
             })
             .collect();
         log::info!(
@@ -512,7 +515,7 @@ impl StorageNode {
                 let first = self.serving.owner_of_hash(h);
                 (
                     self.live_coordinator(h).or(first),
-                    self.settled.coordinator(h),
+                    self.settled_coordinator(h),
                 )
             }
             Some(k) if me != 0 => {
@@ -806,15 +809,6 @@ fn p_key(pending: &HashMap<u64, Pending>, id: u64) -> Bytes {
     pending.get(&id).map(|p| p.key.clone()).unwrap_or_default()
 }
 
-/// Whether `me` is among the `n` nodes that hold `hash` in `ring`.
-fn holds(ring: &Ring, hash: u64, me: u32, n: usize) -> bool {
-    if n == 1 {
-        ring.owner_of_hash(hash) == Some(me)
-    } else {
-        ring.preference_list(hash, n).contains(&me)
-    }
-}
-
 /// Coordinating requests over replicas (see [`super::quorum`]).
 impl StorageNode {
     /// Whether node `id` is worth sending to: not down in the ring, and (for a
@@ -831,25 +825,29 @@ impl StorageNode {
     /// preference list that is reachable. A crashed coordinator is skipped as
     /// soon as its link breaks, before the manager marks it down.
     fn live_coordinator(&self, hash: u64) -> Option<u32> {
-        let n = self.ring.replicas.max(1) as usize;
-        self.serving
-            .preference_list(hash, n)
-            .into_iter()
-            .find(|&id| self.reachable(id))
+        let pref = self.serving_pref.get(hash);
+        pref.iter().copied().find(|&id| self.reachable(id))
+    }
+
+    /// The key's coordinator once pending moves settle: the first node of its
+    /// settled preference list that is not down.
+    fn settled_coordinator(&self, hash: u64) -> Option<u32> {
+        let up = |id: u32| (self.settled.node(id)).is_some_and(|n| n.state != NodeState::Down);
+        self.settled_pref
+            .get(hash)
+            .iter()
+            .copied()
+            .find(|&id| up(id))
     }
 
     /// The live replicas of `hash` other than this node, and the live nodes a
     /// pending move adds to its preference list.
     fn replica_targets(&self, hash: u64) -> (usize, Vec<u32>, Vec<u32>) {
         let me = self.node_id;
-        let n = self.ring.replicas.max(1) as usize;
-        let pref = self.serving.preference_list(hash, n);
+        let pref = self.serving_pref.get(hash);
         let live = |id: &u32| *id != me && self.reachable(*id);
         let others: Vec<u32> = pref.iter().copied().filter(live).collect();
-        let newcomers: Vec<u32> = self
-            .settled
-            .preference_list(hash, n)
-            .into_iter()
+        let newcomers: Vec<u32> = (self.settled_pref.get(hash).iter().copied())
             .filter(|id| !pref.contains(id) && live(id))
             .collect();
         (pref.len(), others, newcomers)
@@ -1025,8 +1023,7 @@ impl StorageNode {
         let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
         // Replicas this write cannot reach now get it later (hinted handoff).
         let key = p_key(&self.pending, id);
-        let n = self.ring.replicas.max(1) as usize;
-        for peer in self.serving.preference_list(hash64(&key), n) {
+        for &peer in self.serving_pref.get(hash64(&key)) {
             if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
                 self.resync.hint(peer, &key);
             }
