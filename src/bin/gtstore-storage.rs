@@ -34,6 +34,11 @@ struct Args {
     /// port of --host (0 picks a free one; the log line says which).
     #[arg(long)]
     resp_port: Option<u16>,
+    /// A delete's tombstone is collected once it is this old (ms) and every
+    /// replica of its key holds it; it must outlast any delay of an older copy
+    /// of the key still in flight.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    tombstone_grace: u64,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -61,6 +66,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut cfg = NodeConfig::new(advertise.clone(), manager);
     cfg.secret = args.secret;
     cfg.tokens = args.tokens;
+    cfg.tombstone_grace_ms = args.tombstone_grace;
     // Versions follow the wall clock; the reactor's clock starts about now.
     cfg.clock_base_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

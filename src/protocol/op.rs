@@ -65,6 +65,13 @@ pub const REPLICATE: u8 = 55;
 /// Coordinator -> replica: the key's entry. Reply VALUE with one MIGRATE-chunk
 /// entry, or NOT_FOUND.
 pub const REPL_READ: u8 = 56;
+/// Coordinator -> replica: `VERSION(u64 BE)` then the key: forget the key's
+/// tombstone if it is still the one at that version (every replica confirmed it
+/// holds it). Reply OK.
+pub const PURGE: u8 = 58;
+/// Node -> node: `NODEID`, in decimal: the sender just started and holds
+/// nothing it can vouch for; send it every key it is a replica of. Reply OK.
+pub const SYNC_REQ: u8 = 59;
 /// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
 pub const DROP: u8 = 33;
 /// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
@@ -110,6 +117,8 @@ pub fn name(op: u8) -> &'static str {
         LEAVE => "LEAVE",
         REPLICATE => "REPLICATE",
         REPL_READ => "REPL_READ",
+        PURGE => "PURGE",
+        SYNC_REQ => "SYNC_REQ",
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
         _ => "UNKNOWN",

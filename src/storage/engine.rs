@@ -231,6 +231,22 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Forgets `key` if its entry is a tombstone at exactly `version`; returns
+    /// whether it did. (Tombstone collection: see the node's sweep.)
+    pub fn remove_tombstone(&mut self, key: &[u8], version: u64) -> bool {
+        let s = self.sector_mut(key);
+        let gone = s
+            .map
+            .get(key)
+            .is_some_and(|e| e.version == version && e.value.is_none());
+        if gone {
+            s.map.remove(key);
+        }
+        gone
+    }
+}
+
 /// What a key-value request does, decided against the key's current value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {

@@ -56,6 +56,13 @@ pub enum ReplyTo {
         /// The ring epoch the handoff belongs to.
         epoch: u64,
     },
+    /// A replica's copy of a tombstone this node wants to collect.
+    Purge {
+        /// The check's id.
+        id: u64,
+    },
+    /// A message whose answer changes nothing (PURGE, SYNC_REQ).
+    Ignore,
     /// A chunk of hints or resync (see `resync`).
     Resync {
         /// The keys it carries, owed again if it fails.

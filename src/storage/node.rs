@@ -55,6 +55,8 @@ const EXIT_GRACE_MS: Millis = 1_500;
 const HOLD_SLOTS: usize = 1024;
 /// Bytes of replies held back on one connection above which reading stops.
 const HOLD_BYTES: usize = 4 << 20;
+/// Tombstone collection checks in flight at most.
+const MAX_PURGES: usize = 256;
 
 /// Settings of a storage node.
 #[derive(Clone, Debug)]
@@ -80,6 +82,9 @@ pub struct NodeConfig {
     /// The wall clock (ms since the Unix epoch) at reactor time 0: versions start
     /// from it (see [`Hlc`]). 0 in tests and simulations.
     pub clock_base_ms: u64,
+    /// A tombstone older than this (by its version's clock) is collected once
+    /// every replica of its key holds it, in ms.
+    pub tombstone_grace_ms: Millis,
 }
 
 impl NodeConfig {
@@ -96,6 +101,7 @@ impl NodeConfig {
             request_timeout_ms: 5_000,
             tick_ms: 100,
             clock_base_ms: 0,
+            tombstone_grace_ms: 60_000,
         }
     }
 }
@@ -141,6 +147,26 @@ pub struct StorageNode {
     resp: Option<RespFront>,
     /// Writes other replicas missed, and keys nodes are newly responsible for.
     resync: Resync,
+    /// Tombstones being checked on every replica before they are collected.
+    purges: HashMap<u64, PurgeCheck>,
+    next_purge: u64,
+    /// When the next tombstone sweep is due.
+    next_sweep: Millis,
+    /// Tombstones collected since the last sweep logged it.
+    collected: usize,
+    /// This process asked its peers for a full resync (once, when it first
+    /// registers: a restarted node cannot know what it missed).
+    asked_sync: bool,
+}
+
+/// A tombstone this node coordinates, being confirmed on every replica.
+struct PurgeCheck {
+    key: Bytes,
+    version: u64,
+    /// Every other node of the key's preference lists.
+    members: Vec<u32>,
+    /// Those that have not confirmed yet.
+    waiting: Vec<u32>,
 }
 
 impl StorageNode {
@@ -162,6 +188,11 @@ impl StorageNode {
             trusted: Vec::new(),
             resp: None,
             resync: Resync::default(),
+            purges: HashMap::new(),
+            next_purge: 1,
+            next_sweep: 0,
+            collected: 0,
+            asked_sync: false,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -303,7 +334,30 @@ impl StorageNode {
             self.resync.forget(id);
         }
         self.start_handoff(now, out);
+        self.ask_sync(now, out);
         self.pump_resync(now, out);
+    }
+
+    /// Once per process, at its first ring: if that ring already has this node
+    /// serving (a restart; a new node joins instead and gets its keys by the
+    /// handoff), asks every peer to send it the keys they share (`SYNC_REQ`).
+    /// This does not depend on the others having seen this node down, which a
+    /// fast restart can hide.
+    fn ask_sync(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let me = self.node_id;
+        if self.asked_sync || me == 0 {
+            return;
+        }
+        self.asked_sync = true;
+        if self.serving.node(me).is_none() || self.ring.replicas < 2 {
+            return;
+        }
+        let peers: Vec<u32> = self.ring.nodes().iter().map(|n| n.id).collect();
+        let deadline = now + self.cfg.request_timeout_ms;
+        for peer in peers.into_iter().filter(|&p| p != me) {
+            let frame = Frame::new(op::SYNC_REQ, 0, 0, me.to_string());
+            let _ = self.mesh.forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+        }
     }
 
     /// Queues the keys this node must push because `ring` makes nodes newly
@@ -481,6 +535,10 @@ impl StorageNode {
                     }
                 }
                 ReplyTo::Resync { keys } => self.resync.failed(f.peer, keys),
+                ReplyTo::Purge { id } => {
+                    self.purges.remove(&id);
+                }
+                ReplyTo::Ignore => {}
             }
         }
     }
@@ -677,6 +735,8 @@ impl StorageNode {
                 }
                 self.pump_handoff(now, out);
             }
+            ReplyTo::Purge { id } => self.purge_answer(now, id, fwd.peer, &frame, out),
+            ReplyTo::Ignore => {}
             ReplyTo::Resync { keys } => {
                 if frame.op == op::OK {
                     self.resync.acked(fwd.peer);
@@ -787,6 +847,23 @@ impl StorageNode {
                 }
                 None => (op::NOT_FOUND, Bytes::new()),
             },
+            op::SYNC_REQ if self.members.contains(&conn) => {
+                let peer = std::str::from_utf8(&f.payload)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| Error::new(ErrorCode::BadOp, "SYNC_REQ needs NODEID"))?;
+                if self.ring.node(peer).is_some() && peer != self.node_id {
+                    log::info!("node {peer} restarted and asks for its keys");
+                    self.resync.want_full(peer);
+                }
+                (op::OK, Bytes::new())
+            }
+            op::PURGE if self.members.contains(&conn) && f.payload.len() >= 8 => {
+                let version = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
+                let key = &f.payload[8..];
+                self.collected += self.engine.remove_tombstone(key, version) as usize;
+                (op::OK, Bytes::new())
+            }
             op::MIGRATE if self.members.contains(&conn) => {
                 let entries = parse_chunk(&f.payload)
                     .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
@@ -1227,6 +1304,121 @@ impl StorageNode {
     }
 }
 
+// Tombstone collection. A delete leaves a tombstone so that an older copy of the
+// key arriving later (a late replica write, a hint, a move) cannot bring it back.
+// The key's coordinator collects a tombstone once it is older than the grace
+// period and every node of the key's preference lists (the serving and the
+// settled one) confirms it holds exactly that tombstone: then no replica holds an
+// older value. The grace period covers older copies still in flight. It sends
+// PURGE to each, which forgets the key only if its entry is still that
+// tombstone. Nothing is collected while a move is pending, or while any replica
+// is unreachable. With N = 1 the owner collects its own tombstones.
+impl StorageNode {
+    fn sweep_tombstones(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let grace = self.cfg.tombstone_grace_ms;
+        if now < self.next_sweep || self.node_id == 0 || self.ring.has_moves() {
+            return;
+        }
+        self.next_sweep = now + (grace / 2).clamp(100, 5_000);
+        let wall = self.cfg.clock_base_ms + now;
+        let room = MAX_PURGES.saturating_sub(self.purges.len());
+        let mut old: Vec<(Bytes, u64)> = Vec::new();
+        let tokens: Vec<u64> = self.engine.tokens().collect();
+        for t in tokens {
+            let Some(sector) = self.engine.sector_of_token(t) else {
+                continue;
+            };
+            let aged = |v: u64| (v >> 16).saturating_add(grace) <= wall;
+            for (k, e) in sector.iter() {
+                if e.value.is_none() && aged(e.version) && old.len() < room {
+                    old.push((k.clone(), e.version));
+                }
+            }
+        }
+        let me = self.node_id;
+        for (key, version) in old {
+            let h = hash64(&key);
+            if self.ring.replicas <= 1 {
+                self.collected += self.engine.remove_tombstone(&key, version) as usize;
+                continue;
+            }
+            if self.live_coordinator(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
+                continue;
+            }
+            let mut members: Vec<u32> = (self.serving_pref.get(h).iter())
+                .chain(self.settled_pref.get(h))
+                .copied()
+                .filter(|&id| id != me)
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            if members.iter().any(|&id| !self.reachable(id)) {
+                continue;
+            }
+            let id = self.next_purge;
+            self.next_purge += 1;
+            let deadline = now + self.cfg.request_timeout_ms;
+            for &peer in &members {
+                let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
+                let reply_to = ReplyTo::Purge { id };
+                // A failed send leaves the check waiting; its deadline ends it.
+                let _ = self.mesh.forward(peer, frame, reply_to, 1, deadline, out);
+            }
+            let waiting = members.clone();
+            let check = PurgeCheck {
+                key,
+                version,
+                members,
+                waiting,
+            };
+            self.purges.insert(id, check);
+        }
+        if self.collected > 0 {
+            log::info!(
+                "collected {} tombstones",
+                std::mem::take(&mut self.collected)
+            );
+        }
+    }
+
+    /// A replica's copy for tombstone check `id`: the check goes on only if it is
+    /// the same tombstone; once all confirmed, every replica forgets it.
+    fn purge_answer(
+        &mut self,
+        now: Millis,
+        id: u64,
+        peer: u32,
+        frame: &Frame,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(c) = self.purges.get_mut(&id) else {
+            return;
+        };
+        let same = frame.op == op::VALUE
+            && parse_chunk(&frame.payload)
+                .is_some_and(|e| matches!(e[..], [(_, v, None)] if v == c.version));
+        if !same {
+            self.purges.remove(&id);
+            return;
+        }
+        c.waiting.retain(|&p| p != peer);
+        if !c.waiting.is_empty() {
+            return;
+        }
+        let c = self.purges.remove(&id).expect("checked above");
+        let mut payload = BytesMut::with_capacity(8 + c.key.len());
+        payload.extend_from_slice(&c.version.to_be_bytes());
+        payload.extend_from_slice(&c.key);
+        let payload = payload.freeze();
+        let deadline = now + self.cfg.request_timeout_ms;
+        for peer in c.members {
+            let frame = Frame::new(op::PURGE, 0, 0, payload.clone());
+            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+        }
+        self.collected += self.engine.remove_tombstone(&c.key, c.version) as usize;
+    }
+}
+
 // The RESP front (see `super::resp`): RESP connections come from listener 1; their
 // commands become native requests served by `on_request` like any client's, and
 // every native reply to them is turned back into RESP at the end of the step.
@@ -1316,6 +1508,7 @@ impl StorageNode {
                     self.pump_handoff(now, out);
                 }
                 self.pump_resync(now, out);
+                self.sweep_tombstones(now, out);
                 self.apply_holds(None, out);
                 out.push(Output::Timer {
                     at: now + self.cfg.tick_ms,

@@ -72,7 +72,16 @@ impl Resync {
         self.peers.entry(peer).or_default().queue.extend(keys);
     }
 
-    /// Peers owed a full resync (their hints overflowed); clears the flag, as the
+    /// Owes `peer` every key the two share (it asked: it restarted). Supersedes
+    /// whatever was queued for it.
+    pub fn want_full(&mut self, peer: u32) {
+        let o = self.peers.entry(peer).or_default();
+        o.queue.clear();
+        o.hinted.clear();
+        o.full = true;
+    }
+
+    /// Peers owed a full resync (they asked, or their hints overflowed); clears the flag, as the
     /// caller is about to queue the keys.
     pub fn take_full(&mut self, ready: impl Fn(u32) -> bool) -> Vec<u32> {
         self.peers
@@ -239,6 +248,10 @@ mod tests {
         assert_eq!(again[0].2.len(), 3);
         r.acked(7);
         assert!(r.is_idle());
+        // A full resync supersedes what was queued.
+        r.owe(7, [Bytes::from("a")]);
+        r.want_full(7);
+        assert_eq!((r.owed(7), r.take_full(|_| true)), (0, vec![7]));
         // A key gone from the engine (dropped meanwhile) is skipped.
         r.owe(7, [Bytes::from("zzz")]);
         assert!(r.next_chunks(&engine, |_| true).is_empty());
