@@ -774,6 +774,28 @@ impl World {
         }
     }
 
+    /// Adds a line to the trace (if on): a fault, or a frame a process sent.
+    fn trace_line(&mut self, line: impl FnOnce(&World) -> String) {
+        if self.trace.is_none() {
+            return;
+        }
+        let mut line = line(self);
+        line.truncate(200);
+        let t = self.trace.as_mut().expect("checked");
+        if t.len() >= self.trace_lines {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+
+    /// The name of the process at the other end of `p`'s connection `conn`.
+    fn peer_name(&self, p: ProcId, conn: ConnId) -> &str {
+        match self.lookup(p, conn) {
+            Some((c, e)) => &self.procs[self.conns[&c].ends[1 - e].proc].name,
+            None => "?",
+        }
+    }
+
     fn lookup(&self, p: ProcId, conn: ConnId) -> Option<(u64, usize)> {
         self.procs[p].conns.get(&conn).copied()
     }
@@ -783,6 +805,18 @@ impl World {
         let now = self.now;
         match out {
             Output::Send { conn, frame } => {
+                self.trace_line(|w| {
+                    format!(
+                        "{:>7} {:<8} => {} {} cid {} nid {} {:?}",
+                        w.now,
+                        w.procs[p].name,
+                        w.peer_name(p, conn),
+                        protocol::op::name(frame.op),
+                        frame.client_id,
+                        frame.node_id,
+                        frame.payload
+                    )
+                });
                 let mut b = BytesMut::with_capacity(frame.wire_len());
                 protocol::encode(
                     &mut b,
@@ -812,6 +846,12 @@ impl World {
                 }
             }
             Output::Connect { addr, tag } => {
+                self.trace_line(|w| {
+                    format!(
+                        "{:>7} {:<8} => connect {addr} tag {tag}",
+                        w.now, w.procs[p].name
+                    )
+                });
                 let proc = &mut self.procs[p];
                 proc.connects += 1;
                 let (n, life) = (proc.connects, proc.life);
@@ -1065,6 +1105,7 @@ impl World {
 
     /// Crashes process `p`: its state is lost and its connections reset.
     pub fn crash(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## crash {}", w.now, w.procs[p].name));
         if self.procs[p].actor.is_some() {
             self.exit(p, ProcState::Crashed);
         }
@@ -1072,6 +1113,7 @@ impl World {
 
     /// Restarts a crashed or exited process with a fresh actor from its factory.
     pub fn restart(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## restart {}", w.now, w.procs[p].name));
         let proc = &mut self.procs[p];
         if proc.actor.is_some() {
             return;
@@ -1091,6 +1133,7 @@ impl World {
 
     /// Pauses process `p` (SIGSTOP).
     pub fn pause(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## pause {}", w.now, w.procs[p].name));
         if self.procs[p].state == ProcState::Up {
             self.procs[p].state = ProcState::Paused;
         }
@@ -1098,6 +1141,7 @@ impl World {
 
     /// Resumes a paused process (SIGCONT): what waited is delivered now.
     pub fn resume(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## resume {}", w.now, w.procs[p].name));
         if self.procs[p].state != ProcState::Paused {
             return;
         }
@@ -1125,6 +1169,13 @@ impl World {
     /// talking to everyone). With `reset_after`, connections still cut after that
     /// many ms are reset, as TCP gives up retransmitting.
     pub fn partition(&mut self, groups: &[Vec<ProcId>], reset_after: Option<Millis>) {
+        self.trace_line(|w| {
+            let names: Vec<Vec<&str>> = groups
+                .iter()
+                .map(|g| g.iter().map(|&q| w.procs[q].name.as_str()).collect())
+                .collect();
+            format!("{:>7} ## partition {names:?} reset {reset_after:?}", w.now)
+        });
         for (i, g) in groups.iter().enumerate() {
             for h in &groups[i + 1..] {
                 for &a in g {
@@ -1150,6 +1201,7 @@ impl World {
 
     /// Removes every cut; held bytes flow again.
     pub fn heal(&mut self) {
+        self.trace_line(|w| format!("{:>7} ## heal", w.now));
         self.cuts.clear();
         self.cut_generation += 1;
         let mut wake = Vec::new();
@@ -1188,9 +1240,15 @@ impl World {
 
     /// Resets connection `c`: bytes in flight are lost, both ends get `Closed`.
     pub fn reset(&mut self, c: u64) {
-        let Some(conn) = self.conns.get_mut(&c) else {
+        let Some(conn) = self.conns.get(&c) else {
             return;
         };
+        let (a, b) = (conn.ends[0].proc, conn.ends[1].proc);
+        self.trace_line(|w| {
+            let (a, b) = (&w.procs[a].name, &w.procs[b].name);
+            format!("{:>7} ## reset connection {c} {a}-{b}", w.now)
+        });
+        let conn = self.conns.get_mut(&c).expect("checked");
         for p in conn.pipes.iter_mut() {
             p.chunks.clear();
         }
