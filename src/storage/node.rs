@@ -928,9 +928,14 @@ impl StorageNode {
         };
         let round = p.attempts;
         let done = p.read_need <= 1;
+        let alone = others.is_empty();
         let failed = self.ask_replicas(now, id, round, others, op::REPL_READ, key, out);
         if done {
             return self.finish_read(now, id, out);
+        }
+        if alone {
+            // Nobody to wait for: no answer would ever end the round.
+            return self.too_few_reachable(id, out);
         }
         self.unreachable_replicas(now, id, round, failed, out);
     }
@@ -1006,6 +1011,7 @@ impl StorageNode {
         };
         let done = acks >= p.write_need
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
+        let alone = targets.is_empty();
         let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
         // Replicas this write cannot reach now get it later (hinted handoff).
         let key = p_key(&self.pending, id);
@@ -1018,7 +1024,20 @@ impl StorageNode {
         if done {
             return self.write_done(id, out);
         }
+        if alone {
+            return self.too_few_reachable(id, out);
+        }
         self.unreachable_replicas(now, id, round, failed, out);
+    }
+
+    /// Fails request `id` at once: too few of its replicas are reachable for a
+    /// quorum, and none was asked, so no answer would end the round.
+    fn too_few_reachable(&mut self, id: u64, out: &mut Vec<Output>) {
+        let e = Error::new(
+            ErrorCode::Unavailable,
+            "too few of the key's replicas are reachable",
+        );
+        self.finish(id, Err(e), out);
     }
 
     /// A replica answered (`frame`) or will not (`None`, for the reason `code`).
