@@ -1013,10 +1013,15 @@ impl StorageNode {
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
         let alone = targets.is_empty();
         let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
-        // Replicas this write cannot reach now get it later (hinted handoff).
+        // Replicas this write cannot reach now get it later (hinted handoff),
+        // and so do the nodes a pending move adds to the key's list: they count
+        // as holding it once the ring flips.
         let key = p_key(&self.pending, id);
         let n = self.ring.replicas.max(1) as usize;
-        for peer in self.serving.preference_list(hash64(&key), n) {
+        let h = hash64(&key);
+        let mut listed = self.serving.preference_list(h, n);
+        listed.extend(self.settled.preference_list(h, n));
+        for peer in listed {
             if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
                 self.resync.hint(peer, &key);
             }
