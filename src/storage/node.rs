@@ -1089,8 +1089,12 @@ impl StorageNode {
                         .and_then(|t| t.parse::<u64>().ok())),
                     _ => Err(None),
                 };
-                if let Err(Some(v)) = answer {
-                    self.hlc.observe(v);
+                match answer {
+                    Err(Some(v)) => self.hlc.observe(v),
+                    // No answer (its link broke, it timed out): it may lack the
+                    // write, and the round no longer waits for it.
+                    Err(None) => self.resync.hint(peer, &p.key),
+                    Ok(()) => {}
                 }
                 p.ack_from(peer, answer)
             }
