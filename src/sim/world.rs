@@ -774,6 +774,16 @@ impl World {
         }
     }
 
+    /// Adds `## text` to the trace (if on), for the driver's own notes.
+    pub fn trace_note(&mut self, text: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            if t.len() >= self.trace_lines {
+                t.pop_front();
+            }
+            t.push_back(format!("{:>7} ## {}", self.now, text()));
+        }
+    }
+
     /// Adds a line to the trace (if on): a fault, or a frame a process sent.
     fn trace_line(&mut self, line: impl FnOnce(&World) -> String) {
         if self.trace.is_none() {
@@ -807,14 +817,14 @@ impl World {
             Output::Send { conn, frame } => {
                 self.trace_line(|w| {
                     format!(
-                        "{:>7} {:<8} => {} {} cid {} nid {} {:?}",
+                        "{:>7} {:<8} => {} {} cid {} nid {} {}",
                         w.now,
                         w.procs[p].name,
                         w.peer_name(p, conn),
                         protocol::op::name(frame.op),
                         frame.client_id,
                         frame.node_id,
-                        frame.payload
+                        brief_payload(frame.op, &frame.payload)
                     )
                 });
                 let mut b = BytesMut::with_capacity(frame.wire_len());
@@ -906,6 +916,7 @@ impl World {
     /// Puts a chunk on direction `dir` of connection `c`, in order after the rest.
     fn push_chunk(&mut self, c: u64, dir: usize, chunk: Chunk) {
         let now = self.now;
+
         let n = self.conns[&c].pipes[dir].sent;
         let d = self.delay(4, c, dir as u64, n);
         let split = hash(self.seed, &[5, c, dir as u64, n]);
@@ -961,6 +972,7 @@ impl World {
             .is_some_and(|(at, _)| *at <= now)
         {
             let (_, chunk) = conn.pipes[dir].chunks.pop_front().expect("checked");
+
             let end = &mut conn.ends[r];
             match chunk {
                 Chunk::Data(b) => {
@@ -969,7 +981,10 @@ impl World {
                             end.rst_sent = true;
                             reply_rst = true;
                         }
-                    } else if !end.closing && !end.read_done {
+                    } else if !end.closing && !end.read_done && !end.rst_in {
+                        // After a reset nothing more is read: the bytes that
+                        // were in flight when it happened are lost, so what the
+                        // peer sent later would follow a gap in the stream.
                         end.inbuf.extend_from_slice(&b);
                     }
                 }
@@ -1281,6 +1296,26 @@ impl World {
     }
 }
 
+/// A payload for the trace: a ring as `epoch E: id=state ...`, anything else
+/// as escaped bytes.
+fn brief_payload(op: u8, payload: &[u8]) -> String {
+    if !matches!(op, protocol::op::RING_UPDATE | protocol::op::JOINED) {
+        return format!("{:?}", Bytes::copy_from_slice(payload));
+    }
+    let text = String::from_utf8_lossy(payload);
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["epoch", e] => out.push_str(&format!("epoch {e}:")),
+            ["node", id, _addr, state, ..] => out.push_str(&format!(" {id}={state}")),
+            [id] if out.is_empty() => out.push_str(&format!("id {id} ")),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The client id of the header at the front of `buf`, if it parses (else 0).
 fn header_client_id(buf: &[u8]) -> u64 {
     let window = &buf[..buf.len().min(protocol::MAX_HEADER)];
@@ -1438,6 +1473,24 @@ mod tests {
         w.restart(b);
         w.run_for(1);
         assert_eq!(take(&lb), ["timer 0"]);
+    }
+
+    #[test]
+    fn nothing_sent_after_a_reset_is_read_past_the_gap() {
+        let (mut w, a, b, _la, lb) = world();
+        let (ca, cb) = connect(&mut w, a, b);
+        take(&lb);
+        // Every message takes 5 ms: what `a` sends after the reset arrives in
+        // the same instant as the reset.
+        (w.net.min_delay, w.net.max_delay, w.net.slow_chance) = (5, 5, 0.0);
+        w.net.split_chance = 0.0;
+        w.inject(a, vec![send(ca, "lost")]);
+        let c = w.connection_numbers()[0];
+        w.reset(c);
+        // `a` has not heard of the reset yet and goes on sending.
+        w.inject(a, vec![send(ca, "after")]);
+        w.run_for(1_000);
+        assert_eq!(take(&lb), [format!("closed {cb}")]);
     }
 
     #[test]
