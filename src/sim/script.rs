@@ -6,7 +6,8 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `seed S` | use seed `S` (first line only; default 1) |
+//! | `seed S` | use seed `S` (before the first node; default 1) |
+//! | `replicas N R W` | the manager's replication (before the first node; default 1 1 1) |
 //! | `node 1..5` / `node 6` | start nodes (a range starts them 300 ms apart) |
 //! | `run MS` | advance virtual time (background load keeps running) |
 //! | `settle [MS]` | run until no join or leave is pending and every node has the manager's ring (default limit 60 s); fails if it does not happen |
@@ -24,12 +25,13 @@
 //! | `expect ring epoch E: n1=up ...` | the manager's ring, exactly |
 //! | `expect exited N` | node N's process has exited |
 //! | `expect keys N COUNT` | node N's engine holds COUNT keys |
-//! | `expect owners` | every key written by `put`/`fill` is held by its owner in the manager's ring and by no other node |
+//! | `expect owners` | every key written by `put`/`fill` is held by its owner in the manager's ring and by no other node (N = 1) |
+//! | `expect copies [MS]` | within MS of virtual time (default 30 s), every key written by `put`/`fill` or used by the load has the newest entry on all N nodes of its preference list (see `chaos::check_copies`) |
 //!
 //! A failed expectation panics with the script name, line, command and what was
 //! seen instead, plus the tail of the trace.
 
-use super::chaos::{check_history, read_everywhere, Load};
+use super::chaos::{check_copies, check_history, read_everywhere, Load};
 use super::client::{Outcome, Request};
 use super::cluster::{manager_addr, node_addr, Cluster, ClusterConfig};
 use super::world::{ProcId, ProcState};
@@ -57,9 +59,15 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner for the script called `name`, with seed `seed`.
+    /// A runner for the script called `name`, with seed `seed` and the
+    /// manager's defaults.
     pub fn new(name: &str, seed: u64) -> Runner {
-        let mut cluster = Cluster::new(ClusterConfig::new(seed));
+        Runner::with_config(name, ClusterConfig::new(seed))
+    }
+
+    /// A runner for the script called `name` on a cluster built from `cfg`.
+    pub fn with_config(name: &str, cfg: ClusterConfig) -> Runner {
+        let mut cluster = Cluster::new(cfg);
         cluster.world.enable_trace();
         Runner {
             cluster,
@@ -274,6 +282,10 @@ impl Runner {
                 }
             }
             ["expect", "owners"] => self.check_owners(),
+            ["expect", "copies", rest @ ..] => {
+                let limit = rest.first().and_then(|m| m.parse().ok()).unwrap_or(30_000);
+                self.expect_copies(limit);
+            }
             _ => self.fail("unknown command".into()),
         }
     }
@@ -306,6 +318,22 @@ impl Runner {
         read_everywhere(&mut self.cluster, &load_keys);
         if let Err(e) = check_history(&self.cluster.history()) {
             self.fail(e);
+        }
+    }
+
+    /// Runs until every written or loaded key has N up-to-date copies, or fails
+    /// after `limit` ms.
+    fn expect_copies(&mut self, limit: u64) {
+        let mut keys: Vec<Bytes> = self.model.keys().cloned().collect();
+        keys.extend(self.load_keys.iter().cloned());
+        let n = self.cluster.ring().replicas.max(1) as usize;
+        let end = self.cluster.world.now() + limit;
+        loop {
+            match check_copies(&self.cluster, &keys, n) {
+                Ok(()) => return,
+                Err(e) if self.cluster.world.now() >= end => self.fail(e),
+                Err(_) => self.run(100),
+            }
         }
     }
 
@@ -342,10 +370,21 @@ impl Runner {
             .find_map(|l| l.trim().strip_prefix("seed "))
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1);
-        let mut r = Runner::new(name, seed);
+        let mut cfg = ClusterConfig::new(seed);
+        let replicas = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("replicas "))
+            .map(|s| s.split_whitespace().filter_map(|w| w.parse().ok()))
+            .map(|ws| ws.collect::<Vec<u32>>());
+        if let Some([n, r, w]) = replicas.as_deref() {
+            cfg.manager.replicas = *n;
+            cfg.manager.read_quorum = *r;
+            cfg.manager.write_quorum = *w;
+        }
+        let mut r = Runner::with_config(name, cfg);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() || line.starts_with("seed ") {
+            if line.is_empty() || line.starts_with("seed ") || line.starts_with("replicas ") {
                 continue;
             }
             r.line = i + 1;
@@ -389,6 +428,11 @@ mod tests {
     #[test]
     fn a_node_that_left_does_not_register_again() {
         script("left_node_stays_out.txt");
+    }
+
+    #[test]
+    fn a_crashed_replica_comes_back_empty_and_catches_up() {
+        script("replica_crash_restart.txt");
     }
 
     #[test]

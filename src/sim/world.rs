@@ -774,6 +774,38 @@ impl World {
         }
     }
 
+    /// Adds `## text` to the trace (if on), for the driver's own notes.
+    pub fn trace_note(&mut self, text: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            if t.len() >= self.trace_lines {
+                t.pop_front();
+            }
+            t.push_back(format!("{:>7} ## {}", self.now, text()));
+        }
+    }
+
+    /// Adds a line to the trace (if on): a fault, or a frame a process sent.
+    fn trace_line(&mut self, line: impl FnOnce(&World) -> String) {
+        if self.trace.is_none() {
+            return;
+        }
+        let mut line = line(self);
+        line.truncate(200);
+        let t = self.trace.as_mut().expect("checked");
+        if t.len() >= self.trace_lines {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+
+    /// The name of the process at the other end of `p`'s connection `conn`.
+    fn peer_name(&self, p: ProcId, conn: ConnId) -> &str {
+        match self.lookup(p, conn) {
+            Some((c, e)) => &self.procs[self.conns[&c].ends[1 - e].proc].name,
+            None => "?",
+        }
+    }
+
     fn lookup(&self, p: ProcId, conn: ConnId) -> Option<(u64, usize)> {
         self.procs[p].conns.get(&conn).copied()
     }
@@ -783,6 +815,18 @@ impl World {
         let now = self.now;
         match out {
             Output::Send { conn, frame } => {
+                self.trace_line(|w| {
+                    format!(
+                        "{:>7} {:<8} => {} {} cid {} nid {} {}",
+                        w.now,
+                        w.procs[p].name,
+                        w.peer_name(p, conn),
+                        protocol::op::name(frame.op),
+                        frame.client_id,
+                        frame.node_id,
+                        brief_payload(frame.op, &frame.payload)
+                    )
+                });
                 let mut b = BytesMut::with_capacity(frame.wire_len());
                 protocol::encode(
                     &mut b,
@@ -812,6 +856,12 @@ impl World {
                 }
             }
             Output::Connect { addr, tag } => {
+                self.trace_line(|w| {
+                    format!(
+                        "{:>7} {:<8} => connect {addr} tag {tag}",
+                        w.now, w.procs[p].name
+                    )
+                });
                 let proc = &mut self.procs[p];
                 proc.connects += 1;
                 let (n, life) = (proc.connects, proc.life);
@@ -866,6 +916,7 @@ impl World {
     /// Puts a chunk on direction `dir` of connection `c`, in order after the rest.
     fn push_chunk(&mut self, c: u64, dir: usize, chunk: Chunk) {
         let now = self.now;
+
         let n = self.conns[&c].pipes[dir].sent;
         let d = self.delay(4, c, dir as u64, n);
         let split = hash(self.seed, &[5, c, dir as u64, n]);
@@ -921,6 +972,7 @@ impl World {
             .is_some_and(|(at, _)| *at <= now)
         {
             let (_, chunk) = conn.pipes[dir].chunks.pop_front().expect("checked");
+
             let end = &mut conn.ends[r];
             match chunk {
                 Chunk::Data(b) => {
@@ -929,7 +981,10 @@ impl World {
                             end.rst_sent = true;
                             reply_rst = true;
                         }
-                    } else if !end.closing && !end.read_done {
+                    } else if !end.closing && !end.read_done && !end.rst_in {
+                        // After a reset nothing more is read: the bytes that
+                        // were in flight when it happened are lost, so what the
+                        // peer sent later would follow a gap in the stream.
                         end.inbuf.extend_from_slice(&b);
                     }
                 }
@@ -1065,6 +1120,7 @@ impl World {
 
     /// Crashes process `p`: its state is lost and its connections reset.
     pub fn crash(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## crash {}", w.now, w.procs[p].name));
         if self.procs[p].actor.is_some() {
             self.exit(p, ProcState::Crashed);
         }
@@ -1072,6 +1128,7 @@ impl World {
 
     /// Restarts a crashed or exited process with a fresh actor from its factory.
     pub fn restart(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## restart {}", w.now, w.procs[p].name));
         let proc = &mut self.procs[p];
         if proc.actor.is_some() {
             return;
@@ -1091,6 +1148,7 @@ impl World {
 
     /// Pauses process `p` (SIGSTOP).
     pub fn pause(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## pause {}", w.now, w.procs[p].name));
         if self.procs[p].state == ProcState::Up {
             self.procs[p].state = ProcState::Paused;
         }
@@ -1098,6 +1156,7 @@ impl World {
 
     /// Resumes a paused process (SIGCONT): what waited is delivered now.
     pub fn resume(&mut self, p: ProcId) {
+        self.trace_line(|w| format!("{:>7} ## resume {}", w.now, w.procs[p].name));
         if self.procs[p].state != ProcState::Paused {
             return;
         }
@@ -1125,6 +1184,13 @@ impl World {
     /// talking to everyone). With `reset_after`, connections still cut after that
     /// many ms are reset, as TCP gives up retransmitting.
     pub fn partition(&mut self, groups: &[Vec<ProcId>], reset_after: Option<Millis>) {
+        self.trace_line(|w| {
+            let names: Vec<Vec<&str>> = groups
+                .iter()
+                .map(|g| g.iter().map(|&q| w.procs[q].name.as_str()).collect())
+                .collect();
+            format!("{:>7} ## partition {names:?} reset {reset_after:?}", w.now)
+        });
         for (i, g) in groups.iter().enumerate() {
             for h in &groups[i + 1..] {
                 for &a in g {
@@ -1150,6 +1216,7 @@ impl World {
 
     /// Removes every cut; held bytes flow again.
     pub fn heal(&mut self) {
+        self.trace_line(|w| format!("{:>7} ## heal", w.now));
         self.cuts.clear();
         self.cut_generation += 1;
         let mut wake = Vec::new();
@@ -1188,9 +1255,15 @@ impl World {
 
     /// Resets connection `c`: bytes in flight are lost, both ends get `Closed`.
     pub fn reset(&mut self, c: u64) {
-        let Some(conn) = self.conns.get_mut(&c) else {
+        let Some(conn) = self.conns.get(&c) else {
             return;
         };
+        let (a, b) = (conn.ends[0].proc, conn.ends[1].proc);
+        self.trace_line(|w| {
+            let (a, b) = (&w.procs[a].name, &w.procs[b].name);
+            format!("{:>7} ## reset connection {c} {a}-{b}", w.now)
+        });
+        let conn = self.conns.get_mut(&c).expect("checked");
         for p in conn.pipes.iter_mut() {
             p.chunks.clear();
         }
@@ -1221,6 +1294,26 @@ impl World {
     pub fn idle(&self) -> bool {
         self.queue.is_empty()
     }
+}
+
+/// A payload for the trace: a ring as `epoch E: id=state ...`, anything else
+/// as escaped bytes.
+fn brief_payload(op: u8, payload: &[u8]) -> String {
+    if !matches!(op, protocol::op::RING_UPDATE | protocol::op::JOINED) {
+        return format!("{:?}", Bytes::copy_from_slice(payload));
+    }
+    let text = String::from_utf8_lossy(payload);
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["epoch", e] => out.push_str(&format!("epoch {e}:")),
+            ["node", id, _addr, state, ..] => out.push_str(&format!(" {id}={state}")),
+            [id] if out.is_empty() => out.push_str(&format!("id {id} ")),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The client id of the header at the front of `buf`, if it parses (else 0).
@@ -1380,6 +1473,24 @@ mod tests {
         w.restart(b);
         w.run_for(1);
         assert_eq!(take(&lb), ["timer 0"]);
+    }
+
+    #[test]
+    fn nothing_sent_after_a_reset_is_read_past_the_gap() {
+        let (mut w, a, b, _la, lb) = world();
+        let (ca, cb) = connect(&mut w, a, b);
+        take(&lb);
+        // Every message takes 5 ms: what `a` sends after the reset arrives in
+        // the same instant as the reset.
+        (w.net.min_delay, w.net.max_delay, w.net.slow_chance) = (5, 5, 0.0);
+        w.net.split_chance = 0.0;
+        w.inject(a, vec![send(ca, "lost")]);
+        let c = w.connection_numbers()[0];
+        w.reset(c);
+        // `a` has not heard of the reset yet and goes on sending.
+        w.inject(a, vec![send(ca, "after")]);
+        w.run_for(1_000);
+        assert_eq!(take(&lb), [format!("closed {cb}")]);
     }
 
     #[test]

@@ -1019,9 +1019,14 @@ impl StorageNode {
         };
         let round = p.attempts;
         let done = p.read_need <= 1;
+        let alone = others.is_empty();
         let failed = self.ask_replicas(now, id, round, others, op::REPL_READ, key, out);
         if done {
             return self.finish_read(now, id, out);
+        }
+        if alone {
+            // Nobody to wait for: no answer would ever end the round.
+            return self.too_few_reachable(id, out);
         }
         self.unreachable_replicas(now, id, round, failed, out);
     }
@@ -1097,10 +1102,17 @@ impl StorageNode {
         };
         let done = acks >= p.write_need
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
+        let alone = targets.is_empty();
         let failed = self.ask_replicas(now, id, round, targets, op::REPLICATE, payload, out);
-        // Replicas this write cannot reach now get it later (hinted handoff).
+        // Replicas this write cannot reach now get it later (hinted handoff),
+        // and so do the nodes a pending move adds to the key's list: they count
+        // as holding it once the ring flips.
         let key = p_key(&self.pending, id);
-        for &peer in self.serving_pref.get(hash64(&key)) {
+        let h = hash64(&key);
+        let (serving, settled) = (self.serving_pref.get(h), self.settled_pref.get(h));
+        let mut listed = serving.to_vec();
+        listed.extend(settled.iter().filter(|id| !serving.contains(id)));
+        for peer in listed {
             if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
                 self.resync.hint(peer, &key);
             }
@@ -1108,7 +1120,20 @@ impl StorageNode {
         if done {
             return self.write_done(id, out);
         }
+        if alone {
+            return self.too_few_reachable(id, out);
+        }
         self.unreachable_replicas(now, id, round, failed, out);
+    }
+
+    /// Fails request `id` at once: too few of its replicas are reachable for a
+    /// quorum, and none was asked, so no answer would end the round.
+    fn too_few_reachable(&mut self, id: u64, out: &mut Vec<Output>) {
+        let e = Error::new(
+            ErrorCode::Unavailable,
+            "too few of the key's replicas are reachable",
+        );
+        self.finish(id, Err(e), out);
     }
 
     /// A replica answered (`frame`) or will not (`None`, for the reason `code`).
@@ -1155,8 +1180,12 @@ impl StorageNode {
                         .and_then(|t| t.parse::<u64>().ok())),
                     _ => Err(None),
                 };
-                if let Err(Some(v)) = answer {
-                    self.hlc.observe(v);
+                match answer {
+                    Err(Some(v)) => self.hlc.observe(v),
+                    // No answer (its link broke, it timed out): it may lack the
+                    // write, and the round no longer waits for it.
+                    Err(None) => self.resync.hint(peer, &p.key),
+                    Ok(()) => {}
                 }
                 p.ack_from(peer, answer)
             }
