@@ -245,6 +245,21 @@ impl Engine {
         }
         gone
     }
+
+    /// Puts back `prev` (`None`: no entry) if the key's entry is still the one at
+    /// `version`: undoes a write that its replicas refused.
+    pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
+        if self.version(key) != version {
+            return;
+        }
+        let s = self.sector_mut(key);
+        let was = s.map.remove(key).is_some_and(|e| e.value.is_some()) as usize;
+        let now = prev.as_ref().is_some_and(|e| e.value.is_some()) as usize;
+        if let Some(e) = prev {
+            s.map.insert(Bytes::copy_from_slice(key), e);
+        }
+        self.keys = self.keys + now - was;
+    }
 }
 
 /// What a key-value request does, decided against the key's current value.

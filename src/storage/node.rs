@@ -356,7 +356,9 @@ impl StorageNode {
         let deadline = now + self.cfg.request_timeout_ms;
         for peer in peers.into_iter().filter(|&p| p != me) {
             let frame = Frame::new(op::SYNC_REQ, 0, 0, me.to_string());
-            let _ = self.mesh.forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+            let _ = self
+                .mesh
+                .forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
         }
     }
 
@@ -966,6 +968,8 @@ impl StorageNode {
             },
             failure: ErrorCode::Unavailable,
             holds_key: false,
+            refused: Vec::new(),
+            undo: None,
         };
         // Requests for one key run in arrival order: a write holds the key until
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
@@ -1199,6 +1203,20 @@ impl StorageNode {
                     &p.round,
                     Round::Writing { newest_refusal, .. } if *newest_refusal > 0
                 );
+                if refused {
+                    // A replica holds something newer than this write's base: the
+                    // write lost. Its copies (here and on replicas that took it)
+                    // must not count as the newest when the key is decided again.
+                    // Its own copy goes back to what it was.
+                    if let Some((version, prev)) = p.undo.take() {
+                        p.refused.push(version);
+                        let key = p.key.clone();
+                        self.engine.restore(&key, version, prev);
+                    }
+                }
+                let Some(p) = self.pending.get(&id) else {
+                    return;
+                };
                 if refused && p.attempts < MAX_ATTEMPTS {
                     self.start_round(now, id, out);
                 } else {
@@ -1218,6 +1236,7 @@ impl StorageNode {
             return;
         };
         let (version, value) = p.newest();
+        let base = p.highest();
         let decision = match decide(&p.request, value.as_ref()) {
             Ok(d) => d,
             Err(e) => return self.finish(id, Err(e), out),
@@ -1253,12 +1272,14 @@ impl StorageNode {
             }
             Some(write) => {
                 let wall = self.cfg.clock_base_ms + now;
-                let next = self.hlc.next(wall, version);
-                match self
-                    .engine
-                    .apply(&key, next, write.as_deref(), Some(version))
-                {
-                    Applied::Stored => {}
+                let next = self.hlc.next(wall, base);
+                let prev = self.engine.entry(&key).cloned();
+                match self.engine.apply(&key, next, write.as_deref(), Some(base)) {
+                    Applied::Stored => {
+                        if let Some(p) = self.pending.get_mut(&id) {
+                            p.undo = Some((next, prev));
+                        }
+                    }
                     Applied::Newer(v) => {
                         // Something newer reached this node meanwhile: decide again.
                         self.hlc.observe(v);
@@ -1281,7 +1302,7 @@ impl StorageNode {
                     now,
                     id,
                     entry,
-                    Some(version),
+                    Some(base),
                     result,
                     targets,
                     newcomers,

@@ -63,6 +63,12 @@ pub struct Pending {
     /// This request holds its key at the coordinator: later requests for the key
     /// wait until it finishes.
     pub holds_key: bool,
+    /// Versions this request wrote that a replica refused: copies at these
+    /// versions are ignored when its next round decides (they lost).
+    pub refused: Vec<u64>,
+    /// The coordinator's own entry before this request's conditional write, and
+    /// the version that write has: put back if the write is refused for good.
+    pub undo: Option<(u64, Option<Entry>)>,
 }
 
 /// A round of a coordinated request.
@@ -180,8 +186,20 @@ impl Pending {
         copies
             .iter()
             .filter_map(|(_, c)| c.as_ref())
+            .filter(|e| !self.refused.contains(&e.version))
             .max_by_key(|e| e.version)
             .map_or((0, None), |e| (e.version, e.value.clone()))
+    }
+
+    /// The highest version any copy of a finished read round has, refused ones
+    /// included: the base of a write decided in it, so that replicas still
+    /// holding this request's refused writes accept the retry.
+    pub fn highest(&self) -> u64 {
+        let Round::Reading { copies, .. } = &self.round else {
+            return 0;
+        };
+        let versions = copies.iter().filter_map(|(_, c)| c.as_ref());
+        versions.map(|e| e.version).max().unwrap_or(0)
     }
 
     /// Nodes of a finished read round whose copy is older than `version`.
@@ -217,6 +235,8 @@ mod tests {
             round,
             failure: ErrorCode::Unavailable,
             holds_key: false,
+            refused: Vec::new(),
+            undo: None,
         }
     }
 
