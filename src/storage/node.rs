@@ -23,6 +23,7 @@
 //! joins and now owned by it are not found through the new owner; nothing is
 //! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
+use super::durable::{Durable, Recovered};
 use super::engine::{decide, Applied, Engine, Entry, Hlc};
 use super::handoff::{parse_chunk, put_entry, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
@@ -135,6 +136,8 @@ pub struct StorageNode {
     ready_turns: Vec<u64>,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
+    /// The data directory, when the node has one (see [`super::durable`]).
+    durable: Option<Durable>,
 }
 
 impl StorageNode {
@@ -153,6 +156,7 @@ impl StorageNode {
             held: HashSet::new(),
             trusted: Vec::new(),
             resp: None,
+            durable: None,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -180,6 +184,31 @@ impl StorageNode {
     /// The last ring this node installed, for inspection.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// Opens the data directory `dir` (before the node runs) and replays it into
+    /// the engine; from then on every write is logged there before it is
+    /// acknowledged (see [`super::durable`]).
+    pub fn open_data_dir(
+        &mut self,
+        dir: &std::path::Path,
+        fsync: super::wal::Fsync,
+    ) -> std::io::Result<Recovered> {
+        let (d, rec) = Durable::open(dir, fsync)?;
+        let (found, newest) = d.replay(rec, &mut self.engine);
+        self.hlc.observe(newest);
+        self.durable = Some(d);
+        Ok(found)
+    }
+
+    /// Why the data directory stopped working, if it did (the node then stops).
+    pub fn durability_failed(&self) -> Option<&str> {
+        self.durable.as_ref().and_then(Durable::failed)
+    }
+
+    /// The data directory, if the node has one (inspection, tests).
+    pub fn durable_mut(&mut self) -> Option<&mut Durable> {
+        self.durable.as_mut()
     }
 
     fn connect_manager(&mut self, out: &mut Vec<Output>) {
@@ -273,9 +302,15 @@ impl StorageNode {
                 .remove_where(|h| !holds(&serving, h, me, n) && !holds(&settled, h, me, n));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
+                if let Some(d) = self.durable.as_mut() {
+                    d.want_snapshot();
+                }
             }
         }
         let failed = self.mesh.set_members(me, &ring, out);
+        if let Some(d) = self.durable.as_mut() {
+            d.save_identity(me, &ring);
+        }
         self.ring = ring;
         self.serving = serving;
         self.settled = settled;
@@ -597,6 +632,37 @@ impl StorageNode {
         }
     }
 
+    /// Applies a write to the engine and, if it was stored, logs it: the one way
+    /// the node's data changes (see [`super::durable`]).
+    fn store(
+        &mut self,
+        key: &[u8],
+        version: u64,
+        value: Option<&[u8]>,
+        base: Option<u64>,
+    ) -> Applied {
+        let held = self.engine.version(key);
+        let applied = self.engine.apply(key, version, value, base);
+        if let (Some(d), Applied::Stored, true) = (self.durable.as_mut(), applied, held != version)
+        {
+            d.log(key, version, value);
+        }
+        applied
+    }
+
+    /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
+    /// RING text after the usual payload), so a restarted manager can recover.
+    fn manager_hello(&self) -> Frame {
+        let mut hello = self.hello();
+        if self.node_id != 0 && self.ring.node(self.node_id).is_some() {
+            let mut payload = BytesMut::from(&hello.payload[..]);
+            payload.extend_from_slice(b"\n");
+            payload.extend_from_slice(self.ring.encode().as_bytes());
+            hello.payload = payload.freeze();
+        }
+        hello
+    }
+
     fn hello(&self) -> Frame {
         let payload = format!(
             "{} {} {}",
@@ -617,7 +683,7 @@ impl StorageNode {
             if let Some(write) = d.write {
                 let wall = self.cfg.clock_base_ms + now;
                 let version = self.hlc.next(wall, self.engine.version(key));
-                self.engine.apply(key, version, write.as_deref(), None);
+                self.store(key, version, write.as_deref(), None);
             }
             return Ok((d.reply, d.payload));
         }
@@ -652,7 +718,7 @@ impl StorageNode {
                 };
                 self.hlc.observe(version);
                 let base = (base != u64::MAX).then_some(base);
-                match self.engine.apply(k, version, value, base) {
+                match self.store(k, version, value, base) {
                     Applied::Stored => (op::OK, Bytes::new()),
                     Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
                 }
@@ -670,7 +736,7 @@ impl StorageNode {
                     .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
                 for (k, version, value) in entries {
                     self.hlc.observe(version);
-                    self.engine.apply(k, version, value, None);
+                    self.store(k, version, value, None);
                 }
                 (op::OK, Bytes::new())
             }
@@ -804,7 +870,7 @@ impl StorageNode {
             let result = Frame::new(op::OK, 0, 0, Bytes::new());
             let wall = self.cfg.clock_base_ms + now;
             let version = self.hlc.next(wall, self.engine.version(&key));
-            self.engine.apply(&key, version, Some(&value), None);
+            self.store(&key, version, Some(&value), None);
             let entry = Entry {
                 version,
                 value: Some(value),
@@ -1009,8 +1075,7 @@ impl StorageNode {
                 let mut acks = holders;
                 let me = self.node_id;
                 if stale.contains(&me) {
-                    self.engine
-                        .apply(&key, version, entry.value.as_deref(), None);
+                    self.store(&key, version, entry.value.as_deref(), None);
                     acks += 1;
                 }
                 let targets = stale.into_iter().filter(|&n| n != me).collect();
@@ -1019,10 +1084,7 @@ impl StorageNode {
             Some(write) => {
                 let wall = self.cfg.clock_base_ms + now;
                 let next = self.hlc.next(wall, version);
-                match self
-                    .engine
-                    .apply(&key, next, write.as_deref(), Some(version))
-                {
+                match self.store(&key, next, write.as_deref(), Some(version)) {
                     Applied::Stored => {}
                     Applied::Newer(v) => {
                         // Something newer reached this node meanwhile: decide again.
@@ -1132,6 +1194,11 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
+        if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
+            // Restarted with a data directory: route by the last ring at once.
+            self.node_id = id;
+            self.install_ring(ring, now, out);
+        }
         let resp = self.resp.as_mut();
         match input {
             Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
@@ -1153,6 +1220,17 @@ impl Service for StorageNode {
         }
         if let Some(r) = self.resp.as_mut() {
             r.translate(mark, out, &self.held);
+        }
+        // Last: outputs that may depend on uncommitted log records wait for the
+        // turn's commit.
+        if let Some(d) = self.durable.as_mut() {
+            d.after_step(now, mark, out);
+        }
+    }
+
+    fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.turn_end(&self.engine, out);
         }
     }
 }
@@ -1221,7 +1299,7 @@ impl StorageNode {
                 self.manager.up(conn);
                 out.push(Output::Send {
                     conn,
-                    frame: self.hello(),
+                    frame: self.manager_hello(),
                 });
             }
             Input::Connected { conn, tag } if Mesh::owns_tag(tag) => {
