@@ -86,7 +86,6 @@ fn run(args: Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     reactor.handle_signals().map_err(|e| e.to_string())?;
-    log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     let mut node = StorageNode::new(cfg);
     if let Some(dir) = &args.data_dir {
         let started = std::time::Instant::now();
@@ -109,6 +108,8 @@ fn run(args: Args) -> Result<(), String> {
             args.fsync
         );
     }
+    // Announced once the data is back: the line means "ready".
+    log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     if let Some(port) = args.resp_port {
         let bind = resolve(&format!("{}:{port}", args.host))?;
         let (index, local) = reactor
