@@ -8,10 +8,19 @@
 //! could depend on a record leaves the process before the record is committed:
 //!
 //! - After each `step` the node calls [`Durable::after_step`]. If records are
-//!   buffered and not yet committed, every output of that step (replies, sends to
-//!   peers, timers, closes: all of them, so their order per connection holds) is
-//!   moved into a held list. Once anything is held in a turn, every later step's
-//!   outputs of that turn are held too, behind it.
+//!   buffered and not yet committed, every output of that step (replies, timers,
+//!   closes, trust and hold changes) is moved into a held list, except what goes
+//!   out on the node's own outbound links (to peers and to the manager). Once
+//!   anything is held in a turn, every later step's outputs of that turn are held
+//!   too, behind it.
+//! - Why outbound links may pass: what a node sends on them are requests
+//!   (forwards, `REPLICATE`, `REPL_READ`, `MIGRATE` chunks) and reports
+//!   (heartbeats, `HANDOFF_DONE`), never an acknowledgement of one of its own
+//!   writes; a replica's `OK` to a `REPLICATE` goes back on the *coordinator's*
+//!   link, an inbound connection here, and is held like a client's reply. So a
+//!   coordinator's copies reach the replicas while its own fsync runs, and the two
+//!   fsyncs of a replicated write overlap instead of following each other. The
+//!   rule depends only on the connection, so every connection keeps its order.
 //! - At the end of the reactor's loop turn, [`Durable::turn_end`] commits the log
 //!   (one `write` and, with `--fsync batch`, one `fdatasync` for the whole turn),
 //!   then releases the held outputs to the reactor, which flushes them. This is
@@ -64,7 +73,7 @@
 
 use super::engine::Engine;
 use super::wal::{Fsync, Record, Recovery, Wal, WalStats};
-use crate::reactor::{Millis, Output};
+use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::Ring;
 use bytes::Bytes;
 use std::fs::{self, File};
@@ -210,8 +219,15 @@ impl Durable {
     }
 
     /// Called at the end of every node step with the index of the step's first
-    /// output: holds the step's outputs while records await their commit.
-    pub fn after_step(&mut self, now: Millis, mark: usize, out: &mut Vec<Output>) {
+    /// output: holds the step's outputs while records await their commit, except
+    /// those on connections for which `passes` is true (the node's outbound links).
+    pub fn after_step(
+        &mut self,
+        now: Millis,
+        mark: usize,
+        out: &mut Vec<Output>,
+        passes: impl Fn(ConnId) -> bool,
+    ) {
         if self.failed.is_some() {
             out.truncate(mark);
             self.stop(out);
@@ -220,8 +236,25 @@ impl Durable {
         if !(self.uncommitted || self.holding) || out.len() == mark {
             return;
         }
+        let before = self.held.len();
+        let step: Vec<Output> = out.drain(mark..).collect();
+        for o in step {
+            let pass = match &o {
+                Output::Send { conn, .. }
+                | Output::SendBytes { conn, .. }
+                | Output::Close { conn } => passes(*conn),
+                _ => false,
+            };
+            if pass {
+                out.push(o);
+            } else {
+                self.held.push(o);
+            }
+        }
+        if self.held.len() == before {
+            return;
+        }
         self.holding = true;
-        self.held.extend(out.drain(mark..));
         if !self.woken {
             self.woken = true;
             out.push(Output::Timer {
@@ -417,7 +450,10 @@ fn write_identity(dir: &Path, node_id: u32, ring: &Ring) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::protocol::Frame;
-    use crate::reactor::ConnId;
+
+    fn none(_: ConnId) -> bool {
+        false
+    }
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -459,13 +495,13 @@ mod tests {
         let mut out = Vec::new();
         // A step with no record passes its outputs through.
         out.push(reply(1));
-        d.after_step(0, 0, &mut out);
+        d.after_step(0, 0, &mut out, none);
         assert_eq!(out.len(), 1);
         // A step that logged: its outputs are held, a wake-up timer is asked for.
         out.clear();
         d.log(b"k", 5, Some(b"v"));
         out.push(reply(2));
-        d.after_step(0, 0, &mut out);
+        d.after_step(0, 0, &mut out, none);
         assert!(matches!(
             out[..],
             [Output::Timer {
@@ -476,7 +512,7 @@ mod tests {
         // A later step of the same turn queues behind, even without a record.
         out.clear();
         out.push(reply(3));
-        d.after_step(0, 0, &mut out);
+        d.after_step(0, 0, &mut out, none);
         assert!(out.is_empty());
         assert_eq!(d.stats().fsyncs, 0);
         // The turn end commits with one fsync, then releases in order.
@@ -488,12 +524,34 @@ mod tests {
         // The next turn starts clear.
         out.clear();
         out.push(reply(4));
-        d.after_step(1, 0, &mut out);
+        d.after_step(1, 0, &mut out, none);
         assert_eq!(out.len(), 1);
         drop(d);
         let (_, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
         assert_eq!(rec.records.len(), 1);
         assert_eq!(&rec.records[0].key[..], b"k");
+    }
+
+    #[test]
+    fn outbound_links_pass_and_held_outputs_keep_their_order() {
+        let dir = TempDir::new("pass");
+        let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        let link = |c: ConnId| c == ConnId::new(9, 1);
+        d.log(b"k", 1, Some(b"v"));
+        let mut out = vec![reply(1), reply(2), reply(9), reply(3)];
+        d.after_step(0, 0, &mut out, link);
+        // The copy to a peer leaves now; the replies wait, in order.
+        assert!(is_reply(&out[0], 9));
+        assert!(matches!(out[1], Output::Timer { .. }));
+        assert_eq!(out.len(), 2);
+        out.clear();
+        d.turn_end(&Engine::default(), &mut out);
+        let order: Vec<bool> = [1, 2, 3]
+            .iter()
+            .zip(&out)
+            .map(|(&n, o)| is_reply(o, n))
+            .collect();
+        assert_eq!(order, [true, true, true], "{out:?}");
     }
 
     #[test]
@@ -503,7 +561,7 @@ mod tests {
         let mut out = vec![reply(1)];
         d.log(b"a", 1, Some(b"1"));
         d.log(b"b", 2, None);
-        d.after_step(0, 0, &mut out);
+        d.after_step(0, 0, &mut out, none);
         assert_eq!(out.len(), 1, "nothing held");
         assert_eq!(d.stats().fsyncs, 2, "one fsync per record");
     }
@@ -515,7 +573,7 @@ mod tests {
         let mut out = Vec::new();
         d.log(b"a", 1, Some(b"1"));
         out.push(reply(1));
-        d.after_step(0, 0, &mut out);
+        d.after_step(0, 0, &mut out, none);
         assert!(!out.iter().any(|o| is_reply(o, 1)));
         d.turn_end(&Engine::default(), &mut out);
         assert!(out.iter().any(|o| is_reply(o, 1)));

@@ -1223,8 +1223,9 @@ impl Service for StorageNode {
         }
         // Last: outputs that may depend on uncommitted log records wait for the
         // turn's commit.
+        let (mesh, manager) = (&self.mesh, self.manager.conn());
         if let Some(d) = self.durable.as_mut() {
-            d.after_step(now, mark, out);
+            d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
         }
     }
 
