@@ -17,7 +17,9 @@
 //!   ring it serves every key itself);
 //! - keeps a link to every other node of the ring (the mesh);
 //! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
-//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret).
+//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
+//! - with a data directory, logs every write it stores before any reply that
+//!   depends on it leaves, and recovers from it on start (see [`super::durable`]).
 //!
 //! Caveats: no data moves when the ring changes yet, so keys written before a node
 //! joins and now owned by it are not found through the new owner; nothing is
