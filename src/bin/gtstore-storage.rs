@@ -3,8 +3,10 @@
 use clap::Parser;
 use gtstore::protocol::resp::Limits;
 use gtstore::reactor::{Config, Reactor};
+use gtstore::storage::wal::{Fsync, MAX_BODY};
 use gtstore::storage::{NodeConfig, StorageNode};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A gtstore storage node: holds sectors of key-value data and serves any key-value
@@ -39,6 +41,18 @@ struct Args {
     /// of the key still in flight.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     tombstone_grace: u64,
+    /// Keep the data on disk in DIR (created if missing): an append-only log of
+    /// every write plus snapshots, replayed on start, and the node's id and last
+    /// ring. One node per directory. Without it the node keeps data in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir, when writes reach the disk: `batch` fsyncs once per event
+    /// loop turn before the replies it covers (survives power loss); `always`
+    /// fsyncs every write on its own (same guarantee, slower); `never` writes
+    /// before replying but leaves flushing to the OS (survives a process crash,
+    /// not a power loss).
+    #[arg(long, default_value = "batch", value_name = "always|batch|never")]
+    fsync: Fsync,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -53,6 +67,12 @@ fn run(args: Args) -> Result<(), String> {
         return Err("--secret must be non-empty and without spaces".into());
     }
     let manager = resolve(&args.manager)?;
+    if args.data_dir.is_some() && u64::from(args.max_frame) + 65_536 > u64::from(MAX_BODY) {
+        return Err(format!(
+            "--max-frame above {} bytes cannot be logged",
+            MAX_BODY - 65_536
+        ));
+    }
     let mut reactor = Reactor::new(Config {
         max_payload: args.max_frame,
         ..Config::default()
@@ -72,8 +92,30 @@ fn run(args: Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     reactor.handle_signals().map_err(|e| e.to_string())?;
-    log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     let mut node = StorageNode::new(cfg);
+    if let Some(dir) = &args.data_dir {
+        let started = std::time::Instant::now();
+        let found = node
+            .open_data_dir(dir, args.fsync)
+            .map_err(|e| e.to_string())?;
+        if let Some(why) = &found.cut_reason {
+            log::warn!("cut {} bytes of damaged log tail: {why}", found.cut);
+        }
+        log::info!(
+            "recovered {} entries ({} from the snapshot, {} live keys; node {}, ring epoch {}) \
+             from {} in {} ms; fsync {}",
+            found.records,
+            found.from_snapshot,
+            found.keys,
+            found.node_id,
+            found.epoch,
+            dir.display(),
+            started.elapsed().as_millis(),
+            args.fsync
+        );
+    }
+    // Announced once the data is back: the line means "ready".
+    log::info!("gtstore-storage listening on {advertise} (manager {manager})");
     if let Some(port) = args.resp_port {
         let bind = resolve(&format!("{}:{port}", args.host))?;
         let (index, local) = reactor
@@ -91,7 +133,11 @@ fn run(args: Args) -> Result<(), String> {
             local.port()
         );
     }
-    reactor.run(&mut node).map_err(|e| e.to_string())
+    reactor.run(&mut node).map_err(|e| e.to_string())?;
+    match node.durability_failed() {
+        Some(why) => Err(format!("stopped: the data directory failed: {why}")),
+        None => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {

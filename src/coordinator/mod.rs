@@ -15,9 +15,23 @@
 //! closes, it is marked `down` (a periodic tick checks). Round-robin contact
 //! recommendations skip down nodes.
 //!
-//! Caveats: membership lives only in memory, so a restarted manager relearns it as
-//! nodes reconnect (their addresses give them their ids back only if the manager
-//! still remembers them); ring changes are not yet pushed to nodes.
+//! Recovery after a restart: the manager keeps membership in memory only, and
+//! learns it back from the nodes. A node that knows a ring offers it when it
+//! registers (`NODE_JOIN`'s payload, then `LF` and the RING text). While the
+//! manager is *recovering* (it started empty and has made no membership change of
+//! its own: no new node, no leave or drop, no settled move), it adopts an offered
+//! ring whose epoch is above every ring it adopted before: node ids, addresses,
+//! tokens and joining/leaving states as offered, the others `down` until they
+//! register, the next node id above every offered one, and its own epoch above the
+//! offered one. So nodes reconnecting in any order, the first with an older ring
+//! than the second, end up with their old ids and tokens (the newest ring wins).
+//! Once the manager makes a change of its own, offers are ignored: its own ring is
+//! then the newest.
+//!
+//! Caveats: a node that registers *without* an offer before the old members do
+//! (a brand-new node right after a restart) ends recovery, and members that come
+//! later get new ids and tokens, losing the data they held. The offered N, R and W
+//! are ignored: the manager's flags decide.
 
 use crate::protocol::{op, Error, ErrorCode, Frame};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
@@ -88,6 +102,12 @@ pub struct Manager {
     pushed_epoch: u64,
     /// The last epoch each node finished its handoff for.
     handoff_done: HashMap<u32, u64>,
+    /// No membership change of our own yet: offered rings may be adopted.
+    recovering: bool,
+    /// The epoch of the newest ring adopted from a node (0: none).
+    adopted: u64,
+    /// Links to close at the end of the step (members an adopted ring dropped).
+    to_close: Vec<ConnId>,
 }
 
 impl Manager {
@@ -103,7 +123,59 @@ impl Manager {
             links: HashMap::new(),
             pushed_epoch: 0,
             handoff_done: HashMap::new(),
+            recovering: true,
+            adopted: 0,
+            to_close: Vec::new(),
         }
+    }
+
+    /// Adopts `ring`, offered by a registering node, as the membership (see the
+    /// module docs): ids, addresses, tokens as offered; nodes linked now keep
+    /// their links and are up, the others are down until they register.
+    fn adopt(&mut self, ring: &Ring, from: &str, now: Millis) {
+        let mut linked: HashMap<String, NodeRecord> = std::mem::take(&mut self.nodes)
+            .into_values()
+            .filter(|n| n.conn.is_some())
+            .map(|n| (n.entry.addr.clone(), n))
+            .collect();
+        self.links.clear();
+        for e in ring.nodes() {
+            let old = linked.remove(&e.addr);
+            let conn = old.as_ref().and_then(|n| n.conn);
+            let state = match e.state {
+                NodeState::Joining | NodeState::Leaving => e.state,
+                _ if conn.is_some() => NodeState::Up,
+                _ => NodeState::Down,
+            };
+            if let Some(c) = conn {
+                self.links.insert(c, e.id);
+            }
+            let rec = NodeRecord {
+                entry: NodeEntry { state, ..e.clone() },
+                keys: old.as_ref().map_or(0, |n| n.keys),
+                conn,
+                last_seen: old.as_ref().map_or(now, |n| n.last_seen),
+                down_at: old.map_or(now, |n| n.down_at),
+            };
+            self.nodes.insert(e.id, rec);
+        }
+        for (addr, n) in linked {
+            // Registered by an older ring this one no longer has: it must register
+            // again (and is then a new node).
+            log::warn!("node at {addr} is not in the adopted ring; closing its link");
+            self.to_close.extend(n.conn);
+        }
+        let top = ring.nodes().iter().map(|n| n.id).max().unwrap_or(0);
+        self.next_node_id = self.next_node_id.max(top.saturating_add(1));
+        self.epoch = self.epoch.max(ring.epoch) + 1;
+        self.adopted = ring.epoch;
+        self.handoff_done.clear();
+        log::info!(
+            "recovered the membership from {from}: ring epoch {} with {} nodes (now epoch {})",
+            ring.epoch,
+            self.nodes.len(),
+            self.epoch
+        );
     }
 
     /// When every serving node has handed over what it must for this epoch, the
@@ -117,13 +189,16 @@ impl Manager {
             .nodes
             .values()
             .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
-            .filter(|n| n.conn.is_some())
+            // While recovering, a node that must hand over but has not registered
+            // yet is waited for too: it may be the only holder of the keys.
+            .filter(|n| n.conn.is_some() || self.recovering)
             .filter(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch))
             .map(|n| n.entry.id)
             .collect();
         if !waiting.is_empty() {
             return;
         }
+        self.recovering = false;
         let settled = ring.settled();
         let ids: Vec<u32> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -147,6 +222,7 @@ impl Manager {
 
     /// Starts the departure of node `id`.
     fn leave(&mut self, id: u32) -> Result<(), Error> {
+        self.recovering = false;
         let serving = self
             .nodes
             .values()
@@ -300,6 +376,10 @@ impl Manager {
     }
 
     fn join(&mut self, now: Millis, conn: ConnId, payload: &[u8]) -> Result<Bytes, Error> {
+        let (payload, offer) = match memchr::memchr(b'\n', payload) {
+            Some(i) => (&payload[..i], Some(&payload[i + 1..])),
+            None => (payload, None),
+        };
         let text = std::str::from_utf8(payload)
             .map_err(|_| Error::new(ErrorCode::BadOp, "NODE_JOIN payload is not text"))?;
         let mut words = text.split(' ');
@@ -314,6 +394,13 @@ impl Manager {
             .and_then(|t| t.parse().ok())
             .filter(|&t| (1..=4096).contains(&t))
             .ok_or_else(|| Error::new(ErrorCode::BadOp, "NODE_JOIN needs TOKENS in 1..=4096"))?;
+        match offer.map(Ring::decode) {
+            Some(Ok(ring)) if self.recovering && ring.epoch > self.adopted => {
+                self.adopt(&ring, addr, now)
+            }
+            Some(Err(e)) => log::warn!("node at {addr} offered a bad ring: {e}"),
+            _ => {}
+        }
         let existing = self
             .nodes
             .values()
@@ -322,6 +409,7 @@ impl Manager {
         let id = match existing {
             Some(id) => id,
             None => {
+                self.recovering = false;
                 let id = self.next_node_id;
                 self.next_node_id += 1;
                 let points: Vec<(u64, u32)> = self
@@ -535,6 +623,7 @@ impl Service for Manager {
                         n.conn = None;
                         if n.entry.state == NodeState::Joining {
                             log::warn!("node {id} went away while joining");
+                            self.recovering = false;
                             self.nodes.remove(&id);
                             self.epoch += 1;
                         } else {
@@ -554,6 +643,9 @@ impl Service for Manager {
         }
         self.maybe_settle();
         self.push_ring(out);
+        for conn in self.to_close.drain(..) {
+            out.push(Output::Close { conn });
+        }
     }
 }
 
@@ -646,6 +738,118 @@ mod tests {
         // The old link closing late does not mark it down again.
         step(&mut m, 3_001, Input::Closed { conn: b });
         assert_eq!(m.status_json()["live_nodes"], 2);
+    }
+
+    /// NODE_JOIN offering `ring` from `addr`.
+    fn join_offering(m: &mut Manager, conn: ConnId, addr: &str, ring: &str) -> (u8, String) {
+        let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8\n{ring}"));
+        reply(&step(m, 0, Input::Frame { conn, frame: f }))
+    }
+
+    const OLD: &str = "epoch 5\nreplicas 3 2 2\n\
+        node 1 127.0.0.1:7001 up 10,40\n\
+        node 2 127.0.0.1:7002 up 20,50\n";
+    const NEW: &str = "epoch 7\nreplicas 3 2 2\n\
+        node 1 127.0.0.1:7001 up 10,40\n\
+        node 2 127.0.0.1:7002 down 20,50\n\
+        node 4 127.0.0.1:7004 up 30,60\n";
+
+    fn tokens(m: &Manager, id: u32) -> Vec<u64> {
+        m.ring()
+            .node(id)
+            .map(|n| n.tokens.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_restarted_manager_adopts_the_newest_offered_ring() {
+        let mut m = Manager::new(ManagerConfig::default());
+        // The first node back knows an older ring: adopted, the others down.
+        let (op_a, text) = join_offering(&mut m, ConnId::new(1, 1), "127.0.0.1:7002", OLD);
+        assert_eq!(op_a, op::JOINED);
+        assert!(text.starts_with("2\n"), "{text}");
+        assert_eq!(tokens(&m, 2), vec![20, 50]);
+        assert_eq!(m.ring().node(1).unwrap().state, NodeState::Down);
+        assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
+        assert!(m.ring().epoch > 5);
+        // The second knows a newer one: it wins, node 2 keeps its link and id.
+        let (_, text) = join_offering(&mut m, ConnId::new(2, 1), "127.0.0.1:7004", NEW);
+        assert!(text.starts_with("4\n"), "{text}");
+        let r = m.ring();
+        assert!(r.epoch > 7, "epoch {} must pass every offered one", r.epoch);
+        assert_eq!(r.nodes().len(), 3);
+        assert_eq!(tokens(&m, 4), vec![30, 60]);
+        assert_eq!(r.node(2).unwrap().state, NodeState::Up, "still linked");
+        assert_eq!(r.node(1).unwrap().state, NodeState::Down);
+        // Node 2's heartbeats still count for node 2.
+        let hb = Frame::new(op::HEARTBEAT, 0, 2, "77");
+        step(
+            &mut m,
+            1,
+            Input::Frame {
+                conn: ConnId::new(1, 1),
+                frame: hb,
+            },
+        );
+        assert_eq!(m.status_json()["nodes"][1]["keys"], 77);
+        // An older offer later changes nothing; node 1 gets its id back.
+        let (_, text) = join_offering(&mut m, ConnId::new(3, 1), "127.0.0.1:7001", OLD);
+        assert!(text.starts_with("1\n"), "{text}");
+        assert_eq!(tokens(&m, 4), vec![30, 60]);
+        assert_eq!(m.status_json()["live_nodes"], 3);
+        // A new node gets an id above every offered one: no reuse.
+        let (_, text) = join(&mut m, 0, ConnId::new(4, 1), "127.0.0.1:7009");
+        assert!(text.starts_with("5\n"), "{text}");
+        // That was a change of our own: offers are ignored from now on.
+        let epoch = m.ring().epoch;
+        let newer = NEW.replace("epoch 7", &format!("epoch {}", epoch + 10));
+        let newer = newer.replace("30,60", "31,61");
+        join_offering(&mut m, ConnId::new(2, 2), "127.0.0.1:7004", &newer);
+        assert_eq!(tokens(&m, 4), vec![30, 60]);
+    }
+
+    #[test]
+    fn a_manager_that_formed_the_cluster_ignores_offers() {
+        let mut m = Manager::new(ManagerConfig::default());
+        join(&mut m, 0, ConnId::new(1, 1), "127.0.0.1:7001");
+        let before = m.ring().encode();
+        join_offering(&mut m, ConnId::new(1, 2), "127.0.0.1:7001", NEW);
+        assert_eq!(m.ring().node(1).unwrap().tokens.len(), 8);
+        assert!(m.ring().node(4).is_none());
+        assert_eq!(m.ring().encode(), before, "no change at all");
+    }
+
+    #[test]
+    fn an_adopted_ring_drops_links_it_does_not_know() {
+        let mut m = Manager::new(ManagerConfig::default());
+        let five =
+            "epoch 5\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 20\nnode 3 127.0.0.1:7003 up 10\n";
+        join_offering(&mut m, ConnId::new(1, 1), "127.0.0.1:7003", five);
+        // Node 3 left by epoch 7 (the newer ring has no node 3).
+        let out = {
+            let f = Frame::new(
+                op::NODE_JOIN,
+                0,
+                0,
+                format!("gtstore 127.0.0.1:7001 8\n{NEW}"),
+            );
+            step(
+                &mut m,
+                0,
+                Input::Frame {
+                    conn: ConnId::new(2, 1),
+                    frame: f,
+                },
+            )
+        };
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Close { conn } if *conn == ConnId::new(1, 1))),
+            "{out:?} {}",
+            m.ring().encode()
+        );
+        assert!(m.ring().node(3).is_none());
+        assert_eq!(m.ring().node(1).unwrap().state, NodeState::Up);
     }
 
     #[test]

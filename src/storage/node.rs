@@ -17,12 +17,15 @@
 //!   ring it serves every key itself);
 //! - keeps a link to every other node of the ring (the mesh);
 //! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
-//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret).
+//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
+//! - with a data directory, logs every write it stores before any reply that
+//!   depends on it leaves, and recovers from it on start (see [`super::durable`]).
 //!
 //! Caveats: no data moves when the ring changes yet, so keys written before a node
 //! joins and now owned by it are not found through the new owner; nothing is
 //! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
 
+use super::durable::{Durable, Recovered};
 use super::engine::{decide, Applied, Engine, Entry, Hlc};
 use super::handoff::{parse_chunk, put_entry, Handoff};
 use super::mesh::{Forward, Mesh, ReplyTo};
@@ -157,6 +160,8 @@ pub struct StorageNode {
     /// This process asked its peers for a full resync (once, when it first
     /// registers: a restarted node cannot know what it missed).
     asked_sync: bool,
+    /// The data directory, when the node has one (see [`super::durable`]).
+    durable: Option<Durable>,
 }
 
 /// A tombstone this node coordinates, being confirmed on every replica.
@@ -193,6 +198,7 @@ impl StorageNode {
             next_sweep: 0,
             collected: 0,
             asked_sync: false,
+            durable: None,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -220,6 +226,31 @@ impl StorageNode {
     /// The last ring this node installed, for inspection.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// Opens the data directory `dir` (before the node runs) and replays it into
+    /// the engine; from then on every write is logged there before it is
+    /// acknowledged (see [`super::durable`]).
+    pub fn open_data_dir(
+        &mut self,
+        dir: &std::path::Path,
+        fsync: super::wal::Fsync,
+    ) -> std::io::Result<Recovered> {
+        let (d, rec) = Durable::open(dir, fsync)?;
+        let (found, newest) = d.replay(rec, &mut self.engine);
+        self.hlc.observe(newest);
+        self.durable = Some(d);
+        Ok(found)
+    }
+
+    /// Why the data directory stopped working, if it did (the node then stops).
+    pub fn durability_failed(&self) -> Option<&str> {
+        self.durable.as_ref().and_then(Durable::failed)
+    }
+
+    /// The data directory, if the node has one (inspection, tests).
+    pub fn durable_mut(&mut self) -> Option<&mut Durable> {
+        self.durable.as_mut()
     }
 
     fn connect_manager(&mut self, out: &mut Vec<Output>) {
@@ -313,6 +344,9 @@ impl StorageNode {
             let dropped = self.engine.remove_where(|h| !held(h));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
+                if let Some(d) = self.durable.as_mut() {
+                    d.want_snapshot();
+                }
             }
             self.owe_newcomers(&ring, &serving, &serving_pref);
         }
@@ -324,6 +358,9 @@ impl StorageNode {
             .map(|n| n.id)
             .filter(|&id| ring.node(id).is_none())
             .collect();
+        if let Some(d) = self.durable.as_mut() {
+            d.save_identity(me, &ring);
+        }
         self.ring = ring;
         self.serving = serving;
         self.settled = settled;
@@ -781,6 +818,37 @@ impl StorageNode {
         }
     }
 
+    /// Applies a write to the engine and, if it was stored, logs it: the one way
+    /// the node's data changes (see [`super::durable`]).
+    fn store(
+        &mut self,
+        key: &[u8],
+        version: u64,
+        value: Option<&[u8]>,
+        base: Option<u64>,
+    ) -> Applied {
+        let held = self.engine.version(key);
+        let applied = self.engine.apply(key, version, value, base);
+        if let (Some(d), Applied::Stored, true) = (self.durable.as_mut(), applied, held != version)
+        {
+            d.log(key, version, value);
+        }
+        applied
+    }
+
+    /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
+    /// RING text after the usual payload), so a restarted manager can recover.
+    fn manager_hello(&self) -> Frame {
+        let mut hello = self.hello();
+        if self.node_id != 0 && self.ring.node(self.node_id).is_some() {
+            let mut payload = BytesMut::from(&hello.payload[..]);
+            payload.extend_from_slice(b"\n");
+            payload.extend_from_slice(self.ring.encode().as_bytes());
+            hello.payload = payload.freeze();
+        }
+        hello
+    }
+
     fn hello(&self) -> Frame {
         let payload = format!(
             "{} {} {}",
@@ -801,7 +869,7 @@ impl StorageNode {
             if let Some(write) = d.write {
                 let wall = self.cfg.clock_base_ms + now;
                 let version = self.hlc.next(wall, self.engine.version(key));
-                self.engine.apply(key, version, write.as_deref(), None);
+                self.store(key, version, write.as_deref(), None);
             }
             return Ok((d.reply, d.payload));
         }
@@ -836,7 +904,7 @@ impl StorageNode {
                 };
                 self.hlc.observe(version);
                 let base = (base != u64::MAX).then_some(base);
-                match self.engine.apply(k, version, value, base) {
+                match self.store(k, version, value, base) {
                     Applied::Stored => (op::OK, Bytes::new()),
                     Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
                 }
@@ -871,7 +939,7 @@ impl StorageNode {
                     .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
                 for (k, version, value) in entries {
                     self.hlc.observe(version);
-                    self.engine.apply(k, version, value, None);
+                    self.store(k, version, value, None);
                 }
                 (op::OK, Bytes::new())
             }
@@ -1007,7 +1075,7 @@ impl StorageNode {
             let result = Frame::new(op::OK, 0, 0, Bytes::new());
             let wall = self.cfg.clock_base_ms + now;
             let version = self.hlc.next(wall, self.engine.version(&key));
-            self.engine.apply(&key, version, Some(&value), None);
+            self.store(&key, version, Some(&value), None);
             let entry = Entry {
                 version,
                 value: Some(value),
@@ -1263,8 +1331,7 @@ impl StorageNode {
                 let mut acks = holders;
                 let me = self.node_id;
                 if stale.contains(&me) {
-                    self.engine
-                        .apply(&key, version, entry.value.as_deref(), None);
+                    self.store(&key, version, entry.value.as_deref(), None);
                     acks += 1;
                 }
                 let targets = stale.into_iter().filter(|&n| n != me).collect();
@@ -1274,7 +1341,7 @@ impl StorageNode {
                 let wall = self.cfg.clock_base_ms + now;
                 let next = self.hlc.next(wall, base);
                 let prev = self.engine.entry(&key).cloned();
-                match self.engine.apply(&key, next, write.as_deref(), Some(base)) {
+                match self.store(&key, next, write.as_deref(), Some(base)) {
                     Applied::Stored => {
                         if let Some(p) = self.pending.get_mut(&id) {
                             p.undo = Some((next, prev));
@@ -1509,6 +1576,11 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
+        if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
+            // Restarted with a data directory: route by the last ring at once.
+            self.node_id = id;
+            self.install_ring(ring, now, out);
+        }
         let resp = self.resp.as_mut();
         match input {
             Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
@@ -1530,6 +1602,18 @@ impl Service for StorageNode {
         }
         if let Some(r) = self.resp.as_mut() {
             r.translate(mark, out, &self.held);
+        }
+        // Last: outputs that may depend on uncommitted log records wait for the
+        // turn's commit.
+        let (mesh, manager) = (&self.mesh, self.manager.conn());
+        if let Some(d) = self.durable.as_mut() {
+            d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
+        }
+    }
+
+    fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.turn_end(&self.engine, out);
         }
     }
 }
@@ -1600,7 +1684,7 @@ impl StorageNode {
                 self.manager.up(conn);
                 out.push(Output::Send {
                     conn,
-                    frame: self.hello(),
+                    frame: self.manager_hello(),
                 });
             }
             Input::Connected { conn, tag } if Mesh::owns_tag(tag) => {

@@ -119,8 +119,8 @@
 //!   returns an error): after a failed fsync the kernel may have dropped the dirty
 //!   pages, so retrying could report success for data that is gone. The node should
 //!   stop; a restart recovers what is on disk.
-//! - One process per data directory. Nothing enforces it yet (no lock file): two
-//!   nodes given the same directory would corrupt each other's log.
+//! - One process per data directory. The log itself does not enforce it; the
+//!   node's `LOCK` file does (see [`super::durable`]).
 //! - A snapshot is written synchronously, on the caller's thread: the event loop
 //!   stalls while the whole live state is encoded, written and synced.
 //! - Recovery reads every record into memory (the node needs them all anyway).

@@ -1,0 +1,721 @@
+//! A storage node's data directory: the durability log ([`super::wal`]) wired to
+//! the node, plus the node's identity (its id and last ring) and a lock.
+//!
+//! # The rule
+//!
+//! Every change to the engine goes through one node method (`StorageNode::store`)
+//! that applies it and, when it was stored, appends a record here. No output that
+//! could depend on a record leaves the process before the record is committed:
+//!
+//! - After each `step` the node calls [`Durable::after_step`]. If records are
+//!   buffered and not yet committed, every output of that step (replies, timers,
+//!   closes, trust and hold changes) is moved into a held list, except what goes
+//!   out on the node's own outbound links (to peers and to the manager). Once
+//!   anything is held in a turn, every later step's outputs of that turn are held
+//!   too, behind it.
+//! - Why outbound links may pass: what a node sends on them are requests
+//!   (forwards, `REPLICATE`, `REPL_READ`, `MIGRATE` chunks) and reports
+//!   (heartbeats, `HANDOFF_DONE`), never an acknowledgement of one of its own
+//!   writes; a replica's `OK` to a `REPLICATE` goes back on the *coordinator's*
+//!   link, an inbound connection here, and is held like a client's reply. So a
+//!   coordinator's copies reach the replicas while its own fsync runs, and the two
+//!   fsyncs of a replicated write overlap instead of following each other. The
+//!   rule depends only on the connection, so every connection keeps its order.
+//! - At the end of the reactor's loop turn, [`Durable::turn_end`] commits the log
+//!   (one `write` and, with `--fsync batch`, one `fdatasync` for the whole turn),
+//!   then releases the held outputs to the reactor, which flushes them. This is
+//!   the group commit: a turn that took a thousand pipelined writes costs one
+//!   fsync, and none of their acknowledgements leaves before it.
+//! - A step that runs after the reactor's turn end (a connection closed at the end
+//!   of the turn, say) may append records too; its outputs are then held until the
+//!   next turn end, and a timer due at once makes sure that turn comes without
+//!   waiting for network events.
+//! - With `--fsync always` the log writes and fsyncs each record inside the
+//!   append, so nothing is ever uncommitted after a step and nothing is held: one
+//!   fsync per record, before its acknowledgement. With `--fsync never` records
+//!   are held like `batch` and written (to the page cache) at the turn end without
+//!   an fsync: a process crash loses nothing acknowledged, a kernel crash or power
+//!   loss may.
+//!
+//! # Snapshots
+//!
+//! At a turn end, when the log says one is due ([`Wal::snapshot_due`]) or the node
+//! has just dropped keys it no longer holds after a ring change ([`Durable::want_snapshot`]:
+//! otherwise a restart would replay them and resurrect keys the node handed over),
+//! the whole engine is written as a snapshot and the log starts afresh.
+//!
+//! # Identity
+//!
+//! The file `identity` holds the node's id and the last ring it installed
+//! (`gtstore-identity 1`, the id, then the RING text), replaced atomically (temp
+//! file, fsync, rename, fsync the directory) whenever the id or the ring's epoch
+//! changes. A restarted node installs that ring before anything else, so it routes
+//! as before, and offers it to the manager when it registers: a restarted manager
+//! recovers the membership from the nodes.
+//!
+//! # Lock
+//!
+//! The file `LOCK` holds the process id of the node using the directory. A node
+//! refuses a directory whose `LOCK` names another live process; a `LOCK` left by a
+//! crashed node (its process is gone) is taken over. Liveness is read from
+//! `/proc/PID`, so on systems without `/proc` the lock is advisory only.
+//!
+//! # Caveats
+//!
+//! - A failed write or fsync is fatal: the node drops every held output (no
+//!   acknowledgement for a write that may not be on disk), stops, and its binary
+//!   exits with an error. A restart recovers what is on disk.
+//! - A snapshot is written synchronously at a turn end: the node stalls while the
+//!   whole engine is encoded and synced (see [`super::wal`]).
+//! - Keys dropped after a ring change are gone from disk only once the snapshot
+//!   that follows is written; a crash in between brings them back on restart (the
+//!   next ring the node installs drops them again).
+
+use super::engine::Engine;
+use super::wal::{Fsync, Record, Recovery, Wal, WalStats};
+use crate::reactor::{ConnId, Millis, Output};
+use crate::ring::Ring;
+use bytes::Bytes;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Timer id the node uses to wake the loop when outputs are held outside a turn.
+/// Ignored when it fires: the turn end that follows it does the work.
+pub const TIMER_COMMIT: u64 = u64::MAX - 1;
+
+/// Name of the identity file in a data directory.
+pub const IDENTITY_FILE: &str = "identity";
+/// Name of the lock file in a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// First line of the identity file.
+const IDENTITY_MAGIC: &str = "gtstore-identity 1";
+
+/// What a node found in its data directory on start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Records replayed (snapshot and log).
+    pub records: usize,
+    /// How many of them came from the snapshot.
+    pub from_snapshot: usize,
+    /// Live keys in the engine afterwards.
+    pub keys: usize,
+    /// Bytes cut from a torn or corrupt log tail (0 if clean).
+    pub cut: u64,
+    /// Why they were cut.
+    pub cut_reason: Option<String>,
+    /// The node id saved in the identity file (0 if none).
+    pub node_id: u32,
+    /// The epoch of the saved ring (0 if none).
+    pub epoch: u64,
+}
+
+/// The open data directory of a node.
+#[derive(Debug)]
+pub struct Durable {
+    wal: Wal,
+    /// Removed on drop (a clean exit); a crash leaves it for the next start.
+    lock: PathBuf,
+    /// Records appended but not yet committed.
+    uncommitted: bool,
+    /// Outputs waiting for the commit, in the order the node produced them.
+    held: Vec<Output>,
+    /// Outputs are being held this turn: later steps queue behind them.
+    holding: bool,
+    /// The wake-up timer was already asked for since the last turn end.
+    woken: bool,
+    /// A snapshot is wanted at the next turn end (keys were dropped).
+    snapshot_wanted: bool,
+    /// Set by the first failed write, fsync or snapshot switch.
+    failed: Option<String>,
+    /// `Output::Stop` was already pushed after a failure.
+    stopped: bool,
+    /// The identity last saved: (node id, ring epoch).
+    saved: (u32, u64),
+    /// The identity read on open, until the node installs it.
+    restored: Option<(u32, Ring)>,
+}
+
+impl Durable {
+    /// Opens (creating if needed) the data directory `dir`: takes the lock,
+    /// recovers the log and reads the identity file. The log's records are
+    /// returned for the node to replay into its engine.
+    pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Durable, Recovery)> {
+        fs::create_dir_all(dir)
+            .map_err(|e| with_path(e, dir, "cannot create the data directory"))?;
+        let lock = take_lock(dir)?;
+        let restored = read_identity(dir)?;
+        let (wal, rec) = match Wal::open(dir, fsync) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&lock);
+                return Err(e);
+            }
+        };
+        let saved = restored.as_ref().map_or((0, 0), |(id, r)| (*id, r.epoch));
+        let d = Durable {
+            wal,
+            lock,
+            uncommitted: false,
+            held: Vec::new(),
+            holding: false,
+            woken: false,
+            snapshot_wanted: false,
+            failed: None,
+            stopped: false,
+            saved,
+            restored,
+        };
+        Ok((d, rec))
+    }
+
+    /// Replays what [`Durable::open`] recovered into `engine` (not logged again);
+    /// returns a summary and the highest version seen (the node's clock must
+    /// continue above it).
+    pub fn replay(&self, rec: Recovery, engine: &mut Engine) -> (Recovered, u64) {
+        let mut newest = 0;
+        for r in &rec.records {
+            engine.apply(&r.key, r.version, r.value.as_deref(), None);
+            newest = newest.max(r.version);
+        }
+        let found = Recovered {
+            records: rec.records.len(),
+            from_snapshot: rec.from_snapshot,
+            keys: engine.len(),
+            cut: rec.cut,
+            cut_reason: rec.cut_reason,
+            node_id: self.saved.0,
+            epoch: self.saved.1,
+        };
+        (found, newest)
+    }
+
+    /// The node id and ring saved by the previous run, once (the node installs
+    /// them on its first step).
+    pub fn take_identity(&mut self) -> Option<(u32, Ring)> {
+        self.restored.take()
+    }
+
+    /// The saved identity, without taking it: (node id, ring epoch).
+    pub fn identity(&self) -> (u32, u64) {
+        self.saved
+    }
+
+    /// Appends a record of a write the engine just stored. With `--fsync always`
+    /// it is on disk when this returns; otherwise at the next [`Durable::turn_end`].
+    pub fn log(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let rec = Record {
+            key: Bytes::copy_from_slice(key),
+            value: value.map(Bytes::copy_from_slice),
+            version,
+        };
+        match self.wal.append(&rec) {
+            Ok(()) => self.uncommitted |= self.wal.fsync() != Fsync::Always,
+            Err(e) => self.fail(format!("cannot append to the log: {e}")),
+        }
+    }
+
+    /// Called at the end of every node step with the index of the step's first
+    /// output: holds the step's outputs while records await their commit, except
+    /// those on connections for which `passes` is true (the node's outbound links).
+    pub fn after_step(
+        &mut self,
+        now: Millis,
+        mark: usize,
+        out: &mut Vec<Output>,
+        passes: impl Fn(ConnId) -> bool,
+    ) {
+        if self.failed.is_some() {
+            out.truncate(mark);
+            self.stop(out);
+            return;
+        }
+        if !(self.uncommitted || self.holding) || out.len() == mark {
+            return;
+        }
+        let before = self.held.len();
+        let step: Vec<Output> = out.drain(mark..).collect();
+        for o in step {
+            let pass = match &o {
+                Output::Send { conn, .. }
+                | Output::SendBytes { conn, .. }
+                | Output::Close { conn } => passes(*conn),
+                _ => false,
+            };
+            if pass {
+                out.push(o);
+            } else {
+                self.held.push(o);
+            }
+        }
+        if self.held.len() == before {
+            return;
+        }
+        self.holding = true;
+        if !self.woken {
+            self.woken = true;
+            out.push(Output::Timer {
+                at: now,
+                id: TIMER_COMMIT,
+            });
+        }
+    }
+
+    /// Called once per loop turn: commits the turn's records (the group commit),
+    /// takes a snapshot if one is due, then releases the held outputs.
+    pub fn turn_end(&mut self, engine: &Engine, out: &mut Vec<Output>) {
+        if self.failed.is_none() {
+            match self.wal.commit() {
+                Ok(()) => self.uncommitted = false,
+                Err(e) => self.fail(format!("cannot commit the log: {e}")),
+            }
+        }
+        if self.failed.is_none() && (self.snapshot_wanted || self.wal.snapshot_due()) {
+            self.snapshot(engine);
+        }
+        self.holding = false;
+        self.woken = false;
+        if self.failed.is_some() {
+            self.held.clear();
+            self.stop(out);
+        } else {
+            out.append(&mut self.held);
+        }
+    }
+
+    /// Asks for a snapshot at the next turn end (the node dropped keys).
+    pub fn want_snapshot(&mut self) {
+        self.snapshot_wanted = true;
+    }
+
+    fn snapshot(&mut self, engine: &Engine) {
+        self.snapshot_wanted = false;
+        let started = std::time::Instant::now();
+        let live = engine
+            .tokens()
+            .filter_map(|t| engine.sector_of_token(t))
+            .flat_map(|s| s.iter())
+            .map(|(k, e)| Record {
+                key: Bytes::copy_from_slice(&k[..]),
+                value: e.value.as_deref().map(Bytes::copy_from_slice),
+                version: e.version,
+            });
+        match self.wal.snapshot(live) {
+            Ok(()) => log::info!(
+                "snapshot of {} keys written in {} ms ({} bytes)",
+                engine.len(),
+                started.elapsed().as_millis(),
+                self.wal.stats().snapshot_bytes
+            ),
+            Err(e) => {
+                // Before the switch the old generation stays usable and the log
+                // retries later; after it, the log refuses all work (fatal).
+                if self.wal.commit().is_err() {
+                    self.fail(format!("snapshot failed and the log is unusable: {e}"));
+                } else {
+                    log::warn!("snapshot failed, will retry: {e}");
+                }
+            }
+        }
+    }
+
+    /// Saves the node's id and ring if either changed since the last save. A
+    /// failure is logged, not fatal: the data itself is in the log.
+    pub fn save_identity(&mut self, node_id: u32, ring: &Ring) {
+        if self.saved == (node_id, ring.epoch) || self.failed.is_some() {
+            return;
+        }
+        match write_identity(self.wal.dir(), node_id, ring) {
+            Ok(()) => self.saved = (node_id, ring.epoch),
+            Err(e) => log::warn!("cannot save the node's identity: {e}"),
+        }
+    }
+
+    /// Why the data directory stopped working, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The log's counters.
+    pub fn stats(&self) -> WalStats {
+        self.wal.stats()
+    }
+
+    /// Lowers the log size at which snapshots become due (tests).
+    pub fn set_snapshot_floor(&mut self, bytes: u64) {
+        self.wal.set_snapshot_floor(bytes);
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            log::error!("{}: {why}; stopping", self.wal.dir().display());
+            self.failed = Some(why);
+        }
+    }
+
+    fn stop(&mut self, out: &mut Vec<Output>) {
+        if !self.stopped {
+            self.stopped = true;
+            out.push(Output::Stop);
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock);
+    }
+}
+
+fn with_path(e: io::Error, path: &Path, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Takes `dir/LOCK` for this process, or says which live process holds it.
+fn take_lock(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join(LOCK_FILE);
+    let me = std::process::id();
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            if let Ok(pid) = text.trim().parse::<u32>() {
+                if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "data directory {} is in use by process {pid} \
+                             (delete {} if that process is not a gtstore node)",
+                            dir.display(),
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path(e, &path, "cannot read")),
+    }
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&path)?;
+        writeln!(f, "{me}")?;
+        f.sync_all()
+    };
+    write().map_err(|e| with_path(e, &path, "cannot write"))?;
+    Ok(path)
+}
+
+/// Reads `dir/identity`: `None` if there is none, an error if it is unreadable.
+fn read_identity(dir: &Path) -> io::Result<Option<(u32, Ring)>> {
+    let path = dir.join(IDENTITY_FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(with_path(e, &path, "cannot read")),
+    };
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}; refusing to start", path.display()),
+        )
+    };
+    let mut parts = text.splitn(3, |&b| b == b'\n');
+    if parts.next() != Some(IDENTITY_MAGIC.as_bytes()) {
+        return Err(bad("not a gtstore identity file"));
+    }
+    let id = parts
+        .next()
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(|l| l.parse::<u32>().ok())
+        .ok_or_else(|| bad("bad node id"))?;
+    let ring = Ring::decode(parts.next().unwrap_or_default())
+        .map_err(|e| bad(&format!("bad ring: {e}")))?;
+    Ok(Some((id, ring)))
+}
+
+/// Replaces `dir/identity` atomically.
+fn write_identity(dir: &Path, node_id: u32, ring: &Ring) -> io::Result<()> {
+    let path = dir.join(IDENTITY_FILE);
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    write!(f, "{IDENTITY_MAGIC}\n{node_id}\n{}", ring.encode())?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Frame;
+
+    fn none(_: ConnId) -> bool {
+        false
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("gtstore-durable-{tag}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn reply(n: u32) -> Output {
+        Output::Send {
+            conn: ConnId::new(n, 1),
+            frame: Frame::new(21, 0, 0, Bytes::new()),
+        }
+    }
+
+    fn is_reply(o: &Output, n: u32) -> bool {
+        matches!(o, Output::Send { conn, .. } if *conn == ConnId::new(n, 1))
+    }
+
+    #[test]
+    fn batch_holds_outputs_until_the_turn_commits() {
+        let dir = TempDir::new("batch");
+        let (mut d, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        assert!(rec.records.is_empty());
+        let mut out = Vec::new();
+        // A step with no record passes its outputs through.
+        out.push(reply(1));
+        d.after_step(0, 0, &mut out, none);
+        assert_eq!(out.len(), 1);
+        // A step that logged: its outputs are held, a wake-up timer is asked for.
+        out.clear();
+        d.log(b"k", 5, Some(b"v"));
+        out.push(reply(2));
+        d.after_step(0, 0, &mut out, none);
+        assert!(matches!(
+            out[..],
+            [Output::Timer {
+                id: TIMER_COMMIT,
+                ..
+            }]
+        ));
+        // A later step of the same turn queues behind, even without a record.
+        out.clear();
+        out.push(reply(3));
+        d.after_step(0, 0, &mut out, none);
+        assert!(out.is_empty());
+        assert_eq!(d.stats().fsyncs, 0);
+        // The turn end commits with one fsync, then releases in order.
+        let engine = Engine::default();
+        d.turn_end(&engine, &mut out);
+        assert_eq!(d.stats().fsyncs, 1);
+        assert_eq!(out.len(), 2);
+        assert!(is_reply(&out[0], 2) && is_reply(&out[1], 3));
+        // The next turn starts clear.
+        out.clear();
+        out.push(reply(4));
+        d.after_step(1, 0, &mut out, none);
+        assert_eq!(out.len(), 1);
+        drop(d);
+        let (_, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        assert_eq!(rec.records.len(), 1);
+        assert_eq!(&rec.records[0].key[..], b"k");
+    }
+
+    #[test]
+    fn outbound_links_pass_and_held_outputs_keep_their_order() {
+        let dir = TempDir::new("pass");
+        let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        let link = |c: ConnId| c == ConnId::new(9, 1);
+        d.log(b"k", 1, Some(b"v"));
+        let mut out = vec![reply(1), reply(2), reply(9), reply(3)];
+        d.after_step(0, 0, &mut out, link);
+        // The copy to a peer leaves now; the replies wait, in order.
+        assert!(is_reply(&out[0], 9));
+        assert!(matches!(out[1], Output::Timer { .. }));
+        assert_eq!(out.len(), 2);
+        out.clear();
+        d.turn_end(&Engine::default(), &mut out);
+        let order: Vec<bool> = [1, 2, 3]
+            .iter()
+            .zip(&out)
+            .map(|(&n, o)| is_reply(o, n))
+            .collect();
+        assert_eq!(order, [true, true, true], "{out:?}");
+    }
+
+    #[test]
+    fn always_syncs_each_record_and_holds_nothing() {
+        let dir = TempDir::new("always");
+        let (mut d, _) = Durable::open(&dir.0, Fsync::Always).unwrap();
+        let mut out = vec![reply(1)];
+        d.log(b"a", 1, Some(b"1"));
+        d.log(b"b", 2, None);
+        d.after_step(0, 0, &mut out, none);
+        assert_eq!(out.len(), 1, "nothing held");
+        assert_eq!(d.stats().fsyncs, 2, "one fsync per record");
+    }
+
+    #[test]
+    fn never_holds_until_written_but_does_not_sync() {
+        let dir = TempDir::new("never");
+        let (mut d, _) = Durable::open(&dir.0, Fsync::Never).unwrap();
+        let mut out = Vec::new();
+        d.log(b"a", 1, Some(b"1"));
+        out.push(reply(1));
+        d.after_step(0, 0, &mut out, none);
+        assert!(!out.iter().any(|o| is_reply(o, 1)));
+        d.turn_end(&Engine::default(), &mut out);
+        assert!(out.iter().any(|o| is_reply(o, 1)));
+        assert_eq!((d.stats().commits, d.stats().fsyncs), (1, 0));
+    }
+
+    #[test]
+    fn identity_round_trips_and_a_live_lock_is_refused() {
+        let dir = TempDir::new("identity");
+        let ring =
+            Ring::decode(b"epoch 4\nreplicas 3 2 2\nnode 2 127.0.0.1:7002 up 5,9\n").unwrap();
+        {
+            let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+            assert!(d.take_identity().is_none());
+            d.save_identity(2, &ring);
+            assert_eq!(d.identity(), (2, 4));
+        }
+        // A LOCK naming a live process other than us (our parent) is refused.
+        let parent = std::os::unix::process::parent_id();
+        fs::write(dir.0.join(LOCK_FILE), format!("{parent}\n")).unwrap();
+        let e = Durable::open(&dir.0, Fsync::Batch).unwrap_err();
+        assert!(e.to_string().contains("in use by process"), "{e}");
+        // One naming a dead process is taken over.
+        fs::write(dir.0.join(LOCK_FILE), format!("{}\n", u32::MAX - 7)).unwrap();
+        let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        let (id, got) = d.take_identity().expect("saved identity");
+        assert_eq!((id, got.encode()), (2, ring.encode()));
+        drop(d);
+        // A damaged identity file is an error, not a silent fresh start.
+        fs::write(dir.0.join(IDENTITY_FILE), "gtstore-identity 1\nx\n").unwrap();
+        let e = Durable::open(&dir.0, Fsync::Batch).unwrap_err();
+        assert!(e.to_string().contains("bad node id"), "{e}");
+    }
+
+    #[test]
+    fn a_node_acknowledges_after_the_commit_and_recovers_after_a_restart() {
+        use crate::protocol::op;
+        use crate::reactor::{Input, Service};
+        use crate::storage::{NodeConfig, StorageNode};
+        let dir = TempDir::new("node");
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let client = ConnId::new(5, 1);
+        let link = ConnId::new(1, 1);
+        let ring = "3\nepoch 2\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20\n";
+        {
+            let mut n = StorageNode::new(cfg.clone());
+            n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
+            let mut out = Vec::new();
+            n.step(0, Input::Timer { id: 0 }, &mut out);
+            n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+            let joined = Frame::new(op::JOINED, 0, 0, ring);
+            n.step(
+                2,
+                Input::Frame {
+                    conn: link,
+                    frame: joined,
+                },
+                &mut out,
+            );
+            out.clear();
+            let put = Frame::new(op::PUT, 9, 0, &b"1 kv"[..]);
+            n.step(
+                3,
+                Input::Frame {
+                    conn: client,
+                    frame: put,
+                },
+                &mut out,
+            );
+            let acked = |out: &[Output]| {
+                out.iter().any(|o| {
+                    matches!(o, Output::Send { conn, frame }
+                    if *conn == client && frame.op == op::OK)
+                })
+            };
+            assert!(!acked(&out), "no ack before the commit: {out:?}");
+            assert_eq!(n.durable_mut().unwrap().stats().fsyncs, 0);
+            n.turn_end(3, &mut out);
+            assert!(acked(&out), "the ack follows the commit: {out:?}");
+            assert_eq!(n.durable_mut().unwrap().stats().fsyncs, 1);
+            // A GET logs nothing and is answered at once.
+            out.clear();
+            let get = Frame::new(op::GET, 9, 0, &b"k"[..]);
+            n.step(
+                4,
+                Input::Frame {
+                    conn: client,
+                    frame: get,
+                },
+                &mut out,
+            );
+            assert!(matches!(&out[..], [Output::Send { frame, .. }] if frame.op == op::VALUE));
+        }
+        // Restarted: the key is back, and so are the id and the ring, before the
+        // manager answers.
+        let mut n = StorageNode::new(cfg);
+        let found = n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
+        assert_eq!(
+            (found.records, found.keys, found.node_id, found.epoch),
+            (1, 1, 3, 2)
+        );
+        assert_eq!(n.engine().get(b"k").as_deref(), Some(&b"v"[..]));
+        let mut out = Vec::new();
+        n.step(0, Input::Timer { id: 0 }, &mut out);
+        assert_eq!((n.node_id(), n.ring().epoch), (3, 2));
+        // Its registration offers that ring to the manager.
+        out.clear();
+        n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+        let offered = out.iter().find_map(|o| match o {
+            Output::Send { frame, .. } if frame.op == op::NODE_JOIN => Some(frame.payload.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            offered.as_deref(),
+            Some(&b"gtstore 127.0.0.1:7001 64\nepoch 2\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20\n"[..])
+        );
+    }
+
+    #[test]
+    fn turn_end_snapshots_when_asked_and_recovery_sees_it() {
+        let dir = TempDir::new("snap");
+        let mut engine = Engine::default();
+        {
+            let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+            for i in 0..10u64 {
+                let k = format!("k{i}");
+                engine.apply(k.as_bytes(), i + 1, Some(b"v"), None);
+                d.log(k.as_bytes(), i + 1, Some(b"v"));
+            }
+            let mut out = Vec::new();
+            d.turn_end(&engine, &mut out);
+            // Drop half the keys (as a ring change would), then snapshot.
+            engine.remove_where(|h| h % 2 == 0);
+            d.want_snapshot();
+            d.turn_end(&engine, &mut out);
+            assert_eq!(d.stats().snapshots, 1);
+        }
+        let (_, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        assert_eq!(rec.records.len(), engine.len());
+        assert_eq!(rec.from_snapshot, engine.len());
+        for r in &rec.records {
+            assert_eq!(engine.version(&r.key), r.version);
+        }
+    }
+}
