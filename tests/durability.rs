@@ -143,20 +143,7 @@ fn writer(addr: String, t: usize, stop: Arc<AtomicBool>) -> Vec<usize> {
 /// The acknowledged keys of writer `t` that `addr` does not return as written:
 /// how many, and the first few with what came back instead.
 fn lost(addr: &str, t: usize, acked: &[usize]) -> (usize, Vec<(usize, String)>) {
-    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
-    let mut bad = Vec::new();
-    for batch in acked.chunks(256) {
-        for &n in batch {
-            conn.queue(op::GET, 0, &[&key(t, n)]);
-        }
-        conn.flush().unwrap();
-        for &n in batch {
-            let f = conn.recv().unwrap();
-            if f.op != op::VALUE || f.payload[..] != value(t, n)[..] {
-                bad.push((n, String::from_utf8_lossy(&f.payload).into_owned()));
-            }
-        }
-    }
+    let mut bad = common::read_back(addr, acked, |n| key(t, n), |n| value(t, n));
     let count = bad.len();
     bad.truncate(5);
     (count, bad)

@@ -60,21 +60,8 @@ fn writer(addr: String, t: usize, stop: Arc<AtomicBool>, start: Instant) -> Tall
 
 /// Reads back every acknowledged key of writer `t` through `addr`.
 fn lost(addr: &str, t: usize, acked: &[usize]) -> Vec<usize> {
-    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
-    let mut bad = Vec::new();
-    for batch in acked.chunks(256) {
-        for &n in batch {
-            conn.queue(op::GET, 0, &[&key(t, n)]);
-        }
-        conn.flush().unwrap();
-        for &n in batch {
-            let f = conn.recv().unwrap();
-            if f.op != op::VALUE || f.payload[..] != value(t, n)[..] {
-                bad.push(n);
-            }
-        }
-    }
-    bad
+    let bad = common::read_back(addr, acked, |n| key(t, n), |n| value(t, n));
+    bad.into_iter().map(|(n, _)| n).collect()
 }
 
 /// Runs two writers (through nodes 0 and 1) for `before`, calls `fault`, runs

@@ -242,6 +242,31 @@ impl Cluster {
     }
 }
 
+/// Reads key `key(n)` for every `n` of `ns` through `addr`, pipelined, and returns
+/// each `n` whose value is not `value(n)`, with what came back instead.
+pub fn read_back(
+    addr: &str,
+    ns: &[usize],
+    key: impl Fn(usize) -> Vec<u8>,
+    value: impl Fn(usize) -> Vec<u8>,
+) -> Vec<(usize, String)> {
+    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
+    let mut bad = Vec::new();
+    for batch in ns.chunks(256) {
+        for &n in batch {
+            conn.queue(op::GET, 0, &[&key(n)]);
+        }
+        conn.flush().unwrap();
+        for &n in batch {
+            let f = conn.recv().unwrap();
+            if f.op != op::VALUE || f.payload[..] != value(n)[..] {
+                bad.push((n, String::from_utf8_lossy(&f.payload).into_owned()));
+            }
+        }
+    }
+    bad
+}
+
 /// Sends signal `sig` (`KILL`, `STOP`, `CONT`, ...) to process `pid`.
 pub fn kill(pid: u32, sig: &str) {
     let st = Command::new("kill")
