@@ -87,15 +87,19 @@ struct Progress {
     count: usize,
     /// Offset of the first element not yet checked.
     pos: usize,
-    /// `(start, len)` of every element checked so far.
-    spans: Vec<(usize, usize)>,
 }
+
+/// Most element spans a parser keeps allocated between commands.
+const KEEP_SPANS: usize = 64;
 
 /// A resumable RESP2 command parser. Keep one per connection, and never change the
 /// front of the buffer between calls except through [`Parser::parse`].
 #[derive(Debug, Default)]
 pub struct Parser {
     array: Option<Progress>,
+    /// `(start, len)` of every element of the array in progress checked so far;
+    /// reused from command to command (up to [`KEEP_SPANS`] kept).
+    spans: Vec<(usize, usize)>,
 }
 
 /// A line that starts at `from`: `Ok(Some((end, next)))` with `end` the offset of its
@@ -178,19 +182,19 @@ impl Parser {
                 self.array = Some(Progress {
                     count: count as usize,
                     pos: next,
-                    spans: Vec::with_capacity((count as usize).min(16)),
                 });
+                self.spans.clear();
             }
             let p = self.array.as_mut().expect("an array in progress");
-            return match check_elements(p, buf, limits) {
-                Ok(false) => Ok(None),
+            let result = match check_elements(p, &mut self.spans, buf, limits) {
+                Ok(false) => return Ok(None),
                 Ok(true) => {
                     let p = self.array.take().expect("checked above");
                     let chunk = buf.split_to(p.pos).freeze();
                     Ok(Some(
-                        p.spans
-                            .into_iter()
-                            .map(|(s, l)| chunk.slice(s..s + l))
+                        self.spans
+                            .iter()
+                            .map(|&(s, l)| chunk.slice(s..s + l))
                             .collect(),
                     ))
                 }
@@ -199,14 +203,24 @@ impl Parser {
                     Err(e)
                 }
             };
+            self.spans.clear();
+            if self.spans.capacity() > KEEP_SPANS {
+                self.spans = Vec::new();
+            }
+            return result;
         }
     }
 }
 
 /// Checks the array's elements from where the last call stopped; true once every
 /// element is buffered.
-fn check_elements(p: &mut Progress, buf: &[u8], limits: &Limits) -> Result<bool, Error> {
-    while p.spans.len() < p.count {
+fn check_elements(
+    p: &mut Progress,
+    spans: &mut Vec<(usize, usize)>,
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<bool, Error> {
+    while spans.len() < p.count {
         let at = p.pos;
         match buf.get(at) {
             None => return Ok(false),
@@ -246,7 +260,7 @@ fn check_elements(p: &mut Progress, buf: &[u8], limits: &Limits) -> Result<bool,
                 "bulk string not followed by CRLF",
             ));
         }
-        p.spans.push((next, len));
+        spans.push((next, len));
         p.pos = data_end;
     }
     Ok(true)
