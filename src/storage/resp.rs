@@ -298,6 +298,8 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 pub struct RespSession {
     limits: Limits,
     parser: Parser,
+    /// The arguments of the command being served (reused from command to command).
+    args: Vec<Bytes>,
     /// Input not yet cut into commands.
     buf: BytesMut,
     queue: VecDeque<Pending>,
@@ -329,6 +331,7 @@ impl RespSession {
         RespSession {
             limits,
             parser: Parser::new(),
+            args: Vec::new(),
             buf: BytesMut::new(),
             queue: VecDeque::new(),
             queued: 0,
@@ -357,14 +360,24 @@ impl RespSession {
             self.buf.unsplit(data);
         }
         loop {
-            match self.parser.parse(&mut self.buf, &self.limits) {
-                Ok(Some(args)) => {
-                    self.command(args, &mut items);
+            let mut args = std::mem::take(&mut self.args);
+            let parsed = self
+                .parser
+                .parse_into(&mut self.buf, &self.limits, &mut args);
+            if let Ok(true) = parsed {
+                self.command(&args, &mut items);
+            }
+            args.clear();
+            if args.capacity() <= 64 {
+                self.args = args;
+            }
+            match parsed {
+                Ok(true) => {
                     if self.stopped {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     let text = format!("ERR Protocol error: {}", e.message);
                     self.push(Pending::new(Shape::Last(err_reply(&text)), 0));
@@ -527,7 +540,7 @@ impl RespSession {
         }
     }
 
-    fn command(&mut self, args: Vec<Bytes>, items: &mut Vec<Item>) {
+    fn command(&mut self, args: &[Bytes], items: &mut Vec<Item>) {
         let mut upper = [0u8; 16];
         let name = &args[0];
         let n = args.len();
@@ -542,7 +555,7 @@ impl RespSession {
         let result: Result<(), Bytes> = match key {
             b"GET" => arity(n == 2)
                 .map(|()| self.native(Shape::Bulk, once((op::GET, args[1].clone())), items)),
-            b"SET" => arity(n >= 3).and_then(|()| self.set(&args, items)),
+            b"SET" => arity(n >= 3).and_then(|()| self.set(args, items)),
             b"DEL" | b"EXISTS" => arity(n >= 2).map(|()| {
                 let o = if key == b"DEL" {
                     op::DELETE
@@ -594,9 +607,9 @@ impl RespSession {
                 self.push(Pending::new(Shape::Facts { info }, 0));
                 items.push(Item::Facts);
             }),
-            b"COMMAND" => self.command_command(&args).map(|r| self.local(r)),
-            b"CONFIG" => self.config(&args).map(|r| self.local(r)),
-            b"CLIENT" => self.client(&args).map(|r| self.local(r)),
+            b"COMMAND" => self.command_command(args).map(|r| self.local(r)),
+            b"CONFIG" => self.config(args).map(|r| self.local(r)),
+            b"CLIENT" => self.client(args).map(|r| self.local(r)),
             b"SELECT" => arity(n == 2).and_then(|()| {
                 if &args[1][..] == b"0" {
                     self.local(Bytes::from_static(b"+OK\r\n"));
