@@ -87,15 +87,19 @@ struct Progress {
     count: usize,
     /// Offset of the first element not yet checked.
     pos: usize,
-    /// `(start, len)` of every element checked so far.
-    spans: Vec<(usize, usize)>,
 }
+
+/// Most element spans a parser keeps allocated between commands.
+const KEEP_SPANS: usize = 64;
 
 /// A resumable RESP2 command parser. Keep one per connection, and never change the
 /// front of the buffer between calls except through [`Parser::parse`].
 #[derive(Debug, Default)]
 pub struct Parser {
     array: Option<Progress>,
+    /// `(start, len)` of every element of the array in progress checked so far;
+    /// reused from command to command (up to [`KEEP_SPANS`] kept).
+    spans: Vec<(usize, usize)>,
 }
 
 /// A line that starts at `from`: `Ok(Some((end, next)))` with `end` the offset of its
@@ -150,19 +154,32 @@ impl Parser {
         buf: &mut BytesMut,
         limits: &Limits,
     ) -> Result<Option<Vec<Bytes>>, Error> {
+        let mut args = Vec::new();
+        Ok(self.parse_into(buf, limits, &mut args)?.then_some(args))
+    }
+
+    /// [`Parser::parse`] into a vector the caller keeps (cleared first), so a
+    /// connection's commands reuse one: `Ok(true)` when `args` holds a command.
+    pub fn parse_into(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+        args: &mut Vec<Bytes>,
+    ) -> Result<bool, Error> {
+        args.clear();
         loop {
             if self.array.is_none() {
                 match buf.first() {
-                    None => return Ok(None),
+                    None => return Ok(false),
                     Some(b'*') => {}
-                    Some(_) => match inline(buf, limits)? {
-                        Inline::Command(args) => return Ok(Some(args)),
+                    Some(_) => match inline(buf, limits, args)? {
+                        Inline::Command => return Ok(true),
                         Inline::Empty => continue,
-                        Inline::Incomplete => return Ok(None),
+                        Inline::Incomplete => return Ok(false),
                     },
                 }
                 let Some((end, next)) = line(buf, 0, MAX_LENGTH_LINE, true, "array length")? else {
-                    return Ok(None);
+                    return Ok(false);
                 };
                 let text = &buf[1..end];
                 if text.first() == Some(&b'-') && parse_decimal(&text[1..], u64::MAX).is_some() {
@@ -178,35 +195,41 @@ impl Parser {
                 self.array = Some(Progress {
                     count: count as usize,
                     pos: next,
-                    spans: Vec::with_capacity((count as usize).min(16)),
                 });
+                self.spans.clear();
             }
             let p = self.array.as_mut().expect("an array in progress");
-            return match check_elements(p, buf, limits) {
-                Ok(false) => Ok(None),
+            let result = match check_elements(p, &mut self.spans, buf, limits) {
+                Ok(false) => return Ok(false),
                 Ok(true) => {
                     let p = self.array.take().expect("checked above");
                     let chunk = buf.split_to(p.pos).freeze();
-                    Ok(Some(
-                        p.spans
-                            .into_iter()
-                            .map(|(s, l)| chunk.slice(s..s + l))
-                            .collect(),
-                    ))
+                    args.extend(self.spans.iter().map(|&(s, l)| chunk.slice(s..s + l)));
+                    Ok(true)
                 }
                 Err(e) => {
                     self.array = None;
                     Err(e)
                 }
             };
+            self.spans.clear();
+            if self.spans.capacity() > KEEP_SPANS {
+                self.spans = Vec::new();
+            }
+            return result;
         }
     }
 }
 
 /// Checks the array's elements from where the last call stopped; true once every
 /// element is buffered.
-fn check_elements(p: &mut Progress, buf: &[u8], limits: &Limits) -> Result<bool, Error> {
-    while p.spans.len() < p.count {
+fn check_elements(
+    p: &mut Progress,
+    spans: &mut Vec<(usize, usize)>,
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<bool, Error> {
+    while spans.len() < p.count {
         let at = p.pos;
         match buf.get(at) {
             None => return Ok(false),
@@ -246,25 +269,24 @@ fn check_elements(p: &mut Progress, buf: &[u8], limits: &Limits) -> Result<bool,
                 "bulk string not followed by CRLF",
             ));
         }
-        p.spans.push((next, len));
+        spans.push((next, len));
         p.pos = data_end;
     }
     Ok(true)
 }
 
 enum Inline {
-    Command(Vec<Bytes>),
+    Command,
     Empty,
     Incomplete,
 }
 
-/// An inline command: one line of words.
-fn inline(buf: &mut BytesMut, limits: &Limits) -> Result<Inline, Error> {
+/// An inline command: one line of words, appended to `args` (empty on entry).
+fn inline(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<Inline, Error> {
     let Some((end, next)) = line(buf, 0, limits.max_inline, false, "inline command")? else {
         return Ok(Inline::Incomplete);
     };
     let chunk = buf.split_to(next).freeze();
-    let mut args = Vec::new();
     let mut start = None;
     for (i, &b) in chunk[..end].iter().enumerate() {
         let space = b == b' ' || b == b'\t';
@@ -289,7 +311,7 @@ fn inline(buf: &mut BytesMut, limits: &Limits) -> Result<Inline, Error> {
     Ok(if args.is_empty() {
         Inline::Empty
     } else {
-        Inline::Command(args)
+        Inline::Command
     })
 }
 
@@ -429,6 +451,26 @@ mod tests {
         assert!(err.is_none());
         assert_eq!(&cmds[0][2][..], b"\0\r\n$1\r\n*");
         assert_eq!(&cmds[0][1][..], b"k\r\n");
+    }
+
+    #[test]
+    fn parse_into_replaces_what_the_vector_held() {
+        let mut buf = BytesMut::new();
+        command(&mut buf, &[b"GET", b"a"]);
+        buf.extend_from_slice(b"PING\r\n");
+        command(&mut buf, &[b"SET", b"k"]);
+        buf.extend_from_slice(b"*2\r\n$3\r\nGET");
+        let (mut p, mut args) = (Parser::new(), vec![Bytes::from("stale")]);
+        let mut seen = Vec::new();
+        while p.parse_into(&mut buf, &limits(), &mut args).unwrap() {
+            seen.push(args.clone());
+        }
+        assert_eq!(
+            strs(&seen),
+            vec![vec!["GET", "a"], vec!["PING"], vec!["SET", "k"]]
+        );
+        assert!(args.is_empty(), "an incomplete command leaves nothing");
+        assert_eq!(&buf[..], b"*2\r\n$3\r\nGET");
     }
 
     #[test]

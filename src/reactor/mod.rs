@@ -361,6 +361,11 @@ pub struct Reactor {
     to_remove: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     stopping: bool,
+    /// Where sockets are read into before the bytes are appended to a connection's
+    /// buffer: zero-filled once and reused, so a read does not zero a fresh chunk
+    /// of the connection's buffer first (safe Rust cannot read into uninitialized
+    /// memory). Grows to the largest read asked for (at most the read budget).
+    scratch: Vec<u8>,
 }
 
 impl Reactor {
@@ -382,6 +387,7 @@ impl Reactor {
             to_remove: Vec::new(),
             signals: None,
             stopping: false,
+            scratch: Vec::new(),
         })
     }
 
@@ -845,7 +851,10 @@ impl Reactor {
                 }
             }
             let chunk = self.cfg.read_chunk;
-            let Some(c) = self.conn_mut(id) else { return };
+            let scratch = &mut self.scratch;
+            let Some(c) = conn_in(&mut self.entries, id) else {
+                return;
+            };
             let draining = matches!(c.phase, Phase::Draining(_));
             if c.read_done && !draining {
                 return;
@@ -860,13 +869,15 @@ impl Reactor {
             } else {
                 chunk.max(c.inbuf.capacity() - start).min(budget.max(chunk))
             };
-            c.inbuf.resize(start + want, 0);
-            let r = c.stream.read(&mut c.inbuf[start..]);
-            let n = match r {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
-            c.inbuf.truncate(start + n);
+            if scratch.len() < want {
+                scratch.resize(want, 0);
+            }
+            let r = c.stream.read(&mut scratch[..want]);
+            if let Ok(n) = r {
+                if !draining {
+                    c.inbuf.extend_from_slice(&scratch[..n]);
+                }
+            }
             match r {
                 Ok(0) => {
                     c.read_done = true;
@@ -880,9 +891,6 @@ impl Reactor {
                     return;
                 }
                 Ok(n) => {
-                    if draining {
-                        c.inbuf.clear();
-                    }
                     budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

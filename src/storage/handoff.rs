@@ -82,7 +82,7 @@ impl Handoff {
                     let k = &o.keys[o.next];
                     o.next += 1;
                     if let Some(e) = engine.entry(k) {
-                        put_entry(&mut buf, k, e);
+                        put_entry(&mut buf, k, &e);
                     }
                 }
                 if !buf.is_empty() {

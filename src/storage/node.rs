@@ -712,7 +712,7 @@ impl StorageNode {
                 let mut payload = BytesMut::new();
                 payload.extend_from_slice(&before.to_be_bytes());
                 if let Some(e) = self.engine.entry(&key) {
-                    put_entry(&mut payload, &key, e);
+                    put_entry(&mut payload, &key, &e);
                 }
                 let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
                 let seq = self.order.reserve(conn);
@@ -912,7 +912,7 @@ impl StorageNode {
             op::REPL_READ if self.members.contains(&conn) => match self.engine.entry(&f.payload) {
                 Some(e) => {
                     let mut chunk = BytesMut::new();
-                    put_entry(&mut chunk, &f.payload, e);
+                    put_entry(&mut chunk, &f.payload, &e);
                     (op::VALUE, chunk.freeze())
                 }
                 None => (op::NOT_FOUND, Bytes::new()),
@@ -1084,7 +1084,7 @@ impl StorageNode {
             targets.extend(newcomers.iter().copied());
             return self.write_round(now, id, entry, None, result, targets, newcomers, 1, out);
         }
-        let local = self.engine.entry(&key).cloned();
+        let local = self.engine.entry(&key);
         p.round = Round::Reading {
             copies: vec![(self.node_id, local)],
             waiting: others.clone(),

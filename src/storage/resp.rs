@@ -54,6 +54,7 @@ use crate::protocol::{kv, op, ErrorCode, Frame};
 use crate::reactor::{ConnId, Output};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::iter::once;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
 /// the RESP one second.
@@ -133,8 +134,12 @@ struct Pending {
     count: i64,
     /// A conditional write was refused.
     refused: bool,
+    /// The value of a one-request command (GET, PING with a message): kept apart
+    /// from `values` so the common case allocates no vector.
+    value: Option<Bytes>,
+    /// The values of an MGET, in request order.
     values: Vec<Option<Bytes>>,
-    /// Bytes held in `values` or the rendered reply.
+    /// Bytes held in `value`, `values` or the rendered reply.
     bytes: usize,
 }
 
@@ -150,6 +155,7 @@ impl Pending {
             error: None,
             count: 0,
             refused: false,
+            value: None,
             values: Vec::new(),
             bytes,
         }
@@ -178,7 +184,11 @@ impl Pending {
             | (Shape::Pong { .. }, op::PONG) => {
                 let v = (f.op != op::NOT_FOUND).then(|| f.payload.clone());
                 self.bytes += v.as_ref().map_or(0, |v| v.len());
-                self.values.push(v);
+                if matches!(self.shape, Shape::Array) {
+                    self.values.push(v);
+                } else {
+                    self.value = v;
+                }
                 true
             }
             (Shape::Count, op::OK) => {
@@ -214,8 +224,8 @@ impl Pending {
             Shape::Ok => resp::simple(out, b"OK"),
             Shape::Count | Shape::Int => resp::integer(out, self.count),
             Shape::Pong { echo: false } => resp::simple(out, b"PONG"),
-            Shape::Bulk | Shape::Pong { echo: true } => match self.values.first() {
-                Some(Some(v)) => resp::bulk(out, v),
+            Shape::Bulk | Shape::Pong { echo: true } => match &self.value {
+                Some(v) => resp::bulk(out, v),
                 _ => resp::nil(out),
             },
             Shape::Array => {
@@ -288,6 +298,8 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 pub struct RespSession {
     limits: Limits,
     parser: Parser,
+    /// The arguments of the command being served (reused from command to command).
+    args: Vec<Bytes>,
     /// Input not yet cut into commands.
     buf: BytesMut,
     queue: VecDeque<Pending>,
@@ -319,6 +331,7 @@ impl RespSession {
         RespSession {
             limits,
             parser: Parser::new(),
+            args: Vec::new(),
             buf: BytesMut::new(),
             queue: VecDeque::new(),
             queued: 0,
@@ -347,14 +360,24 @@ impl RespSession {
             self.buf.unsplit(data);
         }
         loop {
-            match self.parser.parse(&mut self.buf, &self.limits) {
-                Ok(Some(args)) => {
-                    self.command(args, &mut items);
+            let mut args = std::mem::take(&mut self.args);
+            let parsed = self
+                .parser
+                .parse_into(&mut self.buf, &self.limits, &mut args);
+            if let Ok(true) = parsed {
+                self.command(&args, &mut items);
+            }
+            args.clear();
+            if args.capacity() <= 64 {
+                self.args = args;
+            }
+            match parsed {
+                Ok(true) => {
                     if self.stopped {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     let text = format!("ERR Protocol error: {}", e.message);
                     self.push(Pending::new(Shape::Last(err_reply(&text)), 0));
@@ -377,8 +400,16 @@ impl RespSession {
     /// Takes the node's reply to one of this session's requests (replies come in
     /// request order); returns the RESP bytes now ready, if any.
     pub fn reply(&mut self, frame: &Frame) -> Option<Bytes> {
+        self.absorb_reply(frame);
+        self.take_ready()
+    }
+
+    /// Takes the node's reply like [`RespSession::reply`] but leaves the RESP bytes
+    /// it finishes in the session, so the replies of one step leave in one buffer
+    /// (see [`RespFront::translate`]); [`RespSession::take_ready`] takes them.
+    fn absorb_reply(&mut self, frame: &Frame) {
         if self.close_due || (self.stopped && self.queue.is_empty()) {
-            return None;
+            return;
         }
         if frame.client_id != self.expect_tag {
             log::error!(
@@ -391,7 +422,7 @@ impl RespSession {
             self.stopped = true;
             self.close_due = true;
             resp::error(&mut self.ready, b"ERR internal error: reply out of order");
-            return self.take_ready();
+            return;
         }
         self.expect_tag += 1;
         if let Some(p) = self.queue.iter_mut().find(|p| p.left > 0) {
@@ -400,7 +431,6 @@ impl RespSession {
             self.queued += p.bytes - before;
         }
         self.release();
-        self.take_ready()
     }
 
     /// Answers the oldest command waiting for the node's facts; returns the RESP
@@ -477,7 +507,12 @@ impl RespSession {
     }
 
     /// A command served by native requests.
-    fn native(&mut self, shape: Shape, frames: Vec<(u8, Bytes)>, items: &mut Vec<Item>) {
+    fn native(
+        &mut self,
+        shape: Shape,
+        frames: impl ExactSizeIterator<Item = (u8, Bytes)>,
+        items: &mut Vec<Item>,
+    ) {
         self.flush_ready(items);
         self.push(Pending::new(shape, frames.len()));
         for (op, payload) in frames {
@@ -505,7 +540,7 @@ impl RespSession {
         }
     }
 
-    fn command(&mut self, args: Vec<Bytes>, items: &mut Vec<Item>) {
+    fn command(&mut self, args: &[Bytes], items: &mut Vec<Item>) {
         let mut upper = [0u8; 16];
         let name = &args[0];
         let n = args.len();
@@ -519,20 +554,20 @@ impl RespSession {
         let arity = |ok: bool| ok.then_some(()).ok_or_else(|| wrong_arity(name));
         let result: Result<(), Bytes> = match key {
             b"GET" => arity(n == 2)
-                .map(|()| self.native(Shape::Bulk, vec![(op::GET, args[1].clone())], items)),
-            b"SET" => arity(n >= 3).and_then(|()| self.set(&args, items)),
+                .map(|()| self.native(Shape::Bulk, once((op::GET, args[1].clone())), items)),
+            b"SET" => arity(n >= 3).and_then(|()| self.set(args, items)),
             b"DEL" | b"EXISTS" => arity(n >= 2).map(|()| {
                 let o = if key == b"DEL" {
                     op::DELETE
                 } else {
                     op::EXISTS
                 };
-                let frames = args[1..].iter().map(|k| (o, k.clone())).collect();
+                let frames = args[1..].iter().map(|k| (o, k.clone()));
                 self.native(Shape::Count, frames, items)
             }),
             b"INCR" | b"DECR" => arity(n == 2).map(|()| {
                 let delta = if key == b"INCR" { 1 } else { -1 };
-                self.native(Shape::Int, vec![incr(&args[1], delta)], items)
+                self.native(Shape::Int, once(incr(&args[1], delta)), items)
             }),
             b"INCRBY" | b"DECRBY" => arity(n == 3).and_then(|()| {
                 let by = kv::parse_i64(&args[2])
@@ -543,24 +578,23 @@ impl RespSession {
                     by.checked_neg()
                         .ok_or_else(|| err_reply("ERR decrement would overflow"))?
                 };
-                self.native(Shape::Int, vec![incr(&args[1], delta)], items);
+                self.native(Shape::Int, once(incr(&args[1], delta)), items);
                 Ok(())
             }),
             b"MGET" => arity(n >= 2).map(|()| {
-                let frames = args[1..].iter().map(|k| (op::GET, k.clone())).collect();
+                let frames = args[1..].iter().map(|k| (op::GET, k.clone()));
                 self.native(Shape::Array, frames, items)
             }),
             b"MSET" => arity(n >= 3 && n % 2 == 1).map(|()| {
                 let frames = args[1..]
                     .chunks(2)
-                    .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])))
-                    .collect();
+                    .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])));
                 self.native(Shape::Ok, frames, items)
             }),
             b"PING" => arity(n <= 2).map(|()| {
                 let payload = args.get(1).cloned().unwrap_or_default();
                 let shape = Shape::Pong { echo: n == 2 };
-                self.native(shape, vec![(op::PING, payload)], items)
+                self.native(shape, once((op::PING, payload)), items)
             }),
             b"ECHO" => arity(n == 2).map(|()| {
                 let mut out = BytesMut::new();
@@ -573,9 +607,9 @@ impl RespSession {
                 self.push(Pending::new(Shape::Facts { info }, 0));
                 items.push(Item::Facts);
             }),
-            b"COMMAND" => self.command_command(&args).map(|r| self.local(r)),
-            b"CONFIG" => self.config(&args).map(|r| self.local(r)),
-            b"CLIENT" => self.client(&args).map(|r| self.local(r)),
+            b"COMMAND" => self.command_command(args).map(|r| self.local(r)),
+            b"CONFIG" => self.config(args).map(|r| self.local(r)),
+            b"CLIENT" => self.client(args).map(|r| self.local(r)),
             b"SELECT" => arity(n == 2).and_then(|()| {
                 if &args[1][..] == b"0" {
                     self.local(Bytes::from_static(b"+OK\r\n"));
@@ -627,8 +661,7 @@ impl RespSession {
                 return Err(err_reply("ERR syntax error"));
             }
         }
-        let frames = vec![(o, kv_payload(&args[1], &args[2]))];
-        self.native(Shape::Ok, frames, items);
+        self.native(Shape::Ok, once((o, kv_payload(&args[1], &args[2]))), items);
         Ok(())
     }
 
@@ -798,32 +831,53 @@ impl RespFront {
     /// more), followed by a close if that was the session's last reply. Holds are
     /// reconciled: `node_held` are the connections the node itself holds; a
     /// connection stays held while either the node or its session wants it.
+    ///
+    /// Consecutive replies to one session (a pipelined batch answered in one step)
+    /// leave as one `SendBytes`: the session's reply bytes are taken when the run
+    /// of its replies ends, before any other output, so the order of outputs is
+    /// kept.
     pub fn translate(&mut self, mark: usize, out: &mut Vec<Output>, node_held: &HashSet<ConnId>) {
         if self.sessions.is_empty() {
             self.touched.clear();
             return;
         }
         self.scratch.extend(out.drain(mark..));
+        // The session whose replies are rendered but not yet taken.
+        let mut open: Option<ConnId> = None;
+        let take = |sessions: &mut HashMap<ConnId, RespSession>,
+                    open: &mut Option<ConnId>,
+                    out: &mut Vec<Output>| {
+            if let Some(conn) = open.take() {
+                if let Some(bytes) = sessions.get_mut(&conn).and_then(|s| s.take_ready()) {
+                    out.push(Output::SendBytes { conn, bytes });
+                }
+            }
+        };
         for o in self.scratch.drain(..) {
             let conn = match &o {
                 Output::Send { conn, .. } | Output::Hold { conn, .. } => *conn,
                 _ => {
+                    take(&mut self.sessions, &mut open, out);
                     out.push(o);
                     continue;
                 }
             };
+            if open.is_some_and(|c| c != conn) || matches!(o, Output::Hold { .. }) {
+                take(&mut self.sessions, &mut open, out);
+            }
             let Some(s) = self.sessions.get_mut(&conn) else {
                 out.push(o);
                 continue;
             };
             match o {
                 Output::Send { frame, .. } => {
-                    if let Some(bytes) = s.reply(&frame) {
-                        out.push(Output::SendBytes { conn, bytes });
-                    }
+                    s.absorb_reply(&frame);
+                    open = Some(conn);
                     if s.take_close() {
+                        take(&mut self.sessions, &mut open, out);
                         out.push(Output::Close { conn });
                     }
+                    let s = self.sessions.get_mut(&conn).expect("looked up above");
                     if !std::mem::replace(&mut s.touched, true) {
                         self.touched.push(conn);
                     }
@@ -837,6 +891,7 @@ impl RespFront {
                 o => out.push(o),
             }
         }
+        take(&mut self.sessions, &mut open, out);
         for conn in self.touched.drain(..) {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
@@ -1356,6 +1411,50 @@ mod tests {
             data: cmd(&["PING"]),
         });
         assert!(matches!(out[..], [Output::Close { .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn a_pipelined_batch_leaves_in_one_buffer() {
+        use crate::reactor::{Input, Service};
+        use crate::storage::{NodeConfig, StorageNode};
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let mut node = StorageNode::new(cfg);
+        node.enable_resp(Limits::new(1 << 20));
+        let conn = ConnId::new(1, 1);
+        let mut out = Vec::new();
+        node.step(
+            0,
+            Input::Accepted {
+                conn,
+                listener: LISTENER,
+            },
+            &mut out,
+        );
+        let mut wire = cmd(&["SET", "a", "1"]);
+        for c in [
+            &["GET", "a"][..],
+            &["GET", "b"],
+            &["ECHO", "e"],
+            &["GET", "a"],
+        ] {
+            wire.extend_from_slice(&cmd(c));
+        }
+        out.clear();
+        node.step(0, Input::Data { conn, data: wire }, &mut out);
+        // Every reply of the batch (the ECHO's, answered by the session, waits in
+        // order behind the GET before it) leaves in one buffer.
+        let sends: Vec<String> = out
+            .iter()
+            .map(|o| match o {
+                Output::SendBytes { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+                o => panic!("unexpected {o:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sends.concat(),
+            "+OK\r\n$1\r\n1\r\n$-1\r\n$1\r\ne\r\n$1\r\n1\r\n"
+        );
+        assert_eq!(sends.len(), 1, "{sends:?}");
     }
 
     #[test]
