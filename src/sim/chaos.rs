@@ -234,12 +234,12 @@ pub fn check_copies(c: &Cluster, keys: &[Bytes], copies: usize) -> Result<(), St
             let number = ring.node(id).and_then(|n| c.number_at(&n.addr));
             let node = number.and_then(|i| live.iter().find(|(j, _)| *j == i));
             let entry = node.and_then(|(_, n)| n.engine().entry(key));
-            let fresh = match entry {
-                Some(e) => e == newest,
+            let fresh = match &entry {
+                Some(e) => *e == newest,
                 None => node.is_some() && newest.value.is_none(),
             };
             if !fresh {
-                let seen = entry.map_or("nothing".to_string(), describe);
+                let seen = entry.as_ref().map_or("nothing".to_string(), describe);
                 lacking.push(format!("n{} holds {seen}", number.unwrap_or(0)));
             }
         }
@@ -247,7 +247,7 @@ pub fn check_copies(c: &Cluster, keys: &[Bytes], copies: usize) -> Result<(), St
             return Err(format!(
                 "key {} is not on its {copies} replicas: the newest is {}, but {}",
                 String::from_utf8_lossy(key),
-                describe(newest),
+                describe(&newest),
                 lacking.join(", ")
             ));
         }

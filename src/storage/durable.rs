@@ -298,9 +298,9 @@ impl Durable {
             .tokens()
             .filter_map(|t| engine.sector_of_token(t))
             .flat_map(|s| s.iter())
-            .map(|(k, e)| Record {
-                key: Bytes::copy_from_slice(&k[..]),
-                value: e.value.as_deref().map(Bytes::copy_from_slice),
+            .map(|e| Record {
+                key: Bytes::copy_from_slice(e.key),
+                value: e.value.map(Bytes::copy_from_slice),
                 version: e.version,
             });
         match self.wal.snapshot(live) {

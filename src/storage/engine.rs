@@ -416,28 +416,33 @@ impl Engine {
     /// Forgets `key` if its entry is a tombstone at exactly `version`; returns
     /// whether it did. (Tombstone collection: see the node's sweep.)
     pub fn remove_tombstone(&mut self, key: &[u8], version: u64) -> bool {
-        let s = self.sector_mut(key);
-        let gone = s
-            .map
-            .get(key)
-            .is_some_and(|e| e.version == version && e.value.is_none());
-        if gone {
-            s.map.remove(key);
+        let hash = hash64(key);
+        let s = self.sector_mut(hash);
+        match s.table.find_entry(table_hash(hash), |r| r.key() == key) {
+            Ok(e) if e.get().version() == version && !e.get().live() => {
+                e.remove();
+                true
+            }
+            _ => false,
         }
-        gone
     }
 
     /// Puts back `prev` (`None`: no entry) if the key's entry is still the one at
     /// `version`: undoes a write that its replicas refused.
     pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
-        if self.version(key) != version {
+        let hash = hash64(key);
+        let s = self.sector_mut(hash);
+        let Ok(e) = s.table.find_entry(table_hash(hash), |r| r.key() == key) else {
+            return;
+        };
+        if e.get().version() != version {
             return;
         }
-        let s = self.sector_mut(key);
-        let was = s.map.remove(key).is_some_and(|e| e.value.is_some()) as usize;
+        let was = e.get().live() as usize;
+        e.remove();
         let now = prev.as_ref().is_some_and(|e| e.value.is_some()) as usize;
-        if let Some(e) = prev {
-            s.map.insert(Bytes::copy_from_slice(key), e);
+        if let Some(p) = prev {
+            s.insert(hash, Record::new(key, p.version, p.value.as_deref()));
         }
         self.keys = self.keys + now - was;
     }
@@ -543,6 +548,34 @@ mod tests {
 
     fn put(e: &mut Engine, k: &[u8], v: &[u8], version: u64) {
         assert_eq!(e.apply(k, version, Some(v), None), Applied::Stored);
+    }
+
+    #[test]
+    fn tombstones_go_only_at_their_version_and_refused_writes_are_undone() {
+        let mut e = Engine::default();
+        put(&mut e, b"k", b"v", 5);
+        // Not a tombstone: stays.
+        assert!(!e.remove_tombstone(b"k", 5));
+        assert_eq!(e.apply(b"k", 6, None, None), Applied::Stored);
+        assert!(!e.remove_tombstone(b"k", 5), "another version");
+        assert!(e.remove_tombstone(b"k", 6));
+        assert_eq!(e.entry(b"k"), None);
+        assert!(!e.remove_tombstone(b"k", 6), "already gone");
+
+        // Undo puts the previous entry back, only over the write it undoes.
+        put(&mut e, b"a", b"old", 10);
+        let prev = e.entry(b"a");
+        put(&mut e, b"a", b"refused", 12);
+        e.restore(b"a", 11, None);
+        assert_eq!(e.get(b"a").as_deref(), Some(&b"refused"[..]));
+        e.restore(b"a", 12, prev);
+        assert_eq!(e.get(b"a").as_deref(), Some(&b"old"[..]));
+        assert_eq!(e.version(b"a"), 10);
+        assert_eq!(e.len(), 1);
+        // A key that did not exist before its refused write goes away.
+        put(&mut e, b"new", b"x", 20);
+        e.restore(b"new", 20, None);
+        assert_eq!((e.entry(b"new"), e.len()), (None, 1));
     }
 
     #[test]

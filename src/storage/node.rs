@@ -1340,7 +1340,7 @@ impl StorageNode {
             Some(write) => {
                 let wall = self.cfg.clock_base_ms + now;
                 let next = self.hlc.next(wall, base);
-                let prev = self.engine.entry(&key).cloned();
+                let prev = self.engine.entry(&key);
                 match self.store(&key, next, write.as_deref(), Some(base)) {
                     Applied::Stored => {
                         if let Some(p) = self.pending.get_mut(&id) {
@@ -1446,9 +1446,9 @@ impl StorageNode {
                 continue;
             };
             let aged = |v: u64| (v >> 16).saturating_add(grace) <= wall;
-            for (k, e) in sector.iter() {
+            for e in sector.iter() {
                 if e.value.is_none() && aged(e.version) && old.len() < room {
-                    old.push((k.clone(), e.version));
+                    old.push((Bytes::copy_from_slice(e.key), e.version));
                 }
             }
         }

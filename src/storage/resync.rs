@@ -133,7 +133,7 @@ impl Resync {
                     };
                     o.hinted.remove(&k);
                     if let Some(e) = engine.entry(&k) {
-                        put_entry(&mut buf, &k, e);
+                        put_entry(&mut buf, &k, &e);
                         keys.push(k);
                     }
                 }
