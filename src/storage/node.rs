@@ -21,9 +21,15 @@
 //! - with a data directory, logs every write it stores before any reply that
 //!   depends on it leaves, and recovers from it on start (see [`super::durable`]).
 //!
-//! Caveats: no data moves when the ring changes yet, so keys written before a node
-//! joins and now owned by it are not found through the new owner; nothing is
-//! replicated; a forwarded request to a down owner fails with `ERR UNAVAILABLE`.
+//! - moves keys when the ring changes (see [`super::handoff`]), with a write fence
+//!   for N = 1;
+//! - with N > 1, coordinates every request of the keys it is the first reachable
+//!   replica of, in quorum rounds (see [`super::quorum`]), and brings replicas
+//!   that missed writes up to date (hints and resync, see [`super::resync`]);
+//! - collects tombstones once every replica holds them (see the sweep below).
+//!
+//! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
+//! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
 use super::durable::{Durable, Recovered};
 use super::engine::{decide, Applied, Engine, Entry, Hlc};
