@@ -36,22 +36,12 @@ fn put_all(addr: &str, prefix: &str, range: std::ops::Range<usize>, value: &str)
 
 /// The keys of `range` whose value read through `addr` is not `value`.
 fn wrong(addr: &str, prefix: &str, range: std::ops::Range<usize>, value: &str) -> Vec<String> {
-    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
-    let keys: Vec<String> = range.map(|i| format!("{prefix}{i}")).collect();
-    let mut bad = Vec::new();
-    for batch in keys.chunks(128) {
-        for k in batch {
-            conn.queue(op::GET, 0, &[k.as_bytes()]);
-        }
-        conn.flush().unwrap();
-        for k in batch {
-            let f = conn.recv().unwrap();
-            if f.op != op::VALUE || f.payload[..] != *value.as_bytes() {
-                bad.push(format!("{k}={}", String::from_utf8_lossy(&f.payload)));
-            }
-        }
-    }
-    bad
+    let ns: Vec<usize> = range.collect();
+    let key = |n| format!("{prefix}{n}").into_bytes();
+    let bad = common::read_back(addr, &ns, key, |_| value.as_bytes().to_vec());
+    bad.into_iter()
+        .map(|(n, got)| format!("{prefix}{n}={got}"))
+        .collect()
 }
 
 /// Waits until node `i` reports `keys` live keys; returns how long that took.

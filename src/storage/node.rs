@@ -1443,10 +1443,22 @@ impl StorageNode {
             return;
         }
         self.next_sweep = now + (grace / 2).clamp(100, 5_000);
+        if self.collected > 0 {
+            let n = std::mem::take(&mut self.collected);
+            log::info!("collected {n} tombstones");
+        }
+        let tokens: Vec<u64> = self.engine.tokens().collect();
+        // Entries minus live keys: skip the scan when there is no tombstone.
+        let entries: usize = (tokens.iter())
+            .filter_map(|&t| self.engine.sector_of_token(t))
+            .map(|s| s.len())
+            .sum();
+        if entries == self.engine.len() {
+            return;
+        }
         let wall = self.cfg.clock_base_ms + now;
         let room = MAX_PURGES.saturating_sub(self.purges.len());
         let mut old: Vec<(Bytes, u64)> = Vec::new();
-        let tokens: Vec<u64> = self.engine.tokens().collect();
         for t in tokens {
             let Some(sector) = self.engine.sector_of_token(t) else {
                 continue;
@@ -1495,12 +1507,6 @@ impl StorageNode {
                 waiting,
             };
             self.purges.insert(id, check);
-        }
-        if self.collected > 0 {
-            log::info!(
-                "collected {} tombstones",
-                std::mem::take(&mut self.collected)
-            );
         }
     }
 
