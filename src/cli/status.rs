@@ -3,7 +3,8 @@
 //! The manager's STATUS reply (op 32) is a JSON object with `epoch`, `replicas`,
 //! `effective_replicas`, `read_quorum`, `write_quorum`, `live_nodes`, `total_keys`,
 //! `max_over_mean_keys` and `nodes`, each node with `id`, `addr`, `state`,
-//! `token_count`, `tokens`, `share` (a fraction of the ring, 0 to 1) and `keys`.
+//! `token_count`, `tokens`, `share` (a fraction of the ring, 0 to 1), `keys` and
+//! `catching_up`.
 //! A field that is missing shows as `?`, so an older or newer manager still gives a
 //! table.
 
@@ -119,10 +120,13 @@ pub fn format_status(status: &Value) -> String {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string(),
-                node.get("state")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string(),
+                {
+                    let state = node.get("state").and_then(Value::as_str).unwrap_or("?");
+                    match node.get("catching_up").and_then(Value::as_bool) {
+                        Some(true) => format!("{state}, catching up"),
+                        _ => state.to_string(),
+                    }
+                },
                 tokens,
                 float(node, "share", 100.0, 1),
                 num(node, "keys"),
@@ -175,7 +179,7 @@ mod tests {
         "max_over_mean_keys":1.0526,"nodes":[
         {"addr":"127.0.0.1:7001","id":1,"keys":20,"share":0.5,"state":"up",
          "token_count":64,"tokens":[1,2]},
-        {"addr":"127.0.0.1:7002","id":2,"keys":18,"share":0.25,"state":"up",
+        {"addr":"127.0.0.1:7002","id":2,"keys":18,"share":0.25,"state":"up","catching_up":true,
          "token_count":64,"tokens":[3]},
         {"addr":"127.0.0.1:17003","id":12,"keys":0,"share":0.25,"state":"down",
          "token_count":8,"tokens":[4]}],
@@ -186,10 +190,10 @@ mod tests {
         let v = parse_status(SAMPLE.as_bytes()).unwrap();
         let want = "\
 epoch 7  live nodes 2/3  N/R/W 3/2/2 (effective N 2)  keys 38  max/mean 1.05
-ID  ADDRESS          STATE  TOKENS  SHARE(%)  KEYS
- 1  127.0.0.1:7001   up         64      50.0    20
- 2  127.0.0.1:7002   up         64      25.0    18
-12  127.0.0.1:17003  down        8      25.0     0
+ID  ADDRESS          STATE            TOKENS  SHARE(%)  KEYS
+ 1  127.0.0.1:7001   up                   64      50.0    20
+ 2  127.0.0.1:7002   up, catching up      64      25.0    18
+12  127.0.0.1:17003  down                  8      25.0     0
 ";
         assert_eq!(format_status(&v), want);
     }

@@ -87,6 +87,11 @@ struct NodeRecord {
     last_seen: Millis,
     /// When it was last marked down.
     down_at: Millis,
+    /// Marked down by failure detection since it last registered: it may have
+    /// missed writes, and is told so when it registers again.
+    missed: bool,
+    /// Its heartbeats say it is catching up (see the storage node).
+    catching_up: bool,
 }
 
 /// The manager's whole state.
@@ -156,6 +161,8 @@ impl Manager {
                 conn,
                 last_seen: old.as_ref().map_or(now, |n| n.last_seen),
                 down_at: old.map_or(now, |n| n.down_at),
+                missed: false,
+                catching_up: false,
             };
             self.nodes.insert(e.id, rec);
         }
@@ -344,6 +351,7 @@ impl Manager {
                     "tokens": n.entry.tokens,
                     "share": share.get(&n.entry.id).copied().unwrap_or(0.0),
                     "keys": n.keys,
+                    "catching_up": n.catching_up,
                 })
             })
             .collect();
@@ -432,6 +440,8 @@ impl Manager {
                         conn: None,
                         last_seen: now,
                         down_at: now,
+                        missed: false,
+                        catching_up: false,
                     },
                 );
                 log::info!("node {id} joined at {addr}");
@@ -445,6 +455,7 @@ impl Manager {
         node.last_seen = now;
         // A new process, or the same one on a new link: its heartbeats say.
         node.keys = 0;
+        let missed = std::mem::take(&mut node.missed);
         if node.entry.state == NodeState::Down {
             let others_serve = existing.is_none()
                 && self
@@ -465,7 +476,10 @@ impl Manager {
             );
         }
         self.links.insert(conn, id);
-        let mut reply = format!("{id}\n");
+        let mut reply = match missed {
+            true => format!("{id} catch-up\n"),
+            false => format!("{id}\n"),
+        };
         reply.push_str(&self.ring().encode());
         Ok(Bytes::from(reply))
     }
@@ -475,6 +489,8 @@ impl Manager {
             if matches!(n.entry.state, NodeState::Up | NodeState::Leaving) {
                 n.entry.state = NodeState::Down;
                 n.down_at = now;
+                n.missed = true;
+                n.catching_up = false;
                 self.epoch += 1;
                 log::warn!(
                     "node {id} at {} is down: {why} (epoch {})",
@@ -564,11 +580,15 @@ impl Manager {
                 let id = member.expect("checked");
                 if let Some(n) = self.nodes.get_mut(&id) {
                     n.last_seen = now;
-                    n.keys = std::str::from_utf8(&f.payload)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(n.keys);
+                    // `KEYS`, then ` catching-up` while the node catches up.
+                    let text = std::str::from_utf8(&f.payload).unwrap_or("");
+                    let (keys, flag) = text.split_once(' ').unwrap_or((text, ""));
+                    n.keys = keys.parse().unwrap_or(n.keys);
+                    n.catching_up = flag == "catching-up";
                     if n.entry.state == NodeState::Down {
+                        // It saw the ring marking it down on this link, and
+                        // catches up by itself.
+                        n.missed = false;
                         n.entry.state = NodeState::Up;
                         self.epoch += 1;
                         log::info!("node {id} is back (epoch {})", self.epoch);
@@ -728,12 +748,13 @@ mod tests {
             .1
             .ends_with("127.0.0.1:7001"));
 
-        // It comes back on the same address, on a new link: same id, same tokens.
+        // It comes back on the same address, on a new link: same id, same tokens,
+        // and it is told it was down (it may have missed writes).
         let tokens_before = m.ring().node(2).unwrap().tokens.clone();
         let b2 = ConnId::new(2, 2);
         assert!(join(&mut m, 3_000, b2, "127.0.0.1:7002")
             .1
-            .starts_with("2\n"));
+            .starts_with("2 catch-up\n"));
         assert_eq!(m.ring().node(2).unwrap().tokens, tokens_before);
         // The old link closing late does not mark it down again.
         step(&mut m, 3_001, Input::Closed { conn: b });

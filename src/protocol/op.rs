@@ -69,9 +69,14 @@ pub const REPL_READ: u8 = 56;
 /// tombstone if it is still the one at that version (every replica confirmed it
 /// holds it). Reply OK.
 pub const PURGE: u8 = 58;
-/// Node -> node: `NODEID`, in decimal: the sender just started and holds
-/// nothing it can vouch for; send it every key it is a replica of. Reply OK.
+/// Node -> node: `NODEID ROUND EPOCH`, in decimal: the sender may lack writes
+/// (it restarted, was down, or was given new ranges) and asks for every key the
+/// two share as of ring `EPOCH`; once they are all pushed, the receiver answers
+/// with `SYNC_DONE`. `NODEID` alone means round 0, epoch 0. Reply OK.
 pub const SYNC_REQ: u8 = 59;
+/// Node -> node: `NODEID ROUND`, in decimal: the sender has pushed every key the
+/// `SYNC_REQ` of that round asked for. Reply OK.
+pub const SYNC_DONE: u8 = 57;
 /// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
 pub const DROP: u8 = 33;
 /// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
@@ -119,6 +124,7 @@ pub fn name(op: u8) -> &'static str {
         REPL_READ => "REPL_READ",
         PURGE => "PURGE",
         SYNC_REQ => "SYNC_REQ",
+        SYNC_DONE => "SYNC_DONE",
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
         _ => "UNKNOWN",

@@ -584,6 +584,12 @@ impl PrefTable {
         let i = self.tokens.partition_point(|&t| t < hash);
         &self.lists[if i == self.tokens.len() { 0 } else { i }]
     }
+
+    /// The tokens that end its ranges, ascending: every hash of a range has the
+    /// list of the range's last hash, the token itself.
+    pub fn bounds(&self) -> &[Token] {
+        &self.tokens
+    }
 }
 
 /// The length, in hashes, of the range ending at `points[i]`, for a list sorted by

@@ -38,7 +38,7 @@ use super::mesh::{Forward, Mesh, ReplyTo};
 use super::order::ReplyOrder;
 use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
-use super::resync::{newly_responsible, Resync};
+use super::resync::{gained, newly_responsible, CatchUp, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::Link;
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
@@ -64,6 +64,11 @@ const EXIT_GRACE_MS: Millis = 1_500;
 const HOLD_SLOTS: usize = 1024;
 /// Bytes of replies held back on one connection above which reading stops.
 const HOLD_BYTES: usize = 4 << 20;
+/// How often a node catching up asks the peers that have not answered again
+/// (their answer, or the ask, may have been lost with a broken link), in ms.
+const CATCH_UP_ASK_MS: Millis = 3_000;
+/// How a replica that is catching up begins its refusal of a quorum read.
+const CATCHING_UP: &str = "catching up";
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
 
@@ -163,9 +168,16 @@ pub struct StorageNode {
     next_sweep: Millis,
     /// Tombstones collected since the last sweep logged it.
     collected: usize,
-    /// This process asked its peers for a full resync (once, when it first
-    /// registers: a restarted node cannot know what it missed).
+    /// This process has installed a ring (the first one starts a catch-up if
+    /// it lists this node serving: a restarted node cannot know what it missed).
     asked_sync: bool,
+    /// A ring showed this node down: it catches up once it is back.
+    was_down: bool,
+    /// Peers a catch-up went without because they were down: they may hold
+    /// writes nobody else has, so they are asked once they are back.
+    unheard: std::collections::BTreeSet<u32>,
+    /// This node's catch-up, while it waits for its peers' pushes.
+    catch_up: Option<CatchUp>,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
 }
@@ -204,6 +216,9 @@ impl StorageNode {
             next_sweep: 0,
             collected: 0,
             asked_sync: false,
+            was_down: false,
+            unheard: Default::default(),
+            catch_up: None,
             durable: None,
             cfg,
             node_id: 0,
@@ -290,15 +305,20 @@ impl StorageNode {
                     log::warn!("JOINED without a ring");
                     return;
                 };
-                let id = std::str::from_utf8(&text[..nl])
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok());
-                match (id, Ring::decode(&text[nl + 1..])) {
+                // `NODEID`, or `NODEID catch-up` when the manager had this
+                // node down: it may have missed writes.
+                let first = std::str::from_utf8(&text[..nl]).unwrap_or("");
+                let (id, behind) = match first.split_once(' ') {
+                    Some((id, "catch-up")) => (id, true),
+                    _ => (first, false),
+                };
+                match (id.parse::<u32>().ok(), Ring::decode(&text[nl + 1..])) {
                     (Some(id), Ok(ring)) => {
                         if self.node_id != id {
                             log::info!("registered with the manager as node {id}");
                         }
                         self.node_id = id;
+                        self.was_down |= behind;
                         self.install_ring(ring, now, out);
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
@@ -345,6 +365,7 @@ impl StorageNode {
         }
         let n = ring.replicas.max(1) as usize;
         let (serving_pref, settled_pref) = (serving.pref_table(n), settled.pref_table(n));
+        let catch_up = self.needs_catch_up(&ring, &serving, &serving_pref);
         if me != 0 && ring.node(me).is_some() {
             let held = |h| serving_pref.get(h).contains(&me) || settled_pref.get(h).contains(&me);
             let dropped = self.engine.remove_where(|h| !held(h));
@@ -377,32 +398,160 @@ impl StorageNode {
             self.resync.forget(id);
         }
         self.start_handoff(now, out);
-        self.ask_sync(now, out);
+        match catch_up {
+            Some(known) => self.start_catch_up(now, known, out),
+            None => self.catch_up_progress(now, None),
+        }
+        self.ask_unheard(now, out);
         self.pump_resync(now, out);
     }
 
-    /// Once per process, at its first ring: if that ring already has this node
-    /// serving (a restart; a new node joins instead and gets its keys by the
-    /// handoff), asks every peer to send it the keys they share (`SYNC_REQ`).
-    /// This does not depend on the others having seen this node down, which a
-    /// fast restart can hide.
-    fn ask_sync(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let me = self.node_id;
-        if self.asked_sync || me == 0 {
-            return;
-        }
-        self.asked_sync = true;
-        if self.serving.node(me).is_none() || self.ring.replicas < 2 {
-            return;
-        }
-        let peers: Vec<u32> = self.ring.nodes().iter().map(|n| n.id).collect();
+    /// Asks the peers a catch-up went without (see `unheard`) for their keys
+    /// once the ring has them live again. Nothing waits for their answer.
+    fn ask_unheard(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let ring = &self.ring;
+        let back: Vec<u32> = (self.unheard.iter().copied())
+            .filter(|&p| ring.node(p).is_some_and(|e| e.state != NodeState::Down))
+            .collect();
+        self.unheard
+            .retain(|&p| ring.node(p).is_some() && !back.contains(&p));
+        let waiting = self.catch_up.as_ref().map(|c| &c.waiting);
+        let round = self.cfg.clock_base_ms + now;
+        let payload = format!("{} {round} {}", self.node_id, self.ring.epoch);
         let deadline = now + self.cfg.request_timeout_ms;
-        for peer in peers.into_iter().filter(|&p| p != me) {
-            let frame = Frame::new(op::SYNC_REQ, 0, 0, me.to_string());
-            let _ = self
-                .mesh
-                .forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+        for peer in back {
+            if waiting.is_some_and(|w| w.contains(&peer)) {
+                continue;
+            }
+            log::info!("node {peer} is back; asking it for the keys it holds");
+            let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
+            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
         }
+    }
+
+    /// Whether installing `ring` (before it replaces the current one) leaves
+    /// this node lacking writes: `Some(None)` for any key (a restart: the first
+    /// ring of this process lists it serving; or it was down and is back),
+    /// `Some(Some(lists))` for the keys outside the preference lists it had
+    /// (it was given a dropped node's ranges), `None` if it lacks nothing.
+    #[allow(clippy::option_option)]
+    fn needs_catch_up(
+        &mut self,
+        ring: &Ring,
+        serving: &Ring,
+        serving_pref: &PrefTable,
+    ) -> Option<Option<[PrefTable; 2]>> {
+        let me = self.node_id;
+        let first = !std::mem::replace(&mut self.asked_sync, true);
+        if me == 0 || ring.replicas < 2 {
+            return None;
+        }
+        let state = ring.node(me).map(|n| n.state);
+        if state == Some(NodeState::Down) {
+            self.was_down = true;
+            return None;
+        }
+        // Not serving yet (a new node): the handoff fills it.
+        serving.node(me)?;
+        if first || std::mem::take(&mut self.was_down) {
+            return Some(None);
+        }
+        let old = [&self.serving_pref, &self.settled_pref];
+        gained(me, old, serving_pref).then(|| Some(old.map(Clone::clone)))
+    }
+
+    /// Starts a catch-up round (see [`CatchUp`]): asks every live peer for
+    /// everything the two share. `known`: the preference lists this node was on
+    /// before, when it only gained ranges; a round already under way keeps the
+    /// widest view of what may be missing.
+    fn start_catch_up(
+        &mut self,
+        now: Millis,
+        known: Option<[PrefTable; 2]>,
+        out: &mut Vec<Output>,
+    ) {
+        let me = self.node_id;
+        if self.catch_up.as_ref().is_some_and(|c| c.known.is_none()) {
+            // Already asking for every key: the pushes under way cover this too
+            // (writes it misses meanwhile are hinted).
+            return;
+        }
+        let prev = self.catch_up.take();
+        let known = match prev.as_ref() {
+            Some(p) => p.known.as_ref().and(known.as_ref()).and(p.known.clone()),
+            None => known,
+        };
+        let round = (self.cfg.clock_base_ms + now).max(prev.as_ref().map_or(0, |p| p.round + 1));
+        let (live, down): (Vec<_>, Vec<_>) = (self.ring.nodes().iter())
+            .filter(|e| e.id != me)
+            .partition(|e| e.state != NodeState::Down);
+        self.unheard.extend(down.iter().map(|e| e.id));
+        let waiting = live.iter().map(|e| e.id).collect();
+        log::info!(
+            "epoch {}: catching up ({}): asking {:?} for their keys (round {round})",
+            self.ring.epoch,
+            if known.is_some() {
+                "new ranges"
+            } else {
+                "every key"
+            },
+            waiting
+        );
+        self.catch_up = Some(CatchUp {
+            round,
+            waiting,
+            known,
+            since: prev.map_or(now, |p| p.since),
+            asked_at: now,
+        });
+        self.ask_catch_up(now, out);
+        self.catch_up_progress(now, None);
+    }
+
+    /// Sends this round's `SYNC_REQ` to every peer that has not answered.
+    fn ask_catch_up(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(c) = self.catch_up.as_mut() else {
+            return;
+        };
+        c.asked_at = now;
+        let payload = format!("{} {} {}", self.node_id, c.round, self.ring.epoch);
+        let deadline = now + self.cfg.request_timeout_ms;
+        for &peer in &c.waiting {
+            let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
+            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+        }
+    }
+
+    /// Counts `done` (a peer's `SYNC_DONE`: peer, round), forgets peers the
+    /// ring has down or gone, and ends the catch-up once nobody is left.
+    fn catch_up_progress(&mut self, now: Millis, done: Option<(u32, u64)>) {
+        let Some(c) = self.catch_up.as_mut() else {
+            return;
+        };
+        if let Some((peer, _)) = done.filter(|d| d.1 == c.round) {
+            c.waiting.remove(&peer);
+        }
+        let ring = &self.ring;
+        let unheard = &mut self.unheard;
+        c.waiting.retain(|&p| {
+            let live = ring.node(p).is_some_and(|e| e.state != NodeState::Down);
+            if !live {
+                unheard.insert(p);
+            }
+            live
+        });
+        if c.waiting.is_empty() {
+            log::info!(
+                "caught up: every live peer pushed its keys ({} ms)",
+                now.saturating_sub(c.since)
+            );
+            self.catch_up = None;
+        }
+    }
+
+    /// Whether this node may lack writes to the key with hash `hash`.
+    fn behind(&self, hash: u64) -> bool {
+        (self.catch_up.as_ref()).is_some_and(|c| c.behind(self.node_id, hash))
     }
 
     /// Queues the keys this node must push because `ring` makes nodes newly
@@ -440,6 +589,9 @@ impl StorageNode {
             }
         }
         for (peer, keys) in owed {
+            if self.resync.is_asking(peer) {
+                continue;
+            }
             log::info!(
                 "epoch {}: node {peer} is newly responsible for {} keys here; resyncing it",
                 ring.epoch,
@@ -460,6 +612,7 @@ impl StorageNode {
             .map(|e| e.id)
             .filter(|&p| p != me && self.reachable(p))
             .collect();
+        self.resync.start_asks(self.ring.epoch);
         for peer in self.resync.take_full(|p| ready.contains(&p)) {
             let (serving, settled) = (&self.serving_pref, &self.settled_pref);
             let keys = (self.engine)
@@ -477,6 +630,12 @@ impl StorageNode {
                     self.resync.failed(peer, keys);
                 }
             }
+        }
+        for (peer, round) in self.resync.finished_asks() {
+            log::info!("pushed node {peer} every key it asked for (round {round})");
+            let frame = Frame::new(op::SYNC_DONE, 0, 0, format!("{me} {round}"));
+            let deadline = now + self.cfg.request_timeout_ms;
+            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
         }
     }
 
@@ -915,6 +1074,10 @@ impl StorageNode {
                     Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
                 }
             }
+            op::REPL_READ if self.members.contains(&conn) && self.behind(hash64(&f.payload)) => {
+                let why = format!("{CATCHING_UP}: this copy may lack writes");
+                return Err(Error::new(ErrorCode::Unavailable, why));
+            }
             op::REPL_READ if self.members.contains(&conn) => match self.engine.entry(&f.payload) {
                 Some(e) => {
                     let mut chunk = BytesMut::new();
@@ -924,14 +1087,20 @@ impl StorageNode {
                 None => (op::NOT_FOUND, Bytes::new()),
             },
             op::SYNC_REQ if self.members.contains(&conn) => {
-                let peer = std::str::from_utf8(&f.payload)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .ok_or_else(|| Error::new(ErrorCode::BadOp, "SYNC_REQ needs NODEID"))?;
+                let bad = || Error::new(ErrorCode::BadOp, "SYNC_REQ needs NODEID [ROUND EPOCH]");
+                let [peer, round, epoch] = decimals(&f.payload).ok_or_else(bad)?;
+                let peer = u32::try_from(peer).map_err(|_| bad())?;
                 if self.ring.node(peer).is_some() && peer != self.node_id {
-                    log::info!("node {peer} restarted and asks for its keys");
-                    self.resync.want_full(peer);
+                    log::info!("node {peer} is catching up and asks for its keys (round {round})");
+                    self.resync.asked(peer, round, epoch);
                 }
+                (op::OK, Bytes::new())
+            }
+            op::SYNC_DONE if self.members.contains(&conn) => {
+                let bad = || Error::new(ErrorCode::BadOp, "SYNC_DONE needs NODEID ROUND");
+                let [peer, round, _] = decimals(&f.payload).ok_or_else(bad)?;
+                let peer = u32::try_from(peer).map_err(|_| bad())?;
+                self.catch_up_progress(now, Some((peer, round)));
                 (op::OK, Bytes::new())
             }
             op::PURGE if self.members.contains(&conn) && f.payload.len() >= 8 => {
@@ -955,6 +1124,30 @@ impl StorageNode {
             }
         })
     }
+}
+
+/// Whether `f` is a replica's refusal to answer a quorum read because it is
+/// catching up (`ERR UNAVAILABLE catching up: ...`).
+fn is_catching_up(f: &Frame) -> bool {
+    f.op == op::ERR && {
+        let e = Error::from_payload(&f.payload);
+        e.code == ErrorCode::Unavailable && e.message.starts_with(CATCHING_UP)
+    }
+}
+
+/// Up to three decimal numbers separated by single spaces (at least one);
+/// missing ones are 0.
+fn decimals(payload: &[u8]) -> Option<[u64; 3]> {
+    let mut out = [0; 3];
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut words = text.split(' ');
+    for slot in out.iter_mut() {
+        match words.next() {
+            Some(w) => *slot = w.parse().ok()?,
+            None => break,
+        }
+    }
+    words.next().is_none().then_some(out)
 }
 
 /// The key of pending request `id` (empty if it is gone).
@@ -1017,6 +1210,9 @@ impl StorageNode {
     ) {
         let (listed, _, _) = self.replica_targets(hash64(&key));
         let listed = listed.max(1);
+        // A node catching up keeps its own copy in the round but does not count
+        // it: it needs R copies from the others.
+        let behind = self.behind(hash64(&key)) as usize;
         // Kept until the replicas answer: copied, so it does not pin the read
         // buffer it arrived in (a client that never reads would pin many).
         let mut request = request;
@@ -1033,7 +1229,7 @@ impl StorageNode {
             },
             request,
             key,
-            read_need: (self.ring.read_quorum as usize).clamp(1, listed),
+            read_need: (self.ring.read_quorum as usize).clamp(1, listed) + behind,
             write_need: (self.ring.write_quorum as usize).clamp(1, listed),
             attempts: 0,
             round: Round::Reading {
@@ -1044,6 +1240,7 @@ impl StorageNode {
             holds_key: false,
             refused: Vec::new(),
             undo: None,
+            lagging: Vec::new(),
         };
         // Requests for one key run in arrival order: a write holds the key until
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
@@ -1234,6 +1431,9 @@ impl StorageNode {
         }
         let progress = match &p.round {
             Round::Reading { .. } => {
+                if frame.as_ref().is_some_and(is_catching_up) {
+                    p.lagging.push(peer);
+                }
                 let copy = frame.and_then(|f| match f.op {
                     op::NOT_FOUND => Some(None),
                     op::VALUE => parse_chunk(&f.payload).and_then(|e| match e[..] {
@@ -1326,9 +1526,10 @@ impl StorageNode {
                 } else {
                     vec![]
                 };
-                if stale.is_empty() {
+                if stale.is_empty() && (version == 0 || p.lagging.is_empty()) {
                     return self.finish(id, Ok(result), out);
                 }
+                let lagging = p.lagging.clone();
                 let holders = match &p.round {
                     Round::Reading { copies, .. } => copies.len() - stale.len(),
                     Round::Writing { .. } => 0,
@@ -1340,7 +1541,9 @@ impl StorageNode {
                     self.store(&key, version, entry.value.as_deref(), None);
                     acks += 1;
                 }
-                let targets = stale.into_iter().filter(|&n| n != me).collect();
+                let mut targets: Vec<u32> = stale.into_iter().filter(|&n| n != me).collect();
+                // Replicas that are catching up get the newest copy too.
+                targets.extend(lagging);
                 self.write_round(now, id, entry, None, result, targets, vec![], acks, out);
             }
             Some(write) => {
@@ -1439,7 +1642,11 @@ impl StorageNode {
 impl StorageNode {
     fn sweep_tombstones(&mut self, now: Millis, out: &mut Vec<Output>) {
         let grace = self.cfg.tombstone_grace_ms;
-        if now < self.next_sweep || self.node_id == 0 || self.ring.has_moves() {
+        if now < self.next_sweep
+            || self.node_id == 0
+            || self.ring.has_moves()
+            || self.catch_up.is_some()
+        {
             return;
         }
         self.next_sweep = now + (grace / 2).clamp(100, 5_000);
@@ -1654,6 +1861,13 @@ impl StorageNode {
                     self.pump_handoff(now, out);
                 }
                 self.pump_resync(now, out);
+                if self
+                    .catch_up
+                    .as_ref()
+                    .is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS)
+                {
+                    self.ask_catch_up(now, out);
+                }
                 self.sweep_tombstones(now, out);
                 self.apply_holds(None, out);
                 out.push(Output::Timer {
@@ -1670,14 +1884,13 @@ impl StorageNode {
                 id: TIMER_HEARTBEAT,
             } => {
                 if let Some(conn) = self.manager.conn() {
+                    let mut text = self.engine.len().to_string();
+                    if self.catch_up.is_some() {
+                        text.push_str(" catching-up");
+                    }
                     out.push(Output::Send {
                         conn,
-                        frame: Frame::new(
-                            op::HEARTBEAT,
-                            0,
-                            self.node_id,
-                            self.engine.len().to_string(),
-                        ),
+                        frame: Frame::new(op::HEARTBEAT, 0, self.node_id, text),
                     });
                 }
                 out.push(Output::Timer {

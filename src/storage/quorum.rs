@@ -69,6 +69,9 @@ pub struct Pending {
     /// The coordinator's own entry before this request's conditional write, and
     /// the version that write has: put back if the write is refused for good.
     pub undo: Option<(u64, Option<Entry>)>,
+    /// Replicas that refused a read of this request because they are catching
+    /// up: a read that finds a copy sends it to them too.
+    pub lagging: Vec<u32>,
 }
 
 /// A round of a coordinated request.
@@ -236,6 +239,7 @@ mod tests {
             failure: ErrorCode::Unavailable,
             holds_key: false,
             refused: Vec::new(),
+            lagging: Vec::new(),
             undo: None,
         }
     }

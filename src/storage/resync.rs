@@ -23,8 +23,9 @@
 
 use super::engine::Engine;
 use super::handoff::{put_entry, CHUNK_BYTES, WINDOW};
+use crate::ring::PrefTable;
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 /// Hinted keys kept per peer; beyond this the peer is owed a full resync.
 pub const HINT_CAP: usize = 100_000;
@@ -41,12 +42,26 @@ struct Owed {
     full: bool,
 }
 
+/// A peer's `SYNC_REQ`, kept until every key it asked for is pushed.
+struct Ask {
+    round: u64,
+    /// The ring the asker had; the push starts once this node has it too, so
+    /// that "the keys the two share" covers the asker's new ranges.
+    epoch: u64,
+    /// Its full resync is queued.
+    started: bool,
+}
+
 /// What this node owes other nodes.
 #[derive(Default)]
 pub struct Resync {
     peers: BTreeMap<u32, Owed>,
     /// Keys pushed so far (for logs and tests).
     pub pushed: u64,
+    asks: BTreeMap<u32, Ask>,
+    /// The last round answered per peer: asked again (its `SYNC_DONE` was
+    /// lost), it is answered again once nothing is owed.
+    answered: BTreeMap<u32, u64>,
 }
 
 impl Resync {
@@ -97,6 +112,59 @@ impl Resync {
     /// Forgets a peer that left the ring.
     pub fn forget(&mut self, peer: u32) {
         self.peers.remove(&peer);
+        self.asks.remove(&peer);
+        self.answered.remove(&peer);
+    }
+
+    /// `peer` asks (`SYNC_REQ` round `round`) for every key the two share as of
+    /// ring `epoch`. A repeated ask of a round in progress changes nothing; one
+    /// of a round already answered is answered again once nothing is owed.
+    pub fn asked(&mut self, peer: u32, round: u64, epoch: u64) {
+        if self.asks.get(&peer).is_some_and(|a| a.round == round) {
+            return;
+        }
+        let started = round != 0 && self.answered.get(&peer) == Some(&round);
+        let ask = Ask {
+            round,
+            epoch,
+            started,
+        };
+        self.asks.insert(peer, ask);
+    }
+
+    /// Queues a full resync for every ask whose ring this node has (`epoch`).
+    pub fn start_asks(&mut self, epoch: u64) {
+        let due: Vec<u32> = (self.asks.iter_mut())
+            .filter(|(_, a)| !a.started && a.epoch <= epoch)
+            .map(|(&peer, a)| {
+                a.started = true;
+                peer
+            })
+            .collect();
+        for peer in due {
+            self.want_full(peer);
+        }
+    }
+
+    /// The asks now fully pushed, as (peer, round), to answer with `SYNC_DONE`.
+    pub fn finished_asks(&mut self) -> Vec<(u32, u64)> {
+        let idle =
+            |o: Option<&Owed>| o.is_none_or(|o| o.queue.is_empty() && o.in_flight == 0 && !o.full);
+        let done: Vec<(u32, u64)> = (self.asks.iter())
+            .filter(|(p, a)| a.started && idle(self.peers.get(p)))
+            .map(|(&p, a)| (p, a.round))
+            .collect();
+        for &(peer, round) in &done {
+            self.asks.remove(&peer);
+            self.answered.insert(peer, round);
+        }
+        done
+    }
+
+    /// Whether `peer` has an ask in progress (it pulls a full resync: keys
+    /// owed to it otherwise would be pushed twice).
+    pub fn is_asking(&self, peer: u32) -> bool {
+        self.asks.contains_key(&peer)
     }
 
     /// Keys owed to `peer` and not yet acknowledged (chunks in flight count as
@@ -188,6 +256,50 @@ pub fn newly_responsible(
         fresh
     } else {
         Vec::new()
+    }
+}
+
+/// Whether `ring`'s preference lists (`new`) put `me` on a range that neither
+/// of the lists it had before (`old`: serving and settled) did: it was given
+/// ranges whose writes it never saw. Checked at every bound of the three
+/// tables, as each list is constant between consecutive bounds of their union.
+pub fn gained(me: u32, old: [&PrefTable; 2], new: &PrefTable) -> bool {
+    let bounds = new
+        .bounds()
+        .iter()
+        .chain(old[0].bounds())
+        .chain(old[1].bounds());
+    bounds.copied().any(|b| {
+        new.get(b).contains(&me) && !old[0].get(b).contains(&me) && !old[1].get(b).contains(&me)
+    })
+}
+
+/// This node's own catch-up: it may lack writes (it restarted, was marked
+/// down, or was given new ranges), so it asked every live peer for a full
+/// resync (`SYNC_REQ`) and waits for each to answer `SYNC_DONE`. Until then it
+/// does not count as an up-to-date copy of the keys it may lack: it refuses to
+/// answer quorum reads of them, and its own copy does not count toward R when it
+/// coordinates. It still stores every write it is sent.
+pub struct CatchUp {
+    /// Identifies this round's asks (wall-clock ms when it started, or more).
+    pub round: u64,
+    /// The peers that have not answered.
+    pub waiting: BTreeSet<u32>,
+    /// The preference lists it was on before it was given new ranges: the keys
+    /// it may lack are those outside them. `None`: it may lack any key.
+    pub known: Option<[PrefTable; 2]>,
+    /// When the round started and when it last asked, in reactor ms.
+    pub since: u64,
+    pub asked_at: u64,
+}
+
+impl CatchUp {
+    /// Whether the key with hash `hash` may be missing writes here.
+    pub fn behind(&self, me: u32, hash: u64) -> bool {
+        match &self.known {
+            None => true,
+            Some([s, t]) => !s.get(hash).contains(&me) && !t.get(hash).contains(&me),
+        }
     }
 }
 
