@@ -2209,4 +2209,149 @@ mod tests {
             assert!(sent(&out).iter().all(|s| s.1 != op::STALE), "{out:?}");
         }
     }
+
+    /// Ring text for nodes 1-3 (N = 3, R = W = 2) with node `id`'s state set.
+    fn three(epoch: u64, states: [&str; 3]) -> String {
+        let mut text = format!("epoch {epoch}\nreplicas 3 2 2\n");
+        for (i, state) in states.iter().enumerate() {
+            let token = (i as u64 + 1) << 60;
+            text.push_str(&format!(
+                "node {} 127.0.0.1:700{} {state} {token}\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
+        let mut n = StorageNode::new(cfg());
+        let (manager, peer) = (ConnId::new(1, 1), ConnId::new(2, 1));
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let up = Input::Connected {
+            conn: manager,
+            tag: TAG_MANAGER,
+        };
+        step(&mut n, 1, up);
+        let frame = |op, text: String| Input::Frame {
+            conn: manager,
+            frame: Frame::new(op, 0, 0, text),
+        };
+        // A fresh process whose first ring lists it serving: it may lack anything.
+        let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
+        step(&mut n, 2, frame(op::JOINED, joined));
+        let round = n.catch_up.as_ref().map(|c| c.round).expect("catching up");
+        assert_eq!(n.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+        // Node 2 proves membership, then asks for a quorum read: refused.
+        let hello = format!("{} 127.0.0.1:7002 8", crate::DEFAULT_SECRET);
+        let from_peer = |op, payload: String| Input::Frame {
+            conn: peer,
+            frame: Frame::new(op, 7, 1, payload),
+        };
+        step(&mut n, 3, from_peer(op::NODE_JOIN, hello));
+        let read =
+            |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
+        let out = read(&mut n, 4);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, op::ERR);
+        assert!(
+            is_catching_up(&Frame::new(op::ERR, 0, 0, out[0].2.clone())),
+            "{out:?}"
+        );
+        // Its heartbeat says so.
+        let beat = sent(&step(
+            &mut n,
+            500,
+            Input::Timer {
+                id: TIMER_HEARTBEAT,
+            },
+        ));
+        assert_eq!(
+            beat,
+            vec![(manager, op::HEARTBEAT, b"0 catching-up".to_vec())]
+        );
+        // A SYNC_DONE of another round counts for nothing; node 2's does.
+        step(
+            &mut n,
+            5,
+            from_peer(op::SYNC_DONE, format!("2 {}", round + 1)),
+        );
+        assert_eq!(n.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+        step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}")));
+        assert_eq!(n.catch_up.as_ref().unwrap().waiting, [3].into());
+        // Node 3 goes down: nobody is left to wait for. It is asked once back.
+        step(
+            &mut n,
+            7,
+            frame(op::RING_UPDATE, three(4, ["up", "up", "down"])),
+        );
+        assert!(n.catch_up.is_none());
+        assert!(n.unheard.contains(&3));
+        assert_eq!(read(&mut n, 8)[0].1, op::NOT_FOUND);
+        step(
+            &mut n,
+            9,
+            frame(op::RING_UPDATE, three(5, ["up", "up", "up"])),
+        );
+        assert!(n.unheard.is_empty());
+        assert!(
+            n.catch_up.is_none(),
+            "a peer coming back is no reason to catch up"
+        );
+        // A ring marks this node down, then up: it catches up again.
+        step(
+            &mut n,
+            10,
+            frame(op::RING_UPDATE, three(6, ["down", "up", "up"])),
+        );
+        assert!(n.catch_up.is_none(), "it waits until it is back");
+        step(
+            &mut n,
+            11,
+            frame(op::RING_UPDATE, three(7, ["up", "up", "up"])),
+        );
+        assert!(n.catch_up.as_ref().is_some_and(|c| c.known.is_none()));
+        assert_eq!(read(&mut n, 12)[0].1, op::ERR);
+    }
+
+    #[test]
+    fn a_node_given_new_ranges_is_behind_on_those_only() {
+        let mut n = StorageNode::new(cfg());
+        let manager = ConnId::new(1, 1);
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let up = Input::Connected {
+            conn: manager,
+            tag: TAG_MANAGER,
+        };
+        step(&mut n, 1, up);
+        // Four nodes, N = 2: node 1 holds its own range and node 4's.
+        let ring = |epoch, with_3: bool| {
+            let mut text = format!("epoch {epoch}\nreplicas 2 1 2\n");
+            for id in [1u64, 2, 3, 4].into_iter().filter(|&i| with_3 || i != 3) {
+                text.push_str(&format!("node {id} 127.0.0.1:700{id} up {}\n", id << 60));
+            }
+            text
+        };
+        let frame = |op, text: String| Input::Frame {
+            conn: manager,
+            frame: Frame::new(op, 0, 0, text),
+        };
+        step(
+            &mut n,
+            2,
+            frame(op::JOINED, format!("1\n{}", ring(3, true))),
+        );
+        n.catch_up = None; // the restart's catch-up is not what this test is about
+                           // Node 3 is dropped: node 1 is now on node 3's range too (hashes in
+                           // (2^61, 3 * 2^60]), and behind there only.
+        step(&mut n, 3, frame(op::RING_UPDATE, ring(4, false)));
+        assert!(n.catch_up.as_ref().is_some_and(|c| c.known.is_some()));
+        assert!(n.behind(3 << 60));
+        assert!(
+            !n.behind(1 << 60),
+            "it was a replica of its own range before"
+        );
+        assert!(!n.behind(4 << 60), "and of node 4's");
+    }
 }

@@ -398,4 +398,33 @@ mod tests {
         r.acked(2);
         assert_eq!(r.next_chunks(&e, |_| true).len(), 1);
     }
+
+    #[test]
+    fn an_ask_waits_for_its_ring_then_for_every_push() {
+        let e = engine_with(&["a", "b"]);
+        let mut r = Resync::default();
+        r.asked(2, 50, 8);
+        // This node has ring 7: the ask waits, it is not answered yet.
+        r.start_asks(7);
+        assert!(r.take_full(|_| true).is_empty());
+        assert!(r.finished_asks().is_empty());
+        r.start_asks(8);
+        assert_eq!(r.take_full(|_| true), vec![2]);
+        r.owe(2, e.keys_where(|_| true));
+        assert!(r.finished_asks().is_empty(), "keys are still owed");
+        let chunks = r.next_chunks(&e, |_| true);
+        assert!(r.finished_asks().is_empty(), "a chunk is in flight");
+        for _ in chunks {
+            r.acked(2);
+        }
+        assert_eq!(r.finished_asks(), vec![(2, 50)]);
+        assert!(!r.is_asking(2));
+        // Asked again for that round (the answer was lost): answered again at
+        // once, with no second push. A new round pushes everything again.
+        r.asked(2, 50, 8);
+        assert_eq!(r.finished_asks(), vec![(2, 50)]);
+        r.asked(2, 51, 8);
+        r.start_asks(8);
+        assert_eq!(r.take_full(|_| true), vec![2]);
+    }
 }
