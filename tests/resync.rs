@@ -101,6 +101,67 @@ fn replicas_that_missed_writes_catch_up() {
     assert_eq!(wrong(&via, "b", 0..1000, "new"), Vec::<String>::new());
 }
 
+/// Whether the manager's STATUS shows node `i` catching up.
+fn catching_up(c: &Cluster, i: usize) -> bool {
+    let s = c.status();
+    let addr = c.nodes[i].addr.as_str();
+    let nodes = s["nodes"].as_array().unwrap();
+    let node = nodes.iter().find(|n| n["addr"] == addr);
+    node.and_then(|n| n["catching_up"].as_bool())
+        .unwrap_or(false)
+}
+
+/// Polls until node `i`'s catching-up flag in STATUS is `want`.
+fn wait_catching_up(c: &Cluster, i: usize, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while catching_up(c, i) != want {
+        assert!(
+            Instant::now() < deadline,
+            "node {i} never {}catching up: {}",
+            if want { "" } else { "stopped " },
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_restarted_node_is_catching_up_until_every_live_peer_has_pushed() {
+    let mut c = Cluster::start_full(3, &["--down-after", "4000"], &[]);
+    put_all(&c.nodes[0].addr, "a", 0..2000, "one");
+    for i in 0..3 {
+        wait_keys(&c, i, 2000);
+    }
+    // Node 2 crashes and misses overwrites; then node 1 is paused (not down for
+    // 4 s) and node 2 comes back empty. Node 0 pushes at once; node 1 cannot,
+    // so node 2 stays catching up until node 1 is marked down.
+    kill(c.nodes[2].pid(), "KILL");
+    c.wait_state(2, "down");
+    put_all(&c.nodes[0].addr, "a", 0..1000, "two");
+    kill(c.nodes[1].pid(), "STOP");
+    c.restart_node(2, &[]);
+    wait_catching_up(&c, 2, true);
+    assert_eq!(
+        c.status()["nodes"][1]["state"],
+        "up",
+        "node 1 is not down yet"
+    );
+    c.wait_state(1, "down");
+    wait_catching_up(&c, 2, false);
+    wait_keys(&c, 2, 2000);
+    // Node 1 is back: it was down, so it catches up in turn.
+    kill(c.nodes[1].pid(), "CONT");
+    c.wait_state(1, "up");
+    wait_catching_up(&c, 1, false);
+    for i in 0..3 {
+        let via = c.nodes[i].addr.clone();
+        assert_eq!(wrong(&via, "a", 0..1000, "two"), Vec::<String>::new());
+        assert_eq!(wrong(&via, "a", 1000..2000, "one"), Vec::<String>::new());
+    }
+    let logs = c.nodes[2].log().join("\n");
+    assert!(logs.contains("caught up"), "{logs}");
+}
+
 #[test]
 fn dead_after_drops_a_dead_node_and_restores_n_copies() {
     let manager = [
