@@ -833,6 +833,49 @@ mod tests {
         run_seed(1_000_015, &Setup::replicated(5, MS, Faults::crashy())).unwrap();
     }
 
+    // Seeds that failed and whose bugs are fixed, replayed so they stay fixed.
+    // A seed pins a schedule that changes with the node's code, so each bug
+    // also has a focused unit test in the node (named in its comment).
+
+    /// A late answer to an INCR's read round arrived after the round had moved
+    /// on to writing and was taken for the replica's refusal of the write; its
+    /// real acknowledgement was then ignored, the write "failed", and its retry
+    /// applied the INCR a second time on top of a write built on the first.
+    /// (`quorum::tests::the_read_and_write_phases_of_an_attempt_have_different_tags`.)
+    #[test]
+    fn fixed_late_read_answer_taken_for_a_refusal_2000666() {
+        run_seed(2_000_666, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// Node 5, paused through a leave, came back with its old ring and
+    /// coordinated an INCR against a node that had left the ring (still in its
+    /// exit grace, with a copy five writes old); then it and the new
+    /// coordinator both wrote the key in the same millisecond with the same
+    /// version, so both writes were acknowledged. (`node::tests::
+    /// replica_requests_for_keys_this_node_does_not_keep_are_refused`,
+    /// `engine::tests::two_writers_never_make_the_same_version`.)
+    #[test]
+    fn fixed_stale_quorum_member_and_equal_versions_3000044() {
+        run_seed(3_000_044, &crash_setup()).unwrap();
+    }
+
+    /// At a join's flip, the old coordinator's INCR was read by the new one
+    /// (from a replica that took it) and built upon; the old one's write was
+    /// then refused by the newer version and retried: applied twice.
+    #[test]
+    fn fixed_retry_after_another_coordinators_refusal_2000300() {
+        run_seed(2_000_300, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// A joining node whose JOINED answer was late served a DELETE its peers
+    /// routed to it alone, unreplicated, while the old coordinator served
+    /// another: both answered OK for one value. (`node::tests::
+    /// a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it`.)
+    #[test]
+    fn fixed_unregistered_node_coordinating_2000423() {
+        run_seed(2_000_423, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));
