@@ -667,18 +667,16 @@ pub fn seeds(first: u64, default: u64) -> Vec<u64> {
 /// in docs/architecture.md section 9. [`run_seeds`] skips them unless `SIM_SEED`
 /// names one; an ignored test replays each (`cargo test --lib -- --ignored
 /// known_`). Remove a seed once its bug is fixed.
+///
+/// All four pass as of commit 27beb3e: later changes moved their schedules
+/// (the restart case may also be covered by `SYNC_REQ`). The bugs are not
+/// verified fixed, so they stay listed until someone checks each mechanism.
 pub const KNOWN_FAILURES: &[(u64, &str)] = &[
-    (3_000_141, REFUSED_WRITE_STAYS),
     (3_000_492, UNNOTICED_RESTART),
     (3_000_625, RESYNC_DROPPED_AT_FLIP),
     (3_000_948, NO_PUSHER_LEFT),
     (1_000_015, NO_PUSHER_LEFT),
 ];
-
-/// A known bug: linearizability.
-pub const REFUSED_WRITE_STAYS: &str = "a conditional write refused by the replicas stays \
-     applied on its coordinator, which then reads it back as the newest copy and repairs \
-     the replicas with it";
 
 /// A known bug: a replica never refilled.
 pub const UNNOTICED_RESTART: &str = "a node that restarts (empty) before the manager saw \
@@ -787,10 +785,11 @@ mod tests {
     /// and answers later reads with the tombstone, read repair spreads it, and
     /// the acknowledged c0-72 is gone while the DELETE answered NOT_FOUND.
     /// (Seeds 3000051 and 3000052 showed the same bug through a CREATE and a
-    /// DELETE before the hint fixes changed their schedules.)
+    /// DELETE before the hint fixes changed their schedules.) Fixed by putting
+    /// the coordinator's entry back and retrying over the refused copies
+    /// (commit 0a630e3).
     #[test]
-    #[ignore = "known bug: a refused conditional write stays applied on its coordinator"]
-    fn known_refused_delete_hides_an_acknowledged_put_3000141() {
+    fn fixed_refused_delete_hides_an_acknowledged_put_3000141() {
         run_seed(3_000_141, &crash_setup()).unwrap();
     }
 
