@@ -319,6 +319,7 @@ impl StorageNode {
                         }
                         self.node_id = id;
                         self.was_down |= behind;
+                        self.hlc.set_writer(id);
                         self.install_ring(ring, now, out);
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
@@ -768,6 +769,17 @@ impl StorageNode {
                 return;
             }
         };
+        if member && me == 0 && key.is_some() {
+            // A peer routed a key here by a ring that lists this node, but the
+            // manager's answer (our id and the ring) has not arrived: serving it
+            // alone, unreplicated, would make a second coordinator of the key
+            // (seed 2000423: two DELETEs of one value both answered OK).
+            let e = Error::new(ErrorCode::Unavailable, "this node is still joining; retry");
+            return out.push(Output::Send {
+                conn,
+                frame: Frame::error(f.client_id, me, &e),
+            });
+        }
         let replicated = self.ring.replicas > 1;
         let (serving_owner, settled_owner) = match &key {
             Some(k) if me != 0 && replicated => {
@@ -1038,6 +1050,9 @@ impl StorageNode {
             }
             return Ok((d.reply, d.payload));
         }
+        if self.members.contains(&conn) {
+            self.check_replica_of(f)?;
+        }
         Ok(match f.op {
             op::PING => (op::PONG, f.payload.clone()),
             op::HELLO | op::RING | op::STATUS => {
@@ -1199,6 +1214,41 @@ impl StorageNode {
         (pref.len(), others, newcomers)
     }
 
+    /// Refuses a replica request (`REPL_READ`, `REPLICATE`) for a key this node
+    /// is not a replica of by its own ring: on neither the key's serving nor its
+    /// settled preference list. Such a node (one that left the ring and is in its
+    /// exit grace, or one a ring change took off the key's list) stopped getting
+    /// the key's writes, or dropped the key, so its copy must not count toward a
+    /// quorum: a coordinator still routing by an older ring (paused through the
+    /// change, say) would take it for a current copy and decide against it.
+    /// Seed 3000044 of the simulator's crash runs lost five acknowledged writes
+    /// that way. With N = 1, or before this node has a ring, nothing is refused.
+    fn check_replica_of(&self, f: &Frame) -> Result<(), Error> {
+        let me = self.node_id;
+        if me == 0 || self.ring.replicas < 2 || self.ring.is_empty() {
+            return Ok(());
+        }
+        let key = match f.op {
+            op::REPL_READ => &f.payload[..],
+            op::REPLICATE => match f.payload.get(8..).and_then(parse_chunk) {
+                Some(entries) if entries.len() == 1 => entries[0].0,
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let h = hash64(key);
+        if self.serving_pref.get(h).contains(&me) || self.settled_pref.get(h).contains(&me) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::Unavailable,
+            format!(
+                "node {me} is not a replica of this key (ring epoch {})",
+                self.ring.epoch
+            ),
+        ))
+    }
+
     /// Starts coordinating a key-value request this node is the coordinator of.
     fn coordinate(
         &mut self,
@@ -1292,7 +1342,7 @@ impl StorageNode {
             copies: vec![(self.node_id, local)],
             waiting: others.clone(),
         };
-        let round = p.attempts;
+        let round = p.round_tag();
         let done = p.read_need <= 1;
         let alone = others.is_empty();
         let failed = self.ask_replicas(now, id, round, others, op::REPL_READ, key, out);
@@ -1363,7 +1413,6 @@ impl StorageNode {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
-        let round = p.attempts;
         let mut payload = BytesMut::new();
         payload.extend_from_slice(&base.unwrap_or(u64::MAX).to_be_bytes());
         put_entry(&mut payload, &p.key, &entry);
@@ -1375,6 +1424,7 @@ impl StorageNode {
             newcomers,
             newest_refusal: 0,
         };
+        let round = p.round_tag();
         let done = acks >= p.write_need
             && matches!(&p.round, Round::Writing { newcomers, .. } if newcomers.is_empty());
         let alone = targets.is_empty();
@@ -1423,7 +1473,7 @@ impl StorageNode {
         code: ErrorCode,
         out: &mut Vec<Output>,
     ) {
-        let Some(p) = self.pending.get_mut(&id).filter(|p| p.attempts == round) else {
+        let Some(p) = self.pending.get_mut(&id).filter(|p| p.round_tag() == round) else {
             return;
         };
         if frame.is_none() && code == ErrorCode::Timeout {
@@ -1496,7 +1546,10 @@ impl StorageNode {
                 } else {
                     let e = Error::new(
                         p.failure,
-                        format!("too few of the key's replicas answered (round {round})"),
+                        format!(
+                            "too few of the key's replicas answered (round {})",
+                            p.attempts
+                        ),
                     );
                     self.finish(id, Err(e), out);
                 }
@@ -1510,6 +1563,18 @@ impl StorageNode {
             return;
         };
         let (version, value) = p.newest();
+        if p.refused.iter().max().is_some_and(|&mine| version > mine) {
+            // This request's write was refused, and a copy newer than that write
+            // exists: another coordinator wrote the key since, maybe deciding
+            // on this very write (read from a replica that took it). Deciding
+            // again could apply it twice (seed 2000300), so the outcome stays
+            // unknown to the client.
+            let e = Error::new(
+                ErrorCode::Unavailable,
+                "the key changed elsewhere while this write was refused; it may have been applied",
+            );
+            return self.finish(id, Err(e), out);
+        }
         let base = p.highest();
         let decision = match decide(&p.request, value.as_ref()) {
             Ok(d) => d,
@@ -1798,6 +1863,7 @@ impl Service for StorageNode {
         if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
             // Restarted with a data directory: route by the last ring at once.
             self.node_id = id;
+            self.hlc.set_writer(id);
             self.install_ring(ring, now, out);
         }
         let resp = self.resp.as_mut();
@@ -2104,6 +2170,136 @@ mod tests {
                 id: TIMER_MANAGER
             }
         ));
+    }
+
+    /// A cluster member's connection to `n`, proven with NODE_JOIN.
+    fn member(n: &mut StorageNode, idx: u32) -> ConnId {
+        let c = ConnId::new(idx, 1);
+        let hello = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 16");
+        step(
+            n,
+            0,
+            Input::Frame {
+                conn: c,
+                frame: hello,
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it() {
+        let mut n = StorageNode::new(cfg());
+        let peer = member(&mut n, 8);
+        let get = Frame::new(op::GET, 5, 1, &b"k"[..]);
+        let out = step(
+            &mut n,
+            1,
+            Input::Frame {
+                conn: peer,
+                frame: get,
+            },
+        );
+        let s = sent(&out);
+        assert_eq!((s.len(), s[0].1), (1, op::ERR), "{out:?}");
+        assert!(s[0].2.starts_with(b"UNAVAILABLE"), "{s:?}");
+        // A plain client is still served (see registers_with_backoff_...).
+        let client = ConnId::new(9, 1);
+        let get = Frame::new(op::GET, 5, 0, &b"k"[..]);
+        let out = step(
+            &mut n,
+            2,
+            Input::Frame {
+                conn: client,
+                frame: get,
+            },
+        );
+        assert_eq!(sent(&out), vec![(client, op::NOT_FOUND, vec![])]);
+    }
+
+    #[test]
+    fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
+        let mut n = StorageNode::new(cfg());
+        let link = ConnId::new(1, 1);
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        step(
+            &mut n,
+            1,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        let q = u64::MAX / 4;
+        let text = format!(
+            "epoch 7\nreplicas 3 2 2\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n\
+             node 5 127.0.0.1:7003 up {}\nnode 6 127.0.0.1:7004 up {}\n",
+            q,
+            2 * q,
+            3 * q,
+            u64::MAX
+        );
+        let ring = Ring::decode(text.as_bytes()).unwrap();
+        let joined = Frame::new(op::JOINED, 0, 0, format!("3\n{text}"));
+        step(
+            &mut n,
+            2,
+            Input::Frame {
+                conn: link,
+                frame: joined,
+            },
+        );
+        // Its first ring lists it serving, so it is catching up; that refusal is
+        // not what this test is about.
+        n.catch_up = None;
+        let lists = |k: &String| ring.preference_list(hash64(k.as_bytes()), 3);
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        let kept = keys.iter().find(|k| lists(k).contains(&3)).unwrap();
+        let other = keys.iter().find(|k| !lists(k).contains(&3)).unwrap();
+        let peer = member(&mut n, 8);
+        let ask = |n: &mut StorageNode, o: u8, payload: Bytes| {
+            let f = Frame::new(o, 11, 1, payload);
+            let out = step(
+                n,
+                3,
+                Input::Frame {
+                    conn: peer,
+                    frame: f,
+                },
+            );
+            sent(&out)
+                .into_iter()
+                .map(|s| (s.1, s.2))
+                .collect::<Vec<_>>()
+        };
+        let read = |k: &String| Bytes::from(k.clone());
+        let write = |k: &String| {
+            let mut p = BytesMut::new();
+            p.extend_from_slice(&u64::MAX.to_be_bytes());
+            let e = Entry {
+                version: 9 << 16,
+                value: Some(Bytes::from_static(b"v")),
+            };
+            put_entry(&mut p, k.as_bytes(), &e);
+            p.freeze()
+        };
+        assert_eq!(
+            ask(&mut n, op::REPLICATE, write(kept)),
+            vec![(op::OK, vec![])]
+        );
+        let got = ask(&mut n, op::REPL_READ, read(kept));
+        assert_eq!(got[0].0, op::VALUE, "{got:?}");
+        for (o, payload) in [(op::REPL_READ, read(other)), (op::REPLICATE, write(other))] {
+            let got = ask(&mut n, o, payload);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0, op::ERR, "{got:?}");
+            assert!(got[0].1.starts_with(b"UNAVAILABLE"), "{got:?}");
+        }
+        assert_eq!(
+            n.engine().entry(other.as_bytes()),
+            None,
+            "refused, not stored"
+        );
     }
 
     #[test]

@@ -113,6 +113,16 @@ pub enum Progress {
 }
 
 impl Pending {
+    /// The tag that requests of the round in progress carry (as
+    /// `ReplyTo::Replica`'s round) and answers must match: the attempt and the
+    /// phase. Both phases of one attempt go to the same replicas, so a read
+    /// answer that arrives after its round moved on to writing must not count
+    /// as that replica's answer to the write (it would be taken for a refusal
+    /// and the replica's real acknowledgement ignored).
+    pub fn round_tag(&self) -> u32 {
+        self.attempts * 2 + matches!(self.round, Round::Writing { .. }) as u32
+    }
+
     /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
     /// `Some(None)`: the node has no copy).
     pub fn copy_from(&mut self, node: u32, copy: Option<Option<Entry>>) -> Progress {
@@ -276,6 +286,29 @@ mod tests {
         assert_eq!(p.copy_from(2, Some(None)), Progress::Waiting);
         assert_eq!(p.copy_from(3, None), Progress::Failed);
         assert_eq!(p.newest(), (0, None));
+    }
+
+    #[test]
+    fn the_read_and_write_phases_of_an_attempt_have_different_tags() {
+        let mut p = pending(
+            2,
+            2,
+            Round::Reading {
+                copies: vec![],
+                waiting: vec![2],
+            },
+        );
+        p.attempts = 1;
+        let read = p.round_tag();
+        p.round = writing(vec![2], vec![]);
+        let write = p.round_tag();
+        p.attempts = 2;
+        p.round = Round::Reading {
+            copies: vec![],
+            waiting: vec![2],
+        };
+        let next = p.round_tag();
+        assert!(read != write && write != next && read != next);
     }
 
     fn writing(waiting: Vec<u32>, newcomers: Vec<u32>) -> Round {
