@@ -29,7 +29,8 @@
 //! the liveness and repair invariants are checked.
 //!
 //! Seeds that fail because of a known bug in the node are listed in
-//! [`KNOWN_FAILURES`], skipped by [`run_seeds`] and replayed by ignored tests.
+//! [`KNOWN_FAILURES`] (empty now), skipped by [`run_seeds`] and replayed by
+//! ignored tests.
 //!
 //! Caveat: [`caught_up`] is an oracle (it reads every engine); the nodes cannot
 //! know it, so the budget says what the guarantee assumes, not what an operator
@@ -671,24 +672,7 @@ pub fn seeds(first: u64, default: u64) -> Vec<u64> {
 /// All four pass as of commit 27beb3e: later changes moved their schedules
 /// (the restart case may also be covered by `SYNC_REQ`). The bugs are not
 /// verified fixed, so they stay listed until someone checks each mechanism.
-pub const KNOWN_FAILURES: &[(u64, &str)] = &[
-    (3_000_492, UNNOTICED_RESTART),
-    (3_000_625, RESYNC_DROPPED_AT_FLIP),
-    (3_000_948, NO_PUSHER_LEFT),
-    (1_000_015, NO_PUSHER_LEFT),
-];
-
-/// A known bug: a replica never refilled.
-pub const UNNOTICED_RESTART: &str = "a node that restarts (empty) before the manager saw \
-     its old link close is never marked down, so no ring change makes the others resync it";
-
-/// A known bug: a replica never refilled.
-pub const RESYNC_DROPPED_AT_FLIP: &str = "a ring flip that takes a node off a key's list \
-     makes it drop the key while its resync push of that key is still queued";
-
-/// A known bug: a replica never refilled.
-pub const NO_PUSHER_LEFT: &str = "a node that comes back while every other replica of a \
-     key is down is owed nothing, and the replicas that come back later do not push to it";
+pub const KNOWN_FAILURES: &[(u64, &str)] = &[];
 
 /// Runs `run` on every seed of [`seeds`] except the [`KNOWN_FAILURES`] (unless
 /// `SIM_SEED` asks for one) and panics with the failing seeds and how to replay
@@ -795,40 +779,43 @@ mod tests {
 
     /// Node 4 crashes and restarts at the same instant (the load phase ended):
     /// its new NODE_JOIN reaches the manager before the reset of its old link,
-    /// the manager keeps it up, the ring never changes, and nothing resyncs it.
+    /// the manager keeps it up, the ring never changes, and nothing resynced it.
+    /// Covered now because a restarted process catches up by itself (its first
+    /// ring lists it serving: it asks every peer). The seed had stopped showing
+    /// the bug before that fix (other fixes moved its schedule); it stays as a
+    /// regression test, like the three below.
     #[test]
-    #[ignore = "known bug: a restart the manager did not notice is never resynced"]
-    fn known_unnoticed_restart_is_never_refilled_3000492() {
+    fn fixed_unnoticed_restart_is_never_refilled_3000492() {
         run_seed(3_000_492, &crash_setup()).unwrap();
     }
 
     /// Node 5 comes back while node 7 joins; node 2 owes it key k4, but node 7's
     /// join flips 64 ms later, takes node 2 off k4's list, and node 2 drops k4
     /// before its queued push leaves. Node 5 is on the list both before and
-    /// after the flip, so nobody owes it anything any more.
+    /// after the flip, so nobody owes it anything any more. Covered now because
+    /// node 5, back from down, catches up: every live peer pushes it everything
+    /// they share, so another holder of k4 sends it.
     #[test]
-    #[ignore = "known bug: a flip drops keys whose resync push is still queued"]
-    fn known_resync_dropped_at_a_flip_3000625() {
+    fn fixed_resync_dropped_at_a_flip_3000625() {
         run_seed(3_000_625, &crash_setup()).unwrap();
     }
 
     /// k2's list is nodes 2, 6, 5. Node 5 (crashed, empty) comes back while
     /// nodes 2 and 6 are down (a pause and a partition): no live holder can
     /// push. When node 2 comes back it is newly responsible itself and pushes
-    /// nothing to node 5, which holds k2 in nobody's view as owed.
+    /// nothing to node 5, which holds k2 in nobody's view as owed. Covered now:
+    /// a catch-up remembers the peers it went without because they were down
+    /// and asks each for its keys once it is back.
     #[test]
-    #[ignore = "known bug: a node back while the other holders are down is never refilled"]
-    fn known_no_pusher_left_3000948() {
+    fn fixed_no_pusher_left_3000948() {
         run_seed(3_000_948, &crash_setup()).unwrap();
     }
 
     /// An unbudgeted crash run (three nodes down at once): node 4 comes back
     /// empty while node 2, which holds k6's newest entry, is down, and node 1
-    /// pushes nothing to it. Not traced to the end; its shape matches
-    /// [`NO_PUSHER_LEFT`].
+    /// pushes nothing to it. Not traced to the end; its shape matches 3000948's.
     #[test]
-    #[ignore = "known bug: a node back while the other holders are down is never refilled"]
-    fn known_no_pusher_left_unbudgeted_1000015() {
+    fn fixed_no_pusher_left_unbudgeted_1000015() {
         run_seed(1_000_015, &Setup::replicated(5, MS, Faults::crashy())).unwrap();
     }
 
