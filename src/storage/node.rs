@@ -242,7 +242,7 @@ impl StorageNode {
         dir: &std::path::Path,
         fsync: super::wal::Fsync,
     ) -> std::io::Result<Recovered> {
-        let (d, rec) = Durable::open(dir, fsync)?;
+        let (mut d, rec) = Durable::open(dir, fsync)?;
         let (found, newest) = d.replay(rec, &mut self.engine);
         self.hlc.observe(newest);
         self.durable = Some(d);
@@ -824,8 +824,10 @@ impl StorageNode {
         }
     }
 
-    /// Applies a write to the engine and, if it was stored, logs it: the one way
-    /// the node's data changes (see [`super::durable`]).
+    /// Applies a write to the engine and, if it was stored, logs it. With
+    /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
+    /// data changes (besides dropping keys a ring change moved away, which a
+    /// snapshot follows): each logs what it changed (see [`super::durable`]).
     fn store(
         &mut self,
         key: &[u8],
@@ -840,6 +842,29 @@ impl StorageNode {
             d.log(key, version, value);
         }
         applied
+    }
+
+    /// Forgets `key` if its entry is still the tombstone at `version` (tombstone
+    /// collection), and logs that it did; counts it for the sweep's log line.
+    fn purge(&mut self, key: &[u8], version: u64) {
+        if self.engine.remove_tombstone(key, version) {
+            self.collected += 1;
+            if let Some(d) = self.durable.as_mut() {
+                d.log_purge(key, version);
+            }
+        }
+    }
+
+    /// Undoes this node's own write of `key` at `version`, which its replicas
+    /// refused: the entry goes back to `prev` (`None`: no entry) if it is still
+    /// that write, and that is logged, so a restart does not bring the write back.
+    fn undo(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
+        let logged = prev.clone();
+        if self.engine.restore(key, version, prev) {
+            if let Some(d) = self.durable.as_mut() {
+                d.log_restore(key, version, logged.as_ref());
+            }
+        }
     }
 
     /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
@@ -937,7 +962,7 @@ impl StorageNode {
             op::PURGE if self.members.contains(&conn) && f.payload.len() >= 8 => {
                 let version = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
                 let key = &f.payload[8..];
-                self.collected += self.engine.remove_tombstone(key, version) as usize;
+                self.purge(key, version);
                 (op::OK, Bytes::new())
             }
             op::MIGRATE if self.members.contains(&conn) => {
@@ -1285,7 +1310,7 @@ impl StorageNode {
                     if let Some((version, prev)) = p.undo.take() {
                         p.refused.push(version);
                         let key = p.key.clone();
-                        self.engine.restore(&key, version, prev);
+                        self.undo(&key, version, prev);
                     }
                 }
                 let Some(p) = self.pending.get(&id) else {
@@ -1474,7 +1499,7 @@ impl StorageNode {
         for (key, version) in old {
             let h = hash64(&key);
             if self.ring.replicas <= 1 {
-                self.collected += self.engine.remove_tombstone(&key, version) as usize;
+                self.purge(&key, version);
                 continue;
             }
             if self.live_coordinator(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
@@ -1544,7 +1569,7 @@ impl StorageNode {
             let frame = Frame::new(op::PURGE, 0, 0, payload.clone());
             let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
         }
-        self.collected += self.engine.remove_tombstone(&c.key, c.version) as usize;
+        self.purge(&c.key, c.version);
     }
 }
 
