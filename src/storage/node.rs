@@ -12,9 +12,11 @@
 //! - keeps a link to the manager: connects with doubling backoff, registers with
 //!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
 //!   in `JOINED` and every later ring in `RING_UPDATE`, and sends a `HEARTBEAT` with
-//!   its key count every [`NodeConfig::heartbeat_ms`]. It serves requests all the
-//!   while, before it has an id too (its replies then carry node id 0, and with no
-//!   ring it serves every key itself);
+//!   its key count every [`NodeConfig::heartbeat_ms`]. A registration answered
+//!   with `ERR UNAVAILABLE` (a restarted manager still recovering the membership)
+//!   is tried again on a new link after a doubling delay. It serves requests all
+//!   the while, before it has an id too (its replies then carry node id 0, and
+//!   with no ring it serves every key itself);
 //! - keeps a link to every other node of the ring (the mesh);
 //! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
 //!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
@@ -40,7 +42,7 @@ use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
 use super::resync::{newly_responsible, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
-use crate::reactor::link::Link;
+use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, PrefTable, Ring};
 use bytes::{Bytes, BytesMut};
@@ -168,6 +170,11 @@ pub struct StorageNode {
     asked_sync: bool,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
+    /// `NODE_JOIN` went to the manager on this link and is not answered yet.
+    awaiting_joined: bool,
+    /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
+    /// recovers the membership): the next attempt waits longer each time.
+    join_refusals: u32,
 }
 
 /// A tombstone this node coordinates, being confirmed on every replica.
@@ -205,6 +212,8 @@ impl StorageNode {
             collected: 0,
             asked_sync: false,
             durable: None,
+            awaiting_joined: false,
+            join_refusals: 0,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -295,6 +304,8 @@ impl StorageNode {
                     .and_then(|s| s.parse::<u32>().ok());
                 match (id, Ring::decode(&text[nl + 1..])) {
                     (Some(id), Ok(ring)) => {
+                        self.awaiting_joined = false;
+                        self.join_refusals = 0;
                         if self.node_id != id {
                             log::info!("registered with the manager as node {id}");
                         }
@@ -304,6 +315,32 @@ impl StorageNode {
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
                     (None, _) => log::warn!("bad node id from the manager"),
                 }
+            }
+            op::ERR if self.awaiting_joined => {
+                self.awaiting_joined = false;
+                let e = Error::from_payload(&frame.payload);
+                if e.code != ErrorCode::Unavailable {
+                    log::error!("the manager refused us: {e}");
+                    return;
+                }
+                // Not now (a restarted manager recovering the membership): drop
+                // the link and register again later, backing off.
+                self.join_refusals += 1;
+                let delay = (self.cfg.retry_base_ms << self.join_refusals.min(16))
+                    .min(self.cfg.retry_cap_ms);
+                if self.join_refusals == 1 {
+                    log::info!("the manager cannot register us yet ({e}); retrying");
+                } else {
+                    log::debug!("the manager cannot register us yet ({e}); retry in {delay} ms");
+                }
+                if let Some(conn) = self.manager.conn() {
+                    out.push(Output::Close { conn });
+                }
+                self.manager.state = LinkState::Backoff(now + delay);
+                out.push(Output::Timer {
+                    at: now + delay,
+                    id: TIMER_MANAGER,
+                });
             }
             op::ERR => log::error!(
                 "the manager refused us: {}",
@@ -1719,6 +1756,7 @@ impl StorageNode {
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
                 self.manager.up(conn);
+                self.awaiting_joined = true;
                 out.push(Output::Send {
                     conn,
                     frame: self.manager_hello(),
@@ -2020,5 +2058,90 @@ mod tests {
             let out = ask(&mut n, &theirs, node_id);
             assert!(sent(&out).iter().all(|s| s.1 != op::STALE), "{out:?}");
         }
+    }
+
+    #[test]
+    fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
+        let mut n = StorageNode::new(cfg());
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let refused = Frame::new(
+            op::ERR,
+            0,
+            0,
+            "UNAVAILABLE the manager is recovering the membership; retry",
+        );
+        let mut at = 0;
+        for (i, delay) in [200, 400, 800, 1_600, 2_000, 2_000].into_iter().enumerate() {
+            let link = ConnId::new(1, i as u32 + 1);
+            let out = step(
+                &mut n,
+                at,
+                Input::Connected {
+                    conn: link,
+                    tag: TAG_MANAGER,
+                },
+            );
+            assert_eq!(sent(&out)[0].1, op::NODE_JOIN);
+            let out = step(
+                &mut n,
+                at + 1,
+                Input::Frame {
+                    conn: link,
+                    frame: refused.clone(),
+                },
+            );
+            // The link is dropped and a retry is due later each time, never an exit.
+            assert!(
+                matches!(out[0], Output::Close { conn } if conn == link),
+                "{out:?}"
+            );
+            let retry = at + 1 + delay;
+            assert!(
+                matches!(out[1], Output::Timer { at, id: TIMER_MANAGER } if at == retry),
+                "{out:?}"
+            );
+            assert!(!out.iter().any(|o| matches!(o, Output::Stop)));
+            assert!(step(&mut n, retry - 1, Input::Timer { id: TIMER_MANAGER }).is_empty());
+            // The closed link reporting in late changes nothing.
+            assert!(step(&mut n, retry - 1, Input::Closed { conn: link }).is_empty());
+            let out = step(&mut n, retry, Input::Timer { id: TIMER_MANAGER });
+            assert!(
+                matches!(
+                    out[0],
+                    Output::Connect {
+                        tag: TAG_MANAGER,
+                        ..
+                    }
+                ),
+                "{out:?}"
+            );
+            at = retry + 1;
+        }
+        // Once registered, the count starts again.
+        let link = ConnId::new(1, 99);
+        step(
+            &mut n,
+            at,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        let joined = Frame::new(
+            op::JOINED,
+            0,
+            0,
+            "1\nepoch 1\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 5\n",
+        );
+        step(
+            &mut n,
+            at,
+            Input::Frame {
+                conn: link,
+                frame: joined,
+            },
+        );
+        assert_eq!(n.node_id(), 1);
+        assert_eq!(n.join_refusals, 0);
     }
 }
