@@ -28,7 +28,12 @@
 //! - with N > 1, coordinates every request of the keys it is the first reachable
 //!   replica of, in quorum rounds (see [`super::quorum`]), and brings replicas
 //!   that missed writes up to date (hints and resync, see [`super::resync`]);
-//! - collects tombstones once every replica holds them (see the sweep below).
+//! - collects tombstones once every replica holds them (see the sweep below);
+//! - leaves on SIGTERM: asks the manager (`LEAVE`), hands its keys over and exits
+//!   once out of the ring. It exits without a handoff, with a warning saying where
+//!   its data stays, when no handoff can happen: the manager refuses the leave,
+//!   its link is down at the signal, or it stays down for 3 s while leaving. A
+//!   second SIGTERM, or SIGINT, stops it at once.
 //!
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
@@ -54,11 +59,16 @@ const TIMER_MANAGER: u64 = 1;
 const TIMER_HEARTBEAT: u64 = 2;
 const TIMER_TICK: u64 = 3;
 const TIMER_LEAVE: u64 = 4;
+const TIMER_ORPHAN: u64 = 5;
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
 const MAX_HOPS: u32 = 3;
 /// How long a leaving node waits for its handoff before it exits anyway, in ms.
 const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// How long a leaving node waits for a lost manager link to come back before it
+/// exits without handing its data over, in ms (the manager is gone: the whole
+/// cluster is being stopped, say, and no handoff can be coordinated).
+const LEAVE_ORPHAN_MS: Millis = 3_000;
 /// How long a node that has left the ring keeps forwarding before it exits, in ms.
 const EXIT_GRACE_MS: Millis = 1_500;
 /// Replies held back on one connection (behind an unanswered forward) above which
@@ -137,6 +147,11 @@ pub struct StorageNode {
     handoff: Option<Handoff>,
     /// This node asked to leave (SIGTERM).
     leaving: bool,
+    /// A `LEAVE` went to the manager on this link and is not answered yet.
+    awaiting_left: bool,
+    /// Leaving, and the manager link has been down since then: exit at
+    /// [`LEAVE_ORPHAN_MS`] after it unless the link comes back.
+    orphaned_at: Option<Millis>,
     /// Out of the ring and about to exit: never register with the manager again.
     exiting: bool,
     /// Client connections not being read because of their reply backlog.
@@ -201,6 +216,8 @@ impl StorageNode {
             settled_pref: PrefTable::default(),
             handoff: None,
             leaving: false,
+            awaiting_left: false,
+            orphaned_at: None,
             exiting: false,
             held: HashSet::new(),
             trusted: Vec::new(),
@@ -280,11 +297,29 @@ impl StorageNode {
         if self.exiting {
             return;
         }
+        self.manager_lost(now, out);
         let at = self.manager.failed(now);
         out.push(Output::Timer {
             at,
             id: TIMER_MANAGER,
         });
+    }
+
+    /// The manager link is gone: a `LEAVE` on it will not be answered, and a
+    /// leaving node starts counting towards [`LEAVE_ORPHAN_MS`].
+    fn manager_lost(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.awaiting_left = false;
+        if self.leaving && !self.exiting && self.orphaned_at.is_none() {
+            log::warn!(
+                "lost the manager while leaving; exiting in {LEAVE_ORPHAN_MS} ms \
+                 unless it comes back"
+            );
+            self.orphaned_at = Some(now);
+            out.push(Output::Timer {
+                at: now + LEAVE_ORPHAN_MS,
+                id: TIMER_ORPHAN,
+            });
+        }
     }
 
     fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
@@ -311,6 +346,11 @@ impl StorageNode {
                         }
                         self.node_id = id;
                         self.install_ring(ring, now, out);
+                        if self.leaving && !self.exiting {
+                            // Registered again while leaving (the manager link
+                            // broke): ask again, the LEAVE may have been lost.
+                            self.send_leave(out);
+                        }
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
                     (None, _) => log::warn!("bad node id from the manager"),
@@ -336,17 +376,51 @@ impl StorageNode {
                 if let Some(conn) = self.manager.conn() {
                     out.push(Output::Close { conn });
                 }
+                self.manager_lost(now, out);
                 self.manager.state = LinkState::Backoff(now + delay);
                 out.push(Output::Timer {
                     at: now + delay,
                     id: TIMER_MANAGER,
                 });
             }
+            op::ERR if self.awaiting_left => {
+                self.awaiting_left = false;
+                log::warn!(
+                    "the manager refused our leave ({}); exiting without handing the \
+                     data over: {}",
+                    Error::from_payload(&frame.payload),
+                    self.data_left_behind()
+                );
+                out.push(Output::Stop);
+            }
+            op::OK if self.awaiting_left => self.awaiting_left = false,
             op::ERR => log::error!(
                 "the manager refused us: {}",
                 Error::from_payload(&frame.payload)
             ),
             other => log::debug!("ignoring op {other} from the manager"),
+        }
+    }
+
+    /// Asks the manager to start this node's departure (its answer: `OK`, or an
+    /// `ERR` that makes the node exit without a handoff).
+    fn send_leave(&mut self, out: &mut Vec<Output>) {
+        if let Some(conn) = self.manager.conn() {
+            self.awaiting_left = true;
+            out.push(Output::Send {
+                conn,
+                frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
+            });
+        }
+    }
+
+    /// Where this node's data stays when it exits without a handoff (for the log).
+    fn data_left_behind(&self) -> &'static str {
+        match (self.durable.is_some(), self.ring.replicas > 1) {
+            (true, true) => "its keys stay on disk and on the other replicas",
+            (true, false) => "its keys stay on disk until it is started again",
+            (false, true) => "the other replicas still hold its keys",
+            (false, false) => "its keys are lost (no replicas, no --data-dir)",
         }
     }
 
@@ -1753,9 +1827,21 @@ impl StorageNode {
                 }
                 out.push(Output::Stop);
             }
+            Input::Timer { id: TIMER_ORPHAN } => {
+                let gone = self.orphaned_at.is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
+                if gone && !self.exiting {
+                    log::warn!(
+                        "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
+                         exiting without handing the data over: {}",
+                        self.data_left_behind()
+                    );
+                    out.push(Output::Stop);
+                }
+            }
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
                 self.manager.up(conn);
+                self.orphaned_at = None;
                 self.awaiting_joined = true;
                 out.push(Output::Send {
                     conn,
@@ -1815,20 +1901,20 @@ impl StorageNode {
                 }
             }
             Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {
-                Some(conn) if self.ring.node(self.node_id).is_some() => {
+                Some(_) if self.ring.node(self.node_id).is_some() => {
                     log::info!("SIGTERM: handing data over before leaving");
                     self.leaving = true;
-                    out.push(Output::Send {
-                        conn,
-                        frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
-                    });
+                    self.send_leave(out);
                     out.push(Output::Timer {
                         at: now + LEAVE_DEADLINE_MS,
                         id: TIMER_LEAVE,
                     });
                 }
                 _ => {
-                    log::warn!("SIGTERM without a manager: exiting without a handoff");
+                    log::warn!(
+                        "SIGTERM without a manager: exiting without a handoff; {}",
+                        self.data_left_behind()
+                    );
                     out.push(Output::Stop);
                 }
             },
@@ -2143,5 +2229,66 @@ mod tests {
         );
         assert_eq!(n.node_id(), 1);
         assert_eq!(n.join_refusals, 0);
+    }
+
+    #[test]
+    fn a_leaving_node_asks_again_after_a_reconnect_and_gives_up_on_a_lost_manager() {
+        let mut n = StorageNode::new(cfg());
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let ring = "1\nepoch 1\nreplicas 3 2 2\nnode 1 127.0.0.1:7001 up 5\n";
+        let register = |n: &mut StorageNode, now: Millis, link: ConnId| {
+            step(
+                n,
+                now,
+                Input::Connected {
+                    conn: link,
+                    tag: TAG_MANAGER,
+                },
+            );
+            let joined = Frame::new(op::JOINED, 0, 0, ring);
+            step(
+                n,
+                now,
+                Input::Frame {
+                    conn: link,
+                    frame: joined,
+                },
+            )
+        };
+        let link = ConnId::new(1, 1);
+        register(&mut n, 1, link);
+        let out = step(&mut n, 10, Input::Signal(Signal::Terminate));
+        assert_eq!(sent(&out), vec![(link, op::LEAVE, vec![])]);
+        // The link breaks before the answer, and comes back within the grace:
+        // the node registers again and asks again; the old timer does nothing.
+        step(&mut n, 20, Input::Closed { conn: link });
+        let link = ConnId::new(1, 2);
+        let out = register(&mut n, 500, link);
+        assert!(sent(&out).contains(&(link, op::LEAVE, vec![])), "{out:?}");
+        let ok = Frame::new(op::OK, 0, 0, Bytes::new());
+        step(
+            &mut n,
+            501,
+            Input::Frame {
+                conn: link,
+                frame: ok,
+            },
+        );
+        assert!(step(
+            &mut n,
+            20 + LEAVE_ORPHAN_MS,
+            Input::Timer { id: TIMER_ORPHAN }
+        )
+        .is_empty());
+        // Lost again, for good this time: the node exits after the grace.
+        let lost = 3 * LEAVE_ORPHAN_MS;
+        let out = step(&mut n, lost, Input::Closed { conn: link });
+        let at = lost + LEAVE_ORPHAN_MS;
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Timer { at: t, id: TIMER_ORPHAN } if *t == at)));
+        assert!(step(&mut n, at - 1, Input::Timer { id: TIMER_ORPHAN }).is_empty());
+        let out = step(&mut n, at, Input::Timer { id: TIMER_ORPHAN });
+        assert!(matches!(out[..], [Output::Stop]), "{out:?}");
     }
 }
