@@ -4,7 +4,7 @@
 //! # Files
 //!
 //! A data directory holds one *generation* `G` at a time: an optional snapshot
-//! `snap-G` (the state when the generation began) and the log `log-G` (every write
+//! `snap-G` (the state when the generation began) and the log `log-G` (every change
 //! since). Generation 1 starts from the empty state and has no snapshot; every later
 //! generation must have one. Names carry the generation in decimal, zero-padded to
 //! six digits (`snap-000007`, `log-000007`); recovery parses the number, so wider
