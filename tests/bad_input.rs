@@ -97,7 +97,8 @@ fn good_frames_before_a_bad_header_are_answered_and_kept() {
 /// A manager and one storage node started with `node_args`, without waiting for
 /// the node to register (see `node_with_a_small_max_frame_registers`).
 fn start_unregistered(node_args: &[&str]) -> Cluster {
-    let manager = Proc::start(env!("CARGO_BIN_EXE_gtstore-manager"), &["--port", "0"]);
+    let args = ["--port", "0", "--recovery-ms", "0"];
+    let manager = Proc::start(env!("CARGO_BIN_EXE_gtstore-manager"), &args);
     let mut c = Cluster {
         manager,
         nodes: Vec::new(),

@@ -61,7 +61,8 @@ struct TestCluster {
 }
 
 fn start_cluster(nodes: usize) -> TestCluster {
-    let (m, manager) = start_server(MANAGER, &[]);
+    // A new cluster: no recovery window, the nodes register at once.
+    let (m, manager) = start_server(MANAGER, &["--recovery-ms", "0"]);
     let mut procs = vec![m];
     let mut node_addrs = Vec::new();
     for _ in 0..nodes {

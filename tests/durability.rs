@@ -227,6 +227,37 @@ fn a_restarted_manager_recovers_the_membership_from_the_nodes() {
 }
 
 #[test]
+fn a_new_node_started_while_the_manager_recovers_waits_for_the_old_members() {
+    let mut c = Cluster::start(3);
+    write_all(&c.nodes[0].addr, 1, 100);
+    let ids: Vec<u32> = c.nodes.iter().map(|n| node_id_of(&n.addr)).collect();
+
+    let p = port(&c.manager);
+    sigkill(&c.manager);
+    let _ = c.manager.child.wait();
+    // Long enough for the members' reconnect backoff to grow towards its cap.
+    std::thread::sleep(Duration::from_millis(2500));
+    let args = ["--port", p.as_str(), "--recovery-ms", "4000"];
+    c.manager = Proc::start(MANAGER, &args);
+    // A brand-new node, at once: before the fix it registered first, ended the
+    // recovery, and the old members came back as new nodes with new ids.
+    let i = c.add_node(&[]);
+    c.wait_live(4);
+    for (n, &id) in c.nodes[..3].iter().zip(&ids) {
+        assert_eq!(node_id_of(&n.addr), id, "{} kept its id", n.addr);
+    }
+    assert_eq!(node_id_of(&c.nodes[i].addr), 4);
+    let told = |l: &String| l.contains("cannot register us yet");
+    assert!(c.nodes[i].log().iter().any(told), "{:?}", c.nodes[i].log());
+    for n in &c.nodes {
+        let bad = settle(Duration::from_secs(5), || {
+            lost(&n.addr, 1, &(0..100).collect::<Vec<_>>())
+        });
+        assert_eq!(bad, (0, vec![]), "via {}", n.addr);
+    }
+}
+
+#[test]
 fn with_data_dirs_every_process_killed_at_once_loses_no_acknowledged_write() {
     let dirs = Dirs::new("all", 3);
     let m = manager("0", ["3", "2", "2"]);

@@ -40,6 +40,12 @@ struct Args {
     /// survives the crash of any W-1 of its replicas.
     #[arg(long, default_value_t = 2)]
     write_quorum: u32,
+    /// For this long after the start (ms), a node that is not a member of the
+    /// membership being recovered from the nodes is told to retry, so the old
+    /// members re-register first after a manager restart. 0 turns it off (a
+    /// brand-new cluster then forms at once).
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    recovery_ms: u64,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -75,6 +81,7 @@ fn run(args: Args) -> Result<(), String> {
         replicas: args.replicas,
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,
+        recovery_ms: args.recovery_ms,
         ..ManagerConfig::default()
     });
     reactor.run(&mut manager).map_err(|e| e.to_string())

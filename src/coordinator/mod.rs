@@ -28,10 +28,20 @@
 //! Once the manager makes a change of its own, offers are ignored: its own ring is
 //! then the newest.
 //!
-//! Caveats: a node that registers *without* an offer before the old members do
-//! (a brand-new node right after a restart) ends recovery, and members that come
-//! later get new ids and tokens, losing the data they held. The offered N, R and W
-//! are ignored: the manager's flags decide.
+//! A brand-new node (no offer, an address the membership does not know) must not
+//! register first: it would end recovery, and members that came later would get
+//! new ids and tokens and drop the data they held. So for
+//! [`ManagerConfig::recovery_ms`] after it starts, a recovering manager refuses such
+//! a node's `NODE_JOIN` with `ERR UNAVAILABLE`; the node closes the link and tries
+//! again with its backoff, and is registered once the window is over. Members
+//! reconnect within their own backoff (2 s at most by default), so a window a
+//! little longer than that lets every live member offer its ring first.
+//!
+//! Caveats: a member that comes back after the window, when a new node has
+//! registered since, still gets a new id and tokens (recovery is over). The window
+//! also delays the first registrations of a brand-new cluster (the manager cannot
+//! tell the two apart); `recovery_ms = 0` turns it off. The offered N, R and W are
+//! ignored: the manager's flags decide.
 
 use crate::protocol::{op, Error, ErrorCode, Frame};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
@@ -63,6 +73,11 @@ pub struct ManagerConfig {
     pub dead_after_ms: Option<Millis>,
     /// Period of the failure-detection tick, in ms.
     pub tick_ms: Millis,
+    /// For this long after the manager starts (ms), while it is still recovering
+    /// the membership from the nodes' offered rings, a node the membership does not
+    /// know is refused with `ERR UNAVAILABLE` and retries (see the module docs).
+    /// 0 (the default here; the binary's `--recovery-ms` defaults to 3000): none.
+    pub recovery_ms: Millis,
 }
 
 impl Default for ManagerConfig {
@@ -75,6 +90,7 @@ impl Default for ManagerConfig {
             down_after_ms: 2_000,
             dead_after_ms: None,
             tick_ms: 100,
+            recovery_ms: 0,
         }
     }
 }
@@ -113,6 +129,8 @@ pub struct Manager {
     adopted: u64,
     /// Links to close at the end of the step (members an adopted ring dropped).
     to_close: Vec<ConnId>,
+    /// When the first input arrived: the recovery window counts from here.
+    started: Option<Millis>,
 }
 
 impl Manager {
@@ -131,7 +149,16 @@ impl Manager {
             recovering: true,
             adopted: 0,
             to_close: Vec::new(),
+            started: None,
         }
+    }
+
+    /// Whether a `NODE_JOIN` from `addr` must wait: the manager is still
+    /// recovering, within its recovery window, and `addr` is not a member (see the
+    /// module docs).
+    fn turns_away(&self, now: Millis, addr: &str) -> bool {
+        let window_end = self.started.unwrap_or(now) + self.cfg.recovery_ms;
+        self.recovering && now < window_end && !self.nodes.values().any(|n| n.entry.addr == addr)
     }
 
     /// Adopts `ring`, offered by a registering node, as the membership (see the
@@ -409,6 +436,13 @@ impl Manager {
             Some(Err(e)) => log::warn!("node at {addr} offered a bad ring: {e}"),
             _ => {}
         }
+        if self.turns_away(now, addr) {
+            log::info!("node at {addr} is new; it registers once the membership is recovered");
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "the manager is recovering the membership; retry",
+            ));
+        }
         let existing = self
             .nodes
             .values()
@@ -609,6 +643,7 @@ impl Manager {
 
 impl Service for Manager {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        self.started.get_or_insert(now);
         match input {
             Input::Timer { id: TIMER_INIT } | Input::Timer { id: TIMER_TICK } => {
                 self.tick(now);
@@ -918,6 +953,60 @@ mod tests {
             .sum();
         assert_eq!(kept, 2 * 8 + tokens_of_3, "its tokens went to the others");
         assert_eq!(m.status_json()["live_nodes"], 2);
+    }
+
+    #[test]
+    fn a_new_node_waits_until_the_recovery_window_is_over() {
+        let mut m = Manager::new(ManagerConfig {
+            recovery_ms: 3_000,
+            ..ManagerConfig::default()
+        });
+        step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+        // A brand-new node is first (the old members are still backing off): it
+        // is told to retry, and nothing changes.
+        let newcomer = |m: &mut Manager, now: Millis, conn| {
+            let f = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 8");
+            reply(&step(m, now, Input::Frame { conn, frame: f }))
+        };
+        let (code, text) = newcomer(&mut m, 1_100, ConnId::new(9, 1));
+        assert_eq!(code, op::ERR);
+        assert!(text.starts_with("UNAVAILABLE "), "{text}");
+        assert!(m.ring().nodes().is_empty());
+        // The old members come back and offer their rings: ids and tokens kept.
+        let (_, text) = join_offering(&mut m, ConnId::new(2, 1), "127.0.0.1:7002", OLD);
+        assert!(text.starts_with("2\n"), "{text}");
+        let (code, _) = newcomer(&mut m, 2_000, ConnId::new(9, 2));
+        assert_eq!(code, op::ERR, "still inside the window");
+        let (_, text) = join_offering(&mut m, ConnId::new(4, 1), "127.0.0.1:7004", NEW);
+        assert!(text.starts_with("4\n"), "the newer ring wins: {text}");
+        // A member of the adopted ring needs no offer to be let in.
+        let plain = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7001 8");
+        let (code, text) = reply(&step(
+            &mut m,
+            2_500,
+            Input::Frame {
+                conn: ConnId::new(1, 1),
+                frame: plain,
+            },
+        ));
+        assert_eq!((code, &text[..2]), (op::JOINED, "1\n"));
+        assert_eq!(m.status_json()["live_nodes"], 3);
+        // After the window the new node registers, with a fresh id, joining the
+        // recovered membership.
+        let (code, text) = newcomer(&mut m, 4_000, ConnId::new(9, 3));
+        assert_eq!(code, op::JOINED);
+        assert!(text.starts_with("5\n"), "{text}");
+        assert_eq!(m.ring().node(5).unwrap().state, NodeState::Joining);
+        assert_eq!((tokens(&m, 1), tokens(&m, 4)), (vec![10, 40], vec![30, 60]));
+    }
+
+    #[test]
+    fn without_a_recovery_window_a_new_node_registers_at_once() {
+        let mut m = Manager::new(ManagerConfig::default());
+        step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+        let (code, text) = join(&mut m, 1_001, ConnId::new(1, 1), "127.0.0.1:7001");
+        assert_eq!(code, op::JOINED);
+        assert!(text.starts_with("1\n"), "{text}");
     }
 
     #[test]

@@ -3,9 +3,14 @@
 //!
 //! # The rule
 //!
-//! Every change to the engine goes through one node method (`StorageNode::store`)
-//! that applies it and, when it was stored, appends a record here. No output that
-//! could depend on a record leaves the process before the record is committed:
+//! Every change to the engine's data is logged here: a write (through the node's
+//! `StorageNode::store`), a collected tombstone (`StorageNode::purge`) and an
+//! undone write (`StorageNode::undo`, when a conditional write's replicas refused
+//! it). Each of those node methods applies the change and, when the engine
+//! changed, appends a [`Change`] here; replaying the log in order rebuilds the
+//! engine exactly. (The one change not logged is the drop of keys a ring change
+//! moved elsewhere; a snapshot follows it, see below.) No output that could
+//! depend on a record leaves the process before the record is committed:
 //!
 //! - After each `step` the node calls [`Durable::after_step`]. If records are
 //!   buffered and not yet committed, every output of that step (replies, timers,
@@ -70,9 +75,13 @@
 //! - Keys dropped after a ring change are gone from disk only once the snapshot
 //!   that follows is written; a crash in between brings them back on restart (the
 //!   next ring the node installs drops them again).
+//! - A data directory of an older format (version 1: no purges or restores) is
+//!   rewritten as a snapshot when it is opened. If that snapshot fails (a full
+//!   disk), the node goes on logging into the old files, and an older build
+//!   would then cut its log at the first purge or restore.
 
-use super::engine::Engine;
-use super::wal::{Fsync, Record, Recovery, Wal, WalStats};
+use super::engine::{Engine, Entry};
+use super::wal::{Change, Fsync, Record, Recovery, Wal, WalStats, FORMAT_VERSION};
 use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::Ring;
 use bytes::Bytes;
@@ -171,12 +180,22 @@ impl Durable {
 
     /// Replays what [`Durable::open`] recovered into `engine` (not logged again);
     /// returns a summary and the highest version seen (the node's clock must
-    /// continue above it).
-    pub fn replay(&self, rec: Recovery, engine: &mut Engine) -> (Recovered, u64) {
+    /// continue above it). A data directory in an older format is then rewritten
+    /// as a snapshot in the current one, before anything is logged (see
+    /// [`super::wal`], "Format versions").
+    pub fn replay(&mut self, rec: Recovery, engine: &mut Engine) -> (Recovered, u64) {
         let mut newest = 0;
-        for r in &rec.records {
-            engine.apply(&r.key, r.version, r.value.as_deref(), None);
-            newest = newest.max(r.version);
+        for c in &rec.records {
+            replay_change(engine, c);
+            newest = newest.max(c.newest_version());
+        }
+        if self.wal.format() < FORMAT_VERSION {
+            log::info!(
+                "{}: format version {} found; rewriting it as version {FORMAT_VERSION}",
+                self.wal.dir().display(),
+                self.wal.format()
+            );
+            self.snapshot(engine);
         }
         let found = Recovered {
             records: rec.records.len(),
@@ -204,15 +223,36 @@ impl Durable {
     /// Appends a record of a write the engine just stored. With `--fsync always`
     /// it is on disk when this returns; otherwise at the next [`Durable::turn_end`].
     pub fn log(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
-        if self.failed.is_some() {
-            return;
-        }
-        let rec = Record {
+        self.log_change(&Change::Put(Record {
             key: Bytes::copy_from_slice(key),
             value: value.map(Bytes::copy_from_slice),
             version,
-        };
-        match self.wal.append(&rec) {
+        }));
+    }
+
+    /// Appends a record that the engine forgot `key`, the tombstone at `version`.
+    pub fn log_purge(&mut self, key: &[u8], version: u64) {
+        self.log_change(&Change::Purge {
+            key: Bytes::copy_from_slice(key),
+            version,
+        });
+    }
+
+    /// Appends a record that the engine undid the write of `key` at `version`,
+    /// putting `prev` back (`None`: no entry).
+    pub fn log_restore(&mut self, key: &[u8], version: u64, prev: Option<&Entry>) {
+        self.log_change(&Change::Restore {
+            key: Bytes::copy_from_slice(key),
+            version,
+            prev: prev.map(|e| (e.version, e.value.clone())),
+        });
+    }
+
+    fn log_change(&mut self, change: &Change) {
+        if self.failed.is_some() {
+            return;
+        }
+        match self.wal.append_change(change) {
             Ok(()) => self.uncommitted |= self.wal.fsync() != Fsync::Always,
             Err(e) => self.fail(format!("cannot append to the log: {e}")),
         }
@@ -367,6 +407,25 @@ impl Durable {
 impl Drop for Durable {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.lock);
+    }
+}
+
+/// Applies one recovered change to `engine`, as the node applied it before.
+fn replay_change(engine: &mut Engine, change: &Change) {
+    match change {
+        Change::Put(r) => {
+            engine.apply(&r.key, r.version, r.value.as_deref(), None);
+        }
+        Change::Purge { key, version } => {
+            engine.remove_tombstone(key, *version);
+        }
+        Change::Restore { key, version, prev } => {
+            let prev = prev.as_ref().map(|(v, value)| Entry {
+                version: *v,
+                value: value.clone(),
+            });
+            engine.restore(key, *version, prev);
+        }
     }
 }
 
@@ -529,7 +588,7 @@ mod tests {
         drop(d);
         let (_, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
         assert_eq!(rec.records.len(), 1);
-        assert_eq!(&rec.records[0].key[..], b"k");
+        assert_eq!(&rec.records[0].key()[..], b"k");
     }
 
     #[test]
@@ -715,7 +774,259 @@ mod tests {
         assert_eq!(rec.records.len(), engine.len());
         assert_eq!(rec.from_snapshot, engine.len());
         for r in &rec.records {
-            assert_eq!(engine.version(&r.key), r.version);
+            assert_eq!(engine.version(r.key()), r.newest_version());
         }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    //! Purges and undone writes: logged, and replayed in order after a restart.
+    use super::*;
+    use crate::protocol::{op, Frame};
+    use crate::reactor::{Input, Service};
+    use crate::storage::engine::Entry;
+    use crate::storage::{NodeConfig, StorageNode};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("gtstore-changes-{tag}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry(version: u64, value: Option<&[u8]>) -> Entry {
+        Entry {
+            version,
+            value: value.map(Bytes::copy_from_slice),
+        }
+    }
+
+    /// Replays `dir` into a fresh engine, as a restarting node does.
+    fn recovered(dir: &Path) -> Engine {
+        let (mut d, rec) = Durable::open(dir, Fsync::Batch).unwrap();
+        let mut engine = Engine::default();
+        d.replay(rec, &mut engine);
+        engine
+    }
+
+    #[test]
+    fn replay_applies_purges_and_restores_in_log_order() {
+        let dir = TempDir::new("replay");
+        let mut engine = Engine::default();
+        {
+            let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+            // What a node does, change by change, logging as it goes.
+            let put = |e: &mut Engine, d: &mut Durable, k: &[u8], v: u64, val: Option<&[u8]>| {
+                e.apply(k, v, val, None);
+                d.log(k, v, val);
+            };
+            put(&mut engine, &mut d, b"gone", 1, Some(b"x"));
+            put(&mut engine, &mut d, b"gone", 2, None);
+            assert!(engine.remove_tombstone(b"gone", 2));
+            d.log_purge(b"gone", 2);
+            put(&mut engine, &mut d, b"fresh", 3, Some(b"refused"));
+            assert!(engine.restore(b"fresh", 3, None));
+            d.log_restore(b"fresh", 3, None);
+            put(&mut engine, &mut d, b"old", 4, Some(b"first"));
+            put(&mut engine, &mut d, b"old", 6, Some(b"refused"));
+            let prev = entry(4, Some(b"first"));
+            assert!(engine.restore(b"old", 6, Some(prev.clone())));
+            d.log_restore(b"old", 6, Some(&prev));
+            put(&mut engine, &mut d, b"dead", 5, None);
+            put(&mut engine, &mut d, b"dead", 7, Some(b"refused"));
+            assert!(engine.restore(b"dead", 7, Some(entry(5, None))));
+            d.log_restore(b"dead", 7, Some(&entry(5, None)));
+            // A key written again after its restore keeps the later write.
+            put(&mut engine, &mut d, b"fresh", 8, Some(b"later"));
+            let mut out = Vec::new();
+            d.turn_end(&engine, &mut out);
+        }
+        let got = recovered(&dir.0);
+        let want = [
+            (&b"gone"[..], None),
+            (b"fresh", Some(entry(8, Some(b"later")))),
+            (b"old", Some(entry(4, Some(b"first")))),
+            (b"dead", Some(entry(5, None))),
+        ];
+        for (key, e) in &want {
+            assert_eq!(&got.entry(key), e, "{}", String::from_utf8_lossy(key));
+            assert_eq!(&engine.entry(key), e, "the live engine agrees");
+        }
+        assert_eq!((got.len(), engine.len()), (2, 2));
+        // A snapshot of the recovered state says the same.
+        {
+            let (mut d, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+            let mut e = Engine::default();
+            d.replay(rec, &mut e);
+            d.want_snapshot();
+            d.turn_end(&e, &mut Vec::new());
+            assert_eq!(d.stats().snapshots, 1);
+        }
+        let again = recovered(&dir.0);
+        for (key, e) in &want {
+            assert_eq!(&again.entry(key), e);
+        }
+    }
+
+    #[test]
+    fn a_version_1_directory_is_rewritten_before_anything_is_logged() {
+        let dir = TempDir::new("upgrade");
+        {
+            let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+            d.log(b"k", 1, Some(b"v"));
+            d.turn_end(&Engine::default(), &mut Vec::new());
+        }
+        // Make it what a version-1 build left: the same log, version 1.
+        let log = dir.0.join("log-000001");
+        let mut bytes = fs::read(&log).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..20]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&log, &bytes).unwrap();
+        let (mut d, rec) = Durable::open(&dir.0, Fsync::Batch).unwrap();
+        let mut engine = Engine::default();
+        d.replay(rec, &mut engine);
+        assert_eq!(d.stats().snapshots, 1, "rewritten as a snapshot");
+        assert!(!log.exists() && dir.0.join("snap-000002").exists());
+        d.log_purge(b"k", 1);
+        d.turn_end(&engine, &mut Vec::new());
+        drop(d);
+        assert_eq!(recovered(&dir.0).get(b"k").as_deref(), Some(&b"v"[..]));
+    }
+
+    const NODE: &str = "127.0.0.1:7001";
+
+    /// A node on `dir` registered with a manager that gave it `ring` (id first).
+    fn node(
+        dir: &Path,
+        ring: &str,
+        cfg: impl FnOnce(&mut NodeConfig),
+    ) -> (StorageNode, Vec<Output>) {
+        let mut c = NodeConfig::new(NODE.into(), "127.0.0.1:7000".parse().unwrap());
+        cfg(&mut c);
+        let mut n = StorageNode::new(c);
+        n.open_data_dir(dir, Fsync::Batch).unwrap();
+        let mut out = Vec::new();
+        let link = ConnId::new(1, 1);
+        n.step(0, Input::Timer { id: 0 }, &mut out);
+        n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+        let joined = Frame::new(op::JOINED, 0, 0, ring.to_string());
+        n.step(
+            2,
+            Input::Frame {
+                conn: link,
+                frame: joined,
+            },
+            &mut out,
+        );
+        (n, out)
+    }
+
+    fn frame_in(n: &mut StorageNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Output> {
+        let mut out = Vec::new();
+        n.step(now, Input::Frame { conn, frame: f }, &mut out);
+        n.turn_end(now, &mut out);
+        out
+    }
+
+    /// The one frame with op `op` sent on `conn`.
+    fn sent(out: &[Output], conn: ConnId, op: u8) -> Frame {
+        let found: Vec<&Frame> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { conn: c, frame } if *c == conn && frame.op == op => Some(frame),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one op {op} on {conn:?} in {out:?}");
+        found[0].clone()
+    }
+
+    #[test]
+    fn a_collected_tombstone_stays_collected_after_a_restart() {
+        let dir = TempDir::new("purge");
+        let ring = format!("1\nepoch 2\nreplicas 1 1 1\nnode 1 {NODE} up 10,20\n");
+        let (client, peer) = (ConnId::new(5, 1), ConnId::new(6, 1));
+        {
+            let (mut n, _) = node(&dir.0, &ring, |_| {});
+            frame_in(&mut n, 3, client, Frame::new(op::PUT, 1, 0, &b"1 kv"[..]));
+            frame_in(&mut n, 4, client, Frame::new(op::DELETE, 2, 0, &b"k"[..]));
+            let version = n.engine().entry(b"k").expect("a tombstone").version;
+            // A coordinator that confirmed it on every replica says PURGE.
+            let join = Frame::new(op::NODE_JOIN, 0, 2, "gtstore 127.0.0.1:7002 64");
+            frame_in(&mut n, 5, peer, join);
+            let mut payload = version.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"k");
+            let out = frame_in(&mut n, 6, peer, Frame::new(op::PURGE, 0, 2, payload));
+            assert_eq!(sent(&out, peer, op::OK).payload.len(), 0);
+            assert_eq!(n.engine().entry(b"k"), None);
+        }
+        let (n, _) = node(&dir.0, &ring, |_| {});
+        assert_eq!(n.engine().entry(b"k"), None, "the tombstone is not back");
+    }
+
+    #[test]
+    fn a_refused_conditional_write_stays_undone_after_a_restart() {
+        let dir = TempDir::new("undo");
+        // Node 1 (this one) holds every hash but 0, so it coordinates "k"; node
+        // 2 is its replica.
+        let ring = format!(
+            "1\nepoch 2\nreplicas 2 2 2\nnode 1 {NODE} up {}\nnode 2 127.0.0.1:7002 up 0\n",
+            u64::MAX
+        );
+        let (client, link) = (ConnId::new(5, 1), ConnId::new(7, 1));
+        {
+            let (mut n, out) = node(&dir.0, &ring, |_| {});
+            let tag = out
+                .iter()
+                .find_map(|o| match o {
+                    Output::Connect { tag, .. } if *tag != 1 => Some(*tag),
+                    _ => None,
+                })
+                .expect("a connect to node 2");
+            let mut out = Vec::new();
+            n.step(3, Input::Connected { conn: link, tag }, &mut out);
+            // It restarted into a ring that lists it serving, so it is catching
+            // up and would wait for a copy from node 2 beyond its own.
+            n.end_catch_up();
+            let out = frame_in(
+                &mut n,
+                4,
+                client,
+                Frame::new(op::CREATE, 1, 0, &b"1 kv"[..]),
+            );
+            let read = sent(&out, link, op::REPL_READ);
+            let none = Frame::new(op::NOT_FOUND, read.client_id, 2, Bytes::new());
+            let out = frame_in(&mut n, 5, link, none);
+            let write = sent(&out, link, op::REPLICATE);
+            assert_eq!(n.engine().get(b"k").as_deref(), Some(&b"v"[..]));
+            // Node 2 holds a newer write: the CREATE is refused and undone here.
+            let newer = (1u64 << 40).to_string();
+            let refusal = Frame::new(op::CONFLICT, write.client_id, 2, newer);
+            let out = frame_in(&mut n, 6, link, refusal);
+            sent(&out, link, op::REPL_READ); // the next attempt starts
+            assert_eq!(n.engine().entry(b"k"), None, "undone in memory");
+        }
+        let (n, _) = node(&dir.0, &ring, |_| {});
+        assert_eq!(
+            n.engine().entry(b"k"),
+            None,
+            "and still undone after a restart"
+        );
     }
 }

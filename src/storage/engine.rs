@@ -428,15 +428,15 @@ impl Engine {
     }
 
     /// Puts back `prev` (`None`: no entry) if the key's entry is still the one at
-    /// `version`: undoes a write that its replicas refused.
-    pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
+    /// `version`: undoes a write that its replicas refused. Returns whether it did.
+    pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) -> bool {
         let hash = hash64(key);
         let s = self.sector_mut(hash);
         let Ok(e) = s.table.find_entry(table_hash(hash), |r| r.key() == key) else {
-            return;
+            return false;
         };
         if e.get().version() != version {
-            return;
+            return false;
         }
         let was = e.get().live() as usize;
         e.remove();
@@ -445,6 +445,7 @@ impl Engine {
             s.insert(hash, Record::new(key, p.version, p.value.as_deref()));
         }
         self.keys = self.keys + now - was;
+        true
     }
 }
 

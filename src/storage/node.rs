@@ -12,9 +12,11 @@
 //! - keeps a link to the manager: connects with doubling backoff, registers with
 //!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
 //!   in `JOINED` and every later ring in `RING_UPDATE`, and sends a `HEARTBEAT` with
-//!   its key count every [`NodeConfig::heartbeat_ms`]. It serves requests all the
-//!   while, before it has an id too (its replies then carry node id 0, and with no
-//!   ring it serves every key itself);
+//!   its key count every [`NodeConfig::heartbeat_ms`]. A registration answered
+//!   with `ERR UNAVAILABLE` (a restarted manager still recovering the membership)
+//!   is tried again on a new link after a doubling delay. It serves requests all
+//!   the while, before it has an id too (its replies then carry node id 0, and
+//!   with no ring it serves every key itself);
 //! - keeps a link to every other node of the ring (the mesh);
 //! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
 //!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
@@ -26,7 +28,12 @@
 //! - with N > 1, coordinates every request of the keys it is the first reachable
 //!   replica of, in quorum rounds (see [`super::quorum`]), and brings replicas
 //!   that missed writes up to date (hints and resync, see [`super::resync`]);
-//! - collects tombstones once every replica holds them (see the sweep below).
+//! - collects tombstones once every replica holds them (see the sweep below);
+//! - leaves on SIGTERM: asks the manager (`LEAVE`), hands its keys over and exits
+//!   once out of the ring. It exits without a handoff, with a warning saying where
+//!   its data stays, when no handoff can happen: the manager refuses the leave,
+//!   its link is down at the signal, or it stays down for 3 s while leaving. A
+//!   second SIGTERM, or SIGINT, stops it at once.
 //!
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
@@ -40,7 +47,7 @@ use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
 use super::resync::{gained, newly_responsible, CatchUp, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
-use crate::reactor::link::Link;
+use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, PrefTable, Ring};
 use bytes::{Bytes, BytesMut};
@@ -52,11 +59,16 @@ const TIMER_MANAGER: u64 = 1;
 const TIMER_HEARTBEAT: u64 = 2;
 const TIMER_TICK: u64 = 3;
 const TIMER_LEAVE: u64 = 4;
+const TIMER_ORPHAN: u64 = 5;
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
 const MAX_HOPS: u32 = 3;
 /// How long a leaving node waits for its handoff before it exits anyway, in ms.
 const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// How long a leaving node waits for a lost manager link to come back before it
+/// exits without handing its data over, in ms (the manager is gone: the whole
+/// cluster is being stopped, say, and no handoff can be coordinated).
+const LEAVE_ORPHAN_MS: Millis = 3_000;
 /// How long a node that has left the ring keeps forwarding before it exits, in ms.
 const EXIT_GRACE_MS: Millis = 1_500;
 /// Replies held back on one connection (behind an unanswered forward) above which
@@ -140,6 +152,11 @@ pub struct StorageNode {
     handoff: Option<Handoff>,
     /// This node asked to leave (SIGTERM).
     leaving: bool,
+    /// A `LEAVE` went to the manager on this link and is not answered yet.
+    awaiting_left: bool,
+    /// Leaving, and the manager link has been down since then: exit at
+    /// [`LEAVE_ORPHAN_MS`] after it unless the link comes back.
+    orphaned_at: Option<Millis>,
     /// Out of the ring and about to exit: never register with the manager again.
     exiting: bool,
     /// Client connections not being read because of their reply backlog.
@@ -180,6 +197,11 @@ pub struct StorageNode {
     catch_up: Option<CatchUp>,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
+    /// `NODE_JOIN` went to the manager on this link and is not answered yet.
+    awaiting_joined: bool,
+    /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
+    /// recovers the membership): the next attempt waits longer each time.
+    join_refusals: u32,
 }
 
 /// A tombstone this node coordinates, being confirmed on every replica.
@@ -206,6 +228,8 @@ impl StorageNode {
             settled_pref: PrefTable::default(),
             handoff: None,
             leaving: false,
+            awaiting_left: false,
+            orphaned_at: None,
             exiting: false,
             held: HashSet::new(),
             trusted: Vec::new(),
@@ -220,6 +244,8 @@ impl StorageNode {
             unheard: Default::default(),
             catch_up: None,
             durable: None,
+            awaiting_joined: false,
+            join_refusals: 0,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -257,7 +283,7 @@ impl StorageNode {
         dir: &std::path::Path,
         fsync: super::wal::Fsync,
     ) -> std::io::Result<Recovered> {
-        let (d, rec) = Durable::open(dir, fsync)?;
+        let (mut d, rec) = Durable::open(dir, fsync)?;
         let (found, newest) = d.replay(rec, &mut self.engine);
         self.hlc.observe(newest);
         self.durable = Some(d);
@@ -286,11 +312,29 @@ impl StorageNode {
         if self.exiting {
             return;
         }
+        self.manager_lost(now, out);
         let at = self.manager.failed(now);
         out.push(Output::Timer {
             at,
             id: TIMER_MANAGER,
         });
+    }
+
+    /// The manager link is gone: a `LEAVE` on it will not be answered, and a
+    /// leaving node starts counting towards [`LEAVE_ORPHAN_MS`].
+    fn manager_lost(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.awaiting_left = false;
+        if self.leaving && !self.exiting && self.orphaned_at.is_none() {
+            log::warn!(
+                "lost the manager while leaving; exiting in {LEAVE_ORPHAN_MS} ms \
+                 unless it comes back"
+            );
+            self.orphaned_at = Some(now);
+            out.push(Output::Timer {
+                at: now + LEAVE_ORPHAN_MS,
+                id: TIMER_ORPHAN,
+            });
+        }
     }
 
     fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
@@ -314,6 +358,8 @@ impl StorageNode {
                 };
                 match (id.parse::<u32>().ok(), Ring::decode(&text[nl + 1..])) {
                     (Some(id), Ok(ring)) => {
+                        self.awaiting_joined = false;
+                        self.join_refusals = 0;
                         if self.node_id != id {
                             log::info!("registered with the manager as node {id}");
                         }
@@ -321,16 +367,81 @@ impl StorageNode {
                         self.was_down |= behind;
                         self.hlc.set_writer(id);
                         self.install_ring(ring, now, out);
+                        if self.leaving && !self.exiting {
+                            // Registered again while leaving (the manager link
+                            // broke): ask again, the LEAVE may have been lost.
+                            self.send_leave(out);
+                        }
                     }
                     (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
                     (None, _) => log::warn!("bad node id from the manager"),
                 }
             }
+            op::ERR if self.awaiting_joined => {
+                self.awaiting_joined = false;
+                let e = Error::from_payload(&frame.payload);
+                if e.code != ErrorCode::Unavailable {
+                    log::error!("the manager refused us: {e}");
+                    return;
+                }
+                // Not now (a restarted manager recovering the membership): drop
+                // the link and register again later, backing off.
+                self.join_refusals += 1;
+                let delay = (self.cfg.retry_base_ms << self.join_refusals.min(16))
+                    .min(self.cfg.retry_cap_ms);
+                if self.join_refusals == 1 {
+                    log::info!("the manager cannot register us yet ({e}); retrying");
+                } else {
+                    log::debug!("the manager cannot register us yet ({e}); retry in {delay} ms");
+                }
+                if let Some(conn) = self.manager.conn() {
+                    out.push(Output::Close { conn });
+                }
+                self.manager_lost(now, out);
+                self.manager.state = LinkState::Backoff(now + delay);
+                out.push(Output::Timer {
+                    at: now + delay,
+                    id: TIMER_MANAGER,
+                });
+            }
+            op::ERR if self.awaiting_left => {
+                self.awaiting_left = false;
+                log::warn!(
+                    "the manager refused our leave ({}); exiting without handing the \
+                     data over: {}",
+                    Error::from_payload(&frame.payload),
+                    self.data_left_behind()
+                );
+                out.push(Output::Stop);
+            }
+            op::OK if self.awaiting_left => self.awaiting_left = false,
             op::ERR => log::error!(
                 "the manager refused us: {}",
                 Error::from_payload(&frame.payload)
             ),
             other => log::debug!("ignoring op {other} from the manager"),
+        }
+    }
+
+    /// Asks the manager to start this node's departure (its answer: `OK`, or an
+    /// `ERR` that makes the node exit without a handoff).
+    fn send_leave(&mut self, out: &mut Vec<Output>) {
+        if let Some(conn) = self.manager.conn() {
+            self.awaiting_left = true;
+            out.push(Output::Send {
+                conn,
+                frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
+            });
+        }
+    }
+
+    /// Where this node's data stays when it exits without a handoff (for the log).
+    fn data_left_behind(&self) -> &'static str {
+        match (self.durable.is_some(), self.ring.replicas > 1) {
+            (true, true) => "its keys stay on disk and on the other replicas",
+            (true, false) => "its keys stay on disk until it is started again",
+            (false, true) => "the other replicas still hold its keys",
+            (false, false) => "its keys are lost (no replicas, no --data-dir)",
         }
     }
 
@@ -548,6 +659,12 @@ impl StorageNode {
             );
             self.catch_up = None;
         }
+    }
+
+    /// Ends a catch-up as if every peer had answered (tests of other things).
+    #[cfg(test)]
+    pub(crate) fn end_catch_up(&mut self) {
+        self.catch_up = None;
     }
 
     /// Whether this node may lack writes to the key with hash `hash`.
@@ -995,8 +1112,10 @@ impl StorageNode {
         }
     }
 
-    /// Applies a write to the engine and, if it was stored, logs it: the one way
-    /// the node's data changes (see [`super::durable`]).
+    /// Applies a write to the engine and, if it was stored, logs it. With
+    /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
+    /// data changes (besides dropping keys a ring change moved away, which a
+    /// snapshot follows): each logs what it changed (see [`super::durable`]).
     fn store(
         &mut self,
         key: &[u8],
@@ -1011,6 +1130,29 @@ impl StorageNode {
             d.log(key, version, value);
         }
         applied
+    }
+
+    /// Forgets `key` if its entry is still the tombstone at `version` (tombstone
+    /// collection), and logs that it did; counts it for the sweep's log line.
+    fn purge(&mut self, key: &[u8], version: u64) {
+        if self.engine.remove_tombstone(key, version) {
+            self.collected += 1;
+            if let Some(d) = self.durable.as_mut() {
+                d.log_purge(key, version);
+            }
+        }
+    }
+
+    /// Undoes this node's own write of `key` at `version`, which its replicas
+    /// refused: the entry goes back to `prev` (`None`: no entry) if it is still
+    /// that write, and that is logged, so a restart does not bring the write back.
+    fn undo(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
+        let logged = prev.clone();
+        if self.engine.restore(key, version, prev) {
+            if let Some(d) = self.durable.as_mut() {
+                d.log_restore(key, version, logged.as_ref());
+            }
+        }
     }
 
     /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
@@ -1121,7 +1263,7 @@ impl StorageNode {
             op::PURGE if self.members.contains(&conn) && f.payload.len() >= 8 => {
                 let version = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
                 let key = &f.payload[8..];
-                self.collected += self.engine.remove_tombstone(key, version) as usize;
+                self.purge(key, version);
                 (op::OK, Bytes::new())
             }
             op::MIGRATE if self.members.contains(&conn) => {
@@ -1535,7 +1677,7 @@ impl StorageNode {
                     if let Some((version, prev)) = p.undo.take() {
                         p.refused.push(version);
                         let key = p.key.clone();
-                        self.engine.restore(&key, version, prev);
+                        self.undo(&key, version, prev);
                     }
                 }
                 let Some(p) = self.pending.get(&id) else {
@@ -1746,7 +1888,7 @@ impl StorageNode {
         for (key, version) in old {
             let h = hash64(&key);
             if self.ring.replicas <= 1 {
-                self.collected += self.engine.remove_tombstone(&key, version) as usize;
+                self.purge(&key, version);
                 continue;
             }
             if self.live_coordinator(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
@@ -1816,7 +1958,7 @@ impl StorageNode {
             let frame = Frame::new(op::PURGE, 0, 0, payload.clone());
             let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
         }
-        self.collected += self.engine.remove_tombstone(&c.key, c.version) as usize;
+        self.purge(&c.key, c.version);
     }
 }
 
@@ -1970,9 +2112,22 @@ impl StorageNode {
                 }
                 out.push(Output::Stop);
             }
+            Input::Timer { id: TIMER_ORPHAN } => {
+                let gone = self.orphaned_at.is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
+                if gone && !self.exiting {
+                    log::warn!(
+                        "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
+                         exiting without handing the data over: {}",
+                        self.data_left_behind()
+                    );
+                    out.push(Output::Stop);
+                }
+            }
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
                 self.manager.up(conn);
+                self.orphaned_at = None;
+                self.awaiting_joined = true;
                 out.push(Output::Send {
                     conn,
                     frame: self.manager_hello(),
@@ -2031,20 +2186,20 @@ impl StorageNode {
                 }
             }
             Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {
-                Some(conn) if self.ring.node(self.node_id).is_some() => {
+                Some(_) if self.ring.node(self.node_id).is_some() => {
                     log::info!("SIGTERM: handing data over before leaving");
                     self.leaving = true;
-                    out.push(Output::Send {
-                        conn,
-                        frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
-                    });
+                    self.send_leave(out);
                     out.push(Output::Timer {
                         at: now + LEAVE_DEADLINE_MS,
                         id: TIMER_LEAVE,
                     });
                 }
                 _ => {
-                    log::warn!("SIGTERM without a manager: exiting without a handoff");
+                    log::warn!(
+                        "SIGTERM without a manager: exiting without a handoff; {}",
+                        self.data_left_behind()
+                    );
                     out.push(Output::Stop);
                 }
             },
@@ -2538,9 +2693,10 @@ mod tests {
             2,
             frame(op::JOINED, format!("1\n{}", ring(3, true))),
         );
-        n.catch_up = None; // the restart's catch-up is not what this test is about
-                           // Node 3 is dropped: node 1 is now on node 3's range too (hashes in
-                           // (2^61, 3 * 2^60]), and behind there only.
+        // The restart's catch-up is not what this test is about.
+        n.catch_up = None;
+        // Node 3 is dropped: node 1 is now on node 3's range too (hashes in
+        // (2^61, 3 * 2^60]), and behind there only.
         step(&mut n, 3, frame(op::RING_UPDATE, ring(4, false)));
         assert!(n.catch_up.as_ref().is_some_and(|c| c.known.is_some()));
         assert!(n.behind(3 << 60));
@@ -2549,5 +2705,151 @@ mod tests {
             "it was a replica of its own range before"
         );
         assert!(!n.behind(4 << 60), "and of node 4's");
+    }
+
+    #[test]
+    fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
+        let mut n = StorageNode::new(cfg());
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let refused = Frame::new(
+            op::ERR,
+            0,
+            0,
+            "UNAVAILABLE the manager is recovering the membership; retry",
+        );
+        let mut at = 0;
+        for (i, delay) in [200, 400, 800, 1_600, 2_000, 2_000].into_iter().enumerate() {
+            let link = ConnId::new(1, i as u32 + 1);
+            let out = step(
+                &mut n,
+                at,
+                Input::Connected {
+                    conn: link,
+                    tag: TAG_MANAGER,
+                },
+            );
+            assert_eq!(sent(&out)[0].1, op::NODE_JOIN);
+            let out = step(
+                &mut n,
+                at + 1,
+                Input::Frame {
+                    conn: link,
+                    frame: refused.clone(),
+                },
+            );
+            // The link is dropped and a retry is due later each time, never an exit.
+            assert!(
+                matches!(out[0], Output::Close { conn } if conn == link),
+                "{out:?}"
+            );
+            let retry = at + 1 + delay;
+            assert!(
+                matches!(out[1], Output::Timer { at, id: TIMER_MANAGER } if at == retry),
+                "{out:?}"
+            );
+            assert!(!out.iter().any(|o| matches!(o, Output::Stop)));
+            assert!(step(&mut n, retry - 1, Input::Timer { id: TIMER_MANAGER }).is_empty());
+            // The closed link reporting in late changes nothing.
+            assert!(step(&mut n, retry - 1, Input::Closed { conn: link }).is_empty());
+            let out = step(&mut n, retry, Input::Timer { id: TIMER_MANAGER });
+            assert!(
+                matches!(
+                    out[0],
+                    Output::Connect {
+                        tag: TAG_MANAGER,
+                        ..
+                    }
+                ),
+                "{out:?}"
+            );
+            at = retry + 1;
+        }
+        // Once registered, the count starts again.
+        let link = ConnId::new(1, 99);
+        step(
+            &mut n,
+            at,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        let joined = Frame::new(
+            op::JOINED,
+            0,
+            0,
+            "1\nepoch 1\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 5\n",
+        );
+        step(
+            &mut n,
+            at,
+            Input::Frame {
+                conn: link,
+                frame: joined,
+            },
+        );
+        assert_eq!(n.node_id(), 1);
+        assert_eq!(n.join_refusals, 0);
+    }
+
+    #[test]
+    fn a_leaving_node_asks_again_after_a_reconnect_and_gives_up_on_a_lost_manager() {
+        let mut n = StorageNode::new(cfg());
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let ring = "1\nepoch 1\nreplicas 3 2 2\nnode 1 127.0.0.1:7001 up 5\n";
+        let register = |n: &mut StorageNode, now: Millis, link: ConnId| {
+            step(
+                n,
+                now,
+                Input::Connected {
+                    conn: link,
+                    tag: TAG_MANAGER,
+                },
+            );
+            let joined = Frame::new(op::JOINED, 0, 0, ring);
+            step(
+                n,
+                now,
+                Input::Frame {
+                    conn: link,
+                    frame: joined,
+                },
+            )
+        };
+        let link = ConnId::new(1, 1);
+        register(&mut n, 1, link);
+        let out = step(&mut n, 10, Input::Signal(Signal::Terminate));
+        assert_eq!(sent(&out), vec![(link, op::LEAVE, vec![])]);
+        // The link breaks before the answer, and comes back within the grace:
+        // the node registers again and asks again; the old timer does nothing.
+        step(&mut n, 20, Input::Closed { conn: link });
+        let link = ConnId::new(1, 2);
+        let out = register(&mut n, 500, link);
+        assert!(sent(&out).contains(&(link, op::LEAVE, vec![])), "{out:?}");
+        let ok = Frame::new(op::OK, 0, 0, Bytes::new());
+        step(
+            &mut n,
+            501,
+            Input::Frame {
+                conn: link,
+                frame: ok,
+            },
+        );
+        assert!(step(
+            &mut n,
+            20 + LEAVE_ORPHAN_MS,
+            Input::Timer { id: TIMER_ORPHAN }
+        )
+        .is_empty());
+        // Lost again, for good this time: the node exits after the grace.
+        let lost = 3 * LEAVE_ORPHAN_MS;
+        let out = step(&mut n, lost, Input::Closed { conn: link });
+        let at = lost + LEAVE_ORPHAN_MS;
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Timer { at: t, id: TIMER_ORPHAN } if *t == at)));
+        assert!(step(&mut n, at - 1, Input::Timer { id: TIMER_ORPHAN }).is_empty());
+        let out = step(&mut n, at, Input::Timer { id: TIMER_ORPHAN });
+        assert!(matches!(out[..], [Output::Stop]), "{out:?}");
     }
 }

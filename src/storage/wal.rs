@@ -4,7 +4,7 @@
 //! # Files
 //!
 //! A data directory holds one *generation* `G` at a time: an optional snapshot
-//! `snap-G` (the state when the generation began) and the log `log-G` (every write
+//! `snap-G` (the state when the generation began) and the log `log-G` (every change
 //! since). Generation 1 starts from the empty state and has no snapshot; every later
 //! generation must have one. Names carry the generation in decimal, zero-padded to
 //! six digits (`snap-000007`, `log-000007`); recovery parses the number, so wider
@@ -18,7 +18,7 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 0..8 | magic: `GTSTLOG\0` for a log, `GTSTSNP\0` for a snapshot |
-//! | 8..12 | format version, u32, = [`FORMAT_VERSION`] |
+//! | 8..12 | format version, u32: [`FORMAT_VERSION`] when written; [`MIN_FORMAT_VERSION`] and up are read |
 //! | 12..20 | generation, u64 (must match the file name) |
 //! | 20..24 | CRC-32 of bytes 0..20 |
 //!
@@ -37,15 +37,38 @@
 //! | 0..8 | version, u64 |
 //! | 8..12 | key length `K`, u32 |
 //! | 12..12+K | key |
-//! | 12+K | kind: 0 = tombstone, 1 = value |
-//! | 13+K..17+K | value length `V`, u32 (0 for a tombstone) |
-//! | 17+K..17+K+V | value |
+//! | 12+K | kind: 0 = tombstone, 1 = value, 2 = purge, 3 = restore |
+//! | 13+K..17+K | value length `V`, u32 |
+//! | 17+K..17+K+V | value (kind 1), previous entry (kind 3), nothing (kinds 0, 2) |
 //!
-//! A body is consistent only if `L = 17 + K + V` exactly, the kind is 0 or 1 and a
-//! tombstone has `V = 0`. A snapshot ends with a footer that is framed like a
+//! Each body is one [`Change`] to the node's data:
+//!
+//! - kinds 0 and 1, a *write* ([`Change::Put`]): the key's entry becomes a
+//!   tombstone (0, `V = 0`) or the value (1) at the version;
+//! - kind 2, a *purge* ([`Change::Purge`], `V = 0`): a collected tombstone; replay
+//!   forgets the key if its entry is still the tombstone at the version;
+//! - kind 3, a *restore* ([`Change::Restore`]): a write its replicas refused is
+//!   undone; replay puts the previous entry back if the key's entry is still at
+//!   the version. The value field holds that previous entry: empty (`V = 0`) for
+//!   "no entry", else its version (u64), its kind (u8: 0 tombstone, 1 value) and
+//!   its value (so `V = 9` for a tombstone, `V >= 9` for a value).
+//!
+//! A body is consistent only if `L = 17 + K + V` exactly, the kind is one of these,
+//! and `V` fits the kind as above. Snapshots hold writes only (the state, not its
+//! history); any other kind in a snapshot is corruption. A snapshot ends with a footer that is framed like a
 //! record whose length field is `0xFFFF_FFFF`: the marker, a CRC-32 of the marker
 //! and the count, and the record count as a u64 (16 bytes), which must be the last
 //! bytes of the file.
+//!
+//! # Format versions
+//!
+//! Version 1 had writes only (kinds 0 and 1); version 2 added purges and restores.
+//! A version-2 build reads version-1 files unchanged ([`Wal::format`] tells which
+//! version the current generation's files have), and the node rewrites such a data
+//! directory as a version-2 snapshot when it opens it, before it logs anything, so
+//! no version-1 file ever holds a record of a newer kind. A version-1 build refuses
+//! a version-2 file with an error naming the file and both versions, instead of
+//! cutting the log at the first record it does not know.
 //!
 //! # Group commit
 //!
@@ -139,8 +162,20 @@ use std::str::FromStr;
 pub const LOG_MAGIC: [u8; 8] = *b"GTSTLOG\0";
 /// Magic at the start of a snapshot file.
 pub const SNAP_MAGIC: [u8; 8] = *b"GTSTSNP\0";
-/// Format version written in every file header; another value is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written in every file header.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version read (files with writes only); older or newer is refused.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// Record kind: a tombstone.
+const KIND_TOMBSTONE: u8 = 0;
+/// Record kind: a value.
+const KIND_VALUE: u8 = 1;
+/// Record kind: a collected tombstone (format 2).
+const KIND_PURGE: u8 = 2;
+/// Record kind: an undone write (format 2).
+const KIND_RESTORE: u8 = 3;
+/// Bytes of a restore's previous entry besides its value (version and kind).
+const PREV_FIXED: usize = 9;
 /// Bytes in a file header.
 pub const HEADER_LEN: u64 = 24;
 /// Bytes of a record's frame before its body (length and checksum).
@@ -196,7 +231,8 @@ impl fmt::Display for Fsync {
     }
 }
 
-/// One logged write. `value: None` is a tombstone (a delete).
+/// One logged write, or one entry of a snapshot. `value: None` is a tombstone (a
+/// delete).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The key.
@@ -207,11 +243,75 @@ pub struct Record {
     pub version: u64,
 }
 
+/// One change to a node's data, as the log keeps it. Replaying the changes in log
+/// order rebuilds the engine exactly (see the module docs for the byte layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A write the engine stored: the key's entry is now this one.
+    Put(Record),
+    /// A collected tombstone: `key` is forgotten if its entry is still the
+    /// tombstone at `version`.
+    Purge {
+        /// The key.
+        key: Bytes,
+        /// The tombstone's version.
+        version: u64,
+    },
+    /// An undone write (its replicas refused it): if `key`'s entry is still the
+    /// one at `version`, it goes back to `prev`, a version and a value (`None`: a
+    /// tombstone), or to no entry at all (`prev: None`).
+    Restore {
+        /// The key.
+        key: Bytes,
+        /// The version of the write undone.
+        version: u64,
+        /// The entry before that write: its version and value, or `None` if the
+        /// key had none.
+        prev: Option<(u64, Option<Bytes>)>,
+    },
+}
+
+impl From<Record> for Change {
+    fn from(r: Record) -> Change {
+        Change::Put(r)
+    }
+}
+
+/// Tests compare recovered changes with the writes they logged.
+#[cfg(test)]
+impl PartialEq<Record> for Change {
+    fn eq(&self, other: &Record) -> bool {
+        matches!(self, Change::Put(r) if r == other)
+    }
+}
+
+impl Change {
+    /// The key the change is about.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Change::Put(r) => &r.key,
+            Change::Purge { key, .. } | Change::Restore { key, .. } => key,
+        }
+    }
+
+    /// The highest version the change names (the node's clock must pass it).
+    pub fn newest_version(&self) -> u64 {
+        match self {
+            Change::Put(r) => r.version,
+            Change::Purge { version, .. } => *version,
+            Change::Restore { version, prev, .. } => {
+                (*version).max(prev.as_ref().map_or(0, |p| p.0))
+            }
+        }
+    }
+}
+
 /// What [`Wal::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Every record that survived, in log order: the snapshot's first, then the log's.
-    pub records: Vec<Record>,
+    /// Every change that survived, in log order: the snapshot's writes first, then
+    /// the log's changes.
+    pub records: Vec<Change>,
     /// How many of `records` came from the snapshot.
     pub from_snapshot: usize,
     /// Bytes cut from a torn or corrupt tail (0 if the log was clean).
@@ -248,6 +348,8 @@ pub struct Wal {
     dir: PathBuf,
     fsync: Fsync,
     generation: u64,
+    /// The oldest format version among the current generation's files.
+    format: u32,
     /// The current log, positioned at its end.
     file: File,
     /// Bytes written to the current log (header included).
@@ -320,8 +422,11 @@ impl Wal {
         };
 
         let snap_path = dir.join(snap_name(generation));
+        let mut format = FORMAT_VERSION;
         let snapshot_bytes = if found.snaps.contains(&generation) {
-            read_snapshot(&snap_path, generation, &mut rec.records)?
+            let (bytes, version) = read_snapshot(&snap_path, generation, &mut rec.records)?;
+            format = version;
+            bytes
         } else if generation == 1 {
             0
         } else {
@@ -338,6 +443,7 @@ impl Wal {
         let (mut file, len) = if found.logs.contains(&generation) {
             let mut file = OpenOptions::new().read(true).write(true).open(&log_path)?;
             let replay = replay_log(&mut file, &log_path, generation, &mut rec.records)?;
+            format = format.min(replay.format);
             if let Some(reason) = replay.cut_reason {
                 rec.cut = replay.file_len - replay.good_len;
                 rec.cut_reason = Some(reason);
@@ -372,6 +478,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             fsync,
             generation,
+            format,
             file,
             len,
             buf: Vec::new(),
@@ -395,6 +502,17 @@ impl Wal {
     pub fn append(&mut self, rec: &Record) -> io::Result<()> {
         self.check()?;
         encode(rec, &mut self.buf)?;
+        self.appended()
+    }
+
+    /// Queues any [`Change`], like [`Wal::append`] does a write.
+    pub fn append_change(&mut self, change: &Change) -> io::Result<()> {
+        self.check()?;
+        encode_change(change, &mut self.buf)?;
+        self.appended()
+    }
+
+    fn appended(&mut self) -> io::Result<()> {
         self.stats.records += 1;
         if self.fsync == Fsync::Always {
             self.flush(true)?;
@@ -484,6 +602,7 @@ impl Wal {
         let old = self.generation;
         self.file = file;
         self.generation = next;
+        self.format = FORMAT_VERSION;
         self.len = HEADER_LEN;
         self.unsynced = false;
         self.snapshot_bytes = bytes;
@@ -512,6 +631,14 @@ impl Wal {
             log_bytes: self.log_bytes(),
             ..self.stats
         }
+    }
+
+    /// The format version of the current generation's files (the older of the
+    /// snapshot's and the log's). Below [`FORMAT_VERSION`], the log must not get
+    /// purges or restores: a snapshot first moves the directory to the current
+    /// format (see the module docs).
+    pub fn format(&self) -> u32 {
+        self.format
     }
 
     /// The fsync mode.
@@ -646,8 +773,9 @@ fn header(magic: [u8; 8], generation: u64) -> [u8; HEADER_LEN as usize] {
     h
 }
 
-/// Checks a header read from `path`; the error says what is wrong.
-fn check_header(h: &[u8], magic: [u8; 8], generation: u64, path: &Path) -> io::Result<()> {
+/// Checks a header read from `path` and returns its format version; the error says
+/// what is wrong.
+fn check_header(h: &[u8], magic: [u8; 8], generation: u64, path: &Path) -> io::Result<u32> {
     let what = if h.len() < HEADER_LEN as usize {
         Some(format!("file shorter than its {HEADER_LEN}-byte header"))
     } else if h[0..8] != magic {
@@ -656,9 +784,11 @@ fn check_header(h: &[u8], magic: [u8; 8], generation: u64, path: &Path) -> io::R
         != crc32fast::hash(&h[0..20])
     {
         Some("header checksum mismatch".to_string())
-    } else if u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) != FORMAT_VERSION {
+    } else if !(MIN_FORMAT_VERSION..=FORMAT_VERSION)
+        .contains(&u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")))
+    {
         Some(format!(
-            "format version {} (this build reads {FORMAT_VERSION})",
+            "format version {} (this build reads {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
             u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"))
         ))
     } else if u64::from_le_bytes(h[12..20].try_into().expect("8 bytes")) != generation {
@@ -670,7 +800,7 @@ fn check_header(h: &[u8], magic: [u8; 8], generation: u64, path: &Path) -> io::R
         None
     };
     match what {
-        None => Ok(()),
+        None => Ok(u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"))),
         Some(what) => Err(invalid(format!("{}: bad header: {what}", path.display()))),
     }
 }
@@ -693,10 +823,52 @@ fn create_log(dir: &Path, generation: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Appends one framed record to `out`; on error `out` is unchanged.
+/// Appends one framed write record to `out`; on error `out` is unchanged.
 fn encode(rec: &Record, out: &mut Vec<u8>) -> io::Result<()> {
-    let value_len = rec.value.as_ref().map_or(0, |v| v.len());
-    let body = BODY_FIXED + rec.key.len() as u64 + value_len as u64;
+    let kind = if rec.value.is_some() {
+        KIND_VALUE
+    } else {
+        KIND_TOMBSTONE
+    };
+    let value = rec.value.as_deref().unwrap_or_default();
+    encode_body(out, rec.version, &rec.key, kind, &[value])
+}
+
+/// Appends one framed record of any kind to `out`; on error `out` is unchanged.
+fn encode_change(change: &Change, out: &mut Vec<u8>) -> io::Result<()> {
+    match change {
+        Change::Put(rec) => encode(rec, out),
+        Change::Purge { key, version } => encode_body(out, *version, key, KIND_PURGE, &[]),
+        Change::Restore { key, version, prev } => match prev {
+            None => encode_body(out, *version, key, KIND_RESTORE, &[]),
+            Some((pv, value)) => {
+                let kind = [if value.is_some() {
+                    KIND_VALUE
+                } else {
+                    KIND_TOMBSTONE
+                }];
+                let parts = [
+                    &pv.to_le_bytes()[..],
+                    &kind,
+                    value.as_deref().unwrap_or_default(),
+                ];
+                encode_body(out, *version, key, KIND_RESTORE, &parts)
+            }
+        },
+    }
+}
+
+/// Appends one framed record to `out`: the body's value field is `value`'s parts,
+/// concatenated. On error `out` is unchanged.
+fn encode_body(
+    out: &mut Vec<u8>,
+    version: u64,
+    key: &[u8],
+    kind: u8,
+    value: &[&[u8]],
+) -> io::Result<()> {
+    let value_len: usize = value.iter().map(|p| p.len()).sum();
+    let body = BODY_FIXED + key.len() as u64 + value_len as u64;
     if body > u64::from(MAX_BODY) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -707,13 +879,13 @@ fn encode(rec: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     out.reserve(FRAME_LEN as usize + body as usize);
     out.extend_from_slice(&(body as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&rec.version.to_le_bytes());
-    out.extend_from_slice(&(rec.key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&rec.key);
-    out.push(u8::from(rec.value.is_some()));
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.push(kind);
     out.extend_from_slice(&(value_len as u32).to_le_bytes());
-    if let Some(v) = &rec.value {
-        out.extend_from_slice(v);
+    for part in value {
+        out.extend_from_slice(part);
     }
     let mut crc = crc32fast::Hasher::new();
     crc.update(&out[start..start + 4]);
@@ -723,7 +895,7 @@ fn encode(rec: &Record, out: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Parses a body whose checksum passed; the error says which field is inconsistent.
-fn decode_body(body: &[u8]) -> Result<Record, String> {
+fn decode_body(body: &[u8]) -> Result<Change, String> {
     let fixed = BODY_FIXED as usize;
     if body.len() < fixed {
         return Err(format!("body of {} bytes is too short", body.len()));
@@ -746,22 +918,48 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
             body.len()
         ));
     }
+    let key = Bytes::copy_from_slice(key);
+    let field = &body[fixed + key_len..];
     let value = match kind {
-        0 if value_len == 0 => None,
-        0 => return Err(format!("tombstone with a value length of {value_len}")),
-        1 => Some(Bytes::copy_from_slice(&body[fixed + key_len..])),
+        KIND_TOMBSTONE if value_len == 0 => None,
+        KIND_TOMBSTONE => return Err(format!("tombstone with a value length of {value_len}")),
+        KIND_VALUE => Some(Bytes::copy_from_slice(field)),
+        KIND_PURGE if value_len == 0 => return Ok(Change::Purge { key, version }),
+        KIND_PURGE => return Err(format!("purge with a value length of {value_len}")),
+        KIND_RESTORE => {
+            let prev = match field.len() {
+                0 => None,
+                n if n < PREV_FIXED => {
+                    return Err(format!("restore with a previous entry of {n} bytes"))
+                }
+                n => {
+                    let pv = u64::from_le_bytes(field[0..8].try_into().expect("8 bytes"));
+                    let value = match field[8] {
+                        KIND_TOMBSTONE if n == PREV_FIXED => None,
+                        KIND_VALUE => Some(Bytes::copy_from_slice(&field[PREV_FIXED..])),
+                        k => {
+                            return Err(format!(
+                                "restore of a previous entry of kind {k} and {n} bytes"
+                            ))
+                        }
+                    };
+                    Some((pv, value))
+                }
+            };
+            return Ok(Change::Restore { key, version, prev });
+        }
         k => return Err(format!("unknown record kind {k}")),
     };
-    Ok(Record {
-        key: Bytes::copy_from_slice(key),
+    Ok(Change::Put(Record {
+        key,
         value,
         version,
-    })
+    }))
 }
 
 /// What the next bytes of a file hold.
 enum Item {
-    Record(Record),
+    Record(Change),
     /// A snapshot footer with its record count.
     Footer(u64),
     /// A clean end of file.
@@ -860,8 +1058,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads a whole snapshot into `out`; returns the file's size. Any flaw is an error.
-fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Record>) -> io::Result<u64> {
+/// Reads a whole snapshot into `out`; returns the file's size and format version.
+/// Any flaw is an error.
+fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Change>) -> io::Result<(u64, u32)> {
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let corrupt = |what: String| {
@@ -873,13 +1072,19 @@ fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Record>) -> io::Res
     };
     let mut h = [0u8; HEADER_LEN as usize];
     let got = read_up_to(&mut file, &mut h)?;
-    check_header(&h[..got], SNAP_MAGIC, generation, path).map_err(|e| corrupt(e.to_string()))?;
+    let format = check_header(&h[..got], SNAP_MAGIC, generation, path)
+        .map_err(|e| corrupt(e.to_string()))?;
     let start = out.len();
     let mut reader = Reader::new(&mut file, HEADER_LEN, len);
     loop {
         let at = reader.pos;
         match reader.next(true)? {
-            Item::Record(rec) => out.push(rec),
+            Item::Record(rec @ Change::Put(_)) => out.push(rec),
+            Item::Record(_) => {
+                return Err(corrupt(format!(
+                    "a purge or restore record at offset {at}: a snapshot holds entries only"
+                )))
+            }
             Item::Footer(count) => {
                 let read = (out.len() - start) as u64;
                 if count != read {
@@ -893,7 +1098,7 @@ fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Record>) -> io::Res
                         len - reader.pos
                     )));
                 }
-                return Ok(len);
+                return Ok((len, format));
             }
             Item::End => return Err(corrupt("no footer: the file is truncated".to_string())),
             Item::Bad(why) => return Err(corrupt(format!("{why} at offset {at}"))),
@@ -903,6 +1108,8 @@ fn read_snapshot(path: &Path, generation: u64, out: &mut Vec<Record>) -> io::Res
 
 /// What replaying a log found.
 struct Replay {
+    /// The format version in the log's header.
+    format: u32,
     file_len: u64,
     /// Offset just past the last good record.
     good_len: u64,
@@ -914,12 +1121,12 @@ fn replay_log(
     file: &mut File,
     path: &Path,
     generation: u64,
-    out: &mut Vec<Record>,
+    out: &mut Vec<Change>,
 ) -> io::Result<Replay> {
     let len = file.metadata()?.len();
     let mut h = [0u8; HEADER_LEN as usize];
     let got = read_up_to(file, &mut h)?;
-    check_header(&h[..got], LOG_MAGIC, generation, path)?;
+    let format = check_header(&h[..got], LOG_MAGIC, generation, path)?;
     let mut reader = Reader::new(file, HEADER_LEN, len);
     loop {
         let at = reader.pos;
@@ -927,6 +1134,7 @@ fn replay_log(
             Item::Record(rec) => out.push(rec),
             Item::End => {
                 return Ok(Replay {
+                    format,
                     file_len: len,
                     good_len: len,
                     cut_reason: None,
@@ -934,6 +1142,7 @@ fn replay_log(
             }
             Item::Bad(why) => {
                 return Ok(Replay {
+                    format,
                     file_len: len,
                     good_len: at,
                     cut_reason: Some(format!("{}: {why} at offset {at}", path.display())),
@@ -1089,9 +1298,40 @@ mod tests {
         Wal::open(dir, Fsync::Never).unwrap().1
     }
 
-    /// Replays records into the state they describe (latest record per key).
-    fn state(recs: &[Record]) -> BTreeMap<Bytes, Record> {
-        recs.iter().map(|r| (r.key.clone(), r.clone())).collect()
+    /// Replays changes into the state they describe: the latest write per key, less
+    /// what purges and restores took back (the engine's rules, on a map).
+    fn state<C: Clone + Into<Change>>(recs: &[C]) -> BTreeMap<Bytes, Record> {
+        let mut m: BTreeMap<Bytes, Record> = BTreeMap::new();
+        for c in recs.iter().cloned().map(Into::into) {
+            match c {
+                Change::Put(r) => {
+                    m.insert(r.key.clone(), r);
+                }
+                Change::Purge { key, version } => {
+                    if m.get(&key)
+                        .is_some_and(|r| r.version == version && r.value.is_none())
+                    {
+                        m.remove(&key);
+                    }
+                }
+                Change::Restore { key, version, prev } => {
+                    if m.get(&key).is_some_and(|r| r.version == version) {
+                        match prev {
+                            None => m.remove(&key),
+                            Some((version, value)) => m.insert(
+                                key.clone(),
+                                Record {
+                                    key,
+                                    value,
+                                    version,
+                                },
+                            ),
+                        };
+                    }
+                }
+            }
+        }
+        m
     }
 
     /// Byte offsets in the log where each record starts, and the end.
@@ -1163,7 +1403,7 @@ mod tests {
         let dir = TempDir::new("buffered");
         let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
         wal.append(&rec("a", Some("1"), 1)).unwrap();
-        assert_eq!(reopen(dir.path()).records, vec![]);
+        assert!(reopen(dir.path()).records.is_empty());
         wal.commit().unwrap();
         assert_eq!(reopen(dir.path()).records, vec![rec("a", Some("1"), 1)]);
     }
@@ -1457,6 +1697,153 @@ mod tests {
         assert_eq!(state(&reopen(dir.path()).records), state(&recs));
     }
 
+    fn purge(key: &str, version: u64) -> Change {
+        Change::Purge {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            version,
+        }
+    }
+
+    fn restore(key: &str, version: u64, prev: Option<(u64, Option<&str>)>) -> Change {
+        Change::Restore {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            version,
+            prev: prev.map(|(v, value)| (v, value.map(|s| Bytes::copy_from_slice(s.as_bytes())))),
+        }
+    }
+
+    /// A log of writes, purges and restores of every shape, in the order a node
+    /// could have made them.
+    fn history() -> Vec<Change> {
+        vec![
+            rec("gone", Some("v"), 1).into(),
+            rec("gone", None, 2).into(),
+            purge("gone", 2), // collected
+            rec("kept", None, 3).into(),
+            purge("kept", 2), // another tombstone: no effect
+            rec("undone", Some("refused"), 5).into(),
+            restore("undone", 5, None), // back to no entry
+            rec("old", Some("first"), 6).into(),
+            rec("old", Some("refused"), 9).into(),
+            restore("old", 9, Some((6, Some("first")))), // back to a value
+            rec("dead", None, 7).into(),
+            rec("dead", Some(""), 10).into(),
+            restore("dead", 10, Some((7, None))), // back to a tombstone
+            rec("raced", Some("a"), 11).into(),
+            restore("raced", 4, None), // not that write: no effect
+            rec("", Some("empty key"), 12).into(),
+            restore("", 12, Some((8, Some("")))),
+        ]
+    }
+
+    #[test]
+    fn purges_and_restores_round_trip_and_replay_in_order() {
+        let changes = history();
+        let dir = TempDir::new("changes");
+        let (mut wal, _) = Wal::open(dir.path(), Fsync::Batch).unwrap();
+        for c in &changes {
+            wal.append_change(c).unwrap();
+        }
+        wal.commit().unwrap();
+        assert_eq!(wal.format(), FORMAT_VERSION);
+        drop(wal);
+        let got = reopen(dir.path());
+        assert_eq!(got.records, changes);
+        assert_eq!(got.cut, 0);
+        let want: Vec<(String, Option<String>, u64)> = vec![
+            ("".into(), Some("".into()), 8),
+            ("dead".into(), None, 7),
+            ("kept".into(), None, 3),
+            ("old".into(), Some("first".into()), 6),
+            ("raced".into(), Some("a".into()), 11),
+        ];
+        let have: Vec<(String, Option<String>, u64)> = state(&got.records)
+            .into_values()
+            .map(|r| {
+                let text = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+                (text(&r.key), r.value.as_ref().map(text), r.version)
+            })
+            .collect();
+        assert_eq!(have, want);
+        // A torn restore at the end is cut like any record.
+        let path = dir.file("log-000001");
+        let len = fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let got = reopen(dir.path());
+        assert_eq!(got.records, changes[..changes.len() - 1]);
+        assert!(got.cut > 0);
+    }
+
+    #[test]
+    fn a_snapshot_with_a_purge_or_restore_is_corrupt() {
+        let dir = TempDir::new("snapkinds");
+        let mut wal = write_all(dir.path(), Fsync::Never, &sample(3));
+        wal.snapshot(state(&sample(3)).into_values()).unwrap();
+        drop(wal);
+        // Rewrite the snapshot by hand with a purge in the middle.
+        let path = dir.file("snap-000002");
+        let mut bytes = header(SNAP_MAGIC, 2).to_vec();
+        encode(&rec("a", None, 1), &mut bytes).unwrap();
+        encode_change(&purge("a", 1), &mut bytes).unwrap();
+        let count = 2u64.to_le_bytes();
+        let mut h = crc32fast::Hasher::new();
+        h.update(&FOOTER_MARK.to_le_bytes());
+        h.update(&count);
+        bytes.extend_from_slice(&FOOTER_MARK.to_le_bytes());
+        bytes.extend_from_slice(&h.finalize().to_le_bytes());
+        bytes.extend_from_slice(&count);
+        fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
+        assert!(err.to_string().contains("entries only"), "{err}");
+    }
+
+    /// Rewrites the format version in a file's header (and its checksum).
+    fn set_format(path: &Path, version: u32) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..20]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+        fs::write(path, &bytes).unwrap();
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_unknown_versions_refused() {
+        let dir = TempDir::new("v1");
+        let recs = sample(20);
+        let mut wal = write_all(dir.path(), Fsync::Never, &recs[..10]);
+        wal.snapshot(state(&recs[..10]).into_values()).unwrap();
+        for r in &recs[10..] {
+            wal.append(r).unwrap();
+        }
+        wal.commit().unwrap();
+        drop(wal);
+        // What a version-1 build wrote: the same bytes, version 1 in the headers.
+        set_format(&dir.file("snap-000002"), 1);
+        let (wal, got) = Wal::open(dir.path(), Fsync::Never).unwrap();
+        assert_eq!(wal.format(), 1, "the snapshot is version 1");
+        assert_eq!(state(&got.records), state(&recs));
+        drop(wal);
+        set_format(&dir.file("log-000002"), 1);
+        let (mut wal, got) = Wal::open(dir.path(), Fsync::Never).unwrap();
+        assert_eq!(wal.format(), 1);
+        assert_eq!(state(&got.records), state(&recs));
+        // A snapshot moves the directory to the current version.
+        wal.snapshot(state(&recs).into_values()).unwrap();
+        assert_eq!(wal.format(), FORMAT_VERSION);
+        drop(wal);
+        assert_eq!(
+            Wal::open(dir.path(), Fsync::Never).unwrap().0.format(),
+            FORMAT_VERSION
+        );
+        // A version this build does not know is refused, naming both.
+        set_format(&dir.file("log-000003"), FORMAT_VERSION + 1);
+        let err = Wal::open(dir.path(), Fsync::Never).unwrap_err();
+        let named = format!("format version {}", FORMAT_VERSION + 1);
+        assert!(err.to_string().contains(&named), "{err}");
+        assert!(err.to_string().contains("log-000003"), "{err}");
+    }
+
     #[test]
     fn a_later_generation_without_its_snapshot_is_an_error() {
         let dir = TempDir::new("nosnap");
@@ -1529,10 +1916,19 @@ mod tests {
         let mut buf = Vec::new();
         encode(&rec("ab", Some("xyz"), 9), &mut buf).unwrap();
         let body = &buf[FRAME_LEN as usize..];
-        assert_eq!(decode_body(body), Ok(rec("ab", Some("xyz"), 9)));
+        assert_eq!(
+            decode_body(body),
+            Ok(Change::Put(rec("ab", Some("xyz"), 9)))
+        );
         let mut b = body.to_vec();
-        b[14] = 2; // kind
+        b[14] = 7; // kind
         assert!(decode_body(&b).unwrap_err().contains("kind"));
+        let mut b = body.to_vec();
+        b[14] = KIND_PURGE; // a purge with a value
+        assert!(decode_body(&b).unwrap_err().contains("purge"));
+        let mut b = body.to_vec();
+        b[14] = KIND_RESTORE; // a previous entry of 3 bytes
+        assert!(decode_body(&b).unwrap_err().contains("restore"));
         let mut b = body.to_vec();
         b[14] = 0; // a tombstone with a value
         assert!(decode_body(&b).unwrap_err().contains("tombstone"));

@@ -136,8 +136,13 @@ impl Cluster {
     }
 
     /// Like `start`, with extra flags for the manager and for every storage node.
+    /// The cluster is new, so the manager gets no recovery window (`--recovery-ms
+    /// 0`) unless `manager_args` sets one: nodes register at once.
     pub fn start_full(n: usize, manager_args: &[&str], node_args: &[&str]) -> Cluster {
         let mut args = vec!["--port", "0"];
+        if !manager_args.contains(&"--recovery-ms") {
+            args.extend_from_slice(&["--recovery-ms", "0"]);
+        }
         args.extend_from_slice(manager_args);
         let manager = Proc::start(env!("CARGO_BIN_EXE_gtstore-manager"), &args);
         let mut c = Cluster {
