@@ -16,9 +16,10 @@
 //! a [`Cluster`] whose `Drop` stops them all: SIGINT, up to 3 s of grace, then
 //! SIGKILL, and each is reaped. SIGINT, not SIGTERM: to a storage node SIGTERM
 //! means "hand your data over and leave the ring" (what `drop ID` asks through the
-//! manager), not what stopping the whole cluster wants (the last node would be refused leave
-//! and sit out the grace period); SIGINT is the servers' "stop now". That runs on every way out, including an error
-//! half-way through the start.
+//! manager), not what stopping the whole cluster wants (every node would try to hand
+//! its data over); SIGINT is the servers' "stop now". That runs on every way out,
+//! including an error half-way through the start. The manager is started with
+//! `--recovery-ms 0`: a fresh cluster has no membership to recover.
 //!
 //! Caveats: a SIGKILL of the launcher itself cannot be caught; its children then
 //! keep running (they are in another process group) and must be stopped by hand.
@@ -277,7 +278,9 @@ impl Cluster {
         let m = cluster.spawn(
             Role::Manager,
             "manager".into(),
-            &["--host", HOST, "--port", &port],
+            // A fresh cluster: there is no membership to recover, so the
+            // manager need not hold brand-new nodes back.
+            &["--host", HOST, "--port", &port, "--recovery-ms", "0"],
         )?;
         cluster.manager_addr = cluster.wait_listening(&[m])?;
         cluster.target.manager = cluster.manager_addr.clone();
