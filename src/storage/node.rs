@@ -2226,6 +2226,19 @@ mod tests {
         out
     }
 
+    /// A started node whose manager link (returned) is up, not yet registered.
+    fn with_manager() -> (StorageNode, ConnId) {
+        let mut n = StorageNode::new(cfg());
+        let link = ConnId::new(1, 1);
+        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+        let up = Input::Connected {
+            conn: link,
+            tag: TAG_MANAGER,
+        };
+        step(&mut n, 1, up);
+        (n, link)
+    }
+
     fn sent(out: &[Output]) -> Vec<(ConnId, u8, Vec<u8>)> {
         out.iter()
             .filter_map(|o| match o {
@@ -2374,17 +2387,7 @@ mod tests {
 
     #[test]
     fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
-        let mut n = StorageNode::new(cfg());
-        let link = ConnId::new(1, 1);
-        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
-        step(
-            &mut n,
-            1,
-            Input::Connected {
-                conn: link,
-                tag: TAG_MANAGER,
-            },
-        );
+        let (mut n, link) = with_manager();
         let q = u64::MAX / 4;
         let text = format!(
             "epoch 7\nreplicas 3 2 2\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n\
@@ -2494,17 +2497,7 @@ mod tests {
 
     #[test]
     fn a_request_routed_by_an_old_ring_gets_stale() {
-        let mut n = StorageNode::new(cfg());
-        let link = ConnId::new(1, 1);
-        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
-        step(
-            &mut n,
-            1,
-            Input::Connected {
-                conn: link,
-                tag: TAG_MANAGER,
-            },
-        );
+        let (mut n, link) = with_manager();
         // Node 3 owns everything up to hash 2^63, node 4 the rest.
         let ring = format!(
             "3\nepoch 7\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n",
@@ -2577,14 +2570,8 @@ mod tests {
 
     #[test]
     fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
-        let mut n = StorageNode::new(cfg());
-        let (manager, peer) = (ConnId::new(1, 1), ConnId::new(2, 1));
-        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
-        let up = Input::Connected {
-            conn: manager,
-            tag: TAG_MANAGER,
-        };
-        step(&mut n, 1, up);
+        let (mut n, manager) = with_manager();
+        let peer = ConnId::new(2, 1);
         let frame = |op, text: String| Input::Frame {
             conn: manager,
             frame: Frame::new(op, 0, 0, text),
@@ -2668,14 +2655,7 @@ mod tests {
 
     #[test]
     fn a_node_given_new_ranges_is_behind_on_those_only() {
-        let mut n = StorageNode::new(cfg());
-        let manager = ConnId::new(1, 1);
-        step(&mut n, 0, Input::Timer { id: TIMER_INIT });
-        let up = Input::Connected {
-            conn: manager,
-            tag: TAG_MANAGER,
-        };
-        step(&mut n, 1, up);
+        let (mut n, manager) = with_manager();
         // Four nodes, N = 2: node 1 holds its own range and node 4's.
         let ring = |epoch, with_3: bool| {
             let mut text = format!("epoch {epoch}\nreplicas 2 1 2\n");
