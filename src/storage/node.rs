@@ -187,7 +187,7 @@ pub struct StorageNode {
     collected: usize,
     /// This process has installed a ring (the first one starts a catch-up if
     /// it lists this node serving: a restarted node cannot know what it missed).
-    asked_sync: bool,
+    seen_ring: bool,
     /// A ring showed this node down: it catches up once it is back.
     was_down: bool,
     /// Peers a catch-up went without because they were down: they may hold
@@ -239,7 +239,7 @@ impl StorageNode {
             next_purge: 1,
             next_sweep: 0,
             collected: 0,
-            asked_sync: false,
+            seen_ring: false,
             was_down: false,
             unheard: Default::default(),
             catch_up: None,
@@ -554,7 +554,7 @@ impl StorageNode {
         serving_pref: &PrefTable,
     ) -> Option<Option<[PrefTable; 2]>> {
         let me = self.node_id;
-        let first = !std::mem::replace(&mut self.asked_sync, true);
+        let first = !std::mem::replace(&mut self.seen_ring, true);
         if me == 0 || ring.replicas < 2 {
             return None;
         }
