@@ -79,6 +79,8 @@ const HOLD_BYTES: usize = 4 << 20;
 /// How often a node catching up asks the peers that have not answered again
 /// (their answer, or the ask, may have been lost with a broken link), in ms.
 const CATCH_UP_ASK_MS: Millis = 3_000;
+/// What a replica says when, by its ring, it is not on a key's lists.
+const OFF_LIST: &str = "is not a replica of this key";
 /// How a replica that is catching up begins its refusal of a quorum read.
 const CATCHING_UP: &str = "catching up";
 /// Tombstone collection checks in flight at most.
@@ -195,6 +197,9 @@ pub struct StorageNode {
     unheard: std::collections::BTreeSet<u32>,
     /// This node's catch-up, while it waits for its peers' pushes.
     catch_up: Option<CatchUp>,
+    /// Requests to start again at the next tick (a replica's newer ring said
+    /// the key moved: this node's ring should catch up first).
+    retry_soon: Vec<u64>,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
     /// `NODE_JOIN` went to the manager on this link and is not answered yet.
@@ -243,6 +248,7 @@ impl StorageNode {
             was_down: false,
             unheard: Default::default(),
             catch_up: None,
+            retry_soon: Vec::new(),
             durable: None,
             awaiting_joined: false,
             join_refusals: 0,
@@ -1292,6 +1298,15 @@ fn is_catching_up(f: &Frame) -> bool {
     }
 }
 
+/// Whether `f` is a replica's refusal because, by its ring, it is not on the
+/// key's lists (see `check_replica_of`).
+fn is_off_list(f: &Frame) -> bool {
+    f.op == op::ERR && {
+        let e = Error::from_payload(&f.payload);
+        e.code == ErrorCode::Unavailable && e.message.contains(OFF_LIST)
+    }
+}
+
 /// Up to three decimal numbers separated by single spaces (at least one);
 /// missing ones are 0.
 fn decimals(payload: &[u8]) -> Option<[u64; 3]> {
@@ -1384,10 +1399,7 @@ impl StorageNode {
         }
         Err(Error::new(
             ErrorCode::Unavailable,
-            format!(
-                "node {me} is not a replica of this key (ring epoch {})",
-                self.ring.epoch
-            ),
+            format!("node {me} {OFF_LIST} (ring epoch {})", self.ring.epoch),
         ))
     }
 
@@ -1433,6 +1445,7 @@ impl StorageNode {
             refused: Vec::new(),
             undo: None,
             lagging: Vec::new(),
+            off_list: false,
         };
         // Requests for one key run in arrival order: a write holds the key until
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
@@ -1626,6 +1639,9 @@ impl StorageNode {
                 if frame.as_ref().is_some_and(is_catching_up) {
                     p.lagging.push(peer);
                 }
+                if frame.as_ref().is_some_and(is_off_list) {
+                    p.off_list = true;
+                }
                 let copy = frame.and_then(|f| match f.op {
                     op::NOT_FOUND => Some(None),
                     op::VALUE => parse_chunk(&f.payload).and_then(|e| match e[..] {
@@ -1685,6 +1701,14 @@ impl StorageNode {
                 };
                 if refused && p.attempts < MAX_ATTEMPTS {
                     self.start_round(now, id, out);
+                } else if p.off_list && p.attempts < MAX_ATTEMPTS {
+                    // A replica's ring no longer has it on the key's list: this
+                    // node's ring is about to change too (a leave or drop just
+                    // flipped). Try again at the next tick, with that ring.
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.off_list = false;
+                    }
+                    self.retry_soon.push(id);
                 } else {
                     let e = Error::new(
                         p.failure,
@@ -2069,6 +2093,9 @@ impl StorageNode {
                     self.pump_handoff(now, out);
                 }
                 self.pump_resync(now, out);
+                for id in std::mem::take(&mut self.retry_soon) {
+                    self.start_round(now, id, out);
+                }
                 if self
                     .catch_up
                     .as_ref()

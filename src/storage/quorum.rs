@@ -72,6 +72,8 @@ pub struct Pending {
     /// Replicas that refused a read of this request because they are catching
     /// up: a read that finds a copy sends it to them too.
     pub lagging: Vec<u32>,
+    /// A replica refused a read because its ring has it off the key's lists.
+    pub off_list: bool,
 }
 
 /// A round of a coordinated request.
@@ -250,6 +252,7 @@ mod tests {
             holds_key: false,
             refused: Vec::new(),
             lagging: Vec::new(),
+            off_list: false,
             undo: None,
         }
     }
