@@ -106,12 +106,7 @@ fn replicas_that_missed_writes_catch_up() {
 
 /// Whether the manager's STATUS shows node `i` catching up.
 fn catching_up(c: &Cluster, i: usize) -> bool {
-    let s = c.status();
-    let addr = c.nodes[i].addr.as_str();
-    let nodes = s["nodes"].as_array().unwrap();
-    let node = nodes.iter().find(|n| n["addr"] == addr);
-    node.and_then(|n| n["catching_up"].as_bool())
-        .unwrap_or(false)
+    c.node_status(i)["catching_up"].as_bool().unwrap_or(false)
 }
 
 /// Polls until node `i`'s catching-up flag in STATUS is `want`.
@@ -144,11 +139,7 @@ fn a_restarted_node_is_catching_up_until_every_live_peer_has_pushed() {
     kill(c.nodes[1].pid(), "STOP");
     c.restart_node(2, &[]);
     wait_catching_up(&c, 2, true);
-    assert_eq!(
-        c.status()["nodes"][1]["state"],
-        "up",
-        "node 1 is not down yet"
-    );
+    assert_eq!(c.node_status(1)["state"], "up", "node 1 is not down yet");
     c.wait_state(1, "down");
     wait_catching_up(&c, 2, false);
     wait_keys(&c, 2, 2000);

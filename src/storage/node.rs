@@ -1289,21 +1289,13 @@ impl StorageNode {
     }
 }
 
-/// Whether `f` is a replica's refusal to answer a quorum read because it is
-/// catching up (`ERR UNAVAILABLE catching up: ...`).
-fn is_catching_up(f: &Frame) -> bool {
+/// Whether `f` is a replica's `ERR UNAVAILABLE` refusal whose text says `why`:
+/// [`CATCHING_UP`] (it may lack the key's writes) or [`OFF_LIST`] (by its ring
+/// it is not on the key's lists; see `check_replica_of`).
+fn refused_for(f: &Frame, why: &str) -> bool {
     f.op == op::ERR && {
         let e = Error::from_payload(&f.payload);
-        e.code == ErrorCode::Unavailable && e.message.starts_with(CATCHING_UP)
-    }
-}
-
-/// Whether `f` is a replica's refusal because, by its ring, it is not on the
-/// key's lists (see `check_replica_of`).
-fn is_off_list(f: &Frame) -> bool {
-    f.op == op::ERR && {
-        let e = Error::from_payload(&f.payload);
-        e.code == ErrorCode::Unavailable && e.message.contains(OFF_LIST)
+        e.code == ErrorCode::Unavailable && e.message.contains(why)
     }
 }
 
@@ -1636,10 +1628,10 @@ impl StorageNode {
         }
         let progress = match &p.round {
             Round::Reading { .. } => {
-                if frame.as_ref().is_some_and(is_catching_up) {
+                if frame.as_ref().is_some_and(|f| refused_for(f, CATCHING_UP)) {
                     p.lagging.push(peer);
                 }
-                if frame.as_ref().is_some_and(is_off_list) {
+                if frame.as_ref().is_some_and(|f| refused_for(f, OFF_LIST)) {
                     p.off_list = true;
                 }
                 let copy = frame.and_then(|f| match f.op {
@@ -2621,7 +2613,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1, op::ERR);
         assert!(
-            is_catching_up(&Frame::new(op::ERR, 0, 0, out[0].2.clone())),
+            refused_for(&Frame::new(op::ERR, 0, 0, out[0].2.clone()), CATCHING_UP),
             "{out:?}"
         );
         // Its heartbeat says so.

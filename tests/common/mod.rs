@@ -186,31 +186,27 @@ impl Cluster {
     pub fn wait_state(&self, i: usize, state: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let s = self.status();
-            let now = s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["addr"] == self.nodes[i].addr.as_str())
-                .map(|n| n["state"].as_str().unwrap().to_string());
-            if now.as_deref() == Some(state) {
+            let node = self.node_status(i);
+            if node["state"] == state {
                 return;
             }
-            assert!(Instant::now() < deadline, "node {i} never {state}: {s}");
+            assert!(Instant::now() < deadline, "node {i} never {state}: {node}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Live keys node `i` reports to the manager (heartbeats, every 500 ms).
     pub fn keys_of(&self, i: usize) -> u64 {
+        self.node_status(i)["keys"].as_u64().unwrap_or(0)
+    }
+
+    /// Node `i`'s entry in the manager's STATUS (`null` if it is not listed).
+    pub fn node_status(&self, i: usize) -> serde_json::Value {
         let s = self.status();
         let addr = self.nodes[i].addr.as_str();
-        let node = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["addr"] == addr);
-        node.and_then(|n| n["keys"].as_u64()).unwrap_or(0)
+        let nodes = s["nodes"].as_array().unwrap();
+        let node = nodes.iter().find(|n| n["addr"] == addr);
+        node.cloned().unwrap_or(serde_json::Value::Null)
     }
 
     /// The manager's STATUS JSON.
