@@ -18,11 +18,13 @@
 //! kept for long (the store's keys and values) must be copied once so that a small
 //! value does not pin a large read buffer.
 
+pub mod cluster;
 pub mod error;
 pub mod frame;
 pub mod kv;
 pub mod op;
 pub mod resp;
 
+pub use cluster::{Message, Record, Refusal, Reply};
 pub use error::{Error, ErrorCode};
 pub use frame::{encode, encode_parts, parse, Frame, Parse, DEFAULT_MAX_PAYLOAD, MAX_HEADER};

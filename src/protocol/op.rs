@@ -85,6 +85,11 @@ pub const JOINED: u8 = 60;
 /// Manager -> node: a new ring (RING text), pushed on every epoch change.
 pub const RING_UPDATE: u8 = 61;
 
+/// Replica -> coordinator: the replica will not let its copy count, for the
+/// reason in the payload (`catching-up`, or `off-list EPOCH`; see
+/// [`super::cluster::Refusal`]).
+pub const REFUSED: u8 = 62;
+
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
     (50..=99).contains(&op)
@@ -127,6 +132,7 @@ pub fn name(op: u8) -> &'static str {
         SYNC_DONE => "SYNC_DONE",
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
+        REFUSED => "REFUSED",
         _ => "UNKNOWN",
     }
 }
