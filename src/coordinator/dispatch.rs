@@ -117,6 +117,7 @@ impl Service for Manager {
         match input {
             Input::Timer { id: TIMER_INIT } | Input::Timer { id: TIMER_TICK } => {
                 self.tick(now);
+                self.recovery_tick();
                 out.push(Output::Timer {
                     at: now + self.cfg.tick_ms,
                     id: TIMER_TICK,

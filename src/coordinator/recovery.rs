@@ -21,7 +21,8 @@
 //! tries again with its backoff, and is registered once the window is over.
 //! Members reconnect within their own backoff (2 s at most by default), so a
 //! window a little longer than that lets every live member offer its ring first.
-//! Each refused node is logged once. Clients see the same state: STATUS carries
+//! Each refused node is logged once, and the end of the window once. Clients
+//! see the same state: STATUS carries
 //! `recovering_ms_left`, and requests that cannot be served yet (HELLO with no
 //! node up, RING with an empty ring, DROP of a node not heard from) get the same
 //! error.
@@ -138,6 +139,20 @@ impl Manager {
             ring.epoch,
             self.nodes.len(),
             self.epoch
+        );
+    }
+
+    /// At each tick: once the window is over, says so if nodes were waiting
+    /// for it (they register at their next retry).
+    pub(super) fn recovery_tick(&mut self) {
+        if self.turned_away.is_empty() || self.recovering_ms_left() > 0 {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.turned_away);
+        log::info!(
+            "recovery window over; {} new node(s) may register now: {}",
+            waiting.len(),
+            waiting.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
 

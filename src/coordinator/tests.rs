@@ -385,6 +385,8 @@ fn a_turned_away_node_is_logged_once() {
         );
     }
     assert_eq!(m.turned_away.len(), 1);
+    step(&mut m, 2_900, Input::Timer { id: TIMER_TICK });
+    assert_eq!(m.turned_away.len(), 1, "still inside the window");
     // The window's end clears the list.
     assert_eq!(
         join(&mut m, 3_100, ConnId::new(9, 9), "127.0.0.1:7009").0,
