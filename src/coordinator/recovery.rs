@@ -22,10 +22,9 @@
 //! Members reconnect within their own backoff (2 s at most by default), so a
 //! window a little longer than that lets every live member offer its ring first.
 //! Each refused node is logged once, and the end of the window once. Clients
-//! see the same state: STATUS carries
-//! `recovering_ms_left`, and requests that cannot be served yet (HELLO with no
-//! node up, RING with an empty ring, DROP of a node not heard from) get the same
-//! error.
+//! see the same state: STATUS carries `recovering_ms_left`, and requests that
+//! cannot be served yet (HELLO with no node up, RING with an empty ring, DROP of
+//! a node not heard from) get the same error.
 //!
 //! Caveats: a member that comes back after the window, when a new node has
 //! registered since, still gets a new id and tokens (recovery is over). The window
