@@ -16,13 +16,15 @@
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
 //!   processes, waits until they are all up, then opens the shell with extra
 //!   commands (`add`, `drop ID`, `kill ID`) and stops every child when it leaves.
-//! - [`words`] and [`status`]: pure helpers (splitting a shell line with quotes,
-//!   the STATUS table), unit-tested.
+//! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
+//!   with quotes, showing a value quoted and escaped, the STATUS table),
+//!   unit-tested.
 //!
 //! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
 pub mod cluster;
+pub mod display;
 pub mod oneshot;
 pub mod session;
 pub mod shell;
