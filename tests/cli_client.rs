@@ -168,3 +168,126 @@ fn the_shell_takes_one_letter_crud() {
     }
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `gtstore status --json` through `cache`, parsed.
+fn status_json(manager: &str, cache: &CacheDir, extra: &[&str]) -> serde_json::Value {
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["status", "--json"]);
+    let out = run(manager, cache, &args, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+/// Polls `status` until every node answered from one settled ring (cluster
+/// formation; the figures themselves are never waited for).
+fn wait_settled(manager: &str, cache: &CacheDir, nodes: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = status_json(manager, cache, &[]);
+        let all_current = v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == nodes && n.iter().all(|n| n["current"] == true));
+        if all_current && v["live_nodes"] == nodes && v["distinct_keys_estimate"] == false {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster never settled: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn status_shows_current_distinct_keys_and_copies() {
+    // N = W = 2: each acknowledged put has both its copies stored.
+    let manager_args = [
+        "--replicas",
+        "2",
+        "--write-quorum",
+        "2",
+        "--read-quorum",
+        "1",
+    ];
+    let c = Cluster::start_full(3, &manager_args, &[]);
+    let cache = CacheDir::new("figures");
+    let m = &c.manager.addr;
+    wait_settled(m, &cache, 3);
+    let script: String = (0..6).map(|i| format!("put key{i} value{i}\n")).collect();
+    let out = run(m, &cache, &[], script.as_bytes());
+    assert_eq!(text(&out.stdout), "OK\n".repeat(6));
+    // At once: no heartbeat has to come first.
+    let v = status_json(m, &cache, &[]);
+    assert_eq!(v["distinct_keys"], 6, "{v}");
+    assert_eq!(v["copies"], 12, "{v}");
+    assert_eq!(v["distinct_keys_estimate"], false, "{v}");
+    let keys: u64 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["keys"].as_u64().unwrap())
+        .sum();
+    assert_eq!(keys, 12, "{v}");
+    let out = run(m, &cache, &["status"], b"");
+    let table = text(&out.stdout);
+    assert!(table.contains("keys 6 distinct, 12 copies"), "{table}");
+    assert!(table.contains("PRIMARY"), "{table}");
+}
+
+#[test]
+fn with_the_manager_down_commands_use_the_nodes() {
+    // W = N = 3: every node holds every acknowledged key.
+    let c = Cluster::start_full(3, &["--write-quorum", "3", "--read-quorum", "1"], &[]);
+    let mut c = c;
+    let cache = CacheDir::new("fallback");
+    let empty = CacheDir::new("fallback-empty");
+    let m = c.manager.addr.clone();
+    let node = c.nodes[1].addr.clone();
+    // A first command through the manager: the client remembers the nodes.
+    let out = run(&m, &cache, &["put", "k", "v"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _ = c.manager.child.kill();
+    let _ = c.manager.child.wait();
+
+    let out = run(&m, &cache, &["get", "k"], b"");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "v".into())
+    );
+    let out = run(&m, &cache, &["put", "k2", "v2"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let both = format!("127.0.0.1:1,{node}");
+    let out = run(&m, &empty, &["--node", &both, "get", "k2"], b"");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "v2".into())
+    );
+    // Nothing remembered, no --node: the manager's error.
+    let out = run(&m, &empty, &["get", "k"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(&format!("gtstore: cannot reach manager {m}")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `--node X status`: the cluster as node X sees it, figures from every node.
+    let v = status_json(&m, &empty, &["--node", &node]);
+    assert_eq!(v["source"], "node", "{v}");
+    assert_eq!(v["view_of"]["addr"], node.as_str(), "{v}");
+    assert_eq!(v["live_nodes"], 3, "{v}");
+    assert_eq!(
+        (v["distinct_keys"].clone(), v["copies"].clone()),
+        (2.into(), 6.into()),
+        "{v}"
+    );
+    // Plain `status` falls back to the remembered nodes and says why.
+    let out = run(&m, &cache, &["status"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.starts_with("manager unavailable: cannot reach manager"),
+        "{table}"
+    );
+    assert!(table.contains("keys 2 distinct, 6 copies"), "{table}");
+}

@@ -23,12 +23,14 @@
 //! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
+pub mod cache;
 pub mod cluster;
 pub mod display;
 pub mod oneshot;
 pub mod session;
 pub mod shell;
 pub mod status;
+pub mod survey;
 pub mod words;
 
 pub use session::{exit_code, CliError, Reply, Request, Session, Target};

@@ -8,11 +8,21 @@
 //! was most likely closed while idle. Writes are never retried, since the first try
 //! may have been applied.
 //!
-//! Manager requests (STATUS, RING) use a short-lived connection each time.
+//! Manager requests (RING, DROP) use a short-lived connection each time; STATUS asks
+//! the manager and every node (see [`super::survey`]).
+//!
+//! Reaching the data without the manager: `--node` names one node or a
+//! comma-separated list (the first that accepts a connection is used, as an
+//! anonymous contact node that forwards each request to the key's coordinator).
+//! Without `--node`, the client says HELLO to the manager and routes by the ring it
+//! reads, remembering the ring's nodes (see [`super::cache`]); when the manager
+//! cannot be reached, is recovering its membership, or names a node that cannot be
+//! reached, the client tries the nodes it remembers for that manager, and only if
+//! none accepts does it report the manager's error (with what it tried).
 
-use super::{describe_io, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
+use super::{cache, describe_io, survey, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
 use crate::client::{parse_welcome, Client, ClientError, Connection};
-use crate::protocol::{self, op};
+use crate::protocol::{self, op, ErrorCode};
 use bytes::Bytes;
 use std::fmt;
 use std::io;
@@ -24,7 +34,9 @@ pub struct Target {
     /// The manager's `HOST:PORT` (STATUS, RING, and HELLO unless `node` is set).
     pub manager: String,
     /// Talk to this storage node directly, anonymously, instead of asking the
-    /// manager for a contact node.
+    /// manager for a contact node: an address, or a comma-separated list of them
+    /// tried in order. `status` then shows the cluster as the first that answers
+    /// sees it.
     pub node: Option<String>,
     /// Time allowed for connecting and for each reply.
     pub timeout: Duration,
@@ -47,7 +59,8 @@ pub enum Request {
     Incr { key: Vec<u8>, delta: i64 },
     /// Whether a key exists.
     Exists { key: Vec<u8> },
-    /// The manager's STATUS JSON.
+    /// The cluster's status as JSON: the manager's, with every node's own
+    /// figures merged in (see [`super::survey`]).
     Status,
     /// The manager's ring text.
     Ring,
@@ -82,7 +95,8 @@ pub enum Reply {
     Count(i64),
     /// The echoed payload (ping).
     Pong(Bytes),
-    /// The manager's reply payload as received (status JSON, ring text).
+    /// Text to show: the status JSON (merged, see [`super::survey`]), or the ring
+    /// text as the manager sent it.
     Text(Bytes),
 }
 
@@ -195,7 +209,10 @@ impl Session {
     /// Runs one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, CliError> {
         let (op, want, payload) = match req {
-            Request::Status => (op::STATUS, op::STATUS_REPLY, &[][..]),
+            Request::Status => {
+                let status = survey::survey(&self.target)?;
+                return Ok(Reply::Text(Bytes::from(status.to_string())));
+            }
             Request::Ring => (op::RING, op::RING_REPLY, &[][..]),
             Request::Drop { node } => (op::DROP, op::OK, node.as_bytes()),
             _ => return self.execute_kv(req),
@@ -256,18 +273,57 @@ impl Session {
 
 /// Connects as the target says: straight to a node, or through the manager as a
 /// partition-aware client (HELLO, then RING; requests go to each key's node).
+/// When the manager route fails, the nodes remembered for it are tried (see the
+/// module docs).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
-    if let Some(addr) = &target.node {
-        return Client::connect_node(addr, timeout)
-            .map_err(|e| CliError::connecting(e, "node", addr));
+    let given = survey::given_nodes(target);
+    if !given.is_empty() {
+        return first_node(&given, timeout);
     }
     let manager = &target.manager;
-    match Client::connect_aware(manager, timeout) {
-        Ok(c) => Ok(c),
-        Err(ClientError::Io(err)) => Err(diagnose(manager, timeout, err)),
-        Err(other) => Err(CliError::from_client(other, manager)),
+    let err = match Client::connect_aware(manager, timeout) {
+        Ok(c) => {
+            if let Some(ring) = c.ring() {
+                let addrs: Vec<String> = ring.nodes().iter().map(|n| n.addr.clone()).collect();
+                cache::remember(manager, &addrs);
+            }
+            return Ok(c);
+        }
+        Err(ClientError::Io(err)) => diagnose(manager, timeout, err),
+        Err(other) => CliError::from_client(other, manager),
+    };
+    let fall_back = match &err {
+        CliError::Unreachable { .. } | CliError::Lost { .. } => true,
+        CliError::Server(e) => e.code == ErrorCode::Unavailable,
+        _ => false,
+    };
+    let remembered = cache::recall(manager);
+    if !fall_back || remembered.is_empty() {
+        return Err(err);
     }
+    match first_node(&remembered, timeout) {
+        Ok(c) => {
+            log::info!("{err}; using the remembered node {}", c.node_addr());
+            Ok(c)
+        }
+        Err(_) => Err(CliError::Other(format!(
+            "{err} (and no remembered node accepted a connection: {})",
+            remembered.join(", ")
+        ))),
+    }
+}
+
+/// A contact-node client on the first of `addrs` that accepts a connection.
+fn first_node(addrs: &[String], timeout: Duration) -> Result<Client, CliError> {
+    let mut last = None;
+    for addr in addrs {
+        match Client::connect_node(addr, timeout) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(CliError::connecting(e, "node", addr)),
+        }
+    }
+    Err(last.unwrap_or_else(|| CliError::Other("no storage node given".into())))
 }
 
 /// `Client::connect_aware` failed with an I/O error: find out whether the manager or the
