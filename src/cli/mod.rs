@@ -55,11 +55,17 @@ Examples:
   gtstore put blob - < photo.jpg            store stdin, byte for byte
   gtstore incr visits -5                    add -5 to a counter, print the new count
   gtstore --node 127.0.0.1:7001 ping        check one storage node
-  gtstore status                            nodes, shares and key counts
+  gtstore --node 127.0.0.1:7001,127.0.0.1:7002 get k
+                                            no manager needed: the first node that answers
+  gtstore status                            nodes, shares, distinct keys and copies, now
+  gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe
 
 Exit status: 0 done, 1 not found (or create on an existing key), 2 error.
+A shell fed from a pipe exits 2 if any command failed, else 0 (a miss is an answer).
+With the manager down, commands use --node, else the nodes remembered from the last
+ring this client read (in $XDG_CACHE_HOME/gtstore/nodes or ~/.cache/gtstore/nodes).
 A key that starts with '-' goes after `--`: gtstore get -- -k";
 
 /// Parses `--timeout`: a positive number of seconds.

@@ -420,6 +420,74 @@ mod tests {
         );
     }
 
+    /// A fake manager that answers every request on every connection with the
+    /// frame `reply(op)` gives; returns its address.
+    fn fake_manager(reply: fn(u8) -> (u8, Vec<u8>)) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(8) {
+                let Ok(stream) = stream else { return };
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                let mut header = String::new();
+                while r.read_line(&mut header).is_ok_and(|n| n > 0) {
+                    let f: Vec<usize> = header
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
+                    let mut payload = vec![0; f[3]];
+                    r.read_exact(&mut payload).unwrap();
+                    let (op, body) = reply(f[0] as u8);
+                    let mut out = bytes::BytesMut::new();
+                    protocol::frame::encode(&mut out, op, 0, 0, &body);
+                    w.write_all(&out).unwrap();
+                    header.clear();
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_recovering_manager_says_so_through_the_client() {
+        let manager = fake_manager(|request| match request {
+            op::STATUS => (
+                op::STATUS_REPLY,
+                br#"{"epoch":0,"live_nodes":0,"nodes":[],"recovering_ms_left":2500}"#.to_vec(),
+            ),
+            _ => (
+                op::ERR,
+                b"UNAVAILABLE manager is recovering its membership (2500 ms left)".to_vec(),
+            ),
+        });
+        let mut s = Session::new(Target {
+            manager,
+            node: None,
+            timeout: Duration::from_secs(5),
+        });
+        let put = Request::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let e = s.execute(&put).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("manager is recovering its membership (2500 ms left)"),
+            "{e}"
+        );
+        let Ok(Reply::Text(t)) = s.execute(&Request::Status) else {
+            panic!("status failed")
+        };
+        let v = super::super::status::parse_status(&t).unwrap();
+        let table = super::super::status::format_status(&v);
+        assert!(
+            table.starts_with("manager recovering membership, 3 s left\n"),
+            "{table}"
+        );
+    }
+
     #[test]
     fn unreachable_manager() {
         // Bind and drop a listener to find a port nobody listens on.

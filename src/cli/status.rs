@@ -130,12 +130,16 @@ fn key_figures(status: &Value) -> String {
     }
 }
 
-/// A node's STATE cell: its membership state, then what it says of itself.
+/// A node's STATE cell: its membership state, then what it says of itself (a
+/// restarted node that has no ring from the manager yet shows `starting`: it will
+/// catch up, so its figures are not yet its share).
 fn state_cell(node: &Value) -> String {
     let state = node.get("state").and_then(Value::as_str).unwrap_or("?");
     let mut cell = state.to_string();
     let flag = |f: &str| node.get(f).and_then(Value::as_bool) == Some(true);
-    if flag("catching_up") {
+    if node.get("ring_received") == Some(&Value::Bool(false)) {
+        cell.push_str(", starting (no ring yet)");
+    } else if flag("catching_up") {
         cell.push_str(", catching up");
     }
     if flag("leaving") && state != "leaving" {
@@ -296,6 +300,9 @@ ID  ADDRESS  STATE  TOKENS  SHARE(%)  KEYS  PRIMARY
             "nodes":[
             {"id":1,"addr":"127.0.0.1:7001","state":"up","token_count":8,"share":0.5,
              "keys":6,"primary_keys":2,"catching_up":false,"current":false},
+            {"id":3,"addr":"127.0.0.1:7003","state":"up","token_count":8,"share":0,
+             "keys":0,"primary_keys":0,"catching_up":false,"ring_received":false,
+             "current":true},
             {"id":2,"addr":"127.0.0.1:7002","state":"up","token_count":8,"share":0.5,
              "keys":6,"primary_keys":4,"catching_up":true,"leaving":true,"current":true}]}"#,
         )
@@ -303,10 +310,11 @@ ID  ADDRESS  STATE  TOKENS  SHARE(%)  KEYS  PRIMARY
         let want = "\
 manager unavailable: cannot reach manager 127.0.0.1:7000: connection refused
 as node 2 (127.0.0.1:7002) sees it
-epoch 3  live nodes 1/2  N/R/W 2/1/2  keys 6 distinct, 12 copies  max/mean 1.00
-ID  ADDRESS         STATE                     TOKENS  SHARE(%)  KEYS  PRIMARY
- 1  127.0.0.1:7001  up, not answering              8      50.0     6        2
- 2  127.0.0.1:7002  up, catching up, leaving       8      50.0     6        4
+epoch 3  live nodes 1/3  N/R/W 2/1/2  keys 6 distinct, 12 copies  max/mean 1.00
+ID  ADDRESS         STATE                       TOKENS  SHARE(%)  KEYS  PRIMARY
+ 1  127.0.0.1:7001  up, not answering                8      50.0     6        2
+ 3  127.0.0.1:7003  up, starting (no ring yet)       8       0.0     0        0
+ 2  127.0.0.1:7002  up, catching up, leaving         8      50.0     6        4
 ";
         assert_eq!(format_status(&v), want);
         let v = parse_status(

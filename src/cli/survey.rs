@@ -201,6 +201,7 @@ pub fn from_node_view(view: &Value) -> Value {
 /// Whether a node's answer says its figures may be off for the cluster's count.
 fn unsettled(reply: &Value, epoch: &Value) -> bool {
     &reply["epoch"] != epoch
+        || reply["ring_received"] == false
         || reply["catching_up"] == true
         || reply["moving"] == true
         || reply["leaving"] == true
@@ -220,7 +221,15 @@ pub fn merge(mut status: Value, replies: &Replies) -> Value {
             let down = n["state"] == "down";
             match replies.get(&addr) {
                 Some(Ok(r)) => {
-                    for field in ["keys", "primary_keys", "catching_up", "moving", "leaving"] {
+                    let fields = [
+                        "keys",
+                        "primary_keys",
+                        "catching_up",
+                        "ring_received",
+                        "moving",
+                        "leaving",
+                    ];
+                    for field in fields {
                         if let Some(v) = r.get(field) {
                             n[field] = v.clone();
                         }

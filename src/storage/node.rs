@@ -1211,6 +1211,7 @@ impl StorageNode {
                     serving: &self.serving_pref,
                     engine: &self.engine,
                     catching_up: self.catch_up.is_some(),
+                    ring_received: self.seen_ring,
                     moving: self.handoff.is_some(),
                     leaving: self.leaving,
                     manager_link: self.manager.conn().is_some(),

@@ -7,7 +7,8 @@
 //! members and states as it sees them, how many live keys it holds (`keys`: every
 //! copy it keeps), how many of those it is the first replica of by the serving
 //! ring (`primary_keys`: summed over the nodes of a ring they all agree on, each key
-//! counts once), and whether it is catching up, moving keys or leaving. The client
+//! counts once), and whether it has received a ring yet (a restarted node that
+//! has not may lack writes), is catching up, moving keys or leaving. The client
 //! (`gtstore status`) asks every node for this and merges the answers with the
 //! manager's membership; the JSON is described in docs/protocol.md.
 //!
@@ -37,6 +38,9 @@ pub struct Facts<'a> {
     pub engine: &'a Engine,
     /// It may lack writes and is asking its peers for them.
     pub catching_up: bool,
+    /// This process has installed a ring from the manager. Until then a
+    /// restarted node cannot know what it missed (it catches up once it has one).
+    pub ring_received: bool,
     /// It is handing keys over to other nodes.
     pub moving: bool,
     /// It got SIGTERM and is leaving the ring.
@@ -98,6 +102,7 @@ pub fn status_json(f: &Facts<'_>) -> serde_json::Value {
         "keys": f.engine.len(),
         "primary_keys": primary_keys(f.node_id, f.serving, f.engine),
         "catching_up": f.catching_up,
+        "ring_received": f.ring_received,
         "moving": f.moving || f.ring.has_moves(),
         "leaving": f.leaving,
         "manager_link": f.manager_link,
@@ -176,6 +181,7 @@ mod tests {
             serving: &pref,
             engine: &e,
             catching_up: true,
+            ring_received: true,
             moving: false,
             leaving: false,
             manager_link: false,
@@ -188,6 +194,7 @@ mod tests {
         assert_eq!(v["keys"], 10);
         assert_eq!(v["primary_keys"], primary_keys(2, &pref, &e));
         assert_eq!(v["catching_up"], true);
+        assert_eq!(v["ring_received"], true);
         assert_eq!(v["moving"], false);
         assert_eq!(v["manager_link"], false);
         let nodes = v["nodes"].as_array().unwrap();
