@@ -291,3 +291,40 @@ fn with_the_manager_down_commands_use_the_nodes() {
     );
     assert!(table.contains("keys 2 distinct, 6 copies"), "{table}");
 }
+
+#[test]
+fn a_restarted_node_shows_as_starting_or_catching_up_never_empty_and_up() {
+    // W = N = 3: every node holds every acknowledged key.
+    let mut c = Cluster::start_full(3, &["--write-quorum", "3", "--read-quorum", "1"], &[]);
+    let cache = CacheDir::new("restart");
+    let m = c.manager.addr.clone();
+    wait_settled(&m, &cache, 3);
+    let script: String = (0..6).map(|i| format!("put key{i} value{i}\n")).collect();
+    let out = run(&m, &cache, &[], script.as_bytes());
+    assert_eq!(text(&out.stdout), "OK\n".repeat(6));
+    // A fresh process on node 1's address: it has no data until it catches up.
+    c.restart_node(1, &[]);
+    let addr = c.nodes[1].addr.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = status_json(&m, &cache, &[]);
+        let nodes = v["nodes"].as_array().unwrap();
+        let n = nodes.iter().find(|n| n["addr"] == addr.as_str()).unwrap();
+        assert_eq!(n["current"], true, "{n}");
+        let unsettled = n["ring_received"] == false
+            || n["catching_up"] == true
+            || n["node_epoch"] != v["epoch"];
+        if n["state"] == "up" && !unsettled {
+            // Up and settled: its figures are its share, never an empty `up`.
+            assert_eq!(n["keys"], 6, "{v}");
+            break;
+        }
+        // Until then the count is labelled an estimate.
+        assert_eq!(v["distinct_keys_estimate"], true, "{v}");
+        assert!(std::time::Instant::now() < deadline, "never caught up: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = run(&m, &cache, &["status"], b"");
+    let table = text(&out.stdout);
+    assert!(table.contains("keys 6 distinct, 18 copies"), "{table}");
+}
