@@ -6,8 +6,14 @@
 //!
 //! - [`session`]: a [`Request`] (one of the commands every front end understands) is
 //!   run by a [`Session`], which connects lazily (HELLO to the manager, or straight
-//!   to one node), reconnects after a lost connection and turns the client library's
+//!   to a node given with `--node`, or to a remembered node when the manager is
+//!   away), reconnects after a lost connection and turns the client library's
 //!   errors into a [`CliError`] that says what could not be reached.
+//! - [`survey`]: `status` asks the manager and every node at once and merges their
+//!   answers into current figures (distinct keys and copies); without the manager,
+//!   the cluster as a node sees it.
+//! - [`cache`]: the storage nodes last seen, remembered per manager in a small file
+//!   under the user's cache directory, for working while the manager is down.
 //! - [`oneshot`]: `gtstore put k v` and friends. Raw bytes on stdout, one line on
 //!   stderr for errors, and the exit status a script can test: [`EXIT_OK`],
 //!   [`EXIT_MISSING`] (not found, or a CREATE conflict), [`EXIT_ERROR`].

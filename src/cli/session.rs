@@ -23,6 +23,7 @@
 use super::{cache, describe_io, survey, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
 use crate::client::{parse_welcome, Client, ClientError, Connection};
 use crate::protocol::{self, op, ErrorCode};
+use crate::ring::NodeState;
 use bytes::Bytes;
 use std::fmt;
 use std::io;
@@ -285,7 +286,10 @@ pub fn connect(target: &Target) -> Result<Client, CliError> {
     let err = match Client::connect_aware(manager, timeout) {
         Ok(c) => {
             if let Some(ring) = c.ring() {
-                let addrs: Vec<String> = ring.nodes().iter().map(|n| n.addr.clone()).collect();
+                // Up nodes first: they are the ones to try when the manager is away.
+                let mut nodes: Vec<_> = ring.nodes().iter().collect();
+                nodes.sort_by_key(|n| n.state != NodeState::Up);
+                let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
                 cache::remember(manager, &addrs);
             }
             return Ok(c);

@@ -93,6 +93,16 @@ fn addrs_of(status: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The nodes' addresses, those `up` first (the order to try them in).
+fn up_first(status: &Value) -> Vec<String> {
+    let mut nodes: Vec<&Value> = status["nodes"].as_array().into_iter().flatten().collect();
+    nodes.sort_by_key(|n| n["state"] != "up");
+    nodes
+        .iter()
+        .filter_map(|n| n["addr"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The manager's `recovering_ms_left` (0 when absent).
 pub fn recovering_ms(status: &Value) -> u64 {
     status["recovering_ms_left"].as_u64().unwrap_or(0)
@@ -110,7 +120,7 @@ pub fn survey(target: &Target) -> Result<Value, CliError> {
             let status = parse_object(&payload, "the manager's").map_err(CliError::Protocol)?;
             let addrs = addrs_of(&status);
             if !addrs.is_empty() {
-                cache::remember(manager, &addrs);
+                cache::remember(manager, &up_first(&status));
                 let replies = ask_nodes(&addrs, target.timeout);
                 return Ok(merge(status, &replies));
             }
@@ -364,6 +374,14 @@ mod tests {
         assert_eq!(v["distinct_keys_estimate"], true, "node 1 is down");
         let lonely = from_node_view(&json!({"node_id": 0, "addr": "a:9", "nodes": []}));
         assert_eq!(lonely["nodes"][0]["addr"], "a:9");
+    }
+
+    #[test]
+    fn up_nodes_are_remembered_first() {
+        let v = json!({"nodes": [{"addr": "a:1", "state": "down"},
+            {"addr": "a:2", "state": "up"}, {"addr": "a:3", "state": "joining"},
+            {"addr": "a:4", "state": "up"}]});
+        assert_eq!(up_first(&v), ["a:2", "a:4", "a:1", "a:3"]);
     }
 
     #[test]
