@@ -99,6 +99,9 @@ fn run_cli(manager: &str, args: &[&[u8]], input: &[u8]) -> Output {
     let mut child = Command::new(GTSTORE)
         .args(["--manager", manager, "--timeout", "5"])
         .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        // No node cache (it cannot be created under /dev/null): these tests see
+        // what the manager says, never nodes remembered from another test.
+        .env("XDG_CACHE_HOME", "/dev/null")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

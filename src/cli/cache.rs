@@ -19,7 +19,13 @@
 //! line that does not parse, means "no remembered nodes". It is read up to
 //! [`MAX_FILE_BYTES`], keeps [`MAX_MANAGERS`] lines of [`MAX_NODES`] addresses, and
 //! is replaced atomically (written beside, then renamed), so two clients writing at
-//! once leave one whole file. Failures to write are ignored: the cache only helps.
+//! once leave one whole file. Failures to write are ignored: the cache only helps
+//! (pointing `XDG_CACHE_HOME` at a place where no directory can be made, such as
+//! `/dev/null`, turns it off).
+//!
+//! Caveat: nodes are remembered by address only. A different cluster started later
+//! behind the same manager address, with its nodes on the remembered addresses,
+//! would be used while its manager is down; the manager's own answer always wins.
 
 use std::path::PathBuf;
 
