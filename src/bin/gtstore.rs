@@ -19,7 +19,8 @@ struct Cli {
     /// The manager's HOST:PORT [default: $GTSTORE_MANAGER, else 127.0.0.1:7000].
     #[arg(long, global = true, value_name = "ADDR")]
     manager: Option<String>,
-    /// Talk to this storage node directly (anonymously), not the one the manager names.
+    /// Talk to this storage node directly (anonymously), not the one the manager names;
+    /// a comma-separated list is tried in order. `status` shows the cluster as it sees it.
     #[arg(long, global = true, value_name = "ADDR")]
     node: Option<String>,
     /// Seconds to wait for a connection or a reply.
@@ -66,9 +67,10 @@ enum Command {
     },
     /// Exit 0 if KEY exists, 1 if not; print nothing.
     Exists(Key),
-    /// Show the cluster: epoch, N/R/W, and each node's address, state, share, keys.
+    /// Show the cluster now: epoch, N/R/W, distinct keys and copies, and each node's
+    /// address, state, share and keys (asked of every node, not from heartbeats).
     Status {
-        /// Print the manager's JSON as received.
+        /// Print the JSON the table is made from (see docs/operations.md).
         #[arg(long)]
         json: bool,
     },

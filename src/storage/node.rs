@@ -1203,7 +1203,22 @@ impl StorageNode {
         }
         Ok(match f.op {
             op::PING => (op::PONG, f.payload.clone()),
-            op::HELLO | op::RING | op::STATUS => {
+            op::STATUS => {
+                let facts = super::status::Facts {
+                    node_id: self.node_id,
+                    addr: &self.cfg.advertise,
+                    ring: &self.ring,
+                    serving: &self.serving_pref,
+                    engine: &self.engine,
+                    catching_up: self.catch_up.is_some(),
+                    ring_received: self.seen_ring,
+                    moving: self.handoff.is_some(),
+                    leaving: self.leaving,
+                    manager_link: self.manager.conn().is_some(),
+                };
+                (op::STATUS_REPLY, super::status::reply(&facts))
+            }
+            op::HELLO | op::RING => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
                     format!(
