@@ -30,6 +30,18 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the `gtstore` CLI against `manager`, with no node cache (it cannot be
+/// created under /dev/null), so only the manager's answers count.
+fn cli(manager: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gtstore"))
+        .args(["--manager", manager, "--timeout", "2"])
+        .args(args)
+        .env("XDG_CACHE_HOME", "/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run gtstore")
+}
+
 #[test]
 fn a_recovering_manager_says_so_and_for_how_long() {
     let manager = Proc::start(
@@ -59,6 +71,22 @@ fn a_recovering_manager_says_so_and_for_how_long() {
         }
         other => panic!("HELLO while recovering: {other:?}"),
     }
+
+    // The CLI says the same: `status` shows the window, and a request that
+    // needs a node passes the manager's reason on.
+    let status_out = cli(&m, &["status"]);
+    let shown = String::from_utf8_lossy(&status_out.stdout);
+    assert!(
+        shown.contains("manager recovering membership") && shown.contains(" s left"),
+        "status while recovering: {shown}"
+    );
+    let put = cli(&m, &["put", "k", "v"]);
+    assert_eq!(put.status.code(), Some(2), "put while recovering: {put:?}");
+    let why = String::from_utf8_lossy(&put.stderr);
+    assert!(
+        why.contains("recovering its membership"),
+        "put's error: {why}"
+    );
 
     // A brand-new node is refused until the window ends (it retries with its
     // backoff), and the manager says so once, not at every retry.
