@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod int;
 pub mod kv;
 pub mod op;
 pub mod resp;
