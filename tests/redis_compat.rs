@@ -246,7 +246,17 @@ fn arity(name: &str) -> String {
 
 /// The script: every claimed command, its edge cases, and Redis's replies.
 fn script() -> Vec<Step> {
-    let mut s = vec![
+    let mut s = hello();
+    s.extend(client());
+    s.extend(integers());
+    s.extend(set());
+    s.extend(keys_and_the_rest());
+    s
+}
+
+/// PING, ECHO, HELLO and AUTH.
+fn hello() -> Vec<Step> {
+    vec![
         both(&["PING"], "+PONG\r\n"),
         both(&["ping", "hello there"], "$11\r\nhello there\r\n"),
         both(&["PING", "a", "b"], &arity("ping")),
@@ -289,7 +299,12 @@ fn script() -> Vec<Step> {
         both(&["AUTH", "bob", "x"], WRONGPASS),
         both(&["AUTH", "a", "b", "c"], SYNTAX),
         both(&["AUTH"], &arity("auth")),
-        // CLIENT.
+    ]
+}
+
+/// CLIENT.
+fn client() -> Vec<Step> {
+    vec![
         both(&["CLIENT", "SETNAME", "a b"], BAD_NAME),
         both(&["CLIENT", "SETNAME", "a\nb"], BAD_NAME),
         both(&["CLIENT", "SETNAME", ""], OK),
@@ -355,7 +370,12 @@ fn script() -> Vec<Step> {
         both(&["CLIENT", "SETNAME"], &arity("client|setname")),
         both(&["CLIENT", "GETNAME", "x"], &arity("client|getname")),
         both(&["CLIENT"], &arity("client")),
-    ];
+    ]
+}
+
+/// Canonical integers and overflow.
+fn integers() -> Vec<Step> {
+    let mut s = Vec::new();
     // Integers only in canonical form, stored or given.
     for v in ["+5", "007", "-0", "00000000000000000001", " 5", "5 ", ""] {
         s.push(both(&["SET", "iv", v], OK));
@@ -397,7 +417,13 @@ fn script() -> Vec<Step> {
         both(&["GET", "n"], "$2\r\n-9\r\n"),
         both(&["INCR"], &arity("incr")),
         both(&["INCRBY", "n"], &arity("incrby")),
-        // SET's options.
+    ]);
+    s
+}
+
+/// SET's options.
+fn set() -> Vec<Step> {
+    vec![
         both(&["SET", "k", "v1", "NX", "NX"], OK),
         both(&["SET", "k", "v2", "nx"], NIL),
         both(&["SET", "k", "v2", "XX", "xx"], OK),
@@ -438,7 +464,12 @@ fn script() -> Vec<Step> {
         both(&["GET", "k"], "$2\r\nv5\r\n"),
         both(&["SET", "e", ""], OK),
         both(&["GET", "e"], "$0\r\n\r\n"),
-        // Multi-key commands.
+    ]
+}
+
+/// Multi-key commands, DBSIZE, SELECT, CONFIG, COMMAND, unknown commands, QUIT.
+fn keys_and_the_rest() -> Vec<Step> {
+    let mut s = vec![
         both(&["MSET", "a", "1", "b", "2"], OK),
         both(
             &["MGET", "a", "nope", "b"],
@@ -486,7 +517,7 @@ fn script() -> Vec<Step> {
             &["FOOBAR", "a\r\nb", "c"],
             "-ERR unknown command 'FOOBAR', with args beginning with: 'a  b' 'c' \r\n",
         ),
-    ]);
+    ];
     let long = "x".repeat(60);
     let cut = format!(
         "-ERR unknown command 'nosuch', with args beginning with: '{long}' '{long}' '{}' \r\n",

@@ -295,6 +295,32 @@ fn local_commands() {
             &["FLUSHALL", "a\r\nb"],
             "-ERR unknown command 'FLUSHALL', with args beginning with: 'a  b' \r\n",
         ),
+    ];
+    for (args, want) in cases {
+        let items = session().feed(0, cmd(args));
+        assert!(requests(&items).is_empty(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&sent(&items)), *want, "{args:?}");
+    }
+    let mut s = session();
+    s.feed(0, cmd(&["CLIENT", "SETNAME", "bob"]));
+    assert_eq!(
+        &sent(&s.feed(0, cmd(&["CLIENT", "GETNAME"])))[..],
+        b"$3\r\nbob\r\n"
+    );
+}
+
+/// Each case on a fresh session: what it answers, with no native request.
+fn answers_locally(cases: &[(&[&str], &str)]) {
+    for (args, want) in cases {
+        let items = session().feed(0, cmd(args));
+        assert!(requests(&items).is_empty(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&sent(&items)), *want, "{args:?}");
+    }
+}
+
+#[test]
+fn redis_errors_for_arguments_and_connection_commands() {
+    answers_locally(&[
         // Integers only in canonical form; overflow as Redis words it.
         (&["INCRBY", "k", "+5"], NOT_INT),
         (&["INCRBY", "k", "007"], NOT_INT),
@@ -381,18 +407,7 @@ fn local_commands() {
             "-ERR AUTH <password> called without any password configured for the default \
              user. Are you sure your configuration is correct?\r\n",
         ),
-    ];
-    for (args, want) in cases {
-        let items = session().feed(0, cmd(args));
-        assert!(requests(&items).is_empty(), "{args:?}");
-        assert_eq!(String::from_utf8_lossy(&sent(&items)), *want, "{args:?}");
-    }
-    let mut s = session();
-    s.feed(0, cmd(&["CLIENT", "SETNAME", "bob"]));
-    assert_eq!(
-        &sent(&s.feed(0, cmd(&["CLIENT", "GETNAME"])))[..],
-        b"$3\r\nbob\r\n"
-    );
+    ]);
 }
 
 #[test]
