@@ -17,6 +17,9 @@
 //! documented differences (docs/protocol.md, "RESP front"): they are sent to
 //! gtstore only, since they would change the real server's state (`HELLO 3`
 //! switches it to RESP3, `SELECT 1` to another database, `SET .. EX` expires).
+//!
+//! A second test sends malformed input, each on a fresh connection to both
+//! servers, and expects the same `-ERR Protocol error: ...` line and the close.
 
 mod common;
 
@@ -687,5 +690,36 @@ fn replies_match_redis_byte_for_byte() {
                 theirs.join("\n")
             );
         }
+    }
+}
+
+/// Malformed input: the same `-ERR Protocol error: ...` line from both servers,
+/// then the close. (Inputs over gtstore's tighter bounds are answered in its own
+/// words, docs/protocol.md, and are tested in tests/resp.rs.)
+#[test]
+fn protocol_errors_match_redis() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*1\r\n$x\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
+        (b"*1\r\n+PING\r\n", "expected '$', got '+'"),
+    ];
+    let check = |addr: &str, who: &str| {
+        for (input, error) in cases {
+            let mut w = Wire::connect(addr);
+            // A command before the bad one is answered first.
+            w.send(&[&b"PING\r\n"[..], input].concat());
+            let want = format!("+PONG\r\n-ERR Protocol error: {error}\r\n");
+            let got = w.read_n(want.len());
+            assert_eq!(show(&got), show(want.as_bytes()), "{who}: {}", show(input));
+            w.expect_eof();
+        }
+    };
+    let c = Cluster::start_with(1, &["--resp-port", "0"]);
+    check(&c.nodes[0].resp_addr(), "gtstore");
+    match RedisServer::start() {
+        Some(server) => check(&server.addr, "redis-server"),
+        None => eprintln!("NOTICE: redis-server is not installed: checked gtstore only"),
     }
 }
