@@ -224,6 +224,7 @@ const NIL: &str = "$-1\r\n";
 const NOT_INT: &str = "-ERR value is not an integer or out of range\r\n";
 const OVERFLOW: &str = "-ERR increment or decrement would overflow\r\n";
 const SYNTAX: &str = "-ERR syntax error\r\n";
+const BAD_EXPIRE: &str = "-ERR invalid expire time in 'set' command\r\n";
 const BAD_NAME: &str =
     "-ERR Client names cannot contain spaces, newlines or special characters.\r\n";
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
@@ -454,6 +455,10 @@ fn set() -> Vec<Step> {
             &["SET", "k", "v", "EXAT", "0"],
             "-ERR invalid expire time in 'set' command\r\n",
         ),
+        both(&["SET", "k", "v", "EX", "10000000000000000"], BAD_EXPIRE),
+        both(&["SET", "k", "v", "EX", "-9999999999999999"], BAD_EXPIRE),
+        both(&["SET", "k", "v", "PX", "9223372036854775807"], BAD_EXPIRE),
+        both(&["SET", "k", "v", "EX", "9223372036854775"], BAD_EXPIRE),
         both(&["SET", "k", "v", "bogus"], SYNTAX),
         both(&["SET", "k"], &arity("set")),
         ours(

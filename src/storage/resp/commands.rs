@@ -326,7 +326,22 @@ impl RespSession {
         if let Some((kind, value)) = expire {
             let n = int::parse_canonical(value).ok_or_else(|| err_reply(NOT_AN_INTEGER))?;
             let seconds = kind == "EX" || kind == "EXAT";
-            if n <= 0 || (seconds && n > i64::MAX / 1000) {
+            let ms = if seconds {
+                n.checked_mul(1000)
+            } else {
+                Some(n)
+            };
+            // A relative expiry is added to the wall clock, as Redis does, and must
+            // not overflow there either.
+            let relative = kind == "EX" || kind == "PX";
+            let at = ms.and_then(|ms| {
+                if relative {
+                    ms.checked_add(unix_ms())
+                } else {
+                    Some(ms)
+                }
+            });
+            if n <= 0 || at.is_none() {
                 return Err(err_reply("ERR invalid expire time in 'set' command"));
             }
             return Err(unsupported_set_option(kind));
@@ -338,6 +353,13 @@ impl RespSession {
         self.native(Shape::Ok, once((o, kv_payload(&args[1], &args[2]))), items);
         Ok(())
     }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn unsupported_set_option(kind: &str) -> Bytes {

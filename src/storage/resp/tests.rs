@@ -348,6 +348,14 @@ fn redis_errors_for_arguments_and_connection_commands() {
             "-ERR invalid expire time in 'set' command\r\n",
         ),
         (
+            &["SET", "k", "v", "PX", "9223372036854775807"],
+            "-ERR invalid expire time in 'set' command\r\n",
+        ),
+        (
+            &["SET", "k", "v", "EXAT", "9223372036854775"],
+            "-ERR SET option 'EXAT' is not supported by gtstore\r\n",
+        ),
+        (
             &["SET", "k", "v", "EX", "1", "EX", "2"],
             "-ERR SET option 'EX' is not supported by gtstore\r\n",
         ),
