@@ -171,9 +171,9 @@ impl RespFront {
         let list = match session.waiting_fact()? {
             session::Fact::Clients(filter) => {
                 let mut all: Vec<&RespSession> = self.sessions.values().collect();
-                all.sort_by_key(|s| s.client().id);
+                all.sort_by_key(|s| s.client.id);
                 let mut text = Vec::new();
-                for s in all.into_iter().filter(|s| filter.keeps(s.client().id)) {
+                for s in all.into_iter().filter(|s| filter.keeps(s.client.id)) {
                     s.info_line(self.now, &mut text);
                 }
                 Some(text)

@@ -246,11 +246,6 @@ impl RespSession {
         self.client.last = now;
     }
 
-    /// What CLIENT and HELLO report about this connection.
-    pub(super) fn client(&self) -> &ClientState {
-        &self.client
-    }
-
     /// Appends this connection's CLIENT LIST line, as of `now`.
     pub(super) fn info_line(&self, now: Millis, out: &mut Vec<u8>) {
         self.client.info_line(now, self.buf.len(), out);
