@@ -1,9 +1,10 @@
 //! The `gtstore` command-line client: one-shot commands, an interactive shell and a
-//! local cluster launcher. `src/bin/gtstore.rs` only defines the flags (clap) and
-//! calls into this module.
+//! local cluster launcher, and the two servers as subcommands. `src/bin/gtstore.rs`
+//! only defines the client's flags (clap) and calls into this module.
 //!
 //! The pieces:
 //!
+//! - [`args`]: `gtstore`'s flags and subcommands (clap), for `src/bin/gtstore.rs`.
 //! - [`session`]: a [`Request`] (one of the commands every front end understands) is
 //!   run by a [`Session`], which connects lazily (HELLO to the manager, or straight
 //!   to one node), reconnects after a lost connection and turns the client library's
@@ -16,14 +17,19 @@
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
 //!   processes, waits until they are all up, then opens the shell with extra
 //!   commands (`add`, `drop ID`, `kill ID`) and stops every child when it leaves.
+//! - [`serve`]: the manager's and the storage node's flags and mains, shared by
+//!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
+//!   `gtstore-storage` binaries.
 //! - [`words`] and [`status`]: pure helpers (splitting a shell line with quotes,
 //!   the STATUS table), unit-tested.
 //!
 //! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
+pub mod args;
 pub mod cluster;
 pub mod oneshot;
+pub mod serve;
 pub mod session;
 pub mod shell;
 pub mod status;
@@ -38,6 +44,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_MISSING: u8 = 1;
 /// Exit status: any error (unreachable, server error, bad input).
 pub const EXIT_ERROR: u8 = 2;
+
+/// How long the client waits for a connection or a reply, unless `--timeout` says.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Default manager address, unless `--manager` or `GTSTORE_MANAGER` says otherwise.
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
