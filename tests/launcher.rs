@@ -261,6 +261,10 @@ fn a_line_typed_in_one_write_runs_at_once() {
         at = pty.expect(at, reply);
         at = pty.expect(at, "gtstore> ");
     }
+    // Child logs above the prompt carry one label per process: role, id, port.
+    let screen = String::from_utf8_lossy(&pty.seen).into_owned();
+    assert!(screen.contains("[manager :"), "{screen}");
+    assert!(screen.contains("[node 1 :"), "{screen}");
     pty.type_in(b"exit\r");
     let mut launcher = launcher;
     assert!(launcher.wait_exit().success());

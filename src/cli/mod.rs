@@ -15,15 +15,17 @@
 //! - [`shell`]: the interactive shell (rustyline, history in `~/.gtstore_history`).
 //!   It also reads commands piped on stdin, so scripts and tests can drive it.
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
-//!   processes, waits until they are all up, then opens the shell with extra
-//!   commands (`add`, `drop ID`, `kill ID`) and stops every child when it leaves.
+//!   processes of its own executable, waits until they are all up, then opens the
+//!   shell with extra commands (`add`, `drop ID`, `kill ID`, `restart ID`) and stops
+//!   every child when it leaves or gets a signal.
 //! - [`serve`]: the manager's and the storage node's flags and mains, shared by
 //!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
 //!   `gtstore-storage` binaries.
 //! - [`words`] and [`status`]: pure helpers (splitting a shell line with quotes,
 //!   the STATUS table), unit-tested.
 //!
-//! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
+//! Caveats: the launcher is Unix-only (process groups, signals, and on Linux a
+//! parent-death signal for its children); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
 pub mod args;
@@ -55,6 +57,7 @@ pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
 pub const EXAMPLES: &str = "\
 Examples:
   gtstore cluster --nodes 3 --base-port 0   start a local cluster, open a shell on it
+  gtstore storage --port 7004               one more storage node (flags: storage --help)
   gtstore put greeting hello                store a value
   gtstore get greeting                      print it (raw bytes)
   gtstore put blob - < photo.jpg            store stdin, byte for byte
