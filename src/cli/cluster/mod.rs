@@ -142,13 +142,15 @@ fn watch_signals(shared: &Shared, sink: &LogSink) -> io::Result<()> {
             };
             // Held until the process ends: nothing starts or stops a child after.
             let mut reg = lock(&shared);
+            // The line editor's printer would show nothing once the process ends:
+            // the terminal goes back to normal and the lines go to stderr.
+            terminal.restore();
+            sink.detach();
             sink.print(format!(
                 "gtstore: {name}: stopping {} process(es)",
                 reg.live.len()
             ));
             procs::stop_all(&mut reg, &|line| sink.print(line));
-            sink.detach();
-            terminal.restore();
             std::process::exit(procs::signal_exit_code(sig));
         })?;
     Ok(())
