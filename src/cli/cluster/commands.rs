@@ -94,7 +94,14 @@ impl Cluster {
         let i = self.spawn_storage(id, port, dir)?;
         self.come_up(i)?;
         let p = &self.procs[i];
-        Ok(format!("[{}] up again (pid {})", p.label(), p.pid))
+        let mut answer = format!("[{}] up again (pid {})", p.label(), p.pid);
+        if let (Some(old), Some(new)) = (id, p.id()) {
+            if old != new {
+                // It had left the ring (a drop), so the manager took it as a new node.
+                answer += &format!("; node {old} had left the ring, so it joined as node {new}");
+            }
+        }
+        Ok(answer)
     }
 
     fn drop_node(&mut self, arg: &[u8]) -> Result<String, String> {
