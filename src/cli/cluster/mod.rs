@@ -26,9 +26,13 @@
 //! signal. If the launcher is killed outright, the children die with it
 //! (`PR_SET_PDEATHSIG`, Linux only).
 //!
+//! While the shell's line editor is active, log lines go through its external
+//! printer, which redraws the prompt and the half-typed line below them.
+//!
 //! Caveats: Unix only; on other Unixes than Linux a SIGKILL of the launcher leaves
-//! its children running. A node's scratch data does not survive a SIGKILL of the
-//! launcher either way (the directory stays behind in the system's temp dir).
+//! its children running. A SIGKILL of the launcher leaves its scratch directory
+//! behind in the system's temp dir. Lines a node logs before it says where it
+//! listens are labelled with port `?` when the OS picks the port.
 
 mod commands;
 mod procs;
