@@ -519,10 +519,12 @@ fn listening_line(bin: &str, args: &[&str]) -> String {
         .spawn()
         .unwrap();
     let lines = lines_of(child.stderr.take().unwrap());
-    let line = lines.recv_timeout(WAIT);
+    let line = std::panic::catch_unwind(|| {
+        wait_line(&lines, "listening line", |l| l.contains(" listening on "))
+    });
     let _ = child.kill();
     let _ = child.wait();
-    line.expect("a log line")
+    line.unwrap_or_else(|_| panic!("{bin} {args:?}: no listening line"))
 }
 
 #[test]
