@@ -211,7 +211,7 @@ fn serve_fake(conn: TcpStream, store: &Store, sets: &AtomicU64, forget_every: u6
                     return;
                 }
                 data.truncate(data.len() - 2);
-                if (sets.fetch_add(1, Ordering::Relaxed) + 1) % forget_every != 0 {
+                if !(sets.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(forget_every) {
                     store.lock().unwrap().insert(key.as_bytes().to_vec(), data);
                 }
                 b"STORED\r\n".to_vec()

@@ -1,9 +1,10 @@
 //! The `gtstore` command-line client: one-shot commands, an interactive shell and a
-//! local cluster launcher. `src/bin/gtstore.rs` only defines the flags (clap) and
-//! calls into this module.
+//! local cluster launcher, and the two servers as subcommands. `src/bin/gtstore.rs`
+//! only defines the client's flags (clap) and calls into this module.
 //!
 //! The pieces:
 //!
+//! - [`args`]: `gtstore`'s flags and subcommands (clap), for `src/bin/gtstore.rs`.
 //! - [`session`]: a [`Request`] (one of the commands every front end understands) is
 //!   run by a [`Session`], which connects lazily (HELLO to the manager, or straight
 //!   to a node given with `--node`, or to a remembered node when the manager is
@@ -20,19 +21,26 @@
 //! - [`shell`]: the interactive shell (rustyline, history in `~/.gtstore_history`).
 //!   It also reads commands piped on stdin, so scripts and tests can drive it.
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
-//!   processes, waits until they are all up, then opens the shell with extra
-//!   commands (`add`, `drop ID`, `kill ID`) and stops every child when it leaves.
+//!   processes of its own executable, waits until they are all up, then opens the
+//!   shell with extra commands (`add`, `drop ID`, `kill ID`, `restart ID`) and stops
+//!   every child when it leaves or gets a signal.
+//! - [`serve`]: the manager's and the storage node's flags and mains, shared by
+//!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
+//!   `gtstore-storage` binaries.
 //! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
 //!   with quotes, showing a value quoted and escaped, the STATUS table),
 //!   unit-tested.
 //!
-//! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
+//! Caveats: the launcher is Unix-only (process groups, signals, and on Linux a
+//! parent-death signal for its children); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
+pub mod args;
 pub mod cache;
 pub mod cluster;
 pub mod display;
 pub mod oneshot;
+pub mod serve;
 pub mod session;
 pub mod shell;
 pub mod status;
@@ -49,6 +57,9 @@ pub const EXIT_MISSING: u8 = 1;
 /// Exit status: any error (unreachable, server error, bad input).
 pub const EXIT_ERROR: u8 = 2;
 
+/// How long the client waits for a connection or a reply, unless `--timeout` says.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default manager address, unless `--manager` or `GTSTORE_MANAGER` says otherwise.
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
 
@@ -56,6 +67,7 @@ pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
 pub const EXAMPLES: &str = "\
 Examples:
   gtstore cluster --nodes 3 --base-port 0   start a local cluster, open a shell on it
+  gtstore storage --port 7004               one more storage node (flags: storage --help)
   gtstore put greeting hello                store a value
   gtstore get greeting                      print it (raw bytes)
   gtstore put blob - < photo.jpg            store stdin, byte for byte

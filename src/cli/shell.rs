@@ -19,7 +19,8 @@
 //! (update) and `D KEY` (delete).
 //!
 //! A front end can add commands through [`Extras`]: the cluster launcher adds `add`,
-//! `drop ID`, `kill ID` and `nodes`.
+//! `drop ID`, `kill ID`, `restart ID` and `nodes`, and prints its children's logs
+//! above the prompt through rustyline's external printer.
 
 use super::display::{quote, NIL};
 use super::status::{format_status, parse_status};
@@ -274,8 +275,7 @@ impl<'a> Shell<'a> {
     }
 
     /// Reads and runs commands until exit, end of input, Ctrl-C at the prompt, or
-    /// `stop` becoming true (checked between commands; the launcher sets it on
-    /// SIGINT/SIGTERM).
+    /// `stop` becoming true (checked between commands).
     pub fn run(&mut self, stop: Option<&AtomicBool>) -> io::Result<()> {
         let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
         if io::stdin().is_terminal() {
