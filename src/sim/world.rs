@@ -12,9 +12,10 @@
 //!   connect fails after [`NetConfig::connect_timeout`].
 //! - `Send` and `SendBytes` put bytes on the connection's direction, delivered in
 //!   order after a random delay (so messages reorder across connections only),
-//!   sometimes split in two pieces. The receiver cuts frames out with the real
-//!   parser under its per-connection limit (`max_payload`, raised by
-//!   `Output::Trust`; outbound connections start at the member limit), so a broken
+//!   sometimes split in two pieces. Each end keeps the reactor's own
+//!   [`ConnBuf`], so frames are cut out, held, and followed by `Eof` exactly as in
+//!   the reactor, under the per-connection limit (`max_payload`, raised by
+//!   `Output::Trust`; outbound connections start at the member limit): a broken
 //!   stream surfaces as `FrameError`, after which nothing more is read.
 //! - `Close` sends a FIN after the bytes already queued (at the end of the turn,
 //!   as the reactor flushes first), discards input from then on, and removes the
@@ -55,8 +56,8 @@
 use super::client::{Client, Stamp};
 use super::rng::hash;
 use crate::coordinator::Manager;
-use crate::protocol::{self, Parse};
-use crate::reactor::{ConnId, Input, Millis, Output, Service, Signal};
+use crate::protocol;
+use crate::reactor::{ConnBuf, ConnId, Input, Marks, Millis, Output, Service, Signal};
 use crate::storage::StorageNode;
 use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
@@ -198,17 +199,10 @@ struct End {
     told: bool,
     /// `Accepted` or `Connected` was delivered: frames may follow.
     announced: bool,
-    inbuf: BytesMut,
-    raw: bool,
-    held: bool,
-    max_payload: u32,
-    /// The framing broke: read no more.
-    read_done: bool,
-    fin_in: bool,
+    /// Bytes received, limits, holds, end of stream and close, decided as the
+    /// reactor decides them.
+    buf: ConnBuf,
     rst_in: bool,
-    eof_delivered: bool,
-    /// `Close` was asked: input is discarded from now on.
-    closing: bool,
     fin_sent: bool,
     /// Removed from its process (closed, or the process died).
     gone: bool,
@@ -601,7 +595,7 @@ impl World {
                 if self
                     .conns
                     .get(&conn)
-                    .is_some_and(|c| c.ends[end].closing && !c.ends[end].gone)
+                    .is_some_and(|c| c.ends[end].buf.closing() && !c.ends[end].gone)
                 {
                     self.remove_end(conn, end, true);
                 }
@@ -650,15 +644,8 @@ impl World {
             id,
             told: false,
             announced: false,
-            inbuf: BytesMut::new(),
-            raw: false,
-            held: false,
-            max_payload,
-            read_done: false,
-            fin_in: false,
+            buf: ConnBuf::new(max_payload, Marks::NONE),
             rst_in: false,
-            eof_delivered: false,
-            closing: false,
             fin_sent: false,
             gone: false,
             rst_sent: false,
@@ -840,15 +827,16 @@ impl World {
             Output::SendBytes { conn, bytes } => self.send_bytes(p, conn, bytes),
             Output::Raw { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
-                    self.conns.get_mut(&c).expect("listed").ends[e].raw = true;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_raw();
                     self.at(now, Ev::Pump { conn: c, end: e });
                 }
             }
             Output::Close { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let end = &mut self.conns.get_mut(&c).expect("listed").ends[e];
-                    if !end.closing {
-                        end.closing = true;
+                    if end.buf.close() {
                         self.procs[p].fins.push((c, e));
                         let t = now + self.net.linger;
                         self.at(t, Ev::Linger { conn: c, end: e });
@@ -887,12 +875,16 @@ impl World {
             Output::Trust { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let max = self.net.member_max_payload;
-                    self.conns.get_mut(&c).expect("listed").ends[e].max_payload = max;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_max_payload(max);
                 }
             }
             Output::Hold { conn, hold } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
-                    self.conns.get_mut(&c).expect("listed").ends[e].held = hold;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_held(hold);
                     if !hold {
                         self.at(now, Ev::Pump { conn: c, end: e });
                     }
@@ -948,7 +940,7 @@ impl World {
             return;
         }
         end.fin_sent = true;
-        let fin_in = end.fin_in;
+        let fin_in = end.buf.eof_seen();
         self.push_chunk(c, e, Chunk::Fin);
         if fin_in {
             self.at(self.now, Ev::Remove { conn: c, end: e });
@@ -981,14 +973,14 @@ impl World {
                             end.rst_sent = true;
                             reply_rst = true;
                         }
-                    } else if !end.closing && !end.read_done && !end.rst_in {
+                    } else if !end.rst_in {
                         // After a reset nothing more is read: the bytes that
                         // were in flight when it happened are lost, so what the
                         // peer sent later would follow a gap in the stream.
-                        end.inbuf.extend_from_slice(&b);
+                        end.buf.push_input(&b);
                     }
                 }
-                Chunk::Fin => end.fin_in = true,
+                Chunk::Fin => end.buf.set_eof(),
                 Chunk::Rst => end.rst_in = true,
             }
         }
@@ -1012,45 +1004,23 @@ impl World {
                 return;
             }
             let (p, id) = (end.proc, end.id);
-            if end.closing {
-                if end.fin_in && end.fin_sent {
+            if end.buf.closing() {
+                if end.buf.eof_seen() && end.fin_sent {
                     self.remove_end(c, e, true);
                 }
                 return;
             }
-            if end.held && !end.rst_in {
+            if end.buf.held() && !end.rst_in {
                 return;
             }
-            let frame = if end.read_done || end.held || end.inbuf.is_empty() {
-                None
-            } else if end.raw {
-                let data = end.inbuf.split();
-                Some(Input::Data { conn: id, data })
-            } else {
-                match protocol::parse(&mut end.inbuf, end.max_payload) {
-                    Ok(Parse::Frame(frame)) => Some(Input::Frame { conn: id, frame }),
-                    Ok(Parse::Incomplete { .. }) => None,
-                    Err(error) => {
-                        end.read_done = true;
-                        let client_id = header_client_id(&end.inbuf);
-                        end.inbuf = BytesMut::new();
-                        Some(Input::FrameError {
-                            conn: id,
-                            error,
-                            client_id,
-                        })
-                    }
-                }
-            };
-            if let Some(input) = frame {
+            if let Some(input) = end.buf.next_input(id) {
                 self.deliver(p, input);
                 continue;
             }
             if end.rst_in {
                 self.remove_end(c, e, true);
-            } else if end.fin_in && !end.eof_delivered && !end.read_done && !end.held {
-                end.eof_delivered = true;
-                self.deliver(p, Input::Eof { conn: id });
+            } else if let Some(eof) = end.buf.take_eof(id) {
+                self.deliver(p, eof);
             }
             return;
         }
@@ -1314,14 +1284,6 @@ fn brief_payload(op: u8, payload: &[u8]) -> String {
         }
     }
     out
-}
-
-/// The client id of the header at the front of `buf`, if it parses (else 0).
-fn header_client_id(buf: &[u8]) -> u64 {
-    let window = &buf[..buf.len().min(protocol::MAX_HEADER)];
-    memchr::memchr(b'\n', window)
-        .and_then(|lf| protocol::frame::parse_header(&window[..lf]).ok())
-        .map_or(0, |h| h.client_id)
 }
 
 #[cfg(test)]
