@@ -153,7 +153,7 @@ pub enum Output {
         id: u64,
     },
     /// The peer proved it is a cluster member: accept frames up to
-    /// [`Config::member_max_payload`] from it.
+    /// [`super::Config::member_max_payload`] from it.
     Trust {
         /// Which connection.
         conn: ConnId,
