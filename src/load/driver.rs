@@ -181,6 +181,9 @@ pub struct ThreadResult {
     pub stats: Stats,
     /// What the verify phase found.
     pub verify: VerifyCounts,
+    /// Connections that broke (closed or reset by the peer, a reply that did not
+    /// parse, a stall) or could not be opened again.
+    pub broken: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +273,8 @@ pub struct Driver {
     tick_start_ns: u64,
     ticking: bool,
     verify: VerifyCounts,
+    /// Connections that broke (see [`ThreadResult::broken`]).
+    broken: u64,
     verify_cursor: (Space, usize),
     verify_done: bool,
     dirty: Vec<usize>,
@@ -323,6 +328,7 @@ impl Driver {
             tick_start_ns: 0,
             ticking: true,
             verify: VerifyCounts::default(),
+            broken: 0,
             verify_cursor: (Space::Data, 0),
             verify_done: false,
             dirty: Vec::new(),
@@ -818,6 +824,7 @@ impl Driver {
         }
         let link = &mut self.links[l];
         link.state = LinkState::Down;
+        self.broken += 1;
         link.rbuf = BytesMut::new();
         link.out = BytesMut::new();
         if let Some(conn) = link.conn {
@@ -950,7 +957,11 @@ impl Driver {
         verify.anomalies = self.book.as_ref().map_or(0, |b| b.anomalies);
         let _ = self.tx.send(Msg::Finished(
             self.thread,
-            Box::new(ThreadResult { stats, verify }),
+            Box::new(ThreadResult {
+                stats,
+                verify,
+                broken: self.broken,
+            }),
         ));
         for link in &self.links {
             if let Some(conn) = link.conn {
@@ -1006,6 +1017,7 @@ impl Service for Driver {
                 }
                 log::warn!("cannot connect to {addr}");
                 self.links[l].state = LinkState::Down;
+                self.broken += 1;
                 self.on_down(l, out);
                 self.advance(out);
             }

@@ -298,6 +298,8 @@ pub struct Report {
     pub stats: Stats,
     /// What verification found (None when it was off).
     pub verify: Option<VerifyCounts>,
+    /// Connections that broke or could not be opened again, over the whole run.
+    pub broken: u64,
     /// CPU seconds (user, system) and wall seconds over the measured phase.
     pub cpu: Option<(f64, f64, f64)>,
     /// The progress lines' figures.
@@ -317,6 +319,48 @@ impl Report {
     /// Keys lost or damaged, plus keys that could not be checked.
     pub fn lost(&self) -> u64 {
         self.verify.map_or(0, |v| v.lost() + v.errors)
+    }
+
+    /// Why the run failed, if it did: measured requests answered with an error,
+    /// keys the verify phase could not read, or connections that broke. A failed
+    /// run's figures do not measure the target.
+    pub fn failure(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.stats.error_total() > 0 {
+            let codes: Vec<String> = self
+                .stats
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {}", thousands(*v)))
+                .collect();
+            why.push(format!(
+                "{} requests failed ({})",
+                thousands(self.stats.error_total()),
+                codes.join(", ")
+            ));
+        }
+        if let Some(v) = self.verify.filter(|v| v.errors > 0) {
+            why.push(format!(
+                "{} keys could not be read back",
+                thousands(v.errors)
+            ));
+        }
+        if self.broken > 0 {
+            why.push(format!("{} connections broke", thousands(self.broken)));
+        }
+        (!why.is_empty()).then(|| format!("the run failed: {}", why.join(", ")))
+    }
+
+    /// The exit status the report calls for: 2 if the run failed (see
+    /// [`Report::failure`]), else 1 if verification found lost data, else 0.
+    pub fn exit_status(&self) -> u8 {
+        if self.failure().is_some() {
+            2
+        } else if self.lost() > 0 {
+            1
+        } else {
+            0
+        }
     }
 
     /// The tool's CPU use as a percentage of one core.
@@ -394,6 +438,8 @@ impl Report {
                 "checked": v.checked, "missing": v.missing, "wrong": v.wrong,
                 "undeleted": v.undeleted, "anomalies": v.anomalies, "errors": v.errors,
                 "lost": v.lost()})),
+            "connections_broken": self.broken,
+            "failure": self.failure(),
             "per_second": per_second,
         })
     }
@@ -491,6 +537,9 @@ impl Report {
                     if v.lost() + v.errors == 0 { "nothing lost" } else { "LOST DATA" }
                 );
             }
+        }
+        if let Some(why) = self.failure() {
+            let _ = writeln!(o, "result    FAILED: {why}");
         }
         o
     }
@@ -672,9 +721,11 @@ pub fn run(mut s: Settings) -> Result<Report, String> {
     }
     let mut stats = Stats::default();
     let mut verify = VerifyCounts::default();
+    let mut broken = 0;
     for r in &results {
         stats.merge(&r.stats);
         verify.merge(&r.verify);
+        broken += r.broken;
     }
     let cpu = match (cpu_start, cpu_end) {
         (Some(((u0, s0), t0)), Some(((u1, s1), t1))) => {
@@ -689,6 +740,7 @@ pub fn run(mut s: Settings) -> Result<Report, String> {
         settings: s,
         stats,
         verify,
+        broken,
         cpu,
         per_second,
     })
