@@ -465,9 +465,8 @@ pub fn run_seed(seed: u64, setup: &Setup) -> Result<Report, String> {
 pub const REPAIR_LIMIT_MS: Millis = 30_000;
 
 fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Result<Report, String> {
-    let (nodes, faults) = (setup.nodes, setup.faults);
     let copies = setup.replicas as usize;
-    for i in 1..=nodes {
+    for i in 1..=setup.nodes {
         c.start_node(i);
         c.world.run_for(300);
     }
@@ -481,49 +480,137 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
         seed,
     );
     let keys = load.keys();
-    let mut report = Report::default();
-    let mut next_node = nodes + 1;
-    let mut paused: Vec<(ProcId, Millis)> = Vec::new();
-    let mut crashed: Vec<(ProcId, Millis)> = Vec::new();
-    // Nodes lacking state: crashed, or restarted and not caught up yet.
-    let mut lacking: Vec<ProcId> = Vec::new();
-    let mut seen_epoch = 0;
+    let mut chaos = Chaos::new(setup);
     let end = c.world.now() + setup.ms;
     while c.world.now() < end {
         load.run(c, rng.range(50, 400));
         let now = c.world.now();
-        for (p, until) in std::mem::take(&mut paused) {
-            if until <= now {
-                c.world.resume(p);
-            } else {
-                paused.push((p, until));
-            }
-        }
-        for (p, until) in std::mem::take(&mut crashed) {
-            if until <= now {
-                c.world.restart(p);
-            } else {
-                crashed.push((p, until));
-            }
-        }
-        lacking.retain(|&p| !caught_up(c, p, &keys, copies));
-        let epoch = c.ring().epoch;
-        if epoch != seen_epoch {
-            seen_epoch = epoch;
-            let (line, ring) = (c.ring_line(), c.ring().serving());
-            c.world.trace_note(|| {
-                let lists: Vec<String> = (keys.iter())
-                    .map(|k| {
-                        let l = ring.preference_list(hash64(k), copies);
-                        format!("{}={l:?}", String::from_utf8_lossy(k))
-                    })
-                    .collect();
-                format!("{line}; serving lists by id: {}", lists.join(" "))
-            });
-        }
+        chaos.wake_due(c, now);
+        chaos.lacking.retain(|&p| !caught_up(c, p, &keys, copies));
+        chaos.note_ring(c, &keys);
         if c.world.partitioned() && rng.chance(0.3) {
             c.world.heal();
         }
+        chaos.inject(c, rng, now);
+    }
+    chaos.heal_all(c);
+    if !load.drain(c, 30_000) {
+        return Err("requests still in flight 30 s after the faults healed".into());
+    }
+    if !c.settle(120_000) {
+        return Err(format!("did not settle after healing: {}", c.ring_line()));
+    }
+    check_after_healing(c, &keys, setup, chaos.report)
+}
+
+/// After the faults healed and the ring settled: waits for repair, checks the
+/// copies, reads every key everywhere and checks the history.
+fn check_after_healing(
+    c: &mut Cluster,
+    keys: &[Bytes],
+    setup: &Setup,
+    mut report: Report,
+) -> Result<Report, String> {
+    let copies = setup.replicas as usize;
+    // Let hints and resync run (the nodes push them on their 100 ms tick), then
+    // check the copies before any read can repair them.
+    let mut repaired = false;
+    let repair_end = c.world.now() + REPAIR_LIMIT_MS;
+    while !repaired && c.world.now() < repair_end {
+        c.world.run_for(100);
+        repaired = check_copies(c, keys, copies).is_ok();
+    }
+    let copies_ok = check_copies(c, keys, copies)
+        .map_err(|e| format!("{} s after healing: {e}", REPAIR_LIMIT_MS / 1000));
+    read_everywhere(c, keys);
+    let history = c.history();
+    report.ops = history.len();
+    report.end = c.world.now();
+    report.fingerprint = c.world.fingerprint();
+    // Every request is answered, or fails when its own connection breaks (a
+    // node that leaves exits with requests in flight on its client connections).
+    check_no_hangs(&history)?;
+    if setup.checks_durability() {
+        check_history(&history)?;
+    }
+    copies_ok?;
+    Ok(report)
+}
+
+/// The faults in force during a run, and the count of those injected.
+struct Chaos {
+    nodes: usize,
+    faults: Faults,
+    copies: usize,
+    /// The number of the next node to start.
+    next_node: usize,
+    /// Paused nodes and when they resume.
+    paused: Vec<(ProcId, Millis)>,
+    /// Crashed nodes and when they restart.
+    crashed: Vec<(ProcId, Millis)>,
+    /// Nodes lacking state: crashed, or restarted and not caught up yet.
+    lacking: Vec<ProcId>,
+    seen_epoch: u64,
+    report: Report,
+}
+
+impl Chaos {
+    fn new(setup: &Setup) -> Chaos {
+        Chaos {
+            nodes: setup.nodes,
+            faults: setup.faults,
+            copies: setup.replicas as usize,
+            next_node: setup.nodes + 1,
+            paused: Vec::new(),
+            crashed: Vec::new(),
+            lacking: Vec::new(),
+            seen_epoch: 0,
+            report: Report::default(),
+        }
+    }
+
+    /// Resumes and restarts the nodes whose time has come.
+    fn wake_due(&mut self, c: &mut Cluster, now: Millis) {
+        for (p, until) in std::mem::take(&mut self.paused) {
+            if until <= now {
+                c.world.resume(p);
+            } else {
+                self.paused.push((p, until));
+            }
+        }
+        for (p, until) in std::mem::take(&mut self.crashed) {
+            if until <= now {
+                c.world.restart(p);
+            } else {
+                self.crashed.push((p, until));
+            }
+        }
+    }
+
+    /// Notes a new ring in the trace, with every key's preference list.
+    fn note_ring(&mut self, c: &mut Cluster, keys: &[Bytes]) {
+        let epoch = c.ring().epoch;
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let copies = self.copies;
+        let (line, ring) = (c.ring_line(), c.ring().serving());
+        c.world.trace_note(|| {
+            let lists: Vec<String> = (keys.iter())
+                .map(|k| {
+                    let l = ring.preference_list(hash64(k), copies);
+                    format!("{}={l:?}", String::from_utf8_lossy(k))
+                })
+                .collect();
+            format!("{line}; serving lists by id: {}", lists.join(" "))
+        });
+    }
+
+    /// Maybe injects one fault, as the roll and the fault mix allow.
+    fn inject(&mut self, c: &mut Cluster, rng: &mut Rng, now: Millis) {
+        let (nodes, faults) = (self.nodes, self.faults);
+        let report = &mut self.report;
         let ring = c.ring();
         let live = c.live_nodes();
         let up: Vec<usize> = live
@@ -537,19 +624,20 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             .collect();
         let roll = rng.below(100);
         let victim = |rng: &mut Rng| c.nodes[rng.pick(&up)];
-        let may_crash = faults.max_lacking.is_none_or(|b| lacking.len() < b);
+        let may_crash = faults.max_lacking.is_none_or(|b| self.lacking.len() < b);
         match roll {
             0..=9 if faults.max_pause > 0 && !up.is_empty() => {
                 let p = victim(rng);
                 if c.world.proc(p).state == ProcState::Up {
                     c.world.pause(p);
-                    paused.push((p, now + rng.range(100, faults.max_pause)));
+                    self.paused
+                        .push((p, now + rng.range(100, faults.max_pause)));
                     report.faults += 1;
                 }
             }
-            10..=13 if faults.membership && next_node <= nodes + 3 && !ring.has_moves() => {
-                c.start_node(next_node);
-                next_node += 1;
+            10..=13 if faults.membership && self.next_node <= nodes + 3 && !ring.has_moves() => {
+                c.start_node(self.next_node);
+                self.next_node += 1;
                 report.faults += 1;
             }
             14..=16 if faults.membership && up.len() > nodes - 1 && !ring.has_moves() => {
@@ -567,9 +655,9 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             20..=24 if faults.crashes && up.len() > 1 && may_crash => {
                 let p = victim(rng);
                 c.world.crash(p);
-                crashed.push((p, now + rng.range(200, 5_000)));
-                if !lacking.contains(&p) {
-                    lacking.push(p);
+                self.crashed.push((p, now + rng.range(200, 5_000)));
+                if !self.lacking.contains(&p) {
+                    self.lacking.push(p);
                 }
                 report.faults += 1;
                 report.crashes += 1;
@@ -598,43 +686,17 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             _ => {}
         }
     }
-    // Heal everything and let the cluster come to rest.
-    c.world.heal();
-    for (p, _) in paused {
-        c.world.resume(p);
+
+    /// Heals the partition and wakes every paused and crashed node.
+    fn heal_all(&mut self, c: &mut Cluster) {
+        c.world.heal();
+        for (p, _) in std::mem::take(&mut self.paused) {
+            c.world.resume(p);
+        }
+        for (p, _) in std::mem::take(&mut self.crashed) {
+            c.world.restart(p);
+        }
     }
-    for (p, _) in crashed {
-        c.world.restart(p);
-    }
-    if !load.drain(c, 30_000) {
-        return Err("requests still in flight 30 s after the faults healed".into());
-    }
-    if !c.settle(120_000) {
-        return Err(format!("did not settle after healing: {}", c.ring_line()));
-    }
-    // Let hints and resync run (the nodes push them on their 100 ms tick), then
-    // check the copies before any read can repair them.
-    let mut repaired = false;
-    let repair_end = c.world.now() + REPAIR_LIMIT_MS;
-    while !repaired && c.world.now() < repair_end {
-        c.world.run_for(100);
-        repaired = check_copies(c, &keys, copies).is_ok();
-    }
-    let copies_ok = check_copies(c, &keys, copies)
-        .map_err(|e| format!("{} s after healing: {e}", REPAIR_LIMIT_MS / 1000));
-    read_everywhere(c, &keys);
-    let history = c.history();
-    report.ops = history.len();
-    report.end = c.world.now();
-    report.fingerprint = c.world.fingerprint();
-    // Every request is answered, or fails when its own connection breaks (a
-    // node that leaves exits with requests in flight on its client connections).
-    check_no_hangs(&history)?;
-    if setup.checks_durability() {
-        check_history(&history)?;
-    }
-    copies_ok?;
-    Ok(report)
 }
 
 /// Checks that no request waited out the client's whole timeout: each one was
