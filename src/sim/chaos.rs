@@ -27,7 +27,7 @@
 //! the liveness and repair invariants are checked.
 //!
 //! Seeds that fail because of a known bug in the node are listed in
-//! [`KNOWN_FAILURES`] (empty now), skipped by [`run_seeds`] and replayed by
+//! [`KNOWN_FAILURES`], skipped by [`run_seeds`] and replayed by
 //! ignored tests.
 //!
 //! Caveat: [`caught_up`] is an oracle (it reads every engine); the nodes cannot
