@@ -232,7 +232,7 @@ impl RespSession {
                 let frames = args[1..].iter().map(|k| (op::GET, k.clone()));
                 self.native(Shape::Array, frames, items)
             }
-            "mset" if args.len() % 2 == 0 => return Err(wrong_arity(name)),
+            "mset" if args.len().is_multiple_of(2) => return Err(wrong_arity(name)),
             "mset" => {
                 let frames = args[1..]
                     .chunks(2)
