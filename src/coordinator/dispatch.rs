@@ -3,11 +3,14 @@
 //!
 //! Frames are sorted in three: client requests (PING, HELLO, RING, STATUS) are
 //! answered here; key-value ops are refused (they go to a storage node); the
-//! typed [`Message`]s are decoded and handed to their concern. Ops 50-99 other
+//! typed [`Message`]s are decoded and handed to their concern. DROP (the admin
+//! ops of `admin.rs`) from a connection that has not proven the admin credential
+//! gets `ERR AUTH` before its payload is read. Ops 50-99 other
 //! than `NODE_JOIN` are refused (`ERR BADOP`) on a connection that is not a
 //! member link, before their payload is read. A timer runs the failure-detection
 //! tick and sets the next one; a closed link may mark its node down.
 
+use super::admin::ADMIN_OPS;
 use super::membership::Join;
 use super::{Manager, TIMER_INIT, TIMER_TICK};
 use crate::protocol::cluster::NodeRef;
@@ -34,6 +37,8 @@ impl Manager {
                 op::STATUS_REPLY,
                 Bytes::from(self.status_json().to_string()),
             ),
+            op::AUTH => self.auth(conn, &f.payload),
+            o if ADMIN_OPS.contains(&o) && !self.is_admin(conn) => Err(Manager::not_admin(o)),
             o if (op::PING..=op::INCR).contains(&o) => Err(Error::new(
                 ErrorCode::BadOp,
                 "key-value requests go to a storage node (HELLO names one)",
@@ -142,7 +147,10 @@ impl Service for Manager {
             Input::Eof { conn } => out.push(Output::Close { conn }),
             // The manager never switches a connection to raw mode.
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
-            Input::Closed { conn } => self.link_closed(now, conn),
+            Input::Closed { conn } => {
+                self.forget_auth(conn);
+                self.link_closed(now, conn);
+            }
             Input::Signal(sig) => {
                 log::info!("{sig:?}: shutting down");
                 out.push(Output::Stop);

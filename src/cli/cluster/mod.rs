@@ -12,6 +12,10 @@
 //! leave, or for a dead node its removal from the ring), `kill ID` (SIGKILL: a crash),
 //! `restart ID` (a dead node again, on its old port and data) and `nodes`.
 //!
+//! Each cluster gets a random secret (24 bytes from the OS, in hex), which its
+//! children get in their environment (`GTSTORE_SECRET`), never on their command
+//! line; it is the manager's admin secret too, which `drop` proves.
+//!
 //! Each node keeps its data in a directory of its own (`node-K` under `--data-dir`,
 //! or under a scratch directory the launcher removes when it stops), so that a
 //! restarted node comes back with its id and its data. The manager is started with
@@ -273,6 +277,8 @@ pub struct Cluster {
     started_nodes: u32,
     manager_addr: String,
     target: Target,
+    /// The cluster secret, random per cluster (hex); also the admin secret.
+    secret: String,
 }
 
 impl Cluster {
@@ -313,6 +319,7 @@ impl Cluster {
             sink,
             started_nodes: 0,
             manager_addr: String::new(),
+            secret: crate::protocol::auth::to_hex(&crate::protocol::auth::os_random::<24>()?),
         };
         let port = cluster.cfg.base_port.to_string();
         let m = cluster.spawn(
@@ -356,7 +363,7 @@ impl Cluster {
             .find(|w| w[0] == "--port")
             .and_then(|w| w[1].parse().ok())
             .filter(|&p: &u16| p != 0);
-        let mut child = procs::spawn(&self.shared, role, &argv)?;
+        let mut child = procs::spawn(&self.shared, role, &argv, &self.secret)?;
         let index = self.procs.len();
         let label = Arc::new(Mutex::new(Label { role, id, port }));
         let pipes: [Option<Box<dyn Read + Send>>; 2] = [
