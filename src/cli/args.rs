@@ -113,6 +113,7 @@ pub enum Command {
     /// built-in default a manager on loopback with no secret configured accepts.
     Drop {
         /// The node's id or address.
+        #[arg(id = "drop_node", value_name = "NODE")]
         node: String,
         /// Read the admin secret from the first line of this file.
         #[arg(long, value_name = "PATH")]
@@ -226,5 +227,18 @@ pub fn target(conn: Conn) -> Target {
         manager: manager.unwrap_or_else(|| super::DEFAULT_MANAGER.to_string()),
         node: conn.node,
         timeout: conn.timeout.unwrap_or(super::DEFAULT_TIMEOUT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_s_flags_are_consistent() {
+        // clap checks these only when a command is parsed in a debug build; this
+        // checks every subcommand at once (a positional `node` once clashed with
+        // `--node` under `drop`).
+        Cli::command().debug_assert();
     }
 }
