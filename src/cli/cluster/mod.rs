@@ -75,6 +75,10 @@ one more node), `drop ID` (the manager's DROP: the node hands its data over and 
 leaves; a dead node is removed from the ring), `kill ID` (SIGKILL: a crash), \
 `restart ID` (start a dead node again on its old port and data) and `nodes`.
 
+Each cluster gets a random secret, passed to its processes in their environment \
+(never on their command line, which `ps` shows); it is the admin secret too, which \
+`drop` proves to the manager.
+
 Leaving the shell (exit, Ctrl-D, Ctrl-C, end of piped input) stops every child: \
 SIGINT (stop now), then SIGKILL after 3 s. So do SIGINT, SIGTERM and SIGHUP (a \
 closed terminal) sent to the launcher; if the launcher is killed outright, its \
