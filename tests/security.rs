@@ -269,6 +269,17 @@ fn with_a_secret_a_non_loopback_host_is_allowed() {
     assert!(err.contains("empty"), "{err}");
 }
 
+#[test]
+fn a_secret_file_others_can_read_is_used_with_a_warning() {
+    let dir = TempDir::new("mode");
+    let path = dir.secret_file("shared", "readable-by-all");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = Cluster::start_full(1, &["--secret-file", &path], &["--secret-file", &path]);
+    for log in [c.manager.log(), c.nodes[0].log()] {
+        assert!(log.iter().any(|l| l.contains("chmod 600")), "{log:?}");
+    }
+}
+
 /// The pids of the processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
