@@ -327,14 +327,19 @@ fn the_launchers_children_get_a_random_secret_in_their_environment_not_argv() {
     let mut stdout = BufReader::new(launcher.0.stdout.take().unwrap()).lines();
     // The shell is open once the launcher printed where everything is.
     let mut seen = Vec::new();
+    let mut secret_file = None;
     loop {
         let line = stdout.next().expect("launcher output").unwrap();
+        if let Some(rest) = line.strip_prefix("admin secret in ") {
+            secret_file = rest.split_whitespace().next().map(PathBuf::from);
+        }
         let done = line.starts_with("manager at ");
         seen.push(line);
         if done {
             break;
         }
     }
+    let secret_file = secret_file.unwrap_or_else(|| panic!("no secret file line: {seen:?}"));
     let kids = children_of(launcher.0.id());
     assert_eq!(kids.len(), 3, "{kids:?}; {seen:?}");
     let mut secrets = Vec::new();
@@ -359,6 +364,12 @@ fn the_launchers_children_get_a_random_secret_in_their_environment_not_argv() {
     }
     secrets.dedup();
     assert_eq!(secrets.len(), 1, "one secret per cluster");
+    // The same secret, for `gtstore drop --admin-secret-file`, readable by its owner only.
+    let meta = std::fs::metadata(&secret_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut kept = std::fs::read(&secret_file).unwrap();
+    assert_eq!(kept.pop(), Some(b'\n'));
+    assert_eq!(kept, secrets[0]);
     // The launcher proves it as the admin secret: drop works.
     stdin.write_all(b"drop 2\n").unwrap();
     let answer = stdout.next().expect("drop's answer").unwrap();
