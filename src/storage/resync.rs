@@ -21,8 +21,9 @@
 //! [`super::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
 //! the keys of a chunk that fails or times out are queued again.
 
+use super::chunk::put_entry;
 use super::engine::Engine;
-use super::handoff::{put_entry, CHUNK_BYTES, WINDOW};
+use super::handoff::{CHUNK_BYTES, WINDOW};
 use crate::ring::PrefTable;
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         let (peer, payload, keys) = &chunks[0];
         assert_eq!((*peer, keys.len()), (7, 3));
-        let parsed = super::super::handoff::parse_chunk(payload).unwrap();
+        let parsed = super::super::chunk::parse_chunk(payload).unwrap();
         let names: Vec<&[u8]> = parsed.iter().map(|e| e.0).collect();
         assert_eq!(names, [&b"a"[..], b"b", b"c"]);
         assert!(!r.is_idle());

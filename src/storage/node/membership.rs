@@ -1,0 +1,246 @@
+//! Membership: the link to the manager (connect with backoff, register with
+//! `NODE_JOIN`, heartbeats), installing each ring the manager sends, and leaving
+//! the ring on SIGTERM.
+
+use super::*;
+
+impl StorageNode {
+    pub(super) fn connect_manager(&mut self, out: &mut Vec<Output>) {
+        self.manager.connecting();
+        out.push(Output::Connect {
+            addr: self.cfg.manager,
+            tag: TAG_MANAGER,
+        });
+    }
+
+    pub(super) fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if self.exiting {
+            return;
+        }
+        self.manager_lost(now, out);
+        let at = self.manager.failed(now);
+        out.push(Output::Timer {
+            at,
+            id: TIMER_MANAGER,
+        });
+    }
+
+    /// The manager link is gone: a `LEAVE` on it will not be answered, and a
+    /// leaving node starts counting towards [`LEAVE_ORPHAN_MS`].
+    pub(super) fn manager_lost(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.awaiting_left = false;
+        if self.leaving && !self.exiting && self.orphaned_at.is_none() {
+            log::warn!(
+                "lost the manager while leaving; exiting in {LEAVE_ORPHAN_MS} ms \
+                 unless it comes back"
+            );
+            self.orphaned_at = Some(now);
+            out.push(Output::Timer {
+                at: now + LEAVE_ORPHAN_MS,
+                id: TIMER_ORPHAN,
+            });
+        }
+    }
+
+    pub(super) fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
+        match frame.op {
+            op::RING_UPDATE => match Ring::decode(&frame.payload) {
+                Ok(ring) => self.install_ring(ring, now, out),
+                Err(e) => log::warn!("bad ring from the manager: {e}"),
+            },
+            op::JOINED => {
+                let text = &frame.payload[..];
+                let Some(nl) = memchr::memchr(b'\n', text) else {
+                    log::warn!("JOINED without a ring");
+                    return;
+                };
+                // `NODEID`, or `NODEID catch-up` when the manager had this
+                // node down: it may have missed writes.
+                let first = std::str::from_utf8(&text[..nl]).unwrap_or("");
+                let (id, behind) = match first.split_once(' ') {
+                    Some((id, "catch-up")) => (id, true),
+                    _ => (first, false),
+                };
+                match (id.parse::<u32>().ok(), Ring::decode(&text[nl + 1..])) {
+                    (Some(id), Ok(ring)) => {
+                        self.awaiting_joined = false;
+                        self.join_refusals = 0;
+                        if self.node_id != id {
+                            log::info!("registered with the manager as node {id}");
+                        }
+                        self.node_id = id;
+                        self.was_down |= behind;
+                        self.hlc.set_writer(id);
+                        self.install_ring(ring, now, out);
+                        if self.leaving && !self.exiting {
+                            // Registered again while leaving (the manager link
+                            // broke): ask again, the LEAVE may have been lost.
+                            self.send_leave(out);
+                        }
+                    }
+                    (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
+                    (None, _) => log::warn!("bad node id from the manager"),
+                }
+            }
+            op::ERR if self.awaiting_joined => {
+                self.awaiting_joined = false;
+                let e = Error::from_payload(&frame.payload);
+                if e.code != ErrorCode::Unavailable {
+                    log::error!("the manager refused us: {e}");
+                    return;
+                }
+                // Not now (a restarted manager recovering the membership): drop
+                // the link and register again later, backing off.
+                self.join_refusals += 1;
+                let delay = (self.cfg.retry_base_ms << self.join_refusals.min(16))
+                    .min(self.cfg.retry_cap_ms);
+                if self.join_refusals == 1 {
+                    log::info!("the manager cannot register us yet ({e}); retrying");
+                } else {
+                    log::debug!("the manager cannot register us yet ({e}); retry in {delay} ms");
+                }
+                if let Some(conn) = self.manager.conn() {
+                    out.push(Output::Close { conn });
+                }
+                self.manager_lost(now, out);
+                self.manager.state = LinkState::Backoff(now + delay);
+                out.push(Output::Timer {
+                    at: now + delay,
+                    id: TIMER_MANAGER,
+                });
+            }
+            op::ERR if self.awaiting_left => {
+                self.awaiting_left = false;
+                log::warn!(
+                    "the manager refused our leave ({}); exiting without handing the \
+                     data over: {}",
+                    Error::from_payload(&frame.payload),
+                    self.data_left_behind()
+                );
+                out.push(Output::Stop);
+            }
+            op::OK if self.awaiting_left => self.awaiting_left = false,
+            op::ERR => log::error!(
+                "the manager refused us: {}",
+                Error::from_payload(&frame.payload)
+            ),
+            other => log::debug!("ignoring op {other} from the manager"),
+        }
+    }
+
+    /// Asks the manager to start this node's departure (its answer: `OK`, or an
+    /// `ERR` that makes the node exit without a handoff).
+    pub(super) fn send_leave(&mut self, out: &mut Vec<Output>) {
+        if let Some(conn) = self.manager.conn() {
+            self.awaiting_left = true;
+            out.push(Output::Send {
+                conn,
+                frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
+            });
+        }
+    }
+
+    /// Where this node's data stays when it exits without a handoff (for the log).
+    pub(super) fn data_left_behind(&self) -> &'static str {
+        match (self.durable.is_some(), self.ring.replicas > 1) {
+            (true, true) => "its keys stay on disk and on the other replicas",
+            (true, false) => "its keys stay on disk until it is started again",
+            (false, true) => "the other replicas still hold its keys",
+            (false, false) => "its keys are lost (no replicas, no --data-dir)",
+        }
+    }
+
+    pub(super) fn install_ring(&mut self, ring: Ring, now: Millis, out: &mut Vec<Output>) {
+        let me = self.node_id;
+        let was_leaving = self
+            .ring
+            .node(me)
+            .is_some_and(|n| n.state == NodeState::Leaving);
+        let serving = ring.serving();
+        let settled = ring.settled();
+        log::debug!("ring epoch {} installed", ring.epoch);
+        if me != 0 && ring.node(me).is_none() && (was_leaving || self.leaving) {
+            // Other nodes may still route by the previous ring for a moment: keep
+            // forwarding to the new owners for a grace period, then exit.
+            log::info!("handed everything over and left the ring; exiting soon");
+            self.exiting = true;
+            out.push(Output::Timer {
+                at: now + EXIT_GRACE_MS,
+                id: TIMER_LEAVE,
+            });
+        }
+        // Sectors: the tokens this node serves now and the ones it will serve.
+        let mut tokens: Vec<u64> = [&serving, &settled]
+            .iter()
+            .filter_map(|r| r.node(me))
+            .flat_map(|n| n.tokens.iter().copied())
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        if !tokens.is_empty() && !self.engine.tokens().eq(tokens.iter().copied()) {
+            self.engine.set_tokens(tokens);
+        }
+        let n = ring.replicas.max(1) as usize;
+        let (serving_pref, settled_pref) = (serving.pref_table(n), settled.pref_table(n));
+        let catch_up = self.needs_catch_up(&ring, &serving, &serving_pref);
+        if me != 0 && ring.node(me).is_some() {
+            let held = |h| serving_pref.get(h).contains(&me) || settled_pref.get(h).contains(&me);
+            let dropped = self.engine.remove_where(|h| !held(h));
+            if dropped > 0 {
+                log::info!("dropped {dropped} keys now held by other nodes");
+                if let Some(d) = self.durable.as_mut() {
+                    d.want_snapshot();
+                }
+            }
+            self.owe_newcomers(&ring, &serving, &serving_pref);
+        }
+        let failed = self.mesh.set_members(me, &ring, out);
+        let gone: Vec<u32> = self
+            .ring
+            .nodes()
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| ring.node(id).is_none())
+            .collect();
+        if let Some(d) = self.durable.as_mut() {
+            d.save_identity(me, &ring);
+        }
+        self.ring = ring;
+        self.serving = serving;
+        self.settled = settled;
+        self.serving_pref = serving_pref;
+        self.settled_pref = settled_pref;
+        self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
+        for id in gone {
+            self.resync.forget(id);
+        }
+        self.start_handoff(now, out);
+        match catch_up {
+            Some(known) => self.start_catch_up(now, known, out),
+            None => self.catch_up_progress(now, None),
+        }
+        self.ask_unheard(now, out);
+        self.pump_resync(now, out);
+    }
+
+    /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
+    /// RING text after the usual payload), so a restarted manager can recover.
+    pub(super) fn manager_hello(&self) -> Frame {
+        let mut hello = self.hello();
+        if self.node_id != 0 && self.ring.node(self.node_id).is_some() {
+            let mut payload = BytesMut::from(&hello.payload[..]);
+            payload.extend_from_slice(b"\n");
+            payload.extend_from_slice(self.ring.encode().as_bytes());
+            hello.payload = payload.freeze();
+        }
+        hello
+    }
+
+    pub(super) fn hello(&self) -> Frame {
+        let payload = format!(
+            "{} {} {}",
+            self.cfg.secret, self.cfg.advertise, self.cfg.tokens
+        );
+        Frame::new(op::NODE_JOIN, 0, self.node_id, payload)
+    }
+}

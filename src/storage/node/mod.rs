@@ -1,0 +1,575 @@
+//! The storage node as a state machine.
+//!
+//! [`StorageNode::step`] takes one reactor [`Input`] and pushes [`Output`]s; it never
+//! touches a socket or a clock, so tests and simulations can drive it directly.
+//!
+//! What it does today:
+//! - serves every key-value op of the protocol. A request for a key whose token
+//!   another node owns is forwarded over the mesh (see [`super::mesh`]) and the
+//!   owner's reply is relayed, keeping each client connection's replies in request
+//!   order (see [`super::order`]). A request that arrives from another member is
+//!   always served locally, so a request is forwarded at most once;
+//! - keeps a link to the manager: connects with doubling backoff, registers with
+//!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
+//!   in `JOINED` and every later ring in `RING_UPDATE`, and sends a `HEARTBEAT` with
+//!   its key count every [`NodeConfig::heartbeat_ms`]. A registration answered
+//!   with `ERR UNAVAILABLE` (a restarted manager still recovering the membership)
+//!   is tried again on a new link after a doubling delay. It serves requests all
+//!   the while, before it has an id too (its replies then carry node id 0, and
+//!   with no ring it serves every key itself);
+//! - keeps a link to every other node of the ring (the mesh);
+//! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
+//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
+//! - with a data directory, logs every write it stores before any reply that
+//!   depends on it leaves, and recovers from it on start (see [`super::durable`]).
+//!
+//! - moves keys when the ring changes (see [`super::handoff`]), with a write fence
+//!   for N = 1;
+//! - with N > 1, coordinates every request of the keys it is the first reachable
+//!   replica of, in quorum rounds (see [`super::quorum`]), and brings replicas
+//!   that missed writes up to date (hints and resync, see [`super::resync`]);
+//! - collects tombstones once every replica holds them (see the sweep below);
+//! - leaves on SIGTERM: asks the manager (`LEAVE`), hands its keys over and exits
+//!   once out of the ring. It exits without a handoff, with a warning saying where
+//!   its data stays, when no handoff can happen: the manager refuses the leave,
+//!   its link is down at the signal, or it stays down for 3 s while leaving. A
+//!   second SIGTERM, or SIGINT, stops it at once.
+//!
+//! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
+//! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
+
+mod local;
+mod membership;
+mod moves;
+mod repair;
+mod replication;
+mod routing;
+#[cfg(test)]
+mod tests;
+mod tombstones;
+
+use tombstones::PurgeCheck;
+
+use super::chunk::{parse_chunk, put_entry};
+use super::durable::{Durable, Recovered};
+use super::engine::{Applied, Engine, Entry};
+use super::handoff::Handoff;
+use super::hlc::Hlc;
+use super::mesh::{Forward, Mesh, ReplyTo};
+use super::ops::decide;
+use super::order::ReplyOrder;
+use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use super::resp::{self, Item, NodeFacts, RespFront};
+use super::resync::{gained, newly_responsible, CatchUp, Resync};
+use crate::protocol::{kv, op, Error, ErrorCode, Frame};
+use crate::reactor::link::{Link, LinkState};
+use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
+use crate::ring::{hash64, NodeState, PrefTable, Ring};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+const TIMER_INIT: u64 = 0;
+const TIMER_MANAGER: u64 = 1;
+const TIMER_HEARTBEAT: u64 = 2;
+const TIMER_TICK: u64 = 3;
+const TIMER_LEAVE: u64 = 4;
+const TIMER_ORPHAN: u64 = 5;
+const TAG_MANAGER: u64 = 1;
+/// A request is forwarded at most this many times (rings can disagree briefly).
+const MAX_HOPS: u32 = 3;
+/// How long a leaving node waits for its handoff before it exits anyway, in ms.
+const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// How long a leaving node waits for a lost manager link to come back before it
+/// exits without handing its data over, in ms (the manager is gone: the whole
+/// cluster is being stopped, say, and no handoff can be coordinated).
+const LEAVE_ORPHAN_MS: Millis = 3_000;
+/// How long a node that has left the ring keeps forwarding before it exits, in ms.
+const EXIT_GRACE_MS: Millis = 1_500;
+/// Replies held back on one connection (behind an unanswered forward) above which
+/// the node stops reading that connection's requests; it reads again below half.
+const HOLD_SLOTS: usize = 1024;
+/// Bytes of replies held back on one connection above which reading stops.
+const HOLD_BYTES: usize = 4 << 20;
+/// How often a node catching up asks the peers that have not answered again
+/// (their answer, or the ask, may have been lost with a broken link), in ms.
+const CATCH_UP_ASK_MS: Millis = 3_000;
+/// What a replica says when, by its ring, it is not on a key's lists.
+const OFF_LIST: &str = "is not a replica of this key";
+/// How a replica that is catching up begins its refusal of a quorum read.
+const CATCHING_UP: &str = "catching up";
+/// Tombstone collection checks in flight at most.
+const MAX_PURGES: usize = 256;
+
+/// Settings of a storage node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The address other processes reach this node at (`HOST:PORT`).
+    pub advertise: String,
+    /// The manager's address.
+    pub manager: SocketAddr,
+    /// Shared secret that proves cluster membership (no spaces).
+    pub secret: String,
+    /// Tokens (virtual nodes) this node asks for.
+    pub tokens: u32,
+    /// Heartbeat period to the manager, in ms.
+    pub heartbeat_ms: Millis,
+    /// First reconnect delay to the manager, in ms.
+    pub retry_base_ms: Millis,
+    /// Largest reconnect delay to the manager and peers, in ms.
+    pub retry_cap_ms: Millis,
+    /// A forwarded request not answered in this many ms gets `ERR TIMEOUT`.
+    pub request_timeout_ms: Millis,
+    /// Period of the housekeeping tick (peer reconnects, request deadlines), in ms.
+    pub tick_ms: Millis,
+    /// The wall clock (ms since the Unix epoch) at reactor time 0: versions start
+    /// from it (see [`Hlc`]). 0 in tests and simulations.
+    pub clock_base_ms: u64,
+    /// A tombstone older than this (by its version's clock) is collected once
+    /// every replica of its key holds it, in ms.
+    pub tombstone_grace_ms: Millis,
+}
+
+impl NodeConfig {
+    /// Defaults for a node advertising `advertise` and registering with `manager`.
+    pub fn new(advertise: String, manager: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            advertise,
+            manager,
+            secret: crate::DEFAULT_SECRET.to_string(),
+            tokens: crate::DEFAULT_TOKENS,
+            heartbeat_ms: 500,
+            retry_base_ms: 100,
+            retry_cap_ms: 2_000,
+            request_timeout_ms: 5_000,
+            tick_ms: 100,
+            clock_base_ms: 0,
+            tombstone_grace_ms: 60_000,
+        }
+    }
+}
+
+/// A storage node's whole state.
+pub struct StorageNode {
+    cfg: NodeConfig,
+    node_id: u32,
+    ring: Ring,
+    engine: Engine,
+    manager: Link,
+    members: HashSet<ConnId>,
+    mesh: Mesh,
+    order: ReplyOrder,
+    /// `ring` as requests are routed now (joining nodes not yet serving).
+    serving: Ring,
+    /// `ring` once pending moves are done.
+    settled: Ring,
+    /// Preference lists of `serving` and `settled` (N nodes), per token range.
+    serving_pref: PrefTable,
+    settled_pref: PrefTable,
+    handoff: Option<Handoff>,
+    /// This node asked to leave (SIGTERM).
+    leaving: bool,
+    /// A `LEAVE` went to the manager on this link and is not answered yet.
+    awaiting_left: bool,
+    /// Leaving, and the manager link has been down since then: exit at
+    /// [`LEAVE_ORPHAN_MS`] after it unless the link comes back.
+    orphaned_at: Option<Millis>,
+    /// Out of the ring and about to exit: never register with the manager again.
+    exiting: bool,
+    /// Client connections not being read because of their reply backlog.
+    held: HashSet<ConnId>,
+    /// Connections that just proved membership (drained into `Output::Trust`).
+    trusted: Vec<ConnId>,
+    /// Versions for the writes this node decides.
+    hlc: Hlc,
+    /// Requests this node coordinates over replicas, by id.
+    pending: HashMap<u64, Pending>,
+    next_pending: u64,
+    /// Keys with a write in progress here, and the requests waiting their turn:
+    /// one write at a time per key, in arrival order, so pipelined requests take
+    /// effect in order and read-modify-writes do not refuse each other's bases.
+    busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
+    /// Waiting requests whose turn came (started at the end of the step).
+    ready_turns: Vec<u64>,
+    /// The RESP front, when the node serves RESP on listener 1.
+    resp: Option<RespFront>,
+    /// Writes other replicas missed, and keys nodes are newly responsible for.
+    resync: Resync,
+    /// Tombstones being checked on every replica before they are collected.
+    purges: HashMap<u64, PurgeCheck>,
+    next_purge: u64,
+    /// When the next tombstone sweep is due.
+    next_sweep: Millis,
+    /// Tombstones collected since the last sweep logged it.
+    collected: usize,
+    /// This process has installed a ring (the first one starts a catch-up if
+    /// it lists this node serving: a restarted node cannot know what it missed).
+    seen_ring: bool,
+    /// A ring showed this node down: it catches up once it is back.
+    was_down: bool,
+    /// Peers a catch-up went without because they were down: they may hold
+    /// writes nobody else has, so they are asked once they are back.
+    unheard: std::collections::BTreeSet<u32>,
+    /// This node's catch-up, while it waits for its peers' pushes.
+    catch_up: Option<CatchUp>,
+    /// Requests to start again at the next tick (a replica's newer ring said
+    /// the key moved: this node's ring should catch up first).
+    retry_soon: Vec<u64>,
+    /// The data directory, when the node has one (see [`super::durable`]).
+    durable: Option<Durable>,
+    /// `NODE_JOIN` went to the manager on this link and is not answered yet.
+    awaiting_joined: bool,
+    /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
+    /// recovers the membership): the next attempt waits longer each time.
+    join_refusals: u32,
+}
+
+impl StorageNode {
+    /// A fresh node with no data and no id.
+    pub fn new(cfg: NodeConfig) -> StorageNode {
+        let manager = Link::new(cfg.retry_base_ms, cfg.retry_cap_ms);
+        let mesh = Mesh::new(cfg.retry_base_ms, cfg.retry_cap_ms);
+        StorageNode {
+            mesh,
+            order: ReplyOrder::default(),
+            serving: Ring::empty(),
+            settled: Ring::empty(),
+            serving_pref: PrefTable::default(),
+            settled_pref: PrefTable::default(),
+            handoff: None,
+            leaving: false,
+            awaiting_left: false,
+            orphaned_at: None,
+            exiting: false,
+            held: HashSet::new(),
+            trusted: Vec::new(),
+            resp: None,
+            resync: Resync::default(),
+            purges: HashMap::new(),
+            next_purge: 1,
+            next_sweep: 0,
+            collected: 0,
+            seen_ring: false,
+            was_down: false,
+            unheard: Default::default(),
+            catch_up: None,
+            retry_soon: Vec::new(),
+            durable: None,
+            awaiting_joined: false,
+            join_refusals: 0,
+            cfg,
+            node_id: 0,
+            ring: Ring::empty(),
+            engine: Engine::default(),
+            hlc: Hlc::default(),
+            pending: HashMap::new(),
+            next_pending: 1,
+            busy: HashMap::new(),
+            ready_turns: Vec::new(),
+            manager,
+            members: HashSet::new(),
+        }
+    }
+
+    /// The id the manager gave this node (0 until registered).
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// The engine, for inspection.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The last ring this node installed, for inspection.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Opens the data directory `dir` (before the node runs) and replays it into
+    /// the engine; from then on every write is logged there before it is
+    /// acknowledged (see [`super::durable`]).
+    pub fn open_data_dir(
+        &mut self,
+        dir: &std::path::Path,
+        fsync: super::wal::Fsync,
+    ) -> std::io::Result<Recovered> {
+        let (mut d, rec) = Durable::open(dir, fsync)?;
+        let (found, newest) = d.replay(rec, &mut self.engine);
+        self.hlc.observe(newest);
+        self.durable = Some(d);
+        Ok(found)
+    }
+
+    /// Why the data directory stopped working, if it did (the node then stops).
+    pub fn durability_failed(&self) -> Option<&str> {
+        self.durable.as_ref().and_then(Durable::failed)
+    }
+
+    /// The data directory, if the node has one (inspection, tests).
+    pub fn durable_mut(&mut self) -> Option<&mut Durable> {
+        self.durable.as_mut()
+    }
+
+    /// Whether node `id` is worth sending to: not down in the ring, and (for a
+    /// peer) its link is not waiting to reconnect after a failure.
+    fn reachable(&self, id: u32) -> bool {
+        let up = self
+            .ring
+            .node(id)
+            .is_some_and(|n| n.state != NodeState::Down);
+        up && (id == self.node_id || !self.mesh.is_unreachable(id))
+    }
+}
+
+// The RESP front (see `super::resp`): RESP connections come from listener 1; their
+// commands become native requests served by `on_request` like any client's, and
+// every native reply to them is turned back into RESP at the end of the step.
+impl StorageNode {
+    /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
+    pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
+        self.resp = Some(RespFront::new(limits));
+    }
+
+    /// Bytes from a RESP connection: serve each command it completes, in order.
+    fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
+        let Some(front) = self.resp.as_mut() else {
+            return;
+        };
+        for item in front.feed(conn, data) {
+            match item {
+                Item::Request(frame) => {
+                    self.on_request(now, conn, frame, out);
+                    self.apply_holds(Some(conn), out);
+                }
+                Item::Facts => {
+                    let facts = NodeFacts {
+                        node_id: self.node_id,
+                        keys: self.engine.len(),
+                    };
+                    let front = self.resp.as_mut().expect("checked");
+                    if let Some(bytes) = front.facts(conn, facts) {
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Item::Send(bytes) => out.push(Output::SendBytes { conn, bytes }),
+                Item::Close => out.push(Output::Close { conn }),
+            }
+        }
+    }
+}
+
+impl Service for StorageNode {
+    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        let mark = out.len();
+        if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
+            // Restarted with a data directory: route by the last ring at once.
+            self.node_id = id;
+            self.hlc.set_writer(id);
+            self.install_ring(ring, now, out);
+        }
+        let resp = self.resp.as_mut();
+        match input {
+            Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
+                resp.expect("checked").accept(conn, out);
+            }
+            Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
+                self.on_resp_data(now, conn, data, out);
+            }
+            input => {
+                if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
+                    r.closed(*conn);
+                }
+                self.step_native(now, input, out);
+            }
+        }
+        // Requests whose key just became free.
+        while let Some(id) = self.ready_turns.pop() {
+            self.start_round(now, id, out);
+        }
+        if let Some(r) = self.resp.as_mut() {
+            r.translate(mark, out, &self.held);
+        }
+        // Last: outputs that may depend on uncommitted log records wait for the
+        // turn's commit.
+        let (mesh, manager) = (&self.mesh, self.manager.conn());
+        if let Some(d) = self.durable.as_mut() {
+            d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
+        }
+    }
+
+    fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.turn_end(&self.engine, out);
+        }
+    }
+}
+
+impl StorageNode {
+    /// Everything but the RESP front's own inputs.
+    fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Timer { id: TIMER_INIT } => {
+                self.connect_manager(out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
+            }
+            Input::Timer { id: TIMER_TICK } => {
+                let late = self.mesh.tick(now, out);
+                self.fail_forwards(now, late, ErrorCode::Timeout, out);
+                if self.handoff.as_ref().is_some_and(|h| h.failed) {
+                    self.start_handoff(now, out);
+                } else {
+                    self.pump_handoff(now, out);
+                }
+                self.pump_resync(now, out);
+                for id in std::mem::take(&mut self.retry_soon) {
+                    self.start_round(now, id, out);
+                }
+                if self
+                    .catch_up
+                    .as_ref()
+                    .is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS)
+                {
+                    self.ask_catch_up(now, out);
+                }
+                self.sweep_tombstones(now, out);
+                self.apply_holds(None, out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
+            }
+            Input::Timer { id: TIMER_MANAGER } => {
+                if self.manager.due(now) {
+                    self.connect_manager(out);
+                }
+            }
+            Input::Timer {
+                id: TIMER_HEARTBEAT,
+            } => {
+                if let Some(conn) = self.manager.conn() {
+                    let mut text = self.engine.len().to_string();
+                    if self.catch_up.is_some() {
+                        text.push_str(" catching-up");
+                    }
+                    out.push(Output::Send {
+                        conn,
+                        frame: Frame::new(op::HEARTBEAT, 0, self.node_id, text),
+                    });
+                }
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+            }
+            Input::Timer { id: TIMER_LEAVE } => {
+                if self.ring.node(self.node_id).is_some() {
+                    log::warn!("the handoff did not finish in time; exiting anyway");
+                }
+                out.push(Output::Stop);
+            }
+            Input::Timer { id: TIMER_ORPHAN } => {
+                let gone = self.orphaned_at.is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
+                if gone && !self.exiting {
+                    log::warn!(
+                        "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
+                         exiting without handing the data over: {}",
+                        self.data_left_behind()
+                    );
+                    out.push(Output::Stop);
+                }
+            }
+            Input::Timer { .. } => {}
+            Input::Connected { conn, tag } if tag == TAG_MANAGER => {
+                self.manager.up(conn);
+                self.orphaned_at = None;
+                self.awaiting_joined = true;
+                out.push(Output::Send {
+                    conn,
+                    frame: self.manager_hello(),
+                });
+            }
+            Input::Connected { conn, tag } if Mesh::owns_tag(tag) => {
+                let hello = self.hello();
+                self.mesh.connected(tag, conn, hello, out);
+            }
+            Input::Connected { conn, .. } => out.push(Output::Close { conn }),
+            Input::ConnectFailed { tag } if tag == TAG_MANAGER => {
+                log::debug!("manager {} unreachable; retrying", self.cfg.manager);
+                self.manager_down(now, out);
+            }
+            Input::ConnectFailed { tag } if Mesh::owns_tag(tag) => {
+                self.mesh.connect_failed(tag, now);
+            }
+            Input::ConnectFailed { .. } => {}
+            Input::Accepted { .. } => {}
+            Input::Frame { conn, frame } => {
+                if self.manager.conn() == Some(conn) {
+                    self.on_manager_frame(now, frame, out);
+                } else if self.mesh.is_link(conn) {
+                    self.on_peer_reply(now, frame, out);
+                    self.apply_holds(None, out);
+                } else {
+                    self.on_request(now, conn, frame, out);
+                    for conn in self.trusted.drain(..) {
+                        out.push(Output::Trust { conn });
+                    }
+                    self.apply_holds(Some(conn), out);
+                }
+            }
+            Input::FrameError {
+                conn,
+                error,
+                client_id,
+            } => {
+                reply_error(out, conn, client_id, self.node_id, &error);
+                out.push(Output::Close { conn });
+            }
+            Input::Eof { conn } => self.order.eof(conn, out),
+            // No listener of this node is raw yet.
+            Input::Data { conn, .. } => out.push(Output::Close { conn }),
+            Input::Closed { conn } => {
+                self.members.remove(&conn);
+                self.order.closed(conn);
+                self.held.remove(&conn);
+                if let Some(lost) = self.mesh.closed(conn, now) {
+                    self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
+                    self.apply_holds(None, out);
+                }
+                if self.manager.conn() == Some(conn) {
+                    log::warn!("lost the manager link; reconnecting");
+                    self.manager_down(now, out);
+                }
+            }
+            Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {
+                Some(_) if self.ring.node(self.node_id).is_some() => {
+                    log::info!("SIGTERM: handing data over before leaving");
+                    self.leaving = true;
+                    self.send_leave(out);
+                    out.push(Output::Timer {
+                        at: now + LEAVE_DEADLINE_MS,
+                        id: TIMER_LEAVE,
+                    });
+                }
+                _ => {
+                    log::warn!(
+                        "SIGTERM without a manager: exiting without a handoff; {}",
+                        self.data_left_behind()
+                    );
+                    out.push(Output::Stop);
+                }
+            },
+            Input::Signal(sig) => {
+                log::info!("{sig:?}: shutting down");
+                out.push(Output::Stop);
+            }
+        }
+    }
+}

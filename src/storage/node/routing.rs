@@ -1,0 +1,329 @@
+//! Routing: where a request is served. A key-value request is served here, on
+//! this node's own data, when this node is the key's owner (N = 1) or its lead
+//! replica (N > 1, see [`super::replication`]); otherwise it is forwarded over
+//! the mesh to the node that is, or answered `STALE` when a partition-aware
+//! client routed it by an older ring. Replies to each client connection leave in
+//! request order, and connections with too many replies held back stop being
+//! read (holds).
+
+use super::*;
+
+impl StorageNode {
+    /// Answers forwards that will get no reply from their peer.
+    pub(super) fn fail_forwards(
+        &mut self,
+        now: Millis,
+        fwds: Vec<Forward>,
+        code: ErrorCode,
+        out: &mut Vec<Output>,
+    ) {
+        for f in fwds {
+            let err = Error::new(
+                code,
+                match code {
+                    ErrorCode::Timeout => format!("node {} did not answer in time", f.peer),
+                    _ => format!("node {} is unreachable", f.peer),
+                },
+            );
+            match f.reply_to {
+                ReplyTo::Replica { id, round } => {
+                    self.replica_answer(now, id, round, f.peer, None, code, out);
+                }
+                ReplyTo::Client {
+                    conn,
+                    seq,
+                    client_id,
+                } => {
+                    let frame = Frame::error(client_id, self.node_id, &err);
+                    self.order.fill(conn, seq, frame, out);
+                }
+                ReplyTo::Mirror { conn, seq, result } => {
+                    let frame = Frame::error(result.client_id, self.node_id, &err);
+                    self.order.fill(conn, seq, frame, out);
+                }
+                ReplyTo::Migrate { epoch } => {
+                    if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
+                        h.failed = true;
+                    }
+                }
+                ReplyTo::Resync { keys } => self.resync.failed(f.peer, keys),
+                ReplyTo::Purge { id } => {
+                    self.purges.remove(&id);
+                }
+                ReplyTo::Ignore => {}
+            }
+        }
+    }
+
+    /// The key of a key-value request, or `None` for other ops.
+    pub(super) fn request_key(f: &Frame) -> Result<Option<Bytes>, Error> {
+        Ok(Some(match f.op {
+            op::PUT | op::CREATE | op::UPDATE | op::INCR => kv::split_kv(&f.payload)?.0,
+            op::GET | op::DELETE | op::EXISTS => kv::key(&f.payload)?,
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Serves one request from a client or a peer.
+    pub(super) fn on_request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        f: Frame,
+        out: &mut Vec<Output>,
+    ) {
+        let me = self.node_id;
+        let member = self.members.contains(&conn);
+        let key = match Self::request_key(&f) {
+            Ok(k) => k,
+            Err(e) => {
+                let frame = Frame::error(f.client_id, me, &e);
+                self.order.ready(conn, frame, out);
+                return;
+            }
+        };
+        if member && me == 0 && key.is_some() {
+            // A peer routed a key here by a ring that lists this node, but the
+            // manager's answer (our id and the ring) has not arrived: serving it
+            // alone, unreplicated, would make a second coordinator of the key
+            // (seed 2000423: two DELETEs of one value both answered OK).
+            let e = Error::new(ErrorCode::Unavailable, "this node is still joining; retry");
+            return out.push(Output::Send {
+                conn,
+                frame: Frame::error(f.client_id, me, &e),
+            });
+        }
+        let replicated = self.ring.replicas > 1;
+        let (serving_owner, settled_owner) = match &key {
+            Some(k) if me != 0 && replicated => {
+                // The coordinator; when every replica is down, the first of them
+                // (the forwarding path below then answers UNAVAILABLE).
+                let h = hash64(k);
+                let first = self.serving.owner_of_hash(h);
+                (
+                    self.live_coordinator(h).or(first),
+                    self.settled_coordinator(h),
+                )
+            }
+            Some(k) if me != 0 => {
+                let h = hash64(k);
+                (self.serving.owner_of_hash(h), self.settled.owner_of_hash(h))
+            }
+            _ => (None, None),
+        };
+        if !member && me != 0 && f.node_id == me && serving_owner.is_some_and(|o| o != me) {
+            // A partition-aware client routed this here by an older ring.
+            let epoch = self.ring.epoch.to_string();
+            let frame = Frame::new(op::STALE, f.client_id, me, epoch);
+            self.order.ready(conn, frame, out);
+            return;
+        }
+        // The write fence of a move (N = 1): once this node's handoff for the
+        // epoch is acknowledged, the next owner holds everything, so the keys
+        // moving away are served there (it takes forwarded requests before the
+        // flip), never again here. Two nodes never both accept writes to a key.
+        let fenced = !replicated
+            && serving_owner == Some(me)
+            && settled_owner.is_some_and(|n| n != me)
+            && self
+                .handoff
+                .as_ref()
+                .is_some_and(|h| h.epoch == self.ring.epoch && h.done());
+        let here = !fenced
+            && (serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me)));
+        if !here {
+            let owner = if fenced {
+                settled_owner.expect("fenced means a next owner")
+            } else {
+                serving_owner.expect("not here means an owner")
+            };
+            let hops = if member { f.node_id } else { 0 };
+            let down = self
+                .ring
+                .node(owner)
+                .is_some_and(|n| n.state == NodeState::Down);
+            if down || hops >= MAX_HOPS {
+                let e = Error::new(
+                    ErrorCode::Unavailable,
+                    if down {
+                        format!("node {owner}, the key's owner, is down")
+                    } else {
+                        "the ring is changing; retry".to_string()
+                    },
+                );
+                let frame = Frame::error(f.client_id, me, &e);
+                self.order.ready(conn, frame, out);
+                return;
+            }
+            let seq = self.order.reserve(conn);
+            let reply_to = ReplyTo::Client {
+                conn,
+                seq,
+                client_id: f.client_id,
+            };
+            let deadline = now + self.cfg.request_timeout_ms;
+            if let Err(fwd) = self
+                .mesh
+                .forward(owner, f, reply_to, hops + 1, deadline, out)
+            {
+                self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
+            }
+            return;
+        }
+        if let (Some(k), true, true) = (&key, replicated, serving_owner.is_some()) {
+            let k = k.clone();
+            self.coordinate(now, conn, f, k, out);
+            return;
+        }
+        // The version a pending move's copy of this write is decided against.
+        let before = match (&key, settled_owner) {
+            (Some(k), Some(next)) if next != me => self.engine.version(k),
+            _ => 0,
+        };
+        let reply = match self.execute(now, conn, key.as_ref(), &f) {
+            Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
+            Err(e) if e.code.closes_connection() => {
+                reply_error(out, conn, f.client_id, me, &e);
+                return;
+            }
+            Err(e) => Frame::error(f.client_id, me, &e),
+        };
+        let mutated = matches!(
+            (f.op, reply.op),
+            (op::PUT | op::CREATE | op::UPDATE | op::DELETE, op::OK) | (op::INCR, op::VALUE)
+        );
+        match (key, settled_owner) {
+            (Some(key), Some(next)) if mutated && next != me && serving_owner == Some(me) => {
+                // A move is pending: the next owner gets a copy before the client
+                // gets its answer.
+                // Conditional on what this node held before the write: if the next
+                // owner already took a newer write (the flip reached it first), the
+                // copy is refused and the client gets an error, not a lost update.
+                let mut payload = BytesMut::new();
+                payload.extend_from_slice(&before.to_be_bytes());
+                if let Some(e) = self.engine.entry(&key) {
+                    put_entry(&mut payload, &key, &e);
+                }
+                let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
+                let seq = self.order.reserve(conn);
+                let reply_to = ReplyTo::Mirror {
+                    conn,
+                    seq,
+                    result: reply,
+                };
+                let deadline = now + self.cfg.request_timeout_ms;
+                if let Err(fwd) = self.mesh.forward(next, copy, reply_to, 1, deadline, out) {
+                    self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
+                }
+            }
+            // Peers match replies by tag, not by order: answering a member at once
+            // keeps a replica's answer from waiting behind requests this node is
+            // still coordinating for that member (which may wait on the answer).
+            _ if member => out.push(Output::Send { conn, frame: reply }),
+            _ => self.order.ready(conn, reply, out),
+        }
+    }
+
+    /// A reply from a peer to one of our forwards.
+    pub(super) fn on_peer_reply(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
+        let Some(fwd) = self.mesh.reply(&frame) else {
+            return;
+        };
+        match fwd.reply_to {
+            ReplyTo::Replica { id, round } => {
+                let code = ErrorCode::Unavailable;
+                self.replica_answer(now, id, round, fwd.peer, Some(frame), code, out);
+            }
+            ReplyTo::Client {
+                conn,
+                seq,
+                client_id,
+            } => {
+                let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
+                self.order.fill(conn, seq, reply, out);
+            }
+            ReplyTo::Mirror { conn, seq, result } => {
+                if frame.op != op::OK {
+                    let e = Error::new(
+                        ErrorCode::Unavailable,
+                        "the key is moving and its new owner refused the write; retry",
+                    );
+                    let reply = Frame::error(result.client_id, self.node_id, &e);
+                    self.order.fill(conn, seq, reply, out);
+                } else {
+                    self.order.fill(conn, seq, result, out);
+                }
+            }
+            ReplyTo::Migrate { epoch } => {
+                if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
+                    if frame.op == op::OK {
+                        h.acked(fwd.peer);
+                    } else {
+                        h.failed = true;
+                    }
+                }
+                self.pump_handoff(now, out);
+            }
+            ReplyTo::Purge { id } => self.purge_answer(now, id, fwd.peer, &frame, out),
+            ReplyTo::Ignore => {}
+            ReplyTo::Resync { keys } => {
+                if frame.op == op::OK {
+                    self.resync.acked(fwd.peer);
+                } else {
+                    self.resync.failed(fwd.peer, keys);
+                }
+                self.pump_resync(now, out);
+            }
+        }
+    }
+
+    /// Stops reading connections whose held-back replies grew too large, and
+    /// resumes the ones that drained. A client that pipelines without reading
+    /// thus costs bounded memory even when its replies wait for other nodes.
+    pub(super) fn apply_holds(&mut self, client: Option<ConnId>, out: &mut Vec<Output>) {
+        let order = &self.order;
+        if let Some(c) = client {
+            let over = order.outstanding(c) > HOLD_SLOTS || order.queued_bytes(c) > HOLD_BYTES;
+            if over && self.held.insert(c) {
+                out.push(Output::Hold {
+                    conn: c,
+                    hold: true,
+                });
+            }
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let drained: Vec<ConnId> = self
+            .held
+            .iter()
+            .copied()
+            .filter(|&c| {
+                order.outstanding(c) <= HOLD_SLOTS / 2 && order.queued_bytes(c) <= HOLD_BYTES / 2
+            })
+            .collect();
+        for conn in drained {
+            self.held.remove(&conn);
+            out.push(Output::Hold { conn, hold: false });
+        }
+    }
+
+    /// The key's coordinator as this node sees it: the first node of its
+    /// preference list that is reachable. A crashed coordinator is skipped as
+    /// soon as its link breaks, before the manager marks it down.
+    pub(super) fn live_coordinator(&self, hash: u64) -> Option<u32> {
+        let pref = self.serving_pref.get(hash);
+        pref.iter().copied().find(|&id| self.reachable(id))
+    }
+
+    /// The key's coordinator once pending moves settle: the first node of its
+    /// settled preference list that is not down.
+    pub(super) fn settled_coordinator(&self, hash: u64) -> Option<u32> {
+        let up = |id: u32| (self.settled.node(id)).is_some_and(|n| n.state != NodeState::Down);
+        self.settled_pref
+            .get(hash)
+            .iter()
+            .copied()
+            .find(|&id| up(id))
+    }
+}
