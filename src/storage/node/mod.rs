@@ -48,6 +48,7 @@ mod routing;
 mod tests;
 mod tombstones;
 
+use replication::answer_of;
 use tombstones::PurgeCheck;
 
 use super::chunk::{parse_chunk, put_entry};
@@ -58,7 +59,7 @@ use super::hlc::Hlc;
 use super::mesh::{Forward, Mesh, ReplyTo};
 use super::ops::decide;
 use super::order::ReplyOrder;
-use super::quorum::{Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
 use super::resync::{gained, newly_responsible, CatchUp, Resync};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
@@ -385,7 +386,7 @@ impl Service for StorageNode {
         }
         // Requests whose key just became free.
         while let Some(id) = self.ready_turns.pop() {
-            self.start_round(now, id, out);
+            self.restart(now, id, out);
         }
         if let Some(r) = self.resp.as_mut() {
             r.translate(mark, out, &self.held);
@@ -430,7 +431,7 @@ impl StorageNode {
                 }
                 self.pump_resync(now, out);
                 for id in std::mem::take(&mut self.retry_soon) {
-                    self.start_round(now, id, out);
+                    self.restart(now, id, out);
                 }
                 if self
                     .catch_up

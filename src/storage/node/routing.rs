@@ -27,7 +27,7 @@ impl StorageNode {
             );
             match f.reply_to {
                 ReplyTo::Replica { id, round } => {
-                    self.replica_answer(now, id, round, f.peer, None, code, out);
+                    self.replica_answer(now, (id, round), f.peer, Answer::Failed(code), out);
                 }
                 ReplyTo::Client {
                     conn,
@@ -172,7 +172,7 @@ impl StorageNode {
         }
         if let (Some(k), true, true) = (&key, replicated, serving_owner.is_some()) {
             let k = k.clone();
-            self.coordinate(now, conn, f, k, out);
+            self.serve_replicated(now, conn, f, k, out);
             return;
         }
         // The version a pending move's copy of this write is decided against.
@@ -231,8 +231,8 @@ impl StorageNode {
         };
         match fwd.reply_to {
             ReplyTo::Replica { id, round } => {
-                let code = ErrorCode::Unavailable;
-                self.replica_answer(now, id, round, fwd.peer, Some(frame), code, out);
+                let answer = answer_of(&frame);
+                self.replica_answer(now, (id, round), fwd.peer, answer, out);
             }
             ReplyTo::Client {
                 conn,
