@@ -56,7 +56,7 @@ use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
 use super::handoff::Handoff;
 use super::hlc::Hlc;
-use super::mesh::{Forward, Mesh, ReplyTo};
+use super::mesh::{self, Forward, Mesh};
 use super::ops::decide;
 use super::order::ReplyOrder;
 use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
@@ -101,6 +101,55 @@ const OFF_LIST: &str = "is not a replica of this key";
 const CATCHING_UP: &str = "catching up";
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
+
+/// Who waits for the answer to a message this node sent over the mesh: the
+/// token each forward carries (see [`Mesh`]).
+#[derive(Debug)]
+enum Waiter {
+    /// A client: relay the peer's reply into its slot.
+    Client {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot (see [`ReplyOrder`]).
+        seq: u64,
+        /// The client's own id, restored on the reply.
+        client_id: u64,
+    },
+    /// A client whose write was applied here and copied to the key's next owner:
+    /// once the copy is acknowledged, send `result`.
+    Mirror {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot.
+        seq: u64,
+        /// The reply decided here.
+        result: Frame,
+    },
+    /// A replica's answer to a coordinated request (see [`super::quorum`]).
+    Replica {
+        /// The request's id at the coordinator.
+        id: u64,
+        /// Which of its rounds asked.
+        round: u32,
+    },
+    /// A chunk of a handoff.
+    Migrate {
+        /// The ring epoch the handoff belongs to.
+        epoch: u64,
+    },
+    /// A replica's copy of a tombstone this node wants to collect.
+    Purge {
+        /// The check's id.
+        id: u64,
+    },
+    /// A message whose answer changes nothing (PURGE, SYNC_REQ).
+    Ignore,
+    /// A chunk of hints or resync (see [`Resync`]).
+    Resync {
+        /// The keys it carries, owed again if it fails.
+        keys: Vec<bytes::Bytes>,
+    },
+}
 
 /// Settings of a storage node.
 #[derive(Clone, Debug)]
@@ -158,7 +207,7 @@ pub struct StorageNode {
     engine: Engine,
     manager: Link,
     members: HashSet<ConnId>,
-    mesh: Mesh,
+    mesh: Mesh<Waiter>,
     order: ReplyOrder,
     /// `ring` as requests are routed now (joining nodes not yet serving).
     serving: Ring,
@@ -497,7 +546,7 @@ impl StorageNode {
                     frame: self.manager_hello(),
                 });
             }
-            Input::Connected { conn, tag } if Mesh::owns_tag(tag) => {
+            Input::Connected { conn, tag } if mesh::owns_tag(tag) => {
                 let hello = self.hello();
                 self.mesh.connected(tag, conn, hello, out);
             }
@@ -506,7 +555,7 @@ impl StorageNode {
                 log::debug!("manager {} unreachable; retrying", self.cfg.manager);
                 self.manager_down(now, out);
             }
-            Input::ConnectFailed { tag } if Mesh::owns_tag(tag) => {
+            Input::ConnectFailed { tag } if mesh::owns_tag(tag) => {
                 self.mesh.connect_failed(tag, now);
             }
             Input::ConnectFailed { .. } => {}

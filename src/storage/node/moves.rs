@@ -46,10 +46,10 @@ impl StorageNode {
         for (target, payload) in h.next_chunks(&self.engine) {
             let frame = Frame::new(op::MIGRATE, 0, 0, payload);
             let deadline = now + self.cfg.request_timeout_ms;
-            let reply_to = ReplyTo::Migrate { epoch };
+            let token = Waiter::Migrate { epoch };
             if self
                 .mesh
-                .forward(target, frame, reply_to, 1, deadline, out)
+                .forward(target, frame, token, 1, deadline, out)
                 .is_err()
             {
                 h.failed = true;

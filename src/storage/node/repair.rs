@@ -26,7 +26,7 @@ impl StorageNode {
             }
             log::info!("node {peer} is back; asking it for the keys it holds");
             let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
-            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+            let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
     }
 
@@ -119,7 +119,7 @@ impl StorageNode {
         let deadline = now + self.cfg.request_timeout_ms;
         for &peer in &c.waiting {
             let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
-            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+            let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
     }
 
@@ -231,9 +231,9 @@ impl StorageNode {
         for (peer, payload, keys) in chunks {
             let frame = Frame::new(op::MIGRATE, 0, 0, payload);
             let deadline = now + self.cfg.request_timeout_ms;
-            let reply_to = ReplyTo::Resync { keys };
-            if let Err(fwd) = self.mesh.forward(peer, frame, reply_to, 1, deadline, out) {
-                if let ReplyTo::Resync { keys } = fwd.reply_to {
+            let token = Waiter::Resync { keys };
+            if let Err(fwd) = self.mesh.forward(peer, frame, token, 1, deadline, out) {
+                if let Waiter::Resync { keys } = fwd.token {
                     self.resync.failed(peer, keys);
                 }
             }
@@ -242,7 +242,7 @@ impl StorageNode {
             log::info!("pushed node {peer} every key it asked for (round {round})");
             let frame = Frame::new(op::SYNC_DONE, 0, 0, format!("{me} {round}"));
             let deadline = now + self.cfg.request_timeout_ms;
-            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+            let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
     }
 }

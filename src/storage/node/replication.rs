@@ -153,8 +153,8 @@ impl StorageNode {
         let deadline = now + self.cfg.request_timeout_ms;
         (peers.iter().copied())
             .filter(|&peer| {
-                let reply_to = ReplyTo::Replica { id, round };
-                let sent = (self.mesh).forward(peer, ask.clone(), reply_to, 1, deadline, out);
+                let token = Waiter::Replica { id, round };
+                let sent = (self.mesh).forward(peer, ask.clone(), token, 1, deadline, out);
                 sent.is_err()
             })
             .collect()

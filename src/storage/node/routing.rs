@@ -13,7 +13,7 @@ impl StorageNode {
     pub(super) fn fail_forwards(
         &mut self,
         now: Millis,
-        fwds: Vec<Forward>,
+        fwds: Vec<Forward<Waiter>>,
         code: ErrorCode,
         out: &mut Vec<Output>,
     ) {
@@ -25,11 +25,11 @@ impl StorageNode {
                     _ => format!("node {} is unreachable", f.peer),
                 },
             );
-            match f.reply_to {
-                ReplyTo::Replica { id, round } => {
+            match f.token {
+                Waiter::Replica { id, round } => {
                     self.replica_answer(now, (id, round), f.peer, Answer::Failed(code), out);
                 }
-                ReplyTo::Client {
+                Waiter::Client {
                     conn,
                     seq,
                     client_id,
@@ -37,20 +37,20 @@ impl StorageNode {
                     let frame = Frame::error(client_id, self.node_id, &err);
                     self.order.fill(conn, seq, frame, out);
                 }
-                ReplyTo::Mirror { conn, seq, result } => {
+                Waiter::Mirror { conn, seq, result } => {
                     let frame = Frame::error(result.client_id, self.node_id, &err);
                     self.order.fill(conn, seq, frame, out);
                 }
-                ReplyTo::Migrate { epoch } => {
+                Waiter::Migrate { epoch } => {
                     if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                         h.failed = true;
                     }
                 }
-                ReplyTo::Resync { keys } => self.resync.failed(f.peer, keys),
-                ReplyTo::Purge { id } => {
+                Waiter::Resync { keys } => self.resync.failed(f.peer, keys),
+                Waiter::Purge { id } => {
                     self.purges.remove(&id);
                 }
-                ReplyTo::Ignore => {}
+                Waiter::Ignore => {}
             }
         }
     }
@@ -156,16 +156,13 @@ impl StorageNode {
                 return;
             }
             let seq = self.order.reserve(conn);
-            let reply_to = ReplyTo::Client {
+            let token = Waiter::Client {
                 conn,
                 seq,
                 client_id: f.client_id,
             };
             let deadline = now + self.cfg.request_timeout_ms;
-            if let Err(fwd) = self
-                .mesh
-                .forward(owner, f, reply_to, hops + 1, deadline, out)
-            {
+            if let Err(fwd) = self.mesh.forward(owner, f, token, hops + 1, deadline, out) {
                 self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
             }
             return;
@@ -206,13 +203,13 @@ impl StorageNode {
                 }
                 let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
                 let seq = self.order.reserve(conn);
-                let reply_to = ReplyTo::Mirror {
+                let token = Waiter::Mirror {
                     conn,
                     seq,
                     result: reply,
                 };
                 let deadline = now + self.cfg.request_timeout_ms;
-                if let Err(fwd) = self.mesh.forward(next, copy, reply_to, 1, deadline, out) {
+                if let Err(fwd) = self.mesh.forward(next, copy, token, 1, deadline, out) {
                     self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
                 }
             }
@@ -229,12 +226,12 @@ impl StorageNode {
         let Some(fwd) = self.mesh.reply(&frame) else {
             return;
         };
-        match fwd.reply_to {
-            ReplyTo::Replica { id, round } => {
+        match fwd.token {
+            Waiter::Replica { id, round } => {
                 let answer = answer_of(&frame);
                 self.replica_answer(now, (id, round), fwd.peer, answer, out);
             }
-            ReplyTo::Client {
+            Waiter::Client {
                 conn,
                 seq,
                 client_id,
@@ -242,7 +239,7 @@ impl StorageNode {
                 let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
                 self.order.fill(conn, seq, reply, out);
             }
-            ReplyTo::Mirror { conn, seq, result } => {
+            Waiter::Mirror { conn, seq, result } => {
                 if frame.op != op::OK {
                     let e = Error::new(
                         ErrorCode::Unavailable,
@@ -254,7 +251,7 @@ impl StorageNode {
                     self.order.fill(conn, seq, result, out);
                 }
             }
-            ReplyTo::Migrate { epoch } => {
+            Waiter::Migrate { epoch } => {
                 if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                     if frame.op == op::OK {
                         h.acked(fwd.peer);
@@ -264,9 +261,9 @@ impl StorageNode {
                 }
                 self.pump_handoff(now, out);
             }
-            ReplyTo::Purge { id } => self.purge_answer(now, id, fwd.peer, &frame, out),
-            ReplyTo::Ignore => {}
-            ReplyTo::Resync { keys } => {
+            Waiter::Purge { id } => self.purge_answer(now, id, fwd.peer, &frame, out),
+            Waiter::Ignore => {}
+            Waiter::Resync { keys } => {
                 if frame.op == op::OK {
                     self.resync.acked(fwd.peer);
                 } else {

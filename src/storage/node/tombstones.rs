@@ -83,9 +83,9 @@ impl StorageNode {
             let deadline = now + self.cfg.request_timeout_ms;
             for &peer in &members {
                 let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
-                let reply_to = ReplyTo::Purge { id };
+                let token = Waiter::Purge { id };
                 // A failed send leaves the check waiting; its deadline ends it.
-                let _ = self.mesh.forward(peer, frame, reply_to, 1, deadline, out);
+                let _ = self.mesh.forward(peer, frame, token, 1, deadline, out);
             }
             let waiting = members.clone();
             let check = PurgeCheck {
@@ -130,7 +130,7 @@ impl StorageNode {
         let deadline = now + self.cfg.request_timeout_ms;
         for peer in c.members {
             let frame = Frame::new(op::PURGE, 0, 0, payload.clone());
-            let _ = (self.mesh).forward(peer, frame, ReplyTo::Ignore, 1, deadline, out);
+            let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
         self.purge(&c.key, c.version);
     }
