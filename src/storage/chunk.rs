@@ -9,10 +9,16 @@ use bytes::{BufMut, BytesMut};
 
 /// Appends one entry in chunk format.
 pub fn put_entry(buf: &mut BytesMut, k: &[u8], e: &Entry) {
+    put_entry_parts(buf, k, e.version, e.value.as_deref());
+}
+
+/// Appends one entry in chunk format from its parts (`value` `None`: tombstone).
+pub fn put_entry_parts(buf: &mut BytesMut, k: &[u8], version: u64, value: Option<&[u8]>) {
+    buf.reserve(4 + k.len() + 8 + 1 + value.map_or(0, |v| 4 + v.len()));
     buf.put_u32(k.len() as u32);
     buf.put_slice(k);
-    buf.put_u64(e.version);
-    match &e.value {
+    buf.put_u64(version);
+    match value {
         Some(v) => {
             buf.put_u8(1);
             buf.put_u32(v.len() as u32);

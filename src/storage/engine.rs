@@ -284,7 +284,10 @@ impl Engine {
     }
 
     fn record(&self, key: &[u8]) -> Option<&Record> {
-        let hash = hash64(key);
+        self.record_hashed(hash64(key), key)
+    }
+
+    fn record_hashed(&self, hash: u64, key: &[u8]) -> Option<&Record> {
         self.sector(hash).find(hash, key)
     }
 
@@ -364,6 +367,16 @@ impl Engine {
         self.record(key).map(Record::view)
     }
 
+    /// [`Engine::entry_ref`] of a key whose ring hash ([`hash64`]) the caller has.
+    pub fn entry_ref_hashed(&self, hash: u64, key: &[u8]) -> Option<EntryRef<'_>> {
+        self.record_hashed(hash, key).map(Record::view)
+    }
+
+    /// [`Engine::version`] of a key whose ring hash the caller has.
+    pub fn version_hashed(&self, hash: u64, key: &[u8]) -> u64 {
+        self.record_hashed(hash, key).map_or(0, Record::version)
+    }
+
     /// A key's version (0 if the engine never saw it).
     pub fn version(&self, key: &[u8]) -> u64 {
         self.record(key).map_or(0, Record::version)
@@ -385,17 +398,30 @@ impl Engine {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
-        let hash = hash64(key);
+        self.apply_hashed(hash64(key), key, version, value, base).0
+    }
+
+    /// [`Engine::apply`] of a key whose ring hash the caller has; also says
+    /// whether the entry changed (storing the version already held is a
+    /// harmless repeat that changes nothing).
+    pub fn apply_hashed(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        version: u64,
+        value: Option<&[u8]>,
+        base: Option<u64>,
+    ) -> (Applied, bool) {
         let s = self.sector_mut(hash);
         let live = value.is_some() as isize;
         let was = match s.table.find_mut(table_hash(hash), |r| r.key() == key) {
             Some(r) => {
                 let held = r.version();
                 if held == version && held != 0 {
-                    return Applied::Stored;
+                    return (Applied::Stored, false);
                 }
                 if held > version || base.is_some_and(|b| held > b) {
-                    return Applied::Newer(held);
+                    return (Applied::Newer(held), false);
                 }
                 let was = r.live() as isize;
                 r.set(version, value);
@@ -407,7 +433,7 @@ impl Engine {
             }
         };
         self.keys = (self.keys as isize + live - was) as usize;
-        Applied::Stored
+        (Applied::Stored, true)
     }
 }
 

@@ -237,6 +237,11 @@ impl Pending {
         self.attempts * 2 + matches!(self.round, Round::Writing { .. }) as u32
     }
 
+    /// Whether a round tag (see [`Pending::round_tag`]) is a write round's.
+    pub fn is_write_tag(tag: u32) -> bool {
+        tag % 2 == 1
+    }
+
     /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
     /// `Some(None)`: the node has no copy).
     pub fn copy_from(&mut self, node: u32, copy: Option<Option<Entry>>) -> Progress {

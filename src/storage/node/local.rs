@@ -11,17 +11,16 @@ impl StorageNode {
     /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
     /// data changes (besides dropping keys a ring change moved away, which a
     /// snapshot follows): each logs what it changed (see [`super::durable`]).
+    /// `hash` is the key's ring hash.
     pub(super) fn store(
         &mut self,
-        key: &[u8],
+        (key, hash): (&[u8], u64),
         version: u64,
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
-        let held = self.engine.version(key);
-        let applied = self.engine.apply(key, version, value, base);
-        if let (Some(d), Applied::Stored, true) = (self.durable.as_mut(), applied, held != version)
-        {
+        let (applied, changed) = self.engine.apply_hashed(hash, key, version, value, base);
+        if let (Some(d), true) = (self.durable.as_mut(), changed) {
             d.log(key, version, value);
         }
         applied
@@ -50,24 +49,39 @@ impl StorageNode {
         }
     }
 
+    /// Serves a key-value request on this node's own data (a key it serves
+    /// alone): decides it against the stored value and applies its write.
+    pub(super) fn execute_kv(
+        &mut self,
+        now: Millis,
+        (key, hash): (&[u8], u64),
+        f: &Frame,
+    ) -> Result<(u8, Bytes), Error> {
+        let entry = self.engine.entry_ref_hashed(hash, key);
+        let held = entry.map_or(0, |e| e.version);
+        let current = entry.and_then(|e| e.value).map(Bytes::copy_from_slice);
+        let d = decide(f, current.as_ref())?;
+        if let Some(write) = d.write {
+            let wall = self.cfg.clock_base_ms + now;
+            let version = self.hlc.next(wall, held);
+            self.store((key, hash), version, write.as_deref(), None);
+        }
+        Ok((d.reply, d.payload))
+    }
+
+    /// Serves a request that is not a key-value one: `PING`, `NODE_JOIN`, and
+    /// from a proven member the cluster messages (see [`StorageNode::serve_peer`]).
     pub(super) fn execute(
         &mut self,
         now: Millis,
         conn: ConnId,
-        key: Option<&Bytes>,
+        member: bool,
         f: &Frame,
     ) -> Result<(u8, Bytes), Error> {
-        if let Some(key) = key {
-            let d = decide(f, self.engine.get(key).as_ref())?;
-            if let Some(write) = d.write {
-                let wall = self.cfg.clock_base_ms + now;
-                let version = self.hlc.next(wall, self.engine.version(key));
-                self.store(key, version, write.as_deref(), None);
+        if member {
+            if let Some(answer) = self.serve_peer(now, f) {
+                return answer;
             }
-            return Ok((d.reply, d.payload));
-        }
-        if self.members.contains(&conn) {
-            self.check_replica_of(f)?;
         }
         Ok(match f.op {
             op::PING => (op::PONG, f.payload.clone()),
@@ -90,96 +104,113 @@ impl StorageNode {
                 self.trusted.push(conn);
                 (op::OK, Bytes::new())
             }
-            op::REPLICATE if self.members.contains(&conn) => {
-                let bad = || Error::new(ErrorCode::BadOp, "malformed REPLICATE");
-                let base = f.payload.get(..8).ok_or_else(bad)?;
-                let base = u64::from_be_bytes(base.try_into().map_err(|_| bad())?);
-                let entries = parse_chunk(&f.payload[8..]).ok_or_else(bad)?;
-                let [(k, version, value)] = entries[..] else {
-                    return Err(bad());
-                };
-                self.hlc.observe(version);
-                let base = (base != u64::MAX).then_some(base);
-                match self.store(k, version, value, base) {
-                    Applied::Stored => (op::OK, Bytes::new()),
-                    Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
-                }
-            }
-            op::REPL_READ if self.members.contains(&conn) && self.behind(hash64(&f.payload)) => {
-                let why = format!("{CATCHING_UP}: this copy may lack writes");
-                return Err(Error::new(ErrorCode::Unavailable, why));
-            }
-            op::REPL_READ if self.members.contains(&conn) => match self.engine.entry(&f.payload) {
-                Some(e) => {
-                    let mut chunk = BytesMut::new();
-                    put_entry(&mut chunk, &f.payload, &e);
-                    (op::VALUE, chunk.freeze())
-                }
-                None => (op::NOT_FOUND, Bytes::new()),
-            },
-            op::SYNC_REQ if self.members.contains(&conn) => {
+            o => return Err(Error::bad_op(o, member, "a storage node")),
+        })
+    }
+
+    /// Serves a cluster message from a member; `None` if `f` is not one.
+    fn serve_peer(&mut self, now: Millis, f: &Frame) -> Option<Result<(u8, Bytes), Error>> {
+        let ok = || Ok((op::OK, Bytes::new()));
+        Some(match f.op {
+            op::REPLICATE => self.replicate(f),
+            op::REPL_READ => self.replica_read(&f.payload),
+            op::SYNC_REQ => {
                 let bad = || Error::new(ErrorCode::BadOp, "SYNC_REQ needs NODEID [ROUND EPOCH]");
-                let [peer, round, epoch] = decimals(&f.payload).ok_or_else(bad)?;
-                let peer = u32::try_from(peer).map_err(|_| bad())?;
+                let Some([peer, round, epoch]) = decimals(&f.payload) else {
+                    return Some(Err(bad()));
+                };
+                let Ok(peer) = u32::try_from(peer) else {
+                    return Some(Err(bad()));
+                };
                 if self.ring.node(peer).is_some() && peer != self.node_id {
                     log::info!("node {peer} is catching up and asks for its keys (round {round})");
                     self.resync.asked(peer, round, epoch);
                 }
-                (op::OK, Bytes::new())
+                ok()
             }
-            op::SYNC_DONE if self.members.contains(&conn) => {
+            op::SYNC_DONE => {
                 let bad = || Error::new(ErrorCode::BadOp, "SYNC_DONE needs NODEID ROUND");
-                let [peer, round, _] = decimals(&f.payload).ok_or_else(bad)?;
-                let peer = u32::try_from(peer).map_err(|_| bad())?;
+                let Some([peer, round, _]) = decimals(&f.payload) else {
+                    return Some(Err(bad()));
+                };
+                let Ok(peer) = u32::try_from(peer) else {
+                    return Some(Err(bad()));
+                };
                 self.catch_up_progress(now, Some((peer, round)));
-                (op::OK, Bytes::new())
+                ok()
             }
-            op::PURGE if self.members.contains(&conn) && f.payload.len() >= 8 => {
+            op::PURGE if f.payload.len() >= 8 => {
                 let version = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
-                let key = &f.payload[8..];
-                self.purge(key, version);
-                (op::OK, Bytes::new())
+                self.purge(&f.payload[8..], version);
+                ok()
             }
-            op::MIGRATE if self.members.contains(&conn) => {
-                let entries = parse_chunk(&f.payload)
-                    .ok_or_else(|| Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk"))?;
+            op::MIGRATE => {
+                let Some(entries) = parse_chunk(&f.payload) else {
+                    return Some(Err(Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk")));
+                };
                 for (k, version, value) in entries {
                     self.hlc.observe(version);
-                    self.store(k, version, value, None);
+                    self.store((k, hash64(k)), version, value, None);
                 }
-                (op::OK, Bytes::new())
+                ok()
             }
-            o => {
-                let member = self.members.contains(&conn);
-                return Err(Error::bad_op(o, member, "a storage node"));
-            }
+            _ => return None,
         })
     }
 
-    /// Refuses a replica request (`REPL_READ`, `REPLICATE`) for a key this node
-    /// is not a replica of by its own ring: on neither the key's serving nor its
-    /// settled preference list. Such a node (one that left the ring and is in its
-    /// exit grace, or one a ring change took off the key's list) stopped getting
-    /// the key's writes, or dropped the key, so its copy must not count toward a
-    /// quorum: a coordinator still routing by an older ring (paused through the
-    /// change, say) would take it for a current copy and decide against it.
-    /// Seed 3000044 of the simulator's crash runs lost five acknowledged writes
-    /// that way. With N = 1, or before this node has a ring, nothing is refused.
-    pub(super) fn check_replica_of(&self, f: &Frame) -> Result<(), Error> {
+    /// `REPLICATE`: a lead replica's write of one entry, conditional on a base
+    /// version (`u64::MAX`: none).
+    fn replicate(&mut self, f: &Frame) -> Result<(u8, Bytes), Error> {
+        let bad = || Error::new(ErrorCode::BadOp, "malformed REPLICATE");
+        let base = f.payload.get(..8).ok_or_else(bad)?;
+        let base = u64::from_be_bytes(base.try_into().map_err(|_| bad())?);
+        let entries = parse_chunk(&f.payload[8..]).ok_or_else(bad)?;
+        let [(k, version, value)] = entries[..] else {
+            return Err(bad());
+        };
+        let hash = hash64(k);
+        self.check_replica_of(hash)?;
+        self.hlc.observe(version);
+        let base = (base != u64::MAX).then_some(base);
+        Ok(match self.store((k, hash), version, value, base) {
+            Applied::Stored => (op::OK, Bytes::new()),
+            Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
+        })
+    }
+
+    /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read.
+    fn replica_read(&mut self, key: &[u8]) -> Result<(u8, Bytes), Error> {
+        let hash = hash64(key);
+        self.check_replica_of(hash)?;
+        if self.behind(hash) {
+            let why = format!("{CATCHING_UP}: this copy may lack writes");
+            return Err(Error::new(ErrorCode::Unavailable, why));
+        }
+        Ok(match self.engine.entry_ref_hashed(hash, key) {
+            Some(e) => {
+                let mut chunk = BytesMut::new();
+                put_entry_parts(&mut chunk, key, e.version, e.value);
+                (op::VALUE, chunk.freeze())
+            }
+            None => (op::NOT_FOUND, Bytes::new()),
+        })
+    }
+
+    /// Refuses a replica request (`REPL_READ`, `REPLICATE`) for a key (by its
+    /// ring hash) this node is not a replica of by its own ring: on neither the
+    /// key's serving nor its settled preference list. Such a node (one that left
+    /// the ring and is in its exit grace, or one a ring change took off the key's
+    /// list) stopped getting the key's writes, or dropped the key, so its copy
+    /// must not count toward a quorum: a lead still routing by an older ring
+    /// (paused through the change, say) would take it for a current copy and
+    /// decide against it, and acknowledged writes would be lost. With N = 1, or
+    /// before this node has a ring, nothing is refused.
+    pub(super) fn check_replica_of(&self, hash: u64) -> Result<(), Error> {
         let me = self.node_id;
         if me == 0 || self.ring.replicas < 2 || self.ring.is_empty() {
             return Ok(());
         }
-        let key = match f.op {
-            op::REPL_READ => &f.payload[..],
-            op::REPLICATE => match f.payload.get(8..).and_then(parse_chunk) {
-                Some(entries) if entries.len() == 1 => entries[0].0,
-                _ => return Ok(()),
-            },
-            _ => return Ok(()),
-        };
-        let h = hash64(key);
-        if self.serving_pref.get(h).contains(&me) || self.settled_pref.get(h).contains(&me) {
+        if self.serving_pref.get(hash).contains(&me) || self.settled_pref.get(hash).contains(&me) {
             return Ok(());
         }
         Err(Error::new(

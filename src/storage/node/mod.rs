@@ -51,7 +51,7 @@ mod tombstones;
 use replication::answer_of;
 use tombstones::PurgeCheck;
 
-use super::chunk::{parse_chunk, put_entry};
+use super::chunk::{parse_chunk, put_entry, put_entry_parts};
 use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
 use super::handoff::Handoff;
@@ -131,6 +131,8 @@ enum Waiter {
         id: u64,
         /// Which of its rounds asked.
         round: u32,
+        /// The request's key (a replica that never gets a write is hinted it).
+        key: Bytes,
     },
     /// A chunk of a handoff.
     Migrate {

@@ -1,5 +1,6 @@
 //! Moves: handing keys over to the nodes a ring change adds to their preference
-//! lists (see [`super::super::handoff`]), and reporting `HANDOFF_DONE`.
+//! lists (see [`super::super::handoff`]), reporting `HANDOFF_DONE`, and with
+//! N = 1 copying each write to a moving key's next owner before it is answered.
 
 use super::*;
 
@@ -63,6 +64,39 @@ impl StorageNode {
                     frame: Frame::new(op::HANDOFF_DONE, 0, self.node_id, epoch.to_string()),
                 });
             }
+        }
+    }
+
+    /// With a move pending (N = 1), sends the next owner `next` a copy of the
+    /// write this node just applied to `key` (ring hash `hash`), and answers
+    /// the client (`reply`) once it is acknowledged. The copy is conditional on
+    /// what this node held before the write (`before`): if the next owner already
+    /// took a newer write (the flip reached it first), the copy is refused and
+    /// the client gets an error, not a lost update.
+    pub(super) fn mirror_write(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        next: u32,
+        (key, hash, before): (&[u8], u64, u64),
+        reply: Frame,
+        out: &mut Vec<Output>,
+    ) {
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&before.to_be_bytes());
+        if let Some(e) = self.engine.entry_ref_hashed(hash, key) {
+            put_entry_parts(&mut payload, key, e.version, e.value);
+        }
+        let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
+        let seq = self.order.reserve(conn);
+        let token = Waiter::Mirror {
+            conn,
+            seq,
+            result: reply,
+        };
+        let deadline = now + self.cfg.request_timeout_ms;
+        if let Err(fwd) = self.mesh.forward(next, copy, token, 1, deadline, out) {
+            self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
         }
     }
 }

@@ -48,12 +48,10 @@ impl StorageNode {
         now: Millis,
         conn: ConnId,
         request: Frame,
-        key: Bytes,
+        (key, hash): (Bytes, u64),
         out: &mut Vec<Output>,
     ) {
-        let hash = hash64(&key);
-        let (listed, _, _) = self.replica_targets(hash);
-        let listed = listed.max(1);
+        let listed = self.serving_pref.get(hash).len().max(1);
         // A node catching up keeps its own copy in the round but does not count
         // it: it needs R copies from the others.
         let behind = self.behind(hash) as usize;
@@ -106,8 +104,10 @@ impl StorageNode {
                 Err(e) => return self.finish(p, Err(e), out),
             };
             let wall = self.cfg.clock_base_ms + now;
-            let version = self.hlc.next(wall, self.engine.version(&p.key));
-            self.store(&p.key, version, Some(&value), None);
+            let version = self
+                .hlc
+                .next(wall, self.engine.version_hashed(p.hash, &p.key));
+            self.store((&p.key, p.hash), version, Some(&value), None);
             let mut targets = others;
             targets.extend(newcomers.iter().copied());
             let write = WriteRound {
@@ -123,13 +123,13 @@ impl StorageNode {
             };
             return self.write_round(now, id, p, write, out);
         }
-        let local = self.engine.entry(&p.key);
+        let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         p.round = Round::Reading {
             copies: vec![(self.node_id, local)],
             waiting: others.clone(),
         };
         let ask = Frame::new(op::REPL_READ, 0, 0, p.key.clone());
-        let failed = self.ask_replicas(now, (id, p.round_tag()), &others, ask, out);
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &others, ask, out);
         if p.read_need <= 1 {
             return self.finish_read(now, id, p, out);
         }
@@ -140,12 +140,12 @@ impl StorageNode {
         self.unreachable_replicas(now, id, p, failed, out);
     }
 
-    /// Sends `ask` to each of `peers` for round `tag` (request id, round);
-    /// returns the peers it could not be sent to.
+    /// Sends `ask` to each of `peers` for a round (request id, round tag) of
+    /// a request for `key`; returns the peers it could not be sent to.
     fn ask_replicas(
         &mut self,
         now: Millis,
-        (id, round): (u64, u32),
+        (id, round, key): (u64, u32, &Bytes),
         peers: &[u32],
         ask: Frame,
         out: &mut Vec<Output>,
@@ -153,7 +153,11 @@ impl StorageNode {
         let deadline = now + self.cfg.request_timeout_ms;
         (peers.iter().copied())
             .filter(|&peer| {
-                let token = Waiter::Replica { id, round };
+                let token = Waiter::Replica {
+                    id,
+                    round,
+                    key: key.clone(),
+                };
                 let sent = (self.mesh).forward(peer, ask.clone(), token, 1, deadline, out);
                 sent.is_err()
             })
@@ -205,7 +209,7 @@ impl StorageNode {
             newest_refusal: 0,
         };
         let ask = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
-        let failed = self.ask_replicas(now, (id, p.round_tag()), &w.targets, ask, out);
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &w.targets, ask, out);
         // Replicas this write cannot reach now get it later (hinted handoff),
         // and so do the nodes a pending move adds to the key's list: they count
         // as holding it once the ring flips.
@@ -243,22 +247,22 @@ impl StorageNode {
         self.finish(p, Err(e), out);
     }
 
-    /// Replica `peer` answered round `round` of request `id` (or will not: an
-    /// [`Answer::Failed`]).
+    /// Replica `peer` answered round `round` of request `id` for `key` (or will
+    /// not: an [`Answer::Failed`]).
     pub(super) fn replica_answer(
         &mut self,
         now: Millis,
-        (id, round): (u64, u32),
+        (id, round, key): (u64, u32, Bytes),
         peer: u32,
         answer: Answer,
         out: &mut Vec<Output>,
     ) {
         let Some(mut p) = self.pending.remove(&id) else {
-            return;
+            return self.late_answer(round, peer, &key, &answer);
         };
         if p.round_tag() != round {
             self.pending.insert(id, p);
-            return;
+            return self.late_answer(round, peer, &key, &answer);
         }
         match (&answer, p.writing()) {
             (Answer::Copy(Some(e)), false) => self.hlc.observe(e.version),
@@ -274,6 +278,16 @@ impl StorageNode {
                 self.pending.insert(id, p);
             }
             progress => self.advance(now, id, p, progress, out),
+        }
+    }
+
+    /// An answer to a round that ended without it (it had its quorum, or it
+    /// failed). Only a replica that may lack a write it was sent is hinted: one
+    /// that stored it, or holds something newer, is not.
+    fn late_answer(&mut self, round: u32, peer: u32, key: &Bytes, answer: &Answer) {
+        let stored = matches!(answer, Answer::Stored | Answer::Newer(_));
+        if Pending::is_write_tag(round) && !stored {
+            self.resync.hint(peer, key);
         }
     }
 
@@ -359,8 +373,8 @@ impl StorageNode {
         };
         let wall = self.cfg.clock_base_ms + now;
         let next = self.hlc.next(wall, base);
-        let prev = self.engine.entry(&p.key);
-        match self.store(&p.key, next, write.as_deref(), Some(base)) {
+        let prev = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
+        match self.store((&p.key, p.hash), next, write.as_deref(), Some(base)) {
             Applied::Stored => p.undo = Some((next, prev)),
             Applied::Newer(v) => {
                 // Something newer reached this node meanwhile: decide again.
@@ -416,7 +430,7 @@ impl StorageNode {
         let mut acks = holders;
         let me = self.node_id;
         if stale.contains(&me) {
-            self.store(&p.key, version, newest.value.as_deref(), None);
+            self.store((&p.key, p.hash), version, newest.value.as_deref(), None);
             acks += 1;
         }
         let mut targets: Vec<u32> = stale.into_iter().filter(|&n| n != me).collect();
@@ -434,13 +448,9 @@ impl StorageNode {
     }
 
     /// Answers a request served over replicas; it is forgotten.
+    /// Replicas that have not answered its last round are not hinted here: their
+    /// answer, or their failure, still comes (see [`StorageNode::replica_answer`]).
     fn finish(&mut self, p: Pending, result: Result<Frame, Error>, out: &mut Vec<Output>) {
-        if let Round::Writing { waiting, .. } = &p.round {
-            // Replicas that had not acknowledged when the round ended.
-            for &peer in waiting {
-                self.resync.hint(peer, &p.key);
-            }
-        }
         if p.holds_key {
             // The key's next request may start.
             if let Some(queue) = self.busy.get_mut(&p.key) {

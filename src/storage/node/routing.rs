@@ -26,8 +26,9 @@ impl StorageNode {
                 },
             );
             match f.token {
-                Waiter::Replica { id, round } => {
-                    self.replica_answer(now, (id, round), f.peer, Answer::Failed(code), out);
+                Waiter::Replica { id, round, key } => {
+                    let answer = Answer::Failed(code);
+                    self.replica_answer(now, (id, round, key), f.peer, answer, out);
                 }
                 Waiter::Client {
                     conn,
@@ -75,43 +76,28 @@ impl StorageNode {
         let me = self.node_id;
         let member = self.members.contains(&conn);
         let key = match Self::request_key(&f) {
-            Ok(k) => k,
+            Ok(Some(k)) => k,
+            Ok(None) => return self.serve_other(now, conn, member, f, out),
             Err(e) => {
                 let frame = Frame::error(f.client_id, me, &e);
                 self.order.ready(conn, frame, out);
                 return;
             }
         };
-        if member && me == 0 && key.is_some() {
+        if member && me == 0 {
             // A peer routed a key here by a ring that lists this node, but the
             // manager's answer (our id and the ring) has not arrived: serving it
-            // alone, unreplicated, would make a second coordinator of the key
-            // (seed 2000423: two DELETEs of one value both answered OK).
+            // alone, unreplicated, would make a second lead of the key (two
+            // DELETEs of one value could both be answered OK).
             let e = Error::new(ErrorCode::Unavailable, "this node is still joining; retry");
             return out.push(Output::Send {
                 conn,
                 frame: Frame::error(f.client_id, me, &e),
             });
         }
-        let replicated = self.ring.replicas > 1;
-        let (serving_owner, settled_owner) = match &key {
-            Some(k) if me != 0 && replicated => {
-                // The coordinator; when every replica is down, the first of them
-                // (the forwarding path below then answers UNAVAILABLE).
-                let h = hash64(k);
-                let first = self.serving.owner_of_hash(h);
-                (
-                    self.live_coordinator(h).or(first),
-                    self.settled_coordinator(h),
-                )
-            }
-            Some(k) if me != 0 => {
-                let h = hash64(k);
-                (self.serving.owner_of_hash(h), self.settled.owner_of_hash(h))
-            }
-            _ => (None, None),
-        };
-        if !member && me != 0 && f.node_id == me && serving_owner.is_some_and(|o| o != me) {
+        let hash = hash64(&key);
+        let owners = self.owners(hash);
+        if !member && me != 0 && f.node_id == me && owners.serving.is_some_and(|o| o != me) {
             // A partition-aware client routed this here by an older ring.
             let epoch = self.ring.epoch.to_string();
             let frame = Frame::new(op::STALE, f.client_id, me, epoch);
@@ -122,62 +108,103 @@ impl StorageNode {
         // epoch is acknowledged, the next owner holds everything, so the keys
         // moving away are served there (it takes forwarded requests before the
         // flip), never again here. Two nodes never both accept writes to a key.
+        let replicated = self.ring.replicas > 1;
         let fenced = !replicated
-            && serving_owner == Some(me)
-            && settled_owner.is_some_and(|n| n != me)
-            && self
-                .handoff
-                .as_ref()
-                .is_some_and(|h| h.epoch == self.ring.epoch && h.done());
-        let here = !fenced
-            && (serving_owner.is_none_or(|o| o == me) || (member && settled_owner == Some(me)));
-        if !here {
-            let owner = if fenced {
-                settled_owner.expect("fenced means a next owner")
-            } else {
-                serving_owner.expect("not here means an owner")
-            };
-            let hops = if member { f.node_id } else { 0 };
-            let down = self
-                .ring
-                .node(owner)
-                .is_some_and(|n| n.state == NodeState::Down);
-            if down || hops >= MAX_HOPS {
-                let e = Error::new(
-                    ErrorCode::Unavailable,
-                    if down {
-                        format!("node {owner}, the key's owner, is down")
-                    } else {
-                        "the ring is changing; retry".to_string()
-                    },
-                );
-                let frame = Frame::error(f.client_id, me, &e);
-                self.order.ready(conn, frame, out);
-                return;
+            && owners.serving == Some(me)
+            && owners.settled.is_some_and(|n| n != me)
+            && (self.handoff.as_ref()).is_some_and(|h| h.epoch == self.ring.epoch && h.done());
+        if fenced {
+            let next = owners.settled.expect("fenced means a next owner");
+            return self.forward_request(now, conn, member, f, next, out);
+        }
+        match owners.serving {
+            Some(o) if o != me && !(member && owners.settled == Some(me)) => {
+                self.forward_request(now, conn, member, f, o, out)
             }
-            let seq = self.order.reserve(conn);
-            let token = Waiter::Client {
-                conn,
-                seq,
-                client_id: f.client_id,
+            Some(_) if replicated => self.serve_replicated(now, conn, f, (key, hash), out),
+            _ => self.serve_alone(now, (conn, member), f, (key, hash), owners, out),
+        }
+    }
+
+    /// Who serves the key with ring hash `hash` now (`serving`: with N > 1 its
+    /// lead replica, or when every replica is down the first of them, for which
+    /// forwarding answers UNAVAILABLE) and once pending moves settle (`settled`).
+    /// Neither before this node has an id.
+    fn owners(&self, hash: u64) -> Owners {
+        if self.node_id == 0 {
+            return Owners::default();
+        }
+        if self.ring.replicas > 1 {
+            let first = || self.serving.owner_of_hash(hash);
+            return Owners {
+                serving: self.live_lead(hash).or_else(first),
+                settled: self.settled_lead(hash),
             };
-            let deadline = now + self.cfg.request_timeout_ms;
-            if let Err(fwd) = self.mesh.forward(owner, f, token, hops + 1, deadline, out) {
-                self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
-            }
+        }
+        Owners {
+            serving: self.serving.owner_of_hash(hash),
+            settled: self.settled.owner_of_hash(hash),
+        }
+    }
+
+    /// Forwards a key-value request to `owner`, which serves its key, unless
+    /// `owner` is down or the request has been forwarded too often already.
+    fn forward_request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        member: bool,
+        f: Frame,
+        owner: u32,
+        out: &mut Vec<Output>,
+    ) {
+        let hops = if member { f.node_id } else { 0 };
+        let down = (self.ring.node(owner)).is_some_and(|n| n.state == NodeState::Down);
+        if down || hops >= MAX_HOPS {
+            let e = Error::new(
+                ErrorCode::Unavailable,
+                if down {
+                    format!("node {owner}, the key's owner, is down")
+                } else {
+                    "the ring is changing; retry".to_string()
+                },
+            );
+            let frame = Frame::error(f.client_id, self.node_id, &e);
+            self.order.ready(conn, frame, out);
             return;
         }
-        if let (Some(k), true, true) = (&key, replicated, serving_owner.is_some()) {
-            let k = k.clone();
-            self.serve_replicated(now, conn, f, k, out);
-            return;
-        }
-        // The version a pending move's copy of this write is decided against.
-        let before = match (&key, settled_owner) {
-            (Some(k), Some(next)) if next != me => self.engine.version(k),
-            _ => 0,
+        let seq = self.order.reserve(conn);
+        let token = Waiter::Client {
+            conn,
+            seq,
+            client_id: f.client_id,
         };
-        let reply = match self.execute(now, conn, key.as_ref(), &f) {
+        let deadline = now + self.cfg.request_timeout_ms;
+        if let Err(fwd) = self.mesh.forward(owner, f, token, hops + 1, deadline, out) {
+            self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
+        }
+    }
+
+    /// Serves a key-value request for a key this node serves alone (N = 1, or
+    /// before it has a ring); with a move pending, the next owner gets a copy
+    /// of the write before the client gets its answer.
+    fn serve_alone(
+        &mut self,
+        now: Millis,
+        (conn, member): (ConnId, bool),
+        f: Frame,
+        (key, hash): (Bytes, u64),
+        owners: Owners,
+        out: &mut Vec<Output>,
+    ) {
+        let me = self.node_id;
+        // The version a pending move's copy of this write is decided against.
+        let next = owners.settled.filter(|&n| n != me);
+        let before = match next {
+            Some(_) => self.engine.version_hashed(hash, &key),
+            None => 0,
+        };
+        let reply = match self.execute_kv(now, (&key, hash), &f) {
             Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
             Err(e) if e.code.closes_connection() => {
                 reply_error(out, conn, f.client_id, me, &e);
@@ -189,35 +216,40 @@ impl StorageNode {
             (f.op, reply.op),
             (op::PUT | op::CREATE | op::UPDATE | op::DELETE, op::OK) | (op::INCR, op::VALUE)
         );
-        match (key, settled_owner) {
-            (Some(key), Some(next)) if mutated && next != me && serving_owner == Some(me) => {
-                // A move is pending: the next owner gets a copy before the client
-                // gets its answer.
-                // Conditional on what this node held before the write: if the next
-                // owner already took a newer write (the flip reached it first), the
-                // copy is refused and the client gets an error, not a lost update.
-                let mut payload = BytesMut::new();
-                payload.extend_from_slice(&before.to_be_bytes());
-                if let Some(e) = self.engine.entry(&key) {
-                    put_entry(&mut payload, &key, &e);
-                }
-                let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
-                let seq = self.order.reserve(conn);
-                let token = Waiter::Mirror {
-                    conn,
-                    seq,
-                    result: reply,
-                };
-                let deadline = now + self.cfg.request_timeout_ms;
-                if let Err(fwd) = self.mesh.forward(next, copy, token, 1, deadline, out) {
-                    self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
-                }
+        match next {
+            Some(next) if mutated && owners.serving == Some(me) => {
+                self.mirror_write(now, conn, next, (&key, hash, before), reply, out)
             }
             // Peers match replies by tag, not by order: answering a member at once
             // keeps a replica's answer from waiting behind requests this node is
-            // still coordinating for that member (which may wait on the answer).
+            // still serving for that member (which may wait on the answer).
             _ if member => out.push(Output::Send { conn, frame: reply }),
             _ => self.order.ready(conn, reply, out),
+        }
+    }
+
+    /// Serves a request that is not a key-value one (see [`StorageNode::execute`]).
+    fn serve_other(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        member: bool,
+        f: Frame,
+        out: &mut Vec<Output>,
+    ) {
+        let me = self.node_id;
+        let reply = match self.execute(now, conn, member, &f) {
+            Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
+            Err(e) if e.code.closes_connection() => {
+                reply_error(out, conn, f.client_id, me, &e);
+                return;
+            }
+            Err(e) => Frame::error(f.client_id, me, &e),
+        };
+        if member {
+            out.push(Output::Send { conn, frame: reply });
+        } else {
+            self.order.ready(conn, reply, out);
         }
     }
 
@@ -227,9 +259,9 @@ impl StorageNode {
             return;
         };
         match fwd.token {
-            Waiter::Replica { id, round } => {
+            Waiter::Replica { id, round, key } => {
                 let answer = answer_of(&frame);
-                self.replica_answer(now, (id, round), fwd.peer, answer, out);
+                self.replica_answer(now, (id, round, key), fwd.peer, answer, out);
             }
             Waiter::Client {
                 conn,
@@ -305,17 +337,17 @@ impl StorageNode {
         }
     }
 
-    /// The key's coordinator as this node sees it: the first node of its
-    /// preference list that is reachable. A crashed coordinator is skipped as
-    /// soon as its link breaks, before the manager marks it down.
-    pub(super) fn live_coordinator(&self, hash: u64) -> Option<u32> {
+    /// The key's lead replica as this node sees it: the first node of its
+    /// preference list that is reachable. A crashed lead is skipped as soon as
+    /// its link breaks, before the manager marks it down.
+    pub(super) fn live_lead(&self, hash: u64) -> Option<u32> {
         let pref = self.serving_pref.get(hash);
         pref.iter().copied().find(|&id| self.reachable(id))
     }
 
-    /// The key's coordinator once pending moves settle: the first node of its
+    /// The key's lead replica once pending moves settle: the first node of its
     /// settled preference list that is not down.
-    pub(super) fn settled_coordinator(&self, hash: u64) -> Option<u32> {
+    pub(super) fn settled_lead(&self, hash: u64) -> Option<u32> {
         let up = |id: u32| (self.settled.node(id)).is_some_and(|n| n.state != NodeState::Down);
         self.settled_pref
             .get(hash)
@@ -323,4 +355,12 @@ impl StorageNode {
             .copied()
             .find(|&id| up(id))
     }
+}
+
+/// Who serves a key now and once pending moves settle (see
+/// [`StorageNode::owners`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Owners {
+    serving: Option<u32>,
+    settled: Option<u32>,
 }

@@ -706,7 +706,6 @@ fn sent_on(out: &[Output], conn: ConnId) -> Vec<Frame> {
 }
 
 #[test]
-#[ignore = "the fix follows"]
 fn a_replica_that_acknowledges_after_the_quorum_is_not_hinted() {
     let (mut n, links, key) = lead_of_three();
     let client = ConnId::new(30, 1);
@@ -751,6 +750,8 @@ fn a_replica_that_acknowledges_after_the_quorum_is_not_hinted() {
     }
 }
 
+/// Keys hashed and values copied per replicated PUT and GET (N = 3, R = W = 2),
+/// at the lead replica and at a replica; run with `--nocapture` to see them.
 #[test]
 fn hot_path_counts() {
     const VALUE: usize = 10_000;
@@ -792,10 +793,23 @@ fn hot_path_counts() {
             },
         )
     });
+    // The next ticks: nothing is pushed to the replica that acknowledged late.
+    let (ticks, copies4, hashes4) = counting::count(VALUE, || {
+        (100..=300)
+            .step_by(100)
+            .flat_map(|now| step(&mut n, now, Input::Timer { id: TIMER_TICK }))
+            .collect::<Vec<_>>()
+    });
+    let pushes = links
+        .iter()
+        .map(|&l| sent_on(&ticks, l).len())
+        .sum::<usize>();
     eprintln!(
         "PUT at the lead: request {hashes} hashes {copies} copies; first ack {hashes2} / \
-         {copies2}; late ack {hashes3} / {copies3}"
+         {copies2}; late ack {hashes3} / {copies3}; next 3 ticks {hashes4} / {copies4}, \
+         {pushes} pushes"
     );
+    assert_eq!((hashes, hashes2, hashes3, pushes), (1, 0, 0, 0));
     // A replica's side: the REPLICATE the lead sent, served by another node.
     let (mut r, _, _) = lead_of_three();
     let peer = member(&mut r, 40);
@@ -811,6 +825,7 @@ fn hot_path_counts() {
         )
     });
     eprintln!("REPLICATE at a replica: {hashes} hashes {copies} copies");
+    assert_eq!((hashes, copies), (1, 1), "one hash, the stored copy");
     // GET at the lead.
     let get = Frame::new(op::GET, 10, 0, key.clone());
     let (out, copies, hashes) = counting::count(VALUE, || {
@@ -853,4 +868,5 @@ fn hot_path_counts() {
         "GET at the lead: request {hashes} hashes {copies} copies; answer {hashes2} / {copies2}; \
          REPL_READ at a replica {hashes_r} / {copies_r}"
     );
+    assert_eq!((hashes, hashes2, hashes_r, copies_r), (1, 0, 1, 1));
 }

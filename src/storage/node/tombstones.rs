@@ -10,7 +10,7 @@
 
 use super::*;
 
-/// A tombstone this node coordinates, being confirmed on every replica.
+/// A tombstone this node leads the collection of, being confirmed on every replica.
 pub(super) struct PurgeCheck {
     key: Bytes,
     version: u64,
@@ -65,7 +65,7 @@ impl StorageNode {
                 self.purge(&key, version);
                 continue;
             }
-            if self.live_coordinator(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
+            if self.live_lead(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
                 continue;
             }
             let mut members: Vec<u32> = (self.serving_pref.get(h).iter())
