@@ -134,8 +134,8 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     reactor.run(&mut node).map_err(|e| e.to_string())?;
-    match node.durability_failed() {
-        Some(why) => Err(format!("stopped: the data directory failed: {why}")),
+    match node.failure() {
+        Some(why) => Err(format!("stopped: {why}")),
         None => Ok(()),
     }
 }

@@ -13,7 +13,29 @@ impl StorageNode {
         });
     }
 
-    pub(super) fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
+    /// A connect to the manager failed: try again after the link's backoff.
+    pub(super) fn manager_unreachable(&mut self, now: Millis, out: &mut Vec<Output>) {
+        log::debug!("manager {} unreachable; retrying", self.cfg.manager);
+        self.manager_down(now, out);
+    }
+
+    /// The manager link closed. Closed before the manager answered the
+    /// registration, it counts as a refusal (the next attempt waits longer);
+    /// losing a registered link is said once, retries are not.
+    pub(super) fn manager_closed(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if self.exiting {
+            return;
+        }
+        if std::mem::take(&mut self.awaiting_joined) {
+            self.manager.state = LinkState::Idle;
+            let why = "the manager closed the link before registering us";
+            return self.retry_registration(now, why, out);
+        }
+        log::warn!("lost the manager link; reconnecting");
+        self.manager_down(now, out);
+    }
+
+    fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
         if self.exiting {
             return;
         }
@@ -23,6 +45,50 @@ impl StorageNode {
             at,
             id: TIMER_MANAGER,
         });
+    }
+
+    /// Registration failed for a reason that may pass (`why`): drop the link
+    /// and register again later, each attempt waiting twice as long as the last,
+    /// up to [`NodeConfig::retry_cap_ms`]. The first failure in a row is logged,
+    /// the retries only at debug level.
+    fn retry_registration(&mut self, now: Millis, why: &str, out: &mut Vec<Output>) {
+        self.join_refusals += 1;
+        let delay =
+            (self.cfg.retry_base_ms << self.join_refusals.min(16)).min(self.cfg.retry_cap_ms);
+        if self.join_refusals == 1 {
+            log::warn!(
+                "cannot register with the manager: {why}; retrying, at most every {} ms",
+                self.cfg.retry_cap_ms
+            );
+        } else {
+            log::debug!("cannot register with the manager: {why}; retry in {delay} ms");
+        }
+        if let Some(conn) = self.manager.conn() {
+            out.push(Output::Close { conn });
+        }
+        self.manager_lost(now, out);
+        self.manager.state = LinkState::Backoff(now + delay);
+        out.push(Output::Timer {
+            at: now + delay,
+            id: TIMER_MANAGER,
+        });
+    }
+
+    /// The manager refused this node's cluster secret: nothing will change
+    /// that, so the node stops, and says why (see [`StorageNode::failure`]).
+    fn refused_for_good(&mut self, e: &Error, out: &mut Vec<Output>) {
+        let why = format!(
+            "the manager refused this node's cluster secret ({e}): start it with the \
+             manager's --secret"
+        );
+        log::error!("{why}; exiting");
+        self.fatal = Some(why);
+        self.exiting = true;
+        if let Some(conn) = self.manager.conn() {
+            out.push(Output::Close { conn });
+        }
+        self.manager.state = LinkState::Idle;
+        out.push(Output::Stop);
     }
 
     /// The manager link is gone: a `LEAVE` on it will not be answered, and a
@@ -85,29 +151,16 @@ impl StorageNode {
             op::ERR if self.awaiting_joined => {
                 self.awaiting_joined = false;
                 let e = Error::from_payload(&frame.payload);
-                if e.code != ErrorCode::Unavailable {
-                    log::error!("the manager refused us: {e}");
-                    return;
+                match e.code {
+                    ErrorCode::Auth => self.refused_for_good(&e, out),
+                    // Not now (a restarted manager recovering the membership),
+                    // or a refusal a restart of the manager may lift.
+                    ErrorCode::Unavailable => {
+                        let why = format!("it is not registering nodes yet ({e})");
+                        self.retry_registration(now, &why, out);
+                    }
+                    _ => self.retry_registration(now, &format!("it refused us ({e})"), out),
                 }
-                // Not now (a restarted manager recovering the membership): drop
-                // the link and register again later, backing off.
-                self.join_refusals += 1;
-                let delay = (self.cfg.retry_base_ms << self.join_refusals.min(16))
-                    .min(self.cfg.retry_cap_ms);
-                if self.join_refusals == 1 {
-                    log::info!("the manager cannot register us yet ({e}); retrying");
-                } else {
-                    log::debug!("the manager cannot register us yet ({e}); retry in {delay} ms");
-                }
-                if let Some(conn) = self.manager.conn() {
-                    out.push(Output::Close { conn });
-                }
-                self.manager_lost(now, out);
-                self.manager.state = LinkState::Backoff(now + delay);
-                out.push(Output::Timer {
-                    at: now + delay,
-                    id: TIMER_MANAGER,
-                });
             }
             op::ERR if self.awaiting_left => {
                 self.awaiting_left = false;

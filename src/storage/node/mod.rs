@@ -271,6 +271,9 @@ pub struct StorageNode {
     durable: Option<Durable>,
     /// `NODE_JOIN` went to the manager on this link and is not answered yet.
     awaiting_joined: bool,
+    /// Why the node stopped for good, when something it cannot fix stopped it
+    /// (the manager refused its cluster secret).
+    fatal: Option<String>,
     /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
     /// recovers the membership): the next attempt waits longer each time.
     join_refusals: u32,
@@ -308,6 +311,7 @@ impl StorageNode {
             retry_soon: Vec::new(),
             durable: None,
             awaiting_joined: false,
+            fatal: None,
             join_refusals: 0,
             cfg,
             node_id: 0,
@@ -351,6 +355,14 @@ impl StorageNode {
         self.hlc.observe(newest);
         self.durable = Some(d);
         Ok(found)
+    }
+
+    /// Why the node stopped on its own, if it did: the manager refused its
+    /// cluster secret, or its data directory failed. The process then exits
+    /// with an error saying so.
+    pub fn failure(&self) -> Option<String> {
+        let disk = self.durability_failed();
+        (self.fatal.clone()).or_else(|| disk.map(|why| format!("the data directory failed: {why}")))
     }
 
     /// Why the data directory stopped working, if it did (the node then stops).
@@ -554,8 +566,7 @@ impl StorageNode {
             }
             Input::Connected { conn, .. } => out.push(Output::Close { conn }),
             Input::ConnectFailed { tag } if tag == TAG_MANAGER => {
-                log::debug!("manager {} unreachable; retrying", self.cfg.manager);
-                self.manager_down(now, out);
+                self.manager_unreachable(now, out);
             }
             Input::ConnectFailed { tag } if mesh::owns_tag(tag) => {
                 self.mesh.connect_failed(tag, now);
@@ -596,8 +607,7 @@ impl StorageNode {
                     self.apply_holds(None, out);
                 }
                 if self.manager.conn() == Some(conn) {
-                    log::warn!("lost the manager link; reconnecting");
-                    self.manager_down(now, out);
+                    self.manager_closed(now, out);
                 }
             }
             Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {

@@ -870,3 +870,64 @@ fn hot_path_counts() {
     );
     assert_eq!((hashes, hashes2, hashes_r, copies_r), (1, 0, 1, 1));
 }
+
+#[test]
+fn a_refused_secret_stops_the_node_for_good_and_other_refusals_back_off() {
+    let (mut n, link) = with_manager();
+    let refusal = |text: &str| Input::Frame {
+        conn: link,
+        frame: Frame::new(op::ERR, 0, 0, text.to_string()),
+    };
+    // A refusal that may pass (here BADOP) is retried later, like UNAVAILABLE.
+    let out = step(&mut n, 2, refusal("BADOP NODE_JOIN needs HOST:PORT"));
+    assert!(
+        matches!(out[0], Output::Close { conn } if conn == link),
+        "{out:?}"
+    );
+    assert!(
+        matches!(
+            out[1],
+            Output::Timer {
+                at: 202,
+                id: TIMER_MANAGER
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(n.failure().is_none());
+    // The link closes before the manager answers: that backs off further.
+    let link2 = ConnId::new(1, 2);
+    step(&mut n, 202, Input::Timer { id: TIMER_MANAGER });
+    let up = |conn| Input::Connected {
+        conn,
+        tag: TAG_MANAGER,
+    };
+    step(&mut n, 203, up(link2));
+    let out = step(&mut n, 204, Input::Closed { conn: link2 });
+    assert!(
+        matches!(
+            out[0],
+            Output::Timer {
+                at: 604,
+                id: TIMER_MANAGER
+            }
+        ),
+        "{out:?}"
+    );
+    // A wrong secret is final: the node stops and says why.
+    let link3 = ConnId::new(1, 3);
+    step(&mut n, 604, Input::Timer { id: TIMER_MANAGER });
+    step(&mut n, 605, up(link3));
+    let wrong = Input::Frame {
+        conn: link3,
+        frame: Frame::new(op::ERR, 0, 0, "AUTH wrong cluster secret"),
+    };
+    let out = step(&mut n, 606, wrong);
+    assert!(out.iter().any(|o| matches!(o, Output::Stop)), "{out:?}");
+    assert!(n.failure().is_some_and(|why| why.contains("--secret")));
+    // And never reconnects.
+    let out = step(&mut n, 607, Input::Closed { conn: link3 });
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Timer { .. } | Output::Connect { .. })));
+}
