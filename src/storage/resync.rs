@@ -4,7 +4,7 @@
 //! them back to it, both by pushing the current entry of each key it may lack, in
 //! `MIGRATE` chunks (the receiver keeps whichever version is newer, so a push that
 //! arrives late or twice is harmless):
-//! - **hints**: a coordinator whose write round did not reach a replica (it was
+//! - **hints**: a lead replica whose write round did not reach a replica (it was
 //!   skipped as unreachable, or had not acknowledged when the round ended)
 //!   remembers the key for that replica. Hints are pushed as soon as the replica
 //!   is reachable again. Hints per peer are capped ([`HINT_CAP`]); past the cap
@@ -280,7 +280,7 @@ pub fn gained(me: u32, old: [&PrefTable; 2], new: &PrefTable) -> bool {
 /// resync (`SYNC_REQ`) and waits for each to answer `SYNC_DONE`. Until then it
 /// does not count as an up-to-date copy of the keys it may lack: it refuses to
 /// answer quorum reads of them, and its own copy does not count toward R when it
-/// coordinates. It still stores every write it is sent.
+/// leads a key. It still stores every write it is sent.
 pub struct CatchUp {
     /// Identifies this round's asks (wall-clock ms when it started, or more).
     pub round: u64,

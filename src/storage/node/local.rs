@@ -30,7 +30,7 @@ impl StorageNode {
     /// collection), and logs that it did; counts it for the sweep's log line.
     pub(super) fn purge(&mut self, key: &[u8], version: u64) {
         if self.engine.remove_tombstone(key, version) {
-            self.collected += 1;
+            self.tombstones.collected += 1;
             if let Some(d) = self.durable.as_mut() {
                 d.log_purge(key, version);
             }
@@ -100,8 +100,8 @@ impl StorageNode {
                 if secret != self.cfg.secret.as_bytes() {
                     return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
                 }
-                self.members.insert(conn);
-                self.trusted.push(conn);
+                self.conns.members.insert(conn);
+                self.conns.trusted.push(conn);
                 (op::OK, Bytes::new())
             }
             o => return Err(Error::bad_op(o, member, "a storage node")),
@@ -124,7 +124,7 @@ impl StorageNode {
                 };
                 if self.ring.node(peer).is_some() && peer != self.node_id {
                     log::info!("node {peer} is catching up and asks for its keys (round {round})");
-                    self.resync.asked(peer, round, epoch);
+                    self.repair.resync.asked(peer, round, epoch);
                 }
                 ok()
             }

@@ -4,9 +4,48 @@
 
 use super::*;
 
+/// The manager link and this node's place in the membership: registration,
+/// leaving, and why it stopped for good if it did.
+pub(super) struct Membership {
+    pub(super) manager: Link,
+    /// This node asked to leave (SIGTERM).
+    pub(super) leaving: bool,
+    /// A `LEAVE` went to the manager on this link and is not answered yet.
+    pub(super) awaiting_left: bool,
+    /// Leaving, and the manager link has been down since then: exit at
+    /// [`LEAVE_ORPHAN_MS`] after it unless the link comes back.
+    pub(super) orphaned_at: Option<Millis>,
+    /// Out of the ring and about to exit: never register with the manager again.
+    pub(super) exiting: bool,
+    /// `NODE_JOIN` went to the manager on this link and is not answered yet.
+    pub(super) awaiting_joined: bool,
+    /// Why the node stopped for good, when something it cannot fix stopped it
+    /// (the manager refused its cluster secret).
+    pub(super) fatal: Option<String>,
+    /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
+    /// recovers the membership): the next attempt waits longer each time.
+    pub(super) join_refusals: u32,
+}
+
+impl Membership {
+    /// Nothing in progress yet.
+    pub(super) fn new(cfg: &NodeConfig) -> Membership {
+        Membership {
+            manager: Link::new(cfg.retry_base_ms, cfg.retry_cap_ms),
+            leaving: Default::default(),
+            awaiting_left: Default::default(),
+            orphaned_at: Default::default(),
+            exiting: Default::default(),
+            awaiting_joined: Default::default(),
+            fatal: Default::default(),
+            join_refusals: Default::default(),
+        }
+    }
+}
+
 impl StorageNode {
     pub(super) fn connect_manager(&mut self, out: &mut Vec<Output>) {
-        self.manager.connecting();
+        self.membership.manager.connecting();
         out.push(Output::Connect {
             addr: self.cfg.manager,
             tag: TAG_MANAGER,
@@ -23,11 +62,11 @@ impl StorageNode {
     /// registration, it counts as a refusal (the next attempt waits longer);
     /// losing a registered link is said once, retries are not.
     pub(super) fn manager_closed(&mut self, now: Millis, out: &mut Vec<Output>) {
-        if self.exiting {
+        if self.membership.exiting {
             return;
         }
-        if std::mem::take(&mut self.awaiting_joined) {
-            self.manager.state = LinkState::Idle;
+        if std::mem::take(&mut self.membership.awaiting_joined) {
+            self.membership.manager.state = LinkState::Idle;
             let why = "the manager closed the link before registering us";
             return self.retry_registration(now, why, out);
         }
@@ -36,11 +75,11 @@ impl StorageNode {
     }
 
     fn manager_down(&mut self, now: Millis, out: &mut Vec<Output>) {
-        if self.exiting {
+        if self.membership.exiting {
             return;
         }
         self.manager_lost(now, out);
-        let at = self.manager.failed(now);
+        let at = self.membership.manager.failed(now);
         out.push(Output::Timer {
             at,
             id: TIMER_MANAGER,
@@ -52,10 +91,10 @@ impl StorageNode {
     /// up to [`NodeConfig::retry_cap_ms`]. The first failure in a row is logged,
     /// the retries only at debug level.
     fn retry_registration(&mut self, now: Millis, why: &str, out: &mut Vec<Output>) {
-        self.join_refusals += 1;
-        let delay =
-            (self.cfg.retry_base_ms << self.join_refusals.min(16)).min(self.cfg.retry_cap_ms);
-        if self.join_refusals == 1 {
+        self.membership.join_refusals += 1;
+        let delay = (self.cfg.retry_base_ms << self.membership.join_refusals.min(16))
+            .min(self.cfg.retry_cap_ms);
+        if self.membership.join_refusals == 1 {
             log::warn!(
                 "cannot register with the manager: {why}; retrying, at most every {} ms",
                 self.cfg.retry_cap_ms
@@ -63,11 +102,11 @@ impl StorageNode {
         } else {
             log::debug!("cannot register with the manager: {why}; retry in {delay} ms");
         }
-        if let Some(conn) = self.manager.conn() {
+        if let Some(conn) = self.membership.manager.conn() {
             out.push(Output::Close { conn });
         }
         self.manager_lost(now, out);
-        self.manager.state = LinkState::Backoff(now + delay);
+        self.membership.manager.state = LinkState::Backoff(now + delay);
         out.push(Output::Timer {
             at: now + delay,
             id: TIMER_MANAGER,
@@ -82,25 +121,28 @@ impl StorageNode {
              manager's --secret"
         );
         log::error!("{why}; exiting");
-        self.fatal = Some(why);
-        self.exiting = true;
-        if let Some(conn) = self.manager.conn() {
+        self.membership.fatal = Some(why);
+        self.membership.exiting = true;
+        if let Some(conn) = self.membership.manager.conn() {
             out.push(Output::Close { conn });
         }
-        self.manager.state = LinkState::Idle;
+        self.membership.manager.state = LinkState::Idle;
         out.push(Output::Stop);
     }
 
     /// The manager link is gone: a `LEAVE` on it will not be answered, and a
     /// leaving node starts counting towards [`LEAVE_ORPHAN_MS`].
     pub(super) fn manager_lost(&mut self, now: Millis, out: &mut Vec<Output>) {
-        self.awaiting_left = false;
-        if self.leaving && !self.exiting && self.orphaned_at.is_none() {
+        self.membership.awaiting_left = false;
+        if self.membership.leaving
+            && !self.membership.exiting
+            && self.membership.orphaned_at.is_none()
+        {
             log::warn!(
                 "lost the manager while leaving; exiting in {LEAVE_ORPHAN_MS} ms \
                  unless it comes back"
             );
-            self.orphaned_at = Some(now);
+            self.membership.orphaned_at = Some(now);
             out.push(Output::Timer {
                 at: now + LEAVE_ORPHAN_MS,
                 id: TIMER_ORPHAN,
@@ -129,16 +171,16 @@ impl StorageNode {
                 };
                 match (id.parse::<u32>().ok(), Ring::decode(&text[nl + 1..])) {
                     (Some(id), Ok(ring)) => {
-                        self.awaiting_joined = false;
-                        self.join_refusals = 0;
+                        self.membership.awaiting_joined = false;
+                        self.membership.join_refusals = 0;
                         if self.node_id != id {
                             log::info!("registered with the manager as node {id}");
                         }
                         self.node_id = id;
-                        self.was_down |= behind;
+                        self.repair.was_down |= behind;
                         self.hlc.set_writer(id);
                         self.install_ring(ring, now, out);
-                        if self.leaving && !self.exiting {
+                        if self.membership.leaving && !self.membership.exiting {
                             // Registered again while leaving (the manager link
                             // broke): ask again, the LEAVE may have been lost.
                             self.send_leave(out);
@@ -148,8 +190,8 @@ impl StorageNode {
                     (None, _) => log::warn!("bad node id from the manager"),
                 }
             }
-            op::ERR if self.awaiting_joined => {
-                self.awaiting_joined = false;
+            op::ERR if self.membership.awaiting_joined => {
+                self.membership.awaiting_joined = false;
                 let e = Error::from_payload(&frame.payload);
                 match e.code {
                     ErrorCode::Auth => self.refused_for_good(&e, out),
@@ -162,8 +204,8 @@ impl StorageNode {
                     _ => self.retry_registration(now, &format!("it refused us ({e})"), out),
                 }
             }
-            op::ERR if self.awaiting_left => {
-                self.awaiting_left = false;
+            op::ERR if self.membership.awaiting_left => {
+                self.membership.awaiting_left = false;
                 log::warn!(
                     "the manager refused our leave ({}); exiting without handing the \
                      data over: {}",
@@ -172,7 +214,7 @@ impl StorageNode {
                 );
                 out.push(Output::Stop);
             }
-            op::OK if self.awaiting_left => self.awaiting_left = false,
+            op::OK if self.membership.awaiting_left => self.membership.awaiting_left = false,
             op::ERR => log::error!(
                 "the manager refused us: {}",
                 Error::from_payload(&frame.payload)
@@ -184,8 +226,8 @@ impl StorageNode {
     /// Asks the manager to start this node's departure (its answer: `OK`, or an
     /// `ERR` that makes the node exit without a handoff).
     pub(super) fn send_leave(&mut self, out: &mut Vec<Output>) {
-        if let Some(conn) = self.manager.conn() {
-            self.awaiting_left = true;
+        if let Some(conn) = self.membership.manager.conn() {
+            self.membership.awaiting_left = true;
             out.push(Output::Send {
                 conn,
                 frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
@@ -212,11 +254,11 @@ impl StorageNode {
         let serving = ring.serving();
         let settled = ring.settled();
         log::debug!("ring epoch {} installed", ring.epoch);
-        if me != 0 && ring.node(me).is_none() && (was_leaving || self.leaving) {
+        if me != 0 && ring.node(me).is_none() && (was_leaving || self.membership.leaving) {
             // Other nodes may still route by the previous ring for a moment: keep
             // forwarding to the new owners for a grace period, then exit.
             log::info!("handed everything over and left the ring; exiting soon");
-            self.exiting = true;
+            self.membership.exiting = true;
             out.push(Output::Timer {
                 at: now + EXIT_GRACE_MS,
                 id: TIMER_LEAVE,
@@ -265,7 +307,7 @@ impl StorageNode {
         self.settled_pref = settled_pref;
         self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
         for id in gone {
-            self.resync.forget(id);
+            self.repair.resync.forget(id);
         }
         self.start_handoff(now, out);
         match catch_up {

@@ -48,8 +48,12 @@ mod routing;
 mod tests;
 mod tombstones;
 
+use membership::Membership;
+use repair::Repair;
 use replication::answer_of;
-use tombstones::PurgeCheck;
+use replication::Rounds;
+use routing::Connections;
+use tombstones::Collector;
 
 use super::chunk::{parse_chunk, put_entry, put_entry_parts};
 use super::durable::{Durable, Recovered};
@@ -125,9 +129,9 @@ enum Waiter {
         /// The reply decided here.
         result: Frame,
     },
-    /// A replica's answer to a coordinated request (see [`super::quorum`]).
+    /// A replica's answer to a request served over replicas (see [`super::quorum`]).
     Replica {
-        /// The request's id at the coordinator.
+        /// The request's id at this node.
         id: u64,
         /// Which of its rounds asked.
         round: u32,
@@ -207,10 +211,7 @@ pub struct StorageNode {
     node_id: u32,
     ring: Ring,
     engine: Engine,
-    manager: Link,
-    members: HashSet<ConnId>,
     mesh: Mesh<Waiter>,
-    order: ReplyOrder,
     /// `ring` as requests are routed now (joining nodes not yet serving).
     serving: Ring,
     /// `ring` once pending moves are done.
@@ -219,111 +220,50 @@ pub struct StorageNode {
     serving_pref: PrefTable,
     settled_pref: PrefTable,
     handoff: Option<Handoff>,
-    /// This node asked to leave (SIGTERM).
-    leaving: bool,
-    /// A `LEAVE` went to the manager on this link and is not answered yet.
-    awaiting_left: bool,
-    /// Leaving, and the manager link has been down since then: exit at
-    /// [`LEAVE_ORPHAN_MS`] after it unless the link comes back.
-    orphaned_at: Option<Millis>,
-    /// Out of the ring and about to exit: never register with the manager again.
-    exiting: bool,
-    /// Client connections not being read because of their reply backlog.
-    held: HashSet<ConnId>,
-    /// Connections that just proved membership (drained into `Output::Trust`).
-    trusted: Vec<ConnId>,
     /// Versions for the writes this node decides.
     hlc: Hlc,
-    /// Requests this node coordinates over replicas, by id.
-    pending: HashMap<u64, Pending>,
-    next_pending: u64,
-    /// Keys with a write in progress here, and the requests waiting their turn:
-    /// one write at a time per key, in arrival order, so pipelined requests take
-    /// effect in order and read-modify-writes do not refuse each other's bases.
-    busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
-    /// Waiting requests whose turn came (started at the end of the step).
-    ready_turns: Vec<u64>,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
-    /// Writes other replicas missed, and keys nodes are newly responsible for.
-    resync: Resync,
-    /// Tombstones being checked on every replica before they are collected.
-    purges: HashMap<u64, PurgeCheck>,
-    next_purge: u64,
-    /// When the next tombstone sweep is due.
-    next_sweep: Millis,
-    /// Tombstones collected since the last sweep logged it.
-    collected: usize,
-    /// This process has installed a ring (the first one starts a catch-up if
-    /// it lists this node serving: a restarted node cannot know what it missed).
-    seen_ring: bool,
-    /// A ring showed this node down: it catches up once it is back.
-    was_down: bool,
-    /// Peers a catch-up went without because they were down: they may hold
-    /// writes nobody else has, so they are asked once they are back.
-    unheard: std::collections::BTreeSet<u32>,
-    /// This node's catch-up, while it waits for its peers' pushes.
-    catch_up: Option<CatchUp>,
-    /// Requests to start again at the next tick (a replica's newer ring said
-    /// the key moved: this node's ring should catch up first).
-    retry_soon: Vec<u64>,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
-    /// `NODE_JOIN` went to the manager on this link and is not answered yet.
-    awaiting_joined: bool,
-    /// Why the node stopped for good, when something it cannot fix stopped it
-    /// (the manager refused its cluster secret).
-    fatal: Option<String>,
-    /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
-    /// recovers the membership): the next attempt waits longer each time.
-    join_refusals: u32,
+    /// The manager link and this node's place in the membership: registration,
+    /// leaving, and why it stopped for good if it did.
+    membership: Membership,
+    /// The requests this node serves over replicas as their keys' lead replica.
+    rounds: Rounds,
+    /// Bringing replicas up to date: hints and resync owed to peers, and this
+    /// node's own catch-up.
+    repair: Repair,
+    /// Tombstone collection in progress.
+    tombstones: Collector,
+    /// The connections this node serves: which are proven members, each client's
+    /// reply order, and which are held (not read) for their reply backlog.
+    conns: Connections,
 }
 
 impl StorageNode {
     /// A fresh node with no data and no id.
     pub fn new(cfg: NodeConfig) -> StorageNode {
-        let manager = Link::new(cfg.retry_base_ms, cfg.retry_cap_ms);
         let mesh = Mesh::new(cfg.retry_base_ms, cfg.retry_cap_ms);
         StorageNode {
+            membership: Membership::new(&cfg),
+            rounds: Rounds::new(),
+            repair: Repair::new(),
+            tombstones: Collector::new(),
+            conns: Connections::new(),
             mesh,
-            order: ReplyOrder::default(),
             serving: Ring::empty(),
             settled: Ring::empty(),
             serving_pref: PrefTable::default(),
             settled_pref: PrefTable::default(),
             handoff: None,
-            leaving: false,
-            awaiting_left: false,
-            orphaned_at: None,
-            exiting: false,
-            held: HashSet::new(),
-            trusted: Vec::new(),
             resp: None,
-            resync: Resync::default(),
-            purges: HashMap::new(),
-            next_purge: 1,
-            next_sweep: 0,
-            collected: 0,
-            seen_ring: false,
-            was_down: false,
-            unheard: Default::default(),
-            catch_up: None,
-            retry_soon: Vec::new(),
             durable: None,
-            awaiting_joined: false,
-            fatal: None,
-            join_refusals: 0,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
             engine: Engine::default(),
             hlc: Hlc::default(),
-            pending: HashMap::new(),
-            next_pending: 1,
-            busy: HashMap::new(),
-            ready_turns: Vec::new(),
-            manager,
-            members: HashSet::new(),
         }
     }
 
@@ -362,7 +302,8 @@ impl StorageNode {
     /// with an error saying so.
     pub fn failure(&self) -> Option<String> {
         let disk = self.durability_failed();
-        (self.fatal.clone()).or_else(|| disk.map(|why| format!("the data directory failed: {why}")))
+        (self.membership.fatal.clone())
+            .or_else(|| disk.map(|why| format!("the data directory failed: {why}")))
     }
 
     /// Why the data directory stopped working, if it did (the node then stops).
@@ -448,15 +389,15 @@ impl Service for StorageNode {
             }
         }
         // Requests whose key just became free.
-        while let Some(id) = self.ready_turns.pop() {
+        while let Some(id) = self.rounds.ready_turns.pop() {
             self.restart(now, id, out);
         }
         if let Some(r) = self.resp.as_mut() {
-            r.translate(mark, out, &self.held);
+            r.translate(mark, out, &self.conns.held);
         }
         // Last: outputs that may depend on uncommitted log records wait for the
         // turn's commit.
-        let (mesh, manager) = (&self.mesh, self.manager.conn());
+        let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
         if let Some(d) = self.durable.as_mut() {
             d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
         }
@@ -493,10 +434,11 @@ impl StorageNode {
                     self.pump_handoff(now, out);
                 }
                 self.pump_resync(now, out);
-                for id in std::mem::take(&mut self.retry_soon) {
+                for id in std::mem::take(&mut self.rounds.retry_soon) {
                     self.restart(now, id, out);
                 }
                 if self
+                    .repair
                     .catch_up
                     .as_ref()
                     .is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS)
@@ -511,16 +453,16 @@ impl StorageNode {
                 });
             }
             Input::Timer { id: TIMER_MANAGER } => {
-                if self.manager.due(now) {
+                if self.membership.manager.due(now) {
                     self.connect_manager(out);
                 }
             }
             Input::Timer {
                 id: TIMER_HEARTBEAT,
             } => {
-                if let Some(conn) = self.manager.conn() {
+                if let Some(conn) = self.membership.manager.conn() {
                     let mut text = self.engine.len().to_string();
-                    if self.catch_up.is_some() {
+                    if self.repair.catch_up.is_some() {
                         text.push_str(" catching-up");
                     }
                     out.push(Output::Send {
@@ -540,8 +482,11 @@ impl StorageNode {
                 out.push(Output::Stop);
             }
             Input::Timer { id: TIMER_ORPHAN } => {
-                let gone = self.orphaned_at.is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
-                if gone && !self.exiting {
+                let gone = self
+                    .membership
+                    .orphaned_at
+                    .is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
+                if gone && !self.membership.exiting {
                     log::warn!(
                         "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
                          exiting without handing the data over: {}",
@@ -552,9 +497,9 @@ impl StorageNode {
             }
             Input::Timer { .. } => {}
             Input::Connected { conn, tag } if tag == TAG_MANAGER => {
-                self.manager.up(conn);
-                self.orphaned_at = None;
-                self.awaiting_joined = true;
+                self.membership.manager.up(conn);
+                self.membership.orphaned_at = None;
+                self.membership.awaiting_joined = true;
                 out.push(Output::Send {
                     conn,
                     frame: self.manager_hello(),
@@ -574,14 +519,14 @@ impl StorageNode {
             Input::ConnectFailed { .. } => {}
             Input::Accepted { .. } => {}
             Input::Frame { conn, frame } => {
-                if self.manager.conn() == Some(conn) {
+                if self.membership.manager.conn() == Some(conn) {
                     self.on_manager_frame(now, frame, out);
                 } else if self.mesh.is_link(conn) {
                     self.on_peer_reply(now, frame, out);
                     self.apply_holds(None, out);
                 } else {
                     self.on_request(now, conn, frame, out);
-                    for conn in self.trusted.drain(..) {
+                    for conn in self.conns.trusted.drain(..) {
                         out.push(Output::Trust { conn });
                     }
                     self.apply_holds(Some(conn), out);
@@ -595,39 +540,41 @@ impl StorageNode {
                 reply_error(out, conn, client_id, self.node_id, &error);
                 out.push(Output::Close { conn });
             }
-            Input::Eof { conn } => self.order.eof(conn, out),
+            Input::Eof { conn } => self.conns.order.eof(conn, out),
             // No listener of this node is raw yet.
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } => {
-                self.members.remove(&conn);
-                self.order.closed(conn);
-                self.held.remove(&conn);
+                self.conns.members.remove(&conn);
+                self.conns.order.closed(conn);
+                self.conns.held.remove(&conn);
                 if let Some(lost) = self.mesh.closed(conn, now) {
                     self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
                     self.apply_holds(None, out);
                 }
-                if self.manager.conn() == Some(conn) {
+                if self.membership.manager.conn() == Some(conn) {
                     self.manager_closed(now, out);
                 }
             }
-            Input::Signal(Signal::Terminate) if !self.leaving => match self.manager.conn() {
-                Some(_) if self.ring.node(self.node_id).is_some() => {
-                    log::info!("SIGTERM: handing data over before leaving");
-                    self.leaving = true;
-                    self.send_leave(out);
-                    out.push(Output::Timer {
-                        at: now + LEAVE_DEADLINE_MS,
-                        id: TIMER_LEAVE,
-                    });
+            Input::Signal(Signal::Terminate) if !self.membership.leaving => {
+                match self.membership.manager.conn() {
+                    Some(_) if self.ring.node(self.node_id).is_some() => {
+                        log::info!("SIGTERM: handing data over before leaving");
+                        self.membership.leaving = true;
+                        self.send_leave(out);
+                        out.push(Output::Timer {
+                            at: now + LEAVE_DEADLINE_MS,
+                            id: TIMER_LEAVE,
+                        });
+                    }
+                    _ => {
+                        log::warn!(
+                            "SIGTERM without a manager: exiting without a handoff; {}",
+                            self.data_left_behind()
+                        );
+                        out.push(Output::Stop);
+                    }
                 }
-                _ => {
-                    log::warn!(
-                        "SIGTERM without a manager: exiting without a handoff; {}",
-                        self.data_left_behind()
-                    );
-                    out.push(Output::Stop);
-                }
-            },
+            }
             Input::Signal(sig) => {
                 log::info!("{sig:?}: shutting down");
                 out.push(Output::Stop);

@@ -57,7 +57,7 @@ impl StorageNode {
             }
         }
         if h.done() && !h.reported {
-            if let Some(conn) = self.manager.conn() {
+            if let Some(conn) = self.membership.manager.conn() {
                 h.reported = true;
                 out.push(Output::Send {
                     conn,
@@ -88,7 +88,7 @@ impl StorageNode {
             put_entry_parts(&mut payload, key, e.version, e.value);
         }
         let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
-        let seq = self.order.reserve(conn);
+        let seq = self.conns.order.reserve(conn);
         let token = Waiter::Mirror {
             conn,
             seq,

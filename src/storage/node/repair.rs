@@ -6,17 +6,48 @@
 
 use super::*;
 
+/// Bringing replicas up to date: hints and resync owed to peers, and this
+/// node's own catch-up.
+pub(super) struct Repair {
+    /// Writes other replicas missed, and keys nodes are newly responsible for.
+    pub(super) resync: Resync,
+    /// This node's catch-up, while it waits for its peers' pushes.
+    pub(super) catch_up: Option<CatchUp>,
+    /// Peers a catch-up went without because they were down: they may hold
+    /// writes nobody else has, so they are asked once they are back.
+    pub(super) unheard: std::collections::BTreeSet<u32>,
+    /// This process has installed a ring (the first one starts a catch-up if
+    /// it lists this node serving: a restarted node cannot know what it missed).
+    pub(super) seen_ring: bool,
+    /// A ring showed this node down: it catches up once it is back.
+    pub(super) was_down: bool,
+}
+
+impl Repair {
+    /// Nothing in progress yet.
+    pub(super) fn new() -> Repair {
+        Repair {
+            resync: Default::default(),
+            catch_up: Default::default(),
+            unheard: Default::default(),
+            seen_ring: Default::default(),
+            was_down: Default::default(),
+        }
+    }
+}
+
 impl StorageNode {
     /// Asks the peers a catch-up went without (see `unheard`) for their keys
     /// once the ring has them live again. Nothing waits for their answer.
     pub(super) fn ask_unheard(&mut self, now: Millis, out: &mut Vec<Output>) {
         let ring = &self.ring;
-        let back: Vec<u32> = (self.unheard.iter().copied())
+        let back: Vec<u32> = (self.repair.unheard.iter().copied())
             .filter(|&p| ring.node(p).is_some_and(|e| e.state != NodeState::Down))
             .collect();
-        self.unheard
+        self.repair
+            .unheard
             .retain(|&p| ring.node(p).is_some() && !back.contains(&p));
-        let waiting = self.catch_up.as_ref().map(|c| &c.waiting);
+        let waiting = self.repair.catch_up.as_ref().map(|c| &c.waiting);
         let round = self.cfg.clock_base_ms + now;
         let payload = format!("{} {round} {}", self.node_id, self.ring.epoch);
         let deadline = now + self.cfg.request_timeout_ms;
@@ -43,18 +74,18 @@ impl StorageNode {
         serving_pref: &PrefTable,
     ) -> Option<Option<[PrefTable; 2]>> {
         let me = self.node_id;
-        let first = !std::mem::replace(&mut self.seen_ring, true);
+        let first = !std::mem::replace(&mut self.repair.seen_ring, true);
         if me == 0 || ring.replicas < 2 {
             return None;
         }
         let state = ring.node(me).map(|n| n.state);
         if state == Some(NodeState::Down) {
-            self.was_down = true;
+            self.repair.was_down = true;
             return None;
         }
         // Not serving yet (a new node): the handoff fills it.
         serving.node(me)?;
-        if first || std::mem::take(&mut self.was_down) {
+        if first || std::mem::take(&mut self.repair.was_down) {
             return Some(None);
         }
         let old = [&self.serving_pref, &self.settled_pref];
@@ -72,12 +103,17 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) {
         let me = self.node_id;
-        if self.catch_up.as_ref().is_some_and(|c| c.known.is_none()) {
+        if self
+            .repair
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| c.known.is_none())
+        {
             // Already asking for every key: the pushes under way cover this too
             // (writes it misses meanwhile are hinted).
             return;
         }
-        let prev = self.catch_up.take();
+        let prev = self.repair.catch_up.take();
         let known = match prev.as_ref() {
             Some(p) => p.known.as_ref().and(known.as_ref()).and(p.known.clone()),
             None => known,
@@ -86,7 +122,7 @@ impl StorageNode {
         let (live, down): (Vec<_>, Vec<_>) = (self.ring.nodes().iter())
             .filter(|e| e.id != me)
             .partition(|e| e.state != NodeState::Down);
-        self.unheard.extend(down.iter().map(|e| e.id));
+        self.repair.unheard.extend(down.iter().map(|e| e.id));
         let waiting = live.iter().map(|e| e.id).collect();
         log::info!(
             "epoch {}: catching up ({}): asking {:?} for their keys (round {round})",
@@ -98,7 +134,7 @@ impl StorageNode {
             },
             waiting
         );
-        self.catch_up = Some(CatchUp {
+        self.repair.catch_up = Some(CatchUp {
             round,
             waiting,
             known,
@@ -111,7 +147,7 @@ impl StorageNode {
 
     /// Sends this round's `SYNC_REQ` to every peer that has not answered.
     pub(super) fn ask_catch_up(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let Some(c) = self.catch_up.as_mut() else {
+        let Some(c) = self.repair.catch_up.as_mut() else {
             return;
         };
         c.asked_at = now;
@@ -126,14 +162,14 @@ impl StorageNode {
     /// Counts `done` (a peer's `SYNC_DONE`: peer, round), forgets peers the
     /// ring has down or gone, and ends the catch-up once nobody is left.
     pub(super) fn catch_up_progress(&mut self, now: Millis, done: Option<(u32, u64)>) {
-        let Some(c) = self.catch_up.as_mut() else {
+        let Some(c) = self.repair.catch_up.as_mut() else {
             return;
         };
         if let Some((peer, _)) = done.filter(|d| d.1 == c.round) {
             c.waiting.remove(&peer);
         }
         let ring = &self.ring;
-        let unheard = &mut self.unheard;
+        let unheard = &mut self.repair.unheard;
         c.waiting.retain(|&p| {
             let live = ring.node(p).is_some_and(|e| e.state != NodeState::Down);
             if !live {
@@ -146,19 +182,19 @@ impl StorageNode {
                 "caught up: every live peer pushed its keys ({} ms)",
                 now.saturating_sub(c.since)
             );
-            self.catch_up = None;
+            self.repair.catch_up = None;
         }
     }
 
     /// Ends a catch-up as if every peer had answered (tests of other things).
     #[cfg(test)]
     pub(crate) fn end_catch_up(&mut self) {
-        self.catch_up = None;
+        self.repair.catch_up = None;
     }
 
     /// Whether this node may lack writes to the key with hash `hash`.
     pub(super) fn behind(&self, hash: u64) -> bool {
-        (self.catch_up.as_ref()).is_some_and(|c| c.behind(self.node_id, hash))
+        (self.repair.catch_up.as_ref()).is_some_and(|c| c.behind(self.node_id, hash))
     }
 
     /// Queues the keys this node must push because `ring` makes nodes newly
@@ -196,7 +232,7 @@ impl StorageNode {
             }
         }
         for (peer, keys) in owed {
-            if self.resync.is_asking(peer) {
+            if self.repair.resync.is_asking(peer) {
                 continue;
             }
             log::info!(
@@ -204,7 +240,7 @@ impl StorageNode {
                 ring.epoch,
                 keys.len()
             );
-            self.resync.owe(peer, keys);
+            self.repair.resync.owe(peer, keys);
         }
     }
 
@@ -219,26 +255,26 @@ impl StorageNode {
             .map(|e| e.id)
             .filter(|&p| p != me && self.reachable(p))
             .collect();
-        self.resync.start_asks(self.ring.epoch);
-        for peer in self.resync.take_full(|p| ready.contains(&p)) {
+        self.repair.resync.start_asks(self.ring.epoch);
+        for peer in self.repair.resync.take_full(|p| ready.contains(&p)) {
             let (serving, settled) = (&self.serving_pref, &self.settled_pref);
             let keys = (self.engine)
                 .keys_where(|h| serving.get(h).contains(&peer) || settled.get(h).contains(&peer));
             log::info!("resyncing {} keys to node {peer}", keys.len());
-            self.resync.owe(peer, keys);
+            self.repair.resync.owe(peer, keys);
         }
-        let chunks = (self.resync).next_chunks(&self.engine, |p| ready.contains(&p));
+        let chunks = (self.repair.resync).next_chunks(&self.engine, |p| ready.contains(&p));
         for (peer, payload, keys) in chunks {
             let frame = Frame::new(op::MIGRATE, 0, 0, payload);
             let deadline = now + self.cfg.request_timeout_ms;
             let token = Waiter::Resync { keys };
             if let Err(fwd) = self.mesh.forward(peer, frame, token, 1, deadline, out) {
                 if let Waiter::Resync { keys } = fwd.token {
-                    self.resync.failed(peer, keys);
+                    self.repair.resync.failed(peer, keys);
                 }
             }
         }
-        for (peer, round) in self.resync.finished_asks() {
+        for (peer, round) in self.repair.resync.finished_asks() {
             log::info!("pushed node {peer} every key it asked for (round {round})");
             let frame = Frame::new(op::SYNC_DONE, 0, 0, format!("{me} {round}"));
             let deadline = now + self.cfg.request_timeout_ms;

@@ -12,6 +12,36 @@
 
 use super::*;
 
+/// The requests this node serves over replicas as their keys' lead replica.
+pub(super) struct Rounds {
+    /// Requests this node serves over replicas, by id.
+    pub(super) pending: HashMap<u64, Pending>,
+    /// The id the next request gets.
+    pub(super) next_pending: u64,
+    /// Keys with a write in progress here, and the requests waiting their turn:
+    /// one write at a time per key, in arrival order, so pipelined requests take
+    /// effect in order and read-modify-writes do not refuse each other's bases.
+    pub(super) busy: HashMap<Bytes, std::collections::VecDeque<u64>>,
+    /// Waiting requests whose turn came (started at the end of the step).
+    pub(super) ready_turns: Vec<u64>,
+    /// Requests to start again at the next tick (a replica's newer ring said
+    /// the key moved: this node's ring should catch up first).
+    pub(super) retry_soon: Vec<u64>,
+}
+
+impl Rounds {
+    /// Nothing in progress yet.
+    pub(super) fn new() -> Rounds {
+        Rounds {
+            pending: Default::default(),
+            next_pending: 1,
+            busy: Default::default(),
+            ready_turns: Default::default(),
+            retry_soon: Default::default(),
+        }
+    }
+}
+
 /// A write round about to start: what it sends and to whom.
 struct WriteRound {
     /// The entry every target gets.
@@ -62,11 +92,11 @@ impl StorageNode {
         let key = Bytes::copy_from_slice(&key);
         let requester = Requester {
             conn,
-            seq: self.order.reserve(conn),
+            seq: self.conns.order.reserve(conn),
             client_id: request.client_id,
         };
-        let id = self.next_pending;
-        self.next_pending += 1;
+        let id = self.rounds.next_pending;
+        self.rounds.next_pending += 1;
         let read_need = (self.ring.read_quorum as usize).clamp(1, listed) + behind;
         let write_need = (self.ring.write_quorum as usize).clamp(1, listed);
         let mut p = Pending::new(requester, request, (key, hash), read_need, write_need);
@@ -74,21 +104,21 @@ impl StorageNode {
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
         // find the key free run at once (they see every write applied here).
         let writes = !matches!(p.request.op, op::GET | op::EXISTS);
-        if let Some(queue) = self.busy.get_mut(&p.key) {
+        if let Some(queue) = self.rounds.busy.get_mut(&p.key) {
             p.holds_key = true;
-            self.pending.insert(id, p);
+            self.rounds.pending.insert(id, p);
             return queue.push_back(id);
         }
         if writes {
             p.holds_key = true;
-            self.busy.insert(p.key.clone(), Default::default());
+            self.rounds.busy.insert(p.key.clone(), Default::default());
         }
         self.start_round(now, id, p, out);
     }
 
     /// Starts request `id` again (its key's turn came, or a retry is due).
     pub(super) fn restart(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
-        if let Some(p) = self.pending.remove(&id) {
+        if let Some(p) = self.rounds.pending.remove(&id) {
             self.start_round(now, id, p, out);
         }
     }
@@ -176,14 +206,14 @@ impl StorageNode {
         for peer in peers {
             let answer = Answer::Failed(ErrorCode::Unavailable);
             if p.writing() {
-                self.resync.hint(peer, &p.key);
+                self.repair.resync.hint(peer, &p.key);
             }
             match p.on_answer(peer, answer) {
                 Progress::Waiting => {}
                 progress => return self.advance(now, id, p, progress, out),
             }
         }
-        self.pending.insert(id, p);
+        self.rounds.pending.insert(id, p);
     }
 
     /// Sends a write round's entry to its targets and waits for the
@@ -218,7 +248,7 @@ impl StorageNode {
         listed.extend(settled.iter().filter(|id| !serving.contains(id)));
         for peer in listed {
             if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
-                self.resync.hint(peer, &p.key);
+                self.repair.resync.hint(peer, &p.key);
             }
         }
         if done {
@@ -257,11 +287,11 @@ impl StorageNode {
         answer: Answer,
         out: &mut Vec<Output>,
     ) {
-        let Some(mut p) = self.pending.remove(&id) else {
+        let Some(mut p) = self.rounds.pending.remove(&id) else {
             return self.late_answer(round, peer, &key, &answer);
         };
         if p.round_tag() != round {
-            self.pending.insert(id, p);
+            self.rounds.pending.insert(id, p);
             return self.late_answer(round, peer, &key, &answer);
         }
         match (&answer, p.writing()) {
@@ -270,12 +300,12 @@ impl StorageNode {
             // No answer (its link broke, it timed out) or a refusal: it may lack
             // the write, and the round no longer waits for it.
             (Answer::Stored, true) => {}
-            (_, true) => self.resync.hint(peer, &p.key),
+            (_, true) => self.repair.resync.hint(peer, &p.key),
             (_, false) => {}
         }
         match p.on_answer(peer, answer) {
             Progress::Waiting => {
-                self.pending.insert(id, p);
+                self.rounds.pending.insert(id, p);
             }
             progress => self.advance(now, id, p, progress, out),
         }
@@ -287,7 +317,7 @@ impl StorageNode {
     fn late_answer(&mut self, round: u32, peer: u32, key: &Bytes, answer: &Answer) {
         let stored = matches!(answer, Answer::Stored | Answer::Newer(_));
         if Pending::is_write_tag(round) && !stored {
-            self.resync.hint(peer, key);
+            self.repair.resync.hint(peer, key);
         }
     }
 
@@ -302,7 +332,7 @@ impl StorageNode {
     ) {
         match progress {
             Progress::Waiting => {
-                self.pending.insert(id, p);
+                self.rounds.pending.insert(id, p);
             }
             Progress::ReadDone => self.finish_read(now, id, p, out),
             Progress::WriteDone => {
@@ -334,8 +364,8 @@ impl StorageNode {
             // ring is about to change too (a leave or drop just flipped). Try
             // again at the next tick, with that ring.
             p.off_list = false;
-            self.pending.insert(id, p);
-            self.retry_soon.push(id);
+            self.rounds.pending.insert(id, p);
+            self.rounds.retry_soon.push(id);
         } else {
             let e = Error::new(
                 p.failure,
@@ -453,11 +483,11 @@ impl StorageNode {
     fn finish(&mut self, p: Pending, result: Result<Frame, Error>, out: &mut Vec<Output>) {
         if p.holds_key {
             // The key's next request may start.
-            if let Some(queue) = self.busy.get_mut(&p.key) {
+            if let Some(queue) = self.rounds.busy.get_mut(&p.key) {
                 match queue.pop_front() {
-                    Some(next) => self.ready_turns.push(next),
+                    Some(next) => self.rounds.ready_turns.push(next),
                     None => {
-                        self.busy.remove(&p.key);
+                        self.rounds.busy.remove(&p.key);
                     }
                 }
             }
@@ -467,7 +497,7 @@ impl StorageNode {
             Ok(f) => Frame::new(f.op, r.client_id, self.node_id, f.payload),
             Err(e) => Frame::error(r.client_id, self.node_id, &e),
         };
-        self.order.fill(r.conn, r.seq, frame, out);
+        self.conns.order.fill(r.conn, r.seq, frame, out);
     }
 }
 

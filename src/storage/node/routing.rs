@@ -8,6 +8,29 @@
 
 use super::*;
 
+/// The connections this node serves: which are proven members, each client's
+/// reply order, and which are held (not read) for their reply backlog.
+pub(super) struct Connections {
+    pub(super) members: HashSet<ConnId>,
+    pub(super) order: ReplyOrder,
+    /// Client connections not being read because of their reply backlog.
+    pub(super) held: HashSet<ConnId>,
+    /// Connections that just proved membership (drained into `Output::Trust`).
+    pub(super) trusted: Vec<ConnId>,
+}
+
+impl Connections {
+    /// Nothing in progress yet.
+    pub(super) fn new() -> Connections {
+        Connections {
+            members: Default::default(),
+            order: Default::default(),
+            held: Default::default(),
+            trusted: Default::default(),
+        }
+    }
+}
+
 impl StorageNode {
     /// Answers forwards that will get no reply from their peer.
     pub(super) fn fail_forwards(
@@ -36,20 +59,20 @@ impl StorageNode {
                     client_id,
                 } => {
                     let frame = Frame::error(client_id, self.node_id, &err);
-                    self.order.fill(conn, seq, frame, out);
+                    self.conns.order.fill(conn, seq, frame, out);
                 }
                 Waiter::Mirror { conn, seq, result } => {
                     let frame = Frame::error(result.client_id, self.node_id, &err);
-                    self.order.fill(conn, seq, frame, out);
+                    self.conns.order.fill(conn, seq, frame, out);
                 }
                 Waiter::Migrate { epoch } => {
                     if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                         h.failed = true;
                     }
                 }
-                Waiter::Resync { keys } => self.resync.failed(f.peer, keys),
+                Waiter::Resync { keys } => self.repair.resync.failed(f.peer, keys),
                 Waiter::Purge { id } => {
-                    self.purges.remove(&id);
+                    self.tombstones.purges.remove(&id);
                 }
                 Waiter::Ignore => {}
             }
@@ -74,13 +97,13 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) {
         let me = self.node_id;
-        let member = self.members.contains(&conn);
+        let member = self.conns.members.contains(&conn);
         let key = match Self::request_key(&f) {
             Ok(Some(k)) => k,
             Ok(None) => return self.serve_other(now, conn, member, f, out),
             Err(e) => {
                 let frame = Frame::error(f.client_id, me, &e);
-                self.order.ready(conn, frame, out);
+                self.conns.order.ready(conn, frame, out);
                 return;
             }
         };
@@ -101,7 +124,7 @@ impl StorageNode {
             // A partition-aware client routed this here by an older ring.
             let epoch = self.ring.epoch.to_string();
             let frame = Frame::new(op::STALE, f.client_id, me, epoch);
-            self.order.ready(conn, frame, out);
+            self.conns.order.ready(conn, frame, out);
             return;
         }
         // The write fence of a move (N = 1): once this node's handoff for the
@@ -170,10 +193,10 @@ impl StorageNode {
                 },
             );
             let frame = Frame::error(f.client_id, self.node_id, &e);
-            self.order.ready(conn, frame, out);
+            self.conns.order.ready(conn, frame, out);
             return;
         }
-        let seq = self.order.reserve(conn);
+        let seq = self.conns.order.reserve(conn);
         let token = Waiter::Client {
             conn,
             seq,
@@ -224,7 +247,7 @@ impl StorageNode {
             // keeps a replica's answer from waiting behind requests this node is
             // still serving for that member (which may wait on the answer).
             _ if member => out.push(Output::Send { conn, frame: reply }),
-            _ => self.order.ready(conn, reply, out),
+            _ => self.conns.order.ready(conn, reply, out),
         }
     }
 
@@ -249,7 +272,7 @@ impl StorageNode {
         if member {
             out.push(Output::Send { conn, frame: reply });
         } else {
-            self.order.ready(conn, reply, out);
+            self.conns.order.ready(conn, reply, out);
         }
     }
 
@@ -269,7 +292,7 @@ impl StorageNode {
                 client_id,
             } => {
                 let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
-                self.order.fill(conn, seq, reply, out);
+                self.conns.order.fill(conn, seq, reply, out);
             }
             Waiter::Mirror { conn, seq, result } => {
                 if frame.op != op::OK {
@@ -278,9 +301,9 @@ impl StorageNode {
                         "the key is moving and its new owner refused the write; retry",
                     );
                     let reply = Frame::error(result.client_id, self.node_id, &e);
-                    self.order.fill(conn, seq, reply, out);
+                    self.conns.order.fill(conn, seq, reply, out);
                 } else {
-                    self.order.fill(conn, seq, result, out);
+                    self.conns.order.fill(conn, seq, result, out);
                 }
             }
             Waiter::Migrate { epoch } => {
@@ -297,9 +320,9 @@ impl StorageNode {
             Waiter::Ignore => {}
             Waiter::Resync { keys } => {
                 if frame.op == op::OK {
-                    self.resync.acked(fwd.peer);
+                    self.repair.resync.acked(fwd.peer);
                 } else {
-                    self.resync.failed(fwd.peer, keys);
+                    self.repair.resync.failed(fwd.peer, keys);
                 }
                 self.pump_resync(now, out);
             }
@@ -310,20 +333,21 @@ impl StorageNode {
     /// resumes the ones that drained. A client that pipelines without reading
     /// thus costs bounded memory even when its replies wait for other nodes.
     pub(super) fn apply_holds(&mut self, client: Option<ConnId>, out: &mut Vec<Output>) {
-        let order = &self.order;
+        let order = &self.conns.order;
         if let Some(c) = client {
             let over = order.outstanding(c) > HOLD_SLOTS || order.queued_bytes(c) > HOLD_BYTES;
-            if over && self.held.insert(c) {
+            if over && self.conns.held.insert(c) {
                 out.push(Output::Hold {
                     conn: c,
                     hold: true,
                 });
             }
         }
-        if self.held.is_empty() {
+        if self.conns.held.is_empty() {
             return;
         }
         let drained: Vec<ConnId> = self
+            .conns
             .held
             .iter()
             .copied()
@@ -332,7 +356,7 @@ impl StorageNode {
             })
             .collect();
         for conn in drained {
-            self.held.remove(&conn);
+            self.conns.held.remove(&conn);
             out.push(Output::Hold { conn, hold: false });
         }
     }

@@ -197,7 +197,7 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     );
     // Its first ring lists it serving, so it is catching up; that refusal is
     // not what this test is about.
-    n.catch_up = None;
+    n.repair.catch_up = None;
     let lists = |k: &String| ring.preference_list(hash64(k.as_bytes()), 3);
     let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
     let kept = keys.iter().find(|k| lists(k).contains(&3)).unwrap();
@@ -367,8 +367,13 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     // A fresh process whose first ring lists it serving: it may lack anything.
     let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
     step(&mut n, 2, frame(op::JOINED, joined));
-    let round = n.catch_up.as_ref().map(|c| c.round).expect("catching up");
-    assert_eq!(n.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+    let round = n
+        .repair
+        .catch_up
+        .as_ref()
+        .map(|c| c.round)
+        .expect("catching up");
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
     // Node 2 proves membership, then asks for a quorum read: refused.
     let hello = format!("{} 127.0.0.1:7002 8", crate::DEFAULT_SECRET);
     let from_peer = |op, payload: String| Input::Frame {
@@ -402,26 +407,26 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         5,
         from_peer(op::SYNC_DONE, format!("2 {}", round + 1)),
     );
-    assert_eq!(n.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
     step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}")));
-    assert_eq!(n.catch_up.as_ref().unwrap().waiting, [3].into());
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [3].into());
     // Node 3 goes down: nobody is left to wait for. It is asked once back.
     step(
         &mut n,
         7,
         frame(op::RING_UPDATE, three(4, ["up", "up", "down"])),
     );
-    assert!(n.catch_up.is_none());
-    assert!(n.unheard.contains(&3));
+    assert!(n.repair.catch_up.is_none());
+    assert!(n.repair.unheard.contains(&3));
     assert_eq!(read(&mut n, 8)[0].1, op::NOT_FOUND);
     step(
         &mut n,
         9,
         frame(op::RING_UPDATE, three(5, ["up", "up", "up"])),
     );
-    assert!(n.unheard.is_empty());
+    assert!(n.repair.unheard.is_empty());
     assert!(
-        n.catch_up.is_none(),
+        n.repair.catch_up.is_none(),
         "a peer coming back is no reason to catch up"
     );
     // A ring marks this node down, then up: it catches up again.
@@ -430,13 +435,17 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         10,
         frame(op::RING_UPDATE, three(6, ["down", "up", "up"])),
     );
-    assert!(n.catch_up.is_none(), "it waits until it is back");
+    assert!(n.repair.catch_up.is_none(), "it waits until it is back");
     step(
         &mut n,
         11,
         frame(op::RING_UPDATE, three(7, ["up", "up", "up"])),
     );
-    assert!(n.catch_up.as_ref().is_some_and(|c| c.known.is_none()));
+    assert!(n
+        .repair
+        .catch_up
+        .as_ref()
+        .is_some_and(|c| c.known.is_none()));
     assert_eq!(read(&mut n, 12)[0].1, op::ERR);
 }
 
@@ -461,11 +470,15 @@ fn a_node_given_new_ranges_is_behind_on_those_only() {
         frame(op::JOINED, format!("1\n{}", ring(3, true))),
     );
     // The restart's catch-up is not what this test is about.
-    n.catch_up = None;
+    n.repair.catch_up = None;
     // Node 3 is dropped: node 1 is now on node 3's range too (hashes in
     // (2^61, 3 * 2^60]), and behind there only.
     step(&mut n, 3, frame(op::RING_UPDATE, ring(4, false)));
-    assert!(n.catch_up.as_ref().is_some_and(|c| c.known.is_some()));
+    assert!(n
+        .repair
+        .catch_up
+        .as_ref()
+        .is_some_and(|c| c.known.is_some()));
     assert!(n.behind(3 << 60));
     assert!(
         !n.behind(1 << 60),
@@ -556,7 +569,7 @@ fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
         },
     );
     assert_eq!(n.node_id(), 1);
-    assert_eq!(n.join_refusals, 0);
+    assert_eq!(n.membership.join_refusals, 0);
 }
 
 #[test]

@@ -10,6 +10,30 @@
 
 use super::*;
 
+/// Tombstone collection in progress.
+pub(super) struct Collector {
+    /// Tombstones being checked on every replica before they are collected.
+    pub(super) purges: HashMap<u64, PurgeCheck>,
+    /// The id the next tombstone check gets.
+    pub(super) next_purge: u64,
+    /// When the next tombstone sweep is due.
+    pub(super) next_sweep: Millis,
+    /// Tombstones collected since the last sweep logged it.
+    pub(super) collected: usize,
+}
+
+impl Collector {
+    /// Nothing in progress yet.
+    pub(super) fn new() -> Collector {
+        Collector {
+            purges: Default::default(),
+            next_purge: 1,
+            next_sweep: Default::default(),
+            collected: Default::default(),
+        }
+    }
+}
+
 /// A tombstone this node leads the collection of, being confirmed on every replica.
 pub(super) struct PurgeCheck {
     key: Bytes,
@@ -23,16 +47,16 @@ pub(super) struct PurgeCheck {
 impl StorageNode {
     pub(super) fn sweep_tombstones(&mut self, now: Millis, out: &mut Vec<Output>) {
         let grace = self.cfg.tombstone_grace_ms;
-        if now < self.next_sweep
+        if now < self.tombstones.next_sweep
             || self.node_id == 0
             || self.ring.has_moves()
-            || self.catch_up.is_some()
+            || self.repair.catch_up.is_some()
         {
             return;
         }
-        self.next_sweep = now + (grace / 2).clamp(100, 5_000);
-        if self.collected > 0 {
-            let n = std::mem::take(&mut self.collected);
+        self.tombstones.next_sweep = now + (grace / 2).clamp(100, 5_000);
+        if self.tombstones.collected > 0 {
+            let n = std::mem::take(&mut self.tombstones.collected);
             log::info!("collected {n} tombstones");
         }
         let tokens: Vec<u64> = self.engine.tokens().collect();
@@ -45,7 +69,7 @@ impl StorageNode {
             return;
         }
         let wall = self.cfg.clock_base_ms + now;
-        let room = MAX_PURGES.saturating_sub(self.purges.len());
+        let room = MAX_PURGES.saturating_sub(self.tombstones.purges.len());
         let mut old: Vec<(Bytes, u64)> = Vec::new();
         for t in tokens {
             let Some(sector) = self.engine.sector_of_token(t) else {
@@ -65,7 +89,9 @@ impl StorageNode {
                 self.purge(&key, version);
                 continue;
             }
-            if self.live_lead(h) != Some(me) || self.purges.values().any(|c| c.key == key) {
+            if self.live_lead(h) != Some(me)
+                || self.tombstones.purges.values().any(|c| c.key == key)
+            {
                 continue;
             }
             let mut members: Vec<u32> = (self.serving_pref.get(h).iter())
@@ -78,8 +104,8 @@ impl StorageNode {
             if members.iter().any(|&id| !self.reachable(id)) {
                 continue;
             }
-            let id = self.next_purge;
-            self.next_purge += 1;
+            let id = self.tombstones.next_purge;
+            self.tombstones.next_purge += 1;
             let deadline = now + self.cfg.request_timeout_ms;
             for &peer in &members {
                 let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
@@ -94,7 +120,7 @@ impl StorageNode {
                 members,
                 waiting,
             };
-            self.purges.insert(id, check);
+            self.tombstones.purges.insert(id, check);
         }
     }
 
@@ -108,21 +134,21 @@ impl StorageNode {
         frame: &Frame,
         out: &mut Vec<Output>,
     ) {
-        let Some(c) = self.purges.get_mut(&id) else {
+        let Some(c) = self.tombstones.purges.get_mut(&id) else {
             return;
         };
         let same = frame.op == op::VALUE
             && parse_chunk(&frame.payload)
                 .is_some_and(|e| matches!(e[..], [(_, v, None)] if v == c.version));
         if !same {
-            self.purges.remove(&id);
+            self.tombstones.purges.remove(&id);
             return;
         }
         c.waiting.retain(|&p| p != peer);
         if !c.waiting.is_empty() {
             return;
         }
-        let c = self.purges.remove(&id).expect("checked above");
+        let c = self.tombstones.purges.remove(&id).expect("checked above");
         let mut payload = BytesMut::with_capacity(8 + c.key.len());
         payload.extend_from_slice(&c.version.to_be_bytes());
         payload.extend_from_slice(&c.key);
