@@ -338,4 +338,85 @@ impl StorageNode {
         );
         Frame::new(op::NODE_JOIN, 0, self.node_id, payload)
     }
+
+    /// The manager link is up: register (or register again).
+    pub(super) fn manager_up(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+        self.membership.manager.up(conn);
+        self.membership.orphaned_at = None;
+        self.membership.awaiting_joined = true;
+        out.push(Output::Send {
+            conn,
+            frame: self.manager_hello(),
+        });
+    }
+
+    /// Tells the manager this node is alive, with its key count (and whether
+    /// it is catching up), every [`NodeConfig::heartbeat_ms`].
+    pub(super) fn heartbeat(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if let Some(conn) = self.membership.manager.conn() {
+            let mut text = self.engine.len().to_string();
+            if self.repair.catch_up.is_some() {
+                text.push_str(" catching-up");
+            }
+            out.push(Output::Send {
+                conn,
+                frame: Frame::new(op::HEARTBEAT, 0, self.node_id, text),
+            });
+        }
+        out.push(Output::Timer {
+            at: now + self.cfg.heartbeat_ms,
+            id: TIMER_HEARTBEAT,
+        });
+    }
+
+    /// SIGTERM starts a departure with a handoff when the manager can run one;
+    /// a second SIGTERM, or SIGINT, stops the node at once.
+    pub(super) fn on_signal(&mut self, now: Millis, sig: Signal, out: &mut Vec<Output>) {
+        if sig != Signal::Terminate || self.membership.leaving {
+            log::info!("{sig:?}: shutting down");
+            return out.push(Output::Stop);
+        }
+        match self.membership.manager.conn() {
+            Some(_) if self.ring.node(self.node_id).is_some() => {
+                log::info!("SIGTERM: handing data over before leaving");
+                self.membership.leaving = true;
+                self.send_leave(out);
+                out.push(Output::Timer {
+                    at: now + LEAVE_DEADLINE_MS,
+                    id: TIMER_LEAVE,
+                });
+            }
+            _ => {
+                log::warn!(
+                    "SIGTERM without a manager: exiting without a handoff; {}",
+                    self.data_left_behind()
+                );
+                out.push(Output::Stop);
+            }
+        }
+    }
+
+    /// The handoff of a departure took longer than [`LEAVE_DEADLINE_MS`], or the
+    /// exit grace after leaving the ring is over.
+    pub(super) fn leave_deadline(&mut self, out: &mut Vec<Output>) {
+        if self.ring.node(self.node_id).is_some() {
+            log::warn!("the handoff did not finish in time; exiting anyway");
+        }
+        out.push(Output::Stop);
+    }
+
+    /// A leaving node whose manager link stayed down for [`LEAVE_ORPHAN_MS`]
+    /// exits without a handoff.
+    pub(super) fn orphan_deadline(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let since = self.membership.orphaned_at;
+        let gone = since.is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
+        if gone && !self.membership.exiting {
+            log::warn!(
+                "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
+                 exiting without handing the data over: {}",
+                self.data_left_behind()
+            );
+            out.push(Output::Stop);
+        }
+    }
 }

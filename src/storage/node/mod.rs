@@ -2,38 +2,46 @@
 //!
 //! [`StorageNode::step`] takes one reactor [`Input`] and pushes [`Output`]s; it never
 //! touches a socket or a clock, so tests and simulations can drive it directly.
+//! `step` only dispatches: each input goes to the part of the node it concerns,
+//! and each part owns its fields and lives in its own file:
 //!
-//! What it does today:
-//! - serves every key-value op of the protocol. A request for a key whose token
-//!   another node owns is forwarded over the mesh (see [`super::mesh`]) and the
-//!   owner's reply is relayed, keeping each client connection's replies in request
-//!   order (see [`super::order`]). A request that arrives from another member is
-//!   always served locally, so a request is forwarded at most once;
-//! - keeps a link to the manager: connects with doubling backoff, registers with
-//!   `NODE_JOIN` (`SECRET SP HOST:PORT SP TOKENS`), receives its node id and the ring
-//!   in `JOINED` and every later ring in `RING_UPDATE`, and sends a `HEARTBEAT` with
-//!   its key count every [`NodeConfig::heartbeat_ms`]. A registration answered
-//!   with `ERR UNAVAILABLE` (a restarted manager still recovering the membership)
-//!   is tried again on a new link after a doubling delay. It serves requests all
-//!   the while, before it has an id too (its replies then carry node id 0, and
-//!   with no ring it serves every key itself);
-//! - keeps a link to every other node of the ring (the mesh);
-//! - refuses ops 50-99 with `ERR BADOP` on connections that have not proven they
-//!   are cluster members (by a `NODE_JOIN` carrying the cluster secret);
-//! - with a data directory, logs every write it stores before any reply that
-//!   depends on it leaves, and recovers from it on start (see [`super::durable`]).
+//! - `membership` (`Membership`): the link to the manager. Connects with
+//!   doubling backoff, registers with `NODE_JOIN` (`SECRET SP HOST:PORT SP
+//!   TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
+//!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
+//!   hands its keys over, exits once out of the ring; without a handoff, with a
+//!   warning saying where its data stays, when none can happen). A registration
+//!   that fails for a reason that may pass is retried with backoff; a refused
+//!   cluster secret stops the node ([`StorageNode::failure`]). The node serves
+//!   requests all the while, before it has an id too (its replies then carry
+//!   node id 0, and with no ring it serves every key itself).
+//! - `routing` (`Connections`): where each request is served. A key-value
+//!   request is served here when this node is the key's owner (N = 1) or its
+//!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
+//!   [`super::mesh`]) and the reply relayed, or answered `STALE` for a client
+//!   routing by an older ring. Replies leave each client connection in request
+//!   order (see [`super::order`]), and connections with too many replies held
+//!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
+//!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
+//! - `local`: serving from this node's own data: key-value ops on keys it serves
+//!   alone, and the cluster messages peers send it (`REPLICATE`, `REPL_READ`,
+//!   `MIGRATE`, ...), which never pass through routing. The only writes to the
+//!   engine are here (store, purge, undo), each logged with a data directory (see
+//!   [`super::durable`]).
+//! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
+//!   this node leads (see [`super::quorum`]), read repair and conditional ops.
+//! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
+//!   node's catch-up when it may lack writes itself (see [`super::resync`]).
+//! - `moves`: the handoff of keys a ring change moves (see [`super::handoff`]),
+//!   and with N = 1 the write fence and the copy of each write to a moving key's
+//!   next owner.
+//! - `tombstones` (`Collector`): tombstones are collected once every replica
+//!   holds them.
 //!
-//! - moves keys when the ring changes (see [`super::handoff`]), with a write fence
-//!   for N = 1;
-//! - with N > 1, coordinates every request of the keys it is the first reachable
-//!   replica of, in quorum rounds (see [`super::quorum`]), and brings replicas
-//!   that missed writes up to date (hints and resync, see [`super::resync`]);
-//! - collects tombstones once every replica holds them (see the sweep below);
-//! - leaves on SIGTERM: asks the manager (`LEAVE`), hands its keys over and exits
-//!   once out of the ring. It exits without a handoff, with a warning saying where
-//!   its data stays, when no handoff can happen: the manager refuses the leave,
-//!   its link is down at the signal, or it stays down for 3 s while leaving. A
-//!   second SIGTERM, or SIGINT, stops it at once.
+//! Every message this node sends over the mesh carries a `Waiter`, the token
+//! that says who waits for its answer. A request's key is hashed once, when it
+//! arrives, and the hash travels with it.
 //!
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
@@ -411,100 +419,12 @@ impl Service for StorageNode {
 }
 
 impl StorageNode {
-    /// Everything but the RESP front's own inputs.
+    /// Everything but the RESP front's own inputs: dispatches each input to the
+    /// part of the node it concerns.
     fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         match input {
-            Input::Timer { id: TIMER_INIT } => {
-                self.connect_manager(out);
-                out.push(Output::Timer {
-                    at: now + self.cfg.heartbeat_ms,
-                    id: TIMER_HEARTBEAT,
-                });
-                out.push(Output::Timer {
-                    at: now + self.cfg.tick_ms,
-                    id: TIMER_TICK,
-                });
-            }
-            Input::Timer { id: TIMER_TICK } => {
-                let late = self.mesh.tick(now, out);
-                self.fail_forwards(now, late, ErrorCode::Timeout, out);
-                if self.handoff.as_ref().is_some_and(|h| h.failed) {
-                    self.start_handoff(now, out);
-                } else {
-                    self.pump_handoff(now, out);
-                }
-                self.pump_resync(now, out);
-                for id in std::mem::take(&mut self.rounds.retry_soon) {
-                    self.restart(now, id, out);
-                }
-                if self
-                    .repair
-                    .catch_up
-                    .as_ref()
-                    .is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS)
-                {
-                    self.ask_catch_up(now, out);
-                }
-                self.sweep_tombstones(now, out);
-                self.apply_holds(None, out);
-                out.push(Output::Timer {
-                    at: now + self.cfg.tick_ms,
-                    id: TIMER_TICK,
-                });
-            }
-            Input::Timer { id: TIMER_MANAGER } => {
-                if self.membership.manager.due(now) {
-                    self.connect_manager(out);
-                }
-            }
-            Input::Timer {
-                id: TIMER_HEARTBEAT,
-            } => {
-                if let Some(conn) = self.membership.manager.conn() {
-                    let mut text = self.engine.len().to_string();
-                    if self.repair.catch_up.is_some() {
-                        text.push_str(" catching-up");
-                    }
-                    out.push(Output::Send {
-                        conn,
-                        frame: Frame::new(op::HEARTBEAT, 0, self.node_id, text),
-                    });
-                }
-                out.push(Output::Timer {
-                    at: now + self.cfg.heartbeat_ms,
-                    id: TIMER_HEARTBEAT,
-                });
-            }
-            Input::Timer { id: TIMER_LEAVE } => {
-                if self.ring.node(self.node_id).is_some() {
-                    log::warn!("the handoff did not finish in time; exiting anyway");
-                }
-                out.push(Output::Stop);
-            }
-            Input::Timer { id: TIMER_ORPHAN } => {
-                let gone = self
-                    .membership
-                    .orphaned_at
-                    .is_some_and(|t| now >= t + LEAVE_ORPHAN_MS);
-                if gone && !self.membership.exiting {
-                    log::warn!(
-                        "the manager has been unreachable for {LEAVE_ORPHAN_MS} ms; \
-                         exiting without handing the data over: {}",
-                        self.data_left_behind()
-                    );
-                    out.push(Output::Stop);
-                }
-            }
-            Input::Timer { .. } => {}
-            Input::Connected { conn, tag } if tag == TAG_MANAGER => {
-                self.membership.manager.up(conn);
-                self.membership.orphaned_at = None;
-                self.membership.awaiting_joined = true;
-                out.push(Output::Send {
-                    conn,
-                    frame: self.manager_hello(),
-                });
-            }
+            Input::Timer { id } => self.on_timer(now, id, out),
+            Input::Connected { conn, tag } if tag == TAG_MANAGER => self.manager_up(conn, out),
             Input::Connected { conn, tag } if mesh::owns_tag(tag) => {
                 let hello = self.hello();
                 self.mesh.connected(tag, conn, hello, out);
@@ -516,22 +436,8 @@ impl StorageNode {
             Input::ConnectFailed { tag } if mesh::owns_tag(tag) => {
                 self.mesh.connect_failed(tag, now);
             }
-            Input::ConnectFailed { .. } => {}
-            Input::Accepted { .. } => {}
-            Input::Frame { conn, frame } => {
-                if self.membership.manager.conn() == Some(conn) {
-                    self.on_manager_frame(now, frame, out);
-                } else if self.mesh.is_link(conn) {
-                    self.on_peer_reply(now, frame, out);
-                    self.apply_holds(None, out);
-                } else {
-                    self.on_request(now, conn, frame, out);
-                    for conn in self.conns.trusted.drain(..) {
-                        out.push(Output::Trust { conn });
-                    }
-                    self.apply_holds(Some(conn), out);
-                }
-            }
+            Input::ConnectFailed { .. } | Input::Accepted { .. } => {}
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame, out),
             Input::FrameError {
                 conn,
                 error,
@@ -543,42 +449,86 @@ impl StorageNode {
             Input::Eof { conn } => self.conns.order.eof(conn, out),
             // No listener of this node is raw yet.
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
-            Input::Closed { conn } => {
-                self.conns.members.remove(&conn);
-                self.conns.order.closed(conn);
-                self.conns.held.remove(&conn);
-                if let Some(lost) = self.mesh.closed(conn, now) {
-                    self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
-                    self.apply_holds(None, out);
-                }
-                if self.membership.manager.conn() == Some(conn) {
-                    self.manager_closed(now, out);
-                }
+            Input::Closed { conn } => self.on_closed(now, conn, out),
+            Input::Signal(sig) => self.on_signal(now, sig, out),
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
+        match id {
+            TIMER_INIT => {
+                self.connect_manager(out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
             }
-            Input::Signal(Signal::Terminate) if !self.membership.leaving => {
-                match self.membership.manager.conn() {
-                    Some(_) if self.ring.node(self.node_id).is_some() => {
-                        log::info!("SIGTERM: handing data over before leaving");
-                        self.membership.leaving = true;
-                        self.send_leave(out);
-                        out.push(Output::Timer {
-                            at: now + LEAVE_DEADLINE_MS,
-                            id: TIMER_LEAVE,
-                        });
-                    }
-                    _ => {
-                        log::warn!(
-                            "SIGTERM without a manager: exiting without a handoff; {}",
-                            self.data_left_behind()
-                        );
-                        out.push(Output::Stop);
-                    }
-                }
+            TIMER_TICK => self.on_tick(now, out),
+            TIMER_MANAGER if self.membership.manager.due(now) => self.connect_manager(out),
+            TIMER_HEARTBEAT => self.heartbeat(now, out),
+            TIMER_LEAVE => self.leave_deadline(out),
+            TIMER_ORPHAN => self.orphan_deadline(now, out),
+            _ => {}
+        }
+    }
+
+    /// Housekeeping every [`NodeConfig::tick_ms`]: forwards past their deadline,
+    /// handoff, hints and resync, retries, catch-up asks, tombstones, holds.
+    fn on_tick(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let late = self.mesh.tick(now, out);
+        self.fail_forwards(now, late, ErrorCode::Timeout, out);
+        if self.handoff.as_ref().is_some_and(|h| h.failed) {
+            self.start_handoff(now, out);
+        } else {
+            self.pump_handoff(now, out);
+        }
+        self.pump_resync(now, out);
+        for id in std::mem::take(&mut self.rounds.retry_soon) {
+            self.restart(now, id, out);
+        }
+        let catch_up = self.repair.catch_up.as_ref();
+        if catch_up.is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS) {
+            self.ask_catch_up(now, out);
+        }
+        self.sweep_tombstones(now, out);
+        self.apply_holds(None, out);
+        out.push(Output::Timer {
+            at: now + self.cfg.tick_ms,
+            id: TIMER_TICK,
+        });
+    }
+
+    /// A frame: from the manager, a peer's reply on one of this node's links,
+    /// or a request (from a client or a peer).
+    fn on_frame(&mut self, now: Millis, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        if self.membership.manager.conn() == Some(conn) {
+            self.on_manager_frame(now, frame, out);
+        } else if self.mesh.is_link(conn) {
+            self.on_peer_reply(now, frame, out);
+            self.apply_holds(None, out);
+        } else {
+            self.on_request(now, conn, frame, out);
+            for conn in self.conns.trusted.drain(..) {
+                out.push(Output::Trust { conn });
             }
-            Input::Signal(sig) => {
-                log::info!("{sig:?}: shutting down");
-                out.push(Output::Stop);
-            }
+            self.apply_holds(Some(conn), out);
+        }
+    }
+
+    fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        self.conns.members.remove(&conn);
+        self.conns.order.closed(conn);
+        self.conns.held.remove(&conn);
+        if let Some(lost) = self.mesh.closed(conn, now) {
+            self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
+            self.apply_holds(None, out);
+        }
+        if self.membership.manager.conn() == Some(conn) {
+            self.manager_closed(now, out);
         }
     }
 }
