@@ -76,8 +76,13 @@ impl Answer {
 pub struct Pending {
     /// Who asked.
     pub requester: Requester,
-    /// The request as the client sent it.
+    /// The request as the client sent it. Its payload is owned (not a slice of
+    /// a read buffer) except a PUT's until its first write round is sent; from
+    /// then on the PUT's value is `value`.
     pub request: Frame,
+    /// A PUT's value once its first write round is sent: a slice of that round's
+    /// `REPLICATE` payload, which owns it.
+    pub value: Option<Bytes>,
     /// Its key.
     pub key: Bytes,
     /// The key's ring hash.
@@ -159,6 +164,7 @@ impl Pending {
         Pending {
             requester,
             request,
+            value: None,
             key,
             hash,
             read_need,

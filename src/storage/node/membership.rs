@@ -96,11 +96,11 @@ impl StorageNode {
             .min(self.cfg.retry_cap_ms);
         if self.membership.join_refusals == 1 {
             log::warn!(
-                "cannot register with the manager: {why}; retrying, at most every {} ms",
+                "{why}; retrying, at most every {} ms",
                 self.cfg.retry_cap_ms
             );
         } else {
-            log::debug!("cannot register with the manager: {why}; retry in {delay} ms");
+            log::debug!("{why}; retry in {delay} ms");
         }
         if let Some(conn) = self.membership.manager.conn() {
             out.push(Output::Close { conn });
@@ -198,10 +198,13 @@ impl StorageNode {
                     // Not now (a restarted manager recovering the membership),
                     // or a refusal a restart of the manager may lift.
                     ErrorCode::Unavailable => {
-                        let why = format!("it is not registering nodes yet ({e})");
+                        let why = format!("the manager cannot register us yet ({e})");
                         self.retry_registration(now, &why, out);
                     }
-                    _ => self.retry_registration(now, &format!("it refused us ({e})"), out),
+                    _ => {
+                        let why = format!("the manager refused to register us ({e})");
+                        self.retry_registration(now, &why, out);
+                    }
                 }
             }
             op::ERR if self.membership.awaiting_left => {

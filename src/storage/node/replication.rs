@@ -85,10 +85,6 @@ impl StorageNode {
         // A node catching up keeps its own copy in the round but does not count
         // it: it needs R copies from the others.
         let behind = self.behind(hash) as usize;
-        // Kept until the replicas answer: copied, so it does not pin the read
-        // buffer it arrived in (a client that never reads would pin many).
-        let mut request = request;
-        request.payload = Bytes::copy_from_slice(&request.payload);
         let key = Bytes::copy_from_slice(&key);
         let requester = Requester {
             conn,
@@ -104,7 +100,13 @@ impl StorageNode {
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
         // find the key free run at once (they see every write applied here).
         let writes = !matches!(p.request.op, op::GET | op::EXISTS);
+        // The request is kept until the replicas answer: its payload is copied,
+        // so it does not pin the read buffer it arrived in (a client that never
+        // reads would pin many). A PUT that starts at once is copied only into
+        // its write round's REPLICATE payload.
+        let own = |p: &mut Pending| p.request.payload = Bytes::copy_from_slice(&p.request.payload);
         if let Some(queue) = self.rounds.busy.get_mut(&p.key) {
+            own(&mut p);
             p.holds_key = true;
             self.rounds.pending.insert(id, p);
             return queue.push_back(id);
@@ -112,6 +114,9 @@ impl StorageNode {
         if writes {
             p.holds_key = true;
             self.rounds.busy.insert(p.key.clone(), Default::default());
+        }
+        if p.request.op != op::PUT {
+            own(&mut p);
         }
         self.start_round(now, id, p, out);
     }
@@ -129,9 +134,10 @@ impl StorageNode {
         let (_, others, newcomers) = self.replica_targets(p.hash);
         p.attempts += 1;
         if p.request.op == op::PUT {
-            let value = match kv::split_kv(&p.request.payload) {
-                Ok((_, v)) => v,
-                Err(e) => return self.finish(p, Err(e), out),
+            let value = match (&p.value, kv::split_kv(&p.request.payload)) {
+                (Some(v), _) => v.clone(),
+                (None, Ok((_, v))) => v,
+                (None, Err(e)) => return self.finish(p, Err(e), out),
             };
             let wall = self.cfg.clock_base_ms + now;
             let version = self
@@ -238,7 +244,14 @@ impl StorageNode {
             newcomers: w.newcomers,
             newest_refusal: 0,
         };
-        let ask = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
+        let payload = payload.freeze();
+        if p.request.op == op::PUT && p.value.is_none() {
+            // From now on the PUT's value is the one in this payload.
+            let len = w.entry.value.as_ref().map_or(0, Bytes::len);
+            p.value = Some(payload.slice(payload.len() - len..));
+            p.request.payload = Bytes::new();
+        }
+        let ask = Frame::new(op::REPLICATE, 0, 0, payload);
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &w.targets, ask, out);
         // Replicas this write cannot reach now get it later (hinted handoff),
         // and so do the nodes a pending move adds to the key's list: they count

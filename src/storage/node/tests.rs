@@ -823,6 +823,7 @@ fn hot_path_counts() {
          {pushes} pushes"
     );
     assert_eq!((hashes, hashes2, hashes3, pushes), (1, 0, 0, 0));
+    assert_eq!(copies, 2, "the stored entry and the REPLICATE payload");
     // A replica's side: the REPLICATE the lead sent, served by another node.
     let (mut r, _, _) = lead_of_three();
     let peer = member(&mut r, 40);
