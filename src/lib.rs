@@ -28,9 +28,12 @@ pub const DEFAULT_TOKENS: u32 = 64;
 /// Default manager port.
 pub const DEFAULT_MANAGER_PORT: u16 = 7000;
 
-/// Sets up logging for a binary: `RUST_LOG` if set, else `info`.
+/// Sets up logging for a server: `RUST_LOG` if set, else `info`. The line that says
+/// where a server listens ([`cli::serve::LISTENING_TARGET`]) is logged whatever
+/// `RUST_LOG` says.
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .filter_module(cli::serve::LISTENING_TARGET, log::LevelFilter::Info)
         .format_timestamp_millis()
         .init();
 }

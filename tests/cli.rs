@@ -1,14 +1,14 @@
 //! The `gtstore` command-line client against real processes: one-shot commands
-//! (stdout, stderr, exit status), binary values through stdin, the shell fed
-//! through stdin, and the `gtstore cluster` launcher (which must leave no child
-//! behind). Every process a test starts is killed on drop, even if the test panics.
+//! (stdout, stderr, exit status), binary values through stdin and the shell fed
+//! through stdin (the `gtstore cluster` launcher is in tests/launcher.rs). Every
+//! process a test starts is killed on drop, even if the test panics.
 //!
 //! The one-shot tests use a single storage node, so that every HELLO names the same
 //! contact node whatever the state of request forwarding between nodes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const GTSTORE: &str = env!("CARGO_BIN_EXE_gtstore");
@@ -99,6 +99,9 @@ fn run_cli(manager: &str, args: &[&[u8]], input: &[u8]) -> Output {
     let mut child = Command::new(GTSTORE)
         .args(["--manager", manager, "--timeout", "5"])
         .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        // No node cache (it cannot be created under /dev/null): these tests see
+        // what the manager says, never nodes remembered from another test.
+        .env("XDG_CACHE_HOME", "/dev/null")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -253,154 +256,10 @@ fn shell_reads_commands_from_stdin() {
         b"put a 1\nget a\n# a comment\n\nget nope\nincr a 2\nbogus\nput \"my key\" \"a b\"\n\
         get \"my key\"\ncreate a 9\nexists a\ndel a\nexists a\nget\nput \"open\nexit\nget a\n";
     let out = run_cli(&c.manager, &[], script);
-    assert_eq!(out.status.code(), Some(0));
+    // Some commands failed: a piped shell says so in its exit status.
+    assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8(out.stdout).unwrap();
-    let want = "OK\n1\n(not found)\n3\nerror: unknown command 'bogus' (try help)\nOK\na b\n\
+    let want = "OK\n\"1\"\n(nil)\n3\nerror: unknown command 'bogus' (try help)\nOK\n\"a b\"\n\
         (conflict)\nyes\nOK\nno\nerror: usage: get KEY\nerror: unterminated double quote\n";
     assert_eq!(text, want);
-}
-
-/// The launcher process; on drop (a failed test) it is asked to clean up, then
-/// killed, and the children it reported are killed too.
-struct Launcher {
-    child: Child,
-    pids: Vec<u32>,
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for pid in &self.pids {
-            if is_gtstore_process(*pid) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
-/// Whether `pid` is (still) one of our servers.
-fn is_gtstore_process(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("gtstore-"))
-        .unwrap_or(false)
-}
-
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-#[test]
-fn cluster_launcher_runs_the_shell_and_leaves_nothing_behind() {
-    let mut child = Command::new(GTSTORE)
-        .args(["cluster", "--nodes", "2", "--base-port", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gtstore cluster");
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let stderr = lines_of(child.stderr.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
-    let mut launcher = Launcher {
-        child,
-        pids: Vec::new(),
-    };
-    // The table of processes, then the "manager at" line.
-    let mut manager = None;
-    let deadline = Instant::now() + WAIT;
-    while manager.is_none() {
-        let line = stdout
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no table; stderr: {:?}",
-                    stderr.try_iter().collect::<Vec<_>>()
-                )
-            });
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() == 5 && (cols[0] == "manager" || cols[0] == "node") {
-            launcher.pids.push(cols[3].parse().unwrap());
-        }
-        if let Some(rest) = line.strip_prefix("manager at ") {
-            manager = rest.split(';').next().map(str::to_string);
-        }
-    }
-    assert_eq!(launcher.pids.len(), 3);
-    assert!(launcher.pids.iter().all(|&p| is_gtstore_process(p)));
-    // A one-shot command from outside sees both nodes.
-    let out = run_cli(manager.as_deref().unwrap(), &[b"status", b"--json"], b"");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(v["live_nodes"], 2);
-
-    // `drop 2` goes through the manager: node 2 hands its keys over and leaves,
-    // and node 1 then serves both keys. (A read in the instant the ring flips
-    // may get ERR UNAVAILABLE, which the guarantees allow, so the reads wait
-    // until the manager lists one node.)
-    stdin.write_all(b"put k v\nput k2 v2\ndrop 2\n").unwrap();
-    stdin.flush().unwrap();
-    let manager_addr = manager.clone().unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = run_cli(&manager_addr, &[b"status", b"--json"], b"");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        if v["nodes"].as_array().is_some_and(|n| n.len() == 1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node 2 never left: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    stdin.write_all(b"get k\nget k2\nexit\n").unwrap();
-    drop(stdin);
-    let mut answers = Vec::new();
-    while let Ok(line) = stdout.recv_timeout(WAIT) {
-        answers.push(line);
-    }
-    assert_eq!(answers.len(), 5, "{answers:?}");
-    assert_eq!(answers[..2], ["OK", "OK"]);
-    assert!(answers[2].contains("handing its data over"), "{answers:?}");
-    assert_eq!(answers[3..], ["v", "v2"]);
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = launcher.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "launcher did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success());
-    for pid in &launcher.pids {
-        assert!(!is_gtstore_process(*pid), "process {pid} left behind");
-    }
-    let mut log = Vec::new();
-    while let Ok(line) = stderr.recv_timeout(WAIT) {
-        log.push(line);
-    }
-    assert!(log.iter().any(|l| l.starts_with("[manager] ")), "{log:?}");
-    assert!(log.iter().any(|l| l.starts_with("[node 1] ")), "{log:?}");
 }

@@ -1,4 +1,4 @@
-//! Every key-value and manager request of the wire contract (shared/PROTOCOL.md),
+//! Every key-value and manager request of the wire contract (docs/protocol.md),
 //! driven against the real binaries with exact bytes on a raw TCP socket.
 
 mod common;

@@ -211,7 +211,7 @@ fn serve_fake(conn: TcpStream, store: &Store, sets: &AtomicU64, forget_every: u6
                     return;
                 }
                 data.truncate(data.len() - 2);
-                if (sets.fetch_add(1, Ordering::Relaxed) + 1) % forget_every != 0 {
+                if !(sets.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(forget_every) {
                     store.lock().unwrap().insert(key.as_bytes().to_vec(), data);
                 }
                 b"STORED\r\n".to_vec()
@@ -381,4 +381,56 @@ fn an_unreachable_target_fails_cleanly() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn a_run_whose_connections_break_fails_with_status_2() {
+    // The wrong protocol: RESP requests to a native storage port are answered
+    // with a frame error and the connection is closed.
+    let c = Cluster::start(1);
+    let (code, out, err) = run_load(
+        &[
+            "--resp",
+            &c.nodes[0].addr,
+            "--requests",
+            "200",
+            "--clients",
+            "2",
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 2, "stdout: {out}; stderr: {err}");
+    assert!(err.contains("the run failed"), "stderr: {err}");
+    assert!(err.contains("connections broke"), "stderr: {err}");
+    assert!(out.contains("result    FAILED"), "stdout: {out}");
+    let (code, out, err) = run_load(
+        &[
+            "--resp",
+            &c.nodes[0].addr,
+            "--requests",
+            "200",
+            "--clients",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 2, "stderr: {err}");
+    let r = json(&out, &err);
+    assert!(r["connections_broken"].as_u64().unwrap() >= 2, "{r}");
+    assert!(
+        r["failure"].as_str().unwrap().contains("requests failed"),
+        "{r}"
+    );
+}
+
+#[test]
+fn help_names_every_key_distribution() {
+    let (code, out, _) = run_load(&["--help"], Duration::from_secs(10));
+    assert_eq!(code, 0);
+    for dist in ["uniform", "seq", "zipf:THETA"] {
+        assert!(out.contains(dist), "--help lacks {dist}: {out}");
+    }
 }

@@ -139,6 +139,43 @@ fn every_command_answers_with_the_exact_bytes() {
     exchange(&mut w, &cmd(&["GET", "from-native"]), b"$2\r\nhi\r\n");
 }
 
+#[test]
+fn both_fronts_count_only_canonical_integers_and_say_overflow() {
+    let (c, resp) = cluster(1, &[]);
+    let mut w = Wire::connect(&resp[0]);
+    let mut native = Wire::connect(&c.nodes[0].addr);
+    let n = common::node_id_of(&c.nodes[0].addr);
+    let not_int = b"-ERR value is not an integer or out of range\r\n";
+    // Written through RESP, refused by the native INCR, and the reverse.
+    exchange(&mut w, &cmd(&["SET", "iv", "+5"]), b"+OK\r\n");
+    native.send(&frame(17, 0, 0, b"2 iv"));
+    let msg = native.expect_err(0, n, "NOTINT");
+    assert_eq!(msg, "value is not an integer");
+    native.send(&frame(11, 0, 0, &kv(b"z", b"007")));
+    native.frame();
+    exchange(&mut w, &cmd(&["INCR", "z"]), not_int);
+    exchange(&mut w, &cmd(&["INCRBY", "c", "-0"]), not_int);
+    // Overflow: the native message says so, and RESP reads it as Redis does.
+    exchange(
+        &mut w,
+        &cmd(&["SET", "max", "9223372036854775807"]),
+        b"+OK\r\n",
+    );
+    native.send(&frame(17, 0, 0, b"3 max"));
+    let msg = native.expect_err(0, n, "NOTINT");
+    assert_eq!(msg, "increment or decrement would overflow");
+    exchange(
+        &mut w,
+        &cmd(&["INCR", "max"]),
+        b"-ERR increment or decrement would overflow\r\n",
+    );
+    exchange(
+        &mut w,
+        &cmd(&["GET", "max"]),
+        b"$19\r\n9223372036854775807\r\n",
+    );
+}
+
 /// 500 pipelined commands of every kind over 37 keys named `PREFIX:N` and a
 /// counter, and the exact replies, for a node that already holds `base` keys
 /// (`None`: a node of a bigger cluster, whose DBSIZE is not known; PING instead).

@@ -42,7 +42,7 @@ struct Args {
     /// Number of keys (`key:000000000` ...).
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
-    /// Key distribution: uniform or zipf:THETA (0 < THETA < 1).
+    /// Key distribution: uniform, seq (request i uses key i mod --keys) or zipf:THETA (0 < THETA < 1).
     #[arg(long, default_value = "uniform", value_parser = KeyDist::parse)]
     key_dist: KeyDist,
     /// Value size in bytes, or MIN-MAX.
@@ -106,9 +106,8 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.human());
     }
-    if report.lost() > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    if let Some(why) = report.failure() {
+        eprintln!("gtstore-load: {why}");
     }
+    ExitCode::from(report.exit_status())
 }

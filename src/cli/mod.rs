@@ -1,32 +1,50 @@
 //! The `gtstore` command-line client: one-shot commands, an interactive shell and a
-//! local cluster launcher. `src/bin/gtstore.rs` only defines the flags (clap) and
-//! calls into this module.
+//! local cluster launcher, and the two servers as subcommands. `src/bin/gtstore.rs`
+//! only defines the client's flags (clap) and calls into this module.
 //!
 //! The pieces:
 //!
+//! - [`args`]: `gtstore`'s flags and subcommands (clap), for `src/bin/gtstore.rs`.
 //! - [`session`]: a [`Request`] (one of the commands every front end understands) is
 //!   run by a [`Session`], which connects lazily (HELLO to the manager, or straight
-//!   to one node), reconnects after a lost connection and turns the client library's
+//!   to a node given with `--node`, or to a remembered node when the manager is
+//!   away), reconnects after a lost connection and turns the client library's
 //!   errors into a [`CliError`] that says what could not be reached.
+//! - [`survey`]: `status` asks the manager and every node at once and merges their
+//!   answers into current figures (distinct keys and copies); without the manager,
+//!   the cluster as a node sees it.
+//! - [`cache`]: the storage nodes last seen, remembered per manager in a small file
+//!   under the user's cache directory, for working while the manager is down.
 //! - [`oneshot`]: `gtstore put k v` and friends. Raw bytes on stdout, one line on
 //!   stderr for errors, and the exit status a script can test: [`EXIT_OK`],
 //!   [`EXIT_MISSING`] (not found, or a CREATE conflict), [`EXIT_ERROR`].
 //! - [`shell`]: the interactive shell (rustyline, history in `~/.gtstore_history`).
 //!   It also reads commands piped on stdin, so scripts and tests can drive it.
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
-//!   processes, waits until they are all up, then opens the shell with extra
-//!   commands (`add`, `drop ID`, `kill ID`) and stops every child when it leaves.
-//! - [`words`] and [`status`]: pure helpers (splitting a shell line with quotes,
-//!   the STATUS table), unit-tested.
+//!   processes of its own executable, waits until they are all up, then opens the
+//!   shell with extra commands (`add`, `drop ID`, `kill ID`, `restart ID`) and stops
+//!   every child when it leaves or gets a signal.
+//! - [`serve`]: the manager's and the storage node's flags and mains, shared by
+//!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
+//!   `gtstore-storage` binaries.
+//! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
+//!   with quotes, showing a value quoted and escaped, the STATUS table),
+//!   unit-tested.
 //!
-//! Caveats: the launcher is Unix-only (process groups, `kill -TERM`); keys given on
+//! Caveats: the launcher is Unix-only (process groups, signals, and on Linux a
+//! parent-death signal for its children); keys given on
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
+pub mod args;
+pub mod cache;
 pub mod cluster;
+pub mod display;
 pub mod oneshot;
+pub mod serve;
 pub mod session;
 pub mod shell;
 pub mod status;
+pub mod survey;
 pub mod words;
 
 pub use session::{exit_code, CliError, Reply, Request, Session, Target};
@@ -39,6 +57,9 @@ pub const EXIT_MISSING: u8 = 1;
 /// Exit status: any error (unreachable, server error, bad input).
 pub const EXIT_ERROR: u8 = 2;
 
+/// How long the client waits for a connection or a reply, unless `--timeout` says.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default manager address, unless `--manager` or `GTSTORE_MANAGER` says otherwise.
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
 
@@ -46,16 +67,23 @@ pub const DEFAULT_MANAGER: &str = "127.0.0.1:7000";
 pub const EXAMPLES: &str = "\
 Examples:
   gtstore cluster --nodes 3 --base-port 0   start a local cluster, open a shell on it
+  gtstore storage --port 7004               one more storage node (flags: storage --help)
   gtstore put greeting hello                store a value
   gtstore get greeting                      print it (raw bytes)
   gtstore put blob - < photo.jpg            store stdin, byte for byte
   gtstore incr visits -5                    add -5 to a counter, print the new count
   gtstore --node 127.0.0.1:7001 ping        check one storage node
-  gtstore status                            nodes, shares and key counts
+  gtstore --node 127.0.0.1:7001,127.0.0.1:7002 get k
+                                            no manager needed: the first node that answers
+  gtstore status                            nodes, shares, distinct keys and copies, now
+  gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe
 
 Exit status: 0 done, 1 not found (or create on an existing key), 2 error.
+A shell fed from a pipe exits 2 if any command failed, else 0 (a miss is an answer).
+With the manager down, commands use --node, else the nodes remembered from the last
+ring this client read (in $XDG_CACHE_HOME/gtstore/nodes or ~/.cache/gtstore/nodes).
 A key that starts with '-' goes after `--`: gtstore get -- -k";
 
 /// Parses `--timeout`: a positive number of seconds.

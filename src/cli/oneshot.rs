@@ -2,7 +2,8 @@
 //!
 //! Output is made for scripts: `get` writes the value's raw bytes (plus a newline
 //! only when stdout is a terminal), `incr` the new count, `ping` the echo, `status`
-//! a table (or the JSON as received with `--json`), `ring` the ring text as received;
+//! a table (or, with `--json`, the JSON the table is made from: see
+//! [`super::survey`]), `ring` the ring text as received;
 //! `put`, `create`, `update`, `del` and `exists` print nothing. A not-found key or a
 //! CREATE conflict exits with status 1 (with a line on stderr, except for `exists`,
 //! whose "no" is an ordinary answer); any error exits with 2 and one line on stderr,
@@ -18,7 +19,7 @@ use std::io::{self, IsTerminal, Read, Write};
 pub enum StatusFormat {
     /// A summary line and a table.
     Table,
-    /// The manager's JSON, as received.
+    /// The status JSON: the manager's, with every node's own figures merged in.
     Json,
 }
 

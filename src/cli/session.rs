@@ -8,11 +8,22 @@
 //! was most likely closed while idle. Writes are never retried, since the first try
 //! may have been applied.
 //!
-//! Manager requests (STATUS, RING) use a short-lived connection each time.
+//! Manager requests (RING, DROP) use a short-lived connection each time; STATUS asks
+//! the manager and every node (see [`super::survey`]).
+//!
+//! Reaching the data without the manager: `--node` names one node or a
+//! comma-separated list (the first that accepts a connection is used, as an
+//! anonymous contact node that forwards each request to the key's coordinator).
+//! Without `--node`, the client says HELLO to the manager and routes by the ring it
+//! reads, remembering the ring's nodes (see [`super::cache`]); when the manager
+//! cannot be reached, is recovering its membership, or names a node that cannot be
+//! reached, the client tries the nodes it remembers for that manager, and only if
+//! none accepts does it report the manager's error (with what it tried).
 
-use super::{describe_io, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
+use super::{cache, describe_io, survey, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
 use crate::client::{parse_welcome, Client, ClientError, Connection};
-use crate::protocol::{self, op};
+use crate::protocol::{self, op, ErrorCode};
+use crate::ring::NodeState;
 use bytes::Bytes;
 use std::fmt;
 use std::io;
@@ -24,7 +35,9 @@ pub struct Target {
     /// The manager's `HOST:PORT` (STATUS, RING, and HELLO unless `node` is set).
     pub manager: String,
     /// Talk to this storage node directly, anonymously, instead of asking the
-    /// manager for a contact node.
+    /// manager for a contact node: an address, or a comma-separated list of them
+    /// tried in order. `status` then shows the cluster as the first that answers
+    /// sees it.
     pub node: Option<String>,
     /// Time allowed for connecting and for each reply.
     pub timeout: Duration,
@@ -47,7 +60,8 @@ pub enum Request {
     Incr { key: Vec<u8>, delta: i64 },
     /// Whether a key exists.
     Exists { key: Vec<u8> },
-    /// The manager's STATUS JSON.
+    /// The cluster's status as JSON: the manager's, with every node's own
+    /// figures merged in (see [`super::survey`]).
     Status,
     /// The manager's ring text.
     Ring,
@@ -82,7 +96,8 @@ pub enum Reply {
     Count(i64),
     /// The echoed payload (ping).
     Pong(Bytes),
-    /// The manager's reply payload as received (status JSON, ring text).
+    /// Text to show: the status JSON (merged, see [`super::survey`]), or the ring
+    /// text as the manager sent it.
     Text(Bytes),
 }
 
@@ -195,7 +210,10 @@ impl Session {
     /// Runs one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, CliError> {
         let (op, want, payload) = match req {
-            Request::Status => (op::STATUS, op::STATUS_REPLY, &[][..]),
+            Request::Status => {
+                let status = survey::survey(&self.target)?;
+                return Ok(Reply::Text(Bytes::from(status.to_string())));
+            }
             Request::Ring => (op::RING, op::RING_REPLY, &[][..]),
             Request::Drop { node } => (op::DROP, op::OK, node.as_bytes()),
             _ => return self.execute_kv(req),
@@ -256,18 +274,60 @@ impl Session {
 
 /// Connects as the target says: straight to a node, or through the manager as a
 /// partition-aware client (HELLO, then RING; requests go to each key's node).
+/// When the manager route fails, the nodes remembered for it are tried (see the
+/// module docs).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
-    if let Some(addr) = &target.node {
-        return Client::connect_node(addr, timeout)
-            .map_err(|e| CliError::connecting(e, "node", addr));
+    let given = survey::given_nodes(target);
+    if !given.is_empty() {
+        return first_node(&given, timeout);
     }
     let manager = &target.manager;
-    match Client::connect_aware(manager, timeout) {
-        Ok(c) => Ok(c),
-        Err(ClientError::Io(err)) => Err(diagnose(manager, timeout, err)),
-        Err(other) => Err(CliError::from_client(other, manager)),
+    let err = match Client::connect_aware(manager, timeout) {
+        Ok(c) => {
+            if let Some(ring) = c.ring() {
+                // Up nodes first: they are the ones to try when the manager is away.
+                let mut nodes: Vec<_> = ring.nodes().iter().collect();
+                nodes.sort_by_key(|n| n.state != NodeState::Up);
+                let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+                cache::remember(manager, &addrs);
+            }
+            return Ok(c);
+        }
+        Err(ClientError::Io(err)) => diagnose(manager, timeout, err),
+        Err(other) => CliError::from_client(other, manager),
+    };
+    let fall_back = match &err {
+        CliError::Unreachable { .. } | CliError::Lost { .. } => true,
+        CliError::Server(e) => e.code == ErrorCode::Unavailable,
+        _ => false,
+    };
+    let remembered = cache::recall(manager);
+    if !fall_back || remembered.is_empty() {
+        return Err(err);
     }
+    match first_node(&remembered, timeout) {
+        Ok(c) => {
+            log::info!("{err}; using the remembered node {}", c.node_addr());
+            Ok(c)
+        }
+        Err(_) => Err(CliError::Other(format!(
+            "{err} (and no remembered node accepted a connection: {})",
+            remembered.join(", ")
+        ))),
+    }
+}
+
+/// A contact-node client on the first of `addrs` that accepts a connection.
+fn first_node(addrs: &[String], timeout: Duration) -> Result<Client, CliError> {
+    let mut last = None;
+    for addr in addrs {
+        match Client::connect_node(addr, timeout) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(CliError::connecting(e, "node", addr)),
+        }
+    }
+    Err(last.unwrap_or_else(|| CliError::Other("no storage node given".into())))
 }
 
 /// `Client::connect_aware` failed with an I/O error: find out whether the manager or the
@@ -361,6 +421,74 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot reach manager 127.0.0.1:7000: connection refused"
+        );
+    }
+
+    /// A fake manager that answers every request on every connection with the
+    /// frame `reply(op)` gives; returns its address.
+    fn fake_manager(reply: fn(u8) -> (u8, Vec<u8>)) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(8) {
+                let Ok(stream) = stream else { return };
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                let mut header = String::new();
+                while r.read_line(&mut header).is_ok_and(|n| n > 0) {
+                    let f: Vec<usize> = header
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
+                    let mut payload = vec![0; f[3]];
+                    r.read_exact(&mut payload).unwrap();
+                    let (op, body) = reply(f[0] as u8);
+                    let mut out = bytes::BytesMut::new();
+                    protocol::frame::encode(&mut out, op, 0, 0, &body);
+                    w.write_all(&out).unwrap();
+                    header.clear();
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_recovering_manager_says_so_through_the_client() {
+        let manager = fake_manager(|request| match request {
+            op::STATUS => (
+                op::STATUS_REPLY,
+                br#"{"epoch":0,"live_nodes":0,"nodes":[],"recovering_ms_left":2500}"#.to_vec(),
+            ),
+            _ => (
+                op::ERR,
+                b"UNAVAILABLE manager is recovering its membership (2500 ms left)".to_vec(),
+            ),
+        });
+        let mut s = Session::new(Target {
+            manager,
+            node: None,
+            timeout: Duration::from_secs(5),
+        });
+        let put = Request::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let e = s.execute(&put).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("manager is recovering its membership (2500 ms left)"),
+            "{e}"
+        );
+        let Ok(Reply::Text(t)) = s.execute(&Request::Status) else {
+            panic!("status failed")
+        };
+        let v = super::super::status::parse_status(&t).unwrap();
+        let table = super::super::status::format_status(&v);
+        assert!(
+            table.starts_with("manager recovering membership, 3 s left\n"),
+            "{table}"
         );
     }
 

@@ -6,14 +6,23 @@
 //! can pipe commands in; a line starting with `#` is a comment. Lines are split into
 //! words by [`super::words::split_words`] (double quotes, `\xHH` escapes).
 //!
-//! Every answer is one or more lines on stdout: `OK`, `(not found)`, `(conflict)`,
-//! the value (as lossy UTF-8), `error: ...`. Errors go to stdout too, so a piped
+//! Every answer is one or more lines on stdout: `OK`, `(nil)` for a `get` miss,
+//! `(not found)`, `(conflict)`, a value quoted and escaped as `redis-cli` shows it
+//! (see [`super::display`]), `error: ...`. Errors go to stdout too, so a piped
 //! transcript keeps its order. An error never ends the shell; a lost connection is
-//! made again by the next command (see [`Session`]).
+//! made again by the next command (see [`Session`]). A shell fed from a pipe exits
+//! with [`super::EXIT_ERROR`] if any command failed (an error line was printed);
+//! a miss or a conflict is an answer, not a failure, as in `redis-cli`.
+//!
+//! Besides the long names, the shell takes the one-letter CRUD commands of the
+//! earliest gtstore client: `C KEY VALUE` (create), `R KEY` (get), `U KEY VALUE`
+//! (update) and `D KEY` (delete).
 //!
 //! A front end can add commands through [`Extras`]: the cluster launcher adds `add`,
-//! `drop ID`, `kill ID` and `nodes`.
+//! `drop ID`, `kill ID`, `restart ID` and `nodes`, and prints its children's logs
+//! above the prompt through rustyline's external printer.
 
+use super::display::{quote, NIL};
 use super::status::{format_status, parse_status};
 use super::words::split_words;
 use super::{CliError, Reply, Request, Session, Target};
@@ -40,9 +49,14 @@ commands:
   status [--json]      the cluster's nodes, shares and key counts
   ring                 the ring as the manager sends it
   ping [PAYLOAD]       check the contact node
+  C KEY VALUE          create (the one-letter CRUD: C, R, U, D)
+  R KEY                get
+  U KEY VALUE          update
+  D KEY                del
   help                 this text
   exit, quit           leave (so do Ctrl-D and Ctrl-C)
 quoting: \"a b\" is one word, \"\" an empty one; inside quotes \\\" \\\\ \\n \\t \\xHH
+values show quoted, with those escapes; a missing key shows (nil)
 ";
 
 /// Commands a front end adds to the shell.
@@ -99,12 +113,16 @@ fn parse_line(line: &[u8]) -> Result<Line, String> {
         "exit" | "quit" => return Ok(Line::Exit),
         "help" | "?" => return Ok(Line::Help),
         "put" => kv("put KEY VALUE").map(|(key, value)| Request::Put { key, value })?,
-        "create" => kv("create KEY VALUE").map(|(key, value)| Request::Create { key, value })?,
-        "update" => kv("update KEY VALUE").map(|(key, value)| Request::Update { key, value })?,
-        "get" => Request::Get {
+        "create" | "c" => {
+            kv("create KEY VALUE").map(|(key, value)| Request::Create { key, value })?
+        }
+        "update" | "u" => {
+            kv("update KEY VALUE").map(|(key, value)| Request::Update { key, value })?
+        }
+        "get" | "r" => Request::Get {
             key: key("get KEY")?,
         },
-        "del" | "delete" => Request::Del {
+        "del" | "delete" | "d" => Request::Del {
             key: key("del KEY")?,
         },
         "exists" => Request::Exists {
@@ -149,10 +167,12 @@ fn render(request: &Request, reply: Reply, json: bool) -> Result<String, CliErro
         Reply::Done if matches!(request, Request::Exists { .. }) => "yes\n".into(),
         Reply::Done => "OK\n".into(),
         Reply::NotFound if matches!(request, Request::Exists { .. }) => "no\n".into(),
+        Reply::NotFound if matches!(request, Request::Get { .. }) => format!("{NIL}\n"),
         Reply::NotFound => "(not found)\n".into(),
         Reply::Conflict => "(conflict)\n".into(),
-        Reply::Value(v) if v.is_empty() => "\"\"\n".into(),
-        Reply::Value(v) | Reply::Pong(v) => format!("{}\n", String::from_utf8_lossy(&v)),
+        Reply::Value(v) => format!("{}\n", quote(&v)),
+        Reply::Pong(p) if &p[..] == b"PONG" => "PONG\n".into(),
+        Reply::Pong(p) => format!("{}\n", quote(&p)),
         Reply::Count(n) => format!("{n}\n"),
         Reply::Text(t) if matches!(request, Request::Status) && !json => {
             format_status(&parse_status(&t).map_err(CliError::Protocol)?)
@@ -167,9 +187,13 @@ fn render(request: &Request, reply: Reply, json: bool) -> Result<String, CliErro
     })
 }
 
-/// Runs the shell on `target` until the user leaves; returns the exit status.
+/// Runs the shell on `target` until the user leaves; returns the exit status:
+/// [`super::EXIT_ERROR`] when input came from a pipe and a command failed (see the
+/// module docs), else [`super::EXIT_OK`].
 pub fn interactive(target: Target) -> u8 {
-    match Shell::new(target, None).run(None) {
+    let mut shell = Shell::new(target, None);
+    match shell.run(None) {
+        Ok(()) if shell.failed() && !io::stdin().is_terminal() => super::EXIT_ERROR,
         Ok(()) => super::EXIT_OK,
         Err(e) => {
             eprintln!("gtstore: {e}");
@@ -182,6 +206,8 @@ pub fn interactive(target: Target) -> u8 {
 pub struct Shell<'a> {
     session: Session,
     extras: Option<&'a mut dyn Extras>,
+    /// Some command printed an error.
+    failed: bool,
 }
 
 impl<'a> Shell<'a> {
@@ -190,7 +216,14 @@ impl<'a> Shell<'a> {
         Shell {
             session: Session::new(target),
             extras,
+            failed: false,
         }
+    }
+
+    /// Whether any command so far failed: a usage error, an unknown command, or a
+    /// request that ended in an error (a miss or a conflict is not a failure).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Runs one line, writing the answer to `out`; returns false if the shell should
@@ -199,6 +232,7 @@ impl<'a> Shell<'a> {
         let parsed = match parse_line(line) {
             Ok(p) => p,
             Err(e) => {
+                self.failed = true;
                 writeln!(out, "error: {e}")?;
                 return Ok(true);
             }
@@ -219,14 +253,20 @@ impl<'a> Shell<'a> {
                     .and_then(|reply| render(&req, reply, json))
                 {
                     Ok(text) => out.write_all(text.as_bytes())?,
-                    Err(e) => writeln!(out, "error: {e}")?,
+                    Err(e) => {
+                        self.failed = true;
+                        writeln!(out, "error: {e}")?
+                    }
                 }
             }
             Line::Other(cmd, args) => {
                 let ran = self.extras.as_mut().and_then(|x| x.run(&cmd, &args, out));
                 match ran {
                     Some(r) => r?,
-                    None => writeln!(out, "error: unknown command '{cmd}' (try help)")?,
+                    None => {
+                        self.failed = true;
+                        writeln!(out, "error: unknown command '{cmd}' (try help)")?
+                    }
                 }
             }
         }
@@ -235,8 +275,7 @@ impl<'a> Shell<'a> {
     }
 
     /// Reads and runs commands until exit, end of input, Ctrl-C at the prompt, or
-    /// `stop` becoming true (checked between commands; the launcher sets it on
-    /// SIGINT/SIGTERM).
+    /// `stop` becoming true (checked between commands).
     pub fn run(&mut self, stop: Option<&AtomicBool>) -> io::Result<()> {
         let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
         if io::stdin().is_terminal() {
@@ -373,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn one_letter_crud() {
+        let (key, value) = (b"k".to_vec(), b"v w".to_vec());
+        assert_eq!(
+            req(r#"C k "v w""#),
+            Request::Create {
+                key: key.clone(),
+                value: value.clone()
+            }
+        );
+        assert_eq!(req("R k"), Request::Get { key: key.clone() });
+        assert_eq!(
+            req(r#"U k "v w""#),
+            Request::Update {
+                key: key.clone(),
+                value
+            }
+        );
+        assert_eq!(req("D k"), Request::Del { key });
+        assert_eq!(parse_line(b"R"), Err("usage: get KEY".to_string()));
+        assert_eq!(
+            parse_line(b"C k"),
+            Err("usage: create KEY VALUE".to_string())
+        );
+        for letter in ["C KEY VALUE", "R KEY", "U KEY VALUE", "D KEY"] {
+            assert!(HELP.contains(letter), "help lists {letter}");
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         assert_eq!(parse_line(b"get"), Err("usage: get KEY".to_string()));
         assert_eq!(
@@ -388,16 +456,31 @@ mod tests {
         let get = req("get k");
         let exists = req("exists k");
         let r = |q: &Request, reply| render(q, reply, false).unwrap();
-        assert_eq!(r(&get, Reply::NotFound), "(not found)\n");
+        assert_eq!(r(&get, Reply::NotFound), "(nil)\n");
+        assert_eq!(r(&req("del k"), Reply::NotFound), "(not found)\n");
         assert_eq!(r(&exists, Reply::NotFound), "no\n");
         assert_eq!(r(&exists, Reply::Done), "yes\n");
         assert_eq!(r(&req("put k v"), Reply::Done), "OK\n");
         assert_eq!(r(&req("create k v"), Reply::Conflict), "(conflict)\n");
         assert_eq!(
-            r(&get, Reply::Value(Bytes::from_static(b"a\xffb"))),
-            "a\u{fffd}b\n"
+            r(&get, Reply::Value(Bytes::from_static(b"a\xffb\x1b[0m"))),
+            "\"a\\xffb\\x1b[0m\"\n"
         );
         assert_eq!(r(&get, Reply::Value(Bytes::new())), "\"\"\n");
+        assert_eq!(
+            r(&get, Reply::Value(Bytes::from_static(b"\"\""))),
+            "\"\\\"\\\"\"\n"
+        );
+        assert_eq!(
+            r(&get, Reply::Value(Bytes::from_static(b"(nil)"))),
+            "\"(nil)\"\n"
+        );
+        let ping = req("ping");
+        assert_eq!(r(&ping, Reply::Pong(Bytes::from_static(b"PONG"))), "PONG\n");
+        assert_eq!(
+            r(&ping, Reply::Pong(Bytes::from_static(b"a b"))),
+            "\"a b\"\n"
+        );
     }
 
     #[test]
@@ -409,7 +492,12 @@ mod tests {
         };
         let mut shell = Shell::new(target, None);
         let mut out = Vec::new();
+        assert!(!shell.failed());
+        assert!(shell.handle(b"help", &mut out).unwrap());
+        assert!(!shell.failed(), "help is not a failure");
+        out.clear();
         assert!(shell.handle(b"get k", &mut out).unwrap());
+        assert!(shell.failed());
         assert!(shell.handle(b"bogus", &mut out).unwrap());
         assert!(!shell.handle(b"exit", &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();

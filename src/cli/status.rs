@@ -1,12 +1,22 @@
 //! The STATUS JSON as a table a person can read, and plain-text tables in general.
 //!
-//! The manager's STATUS reply (op 32) is a JSON object with `epoch`, `replicas`,
-//! `effective_replicas`, `read_quorum`, `write_quorum`, `live_nodes`, `total_keys`,
-//! `max_over_mean_keys` and `nodes`, each node with `id`, `addr`, `state`,
-//! `token_count`, `tokens`, `share` (a fraction of the ring, 0 to 1), `keys` and
-//! `catching_up`.
+//! The JSON is the manager's STATUS (op 32) with the nodes' own figures merged in
+//! by [`super::survey`]: `epoch`, `replicas`, `effective_replicas`, `read_quorum`,
+//! `write_quorum`, `live_nodes`, `total_keys`, `copies`, `distinct_keys`,
+//! `distinct_keys_estimate`, `max_over_mean_keys`, optionally `source`,
+//! `view_of`, `manager_error` and `recovering_ms_left`, and `nodes`, each node with
+//! `id`, `addr`, `state`, `token_count`, `tokens`, `share` (a fraction of the ring,
+//! 0 to 1), `keys`, `primary_keys`, `catching_up` and `current`. The whole object
+//! is described in docs/operations.md.
+//!
+//! The table: a note when the view is a node's (the manager being away) or the
+//! manager is recovering its membership, a summary line (`keys 6 distinct, 18
+//! copies`, with `~` and `(estimate)` when the distinct count is one), and a row
+//! per node (KEYS: live keys it holds; PRIMARY: those it is the first replica of).
 //! A field that is missing shows as `?`, so an older or newer manager still gives a
-//! table.
+//! table; the manager's raw STATUS (no distinct count) shows its `total_keys`.
+//! Control characters in the cells show as `?`: nothing a peer sends reaches the
+//! terminal raw.
 
 use serde_json::Value;
 
@@ -75,11 +85,78 @@ fn float(v: &Value, field: &str, scale: f64, decimals: usize) -> String {
     }
 }
 
-/// Formats a STATUS object: a summary line, then one row per node.
+/// The lines above the summary: where the view comes from when it is not the
+/// manager's, and whether the manager is recovering its membership.
+fn notes(status: &Value) -> String {
+    let mut out = String::new();
+    if status.get("source").and_then(Value::as_str) == Some("node") {
+        if let Some(e) = status.get("manager_error").and_then(Value::as_str) {
+            out.push_str(&format!("manager unavailable: {e}\n"));
+        }
+        let of = &status["view_of"];
+        out.push_str(&format!(
+            "as node {} ({}) sees it\n",
+            num(of, "id"),
+            of.get("addr").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+    let recovering = status
+        .get("recovering_ms_left")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if recovering > 0 {
+        out.push_str(&format!(
+            "manager recovering membership, {} s left\n",
+            recovering.div_ceil(1000)
+        ));
+    }
+    out
+}
+
+/// The summary's key figures: distinct keys and copies when the client merged the
+/// nodes' own figures in, else the manager's total.
+fn key_figures(status: &Value) -> String {
+    match status.get("distinct_keys").and_then(Value::as_u64) {
+        Some(distinct) => {
+            let estimate = status.get("distinct_keys_estimate") == Some(&Value::Bool(true));
+            format!(
+                "keys {}{distinct} distinct{}, {} copies",
+                if estimate { "~" } else { "" },
+                if estimate { " (estimate)" } else { "" },
+                num(status, "copies"),
+            )
+        }
+        None => format!("keys {}", num(status, "total_keys")),
+    }
+}
+
+/// A node's STATE cell: its membership state, then what it says of itself (a
+/// restarted node that has no ring from the manager yet shows `starting`: it will
+/// catch up, so its figures are not yet its share).
+fn state_cell(node: &Value) -> String {
+    let state = node.get("state").and_then(Value::as_str).unwrap_or("?");
+    let mut cell = state.to_string();
+    let flag = |f: &str| node.get(f).and_then(Value::as_bool) == Some(true);
+    if node.get("ring_received") == Some(&Value::Bool(false)) {
+        cell.push_str(", starting (no ring yet)");
+    } else if flag("catching_up") {
+        cell.push_str(", catching up");
+    }
+    if flag("leaving") && state != "leaving" {
+        cell.push_str(", leaving");
+    }
+    if node.get("current") == Some(&Value::Bool(false)) && state != "down" {
+        cell.push_str(", not answering");
+    }
+    cell
+}
+
+/// Formats a STATUS object: notes, a summary line, then one row per node.
 pub fn format_status(status: &Value) -> String {
     let n = num(status, "replicas");
     let effective = num(status, "effective_replicas");
-    let mut summary = format!(
+    let mut summary = notes(status);
+    summary.push_str(&format!(
         "epoch {}  live nodes {}/{}  N/R/W {}/{}/{}",
         num(status, "epoch"),
         num(status, "live_nodes"),
@@ -90,13 +167,13 @@ pub fn format_status(status: &Value) -> String {
         n,
         num(status, "read_quorum"),
         num(status, "write_quorum"),
-    );
+    ));
     if effective != n {
         summary.push_str(&format!(" (effective N {effective})"));
     }
     summary.push_str(&format!(
-        "  keys {}  max/mean {}\n",
-        num(status, "total_keys"),
+        "  {}  max/mean {}\n",
+        key_figures(status),
         float(status, "max_over_mean_keys", 1.0, 2)
     ));
     let empty = Vec::new();
@@ -120,23 +197,20 @@ pub fn format_status(status: &Value) -> String {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_string(),
-                {
-                    let state = node.get("state").and_then(Value::as_str).unwrap_or("?");
-                    match node.get("catching_up").and_then(Value::as_bool) {
-                        Some(true) => format!("{state}, catching up"),
-                        _ => state.to_string(),
-                    }
-                },
+                state_cell(node),
                 tokens,
                 float(node, "share", 100.0, 1),
                 num(node, "keys"),
+                num(node, "primary_keys"),
             ]
         })
         .collect();
     summary
         + &table(
-            &["ID", "ADDRESS", "STATE", "TOKENS", "SHARE(%)", "KEYS"],
-            &[true, false, false, true, true, true],
+            &[
+                "ID", "ADDRESS", "STATE", "TOKENS", "SHARE(%)", "KEYS", "PRIMARY",
+            ],
+            &[true, false, false, true, true, true, true],
             &rows,
         )
 }
@@ -145,14 +219,20 @@ pub fn format_status(status: &Value) -> String {
 /// right-aligned. Every line ends with a newline; no trailing spaces.
 pub fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    let clean = |cell: &String| -> String {
+        cell.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    };
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(clean).collect()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
     let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             let w = widths.get(i).copied().unwrap_or(0);
@@ -190,10 +270,10 @@ mod tests {
         let v = parse_status(SAMPLE.as_bytes()).unwrap();
         let want = "\
 epoch 7  live nodes 2/3  N/R/W 3/2/2 (effective N 2)  keys 38  max/mean 1.05
-ID  ADDRESS          STATE            TOKENS  SHARE(%)  KEYS
- 1  127.0.0.1:7001   up                   64      50.0    20
- 2  127.0.0.1:7002   up, catching up      64      25.0    18
-12  127.0.0.1:17003  down                  8      25.0     0
+ID  ADDRESS          STATE            TOKENS  SHARE(%)  KEYS  PRIMARY
+ 1  127.0.0.1:7001   up                   64      50.0    20        ?
+ 2  127.0.0.1:7002   up, catching up      64      25.0    18        ?
+12  127.0.0.1:17003  down                  8      25.0     0        ?
 ";
         assert_eq!(format_status(&v), want);
     }
@@ -203,10 +283,67 @@ ID  ADDRESS          STATE            TOKENS  SHARE(%)  KEYS
         let v = parse_status(br#"{"epoch":1,"nodes":[{"id":3,"tokens":[1,2,3]}]}"#).unwrap();
         let want = "\
 epoch 1  live nodes ?/1  N/R/W ?/?/?  keys ?  max/mean ?
-ID  ADDRESS  STATE  TOKENS  SHARE(%)  KEYS
- 3  ?        ?           3         ?     ?
+ID  ADDRESS  STATE  TOKENS  SHARE(%)  KEYS  PRIMARY
+ 3  ?        ?           3         ?     ?        ?
 ";
         assert_eq!(format_status(&v), want);
+    }
+
+    #[test]
+    fn merged_figures_and_notes() {
+        let v = parse_status(
+            br#"{"epoch":3,"replicas":2,"effective_replicas":2,"read_quorum":1,
+            "write_quorum":2,"live_nodes":1,"copies":12,"distinct_keys":6,
+            "distinct_keys_estimate":false,"max_over_mean_keys":1.0,
+            "source":"node","view_of":{"id":2,"addr":"127.0.0.1:7002"},
+            "manager_error":"cannot reach manager 127.0.0.1:7000: connection refused",
+            "nodes":[
+            {"id":1,"addr":"127.0.0.1:7001","state":"up","token_count":8,"share":0.5,
+             "keys":6,"primary_keys":2,"catching_up":false,"current":false},
+            {"id":3,"addr":"127.0.0.1:7003","state":"up","token_count":8,"share":0,
+             "keys":0,"primary_keys":0,"catching_up":false,"ring_received":false,
+             "current":true},
+            {"id":2,"addr":"127.0.0.1:7002","state":"up","token_count":8,"share":0.5,
+             "keys":6,"primary_keys":4,"catching_up":true,"leaving":true,"current":true}]}"#,
+        )
+        .unwrap();
+        let want = "\
+manager unavailable: cannot reach manager 127.0.0.1:7000: connection refused
+as node 2 (127.0.0.1:7002) sees it
+epoch 3  live nodes 1/3  N/R/W 2/1/2  keys 6 distinct, 12 copies  max/mean 1.00
+ID  ADDRESS         STATE                       TOKENS  SHARE(%)  KEYS  PRIMARY
+ 1  127.0.0.1:7001  up, not answering                8      50.0     6        2
+ 3  127.0.0.1:7003  up, starting (no ring yet)       8       0.0     0        0
+ 2  127.0.0.1:7002  up, catching up, leaving         8      50.0     6        4
+";
+        assert_eq!(format_status(&v), want);
+        let v = parse_status(
+            br#"{"epoch":0,"live_nodes":0,"nodes":[],"recovering_ms_left":2100,
+            "copies":0,"distinct_keys":0,"distinct_keys_estimate":true}"#,
+        )
+        .unwrap();
+        let text = format_status(&v);
+        assert!(
+            text.starts_with("manager recovering membership, 3 s left\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keys ~0 distinct (estimate), 0 copies"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let v =
+            parse_status(br#"{"nodes":[{"id":1,"addr":"\u001b[2J127.0.0.1:1","state":"up\r"}]}"#)
+                .unwrap();
+        let text = format_status(&v);
+        assert!(text.contains("?[2J127.0.0.1:1"), "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
     }
 
     #[test]

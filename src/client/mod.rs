@@ -209,6 +209,15 @@ pub fn manager_call(manager: &str, request: u8, timeout: Duration) -> Result<Byt
     Ok(f.payload)
 }
 
+/// Asks a storage node for its own STATUS (its view of the ring, its key counts;
+/// docs/protocol.md) and returns the JSON payload.
+pub fn node_status(addr: &str, timeout: Duration) -> Result<Bytes> {
+    let mut c = Connection::connect(addr, timeout)?;
+    let f = c.call(op::STATUS, 0, &[])?;
+    expect(&f, &[op::STATUS_REPLY])?;
+    Ok(f.payload)
+}
+
 /// How a [`Client`] reaches the key's node.
 enum Route {
     /// Every request goes to one node, which forwards as needed.

@@ -158,99 +158,11 @@ impl Template {
         let mut value = vec![0u8; value_len];
         filler(&mut value);
         // Parts of the request; the key and value parts are found by position.
-        let mut parts: Vec<Part> = Vec::new();
-        match proto {
-            Proto::Gtstore => {
-                let code = match op {
-                    Op::Get => op::GET,
-                    Op::Put => op::PUT,
-                    Op::Del => op::DELETE,
-                    Op::Incr => op::INCR,
-                    Op::Create => op::CREATE,
-                    Op::Update => op::UPDATE,
-                    Op::Ping => op::PING,
-                };
-                let mut payload: Vec<Part> = Vec::new();
-                match op {
-                    Op::Ping => {}
-                    Op::Get | Op::Del => payload.push(Part::Key(key)),
-                    // KLEN SP KEY [VALUE]; INCR without a delta adds one.
-                    _ => {
-                        payload.push(Part::Fixed(format!("{KEY_LEN} ").into_bytes()));
-                        payload.push(Part::Key(key));
-                        payload.push(Part::Value(value));
-                    }
-                }
-                // The project's encoder writes the header; the payload parts follow.
-                let flat: Vec<u8> = payload.iter().flat_map(|p| p.bytes().to_vec()).collect();
-                let mut whole = bytes::BytesMut::new();
-                frame::encode(&mut whole, code, 0, 0, &flat);
-                let header_len = whole.len() - flat.len();
-                parts.push(Part::Fixed(whole[..header_len].to_vec()));
-                parts.extend(payload);
-            }
-            Proto::Resp => {
-                let bulk = |s: &[u8]| {
-                    let mut v = format!("${}\r\n", s.len()).into_bytes();
-                    v.extend_from_slice(s);
-                    v.extend_from_slice(b"\r\n");
-                    v
-                };
-                let (cmd, extra): (&[u8], &[u8]) = match op {
-                    Op::Get => (b"GET", b""),
-                    Op::Put => (b"SET", b""),
-                    Op::Del => (b"DEL", b""),
-                    Op::Incr => (b"INCR", b""),
-                    Op::Create => (b"SET", b"NX"),
-                    Op::Update => (b"SET", b"XX"),
-                    Op::Ping => (b"PING", b""),
-                };
-                let argc = 1
-                    + usize::from(op != Op::Ping)
-                    + usize::from(op.has_value())
-                    + usize::from(!extra.is_empty());
-                let mut head = format!("*{argc}\r\n").into_bytes();
-                head.extend_from_slice(&bulk(cmd));
-                if op == Op::Ping {
-                    parts.push(Part::Fixed(head));
-                } else {
-                    head.extend_from_slice(format!("${KEY_LEN}\r\n").as_bytes());
-                    parts.push(Part::Fixed(head));
-                    parts.push(Part::Key(key));
-                    parts.push(Part::Fixed(b"\r\n".to_vec()));
-                    if op.has_value() {
-                        parts.push(Part::Fixed(format!("${value_len}\r\n").into_bytes()));
-                        parts.push(Part::Value(value));
-                        parts.push(Part::Fixed(b"\r\n".to_vec()));
-                    }
-                    if !extra.is_empty() {
-                        parts.push(Part::Fixed(bulk(extra)));
-                    }
-                }
-            }
-            Proto::Memcached => {
-                let cmd: &[u8] = match op {
-                    Op::Get => b"get ",
-                    Op::Put => b"set ",
-                    Op::Del => b"delete ",
-                    Op::Incr => b"incr ",
-                    Op::Create => b"add ",
-                    Op::Update => b"replace ",
-                    Op::Ping => b"version\r\n",
-                };
-                parts.push(Part::Fixed(cmd.to_vec()));
-                if op != Op::Ping {
-                    parts.push(Part::Key(key));
-                    if op.has_value() {
-                        parts.push(Part::Fixed(format!(" 0 0 {value_len}\r\n").into_bytes()));
-                        parts.push(Part::Value(value));
-                    } else if op == Op::Incr {
-                        parts.push(Part::Fixed(b" 1".to_vec()));
-                    }
-                    parts.push(Part::Fixed(b"\r\n".to_vec()));
-                }
-            }
-        }
+        let parts = match proto {
+            Proto::Gtstore => gtstore_parts(op, key, value),
+            Proto::Resp => resp_parts(op, key, value),
+            Proto::Memcached => memcached_parts(op, key, value),
+        };
         let mut t = Template {
             bytes: Vec::new(),
             key_at: None,
@@ -286,6 +198,111 @@ impl Template {
             req[v..v + n].copy_from_slice(&tag[..n]);
         }
     }
+}
+
+/// A gtstore frame for `op`: the header the project's encoder writes, then the
+/// payload's parts.
+fn gtstore_parts(op: Op, key: [u8; KEY_LEN], value: Vec<u8>) -> Vec<Part> {
+    let mut parts: Vec<Part> = Vec::new();
+    let code = match op {
+        Op::Get => op::GET,
+        Op::Put => op::PUT,
+        Op::Del => op::DELETE,
+        Op::Incr => op::INCR,
+        Op::Create => op::CREATE,
+        Op::Update => op::UPDATE,
+        Op::Ping => op::PING,
+    };
+    let mut payload: Vec<Part> = Vec::new();
+    match op {
+        Op::Ping => {}
+        Op::Get | Op::Del => payload.push(Part::Key(key)),
+        // KLEN SP KEY [VALUE]; INCR without a delta adds one.
+        _ => {
+            payload.push(Part::Fixed(format!("{KEY_LEN} ").into_bytes()));
+            payload.push(Part::Key(key));
+            payload.push(Part::Value(value));
+        }
+    }
+    // The project's encoder writes the header; the payload parts follow.
+    let flat: Vec<u8> = payload.iter().flat_map(|p| p.bytes().to_vec()).collect();
+    let mut whole = bytes::BytesMut::new();
+    frame::encode(&mut whole, code, 0, 0, &flat);
+    let header_len = whole.len() - flat.len();
+    parts.push(Part::Fixed(whole[..header_len].to_vec()));
+    parts.extend(payload);
+    parts
+}
+
+/// A RESP array of bulk strings for `op`.
+fn resp_parts(op: Op, key: [u8; KEY_LEN], value: Vec<u8>) -> Vec<Part> {
+    let value_len = value.len();
+    let mut parts: Vec<Part> = Vec::new();
+    let bulk = |s: &[u8]| {
+        let mut v = format!("${}\r\n", s.len()).into_bytes();
+        v.extend_from_slice(s);
+        v.extend_from_slice(b"\r\n");
+        v
+    };
+    let (cmd, extra): (&[u8], &[u8]) = match op {
+        Op::Get => (b"GET", b""),
+        Op::Put => (b"SET", b""),
+        Op::Del => (b"DEL", b""),
+        Op::Incr => (b"INCR", b""),
+        Op::Create => (b"SET", b"NX"),
+        Op::Update => (b"SET", b"XX"),
+        Op::Ping => (b"PING", b""),
+    };
+    let argc = 1
+        + usize::from(op != Op::Ping)
+        + usize::from(op.has_value())
+        + usize::from(!extra.is_empty());
+    let mut head = format!("*{argc}\r\n").into_bytes();
+    head.extend_from_slice(&bulk(cmd));
+    if op == Op::Ping {
+        parts.push(Part::Fixed(head));
+    } else {
+        head.extend_from_slice(format!("${KEY_LEN}\r\n").as_bytes());
+        parts.push(Part::Fixed(head));
+        parts.push(Part::Key(key));
+        parts.push(Part::Fixed(b"\r\n".to_vec()));
+        if op.has_value() {
+            parts.push(Part::Fixed(format!("${value_len}\r\n").into_bytes()));
+            parts.push(Part::Value(value));
+            parts.push(Part::Fixed(b"\r\n".to_vec()));
+        }
+        if !extra.is_empty() {
+            parts.push(Part::Fixed(bulk(extra)));
+        }
+    }
+    parts
+}
+
+/// A memcached text-protocol command for `op`.
+fn memcached_parts(op: Op, key: [u8; KEY_LEN], value: Vec<u8>) -> Vec<Part> {
+    let value_len = value.len();
+    let mut parts: Vec<Part> = Vec::new();
+    let cmd: &[u8] = match op {
+        Op::Get => b"get ",
+        Op::Put => b"set ",
+        Op::Del => b"delete ",
+        Op::Incr => b"incr ",
+        Op::Create => b"add ",
+        Op::Update => b"replace ",
+        Op::Ping => b"version\r\n",
+    };
+    parts.push(Part::Fixed(cmd.to_vec()));
+    if op != Op::Ping {
+        parts.push(Part::Key(key));
+        if op.has_value() {
+            parts.push(Part::Fixed(format!(" 0 0 {value_len}\r\n").into_bytes()));
+            parts.push(Part::Value(value));
+        } else if op == Op::Incr {
+            parts.push(Part::Fixed(b" 1".to_vec()));
+        }
+        parts.push(Part::Fixed(b"\r\n".to_vec()));
+    }
+    parts
 }
 
 enum Part {

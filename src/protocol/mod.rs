@@ -2,8 +2,8 @@
 //!
 //! Every message between any two gtstore processes (and from netcat users) is one
 //! frame: an ASCII header `OP CLIENTID NODEID LEN\n` followed by `LEN` payload bytes.
-//! The contract is `shared/PROTOCOL.md`; `docs/protocol.md` restates it and documents
-//! the payloads the contract leaves open (RING, STATUS, and node-to-node traffic).
+//! The contract is `docs/protocol.md`: every op and payload, node-to-node traffic
+//! included. [`int`] is the one rule for when a stored value is an integer.
 //!
 //! Parsing is two-phase, in the style of mini-redis: [`frame::parse`] first checks that
 //! a whole frame is buffered (returning [`frame::Parse::Incomplete`] otherwise, which is
@@ -18,11 +18,14 @@
 //! kept for long (the store's keys and values) must be copied once so that a small
 //! value does not pin a large read buffer.
 
+pub mod cluster;
 pub mod error;
 pub mod frame;
+pub mod int;
 pub mod kv;
 pub mod op;
 pub mod resp;
 
+pub use cluster::{Message, Record, Refusal, Reply};
 pub use error::{Error, ErrorCode};
 pub use frame::{encode, encode_parts, parse, Frame, Parse, DEFAULT_MAX_PAYLOAD, MAX_HEADER};

@@ -46,24 +46,26 @@ pub const RING_REPLY: u8 = 41;
 /// Reply to STATUS: JSON.
 pub const STATUS_REPLY: u8 = 42;
 
-/// Node -> manager: `SECRET SP HOST:PORT`, the first frame on a node's manager link.
-/// The only internal op a connection may send before it has proven membership.
+/// Node -> manager (and node -> node): `SECRET SP HOST:PORT SP TOKENS [LF RING]`,
+/// the first frame on a link. The only internal op a connection may send before
+/// it has proven membership. The payloads of ops 50-99 are written and read by
+/// [`super::cluster`].
 pub const NODE_JOIN: u8 = 50;
-/// Node -> manager: periodic heartbeat, payload `KEYCOUNT`.
+/// Node -> manager: periodic heartbeat, payload `KEYS [SP catching-up]`.
 pub const HEARTBEAT: u8 = 51;
-/// Node -> node: a chunk of a handoff (entries `KLEN(u32 BE) KEY VLEN(u32 BE) VALUE`).
+/// Node -> node: a run of records (a handoff or resync chunk).
 pub const MIGRATE: u8 = 52;
 /// Node -> manager: `EPOCH`; every key this node must hand over for that epoch has
 /// been acknowledged by its new owner.
 pub const HANDOFF_DONE: u8 = 53;
 /// Node -> manager: this node wants to leave (it got SIGTERM).
 pub const LEAVE: u8 = 54;
-/// Coordinator -> replica: store one versioned entry. Payload `BASE(u64 BE)` (the
-/// version the write was decided against; `u64::MAX`: none) then one MIGRATE-chunk
-/// entry. Reply OK, or CONFLICT with the newer version held, in decimal.
+/// Coordinator -> replica: store one record. Payload `HAS_BASE(u8)`, then
+/// `BASE(u64 BE)` if it is 1 (the version the write was decided against), then the
+/// record. Reply OK, CONFLICT with the newer version held, in decimal, or REFUSED.
 pub const REPLICATE: u8 = 55;
-/// Coordinator -> replica: the key's entry. Reply VALUE with one MIGRATE-chunk
-/// entry, or NOT_FOUND.
+/// Coordinator -> replica: the key's entry. Reply VALUE with one record,
+/// NOT_FOUND, or REFUSED.
 pub const REPL_READ: u8 = 56;
 /// Coordinator -> replica: `VERSION(u64 BE)` then the key: forget the key's
 /// tombstone if it is still the one at that version (every replica confirmed it
@@ -72,18 +74,24 @@ pub const PURGE: u8 = 58;
 /// Node -> node: `NODEID ROUND EPOCH`, in decimal: the sender may lack writes
 /// (it restarted, was down, or was given new ranges) and asks for every key the
 /// two share as of ring `EPOCH`; once they are all pushed, the receiver answers
-/// with `SYNC_DONE`. `NODEID` alone means round 0, epoch 0. Reply OK.
+/// with `SYNC_DONE`. Reply OK.
 pub const SYNC_REQ: u8 = 59;
 /// Node -> node: `NODEID ROUND`, in decimal: the sender has pushed every key the
 /// `SYNC_REQ` of that round asked for. Reply OK.
 pub const SYNC_DONE: u8 = 57;
 /// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
 pub const DROP: u8 = 33;
-/// Manager -> node: the node's assigned id and the ring (`NODEID\n` + RING text).
+/// Manager -> node: the node's assigned id and the ring: `NODEID [SP catch-up] LF`
+/// then the RING text.
 pub const JOINED: u8 = 60;
 
 /// Manager -> node: a new ring (RING text), pushed on every epoch change.
 pub const RING_UPDATE: u8 = 61;
+
+/// Replica -> coordinator: the replica will not let its copy count, for the
+/// reason in the payload (`catching-up`, or `off-list EPOCH`; see
+/// [`super::cluster::Refusal`]).
+pub const REFUSED: u8 = 62;
 
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
@@ -127,6 +135,7 @@ pub fn name(op: u8) -> &'static str {
         SYNC_DONE => "SYNC_DONE",
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
+        REFUSED => "REFUSED",
         _ => "UNKNOWN",
     }
 }

@@ -23,6 +23,10 @@
 //!    middle of a dispatch (slab keys are reused, and each [`ConnId`] carries a
 //!    generation so a stale id never reaches a new connection).
 //!
+//! Each connection's buffers and flow state are a [`ConnBuf`] (`conn.rs`), the
+//! same type the simulator drives, so both decide alike when a frame, a framing
+//! error or `Eof` is handed over, when input stops, and when a close may proceed.
+//!
 //! Backpressure: when a connection's pending output passes [`Config::high_water`],
 //! the reactor stops reading from it (and stops parsing frames it already read) until
 //! the output drains below [`Config::low_water`]. A client that pipelines forever and
@@ -36,10 +40,14 @@
 //! Caveats: address resolution is the caller's job (outputs carry `SocketAddr`s);
 //! timers cannot be cancelled, so services ignore timer ids they no longer expect.
 
+mod conn;
 pub mod link;
+mod service;
 
-use crate::protocol::{self, Error, Frame, Parse};
-use bytes::{Buf, Bytes, BytesMut};
+pub use conn::{ConnBuf, Marks};
+pub use service::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
+
+use crate::protocol;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -48,191 +56,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
-
-/// Milliseconds since the reactor started (or since a simulation began).
-pub type Millis = u64;
-
-/// Names one connection for its whole life: a slab index plus a generation, so an
-/// id kept after its connection closed never matches the next one in that slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    idx: u32,
-    gen: u32,
-}
-
-impl ConnId {
-    /// Builds an id (for simulations and tests).
-    pub fn new(idx: u32, gen: u32) -> ConnId {
-        ConnId { idx, gen }
-    }
-}
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "c{}.{}", self.idx, self.gen)
-    }
-}
-
-/// A process signal, delivered as an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGTERM: leave gracefully.
-    Terminate,
-    /// SIGINT: stop.
-    Interrupt,
-}
-
-/// What happened.
-#[derive(Debug)]
-pub enum Input {
-    /// A connection was accepted on listener number `listener`.
-    Accepted {
-        /// The new connection.
-        conn: ConnId,
-        /// Index of the listener, in the order they were added.
-        listener: usize,
-    },
-    /// An outbound connect tagged `tag` succeeded.
-    Connected {
-        /// The new connection.
-        conn: ConnId,
-        /// The tag given in `Output::Connect`.
-        tag: u64,
-    },
-    /// An outbound connect tagged `tag` failed.
-    ConnectFailed {
-        /// The tag given in `Output::Connect`.
-        tag: u64,
-    },
-    /// A whole frame arrived.
-    Frame {
-        /// Where from.
-        conn: ConnId,
-        /// The frame.
-        frame: Frame,
-    },
-    /// The byte stream broke the framing rules; nothing more is read from `conn`.
-    FrameError {
-        /// Where from.
-        conn: ConnId,
-        /// `BADFRAME` or `TOOLARGE`.
-        error: Error,
-        /// The offending request's client id, when its header could be read
-        /// (`TOOLARGE`), else 0.
-        client_id: u64,
-    },
-    /// Bytes read from a connection in raw mode (see `Output::Raw`): everything
-    /// read since the last `Data`, unparsed. The service keeps what it cannot use yet.
-    Data {
-        /// Where from.
-        conn: ConnId,
-        /// The bytes.
-        data: BytesMut,
-    },
-    /// The peer will send no more; every whole frame it sent was delivered before this.
-    Eof {
-        /// Which connection.
-        conn: ConnId,
-    },
-    /// The connection is gone (reset, closed by either side). Always the last input
-    /// for a connection that was accepted or connected.
-    Closed {
-        /// Which connection.
-        conn: ConnId,
-    },
-    /// A timer set with `Output::Timer` is due.
-    Timer {
-        /// Its id.
-        id: u64,
-    },
-    /// A signal arrived.
-    Signal(Signal),
-}
-
-/// What to do.
-#[derive(Debug)]
-pub enum Output {
-    /// Queue a frame on a connection (flushed at the end of the turn).
-    Send {
-        /// Where to.
-        conn: ConnId,
-        /// What.
-        frame: Frame,
-    },
-    /// Queue bytes as they are (a raw-mode connection's output, or a frame encoded
-    /// ahead of time).
-    SendBytes {
-        /// Where to.
-        conn: ConnId,
-        /// What.
-        bytes: Bytes,
-    },
-    /// Switch a connection to raw mode: from now on its input arrives as
-    /// `Input::Data` instead of being cut into frames (another protocol runs on
-    /// it). Backpressure and holds work as for framed connections.
-    Raw {
-        /// Which connection.
-        conn: ConnId,
-    },
-    /// Flush, then close the connection.
-    Close {
-        /// Which one.
-        conn: ConnId,
-    },
-    /// Open an outbound connection; answered by `Connected` or `ConnectFailed`.
-    Connect {
-        /// Where to.
-        addr: SocketAddr,
-        /// Echoed in the answer.
-        tag: u64,
-    },
-    /// Deliver `Input::Timer { id }` at time `at`.
-    Timer {
-        /// When, in reactor milliseconds.
-        at: Millis,
-        /// Echoed in the input.
-        id: u64,
-    },
-    /// The peer proved it is a cluster member: accept frames up to
-    /// [`Config::member_max_payload`] from it.
-    Trust {
-        /// Which connection.
-        conn: ConnId,
-    },
-    /// Stop (true) or resume (false) reading requests from a connection: the
-    /// service's own backlog for it is too large.
-    Hold {
-        /// Which connection.
-        conn: ConnId,
-        /// Hold or release.
-        hold: bool,
-    },
-    /// Flush everything and leave the loop.
-    Stop,
-}
-
-/// The logic the reactor drives.
-pub trait Service {
-    /// Takes one input at time `now` and pushes outputs to `out`.
-    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>);
-
-    /// Called once per loop turn, after every input of the turn and before any
-    /// output is written: the place for work that covers a whole turn (one
-    /// `fsync` for a batch of writes, releasing the replies it covers).
-    fn turn_end(&mut self, _now: Millis, _out: &mut Vec<Output>) {}
-}
-
-/// Queues an `ERR` reply on `conn` and, when the error means the stream can no
-/// longer be trusted, a close after it.
-pub fn reply_error(out: &mut Vec<Output>, conn: ConnId, client_id: u64, node_id: u32, err: &Error) {
-    out.push(Output::Send {
-        conn,
-        frame: Frame::error(client_id, node_id, err),
-    });
-    if err.code.closes_connection() {
-        out.push(Output::Close { conn });
-    }
-}
 
 /// Tunables of the loop.
 #[derive(Clone, Debug)]
@@ -290,48 +113,13 @@ struct Conn {
     stream: TcpStream,
     gen: u32,
     phase: Phase,
-    inbuf: BytesMut,
-    outbuf: BytesMut,
-    /// Stopped reading: output above high water.
-    paused: bool,
-    /// Stopped reading: the service asked (`Output::Hold`).
-    held: bool,
-    /// Largest payload accepted on this connection.
-    max_payload: u32,
-    /// Peer sent EOF, or the framing broke: read no more.
-    read_done: bool,
-    /// Input goes to the service unparsed (`Output::Raw`).
-    raw: bool,
+    buf: ConnBuf,
     writable_registered: bool,
-    in_dirty: bool,
-    in_pending: bool,
-}
-
-impl Conn {
-    /// The framing broke: read no more, drop the input, and say why.
-    fn broken(&mut self, id: ConnId, error: Error) -> Input {
-        self.read_done = true;
-        let client_id = header_client_id(&self.inbuf);
-        self.inbuf = BytesMut::new();
-        Input::FrameError {
-            conn: id,
-            error,
-            client_id,
-        }
-    }
 }
 
 enum Entry {
     Listener(TcpListener, usize),
     Conn(Box<Conn>),
-}
-
-/// The client id of the header at the front of `buf`, if it parses (0 if not).
-fn header_client_id(buf: &[u8]) -> u64 {
-    let window = &buf[..buf.len().min(protocol::MAX_HEADER)];
-    memchr::memchr(b'\n', window)
-        .and_then(|lf| protocol::frame::parse_header(&window[..lf]).ok())
-        .map_or(0, |h| h.client_id)
 }
 
 /// A connection by id, borrowing only the slab (so other fields stay usable).
@@ -486,7 +274,7 @@ impl Reactor {
             }
             for id in std::mem::take(&mut self.pending) {
                 if let Some(c) = self.conn_mut(id) {
-                    c.in_pending = false;
+                    c.buf.unmark_pending();
                     self.read(svc, id);
                 }
             }
@@ -501,7 +289,7 @@ impl Reactor {
             self.turn_end(svc);
             for id in std::mem::take(&mut self.dirty) {
                 if let Some(c) = self.conn_mut(id) {
-                    c.in_dirty = false;
+                    c.buf.unmark_dirty();
                     self.flush(id);
                 }
             }
@@ -604,15 +392,8 @@ impl Reactor {
                 if !matches!(c.phase, Phase::Open | Phase::Closing) {
                     return;
                 }
-                protocol::encode(
-                    &mut c.outbuf,
-                    frame.op,
-                    frame.client_id,
-                    frame.node_id,
-                    &frame.payload,
-                );
-                if !c.in_dirty {
-                    c.in_dirty = true;
+                c.buf.queue_frame(&frame);
+                if c.buf.mark_dirty() {
                     self.dirty.push(conn);
                 }
             }
@@ -623,15 +404,14 @@ impl Reactor {
                 if !matches!(c.phase, Phase::Open | Phase::Closing) {
                     return;
                 }
-                c.outbuf.extend_from_slice(&bytes);
-                if !c.in_dirty {
-                    c.in_dirty = true;
+                c.buf.queue_bytes(&bytes);
+                if c.buf.mark_dirty() {
                     self.dirty.push(conn);
                 }
             }
             Output::Raw { conn } => {
                 if let Some(c) = self.conn_mut(conn) {
-                    c.raw = true;
+                    c.buf.set_raw();
                     self.mark_pending(conn);
                 }
             }
@@ -642,8 +422,8 @@ impl Reactor {
                 match c.phase {
                     Phase::Open => {
                         c.phase = Phase::Closing;
-                        if !c.in_dirty {
-                            c.in_dirty = true;
+                        c.buf.close();
+                        if c.buf.mark_dirty() {
                             self.dirty.push(conn);
                         }
                     }
@@ -662,12 +442,12 @@ impl Reactor {
             Output::Trust { conn } => {
                 let max = self.cfg.member_max_payload;
                 if let Some(c) = self.conn_mut(conn) {
-                    c.max_payload = max;
+                    c.buf.set_max_payload(max);
                 }
             }
             Output::Hold { conn, hold } => {
                 if let Some(c) = self.conn_mut(conn) {
-                    c.held = hold;
+                    c.buf.set_held(hold);
                     if !hold {
                         self.mark_pending(conn);
                     }
@@ -677,23 +457,20 @@ impl Reactor {
         }
     }
 
-    fn new_conn(&mut self, stream: TcpStream, phase: Phase) -> Conn {
+    fn new_conn(&mut self, stream: TcpStream, phase: Phase, max_payload: u32) -> Conn {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let marks = Marks {
+            high: self.cfg.high_water,
+            low: self.cfg.low_water,
+            shrink_above: self.cfg.shrink_above,
+        };
         Conn {
             stream,
             gen,
             phase,
-            inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
-            paused: false,
-            held: false,
-            max_payload: self.cfg.max_payload,
-            read_done: false,
-            raw: false,
+            buf: ConnBuf::new(max_payload, marks),
             writable_registered: false,
-            in_dirty: false,
-            in_pending: false,
         }
     }
 
@@ -705,9 +482,9 @@ impl Reactor {
             Token(key),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let mut conn = self.new_conn(stream, Phase::Connecting(tag));
+        let max = self.cfg.member_max_payload;
+        let mut conn = self.new_conn(stream, Phase::Connecting(tag), max);
         conn.writable_registered = true;
-        conn.max_payload = self.cfg.member_max_payload;
         self.entries.insert(Entry::Conn(Box::new(conn)));
         Ok(())
     }
@@ -777,7 +554,7 @@ impl Reactor {
                         log::warn!("register failed: {e}");
                         continue;
                     }
-                    let conn = self.new_conn(stream, Phase::Open);
+                    let conn = self.new_conn(stream, Phase::Open, self.cfg.max_payload);
                     let id = ConnId::new(slot as u32, conn.gen);
                     self.entries.insert(Entry::Conn(Box::new(conn)));
                     self.deliver(
@@ -802,17 +579,16 @@ impl Reactor {
 
     fn mark_pending(&mut self, id: ConnId) {
         if let Some(c) = self.conn_mut(id) {
-            if !c.in_pending {
-                c.in_pending = true;
+            if c.buf.mark_pending() {
                 self.pending.push(id);
             }
         }
     }
 
     /// Reads and dispatches frames until the socket is empty, the budget is spent,
-    /// or backpressure pauses the connection.
+    /// or backpressure pauses the connection. After the peer's end of stream, the
+    /// frames left in the buffer are dispatched, then `Eof`.
     fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
-        let high = self.cfg.high_water;
         let mut budget = self.cfg.read_budget;
         loop {
             // Dispatch every whole frame already buffered.
@@ -821,34 +597,21 @@ impl Reactor {
                 if let Phase::Draining(_) = c.phase {
                     break;
                 }
-                if c.phase != Phase::Open || c.paused || c.held {
+                if c.phase != Phase::Open {
                     return;
                 }
-                if c.outbuf.len() > high {
-                    c.paused = true;
-                    return;
-                }
-                if c.inbuf.is_empty() {
-                    break;
-                }
-                if c.raw {
-                    let data = c.inbuf.split();
-                    self.deliver(svc, Input::Data { conn: id, data });
+                if let Some(input) = c.buf.next_input(id) {
+                    self.deliver(svc, input);
                     continue;
                 }
-                match protocol::parse(&mut c.inbuf, c.max_payload) {
-                    Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
-                    Ok(Parse::Incomplete { need }) => {
-                        let have = c.inbuf.len();
-                        c.inbuf.reserve(need.saturating_sub(have));
-                        break;
-                    }
-                    Err(error) => {
-                        let input = c.broken(id, error);
-                        self.deliver(svc, input);
-                        return;
-                    }
+                if let Some(eof) = c.buf.take_eof(id) {
+                    self.deliver(svc, eof);
+                    return;
                 }
+                if c.buf.stopped() {
+                    return;
+                }
+                break;
             }
             let chunk = self.cfg.read_chunk;
             let scratch = &mut self.scratch;
@@ -856,48 +619,35 @@ impl Reactor {
                 return;
             };
             let draining = matches!(c.phase, Phase::Draining(_));
-            if c.read_done && !draining {
+            if c.buf.input_ended() && !draining {
                 return;
             }
             if budget == 0 {
                 self.mark_pending(id);
                 return;
             }
-            let start = c.inbuf.len();
             let want = if draining {
                 chunk
             } else {
-                chunk.max(c.inbuf.capacity() - start).min(budget.max(chunk))
+                chunk.max(c.buf.input_spare()).min(budget.max(chunk))
             };
             if scratch.len() < want {
                 scratch.resize(want, 0);
             }
             let r = c.stream.read(&mut scratch[..want]);
-            if let Ok(n) = r {
-                if !draining {
-                    c.inbuf.extend_from_slice(&scratch[..n]);
-                }
-            }
             match r {
-                Ok(0) => {
-                    c.read_done = true;
-                    if draining {
-                        self.to_remove.push(id);
-                        return;
-                    }
-                    if c.phase == Phase::Open {
-                        self.deliver_eof(svc, id);
-                    }
+                Ok(0) if draining => {
+                    self.to_remove.push(id);
                     return;
                 }
+                Ok(0) => c.buf.set_eof(),
                 Ok(n) => {
+                    c.buf.push_input(&scratch[..n]);
                     budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Idle: an empty buffer is released rather than kept per connection.
-                    if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
-                        c.inbuf = BytesMut::new();
-                    }
+                    c.buf.release_idle_input();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -910,38 +660,9 @@ impl Reactor {
         }
     }
 
-    /// Dispatches the frames left in the buffer, then tells the service of the EOF.
-    fn deliver_eof<S: Service>(&mut self, svc: &mut S, id: ConnId) {
-        loop {
-            let Some(c) = self.conn_mut(id) else { return };
-            if c.phase != Phase::Open {
-                return;
-            }
-            if c.raw {
-                if !c.inbuf.is_empty() {
-                    let data = c.inbuf.split();
-                    self.deliver(svc, Input::Data { conn: id, data });
-                }
-                break;
-            }
-            match protocol::parse(&mut c.inbuf, c.max_payload) {
-                Ok(Parse::Frame(frame)) => self.deliver(svc, Input::Frame { conn: id, frame }),
-                Ok(Parse::Incomplete { .. }) => break,
-                Err(error) => {
-                    let input = c.broken(id, error);
-                    self.deliver(svc, input);
-                    return;
-                }
-            }
-        }
-        self.deliver(svc, Input::Eof { conn: id });
-    }
-
     /// Writes pending output, up to the per-turn cap.
     fn flush(&mut self, id: ConnId) {
         let cap = self.cfg.write_cap;
-        let low = self.cfg.low_water;
-        let shrink = self.cfg.shrink_above;
         let linger = self.cfg.linger;
         let now = self.now();
         let Some(c) = conn_in(&mut self.entries, id) else {
@@ -952,15 +673,16 @@ impl Reactor {
         }
         let mut written = 0;
         let mut blocked = false;
-        while !c.outbuf.is_empty() && written < cap {
-            let end = c.outbuf.len().min(cap - written);
-            match c.stream.write(&c.outbuf[..end]) {
+        let mut resumed = false;
+        while c.buf.output_len() > 0 && written < cap {
+            let end = c.buf.output_len().min(cap - written);
+            match c.stream.write(&c.buf.output()[..end]) {
                 Ok(0) => {
                     self.to_remove.push(id);
                     return;
                 }
                 Ok(n) => {
-                    c.outbuf.advance(n);
+                    resumed |= c.buf.wrote(n);
                     written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -976,13 +698,7 @@ impl Reactor {
             }
         }
         let token = Token(id.idx as usize);
-        if c.outbuf.is_empty() {
-            if c.outbuf.capacity() > shrink {
-                c.outbuf = BytesMut::new();
-            }
-            if c.inbuf.is_empty() && c.inbuf.capacity() > shrink {
-                c.inbuf = BytesMut::new();
-            }
+        if c.buf.output_len() == 0 {
             if c.writable_registered {
                 c.writable_registered = false;
                 let _ = self
@@ -990,10 +706,9 @@ impl Reactor {
                     .registry()
                     .reregister(&mut c.stream, token, Interest::READABLE);
             }
-            if c.phase == Phase::Closing {
+            if c.buf.drained() && c.phase == Phase::Closing {
                 let _ = c.stream.shutdown(Shutdown::Write);
                 c.phase = Phase::Draining(now + linger);
-                c.inbuf = BytesMut::new();
                 self.draining.push(id);
                 self.mark_pending(id);
                 return;
@@ -1007,13 +722,11 @@ impl Reactor {
                     Interest::READABLE | Interest::WRITABLE,
                 );
             }
-        } else if !c.in_dirty {
+        } else if c.buf.mark_dirty() {
             // Cap reached without blocking: continue next turn.
-            c.in_dirty = true;
             self.dirty.push(id);
         }
-        if c.paused && c.outbuf.len() <= low {
-            c.paused = false;
+        if resumed {
             self.mark_pending(id);
         }
     }
@@ -1031,7 +744,7 @@ impl Reactor {
 
     /// Pending output bytes of a connection (for tests and stats).
     pub fn pending_output(&self, id: ConnId) -> Option<usize> {
-        self.conn(id).map(|c| c.outbuf.len())
+        self.conn(id).map(|c| c.buf.output_len())
     }
 
     /// Number of open connections.
@@ -1043,6 +756,7 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::io::{Read, Write};
 
     /// Upper-cases whatever a raw connection sends, a line at a time, and holds

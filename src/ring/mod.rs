@@ -69,44 +69,11 @@
 //!
 //! # Assigning tokens
 //!
-//! The manager gives a joining node its tokens with [`plan_tokens`]. On an empty ring
-//! the first node gets `count` evenly spaced tokens, rotated by a seed (the hash of
-//! its address), so two clusters do not share token positions. Afterwards a joining
-//! node cuts its tokens out of the others' ranges, in exact integer arithmetic:
-//!
-//! 1. *How much.* Compute the exact number of hashes each node owns. Lower the
-//!    largest owners, and raise the newcomer, to one common level (water-filling).
-//!    Normally that level is the fair share `1/(nodes)` and every node gives exactly
-//!    its excess; if some nodes sit below the fair share (say, after a removal), the
-//!    level is higher and only the nodes above it give. At most `count` nodes give,
-//!    since a token takes from one node.
-//! 2. *How many tokens from whom.* A giver with `k` tokens cuts its `k` largest
-//!    ranges, each by the same fraction `give / (their total size)`. Tokens are dealt
-//!    one at a time to the giver whose fraction is then the highest. This minimises
-//!    the largest fraction cut from any range: no range is eaten whole while another
-//!    barely shrinks, and a giver whose ranges are small (a recent joiner) gets the
-//!    extra tokens it needs.
-//! 3. *Where.* For a cut range `(prev, token]`, the new token goes at `prev + piece`:
-//!    the newcomer owns `(prev, new]`, the giver keeps `(new, token]`.
-//!
-//! Tokens left over (a giver has fewer ranges than tokens, or nothing needs to move)
-//! split the newcomer's own largest range in half, which changes no one's share.
-//!
-//! Growing from 1 to 16 nodes with 64 tokens each, every node owns exactly the fair
-//! share after every join (to the hash), and range lengths stay between about 0.4 and
-//! 2.2 times the mean. Because tokens are only ever added, a join moves only the keys
-//! the newcomer takes (tested as a property). Because the newcomer takes the *start*
-//! of ranges, each of its ranges is followed by the token of the node it came from:
-//! if it leaves soon after, its keys go back to exactly where they came from.
-//!
-//! When a node leaves for good, dropping its tokens ([`Ring::remove_node`]) gives each
-//! of its ranges to the next token clockwise, which can leave a node with 20% more
-//! than its share. [`plan_handoff`] keeps the leaving node's token positions and
-//! hands each one, largest range first, to the node owning least at that moment
-//! (within half a percent of fair with 64 tokens on 16 nodes). Either way only the
-//! leaving node's keys move. Handing tokens over raises the others' token counts, so
-//! later joiners should get as many as the average node holds
-//! ([`join_token_count`]); with that, every join restores an exact balance.
+//! The manager gives a joining node its tokens with [`plan_tokens`], which cuts
+//! them out of the others' ranges so that every node owns its fair share, and
+//! hands a leaving node's tokens over with [`plan_handoff`]; `plan.rs` explains
+//! the algorithm. Tokens are only ever added on a join, so a join moves only the
+//! keys the newcomer takes, and a leave moves only the leaving node's keys.
 //!
 //! # Caveats
 //!
@@ -130,8 +97,10 @@
 
 mod codec;
 mod plan;
+mod prefs;
 
 pub use plan::{join_token_count, plan_handoff, plan_tokens};
+pub use prefs::PrefTable;
 
 use crate::protocol::{Error, ErrorCode};
 use std::fmt;
@@ -411,48 +380,6 @@ impl Ring {
         self.owner_of_hash(hash64(key))
     }
 
-    /// First `n` distinct node ids clockwise from the hash's token, the owner first
-    /// (all states included; callers filter). Shorter than `n` when fewer nodes hold
-    /// tokens.
-    pub fn preference_list(&self, hash: u64, n: usize) -> Vec<u32> {
-        let mut out = Vec::new();
-        let Some(start) = self.point_index(hash) else {
-            return out;
-        };
-        let len = self.points.len();
-        for step in 0..len {
-            if out.len() == n {
-                break;
-            }
-            let owner = self.points[(start + step) % len].1;
-            if !out.contains(&owner) {
-                out.push(owner);
-            }
-        }
-        out
-    }
-
-    /// Every preference list of `n` nodes this ring has, one per token range,
-    /// for looking many keys up without walking the ring for each.
-    pub fn pref_table(&self, n: usize) -> PrefTable {
-        let lists = (0..self.points.len())
-            .map(|i| self.preference_list(self.points[i].0, n))
-            .collect();
-        PrefTable {
-            tokens: self.points.iter().map(|p| p.0).collect(),
-            lists,
-        }
-    }
-
-    /// The key's coordinator: the first node of its preference list (of
-    /// `replicas` nodes) that is not down. `None` when all of them are down or
-    /// the ring is empty.
-    pub fn coordinator(&self, hash: u64) -> Option<u32> {
-        self.preference_list(hash, self.replicas.max(1) as usize)
-            .into_iter()
-            .find(|&id| self.node(id).is_some_and(|n| n.state != NodeState::Down))
-    }
-
     /// The range `(start, token]` that `token` owns, as `(start, token)`; `start ==
     /// token` when it is the only token (the whole circle). `None` if no node holds
     /// `token`. Test hashes against it with [`in_range`].
@@ -573,31 +500,6 @@ impl Ring {
         }
         let i = self.points.partition_point(|p| p.0 < hash);
         Some(if i == self.points.len() { 0 } else { i })
-    }
-}
-
-/// The preference lists of a ring, precomputed per token range (see
-/// [`Ring::pref_table`]).
-#[derive(Clone, Debug, Default)]
-pub struct PrefTable {
-    tokens: Vec<Token>,
-    lists: Vec<Vec<u32>>,
-}
-
-impl PrefTable {
-    /// The preference list of `hash` (empty for an empty ring).
-    pub fn get(&self, hash: u64) -> &[u32] {
-        if self.tokens.is_empty() {
-            return &[];
-        }
-        let i = self.tokens.partition_point(|&t| t < hash);
-        &self.lists[if i == self.tokens.len() { 0 } else { i }]
-    }
-
-    /// The tokens that end its ranges, ascending: every hash of a range has the
-    /// list of the range's last hash, the token itself.
-    pub fn bounds(&self) -> &[Token] {
-        &self.tokens
     }
 }
 

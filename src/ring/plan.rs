@@ -1,6 +1,44 @@
 //! Token assignment: where a joining node places its tokens ([`plan_tokens`]) and who
-//! takes over a leaving node's tokens ([`plan_handoff`]). The algorithm is explained
-//! in the module docs of [`crate::ring`].
+//! takes over a leaving node's tokens ([`plan_handoff`]).
+//!
+//! The manager gives a joining node its tokens with [`plan_tokens`]. On an empty ring
+//! the first node gets `count` evenly spaced tokens, rotated by a seed (the hash of
+//! its address), so two clusters do not share token positions. Afterwards a joining
+//! node cuts its tokens out of the others' ranges, in exact integer arithmetic:
+//!
+//! 1. *How much.* Compute the exact number of hashes each node owns. Lower the
+//!    largest owners, and raise the newcomer, to one common level (water-filling).
+//!    Normally that level is the fair share `1/(nodes)` and every node gives exactly
+//!    its excess; if some nodes sit below the fair share (say, after a removal), the
+//!    level is higher and only the nodes above it give. At most `count` nodes give,
+//!    since a token takes from one node.
+//! 2. *How many tokens from whom.* A giver with `k` tokens cuts its `k` largest
+//!    ranges, each by the same fraction `give / (their total size)`. Tokens are dealt
+//!    one at a time to the giver whose fraction is then the highest. This minimises
+//!    the largest fraction cut from any range: no range is eaten whole while another
+//!    barely shrinks, and a giver whose ranges are small (a recent joiner) gets the
+//!    extra tokens it needs.
+//! 3. *Where.* For a cut range `(prev, token]`, the new token goes at `prev + piece`:
+//!    the newcomer owns `(prev, new]`, the giver keeps `(new, token]`.
+//!
+//! Tokens left over (a giver has fewer ranges than tokens, or nothing needs to move)
+//! split the newcomer's own largest range in half, which changes no one's share.
+//!
+//! Growing from 1 to 16 nodes with 64 tokens each, every node owns exactly the fair
+//! share after every join (to the hash), and range lengths stay between about 0.4 and
+//! 2.2 times the mean. Because tokens are only ever added, a join moves only the keys
+//! the newcomer takes (tested as a property). Because the newcomer takes the *start*
+//! of ranges, each of its ranges is followed by the token of the node it came from:
+//! if it leaves soon after, its keys go back to exactly where they came from.
+//!
+//! When a node leaves for good, dropping its tokens ([`super::Ring::remove_node`]) gives each
+//! of its ranges to the next token clockwise, which can leave a node with 20% more
+//! than its share. [`plan_handoff`] keeps the leaving node's token positions and
+//! hands each one, largest range first, to the node owning least at that moment
+//! (within half a percent of fair with 64 tokens on 16 nodes). Either way only the
+//! leaving node's keys move. Handing tokens over raises the others' token counts, so
+//! later joiners should get as many as the average node holds
+//! ([`join_token_count`]); with that, every join restores an exact balance.
 
 use super::{owned_by, range_len, Token, HASH_SPACE};
 

@@ -8,15 +8,13 @@
 //! chosen from the seed, heals everything, lets hinted handoff and resync run,
 //! and checks:
 //!
-//! - [`check_copies`] (the repair invariant): every key any node holds has the
-//!   newest entry on each of the N nodes of its preference list. Checked on the
-//!   engines before any read, so read repair cannot mask a replica left behind;
-//! - [`check_no_hangs`]: no request went unanswered past the client's timeout:
-//!   each got a reply or failed when its own connection broke;
-//! - [`check_history`] (no acknowledged write lost, linearizability): every
-//!   key's history of reads and writes is linearizable. It includes a final
-//!   read of every key from every node, so an acknowledged write that was lost
-//!   shows up as a stale read. Checked when [`Setup::checks_durability`].
+//! - [`check_copies`]: every key has the newest entry on all N nodes of its
+//!   preference list (checked before any read, so read repair cannot mask it);
+//! - [`check_no_hangs`]: no request went unanswered past the client's timeout;
+//! - [`check_history`]: no acknowledged write lost, every key's history
+//!   linearizable (when [`Setup::checks_durability`]).
+//!
+//! The checks live in [`super::invariants`].
 //!
 //! Fault mixes: [`Faults::benign`] (delays, reordering, split reads, joins,
 //! leaves, short pauses) loses no state. [`Faults::crashy`] adds crashes of
@@ -29,22 +27,23 @@
 //! the liveness and repair invariants are checked.
 //!
 //! Seeds that fail because of a known bug in the node are listed in
-//! [`KNOWN_FAILURES`] (empty now), skipped by [`run_seeds`] and replayed by
+//! [`KNOWN_FAILURES`], skipped by [`run_seeds`] and replayed by
 //! ignored tests.
 //!
 //! Caveat: [`caught_up`] is an oracle (it reads every engine); the nodes cannot
 //! know it, so the budget says what the guarantee assumes, not what an operator
 //! can observe.
 
-use super::client::{Outcome, Record, Request};
+pub use super::invariants::{
+    caught_up, check_copies, check_history, check_no_hangs, read_everywhere,
+};
+
+use super::client::{Outcome, Request};
 use super::cluster::{node_addr, Cluster, ClusterConfig};
-use super::linearizability::{self, Limits, Verdict};
 use super::rng::Rng;
 use super::world::{ProcId, ProcState};
 use crate::reactor::{Millis, Signal};
 use crate::ring::{hash64, NodeState};
-use crate::storage::engine::Entry;
-use crate::storage::StorageNode;
 use bytes::Bytes;
 
 /// Random requests from a few sequential clients.
@@ -171,137 +170,6 @@ impl Load {
                 .all(|&p| w.client(p).is_none_or(|cl| !cl.busy()))
         })
     }
-}
-
-/// Reads every key in `keys` from every node that serves, recording the reads in
-/// the history (one fresh client per node). Returns the outcomes, by node.
-pub fn read_everywhere(c: &mut Cluster, keys: &[Bytes]) -> Vec<(usize, Bytes, Outcome)> {
-    let ring = c.ring();
-    let mut got = Vec::new();
-    for i in c.live_nodes() {
-        let serves = ring
-            .nodes()
-            .iter()
-            .any(|n| n.addr == node_addr(i).to_string() && n.state == NodeState::Up);
-        if !serves {
-            continue;
-        }
-        for k in keys {
-            let o = c.call(node_addr(i), Request::Get, k, 20_000);
-            got.push((i, k.clone(), o));
-        }
-    }
-    got
-}
-
-/// Checks that the history is linearizable; `Err` explains why not.
-pub fn check_history(history: &[Record]) -> Result<(), String> {
-    match linearizability::check(history, Limits::default()) {
-        Verdict::Linearizable => Ok(()),
-        Verdict::Violation { key, history } => Err(format!(
-            "key {} is not linearizable:\n{history}",
-            String::from_utf8_lossy(&key)
-        )),
-        Verdict::TooLong { key, ops } => Err(format!(
-            "key {} ({ops} ops) is too long to check",
-            String::from_utf8_lossy(&key)
-        )),
-    }
-}
-
-/// Checks the repair invariant: every key that any live node holds has, on each
-/// node of its preference list (`copies` nodes of the manager's ring), the
-/// newest entry any node holds (same version, same value; a node with no entry
-/// at all counts when the newest entry is a tombstone). Run it after the faults
-/// healed and before anything reads, so that read repair cannot mask a replica
-/// that resync left behind.
-pub fn check_copies(c: &Cluster, keys: &[Bytes], copies: usize) -> Result<(), String> {
-    let ring = c.ring().settled();
-    let live: Vec<(usize, &StorageNode)> = c
-        .nodes
-        .iter()
-        .filter_map(|(&i, &p)| c.world.node(p).map(|n| (i, n)))
-        .collect();
-    for key in keys {
-        let newest = live
-            .iter()
-            .filter_map(|(_, n)| n.engine().entry(key))
-            .max_by_key(|e| e.version);
-        let Some(newest) = newest else {
-            continue;
-        };
-        let mut lacking = Vec::new();
-        for id in ring.preference_list(hash64(key), copies) {
-            let number = ring.node(id).and_then(|n| c.number_at(&n.addr));
-            let node = number.and_then(|i| live.iter().find(|(j, _)| *j == i));
-            let entry = node.and_then(|(_, n)| n.engine().entry(key));
-            let fresh = match &entry {
-                Some(e) => *e == newest,
-                None => node.is_some() && newest.value.is_none(),
-            };
-            if !fresh {
-                let seen = entry.as_ref().map_or("nothing".to_string(), describe);
-                lacking.push(format!("n{} holds {seen}", number.unwrap_or(0)));
-            }
-        }
-        if !lacking.is_empty() {
-            return Err(format!(
-                "key {} is not on its {copies} replicas: the newest is {}, but {}",
-                String::from_utf8_lossy(key),
-                describe(&newest),
-                lacking.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `v7 "c1-3"` or `v9 deleted`.
-fn describe(e: &Entry) -> String {
-    match &e.value {
-        Some(v) => format!("v{} {:?}", e.version, String::from_utf8_lossy(v)),
-        None => format!("v{} deleted", e.version),
-    }
-}
-
-/// Whether storage process `p` holds its share of the data again after a
-/// restart: it is up in the manager's ring, runs on the manager's epoch, and for
-/// every key of `keys` whose preference list (of `copies`) names it, it holds an
-/// entry at least as new as every other live replica's. This is the simulator's
-/// view (it reads every engine), used only to pace crashes; the nodes
-/// themselves cannot know it.
-pub fn caught_up(c: &Cluster, p: ProcId, keys: &[Bytes], copies: usize) -> bool {
-    match c.world.proc(p).state {
-        ProcState::Exited => return true,
-        ProcState::Crashed => return false,
-        ProcState::Up | ProcState::Paused => {}
-    }
-    let Some(node) = c.world.node(p) else {
-        return false;
-    };
-    let ring = c.ring();
-    let id = node.node_id();
-    let up = ring.node(id).is_some_and(|e| e.state == NodeState::Up);
-    if id == 0 || !up || node.ring().epoch != ring.epoch {
-        return false;
-    }
-    let serving = ring.serving();
-    let version_at = |q: u32| {
-        let n = ring.node(q).and_then(|e| c.number_at(&e.addr))?;
-        c.world.node(c.nodes[&n])
-    };
-    keys.iter().all(|key| {
-        let prefs = serving.preference_list(hash64(key), copies);
-        if !prefs.contains(&id) {
-            return true;
-        }
-        let mine = node.engine().version(key);
-        prefs
-            .iter()
-            .filter(|&&q| q != id)
-            .filter_map(|&q| version_at(q))
-            .all(|other| other.engine().version(key) <= mine)
-    })
 }
 
 /// A fault mix.
@@ -465,9 +333,8 @@ pub fn run_seed(seed: u64, setup: &Setup) -> Result<Report, String> {
 pub const REPAIR_LIMIT_MS: Millis = 30_000;
 
 fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Result<Report, String> {
-    let (nodes, faults) = (setup.nodes, setup.faults);
     let copies = setup.replicas as usize;
-    for i in 1..=nodes {
+    for i in 1..=setup.nodes {
         c.start_node(i);
         c.world.run_for(300);
     }
@@ -481,49 +348,137 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
         seed,
     );
     let keys = load.keys();
-    let mut report = Report::default();
-    let mut next_node = nodes + 1;
-    let mut paused: Vec<(ProcId, Millis)> = Vec::new();
-    let mut crashed: Vec<(ProcId, Millis)> = Vec::new();
-    // Nodes lacking state: crashed, or restarted and not caught up yet.
-    let mut lacking: Vec<ProcId> = Vec::new();
-    let mut seen_epoch = 0;
+    let mut chaos = Chaos::new(setup);
     let end = c.world.now() + setup.ms;
     while c.world.now() < end {
         load.run(c, rng.range(50, 400));
         let now = c.world.now();
-        for (p, until) in std::mem::take(&mut paused) {
-            if until <= now {
-                c.world.resume(p);
-            } else {
-                paused.push((p, until));
-            }
-        }
-        for (p, until) in std::mem::take(&mut crashed) {
-            if until <= now {
-                c.world.restart(p);
-            } else {
-                crashed.push((p, until));
-            }
-        }
-        lacking.retain(|&p| !caught_up(c, p, &keys, copies));
-        let epoch = c.ring().epoch;
-        if epoch != seen_epoch {
-            seen_epoch = epoch;
-            let (line, ring) = (c.ring_line(), c.ring().serving());
-            c.world.trace_note(|| {
-                let lists: Vec<String> = (keys.iter())
-                    .map(|k| {
-                        let l = ring.preference_list(hash64(k), copies);
-                        format!("{}={l:?}", String::from_utf8_lossy(k))
-                    })
-                    .collect();
-                format!("{line}; serving lists by id: {}", lists.join(" "))
-            });
-        }
+        chaos.wake_due(c, now);
+        chaos.lacking.retain(|&p| !caught_up(c, p, &keys, copies));
+        chaos.note_ring(c, &keys);
         if c.world.partitioned() && rng.chance(0.3) {
             c.world.heal();
         }
+        chaos.inject(c, rng, now);
+    }
+    chaos.heal_all(c);
+    if !load.drain(c, 30_000) {
+        return Err("requests still in flight 30 s after the faults healed".into());
+    }
+    if !c.settle(120_000) {
+        return Err(format!("did not settle after healing: {}", c.ring_line()));
+    }
+    check_after_healing(c, &keys, setup, chaos.report)
+}
+
+/// After the faults healed and the ring settled: waits for repair, checks the
+/// copies, reads every key everywhere and checks the history.
+fn check_after_healing(
+    c: &mut Cluster,
+    keys: &[Bytes],
+    setup: &Setup,
+    mut report: Report,
+) -> Result<Report, String> {
+    let copies = setup.replicas as usize;
+    // Let hints and resync run (the nodes push them on their 100 ms tick), then
+    // check the copies before any read can repair them.
+    let mut repaired = false;
+    let repair_end = c.world.now() + REPAIR_LIMIT_MS;
+    while !repaired && c.world.now() < repair_end {
+        c.world.run_for(100);
+        repaired = check_copies(c, keys, copies).is_ok();
+    }
+    let copies_ok = check_copies(c, keys, copies)
+        .map_err(|e| format!("{} s after healing: {e}", REPAIR_LIMIT_MS / 1000));
+    read_everywhere(c, keys);
+    let history = c.history();
+    report.ops = history.len();
+    report.end = c.world.now();
+    report.fingerprint = c.world.fingerprint();
+    // Every request is answered, or fails when its own connection breaks (a
+    // node that leaves exits with requests in flight on its client connections).
+    check_no_hangs(&history)?;
+    if setup.checks_durability() {
+        check_history(&history)?;
+    }
+    copies_ok?;
+    Ok(report)
+}
+
+/// The faults in force during a run, and the count of those injected.
+struct Chaos {
+    nodes: usize,
+    faults: Faults,
+    copies: usize,
+    /// The number of the next node to start.
+    next_node: usize,
+    /// Paused nodes and when they resume.
+    paused: Vec<(ProcId, Millis)>,
+    /// Crashed nodes and when they restart.
+    crashed: Vec<(ProcId, Millis)>,
+    /// Nodes lacking state: crashed, or restarted and not caught up yet.
+    lacking: Vec<ProcId>,
+    seen_epoch: u64,
+    report: Report,
+}
+
+impl Chaos {
+    fn new(setup: &Setup) -> Chaos {
+        Chaos {
+            nodes: setup.nodes,
+            faults: setup.faults,
+            copies: setup.replicas as usize,
+            next_node: setup.nodes + 1,
+            paused: Vec::new(),
+            crashed: Vec::new(),
+            lacking: Vec::new(),
+            seen_epoch: 0,
+            report: Report::default(),
+        }
+    }
+
+    /// Resumes and restarts the nodes whose time has come.
+    fn wake_due(&mut self, c: &mut Cluster, now: Millis) {
+        for (p, until) in std::mem::take(&mut self.paused) {
+            if until <= now {
+                c.world.resume(p);
+            } else {
+                self.paused.push((p, until));
+            }
+        }
+        for (p, until) in std::mem::take(&mut self.crashed) {
+            if until <= now {
+                c.world.restart(p);
+            } else {
+                self.crashed.push((p, until));
+            }
+        }
+    }
+
+    /// Notes a new ring in the trace, with every key's preference list.
+    fn note_ring(&mut self, c: &mut Cluster, keys: &[Bytes]) {
+        let epoch = c.ring().epoch;
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let copies = self.copies;
+        let (line, ring) = (c.ring_line(), c.ring().serving());
+        c.world.trace_note(|| {
+            let lists: Vec<String> = (keys.iter())
+                .map(|k| {
+                    let l = ring.preference_list(hash64(k), copies);
+                    format!("{}={l:?}", String::from_utf8_lossy(k))
+                })
+                .collect();
+            format!("{line}; serving lists by id: {}", lists.join(" "))
+        });
+    }
+
+    /// Maybe injects one fault, as the roll and the fault mix allow.
+    fn inject(&mut self, c: &mut Cluster, rng: &mut Rng, now: Millis) {
+        let (nodes, faults) = (self.nodes, self.faults);
+        let report = &mut self.report;
         let ring = c.ring();
         let live = c.live_nodes();
         let up: Vec<usize> = live
@@ -537,19 +492,20 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             .collect();
         let roll = rng.below(100);
         let victim = |rng: &mut Rng| c.nodes[rng.pick(&up)];
-        let may_crash = faults.max_lacking.is_none_or(|b| lacking.len() < b);
+        let may_crash = faults.max_lacking.is_none_or(|b| self.lacking.len() < b);
         match roll {
             0..=9 if faults.max_pause > 0 && !up.is_empty() => {
                 let p = victim(rng);
                 if c.world.proc(p).state == ProcState::Up {
                     c.world.pause(p);
-                    paused.push((p, now + rng.range(100, faults.max_pause)));
+                    self.paused
+                        .push((p, now + rng.range(100, faults.max_pause)));
                     report.faults += 1;
                 }
             }
-            10..=13 if faults.membership && next_node <= nodes + 3 && !ring.has_moves() => {
-                c.start_node(next_node);
-                next_node += 1;
+            10..=13 if faults.membership && self.next_node <= nodes + 3 && !ring.has_moves() => {
+                c.start_node(self.next_node);
+                self.next_node += 1;
                 report.faults += 1;
             }
             14..=16 if faults.membership && up.len() > nodes - 1 && !ring.has_moves() => {
@@ -567,9 +523,9 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             20..=24 if faults.crashes && up.len() > 1 && may_crash => {
                 let p = victim(rng);
                 c.world.crash(p);
-                crashed.push((p, now + rng.range(200, 5_000)));
-                if !lacking.contains(&p) {
-                    lacking.push(p);
+                self.crashed.push((p, now + rng.range(200, 5_000)));
+                if !self.lacking.contains(&p) {
+                    self.lacking.push(p);
                 }
                 report.faults += 1;
                 report.crashes += 1;
@@ -598,57 +554,17 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
             _ => {}
         }
     }
-    // Heal everything and let the cluster come to rest.
-    c.world.heal();
-    for (p, _) in paused {
-        c.world.resume(p);
-    }
-    for (p, _) in crashed {
-        c.world.restart(p);
-    }
-    if !load.drain(c, 30_000) {
-        return Err("requests still in flight 30 s after the faults healed".into());
-    }
-    if !c.settle(120_000) {
-        return Err(format!("did not settle after healing: {}", c.ring_line()));
-    }
-    // Let hints and resync run (the nodes push them on their 100 ms tick), then
-    // check the copies before any read can repair them.
-    let mut repaired = false;
-    let repair_end = c.world.now() + REPAIR_LIMIT_MS;
-    while !repaired && c.world.now() < repair_end {
-        c.world.run_for(100);
-        repaired = check_copies(c, &keys, copies).is_ok();
-    }
-    let copies_ok = check_copies(c, &keys, copies)
-        .map_err(|e| format!("{} s after healing: {e}", REPAIR_LIMIT_MS / 1000));
-    read_everywhere(c, &keys);
-    let history = c.history();
-    report.ops = history.len();
-    report.end = c.world.now();
-    report.fingerprint = c.world.fingerprint();
-    // Every request is answered, or fails when its own connection breaks (a
-    // node that leaves exits with requests in flight on its client connections).
-    check_no_hangs(&history)?;
-    if setup.checks_durability() {
-        check_history(&history)?;
-    }
-    copies_ok?;
-    Ok(report)
-}
 
-/// Checks that no request waited out the client's whole timeout: each one was
-/// answered, or failed when its connection broke.
-pub fn check_no_hangs(history: &[Record]) -> Result<(), String> {
-    let timeout = super::cluster::CLIENT_TIMEOUT_MS;
-    for r in history {
-        if let (Outcome::NoReply, Some(done)) = (&r.outcome, r.completed) {
-            if done.0 >= r.invoked.0 + timeout {
-                return Err(format!("a request hung for {timeout} ms: {r:?}"));
-            }
+    /// Heals the partition and wakes every paused and crashed node.
+    fn heal_all(&mut self, c: &mut Cluster) {
+        c.world.heal();
+        for (p, _) in std::mem::take(&mut self.paused) {
+            c.world.resume(p);
+        }
+        for (p, _) in std::mem::take(&mut self.crashed) {
+            c.world.restart(p);
         }
     }
-    Ok(())
 }
 
 /// The seeds to run: `SIM_SEED=S` runs only `S`; `SIM_SEEDS=N` runs `N` seeds

@@ -16,6 +16,8 @@
 //! - [`linearizability`]: a per-key register checker (Wing & Gong search with
 //!   Lowe's memoization, bounded).
 //! - [`script`]: the small script language of the scenario tests.
+//! - [`invariants`]: what a cluster must keep (copies, no hangs, linearizable
+//!   histories with no acknowledged write lost).
 //! - [`chaos`]: randomized load and faults over many seeds.
 //!
 //! Nothing here does I/O or reads a clock; it builds in normal builds so that
@@ -28,6 +30,7 @@
 pub mod chaos;
 pub mod client;
 pub mod cluster;
+pub mod invariants;
 pub mod linearizability;
 pub mod rng;
 pub mod script;

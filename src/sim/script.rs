@@ -228,6 +228,18 @@ impl Runner {
                     Some(expect.unwrap_or("OK")),
                 );
             }
+            ["term" | "crash" | "restart" | "pause" | "resume" | "partition" | "heal" | "reset", ..] => {
+                self.exec_fault(cmd, &words)
+            }
+            ["expect", ..] => self.exec_expect(cmd, &words),
+            _ => self.fail("unknown command".into()),
+        }
+    }
+
+    /// A fault: `term`, `crash`, `restart`, `pause`, `resume`, `partition`,
+    /// `heal` or `reset`.
+    fn exec_fault(&mut self, cmd: &str, words: &[&str]) {
+        match words {
             ["term", n] => {
                 let p = self.proc(n);
                 self.cluster.world.signal(p, Signal::Terminate);
@@ -260,6 +272,13 @@ impl Runner {
                 let (a, b) = (self.proc(a), self.proc(b));
                 self.cluster.world.reset_between(a, b);
             }
+            _ => self.fail("unknown command".into()),
+        }
+    }
+
+    /// A check of the cluster's state: `expect ring|exited|keys|owners|copies`.
+    fn exec_expect(&mut self, cmd: &str, words: &[&str]) {
+        match words {
             ["expect", "ring", ..] => {
                 let want = cmd["expect ring".len()..].trim();
                 let seen = self.cluster.ring_line();

@@ -13,6 +13,7 @@ pub mod order;
 pub mod quorum;
 pub mod resp;
 pub mod resync;
+pub mod status;
 pub mod wal;
 
 pub use engine::Engine;

@@ -4,7 +4,7 @@
 //! newest copy a quorum read found (see [`super::quorum`]); the caller gives the
 //! write a version (see [`super::hlc`]) and applies it.
 
-use crate::protocol::{kv, op, Error, ErrorCode, Frame};
+use crate::protocol::{int, kv, op, Error, ErrorCode, Frame};
 use bytes::Bytes;
 
 /// What a key-value request does, decided against the key's current value.
@@ -21,7 +21,9 @@ pub struct Decision {
 /// Decides a key-value request (`PUT`, `GET`, `DELETE`, `EXISTS`, `CREATE`,
 /// `UPDATE`, `INCR`) against `current`, the newest live value of its key. Pure: the
 /// caller applies the write with a new version. Errors are the protocol's (`BADKEY`,
-/// `NOTINT`); an op that is not a key-value request is `BADOP`.
+/// `NOTINT`); an op that is not a key-value request is `BADOP`. INCR counts only a
+/// value in canonical decimal form (see [`int`]), and an overflow is `NOTINT` with
+/// the message [`int::OVERFLOW`].
 pub fn decide(f: &Frame, current: Option<&Bytes>) -> Result<Decision, Error> {
     let done = |reply: u8, payload: Bytes, write: Option<Option<Bytes>>| {
         Ok(Decision {
@@ -63,13 +65,12 @@ pub fn decide(f: &Frame, current: Option<&Bytes>) -> Result<Decision, Error> {
             let (_, delta) = kv::split_incr(&f.payload)?;
             let count = match current {
                 None => 0,
-                Some(v) => kv::parse_i64(v).ok_or_else(|| {
-                    Error::new(ErrorCode::NotInt, "value is not a decimal integer")
-                })?,
+                Some(v) => int::parse_canonical(v)
+                    .ok_or_else(|| Error::new(ErrorCode::NotInt, int::NOT_AN_INTEGER))?,
             };
             let next = count
                 .checked_add(delta)
-                .ok_or_else(|| Error::new(ErrorCode::NotInt, "increment would overflow"))?;
+                .ok_or_else(|| Error::new(ErrorCode::NotInt, int::OVERFLOW))?;
             let text = Bytes::from(next.to_string());
             done(op::VALUE, text.clone(), Some(Some(text)))
         }
@@ -110,16 +111,34 @@ mod tests {
         let inc = d(op::INCR, b"1 k 5", Some(&n));
         assert_eq!((inc.reply, &inc.payload[..]), (op::VALUE, &b"1"[..]));
         assert_eq!(d(op::INCR, b"1 k", None).payload, Bytes::from("1"));
-        let code = |p: &[u8], cur: &[u8]| {
-            decide(&frame(op::INCR, p), Some(&Bytes::copy_from_slice(cur)))
-                .unwrap_err()
-                .code
+        let err = |p: &[u8], cur: &[u8]| {
+            let e = decide(&frame(op::INCR, p), Some(&Bytes::copy_from_slice(cur))).unwrap_err();
+            (e.code, e.message.into_owned())
         };
-        assert_eq!(code(b"1 k", b"abc"), ErrorCode::NotInt);
-        assert_eq!(code(b"1 k", b" 1"), ErrorCode::NotInt);
+        for bad in [
+            &b"abc"[..],
+            b" 1",
+            b"1 ",
+            b"+5",
+            b"007",
+            b"-0",
+            b"",
+            b"00000000000000000001",
+        ] {
+            assert_eq!(
+                err(b"1 k", bad),
+                (ErrorCode::NotInt, int::NOT_AN_INTEGER.into())
+            );
+        }
+        let overflow = (ErrorCode::NotInt, int::OVERFLOW.to_string());
+        assert_eq!(err(b"1 k 1", i64::MAX.to_string().as_bytes()), overflow);
+        assert_eq!(err(b"1 k -1", i64::MIN.to_string().as_bytes()), overflow);
+        assert_eq!(err(b"1 k 9223372036854775807", b"1"), overflow);
+        // The delta keeps the wire contract's form; the stored value is canonical.
+        assert_eq!(d(op::INCR, b"1 k +5", Some(&n)).payload, Bytes::from("1"));
         assert_eq!(
-            code(b"1 k 1", i64::MAX.to_string().as_bytes()),
-            ErrorCode::NotInt
+            d(op::INCR, b"1 k -1", Some(&Bytes::from("0"))).payload,
+            Bytes::from("-1")
         );
         assert_eq!(
             decide(&frame(op::PUT, b"9 k"), None).unwrap_err().code,

@@ -85,7 +85,22 @@ impl StorageNode {
         }
         Ok(match f.op {
             op::PING => (op::PONG, f.payload.clone()),
-            op::HELLO | op::RING | op::STATUS => {
+            op::STATUS => {
+                let facts = super::super::status::Facts {
+                    node_id: self.node_id,
+                    addr: &self.cfg.advertise,
+                    ring: &self.ring,
+                    serving: &self.serving_pref,
+                    engine: &self.engine,
+                    catching_up: self.repair.catch_up.is_some(),
+                    ring_received: self.repair.seen_ring,
+                    moving: self.handoff.is_some(),
+                    leaving: self.membership.leaving,
+                    manager_link: self.membership.manager.conn().is_some(),
+                };
+                (op::STATUS_REPLY, super::super::status::reply(&facts))
+            }
+            op::HELLO | op::RING => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
                     format!(

@@ -349,7 +349,7 @@ impl StorageNode {
         let Some(front) = self.resp.as_mut() else {
             return;
         };
-        for item in front.feed(conn, data) {
+        for item in front.feed(now, conn, data) {
             match item {
                 Item::Request(frame) => {
                     self.on_request(now, conn, frame, out);
@@ -384,7 +384,7 @@ impl Service for StorageNode {
         let resp = self.resp.as_mut();
         match input {
             Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
-                resp.expect("checked").accept(conn, out);
+                resp.expect("checked").accept(now, conn, out);
             }
             Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
                 self.on_resp_data(now, conn, data, out);

@@ -12,9 +12,10 @@
 //!   connect fails after [`NetConfig::connect_timeout`].
 //! - `Send` and `SendBytes` put bytes on the connection's direction, delivered in
 //!   order after a random delay (so messages reorder across connections only),
-//!   sometimes split in two pieces. The receiver cuts frames out with the real
-//!   parser under its per-connection limit (`max_payload`, raised by
-//!   `Output::Trust`; outbound connections start at the member limit), so a broken
+//!   sometimes split in two pieces. Each end keeps the reactor's own
+//!   [`ConnBuf`], so frames are cut out, held, and followed by `Eof` exactly as in
+//!   the reactor, under the per-connection limit (`max_payload`, raised by
+//!   `Output::Trust`; outbound connections start at the member limit): a broken
 //!   stream surfaces as `FrameError`, after which nothing more is read.
 //! - `Close` sends a FIN after the bytes already queued (at the end of the turn,
 //!   as the reactor flushes first), discards input from then on, and removes the
@@ -47,21 +48,30 @@
 //! reaches the schedule, so a seed replays exactly. [`World::fingerprint`] hashes
 //! every delivered input so tests can check that.
 //!
+//! Files: this one holds the processes, the event queue and the dispatch of
+//! outputs; `net.rs` the model of TCP, `faults.rs` the faults, `trace.rs` the
+//! trace and fingerprint.
+//!
 //! Caveats: no output buffers, so the reactor's high/low-water backpressure and
 //! its write caps are not modelled (`Hold` is); a connection's bytes are never
 //! lost without a reset (TCP retransmits); a partition does not reset connections
 //! unless asked to; a crash keeps the bytes that already left the process.
 
+mod faults;
+mod net;
+mod trace;
+
 use super::client::{Client, Stamp};
 use super::rng::hash;
 use crate::coordinator::Manager;
-use crate::protocol::{self, Parse};
-use crate::reactor::{ConnId, Input, Millis, Output, Service, Signal};
+use crate::protocol;
+use crate::reactor::{ConnBuf, ConnId, Input, Millis, Output, Service};
 use crate::storage::StorageNode;
 use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use trace::{brief_payload, TRACE_LINES};
 
 /// A process's index in the world.
 pub type ProcId = usize;
@@ -198,17 +208,10 @@ struct End {
     told: bool,
     /// `Accepted` or `Connected` was delivered: frames may follow.
     announced: bool,
-    inbuf: BytesMut,
-    raw: bool,
-    held: bool,
-    max_payload: u32,
-    /// The framing broke: read no more.
-    read_done: bool,
-    fin_in: bool,
+    /// Bytes received, limits, holds, end of stream and close, decided as the
+    /// reactor decides them.
+    buf: ConnBuf,
     rst_in: bool,
-    eof_delivered: bool,
-    /// `Close` was asked: input is discarded from now on.
-    closing: bool,
     fin_sent: bool,
     /// Removed from its process (closed, or the process died).
     gone: bool,
@@ -290,9 +293,6 @@ pub struct World {
     scratch: Vec<Output>,
 }
 
-/// Lines of trace kept by default when tracing is on.
-const TRACE_LINES: usize = 400;
-
 impl World {
     /// An empty world whose randomness comes from `seed`.
     pub fn new(seed: u64, net: NetConfig) -> World {
@@ -314,25 +314,6 @@ impl World {
             trace_lines: TRACE_LINES,
             scratch: Vec::new(),
         }
-    }
-
-    /// Keeps the last few hundred delivered inputs for [`World::trace`].
-    pub fn enable_trace(&mut self) {
-        self.enable_trace_lines(TRACE_LINES);
-    }
-
-    /// Keeps the last `lines` delivered inputs for [`World::trace`].
-    pub fn enable_trace_lines(&mut self, lines: usize) {
-        self.trace_lines = lines.max(1);
-        self.trace = Some(VecDeque::new());
-    }
-
-    /// The last delivered inputs, one line each (empty unless enabled).
-    pub fn trace(&self) -> Vec<String> {
-        self.trace
-            .as_ref()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// The virtual time, in ms.
@@ -601,7 +582,7 @@ impl World {
                 if self
                     .conns
                     .get(&conn)
-                    .is_some_and(|c| c.ends[end].closing && !c.ends[end].gone)
+                    .is_some_and(|c| c.ends[end].buf.closing() && !c.ends[end].gone)
                 {
                     self.remove_end(conn, end, true);
                 }
@@ -621,75 +602,6 @@ impl World {
                 }
             }
         }
-    }
-
-    fn on_syn(&mut self, from: ProcId, life: u32, tag: u64, to: ProcId, n: u64) {
-        if self.procs[from].life != life || self.procs[from].actor.is_none() {
-            return;
-        }
-        let target = &self.procs[to];
-        let refused = !target.listens
-            || matches!(target.state, ProcState::Crashed | ProcState::Exited)
-            || target.actor.is_none();
-        if refused {
-            let d = self.delay(1, from as u64, to as u64, n);
-            self.at(self.now + d, Ev::Refused { from, life, tag });
-            return;
-        }
-        if self.is_cut(from, to) {
-            let t = self.now + self.net.connect_timeout;
-            self.at(t, Ev::Refused { from, life, tag });
-            return;
-        }
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        let idx = (conn * 2) as u32;
-        let mk = |proc: ProcId, life: u32, id: ConnId, max_payload: u32| End {
-            proc,
-            life,
-            id,
-            told: false,
-            announced: false,
-            inbuf: BytesMut::new(),
-            raw: false,
-            held: false,
-            max_payload,
-            read_done: false,
-            fin_in: false,
-            rst_in: false,
-            eof_delivered: false,
-            closing: false,
-            fin_sent: false,
-            gone: false,
-            rst_sent: false,
-            tag,
-        };
-        let caller = mk(from, life, ConnId::new(idx, 1), self.net.member_max_payload);
-        let callee = mk(
-            to,
-            self.procs[to].life,
-            ConnId::new(idx + 1, 1),
-            self.net.max_payload,
-        );
-        let (cid, tid) = (caller.id, callee.id);
-        self.conns.insert(
-            conn,
-            Conn {
-                ends: [caller, callee],
-                pipes: [Pipe::default(), Pipe::default()],
-            },
-        );
-        self.procs[from].conns.insert(cid, (conn, 0));
-        self.procs[to].conns.insert(tid, (conn, 1));
-        self.deliver(
-            to,
-            Input::Accepted {
-                conn: tid,
-                listener: 0,
-            },
-        );
-        let d = self.delay(2, conn, 0, 0);
-        self.at(self.now + d, Ev::Established { conn });
     }
 
     /// Steps process `p` with `input` now (or queues it while paused).
@@ -740,72 +652,6 @@ impl World {
         self.scratch = out;
     }
 
-    /// Folds an input into the fingerprint (and the trace, if on).
-    fn note(&mut self, p: ProcId, input: &Input) {
-        let idx = |c: &ConnId| -> u64 {
-            let s = c.to_string();
-            s.bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
-        };
-        let (kind, a, b) = match input {
-            Input::Accepted { conn, .. } => (1, idx(conn), 0),
-            Input::Connected { conn, tag } => (2, idx(conn), *tag),
-            Input::ConnectFailed { tag } => (3, *tag, 0),
-            Input::Frame { conn, frame } => (
-                4,
-                idx(conn),
-                (frame.op as u64) << 56 ^ frame.client_id << 24 ^ frame.payload.len() as u64,
-            ),
-            Input::FrameError { conn, .. } => (5, idx(conn), 0),
-            Input::Data { conn, data } => (6, idx(conn), data.len() as u64),
-            Input::Eof { conn } => (7, idx(conn), 0),
-            Input::Closed { conn } => (8, idx(conn), 0),
-            Input::Timer { id } => (9, *id, 0),
-            Input::Signal(s) => (10, *s as u64, 0),
-        };
-        self.fingerprint = hash(self.fingerprint, &[self.now, p as u64, kind, a, b]);
-        if let Some(t) = self.trace.as_mut() {
-            let mut line = format!("{:>7} {:<8} {:?}", self.now, self.procs[p].name, input);
-            line.truncate(200);
-            if t.len() >= self.trace_lines {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
-    }
-
-    /// Adds `## text` to the trace (if on), for the driver's own notes.
-    pub fn trace_note(&mut self, text: impl FnOnce() -> String) {
-        if let Some(t) = self.trace.as_mut() {
-            if t.len() >= self.trace_lines {
-                t.pop_front();
-            }
-            t.push_back(format!("{:>7} ## {}", self.now, text()));
-        }
-    }
-
-    /// Adds a line to the trace (if on): a fault, or a frame a process sent.
-    fn trace_line(&mut self, line: impl FnOnce(&World) -> String) {
-        if self.trace.is_none() {
-            return;
-        }
-        let mut line = line(self);
-        line.truncate(200);
-        let t = self.trace.as_mut().expect("checked");
-        if t.len() >= self.trace_lines {
-            t.pop_front();
-        }
-        t.push_back(line);
-    }
-
-    /// The name of the process at the other end of `p`'s connection `conn`.
-    fn peer_name(&self, p: ProcId, conn: ConnId) -> &str {
-        match self.lookup(p, conn) {
-            Some((c, e)) => &self.procs[self.conns[&c].ends[1 - e].proc].name,
-            None => "?",
-        }
-    }
-
     fn lookup(&self, p: ProcId, conn: ConnId) -> Option<(u64, usize)> {
         self.procs[p].conns.get(&conn).copied()
     }
@@ -840,15 +686,16 @@ impl World {
             Output::SendBytes { conn, bytes } => self.send_bytes(p, conn, bytes),
             Output::Raw { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
-                    self.conns.get_mut(&c).expect("listed").ends[e].raw = true;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_raw();
                     self.at(now, Ev::Pump { conn: c, end: e });
                 }
             }
             Output::Close { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let end = &mut self.conns.get_mut(&c).expect("listed").ends[e];
-                    if !end.closing {
-                        end.closing = true;
+                    if end.buf.close() {
                         self.procs[p].fins.push((c, e));
                         let t = now + self.net.linger;
                         self.at(t, Ev::Linger { conn: c, end: e });
@@ -887,390 +734,22 @@ impl World {
             Output::Trust { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let max = self.net.member_max_payload;
-                    self.conns.get_mut(&c).expect("listed").ends[e].max_payload = max;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_max_payload(max);
                 }
             }
             Output::Hold { conn, hold } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
-                    self.conns.get_mut(&c).expect("listed").ends[e].held = hold;
+                    self.conns.get_mut(&c).expect("listed").ends[e]
+                        .buf
+                        .set_held(hold);
                     if !hold {
                         self.at(now, Ev::Pump { conn: c, end: e });
                     }
                 }
             }
             Output::Stop => self.procs[p].stopping = true,
-        }
-    }
-
-    fn send_bytes(&mut self, p: ProcId, conn: ConnId, bytes: Bytes) {
-        let Some((c, e)) = self.lookup(p, conn) else {
-            return;
-        };
-        let end = &self.conns[&c].ends[e];
-        if end.gone || end.fin_sent {
-            return;
-        }
-        self.push_chunk(c, e, Chunk::Data(bytes));
-    }
-
-    /// Puts a chunk on direction `dir` of connection `c`, in order after the rest.
-    fn push_chunk(&mut self, c: u64, dir: usize, chunk: Chunk) {
-        let now = self.now;
-
-        let n = self.conns[&c].pipes[dir].sent;
-        let d = self.delay(4, c, dir as u64, n);
-        let split = hash(self.seed, &[5, c, dir as u64, n]);
-        let pipe = &mut self.conns.get_mut(&c).expect("caller checked").pipes[dir];
-        pipe.sent += 1;
-        let mut at = (now + d).max(pipe.last);
-        match chunk {
-            Chunk::Data(b)
-                if b.len() >= 2
-                    && (split >> 40) as f64 / (1u64 << 24) as f64 <= self.net.split_chance =>
-            {
-                let cut = 1 + (split as usize % (b.len() - 1));
-                pipe.chunks.push_back((at, Chunk::Data(b.slice(..cut))));
-                self.queue.push(Reverse((at, Ev::Arrive { conn: c, dir })));
-                at += 1 + (split >> 20) % 20;
-                pipe.chunks.push_back((at, Chunk::Data(b.slice(cut..))));
-            }
-            chunk => pipe.chunks.push_back((at, chunk)),
-        }
-        pipe.last = at;
-        self.queue.push(Reverse((at, Ev::Arrive { conn: c, dir })));
-    }
-
-    fn send_fin(&mut self, c: u64, e: usize) {
-        let Some(end) = self.end_mut(c, e) else {
-            return;
-        };
-        if end.gone || end.fin_sent {
-            return;
-        }
-        end.fin_sent = true;
-        let fin_in = end.fin_in;
-        self.push_chunk(c, e, Chunk::Fin);
-        if fin_in {
-            self.at(self.now, Ev::Remove { conn: c, end: e });
-        }
-    }
-
-    fn on_arrive(&mut self, c: u64, dir: usize) {
-        let r = 1 - dir;
-        let Some(conn) = self.conns.get(&c) else {
-            return;
-        };
-        if self.is_cut(conn.ends[dir].proc, conn.ends[r].proc) {
-            return; // held until the partition heals
-        }
-        let now = self.now;
-        let mut reply_rst = false;
-        let conn = self.conns.get_mut(&c).expect("checked");
-        while conn.pipes[dir]
-            .chunks
-            .front()
-            .is_some_and(|(at, _)| *at <= now)
-        {
-            let (_, chunk) = conn.pipes[dir].chunks.pop_front().expect("checked");
-
-            let end = &mut conn.ends[r];
-            match chunk {
-                Chunk::Data(b) => {
-                    if end.gone {
-                        if !end.rst_sent {
-                            end.rst_sent = true;
-                            reply_rst = true;
-                        }
-                    } else if !end.closing && !end.read_done && !end.rst_in {
-                        // After a reset nothing more is read: the bytes that
-                        // were in flight when it happened are lost, so what the
-                        // peer sent later would follow a gap in the stream.
-                        end.inbuf.extend_from_slice(&b);
-                    }
-                }
-                Chunk::Fin => end.fin_in = true,
-                Chunk::Rst => end.rst_in = true,
-            }
-        }
-        let gone = conn.ends[r].gone;
-        if reply_rst && !conn.ends[dir].gone {
-            self.push_chunk(c, r, Chunk::Rst);
-        }
-        if !gone {
-            self.pump(c, r);
-        }
-    }
-
-    /// Delivers what end `e` of connection `c` can take now.
-    fn pump(&mut self, c: u64, e: usize) {
-        loop {
-            let Some(conn) = self.conns.get_mut(&c) else {
-                return;
-            };
-            let end = &mut conn.ends[e];
-            if end.gone || !end.announced || self.procs[end.proc].state != ProcState::Up {
-                return;
-            }
-            let (p, id) = (end.proc, end.id);
-            if end.closing {
-                if end.fin_in && end.fin_sent {
-                    self.remove_end(c, e, true);
-                }
-                return;
-            }
-            if end.held && !end.rst_in {
-                return;
-            }
-            let frame = if end.read_done || end.held || end.inbuf.is_empty() {
-                None
-            } else if end.raw {
-                let data = end.inbuf.split();
-                Some(Input::Data { conn: id, data })
-            } else {
-                match protocol::parse(&mut end.inbuf, end.max_payload) {
-                    Ok(Parse::Frame(frame)) => Some(Input::Frame { conn: id, frame }),
-                    Ok(Parse::Incomplete { .. }) => None,
-                    Err(error) => {
-                        end.read_done = true;
-                        let client_id = header_client_id(&end.inbuf);
-                        end.inbuf = BytesMut::new();
-                        Some(Input::FrameError {
-                            conn: id,
-                            error,
-                            client_id,
-                        })
-                    }
-                }
-            };
-            if let Some(input) = frame {
-                self.deliver(p, input);
-                continue;
-            }
-            if end.rst_in {
-                self.remove_end(c, e, true);
-            } else if end.fin_in && !end.eof_delivered && !end.read_done && !end.held {
-                end.eof_delivered = true;
-                self.deliver(p, Input::Eof { conn: id });
-            }
-            return;
-        }
-    }
-
-    /// Removes end `e` of connection `c` from its process, telling the process
-    /// (`Closed`, or `ConnectFailed` if it never heard of the connection).
-    fn remove_end(&mut self, c: u64, e: usize, notify: bool) {
-        let Some(conn) = self.conns.get_mut(&c) else {
-            return;
-        };
-        let end = &mut conn.ends[e];
-        if end.gone {
-            return;
-        }
-        end.gone = true;
-        let (p, id, told, tag, life) = (end.proc, end.id, end.told, end.tag, end.life);
-        let both = conn.ends[1 - e].gone;
-        if both {
-            self.conns.remove(&c);
-        }
-        if self.procs[p].life != life {
-            return;
-        }
-        self.procs[p].conns.remove(&id);
-        if notify {
-            if told {
-                self.deliver(p, Input::Closed { conn: id });
-            } else if e == 0 {
-                self.deliver(p, Input::ConnectFailed { tag });
-            }
-        }
-    }
-
-    /// The process dies: its connections close (FIN on exit, reset on a crash).
-    fn exit(&mut self, p: ProcId, state: ProcState) {
-        let conns = std::mem::take(&mut self.procs[p].conns);
-        for (_, (c, e)) in conns {
-            let Some(end) = self.end_mut(c, e) else {
-                continue;
-            };
-            if end.gone {
-                continue;
-            }
-            end.gone = true;
-            let fin_sent = end.fin_sent;
-            let other_gone = self.conns[&c].ends[1 - e].gone;
-            if other_gone {
-                self.conns.remove(&c);
-                continue;
-            }
-            match state {
-                ProcState::Exited if !fin_sent => self.push_chunk(c, e, Chunk::Fin),
-                ProcState::Exited => {}
-                _ => self.push_chunk(c, e, Chunk::Rst),
-            }
-        }
-        let proc = &mut self.procs[p];
-        proc.actor = None;
-        proc.state = state;
-        proc.life += 1;
-        proc.stalled.clear();
-        proc.fins.clear();
-        proc.stopping = false;
-        self.touched.remove(&p);
-    }
-
-    /// Crashes process `p`: its state is lost and its connections reset.
-    pub fn crash(&mut self, p: ProcId) {
-        self.trace_line(|w| format!("{:>7} ## crash {}", w.now, w.procs[p].name));
-        if self.procs[p].actor.is_some() {
-            self.exit(p, ProcState::Crashed);
-        }
-    }
-
-    /// Restarts a crashed or exited process with a fresh actor from its factory.
-    pub fn restart(&mut self, p: ProcId) {
-        self.trace_line(|w| format!("{:>7} ## restart {}", w.now, w.procs[p].name));
-        let proc = &mut self.procs[p];
-        if proc.actor.is_some() {
-            return;
-        }
-        proc.actor = Some((proc.factory)());
-        proc.state = ProcState::Up;
-        let life = proc.life;
-        self.at(
-            self.now,
-            Ev::Timer {
-                proc: p,
-                life,
-                id: 0,
-            },
-        );
-    }
-
-    /// Pauses process `p` (SIGSTOP).
-    pub fn pause(&mut self, p: ProcId) {
-        self.trace_line(|w| format!("{:>7} ## pause {}", w.now, w.procs[p].name));
-        if self.procs[p].state == ProcState::Up {
-            self.procs[p].state = ProcState::Paused;
-        }
-    }
-
-    /// Resumes a paused process (SIGCONT): what waited is delivered now.
-    pub fn resume(&mut self, p: ProcId) {
-        self.trace_line(|w| format!("{:>7} ## resume {}", w.now, w.procs[p].name));
-        if self.procs[p].state != ProcState::Paused {
-            return;
-        }
-        self.procs[p].state = ProcState::Up;
-        while let Some(input) = self.procs[p].stalled.pop_front() {
-            self.deliver(p, input);
-            if self.procs[p].state != ProcState::Up {
-                break;
-            }
-        }
-        let ends: Vec<(u64, usize)> = self.procs[p].conns.values().copied().collect();
-        for (c, e) in ends {
-            self.pump(c, e);
-        }
-        self.end_turn();
-    }
-
-    /// Delivers a signal to process `p` now.
-    pub fn signal(&mut self, p: ProcId, sig: Signal) {
-        self.deliver(p, Input::Signal(sig));
-        self.end_turn();
-    }
-
-    /// Cuts the network between every two of `groups` (processes in no group keep
-    /// talking to everyone). With `reset_after`, connections still cut after that
-    /// many ms are reset, as TCP gives up retransmitting.
-    pub fn partition(&mut self, groups: &[Vec<ProcId>], reset_after: Option<Millis>) {
-        self.trace_line(|w| {
-            let names: Vec<Vec<&str>> = groups
-                .iter()
-                .map(|g| g.iter().map(|&q| w.procs[q].name.as_str()).collect())
-                .collect();
-            format!("{:>7} ## partition {names:?} reset {reset_after:?}", w.now)
-        });
-        for (i, g) in groups.iter().enumerate() {
-            for h in &groups[i + 1..] {
-                for &a in g {
-                    for &b in h {
-                        if a != b {
-                            self.cuts.insert((a.min(b), a.max(b)));
-                        }
-                    }
-                }
-            }
-        }
-        self.cut_generation += 1;
-        if let Some(ms) = reset_after {
-            let generation = self.cut_generation;
-            self.at(self.now + ms, Ev::CutReset { generation });
-        }
-    }
-
-    /// Whether any cut is in place.
-    pub fn partitioned(&self) -> bool {
-        !self.cuts.is_empty()
-    }
-
-    /// Removes every cut; held bytes flow again.
-    pub fn heal(&mut self) {
-        self.trace_line(|w| format!("{:>7} ## heal", w.now));
-        self.cuts.clear();
-        self.cut_generation += 1;
-        let mut wake = Vec::new();
-        for (&c, conn) in &self.conns {
-            for dir in 0..2 {
-                if let Some((at, _)) = conn.pipes[dir].chunks.front() {
-                    wake.push((*at, c, dir));
-                }
-            }
-        }
-        for (at, conn, dir) in wake {
-            self.at(at.max(self.now + 1), Ev::Arrive { conn, dir });
-        }
-    }
-
-    /// Numbers of the live connections, for picking one to reset.
-    pub fn connection_numbers(&self) -> Vec<u64> {
-        self.conns.keys().copied().collect()
-    }
-
-    /// Resets every connection between processes `a` and `b`.
-    pub fn reset_between(&mut self, a: ProcId, b: ProcId) {
-        let between: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                let (x, y) = (c.ends[0].proc, c.ends[1].proc);
-                (x, y) == (a, b) || (x, y) == (b, a)
-            })
-            .map(|(n, _)| *n)
-            .collect();
-        for c in between {
-            self.reset(c);
-        }
-    }
-
-    /// Resets connection `c`: bytes in flight are lost, both ends get `Closed`.
-    pub fn reset(&mut self, c: u64) {
-        let Some(conn) = self.conns.get(&c) else {
-            return;
-        };
-        let (a, b) = (conn.ends[0].proc, conn.ends[1].proc);
-        self.trace_line(|w| {
-            let (a, b) = (&w.procs[a].name, &w.procs[b].name);
-            format!("{:>7} ## reset connection {c} {a}-{b}", w.now)
-        });
-        let conn = self.conns.get_mut(&c).expect("checked");
-        for p in conn.pipes.iter_mut() {
-            p.chunks.clear();
-        }
-        for e in 0..2 {
-            if !self.conns[&c].ends[e].gone {
-                self.push_chunk(c, e, Chunk::Rst);
-            }
         }
     }
 
@@ -1294,34 +773,6 @@ impl World {
     pub fn idle(&self) -> bool {
         self.queue.is_empty()
     }
-}
-
-/// A payload for the trace: a ring as `epoch E: id=state ...`, anything else
-/// as escaped bytes.
-fn brief_payload(op: u8, payload: &[u8]) -> String {
-    if !matches!(op, protocol::op::RING_UPDATE | protocol::op::JOINED) {
-        return format!("{:?}", Bytes::copy_from_slice(payload));
-    }
-    let text = String::from_utf8_lossy(payload);
-    let mut out = String::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split(' ').collect();
-        match words.as_slice() {
-            ["epoch", e] => out.push_str(&format!("epoch {e}:")),
-            ["node", id, _addr, state, ..] => out.push_str(&format!(" {id}={state}")),
-            [id] if out.is_empty() => out.push_str(&format!("id {id} ")),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The client id of the header at the front of `buf`, if it parses (else 0).
-fn header_client_id(buf: &[u8]) -> u64 {
-    let window = &buf[..buf.len().min(protocol::MAX_HEADER)];
-    memchr::memchr(b'\n', window)
-        .and_then(|lf| protocol::frame::parse_header(&window[..lf]).ok())
-        .map_or(0, |h| h.client_id)
 }
 
 #[cfg(test)]

@@ -18,16 +18,25 @@
 //! Phases: connect, load (warmup, then measured), drain (no new requests;
 //! replies still count), verify (read back every key whose content is known),
 //! done. A watchdog fails requests that get no reply for [`STALL_NS`].
+//!
+//! This file holds the phases, issuing and completing requests; `links.rs` the
+//! connections and routing, `verify.rs` what the driver knows of its keys and the
+//! verify phase.
 
-use super::keys::{KeyBook, Known};
+mod links;
+mod verify;
+
+pub use verify::VerifyCounts;
+
+use super::keys::KeyBook;
 use super::rng::{Rng, Zipf};
 use super::spec::{KeyDist, Op};
 use super::stats::{Stats, Tick};
-use super::wire::{self, Outcome, Proto, Space, Template, KEY_LEN};
+use super::wire::{self, Outcome, Proto, Space, Template};
 use super::{Msg, Settings};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use crate::ring::Ring;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -141,46 +150,15 @@ impl Templates {
     }
 }
 
-/// What the verify phase found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VerifyCounts {
-    /// Keys read back.
-    pub checked: u64,
-    /// Written, acknowledged, and now absent.
-    pub missing: u64,
-    /// Present with other bytes than the last acknowledged write.
-    pub wrong: u64,
-    /// Deleted (acknowledged), yet present.
-    pub undeleted: u64,
-    /// Could not be read back (an error reply, no connection).
-    pub errors: u64,
-    /// Inconsistencies seen live by a key's owner (see [`KeyBook::anomalies`]).
-    pub anomalies: u64,
-}
-
-impl VerifyCounts {
-    /// Adds another thread's counts.
-    pub fn merge(&mut self, o: &VerifyCounts) {
-        self.checked += o.checked;
-        self.missing += o.missing;
-        self.wrong += o.wrong;
-        self.undeleted += o.undeleted;
-        self.errors += o.errors;
-        self.anomalies += o.anomalies;
-    }
-
-    /// Keys found lost or damaged.
-    pub fn lost(&self) -> u64 {
-        self.missing + self.wrong + self.undeleted + self.anomalies
-    }
-}
-
 /// A thread's results.
 pub struct ThreadResult {
     /// Counts of the measured phase.
     pub stats: Stats,
     /// What the verify phase found.
     pub verify: VerifyCounts,
+    /// Connections that broke (closed or reset by the peer, a reply that did not
+    /// parse, a stall) or could not be opened again.
+    pub broken: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +248,8 @@ pub struct Driver {
     tick_start_ns: u64,
     ticking: bool,
     verify: VerifyCounts,
+    /// Connections that broke (see [`ThreadResult::broken`]).
+    broken: u64,
     verify_cursor: (Space, usize),
     verify_done: bool,
     dirty: Vec<usize>,
@@ -323,6 +303,7 @@ impl Driver {
             tick_start_ns: 0,
             ticking: true,
             verify: VerifyCounts::default(),
+            broken: 0,
             verify_cursor: (Space::Data, 0),
             verify_done: false,
             dirty: Vec::new(),
@@ -339,49 +320,6 @@ impl Driver {
     /// Reactor time for `ns` after `t0`.
     fn at(&self, ns: u64) -> Millis {
         (self.r0 + (ns / 1_000_000) as i64).max(0) as Millis
-    }
-
-    fn node_index(&mut self, label: String, addr: SocketAddr) -> usize {
-        if let Some(i) = self.nodes.iter().position(|n| n.label == label) {
-            return i;
-        }
-        self.nodes.push(Node { label, addr });
-        self.node_counts.push(0);
-        self.nodes.len() - 1
-    }
-
-    /// Adds the ring's nodes to the node table.
-    fn learn_ring(&mut self, ring: &Ring) {
-        for n in ring.nodes() {
-            if self.node_of_id.contains_key(&n.id) {
-                continue;
-            }
-            let Some(addr) = super::resolve(&n.addr).ok() else {
-                log::warn!("node {} has an unusable address {}", n.id, n.addr);
-                continue;
-            };
-            let i = self.node_index(format!("{} {}", n.id, n.addr), addr);
-            self.node_of_id.insert(n.id, i);
-        }
-    }
-
-    fn open_link(&mut self, client: usize, node: usize, out: &mut Vec<Output>) -> usize {
-        let l = self.links.len();
-        self.links.push(Link {
-            conn: None,
-            node,
-            client,
-            state: LinkState::Connecting,
-            rbuf: BytesMut::new(),
-            out: BytesMut::new(),
-            dirty: false,
-            pending: VecDeque::new(),
-        });
-        out.push(Output::Connect {
-            addr: self.nodes[node].addr,
-            tag: l as u64,
-        });
-        l
     }
 
     fn init(&mut self, now: Millis, out: &mut Vec<Output>) {
@@ -438,115 +376,6 @@ impl Driver {
                 at: self.at(s.warmup_ns + d),
                 id: TIMER_END,
             });
-        }
-    }
-
-    fn ensure_link(&mut self, c: usize, node: usize, out: &mut Vec<Output>) {
-        if self.clients[c].links.len() <= node {
-            self.clients[c].links.resize(node + 1, None);
-        }
-        let usable =
-            self.clients[c].links[node].is_some_and(|l| self.links[l].state != LinkState::Down);
-        if !usable {
-            let l = self.open_link(c, node, out);
-            self.clients[c].links[node] = Some(l);
-        }
-    }
-
-    /// A new ring from the manager: learn its nodes, connect every client to the
-    /// ones it serves from, and let clients switch over once drained.
-    fn check_board(&mut self, out: &mut Vec<Output>) {
-        let Some(board) = self.sh.board.clone() else {
-            return;
-        };
-        let epoch = board.epoch.load(Ordering::Acquire);
-        if self.latest.as_ref().is_some_and(|r| r.epoch == epoch) {
-            return;
-        }
-        let ring = board.ring.lock().expect("ring lock").clone();
-        self.learn_ring(&ring);
-        let serving = Arc::new(ring.serving());
-        if matches!(self.sh.routing, Routing::Aware) {
-            for c in 0..self.clients.len() {
-                if self.clients[c].dead {
-                    continue;
-                }
-                for n in serving.nodes() {
-                    let node = self.node_of_id[&n.id];
-                    self.ensure_link(c, node, out);
-                }
-            }
-        }
-        self.latest = Some(serving);
-        for c in 0..self.clients.len() {
-            self.fill(c);
-        }
-    }
-
-    /// Switches a partition-aware client to the latest ring if it can.
-    fn adopt(&mut self, c: usize) -> bool {
-        let Some(latest) = &self.latest else {
-            return true;
-        };
-        let cl = &self.clients[c];
-        let Some(mine) = &cl.ring else {
-            return true;
-        };
-        if mine.epoch == latest.epoch {
-            return true;
-        }
-        if cl.inflight > 0 {
-            return false;
-        }
-        let connecting = cl
-            .links
-            .iter()
-            .flatten()
-            .any(|&l| self.links[l].state == LinkState::Connecting);
-        if connecting {
-            return false;
-        }
-        self.clients[c].ring = Some(latest.clone());
-        true
-    }
-
-    /// The link for `key` (None: ping) and the node index its request counts for.
-    fn route(&self, c: usize, space: Space, key: Option<u32>) -> Option<(usize, usize)> {
-        let owner_of = |ring: &Ring, key: u32| {
-            let mut kb = [0u8; KEY_LEN];
-            wire::key_bytes(space, key, &mut kb);
-            ring.owner(&kb)
-        };
-        let cl = &self.clients[c];
-        let up = |l: &usize| self.links[*l].state == LinkState::Up;
-        match self.sh.routing {
-            Routing::Aware => {
-                let ring = cl.ring.as_ref()?;
-                let want = key
-                    .and_then(|k| owner_of(ring, k))
-                    .and_then(|id| self.node_of_id.get(&id))
-                    .and_then(|&n| cl.links.get(n).copied().flatten())
-                    .filter(up);
-                let l = want.or_else(|| {
-                    // No owner link (a ping, or the owner's link is down): any live one,
-                    // rotating.
-                    let n = cl.links.len();
-                    (0..n)
-                        .filter_map(|i| cl.links[(cl.inflight + i) % n])
-                        .find(up)
-                })?;
-                Some((l, self.links[l].node))
-            }
-            Routing::Contacts(_) => {
-                let l = cl.links.first().copied().flatten().filter(up)?;
-                let share = match (&self.latest, key) {
-                    (Some(ring), Some(k)) => owner_of(ring, k)
-                        .and_then(|id| self.node_of_id.get(&id).copied())
-                        .unwrap_or(self.links[l].node),
-                    _ => self.links[l].node,
-                };
-                Some((l, share))
-            }
         }
     }
 
@@ -628,57 +457,6 @@ impl Driver {
         }
     }
 
-    /// The next key to verify, advancing the cursor.
-    fn next_verify(&mut self) -> Option<(Space, u32)> {
-        let book = self.book.as_ref()?;
-        loop {
-            let (space, slot) = self.verify_cursor;
-            if slot >= book.slots() {
-                if space == Space::Data {
-                    self.verify_cursor = (Space::Counter, 0);
-                    continue;
-                }
-                return None;
-            }
-            self.verify_cursor.1 += 1;
-            if book.verifiable(space, slot) {
-                if let Some(k) = book.key_of_slot(slot) {
-                    return Some((space, k));
-                }
-            }
-        }
-    }
-
-    fn fill_verify(&mut self, c: usize) {
-        let sh = self.sh.clone();
-        let depth = sh.s.pipeline.max(VERIFY_PIPELINE);
-        while self.clients[c].inflight < depth {
-            let Some((space, key)) = self.next_verify() else {
-                self.verify_done = true;
-                return;
-            };
-            let Some((l, share)) = self.route(c, space, Some(key)) else {
-                self.verify.errors += 1;
-                continue;
-            };
-            let t = match space {
-                Space::Data => &sh.templates.get,
-                Space::Counter => &sh.templates.get_counter,
-            };
-            self.push_request(l, t, key, &[0; wire::TAG_LEN]);
-            self.links[l].pending.push_back(Pending {
-                op: Op::Get,
-                kind: Kind::Verify(space),
-                key,
-                counter: 0,
-                share: share as u32,
-                sent_ns: 0,
-            });
-            self.clients[c].inflight += 1;
-            self.inflight += 1;
-        }
-    }
-
     /// Handles one reply (or a failure) to `p`; `value` is the reply's value bytes.
     fn complete(&mut self, c: usize, p: Pending, outcome: &Outcome, value: &[u8], now_ns: u64) {
         self.clients[c].inflight -= 1;
@@ -715,173 +493,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// What an owner's acknowledged (or failed) write says its key now holds.
-    fn record_write(&mut self, p: &Pending, outcome: &Outcome) {
-        let Some(book) = &mut self.book else {
-            return;
-        };
-        if p.op == Op::Incr {
-            let next = match (book.count(p.key), outcome) {
-                (before, Outcome::Counter(v)) => {
-                    if before.is_some_and(|b| b.checked_add(1) != Some(*v)) {
-                        book.anomalies += 1;
-                    }
-                    Some(*v)
-                }
-                (before, Outcome::Miss) => {
-                    book.anomalies += u64::from(before.is_some());
-                    None
-                }
-                _ => None,
-            };
-            book.set_count(p.key, next);
-            return;
-        }
-        let before = book.known(p.key);
-        let present = matches!(before, Known::Present(_));
-        let absent = before == Known::Absent;
-        let after = match (p.op, outcome) {
-            (Op::Put, Outcome::Ok) => Known::Present(p.counter),
-            (Op::Create, Outcome::Ok) => {
-                book.anomalies += u64::from(present);
-                Known::Present(p.counter)
-            }
-            (Op::Create, Outcome::Conflict) => {
-                book.anomalies += u64::from(absent);
-                before
-            }
-            (Op::Update, Outcome::Ok) => {
-                book.anomalies += u64::from(absent);
-                Known::Present(p.counter)
-            }
-            (Op::Update, Outcome::Miss) | (Op::Del, Outcome::Miss) => {
-                book.anomalies += u64::from(present);
-                Known::Absent
-            }
-            (Op::Del, Outcome::Ok) => {
-                book.anomalies += u64::from(absent);
-                Known::Absent
-            }
-            _ => Known::Unknown,
-        };
-        book.set(p.key, after);
-    }
-
-    /// Compares a read-back with what the key's owner knows.
-    fn check(&mut self, space: Space, key: u32, outcome: &Outcome, value: &[u8]) {
-        let Some(book) = &self.book else {
-            return;
-        };
-        let v = &mut self.verify;
-        v.checked += 1;
-        match space {
-            Space::Counter => {
-                let want = book.count(key);
-                match outcome {
-                    Outcome::Value(_) => {
-                        let got = crate::protocol::kv::parse_i64(value.trim_ascii_end());
-                        if got != want {
-                            v.wrong += 1;
-                        }
-                    }
-                    Outcome::Miss => v.missing += 1,
-                    _ => v.errors += 1,
-                }
-            }
-            Space::Data => match (book.known(key), outcome) {
-                (Known::Present(c), Outcome::Value(_)) => {
-                    let s = &self.sh.s;
-                    let len = self.sh.sizes[wire::size_index(s.seed, key, c, self.sh.sizes.len())];
-                    wire::expected_value(s.seed, key, c, len, &mut self.scratch);
-                    if value != &self.scratch[..] {
-                        v.wrong += 1;
-                    }
-                }
-                (Known::Present(_), Outcome::Miss) => v.missing += 1,
-                (Known::Absent, Outcome::Miss) => {}
-                (Known::Absent, Outcome::Value(_)) => v.undeleted += 1,
-                _ => v.errors += 1,
-            },
-        }
-    }
-
-    /// Fails every request pending on link `l` with `code` and marks it down.
-    fn fail_link(&mut self, l: usize, code: &str, out: &mut Vec<Output>) {
-        let now = self.now_ns();
-        let pending = std::mem::take(&mut self.links[l].pending);
-        let c = self.links[l].client;
-        let err = Outcome::Error(code.to_string());
-        for p in pending {
-            self.complete(c, p, &err, &[], now);
-        }
-        let link = &mut self.links[l];
-        link.state = LinkState::Down;
-        link.rbuf = BytesMut::new();
-        link.out = BytesMut::new();
-        if let Some(conn) = link.conn {
-            out.push(Output::Close { conn });
-        }
-    }
-
-    fn on_data(&mut self, l: usize, data: BytesMut, out: &mut Vec<Output>) {
-        let proto = self.sh.proto;
-        let mut rbuf = std::mem::take(&mut self.links[l].rbuf);
-        if rbuf.is_empty() {
-            rbuf = data;
-        } else {
-            rbuf.extend_from_slice(&data);
-        }
-        let now = self.now_ns();
-        let c = self.links[l].client;
-        let mut at = 0;
-        let mut broken = None;
-        while at < rbuf.len() {
-            let Some(op) = self.links[l].pending.front().map(|p| p.op) else {
-                broken = Some("a reply to no request".to_string());
-                break;
-            };
-            match wire::parse_reply(proto, op, &rbuf[at..]) {
-                Ok(Some((outcome, used))) => {
-                    let p = self.links[l].pending.pop_front().expect("front exists");
-                    let value = match &outcome {
-                        Outcome::Value(r) => &rbuf[at + r.start..at + r.end],
-                        _ => &[][..],
-                    };
-                    self.complete(c, p, &outcome, value, now);
-                    at += used;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
-        }
-        rbuf.advance(at);
-        self.links[l].rbuf = rbuf;
-        if let Some(why) = broken {
-            log::warn!("{}: {why}; closing", self.nodes[self.links[l].node].label);
-            self.fail_link(l, "BADREPLY", out);
-        }
-        self.fill(c);
-    }
-
-    fn on_down(&mut self, l: usize, out: &mut Vec<Output>) {
-        if self.links[l].state != LinkState::Down {
-            self.fail_link(l, "CLOSED", out);
-        }
-        let c = self.links[l].client;
-        let any_up = self.clients[c]
-            .links
-            .iter()
-            .flatten()
-            .any(|&x| self.links[x].state != LinkState::Down);
-        if !any_up {
-            self.clients[c].dead = true;
-        }
-        self.fill(c);
     }
 
     fn send_tick(&mut self, now_ns: u64) {
@@ -950,7 +561,11 @@ impl Driver {
         verify.anomalies = self.book.as_ref().map_or(0, |b| b.anomalies);
         let _ = self.tx.send(Msg::Finished(
             self.thread,
-            Box::new(ThreadResult { stats, verify }),
+            Box::new(ThreadResult {
+                stats,
+                verify,
+                broken: self.broken,
+            }),
         ));
         for link in &self.links {
             if let Some(conn) = link.conn {
@@ -1006,6 +621,7 @@ impl Service for Driver {
                 }
                 log::warn!("cannot connect to {addr}");
                 self.links[l].state = LinkState::Down;
+                self.broken += 1;
                 self.on_down(l, out);
                 self.advance(out);
             }

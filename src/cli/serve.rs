@@ -1,0 +1,252 @@
+//! The two servers' flags and mains, shared by their entry points: `gtstore-manager`
+//! and `gtstore manager` run [`run_manager`] with [`ManagerArgs`]; `gtstore-storage`
+//! and `gtstore storage` run [`run_storage`] with [`StorageArgs`]. Both entry points
+//! therefore take exactly the same flags, and `gtstore` alone is enough to run a whole
+//! cluster (the launcher, [`super::cluster`], starts its children from its own
+//! executable).
+//!
+//! Each server says where it listens in one log line, `NAME listening on HOST:PORT`
+//! (a storage node adds ` (manager ADDR)`; its RESP port gets `NAME RESP listening on
+//! HOST:PORT`). Scripts, the tests and the launcher read the port from that line when
+//! it was picked by the OS (`--port 0`), so it is logged under the target
+//! [`LISTENING_TARGET`], which [`crate::init_logging`] keeps at `info` whatever
+//! `RUST_LOG` says.
+
+use crate::coordinator::{Manager, ManagerConfig};
+use crate::protocol::resp::Limits;
+use crate::reactor::{Config, Reactor};
+use crate::storage::wal::{Fsync, MAX_BODY};
+use crate::storage::{NodeConfig, StorageNode};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// The log target of the `listening on` lines, always logged at `info`.
+pub const LISTENING_TARGET: &str = "gtstore::listening";
+
+/// One-line description of the manager (`--help`).
+pub const MANAGER_ABOUT: &str = "The gtstore manager: membership, the ring, failure detection";
+/// What `--help` says about the manager.
+pub const MANAGER_LONG_ABOUT: &str = "\
+The gtstore manager: owns membership and the consistent-hashing ring, gives ids \
+to clients and nodes, recommends contact nodes and detects failures. It is not \
+on the data path.";
+/// One-line description of a storage node (`--help`).
+pub const STORAGE_ABOUT: &str = "A gtstore storage node: holds and serves key-value data";
+/// What `--help` says about a storage node.
+pub const STORAGE_LONG_ABOUT: &str = "\
+A gtstore storage node: holds sectors of key-value data and serves any key-value \
+request of the wire protocol (docs/protocol.md).";
+
+/// The manager's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ManagerArgs {
+    /// Port to listen on (0 picks a free one; the log line says which).
+    #[arg(long, default_value_t = crate::DEFAULT_MANAGER_PORT)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Cluster secret storage nodes must present (no spaces).
+    #[arg(long, default_value = crate::DEFAULT_SECRET)]
+    pub secret: String,
+    /// A node silent this long (ms) is marked down.
+    #[arg(long, default_value_t = 2000)]
+    pub down_after: u64,
+    /// A node down this long (ms) is dropped from the ring and its ranges are
+    /// copied again from the other replicas until every key has N copies. Off by
+    /// default: then only `gtstore drop` does that.
+    #[arg(long, value_name = "MS")]
+    pub dead_after: Option<u64>,
+    /// N: how many nodes hold each key (capped by the nodes in the ring).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// R: copies a read waits for (1..=N); R + W > N makes reads see every
+    /// acknowledged write.
+    #[arg(long, default_value_t = 2)]
+    pub read_quorum: u32,
+    /// W: acknowledgements a write waits for (1..=N); an acknowledged write
+    /// survives the crash of any W-1 of its replicas.
+    #[arg(long, default_value_t = 2)]
+    pub write_quorum: u32,
+    /// For this long after the start (ms), a node that is not a member of the
+    /// membership being recovered from the nodes is told to retry, so the old
+    /// members re-register first after a manager restart. 0 turns it off (a
+    /// brand-new cluster then forms at once).
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub recovery_ms: u64,
+}
+
+/// A storage node's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StorageArgs {
+    /// Port to listen on (0 picks a free one; the log line says which).
+    #[arg(long, default_value_t = 7001)]
+    pub port: u16,
+    /// Address to listen on and advertise to clients and peers.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The manager's HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub manager: String,
+    /// Tokens (virtual nodes) to ask for: more tokens, a bigger share of the keys.
+    #[arg(long, default_value_t = crate::DEFAULT_TOKENS, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub tokens: u32,
+    /// Cluster secret that proves membership to the manager and peers (no spaces).
+    #[arg(long, default_value = crate::DEFAULT_SECRET)]
+    pub secret: String,
+    /// Largest request payload accepted, in bytes.
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_PAYLOAD)]
+    pub max_frame: u32,
+    /// Also serve RESP2 (the Redis protocol: redis-cli, redis-benchmark) on this
+    /// port of --host (0 picks a free one; the log line says which).
+    #[arg(long)]
+    pub resp_port: Option<u16>,
+    /// A delete's tombstone is collected once it is this old (ms) and every
+    /// replica of its key holds it; it must outlast any delay of an older copy
+    /// of the key still in flight.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub tombstone_grace: u64,
+    /// Keep the data on disk in DIR (created if missing): an append-only log of
+    /// every write plus snapshots, replayed on start, and the node's id and last
+    /// ring. One node per directory. Without it the node keeps data in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --data-dir, when writes reach the disk: `batch` fsyncs once per event
+    /// loop turn before the replies it covers (survives power loss); `always`
+    /// fsyncs every write on its own (same guarantee, slower); `never` writes
+    /// before replying but leaves flushing to the OS (survives a process crash,
+    /// not a power loss).
+    #[arg(long, default_value = "batch", value_name = "always|batch|never")]
+    pub fsync: Fsync,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() || secret.contains(char::is_whitespace) {
+        return Err("--secret must be non-empty and without spaces".into());
+    }
+    Ok(())
+}
+
+/// Runs a manager until SIGINT or SIGTERM.
+pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
+    check_secret(&args.secret)?;
+    let n = args.replicas;
+    if n == 0 || !(1..=n).contains(&args.read_quorum) || !(1..=n).contains(&args.write_quorum) {
+        return Err(format!(
+            "need --replicas >= 1 and both quorums in 1..=replicas (got N={n} R={} W={})",
+            args.read_quorum, args.write_quorum
+        ));
+    }
+    let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
+    let bind = resolve(&format!("{}:{}", args.host, args.port))
+        .map_err(|_| format!("cannot resolve --host {}", args.host))?;
+    let (_, local) = reactor
+        .bind(bind)
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    reactor.handle_signals().map_err(|e| e.to_string())?;
+    log::info!(
+        target: LISTENING_TARGET,
+        "gtstore-manager listening on {}:{}",
+        args.host,
+        local.port()
+    );
+    let mut manager = Manager::new(ManagerConfig {
+        secret: args.secret,
+        down_after_ms: args.down_after,
+        dead_after_ms: args.dead_after,
+        replicas: args.replicas,
+        read_quorum: args.read_quorum,
+        write_quorum: args.write_quorum,
+        recovery_ms: args.recovery_ms,
+        ..ManagerConfig::default()
+    });
+    reactor.run(&mut manager).map_err(|e| e.to_string())
+}
+
+/// Runs a storage node until SIGINT (stop) or SIGTERM (hand the data over and leave).
+pub fn run_storage(args: StorageArgs) -> Result<(), String> {
+    check_secret(&args.secret)?;
+    let manager = resolve(&args.manager)?;
+    if args.data_dir.is_some() && u64::from(args.max_frame) + 65_536 > u64::from(MAX_BODY) {
+        return Err(format!(
+            "--max-frame above {} bytes cannot be logged",
+            MAX_BODY - 65_536
+        ));
+    }
+    let mut reactor = Reactor::new(Config {
+        max_payload: args.max_frame,
+        ..Config::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let bind = resolve(&format!("{}:{}", args.host, args.port))?;
+    let (_, local) = reactor
+        .bind(bind)
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let advertise = format!("{}:{}", args.host, local.port());
+    let mut cfg = NodeConfig::new(advertise.clone(), manager);
+    cfg.secret = args.secret;
+    cfg.tokens = args.tokens;
+    cfg.tombstone_grace_ms = args.tombstone_grace;
+    // Versions follow the wall clock; the reactor's clock starts about now.
+    cfg.clock_base_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    reactor.handle_signals().map_err(|e| e.to_string())?;
+    let mut node = StorageNode::new(cfg);
+    if let Some(dir) = &args.data_dir {
+        recover(&mut node, dir, args.fsync)?;
+    }
+    // Announced once the data is back: the line means "ready".
+    log::info!(
+        target: LISTENING_TARGET,
+        "gtstore-storage listening on {advertise} (manager {manager})"
+    );
+    if let Some(port) = args.resp_port {
+        let bind = resolve(&format!("{}:{port}", args.host))?;
+        let (index, local) = reactor
+            .bind(bind)
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        assert_eq!(index, crate::storage::resp::LISTENER, "RESP is listener 1");
+        node.enable_resp(Limits::new(args.max_frame as usize));
+        log::info!(
+            target: LISTENING_TARGET,
+            "gtstore-storage RESP listening on {}:{}",
+            args.host,
+            local.port()
+        );
+    }
+    reactor.run(&mut node).map_err(|e| e.to_string())?;
+    match node.failure() {
+        Some(why) => Err(format!("stopped: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Opens `dir` for `node` and replays what it holds.
+fn recover(node: &mut StorageNode, dir: &Path, fsync: Fsync) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let found = node.open_data_dir(dir, fsync).map_err(|e| e.to_string())?;
+    if let Some(why) = &found.cut_reason {
+        log::warn!("cut {} bytes of damaged log tail: {why}", found.cut);
+    }
+    log::info!(
+        "recovered {} entries ({} from the snapshot, {} live keys; node {}, ring epoch {}) \
+         from {} in {} ms; fsync {}",
+        found.records,
+        found.from_snapshot,
+        found.keys,
+        found.node_id,
+        found.epoch,
+        dir.display(),
+        started.elapsed().as_millis(),
+        fsync
+    );
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Who is in the cluster: registration (`NODE_JOIN`), ids, and departures
+//! (`LEAVE` from a node, `DROP` from the operator).
+//!
+//! A storage node opens a link and sends `NODE_JOIN` with the cluster secret, its
+//! advertised address and how many tokens it wants. A node is known by its
+//! address: one that comes back on the same address gets its old id and tokens
+//! (and, if failure detection marked it down meanwhile, `catch_up` in `JOINED`:
+//! it may have missed writes). A new node gets the next id and tokens from
+//! [`super::tokens`]; it joins as `joining` if others serve already (they hand it
+//! its ranges first), as `up` otherwise.
+//!
+//! A departing node that is up becomes `leaving` and hands its data over; a
+//! `joining` one holds nothing and is removed at once; a `down` one's tokens go
+//! straight to the others (its data is copied again from the other replicas, or
+//! lost with N = 1). The last serving node cannot leave.
+
+use super::{Manager, NodeRecord};
+use crate::protocol::cluster::NodeRef;
+use crate::protocol::{Error, ErrorCode, Message};
+use crate::reactor::{ConnId, Millis};
+use crate::ring::{NodeEntry, NodeState, Ring};
+
+/// Most tokens a node may ask for.
+const MAX_TOKENS: u32 = 4096;
+
+/// A `NODE_JOIN`'s fields.
+pub(super) struct Join<'a> {
+    pub secret: &'a str,
+    pub addr: &'a str,
+    pub tokens: u32,
+    pub offer: Option<&'a Ring>,
+}
+
+impl Manager {
+    /// Registers the node sending `join` on `conn`; the answer is `JOINED`.
+    pub(super) fn join(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        join: Join<'_>,
+    ) -> Result<Message, Error> {
+        if join.secret != self.cfg.secret {
+            return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
+        }
+        if !(1..=MAX_TOKENS).contains(&join.tokens) {
+            return Err(Error::new(
+                ErrorCode::BadOp,
+                format!("NODE_JOIN needs TOKENS in 1..={MAX_TOKENS}"),
+            ));
+        }
+        let addr = join.addr;
+        self.consider_offer(join.offer, addr, now);
+        self.turn_away(addr)?;
+        let existing = self.id_at(addr);
+        let id = match existing {
+            Some(id) => id,
+            None => self.add_node(now, addr, join.tokens),
+        };
+        let node = self.nodes.get_mut(&id).expect("present or inserted above");
+        if let Some(old) = node.conn.replace(conn) {
+            self.links.remove(&old);
+        }
+        node.last_seen = now;
+        // A new process, or the same one on a new link: its heartbeats say.
+        node.keys = 0;
+        let missed = std::mem::take(&mut node.missed);
+        if node.entry.state == NodeState::Down {
+            let others_serve = existing.is_none()
+                && (self.nodes.values())
+                    .any(|n| n.entry.id != id && n.entry.state == NodeState::Up);
+            let node = self.nodes.get_mut(&id).expect("present");
+            node.entry.state = match others_serve {
+                true => NodeState::Joining,
+                false => NodeState::Up,
+            };
+            self.epoch += 1;
+            log::info!(
+                "node {id} at {addr} is {} (epoch {})",
+                node.entry.state,
+                self.epoch
+            );
+        }
+        self.links.insert(conn, id);
+        Ok(Message::Joined {
+            node_id: id,
+            catch_up: missed,
+            ring: self.ring(),
+        })
+    }
+
+    /// Adds a node the membership does not know, with the next id and a token
+    /// plan; it starts `down` until its registration finishes.
+    fn add_node(&mut self, now: Millis, addr: &str, tokens: u32) -> u32 {
+        self.end_recovery();
+        let id = self.next_node_id;
+        self.next_node_id += 1;
+        let entry = NodeEntry {
+            id,
+            addr: addr.to_string(),
+            state: NodeState::Down,
+            tokens: self.plan_new_tokens(id, addr, tokens as usize),
+        };
+        self.nodes.insert(id, NodeRecord::new(entry, now));
+        log::info!("node {id} joined at {addr}");
+        id
+    }
+
+    /// Finds a node the operator named.
+    pub(super) fn find_node(&self, node: &NodeRef) -> Option<u32> {
+        match node {
+            NodeRef::Id(id) => self.nodes.contains_key(id).then_some(*id),
+            NodeRef::Addr(addr) => self.id_at(addr),
+        }
+    }
+
+    /// Starts the departure of node `id`.
+    pub(super) fn leave(&mut self, id: u32) -> Result<(), Error> {
+        let serving = (self.nodes.values())
+            .filter(|n| n.entry.state == NodeState::Up && n.entry.id != id)
+            .count();
+        let state = self
+            .nodes
+            .get(&id)
+            .map(|n| n.entry.state)
+            .ok_or_else(|| Error::new(ErrorCode::BadKey, format!("no node {id}")))?;
+        self.end_recovery();
+        match state {
+            NodeState::Leaving => {}
+            NodeState::Joining => {
+                // It holds nothing yet.
+                self.nodes.remove(&id);
+                self.epoch += 1;
+            }
+            NodeState::Down => self.drop_down_node(id),
+            NodeState::Up if serving == 0 => {
+                return Err(Error::new(
+                    ErrorCode::Unavailable,
+                    "the last serving node cannot leave",
+                ))
+            }
+            NodeState::Up => {
+                let n = self.nodes.get_mut(&id).expect("looked up above");
+                n.entry.state = NodeState::Leaving;
+                self.epoch += 1;
+                log::info!("node {id} is leaving (epoch {})", self.epoch);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,421 @@
+use super::*;
+use crate::protocol::{op, Frame};
+use crate::reactor::{ConnId, Input, Millis, Output, Service};
+use crate::ring::NodeState;
+
+fn step(m: &mut Manager, now: Millis, input: Input) -> Vec<Output> {
+    let mut out = Vec::new();
+    m.step(now, input, &mut out);
+    out
+}
+
+fn reply(out: &[Output]) -> (u8, String) {
+    match &out[0] {
+        Output::Send { frame, .. } => (frame.op, String::from_utf8_lossy(&frame.payload).into()),
+        o => panic!("expected a reply, got {o:?}"),
+    }
+}
+
+fn join(m: &mut Manager, now: Millis, conn: ConnId, addr: &str) -> (u8, String) {
+    let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8"));
+    reply(&step(m, now, Input::Frame { conn, frame: f }))
+}
+
+#[test]
+fn ids_round_robin_and_failure_detection() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let client = ConnId::new(9, 1);
+    let hello = || Input::Frame {
+        conn: client,
+        frame: Frame::new(op::HELLO, 0, 0, ""),
+    };
+    assert!(reply(&step(&mut m, 0, hello()))
+        .1
+        .starts_with("UNAVAILABLE"));
+
+    let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+    let (op_a, text_a) = join(&mut m, 0, a, "127.0.0.1:7001");
+    assert_eq!(op_a, op::JOINED);
+    assert!(text_a.starts_with("1\nepoch 1\n"));
+    let (_, text_b) = join(&mut m, 0, b, "127.0.0.1:7002");
+    assert!(text_b.starts_with("2\nepoch 2\n"));
+    assert!(text_b.contains("node 2 127.0.0.1:7002 joining"), "{text_b}");
+    // Node 2 serves once node 1 has handed its share over.
+    assert_eq!(reply(&step(&mut m, 0, hello())).1, "1 1 127.0.0.1:7001");
+    let done = Input::Frame {
+        conn: a,
+        frame: Frame::new(op::HANDOFF_DONE, 0, 1, "2"),
+    };
+    step(&mut m, 0, done);
+    assert_eq!(m.ring().epoch, 3);
+    assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
+
+    let w: Vec<String> = (0..4).map(|_| reply(&step(&mut m, 1, hello())).1).collect();
+    assert_eq!(
+        w,
+        [
+            "2 2 127.0.0.1:7002",
+            "3 1 127.0.0.1:7001",
+            "4 2 127.0.0.1:7002",
+            "5 1 127.0.0.1:7001"
+        ]
+    );
+
+    // Node 2 falls silent: after down_after it is down and skipped.
+    let hb = Input::Frame {
+        conn: a,
+        frame: Frame::new(op::HEARTBEAT, 0, 1, "42"),
+    };
+    assert!(step(&mut m, 1_500, hb).is_empty());
+    step(&mut m, 2_100, Input::Timer { id: TIMER_TICK });
+    let s = m.status_json();
+    assert_eq!(s["live_nodes"], 1);
+    assert_eq!(s["nodes"][0]["keys"], 42);
+    assert_eq!(s["nodes"][1]["state"], "down");
+    assert!(reply(&step(&mut m, 2_101, hello()))
+        .1
+        .ends_with("127.0.0.1:7001"));
+
+    // It comes back on the same address, on a new link: same id, same tokens,
+    // and it is told it was down (it may have missed writes).
+    let tokens_before = m.ring().node(2).unwrap().tokens.clone();
+    let b2 = ConnId::new(2, 2);
+    assert!(join(&mut m, 3_000, b2, "127.0.0.1:7002")
+        .1
+        .starts_with("2 catch-up\n"));
+    assert_eq!(m.ring().node(2).unwrap().tokens, tokens_before);
+    // The old link closing late does not mark it down again.
+    step(&mut m, 3_001, Input::Closed { conn: b });
+    assert_eq!(m.status_json()["live_nodes"], 2);
+}
+
+/// NODE_JOIN offering `ring` from `addr`.
+fn join_offering(m: &mut Manager, conn: ConnId, addr: &str, ring: &str) -> (u8, String) {
+    let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8\n{ring}"));
+    reply(&step(m, 0, Input::Frame { conn, frame: f }))
+}
+
+const OLD: &str = "epoch 5\nreplicas 3 2 2\n\
+    node 1 127.0.0.1:7001 up 10,40\n\
+    node 2 127.0.0.1:7002 up 20,50\n";
+const NEW: &str = "epoch 7\nreplicas 3 2 2\n\
+    node 1 127.0.0.1:7001 up 10,40\n\
+    node 2 127.0.0.1:7002 down 20,50\n\
+    node 4 127.0.0.1:7004 up 30,60\n";
+
+fn tokens(m: &Manager, id: u32) -> Vec<u64> {
+    m.ring()
+        .node(id)
+        .map(|n| n.tokens.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_restarted_manager_adopts_the_newest_offered_ring() {
+    let mut m = Manager::new(ManagerConfig::default());
+    // The first node back knows an older ring: adopted, the others down.
+    let (op_a, text) = join_offering(&mut m, ConnId::new(1, 1), "127.0.0.1:7002", OLD);
+    assert_eq!(op_a, op::JOINED);
+    assert!(text.starts_with("2\n"), "{text}");
+    assert_eq!(tokens(&m, 2), vec![20, 50]);
+    assert_eq!(m.ring().node(1).unwrap().state, NodeState::Down);
+    assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
+    assert!(m.ring().epoch > 5);
+    // The second knows a newer one: it wins, node 2 keeps its link and id.
+    let (_, text) = join_offering(&mut m, ConnId::new(2, 1), "127.0.0.1:7004", NEW);
+    assert!(text.starts_with("4\n"), "{text}");
+    let r = m.ring();
+    assert!(r.epoch > 7, "epoch {} must pass every offered one", r.epoch);
+    assert_eq!(r.nodes().len(), 3);
+    assert_eq!(tokens(&m, 4), vec![30, 60]);
+    assert_eq!(r.node(2).unwrap().state, NodeState::Up, "still linked");
+    assert_eq!(r.node(1).unwrap().state, NodeState::Down);
+    // Node 2's heartbeats still count for node 2.
+    let hb = Frame::new(op::HEARTBEAT, 0, 2, "77");
+    step(
+        &mut m,
+        1,
+        Input::Frame {
+            conn: ConnId::new(1, 1),
+            frame: hb,
+        },
+    );
+    assert_eq!(m.status_json()["nodes"][1]["keys"], 77);
+    // An older offer later changes nothing; node 1 gets its id back.
+    let (_, text) = join_offering(&mut m, ConnId::new(3, 1), "127.0.0.1:7001", OLD);
+    assert!(text.starts_with("1\n"), "{text}");
+    assert_eq!(tokens(&m, 4), vec![30, 60]);
+    assert_eq!(m.status_json()["live_nodes"], 3);
+    // A new node gets an id above every offered one: no reuse.
+    let (_, text) = join(&mut m, 0, ConnId::new(4, 1), "127.0.0.1:7009");
+    assert!(text.starts_with("5\n"), "{text}");
+    // That was a change of our own: offers are ignored from now on.
+    let epoch = m.ring().epoch;
+    let newer = NEW.replace("epoch 7", &format!("epoch {}", epoch + 10));
+    let newer = newer.replace("30,60", "31,61");
+    join_offering(&mut m, ConnId::new(2, 2), "127.0.0.1:7004", &newer);
+    assert_eq!(tokens(&m, 4), vec![30, 60]);
+}
+
+#[test]
+fn a_manager_that_formed_the_cluster_ignores_offers() {
+    let mut m = Manager::new(ManagerConfig::default());
+    join(&mut m, 0, ConnId::new(1, 1), "127.0.0.1:7001");
+    let before = m.ring().encode();
+    join_offering(&mut m, ConnId::new(1, 2), "127.0.0.1:7001", NEW);
+    assert_eq!(m.ring().node(1).unwrap().tokens.len(), 8);
+    assert!(m.ring().node(4).is_none());
+    assert_eq!(m.ring().encode(), before, "no change at all");
+}
+
+#[test]
+fn an_adopted_ring_drops_links_it_does_not_know() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let five =
+        "epoch 5\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 20\nnode 3 127.0.0.1:7003 up 10\n";
+    join_offering(&mut m, ConnId::new(1, 1), "127.0.0.1:7003", five);
+    // Node 3 left by epoch 7 (the newer ring has no node 3).
+    let out = {
+        let f = Frame::new(
+            op::NODE_JOIN,
+            0,
+            0,
+            format!("gtstore 127.0.0.1:7001 8\n{NEW}"),
+        );
+        step(
+            &mut m,
+            0,
+            Input::Frame {
+                conn: ConnId::new(2, 1),
+                frame: f,
+            },
+        )
+    };
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Close { conn } if *conn == ConnId::new(1, 1))),
+        "{out:?} {}",
+        m.ring().encode()
+    );
+    assert!(m.ring().node(3).is_none());
+    assert_eq!(m.ring().node(1).unwrap().state, NodeState::Up);
+}
+
+#[test]
+fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
+    let mut m = Manager::new(ManagerConfig {
+        replicas: 2,
+        dead_after_ms: Some(5_000),
+        ..ManagerConfig::default()
+    });
+    let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    for (conn, addr) in [(b, "127.0.0.1:7002"), (c, "127.0.0.1:7003")] {
+        join(&mut m, 0, conn, addr);
+        for from in [a, b] {
+            let done = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
+            step(
+                &mut m,
+                0,
+                Input::Frame {
+                    conn: from,
+                    frame: done,
+                },
+            );
+        }
+    }
+    assert_eq!(m.status_json()["live_nodes"], 3);
+    let tokens_of_3 = m.ring().node(3).unwrap().tokens.len();
+    step(&mut m, 1_000, Input::Closed { conn: c });
+    assert_eq!(m.ring().node(3).unwrap().state, NodeState::Down);
+    // Down, but not for long enough.
+    step(&mut m, 5_900, Input::Timer { id: TIMER_TICK });
+    assert!(m.ring().node(3).is_some());
+    let hb = |conn| Input::Frame {
+        conn,
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),
+    };
+    step(&mut m, 6_100, hb(a));
+    step(&mut m, 6_100, hb(b));
+    step(&mut m, 6_100, Input::Timer { id: TIMER_TICK });
+    let ring = m.ring();
+    assert!(ring.node(3).is_none(), "node 3 is dropped");
+    let kept: usize = [1, 2]
+        .iter()
+        .map(|&id| ring.node(id).unwrap().tokens.len())
+        .sum();
+    assert_eq!(kept, 2 * 8 + tokens_of_3, "its tokens went to the others");
+    assert_eq!(m.status_json()["live_nodes"], 2);
+}
+
+#[test]
+fn a_new_node_waits_until_the_recovery_window_is_over() {
+    let mut m = Manager::new(ManagerConfig {
+        recovery_ms: 3_000,
+        ..ManagerConfig::default()
+    });
+    step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+    // A brand-new node is first (the old members are still backing off): it
+    // is told to retry, and nothing changes.
+    let newcomer = |m: &mut Manager, now: Millis, conn| {
+        let f = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 8");
+        reply(&step(m, now, Input::Frame { conn, frame: f }))
+    };
+    let (code, text) = newcomer(&mut m, 1_100, ConnId::new(9, 1));
+    assert_eq!(code, op::ERR);
+    assert!(text.starts_with("UNAVAILABLE "), "{text}");
+    assert!(m.ring().nodes().is_empty());
+    // The old members come back and offer their rings: ids and tokens kept.
+    let (_, text) = join_offering(&mut m, ConnId::new(2, 1), "127.0.0.1:7002", OLD);
+    assert!(text.starts_with("2\n"), "{text}");
+    let (code, _) = newcomer(&mut m, 2_000, ConnId::new(9, 2));
+    assert_eq!(code, op::ERR, "still inside the window");
+    let (_, text) = join_offering(&mut m, ConnId::new(4, 1), "127.0.0.1:7004", NEW);
+    assert!(text.starts_with("4\n"), "the newer ring wins: {text}");
+    // A member of the adopted ring needs no offer to be let in.
+    let plain = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7001 8");
+    let (code, text) = reply(&step(
+        &mut m,
+        2_500,
+        Input::Frame {
+            conn: ConnId::new(1, 1),
+            frame: plain,
+        },
+    ));
+    assert_eq!((code, &text[..2]), (op::JOINED, "1\n"));
+    assert_eq!(m.status_json()["live_nodes"], 3);
+    // After the window the new node registers, with a fresh id, joining the
+    // recovered membership.
+    let (code, text) = newcomer(&mut m, 4_000, ConnId::new(9, 3));
+    assert_eq!(code, op::JOINED);
+    assert!(text.starts_with("5\n"), "{text}");
+    assert_eq!(m.ring().node(5).unwrap().state, NodeState::Joining);
+    assert_eq!((tokens(&m, 1), tokens(&m, 4)), (vec![10, 40], vec![30, 60]));
+}
+
+#[test]
+fn without_a_recovery_window_a_new_node_registers_at_once() {
+    let mut m = Manager::new(ManagerConfig::default());
+    step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+    let (code, text) = join(&mut m, 1_001, ConnId::new(1, 1), "127.0.0.1:7001");
+    assert_eq!(code, op::JOINED);
+    assert!(text.starts_with("1\n"), "{text}");
+}
+
+#[test]
+fn member_ops_need_a_join() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let c = ConnId::new(3, 1);
+    let hb = Input::Frame {
+        conn: c,
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "1"),
+    };
+    assert!(reply(&step(&mut m, 0, hb)).1.starts_with("BADOP"));
+    let bad = Input::Frame {
+        conn: c,
+        frame: Frame::new(op::NODE_JOIN, 0, 0, "wrong 1:1 8"),
+    };
+    let out = step(&mut m, 0, bad);
+    assert!(reply(&out).1.starts_with("AUTH"));
+    assert!(matches!(out[1], Output::Close { .. }));
+}
+
+fn ask(m: &mut Manager, now: Millis, op: u8, payload: &str) -> (u8, String) {
+    let frame = Frame::new(op, 7, 0, payload.to_string());
+    let out = step(
+        m,
+        now,
+        Input::Frame {
+            conn: ConnId::new(8, 1),
+            frame,
+        },
+    );
+    match &out[0] {
+        Output::Send { frame, .. } => assert_eq!(frame.client_id, 7, "the request's id"),
+        o => panic!("expected a reply, got {o:?}"),
+    }
+    reply(&out)
+}
+
+#[test]
+fn while_recovering_clients_are_told_what_is_happening() {
+    let mut m = Manager::new(ManagerConfig {
+        recovery_ms: 3_000,
+        ..ManagerConfig::default()
+    });
+    step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+    assert_eq!(m.status_json()["recovering_ms_left"], 3_000);
+    let (code, text) = ask(&mut m, 1_400, op::HELLO, "");
+    assert_eq!(code, op::ERR);
+    assert_eq!(
+        text,
+        "UNAVAILABLE manager is recovering its membership (2600 ms left)"
+    );
+    assert_eq!(m.status_json()["recovering_ms_left"], 2_600, "counts down");
+    let (code, text) = ask(&mut m, 1_500, op::RING, "");
+    assert_eq!(code, op::ERR);
+    assert!(text.ends_with("(2500 ms left)"), "{text}");
+    let (code, text) = ask(&mut m, 1_500, op::DROP, "3");
+    assert_eq!(code, op::ERR, "node 3 may still be learned back: {text}");
+    // STATUS is served, and a node the recovered ring lists gets in.
+    assert_eq!(ask(&mut m, 1_600, op::STATUS, "").0, op::STATUS_REPLY);
+    join_offering(&mut m, ConnId::new(2, 1), "127.0.0.1:7002", OLD);
+    let (code, text) = ask(&mut m, 1_700, op::HELLO, "");
+    assert_eq!((code, &text[..]), (op::WELCOME, "1 2 127.0.0.1:7002"));
+    assert_eq!(ask(&mut m, 1_700, op::DROP, "9").0, op::ERR);
+    // After the window: 0 left, and plain answers.
+    step(&mut m, 4_100, Input::Timer { id: TIMER_TICK });
+    assert_eq!(m.status_json()["recovering_ms_left"], 0);
+    assert_eq!(ask(&mut m, 4_100, op::DROP, "9").0, op::NOT_FOUND);
+}
+
+#[test]
+fn a_turned_away_node_is_logged_once() {
+    let mut m = Manager::new(ManagerConfig {
+        recovery_ms: 3_000,
+        ..ManagerConfig::default()
+    });
+    step(&mut m, 0, Input::Timer { id: TIMER_INIT });
+    for (i, now) in [100, 300, 700, 1_500].into_iter().enumerate() {
+        let (code, text) = join(&mut m, now, ConnId::new(9, i as u32), "127.0.0.1:7009");
+        assert_eq!(code, op::ERR);
+        assert!(
+            text.starts_with("UNAVAILABLE manager is recovering"),
+            "{text}"
+        );
+    }
+    assert_eq!(m.turned_away.len(), 1);
+    step(&mut m, 2_900, Input::Timer { id: TIMER_TICK });
+    assert_eq!(m.turned_away.len(), 1, "still inside the window");
+    // The window's end clears the list.
+    assert_eq!(
+        join(&mut m, 3_100, ConnId::new(9, 9), "127.0.0.1:7009").0,
+        op::JOINED
+    );
+    assert!(m.turned_away.is_empty());
+}
+
+#[test]
+fn malformed_messages_get_badop() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let a = ConnId::new(1, 1);
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    for (o, payload) in [
+        (op::NODE_JOIN, "gtstore 127.0.0.1:7002"),
+        (op::NODE_JOIN, "gtstore 127.0.0.1:7002 0"),
+        (op::NODE_JOIN, "gtstore 127.0.0.1:7002 8\nepoch x\n"),
+        (op::HEARTBEAT, "lots"),
+        (op::HANDOFF_DONE, ""),
+        (op::LEAVE, "now"),
+        (op::DROP, ""),
+        (op::MIGRATE, ""),
+        (op::REFUSED, "catching-up"),
+    ] {
+        let frame = Frame::new(o, 0, 1, payload.to_string());
+        let out = step(&mut m, 1, Input::Frame { conn: a, frame });
+        let (code, text) = reply(&out);
+        assert_eq!(code, op::ERR, "{o} {payload:?}");
+        assert!(text.starts_with("BADOP"), "{o} {payload:?}: {text}");
+    }
+    assert_eq!(m.status_json()["live_nodes"], 1, "nothing changed");
+}

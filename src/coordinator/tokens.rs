@@ -1,0 +1,106 @@
+//! Token plans and ring changes: where a new node's tokens go, where a dropped
+//! node's tokens go, when pending moves settle, and pushing each new ring.
+//!
+//! A new node gets tokens chosen by [`crate::ring::plan_tokens`] to even out
+//! ownership (at least the count it asked for, more if the others hold many;
+//! [`crate::ring::join_token_count`]). A down node that is dropped hands its
+//! tokens to the others by [`crate::ring::plan_handoff`] at once: it cannot hand
+//! its data over, the other replicas copy it again.
+//!
+//! Moves: a ring with `joining` or `leaving` nodes has pending moves. Each serving
+//! node streams what it must hand over and reports `HANDOFF_DONE` for the epoch;
+//! once every serving node has (while recovering, also those not registered yet:
+//! one may be the only holder of some keys), the ring settles: joining nodes
+//! serve, leaving ones are removed, and the epoch moves on.
+//!
+//! At the end of every step, a ring whose epoch moved is pushed to every linked
+//! node as `RING_UPDATE`.
+
+use super::Manager;
+use crate::protocol::Message;
+use crate::reactor::Output;
+use crate::ring::{hash64, join_token_count, plan_handoff, plan_tokens, NodeState};
+
+impl Manager {
+    /// Tokens for new node `id` at `addr`, which asked for `count`.
+    pub(super) fn plan_new_tokens(&self, id: u32, addr: &str, count: usize) -> Vec<u64> {
+        let points = self.points();
+        let count = join_token_count(&points, count);
+        plan_tokens(&points, id, count, hash64(addr.as_bytes()))
+    }
+
+    /// Removes down node `id`, giving its tokens straight to the others.
+    pub(super) fn drop_down_node(&mut self, id: u32) {
+        for (t, to) in plan_handoff(&self.points(), id) {
+            if let Some(r) = self.nodes.get_mut(&to) {
+                r.entry.tokens.push(t);
+            }
+        }
+        self.nodes.remove(&id);
+        self.epoch += 1;
+        if self.cfg.replicas > 1 {
+            log::warn!(
+                "node {id} was down and is dropped; its ranges are copied \
+                 again from the other replicas (epoch {})",
+                self.epoch
+            );
+        } else {
+            log::warn!("node {id} was down and is dropped; its data is lost");
+        }
+    }
+
+    /// When every serving node has handed over what it must for this epoch, the
+    /// joining nodes start serving and the leaving ones leave: a new epoch.
+    pub(super) fn maybe_settle(&mut self) {
+        let ring = self.ring();
+        if !ring.has_moves() {
+            return;
+        }
+        let waiting = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
+            // While recovering, a node that must hand over but has not registered
+            // yet is waited for too: it may be the only holder of the keys.
+            .filter(|n| n.conn.is_some() || self.recovering)
+            .any(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch));
+        if waiting {
+            return;
+        }
+        self.end_recovery();
+        let settled = ring.settled();
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for id in ids {
+            match settled.node(id) {
+                Some(n) => {
+                    let rec = self.nodes.get_mut(&id).expect("listed");
+                    if rec.entry.state == NodeState::Joining {
+                        log::info!("node {id} now serves its tokens");
+                    }
+                    rec.entry.tokens = n.tokens.clone();
+                    rec.entry.state = n.state;
+                }
+                None => {
+                    log::info!("node {id} handed its data over and left the ring");
+                    self.nodes.remove(&id);
+                }
+            }
+        }
+        self.epoch += 1;
+    }
+
+    /// Sends the ring to every linked node if it changed since the last push.
+    pub(super) fn push_ring(&mut self, out: &mut Vec<Output>) {
+        if self.epoch == self.pushed_epoch {
+            return;
+        }
+        self.pushed_epoch = self.epoch;
+        let frame = Message::RingUpdate { ring: self.ring() }.encode();
+        for &conn in self.links.keys() {
+            out.push(Output::Send {
+                conn,
+                frame: frame.clone(),
+            });
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! Typed messages between gtstore processes: the manager's traffic with the
+//! storage nodes, the nodes' traffic with each other, and the operator's DROP.
+//!
+//! Every op of 50-99 (and DROP, 33) has one variant of [`Message`]; a replica's
+//! answers to the coordinator's requests are a [`Reply`], and a replica that will
+//! not let its copy count says why with a [`Refusal`]. Each type has
+//! `encode(&self) -> Frame` and `decode(&Frame) -> Result<_, Error>`: the one place
+//! where these payloads are written and read. Decoding is strict (a missing,
+//! extra or malformed field is an [`Error`] with a wire code, `BADOP` for a
+//! malformed message and `BADKEY` for a bad key) and never panics, whatever the
+//! bytes; keys and values stay views of the frame's payload (no copy).
+//! `encode` leaves the header's `CLIENTID` and `NODEID` at 0: the sender fills
+//! them in (the mesh's tag, the sender's id).
+//!
+//! The payloads, written out in docs/protocol.md:
+//! - text where a person may read them in a log or type them into netcat: the
+//!   manager's messages (`NODE_JOIN`, `JOINED`, `HEARTBEAT`, `HANDOFF_DONE`,
+//!   `RING_UPDATE`, `DROP`) and the catch-up rounds (`SYNC_REQ`, `SYNC_DONE`);
+//! - binary where they carry data: [`Record`]s (`MIGRATE`, `REPLICATE`, a
+//!   `REPL_READ` hit), and the versions of `REPLICATE` and `PURGE`.
+//!
+//! A record (`KLEN(u32 BE) KEY VERSION(u64 BE) FLAG(u8) [VLEN(u32 BE) VALUE]`,
+//! FLAG 1 with a value, 0 for a tombstone) is written by [`put_record`] and read by
+//! [`parse_records`]; a handoff chunk is a run of them.
+//!
+//! This module sits above [`crate::ring`] (its messages carry rings); the rest of
+//! `protocol` does not depend on the ring.
+//!
+//! Caveats: `encode` trusts its values: a secret or address with a space or a line
+//! feed, or a key or value over 4 GiB, does not survive the trip. The node's flags
+//! and the engine rule them out.
+
+use super::error::{Error, ErrorCode};
+use super::frame::{parse_decimal, Frame};
+use super::kv::check_key;
+use super::op;
+use crate::ring::Ring;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt;
+
+/// One versioned entry of a key: what moves between replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The key.
+    pub key: Bytes,
+    /// Orders writes to the key: higher wins.
+    pub version: u64,
+    /// The value, or `None` for a tombstone.
+    pub value: Option<Bytes>,
+}
+
+/// Bytes [`put_record`] writes for a key of `key` bytes and a value of `value`
+/// bytes (`None`: a tombstone).
+pub fn record_len(key: usize, value: Option<usize>) -> usize {
+    4 + key + 8 + 1 + value.map_or(0, |v| 4 + v)
+}
+
+/// Appends one record.
+pub fn put_record(buf: &mut BytesMut, key: &[u8], version: u64, value: Option<&[u8]>) {
+    buf.reserve(record_len(key.len(), value.map(<[u8]>::len)));
+    buf.put_u32(key.len() as u32);
+    buf.put_slice(key);
+    buf.put_u64(version);
+    match value {
+        Some(v) => {
+            buf.put_u8(1);
+            buf.put_u32(v.len() as u32);
+            buf.put_slice(v);
+        }
+        None => buf.put_u8(0),
+    }
+}
+
+/// Parses a run of records (a `MIGRATE` chunk); keys and values are views of
+/// `payload`. An empty payload is an empty run.
+pub fn parse_records(payload: &Bytes) -> Result<Vec<Record>, Error> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < payload.len() {
+        out.push(parse_record(payload, &mut at)?);
+    }
+    Ok(out)
+}
+
+/// Parses the one record that fills `payload` from `at` to its end.
+fn parse_one_record(payload: &Bytes, mut at: usize, what: &str) -> Result<Record, Error> {
+    let record = parse_record(payload, &mut at)?;
+    if at != payload.len() {
+        return Err(malformed(what, "bytes after its entry"));
+    }
+    Ok(record)
+}
+
+fn parse_record(payload: &Bytes, at: &mut usize) -> Result<Record, Error> {
+    fn take(payload: &Bytes, at: &mut usize, n: usize) -> Result<std::ops::Range<usize>, Error> {
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= payload.len())
+            .ok_or_else(|| malformed("entry", "cut short"))?;
+        let range = *at..end;
+        *at = end;
+        Ok(range)
+    }
+    fn u32_at(payload: &Bytes, at: &mut usize) -> Result<usize, Error> {
+        let r = take(payload, at, 4)?;
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&payload[r]);
+        Ok(u32::from_be_bytes(b) as usize)
+    }
+    let klen = u32_at(payload, at)?;
+    let key = payload.slice(take(payload, at, klen)?);
+    let version = be_u64(&payload[take(payload, at, 8)?]);
+    let flag = payload[take(payload, at, 1)?][0];
+    let value = match flag {
+        0 => None,
+        1 => {
+            let vlen = u32_at(payload, at)?;
+            Some(payload.slice(take(payload, at, vlen)?))
+        }
+        f => return Err(malformed("entry", &format!("flag {f} is neither 0 nor 1"))),
+    };
+    check_key(&key)?;
+    Ok(Record {
+        key,
+        version,
+        value,
+    })
+}
+
+/// A node named by the operator: its id, or its `HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeRef {
+    /// A node id.
+    Id(u32),
+    /// An advertised address.
+    Addr(String),
+}
+
+/// A message between cluster members (and the operator's DROP), by op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// 50, node -> manager and node -> node, the first frame on a link: the
+    /// membership proof. `SECRET SP HOST:PORT SP TOKENS [LF RING]`.
+    NodeJoin {
+        /// The cluster secret.
+        secret: String,
+        /// Where the node is reached.
+        addr: String,
+        /// How many tokens it asks for.
+        tokens: u32,
+        /// To the manager: the last ring the node installed, if it lists the node
+        /// (a restarted manager recovers the membership from these).
+        offer: Option<Ring>,
+    },
+    /// 60, manager -> node: registered. `NODEID [SP catch-up] LF RING`.
+    Joined {
+        /// The node's id.
+        node_id: u32,
+        /// The manager had marked it down since it last registered: it may have
+        /// missed writes and must catch up.
+        catch_up: bool,
+        /// The current ring.
+        ring: Ring,
+    },
+    /// 51, node -> manager, periodic: `KEYS [SP catching-up]`.
+    Heartbeat {
+        /// Keys the node holds.
+        keys: u64,
+        /// The node is catching up on writes it may have missed.
+        catching_up: bool,
+    },
+    /// 53, node -> manager: `EPOCH`; everything the node had to hand over for that
+    /// epoch is acknowledged.
+    HandoffDone {
+        /// The ring epoch the handoff served.
+        epoch: u64,
+    },
+    /// 54, node -> manager, empty: the node wants to leave.
+    Leave,
+    /// 61, manager -> node: the RING text, on every epoch change.
+    RingUpdate {
+        /// The new ring.
+        ring: Ring,
+    },
+    /// 33, operator -> manager: `NODEID` or `HOST:PORT`; that node leaves.
+    Drop {
+        /// The node to drop.
+        node: NodeRef,
+    },
+    /// 52, node -> node: a run of records to apply by version.
+    Migrate {
+        /// The records, in the order sent.
+        records: Vec<Record>,
+    },
+    /// 55, coordinator -> replica: store one record, conditionally.
+    /// `HAS_BASE(u8: 0 or 1) [BASE(u64 BE)] RECORD`.
+    Replicate {
+        /// The version the write was decided against: the replica refuses it
+        /// (`CONFLICT`) if it holds anything newer. `None`: unconditional.
+        base: Option<u64>,
+        /// The entry to store.
+        record: Record,
+    },
+    /// 56, coordinator -> replica: the key's entry. The payload is the key.
+    ReplRead {
+        /// The key.
+        key: Bytes,
+    },
+    /// 58, coordinator -> replica: `VERSION(u64 BE) KEY`; forget the key if its
+    /// entry is still the tombstone at that version.
+    Purge {
+        /// The tombstone's version.
+        version: u64,
+        /// The key.
+        key: Bytes,
+    },
+    /// 59, node -> node: `NODEID SP ROUND SP EPOCH`; the sender is catching up and
+    /// asks for every key the two share as of ring `EPOCH`.
+    SyncReq {
+        /// The asking node.
+        node_id: u32,
+        /// Its catch-up round, echoed in `SYNC_DONE`.
+        round: u64,
+        /// The ring epoch the keys are chosen by.
+        epoch: u64,
+    },
+    /// 57, node -> node: `NODEID SP ROUND`; the sender pushed every key that
+    /// round asked for.
+    SyncDone {
+        /// The node that pushed.
+        node_id: u32,
+        /// The round answered.
+        round: u64,
+    },
+}
+
+impl Message {
+    /// The op this message travels as.
+    pub fn op(&self) -> u8 {
+        match self {
+            Message::NodeJoin { .. } => op::NODE_JOIN,
+            Message::Joined { .. } => op::JOINED,
+            Message::Heartbeat { .. } => op::HEARTBEAT,
+            Message::HandoffDone { .. } => op::HANDOFF_DONE,
+            Message::Leave => op::LEAVE,
+            Message::RingUpdate { .. } => op::RING_UPDATE,
+            Message::Drop { .. } => op::DROP,
+            Message::Migrate { .. } => op::MIGRATE,
+            Message::Replicate { .. } => op::REPLICATE,
+            Message::ReplRead { .. } => op::REPL_READ,
+            Message::Purge { .. } => op::PURGE,
+            Message::SyncReq { .. } => op::SYNC_REQ,
+            Message::SyncDone { .. } => op::SYNC_DONE,
+        }
+    }
+
+    /// Whether `op` is one of this enum's ops.
+    pub fn is_message_op(op: u8) -> bool {
+        matches!(
+            op,
+            op::NODE_JOIN
+                | op::JOINED
+                | op::HEARTBEAT
+                | op::HANDOFF_DONE
+                | op::LEAVE
+                | op::RING_UPDATE
+                | op::DROP
+                | op::MIGRATE
+                | op::REPLICATE
+                | op::REPL_READ
+                | op::PURGE
+                | op::SYNC_REQ
+                | op::SYNC_DONE
+        )
+    }
+
+    /// The frame, with `CLIENTID` and `NODEID` 0.
+    pub fn encode(&self) -> Frame {
+        Frame::new(self.op(), 0, 0, self.payload())
+    }
+
+    fn payload(&self) -> Bytes {
+        match self {
+            Message::NodeJoin {
+                secret,
+                addr,
+                tokens,
+                offer,
+            } => {
+                let mut text = format!("{secret} {addr} {tokens}");
+                if let Some(ring) = offer {
+                    text.push('\n');
+                    text.push_str(&ring.encode());
+                }
+                Bytes::from(text)
+            }
+            Message::Joined {
+                node_id,
+                catch_up,
+                ring,
+            } => {
+                let flag = if *catch_up { " catch-up" } else { "" };
+                Bytes::from(format!("{node_id}{flag}\n{}", ring.encode()))
+            }
+            Message::Heartbeat { keys, catching_up } => {
+                let flag = if *catching_up { " catching-up" } else { "" };
+                Bytes::from(format!("{keys}{flag}"))
+            }
+            Message::HandoffDone { epoch } => Bytes::from(epoch.to_string()),
+            Message::Leave => Bytes::new(),
+            Message::RingUpdate { ring } => Bytes::from(ring.encode()),
+            Message::Drop { node } => match node {
+                NodeRef::Id(id) => Bytes::from(id.to_string()),
+                NodeRef::Addr(addr) => Bytes::from(addr.clone()),
+            },
+            Message::Migrate { records } => {
+                let mut buf = BytesMut::new();
+                for r in records {
+                    put_record(&mut buf, &r.key, r.version, r.value.as_deref());
+                }
+                buf.freeze()
+            }
+            Message::Replicate { base, record } => {
+                let mut buf = BytesMut::new();
+                match base {
+                    Some(b) => {
+                        buf.put_u8(1);
+                        buf.put_u64(*b);
+                    }
+                    None => buf.put_u8(0),
+                }
+                let value = record.value.as_deref();
+                put_record(&mut buf, &record.key, record.version, value);
+                buf.freeze()
+            }
+            Message::ReplRead { key } => key.clone(),
+            Message::Purge { version, key } => {
+                let mut buf = BytesMut::with_capacity(8 + key.len());
+                buf.put_u64(*version);
+                buf.put_slice(key);
+                buf.freeze()
+            }
+            Message::SyncReq {
+                node_id,
+                round,
+                epoch,
+            } => Bytes::from(format!("{node_id} {round} {epoch}")),
+            Message::SyncDone { node_id, round } => Bytes::from(format!("{node_id} {round}")),
+        }
+    }
+
+    /// Reads a message from `frame`; an op outside this enum or a malformed
+    /// payload is an error.
+    pub fn decode(frame: &Frame) -> Result<Message, Error> {
+        let p = &frame.payload;
+        Ok(match frame.op {
+            op::NODE_JOIN => decode_join(p)?,
+            op::JOINED => decode_joined(p)?,
+            op::HEARTBEAT => {
+                let what = "HEARTBEAT (KEYS [catching-up])";
+                let (keys, catching_up) = match words::<2>(p) {
+                    Some([keys, b"catching-up"]) => (keys, true),
+                    _ => (p.as_ref(), false),
+                };
+                let keys = decimal(keys, u64::MAX, what)?;
+                Message::Heartbeat { keys, catching_up }
+            }
+            op::HANDOFF_DONE => Message::HandoffDone {
+                epoch: decimal(p, u64::MAX, "HANDOFF_DONE (EPOCH)")?,
+            },
+            op::LEAVE if p.is_empty() => Message::Leave,
+            op::LEAVE => return Err(malformed("LEAVE", "its payload must be empty")),
+            op::RING_UPDATE => Message::RingUpdate {
+                ring: Ring::decode(p).map_err(|e| bad_ring("RING_UPDATE", e))?,
+            },
+            op::DROP => decode_drop(p)?,
+            op::MIGRATE => Message::Migrate {
+                records: parse_records(p)?,
+            },
+            op::REPLICATE => {
+                let (base, at) = match p.first() {
+                    Some(&0) => (None, 1),
+                    Some(&1) if p.len() >= 9 => (Some(be_u64(&p[1..9])), 9),
+                    _ => return Err(malformed("REPLICATE", "HAS_BASE must be 0, or 1 and BASE")),
+                };
+                let record = parse_one_record(p, at, "REPLICATE")?;
+                Message::Replicate { base, record }
+            }
+            op::REPL_READ => {
+                check_key(p)?;
+                Message::ReplRead { key: p.clone() }
+            }
+            op::PURGE => {
+                if p.len() < 8 {
+                    return Err(malformed("PURGE", "shorter than its VERSION"));
+                }
+                let key = p.slice(8..);
+                check_key(&key)?;
+                Message::Purge {
+                    version: be_u64(&p[..8]),
+                    key,
+                }
+            }
+            op::SYNC_REQ => {
+                let what = "SYNC_REQ (NODEID ROUND EPOCH)";
+                let [node_id, round, epoch] = words::<3>(p).ok_or_else(|| malformed(what, ""))?;
+                Message::SyncReq {
+                    node_id: decimal(node_id, u32::MAX as u64, what)? as u32,
+                    round: decimal(round, u64::MAX, what)?,
+                    epoch: decimal(epoch, u64::MAX, what)?,
+                }
+            }
+            op::SYNC_DONE => {
+                let what = "SYNC_DONE (NODEID ROUND)";
+                let [node_id, round] = words::<2>(p).ok_or_else(|| malformed(what, ""))?;
+                Message::SyncDone {
+                    node_id: decimal(node_id, u32::MAX as u64, what)? as u32,
+                    round: decimal(round, u64::MAX, what)?,
+                }
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    format!("op {other} is not a cluster message"),
+                ))
+            }
+        })
+    }
+}
+
+fn decode_join(p: &Bytes) -> Result<Message, Error> {
+    let what = "NODE_JOIN (SECRET HOST:PORT TOKENS [LF RING])";
+    let (line, offer) = match memchr::memchr(b'\n', p) {
+        Some(i) => (&p[..i], Some(&p[i + 1..])),
+        None => (&p[..], None),
+    };
+    let [secret, addr, tokens] = words::<3>(line).ok_or_else(|| malformed(what, ""))?;
+    let offer = match offer {
+        Some(text) => Some(Ring::decode(text).map_err(|e| bad_ring("NODE_JOIN", e))?),
+        None => None,
+    };
+    Ok(Message::NodeJoin {
+        secret: text(secret, what)?,
+        addr: text(addr, what)?,
+        tokens: decimal(tokens, u32::MAX as u64, what)? as u32,
+        offer,
+    })
+}
+
+fn decode_joined(p: &Bytes) -> Result<Message, Error> {
+    let what = "JOINED (NODEID [catch-up] LF RING)";
+    let nl = memchr::memchr(b'\n', p).ok_or_else(|| malformed(what, "no ring"))?;
+    let (id, catch_up) = match words::<2>(&p[..nl]) {
+        Some([id, b"catch-up"]) => (id, true),
+        _ => (&p[..nl], false),
+    };
+    Ok(Message::Joined {
+        node_id: decimal(id, u32::MAX as u64, what)? as u32,
+        catch_up,
+        ring: Ring::decode(&p[nl + 1..]).map_err(|e| bad_ring("JOINED", e))?,
+    })
+}
+
+fn decode_drop(p: &Bytes) -> Result<Message, Error> {
+    let text = std::str::from_utf8(p)
+        .map(str::trim)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("DROP", "it needs NODEID or HOST:PORT"))?;
+    let node = match text.parse::<u32>() {
+        Ok(id) => NodeRef::Id(id),
+        Err(_) => NodeRef::Addr(text.to_string()),
+    };
+    Ok(Message::Drop { node })
+}
+
+/// A replica's answer to `REPLICATE`, `REPL_READ`, `MIGRATE`, `PURGE`,
+/// `SYNC_REQ` and `SYNC_DONE` (and the manager's to `LEAVE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// 21 OK, empty: done.
+    Ok,
+    /// 22 VALUE, one record: the replica's entry for a `REPL_READ`.
+    Found(Record),
+    /// 23 NOT_FOUND, empty: the replica has no entry for the key.
+    NotFound,
+    /// 24 CONFLICT, `VERSION` in decimal: a `REPLICATE` refused because the
+    /// replica holds this newer version.
+    Conflict {
+        /// The newer version held.
+        version: u64,
+    },
+    /// 62 REFUSED: the replica will not let its copy count (see [`Refusal`]).
+    Refused(Refusal),
+    /// 29 ERR: anything else that went wrong.
+    Failed(Error),
+}
+
+impl Reply {
+    /// The frame, with `CLIENTID` and `NODEID` 0.
+    pub fn encode(&self) -> Frame {
+        match self {
+            Reply::Ok => Frame::new(op::OK, 0, 0, Bytes::new()),
+            Reply::Found(r) => {
+                let mut buf = BytesMut::new();
+                put_record(&mut buf, &r.key, r.version, r.value.as_deref());
+                Frame::new(op::VALUE, 0, 0, buf.freeze())
+            }
+            Reply::NotFound => Frame::new(op::NOT_FOUND, 0, 0, Bytes::new()),
+            Reply::Conflict { version } => {
+                Frame::new(op::CONFLICT, 0, 0, Bytes::from(version.to_string()))
+            }
+            Reply::Refused(r) => r.encode(),
+            Reply::Failed(e) => Frame::error(0, 0, e),
+        }
+    }
+
+    /// Reads a replica's reply; a reply op it does not expect, or a malformed
+    /// payload, is an error.
+    pub fn decode(frame: &Frame) -> Result<Reply, Error> {
+        let p = &frame.payload;
+        Ok(match frame.op {
+            op::OK if p.is_empty() => Reply::Ok,
+            op::VALUE => Reply::Found(parse_one_record(p, 0, "VALUE")?),
+            op::NOT_FOUND if p.is_empty() => Reply::NotFound,
+            op::CONFLICT => Reply::Conflict {
+                version: decimal(p, u64::MAX, "CONFLICT (VERSION)")?,
+            },
+            op::REFUSED => Reply::Refused(Refusal::decode(frame)?),
+            op::ERR => Reply::Failed(Error::from_payload(p)),
+            op::OK | op::NOT_FOUND => {
+                return Err(malformed(op::name(frame.op), "its payload must be empty"))
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorCode::BadOp,
+                    format!("op {other} is not a replica's reply"),
+                ))
+            }
+        })
+    }
+}
+
+/// Why a replica will not let its copy count toward a quorum. Sent as op 62
+/// REFUSED, payload `REASON [SP EPOCH]`; the coordinator retries or asks others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `catching-up`: the replica is catching up on the key and its copy may
+    /// lack writes.
+    CatchingUp,
+    /// `off-list EPOCH`: by its ring of that epoch the replica is on neither the
+    /// serving nor the settled preference list of the key.
+    OffList {
+        /// The epoch of the replica's ring.
+        epoch: u64,
+    },
+}
+
+impl Refusal {
+    /// The frame, with `CLIENTID` and `NODEID` 0.
+    pub fn encode(&self) -> Frame {
+        let payload = match self {
+            Refusal::CatchingUp => "catching-up".to_string(),
+            Refusal::OffList { epoch } => format!("off-list {epoch}"),
+        };
+        Frame::new(op::REFUSED, 0, 0, payload)
+    }
+
+    /// Reads a `REFUSED` frame.
+    pub fn decode(frame: &Frame) -> Result<Refusal, Error> {
+        let what = "REFUSED (catching-up, or off-list EPOCH)";
+        if frame.op != op::REFUSED {
+            return Err(Error::new(
+                ErrorCode::BadOp,
+                format!("op {} is not REFUSED", frame.op),
+            ));
+        }
+        let p = &frame.payload[..];
+        match words::<2>(p) {
+            _ if p == b"catching-up" => Ok(Refusal::CatchingUp),
+            Some([b"off-list", epoch]) => Ok(Refusal::OffList {
+                epoch: decimal(epoch, u64::MAX, what)?,
+            }),
+            _ => Err(malformed(what, "unknown reason")),
+        }
+    }
+
+    /// The error a coordinator reports when it gives up because of this refusal.
+    pub fn to_error(self) -> Error {
+        Error::new(ErrorCode::Unavailable, self.to_string())
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::CatchingUp => {
+                f.write_str("the replica is catching up: its copy may lack writes")
+            }
+            Refusal::OffList { epoch } => write!(
+                f,
+                "the replica is not on the key's preference lists (its ring epoch {epoch})"
+            ),
+        }
+    }
+}
+
+fn malformed(what: &str, why: &str) -> Error {
+    let message = if why.is_empty() {
+        format!("malformed {what}")
+    } else {
+        format!("malformed {what}: {why}")
+    };
+    Error::new(ErrorCode::BadOp, message)
+}
+
+fn bad_ring(what: &str, e: Error) -> Error {
+    Error::new(
+        ErrorCode::BadOp,
+        format!("malformed ring in {what}: {}", e.message),
+    )
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+/// Exactly `N` words separated by single spaces.
+fn words<const N: usize>(p: &[u8]) -> Option<[&[u8]; N]> {
+    let mut out: [&[u8]; N] = [&[]; N];
+    let mut it = p.split(|&b| b == b' ');
+    for slot in out.iter_mut() {
+        *slot = it.next()?;
+    }
+    it.next().is_none().then_some(out)
+}
+
+fn decimal(word: &[u8], max: u64, what: &str) -> Result<u64, Error> {
+    parse_decimal(word, max).ok_or_else(|| malformed(what, "expected a decimal number"))
+}
+
+/// A non-empty UTF-8 word.
+fn text(word: &[u8], what: &str) -> Result<String, Error> {
+    std::str::from_utf8(word)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| malformed(what, "expected a non-empty UTF-8 word"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+use super::*;
+use crate::ring::{NodeEntry, NodeState};
+use proptest::prelude::*;
+
+fn ring(epoch: u64) -> Ring {
+    Ring::new(
+        epoch,
+        3,
+        2,
+        2,
+        vec![
+            NodeEntry {
+                id: 1,
+                addr: "127.0.0.1:7001".into(),
+                state: NodeState::Up,
+                tokens: vec![10, 40],
+            },
+            NodeEntry {
+                id: 2,
+                addr: "127.0.0.1:7002".into(),
+                state: NodeState::Joining,
+                tokens: vec![20],
+            },
+        ],
+    )
+}
+
+fn b(s: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(s)
+}
+
+fn record(key: &[u8], version: u64, value: Option<&[u8]>) -> Record {
+    Record {
+        key: b(key),
+        version,
+        value: value.map(b),
+    }
+}
+
+fn frame(op: u8, payload: &[u8]) -> Frame {
+    Frame::new(op, 0, 0, b(payload))
+}
+
+fn decode(op: u8, payload: &[u8]) -> Result<Message, Error> {
+    Message::decode(&frame(op, payload))
+}
+
+/// Encodes `m`, checks the payload is `wire` and that it decodes back to `m`.
+fn check(m: Message, wire: &[u8]) {
+    let f = m.encode();
+    assert_eq!((f.client_id, f.node_id), (0, 0));
+    assert_eq!(&f.payload[..], wire, "{m:?}");
+    assert_eq!(Message::decode(&f), Ok(m));
+}
+
+fn bad(op: u8, payload: &[u8]) -> ErrorCode {
+    match decode(op, payload) {
+        Ok(m) => panic!("{payload:?} decoded as {m:?}"),
+        Err(e) => e.code,
+    }
+}
+
+#[test]
+fn node_join() {
+    let m = |offer| Message::NodeJoin {
+        secret: "s3cret".into(),
+        addr: "127.0.0.1:7001".into(),
+        tokens: 64,
+        offer,
+    };
+    check(m(None), b"s3cret 127.0.0.1:7001 64");
+    let text = ring(5).encode();
+    check(
+        m(Some(ring(5))),
+        format!("s3cret 127.0.0.1:7001 64\n{text}").as_bytes(),
+    );
+    for p in [
+        &b""[..],
+        b"s3cret 127.0.0.1:7001",
+        b"s3cret 127.0.0.1:7001 x",
+        b"s3cret 127.0.0.1:7001 64 9",
+        b"s3cret  64",
+        b"s3cret 127.0.0.1:7001 64\nepoch x\n",
+        b"\xff 1:1 64",
+    ] {
+        assert_eq!(bad(op::NODE_JOIN, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn joined() {
+    let text = ring(9).encode();
+    let m = |catch_up| Message::Joined {
+        node_id: 3,
+        catch_up,
+        ring: ring(9),
+    };
+    check(m(false), format!("3\n{text}").as_bytes());
+    check(m(true), format!("3 catch-up\n{text}").as_bytes());
+    for p in [
+        "3",
+        "3 late\nepoch 1\nreplicas 1 1 1\n",
+        "x\nepoch 1\n",
+        "3\n",
+    ] {
+        assert_eq!(bad(op::JOINED, p.as_bytes()), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn heartbeat() {
+    let m = |keys, catching_up| Message::Heartbeat { keys, catching_up };
+    check(m(42, false), b"42");
+    check(m(0, true), b"0 catching-up");
+    check(m(u64::MAX, false), b"18446744073709551615");
+    for p in [
+        &b""[..],
+        b"x",
+        b"1 catching",
+        b"1 catching-up x",
+        b"-1",
+        b"1 ",
+    ] {
+        assert_eq!(bad(op::HEARTBEAT, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn manager_messages() {
+    check(Message::HandoffDone { epoch: 7 }, b"7");
+    check(Message::Leave, b"");
+    check(
+        Message::RingUpdate { ring: ring(4) },
+        ring(4).encode().as_bytes(),
+    );
+    for (op, p) in [
+        (op::HANDOFF_DONE, &b""[..]),
+        (op::HANDOFF_DONE, b"7 8"),
+        (op::LEAVE, b"x"),
+        (op::RING_UPDATE, b"epoch 1\n"),
+    ] {
+        assert_eq!(bad(op, p), ErrorCode::BadOp, "{op} {p:?}");
+    }
+}
+
+#[test]
+fn drop_takes_an_id_or_an_address() {
+    check(
+        Message::Drop {
+            node: NodeRef::Id(4),
+        },
+        b"4",
+    );
+    check(
+        Message::Drop {
+            node: NodeRef::Addr("127.0.0.1:7004".into()),
+        },
+        b"127.0.0.1:7004",
+    );
+    // What people type: surrounding blanks are ignored.
+    assert_eq!(
+        decode(op::DROP, b" 4\n"),
+        Ok(Message::Drop {
+            node: NodeRef::Id(4)
+        })
+    );
+    for p in [&b""[..], b" \n", b"\xff"] {
+        assert_eq!(bad(op::DROP, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn records_and_migrate() {
+    let records = vec![
+        record(b"a", 7, Some(b"val")),
+        record(b"bb", u64::MAX, None),
+        record(b"c", 0, Some(b"")),
+    ];
+    let f = Message::Migrate {
+        records: records.clone(),
+    }
+    .encode();
+    assert_eq!(
+        &f.payload[..17],
+        &[0, 0, 0, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 7, 1, 0, 0, 0][..]
+    );
+    assert_eq!(parse_records(&f.payload).unwrap(), records);
+    let want: usize = records
+        .iter()
+        .map(|r| record_len(r.key.len(), r.value.as_ref().map(Bytes::len)))
+        .sum();
+    assert_eq!(f.payload.len(), want);
+    check(Message::Migrate { records: vec![] }, b"");
+    // Every strict prefix but those ending between records is malformed.
+    let ends = [4 + 1 + 8 + 1 + 4 + 3, 4 + 1 + 8 + 1 + 4 + 3 + 4 + 2 + 8 + 1];
+    for cut in 1..f.payload.len() {
+        let got = parse_records(&f.payload.slice(..cut));
+        assert_eq!(got.is_ok(), ends.contains(&cut), "cut {cut}");
+    }
+    let mut flag = f.payload.to_vec();
+    flag[4 + 1 + 8] = 2;
+    assert_eq!(bad(op::MIGRATE, &flag), ErrorCode::BadOp);
+    // A record with an empty key is a bad key.
+    assert_eq!(
+        bad(op::MIGRATE, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+        ErrorCode::BadKey
+    );
+    // A length near u32::MAX does not overflow or allocate.
+    assert_eq!(bad(op::MIGRATE, &[255, 255, 255, 255, 1]), ErrorCode::BadOp);
+}
+
+#[test]
+fn replicate_has_an_explicit_base_flag() {
+    let r = record(b"k", 9, Some(b"v"));
+    let mut entry = BytesMut::new();
+    put_record(&mut entry, b"k", 9, Some(b"v"));
+    let m = |base| Message::Replicate {
+        base,
+        record: r.clone(),
+    };
+    check(m(None), &[&[0u8][..], &entry].concat());
+    let base = [&[1u8][..], &5u64.to_be_bytes(), &entry].concat();
+    check(m(Some(5)), &base);
+    // u64::MAX is an ordinary base, not "none".
+    let max = [&[1u8][..], &u64::MAX.to_be_bytes(), &entry].concat();
+    check(m(Some(u64::MAX)), &max);
+    for p in [
+        &b""[..],
+        &[2u8][..],
+        &[1u8, 0, 0][..],
+        &[0u8][..],
+        &[&[0u8][..], &entry, &entry].concat()[..],
+        &[&[0u8][..], &entry, b"x"].concat()[..],
+    ] {
+        assert_eq!(bad(op::REPLICATE, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn repl_read_and_purge() {
+    check(Message::ReplRead { key: b(b"key") }, b"key");
+    assert_eq!(bad(op::REPL_READ, b""), ErrorCode::BadKey);
+    assert_eq!(bad(op::REPL_READ, &[1; 65_536]), ErrorCode::BadKey);
+    let m = Message::Purge {
+        version: 3,
+        key: b(b"k"),
+    };
+    check(m, &[0, 0, 0, 0, 0, 0, 0, 3, b'k']);
+    assert_eq!(bad(op::PURGE, &[0; 7]), ErrorCode::BadOp);
+    assert_eq!(bad(op::PURGE, &[0; 8]), ErrorCode::BadKey);
+}
+
+#[test]
+fn sync_rounds() {
+    let m = Message::SyncReq {
+        node_id: 2,
+        round: 1_000_123,
+        epoch: 9,
+    };
+    check(m, b"2 1000123 9");
+    check(
+        Message::SyncDone {
+            node_id: 2,
+            round: 8,
+        },
+        b"2 8",
+    );
+    // Every field is required: a missing one is an error, not a 0.
+    for p in [&b"2"[..], b"2 1", b"2 1 9 4", b"4294967296 1 1", b"2  9"] {
+        assert_eq!(bad(op::SYNC_REQ, p), ErrorCode::BadOp, "{p:?}");
+    }
+    for p in [&b"2"[..], b"2 1 9", b"x 1"] {
+        assert_eq!(bad(op::SYNC_DONE, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn other_ops_are_not_messages() {
+    for o in [
+        op::PING,
+        op::PUT,
+        op::HELLO,
+        op::OK,
+        op::ERR,
+        op::REFUSED,
+        99,
+    ] {
+        assert!(!Message::is_message_op(o));
+        assert_eq!(bad(o, b""), ErrorCode::BadOp);
+    }
+}
+
+#[test]
+fn replies() {
+    let cases = [
+        (Reply::Ok, op::OK, b(b"")),
+        (Reply::NotFound, op::NOT_FOUND, b(b"")),
+        (Reply::Conflict { version: 12 }, op::CONFLICT, b(b"12")),
+        (
+            Reply::Refused(Refusal::CatchingUp),
+            op::REFUSED,
+            b(b"catching-up"),
+        ),
+        (
+            Reply::Refused(Refusal::OffList { epoch: 8 }),
+            op::REFUSED,
+            b(b"off-list 8"),
+        ),
+        (
+            Reply::Failed(Error::new(ErrorCode::Timeout, "slow")),
+            op::ERR,
+            b(b"TIMEOUT slow"),
+        ),
+    ];
+    for (reply, o, payload) in cases {
+        let f = reply.encode();
+        assert_eq!((f.op, &f.payload), (o, &payload), "{reply:?}");
+        assert_eq!(Reply::decode(&f), Ok(reply));
+    }
+    let found = Reply::Found(record(b"k", 4, None));
+    assert_eq!(Reply::decode(&found.encode()), Ok(found));
+    for (o, p) in [
+        (op::OK, &b"x"[..]),
+        (op::NOT_FOUND, b"x"),
+        (op::CONFLICT, b""),
+        (op::VALUE, b""),
+        (op::REFUSED, b"catching up"),
+        (op::REFUSED, b"off-list"),
+        (op::REFUSED, b"off-list 1 2"),
+        (op::PONG, b""),
+    ] {
+        let got = Reply::decode(&frame(o, p));
+        assert_eq!(got.map_err(|e| e.code), Err(ErrorCode::BadOp), "{o} {p:?}");
+    }
+    let e = Refusal::OffList { epoch: 3 }.to_error();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(e.message.contains("epoch 3"), "{e}");
+}
+
+fn arb_ring() -> impl Strategy<Value = Ring> {
+    let state = prop::sample::select(NodeState::ALL.to_vec());
+    (
+        any::<u64>(),
+        (1u32..6).prop_flat_map(|n| (Just(n), 1..=n, 1..=n)),
+        prop::collection::vec((any::<u16>(), state), 0..5),
+        prop::collection::vec(any::<u64>(), 0..20),
+    )
+        .prop_map(|(epoch, (n, r, w), nodes, tokens)| {
+            let count = nodes.len() as u64;
+            let entries = (nodes.into_iter().enumerate())
+                .map(|(k, (port, state))| NodeEntry {
+                    id: 2 * k as u32 + 1,
+                    addr: format!("127.0.0.{k}:{port}"),
+                    state,
+                    // Each token goes to exactly one node.
+                    tokens: tokens
+                        .iter()
+                        .copied()
+                        .filter(|t| t % count == k as u64)
+                        .collect(),
+                })
+                .collect();
+            Ring::new(epoch, n, r, w, entries)
+        })
+}
+
+fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn arb_key() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 1..40).prop_map(Bytes::from)
+}
+
+fn arb_record() -> impl Strategy<Value = Record> {
+    (arb_key(), any::<u64>(), prop::option::of(arb_bytes(60))).prop_map(|(key, version, value)| {
+        Record {
+            key,
+            version,
+            value,
+        }
+    })
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let word = "[!-~]{1,20}";
+    let addr = (any::<[u8; 4]>(), any::<u16>())
+        .prop_map(|(ip, p)| format!("{}.{}.{}.{}:{p}", ip[0], ip[1], ip[2], ip[3]));
+    prop_oneof![
+        (
+            word,
+            addr.clone(),
+            any::<u32>(),
+            prop::option::of(arb_ring())
+        )
+            .prop_map(|(secret, addr, tokens, offer)| Message::NodeJoin {
+                secret,
+                addr,
+                tokens,
+                offer
+            }),
+        (any::<u32>(), any::<bool>(), arb_ring()).prop_map(|(node_id, catch_up, ring)| {
+            Message::Joined {
+                node_id,
+                catch_up,
+                ring,
+            }
+        }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(keys, catching_up)| Message::Heartbeat { keys, catching_up }),
+        any::<u64>().prop_map(|epoch| Message::HandoffDone { epoch }),
+        Just(Message::Leave),
+        arb_ring().prop_map(|ring| Message::RingUpdate { ring }),
+        any::<u32>().prop_map(|id| Message::Drop {
+            node: NodeRef::Id(id)
+        }),
+        addr.prop_map(|a| Message::Drop {
+            node: NodeRef::Addr(a)
+        }),
+        prop::collection::vec(arb_record(), 0..5).prop_map(|records| Message::Migrate { records }),
+        (prop::option::of(any::<u64>()), arb_record())
+            .prop_map(|(base, record)| Message::Replicate { base, record }),
+        arb_key().prop_map(|key| Message::ReplRead { key }),
+        (any::<u64>(), arb_key()).prop_map(|(version, key)| Message::Purge { version, key }),
+        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(node_id, round, epoch)| {
+            Message::SyncReq {
+                node_id,
+                round,
+                epoch,
+            }
+        }),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(node_id, round)| Message::SyncDone { node_id, round }),
+    ]
+}
+
+fn arb_reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        Just(Reply::Ok),
+        Just(Reply::NotFound),
+        arb_record().prop_map(Reply::Found),
+        any::<u64>().prop_map(|version| Reply::Conflict { version }),
+        Just(Reply::Refused(Refusal::CatchingUp)),
+        any::<u64>().prop_map(|epoch| Reply::Refused(Refusal::OffList { epoch })),
+        (prop::sample::select(ErrorCode::ALL.to_vec()), "[ -~]{0,30}")
+            .prop_map(|(code, text)| Reply::Failed(Error::new(code, text))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn encode_then_decode_is_the_identity(m in arb_message()) {
+        let f = m.encode();
+        prop_assert_eq!(f.op, m.op());
+        prop_assert!(Message::is_message_op(f.op));
+        prop_assert_eq!(Message::decode(&f), Ok(m));
+    }
+
+    #[test]
+    fn replies_round_trip(r in arb_reply()) {
+        prop_assert_eq!(Reply::decode(&r.encode()), Ok(r));
+    }
+
+    #[test]
+    fn any_bytes_never_panic(op in 0u8..=255, payload in arb_bytes(120)) {
+        let f = Frame::new(op, 0, 0, payload);
+        let _ = Message::decode(&f);
+        let _ = Reply::decode(&f);
+        let _ = Refusal::decode(&f);
+    }
+
+    #[test]
+    fn mangled_messages_never_panic(
+        m in arb_message(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<(prop::sample::Index, u8)>(),
+    ) {
+        let f = m.encode();
+        let len = f.payload.len();
+        let short = Frame::new(f.op, 0, 0, f.payload.slice(..cut.index(len + 1)));
+        let _ = Message::decode(&short);
+        if len > 0 {
+            let mut bytes = f.payload.to_vec();
+            bytes[flip.0.index(len)] ^= flip.1;
+            let _ = Message::decode(&Frame::new(f.op, 0, 0, bytes));
+        }
+    }
+}

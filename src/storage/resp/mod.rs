@@ -1,0 +1,275 @@
+//! The RESP front: a storage node speaking RESP2 (the Redis protocol) on a second
+//! port, so `redis-cli`, `redis-benchmark` and Redis client libraries can use it.
+//!
+//! A [`RespSession`] per connection turns Redis commands into the node's own
+//! requests ([`Frame`]s of the native protocol) and the node's replies back into
+//! RESP. The node serves those frames exactly as if a native client had sent them
+//! on that connection: the same forwarding to the key's owner, the same replication
+//! and reply ordering, the same backpressure. Nothing here does I/O or touches the
+//! data; the node drives it (see `StorageNode::step`). [`RespFront`] holds every
+//! session of a node and answers what needs all of them (`CLIENT LIST`).
+//!
+//! The parts: `session` (the per-connection FIFO of commands and how finished
+//! ones are rendered), `commands` (what each data command becomes), `client` (the
+//! connection's own state: `HELLO`, `AUTH`, `CLIENT`, and the `CLIENT LIST` line).
+//!
+//! How commands map (see docs/protocol.md, "RESP front"):
+//!
+//! - one native request: GET, SET (PUT; CREATE with NX, UPDATE with XX), INCR,
+//!   DECR, INCRBY, DECRBY (INCR with a delta), PING;
+//! - one request per key, aggregated into one reply: MGET (an array), MSET (`+OK`),
+//!   DEL and EXISTS (the count of keys that were there);
+//! - answered from the node's own facts: DBSIZE (this node's key count, not the
+//!   cluster's), INFO, and CLIENT LIST (this node's RESP connections);
+//! - answered by the session alone: ECHO, COMMAND, CONFIG GET, CLIENT, HELLO,
+//!   AUTH, SELECT 0, QUIT, and errors for wrong arity and unknown commands.
+//!
+//! Replies follow Redis 7 byte for byte where gtstore claims a command
+//! (tests/redis_compat.rs compares them with a real redis-server): the same
+//! arity and unknown-command errors, integers only in canonical form (see
+//! `protocol::int`), `ERR increment or decrement would overflow`, HELLO answered
+//! as a RESP2-only server (`-NOPROTO` for version 3 and up).
+//!
+//! Order. Replies on a connection leave in command order. The node answers a
+//! connection's native requests in request order, so the session keeps one FIFO
+//! entry per command, in order, saying what the command still waits for and how to
+//! render it; a reply fills the oldest entry that waits for one, and every finished
+//! entry at the front is encoded. A command answered locally is an entry that is
+//! finished at once, so it waits behind the native ones before it. Each native
+//! request carries a tag (its client id, counted per session) and its reply must
+//! carry the tag expected next: a mismatch is a broken invariant, reported as
+//! `-ERR` and a closed connection, never a misattributed reply.
+//!
+//! Bounds. Commands are bounded by [`Limits`] (a protocol error, `-ERR Protocol
+//! error: ...`, then the connection closes, after the replies to earlier commands).
+//! What waits in the FIFO (answers queued behind a slow forward, values of a half
+//! answered MGET) is counted; above [`HOLD_ENTRIES`] entries or [`HOLD_BYTES`] bytes
+//! the node stops reading the connection until it drains below half.
+//!
+//! Backpressure granularity: the reactor hands a raw connection's input over a read
+//! at a time (`Input::Data`, up to one read chunk, 64 KiB by default), and the
+//! session serves every command in it before the reactor's output high-water mark
+//! is checked again; a framed connection is checked between frames. So one read of
+//! small GETs for a very large value can queue that value many times over (a
+//! 64 KiB read of `GET k` lines is about 10,000 replies). Checking between commands
+//! needs the reactor to let the service leave unconsumed bytes in its read buffer.
+//!
+//! Caveats: no expiry (SET EX/PX/EXAT/PXAT/GET are refused after Redis's own
+//! syntax checks; KEEPTTL, with no TTL to keep, is a plain SET), one database
+//! (SELECT 0 only), no transactions, pub/sub or scripts; a multi-key command is not
+//! atomic (each key is its own request, maybe on different nodes), and when some
+//! of its requests fail the command replies with the first error; empty keys,
+//! which Redis allows, get the node's `BADKEY` error. The reactor does not tell a
+//! service its peers' addresses or sockets, so `CLIENT LIST` shows `addr=?:0
+//! laddr=?:0 fd=-1`, Redis's own marks for "unknown"; its memory fields are 0.
+
+mod client;
+mod commands;
+mod session;
+#[cfg(test)]
+mod tests;
+
+pub use session::RespSession;
+
+use crate::protocol::resp::{self, Limits};
+use crate::protocol::Frame;
+use crate::reactor::{ConnId, Millis, Output};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, HashSet};
+
+/// The index of the RESP listener: the node's native listener is bound first (0),
+/// the RESP one second.
+pub const LISTENER: usize = 1;
+/// FIFO entries on one connection above which the node stops reading it.
+pub const HOLD_ENTRIES: usize = 8192;
+/// Bytes of answers waiting in one connection's FIFO above which the node stops
+/// reading it.
+pub const HOLD_BYTES: usize = 4 << 20;
+/// The Redis version whose replies the front follows, as HELLO and INFO report it.
+pub const REDIS_VERSION: &str = "7.2.0";
+
+/// What the node must do for the session, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    /// Serve this native request as if a client had sent it on the connection.
+    Request(Frame),
+    /// A command needs the node's facts: call [`RespFront::facts`] (or
+    /// [`RespSession::facts`]).
+    Facts,
+    /// Send these reply bytes now.
+    Send(Bytes),
+    /// Close the connection (after what was sent).
+    Close,
+}
+
+/// What a node tells about itself (DBSIZE, INFO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The node's id (0 before it registered).
+    pub node_id: u32,
+    /// Keys the node holds itself.
+    pub keys: usize,
+}
+
+/// Every RESP session of a node, and the glue between them and the node's outputs.
+#[derive(Debug)]
+pub struct RespFront {
+    limits: Limits,
+    sessions: HashMap<ConnId, RespSession>,
+    next_id: u64,
+    /// Connections whose backlog changed this step (hold checks).
+    touched: Vec<ConnId>,
+    scratch: Vec<Output>,
+    /// The time of the last input (for CLIENT LIST's ages).
+    now: Millis,
+}
+
+impl RespFront {
+    /// A front with no connections; commands are bounded by `limits`.
+    pub fn new(limits: Limits) -> RespFront {
+        RespFront {
+            limits,
+            sessions: HashMap::new(),
+            next_id: 1,
+            touched: Vec::new(),
+            scratch: Vec::new(),
+            now: 0,
+        }
+    }
+
+    /// Whether `conn` is a RESP connection.
+    pub fn has(&self, conn: ConnId) -> bool {
+        self.sessions.contains_key(&conn)
+    }
+
+    /// A connection arrived on the RESP listener at `now`: switch it to raw bytes.
+    pub fn accept(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        self.now = now;
+        let mut session = RespSession::new(self.limits.clone(), self.next_id);
+        session.connected_at(now);
+        self.next_id += 1;
+        self.sessions.insert(conn, session);
+        out.push(Output::Raw { conn });
+    }
+
+    /// Bytes arrived on a RESP connection at `now` (see [`RespSession::feed`]).
+    pub fn feed(&mut self, now: Millis, conn: ConnId, data: BytesMut) -> Vec<Item> {
+        self.now = now;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return vec![Item::Close];
+        };
+        if !std::mem::replace(&mut s.touched, true) {
+            self.touched.push(conn);
+        }
+        s.feed(now, data)
+    }
+
+    /// The node's facts for the oldest DBSIZE, INFO or CLIENT LIST waiting on
+    /// `conn`; returns the RESP bytes now ready, if any.
+    pub fn facts(&mut self, conn: ConnId, facts: NodeFacts) -> Option<Bytes> {
+        let session = self.sessions.get(&conn)?;
+        let list = match session.waiting_fact()? {
+            session::Fact::Clients(filter) => {
+                let mut all: Vec<&RespSession> = self.sessions.values().collect();
+                all.sort_by_key(|s| s.client.id);
+                let mut text = Vec::new();
+                for s in all.into_iter().filter(|s| filter.keeps(s.client.id)) {
+                    s.info_line(self.now, &mut text);
+                }
+                Some(text)
+            }
+            _ => None,
+        };
+        let s = self.sessions.get_mut(&conn)?;
+        match list {
+            Some(text) => s.fill_facts(|out| resp::bulk(out, &text)),
+            None => s.facts(facts),
+        }
+    }
+
+    /// The connection is gone.
+    pub fn closed(&mut self, conn: ConnId) {
+        self.sessions.remove(&conn);
+    }
+
+    /// Rewrites the outputs pushed since `mark`: a native reply to a RESP
+    /// connection becomes RESP bytes (or nothing, while its command waits for
+    /// more), followed by a close if that was the session's last reply. Holds are
+    /// reconciled: `node_held` are the connections the node itself holds; a
+    /// connection stays held while either the node or its session wants it.
+    ///
+    /// Consecutive replies to one session (a pipelined batch answered in one step)
+    /// leave as one `SendBytes`: the session's reply bytes are taken when the run
+    /// of its replies ends, before any other output, so the order of outputs is
+    /// kept.
+    pub fn translate(&mut self, mark: usize, out: &mut Vec<Output>, node_held: &HashSet<ConnId>) {
+        if self.sessions.is_empty() {
+            self.touched.clear();
+            return;
+        }
+        self.scratch.extend(out.drain(mark..));
+        // The session whose replies are rendered but not yet taken.
+        let mut open: Option<ConnId> = None;
+        let take = |sessions: &mut HashMap<ConnId, RespSession>,
+                    open: &mut Option<ConnId>,
+                    out: &mut Vec<Output>| {
+            if let Some(conn) = open.take() {
+                if let Some(bytes) = sessions.get_mut(&conn).and_then(|s| s.take_ready()) {
+                    out.push(Output::SendBytes { conn, bytes });
+                }
+            }
+        };
+        for o in self.scratch.drain(..) {
+            let conn = match &o {
+                Output::Send { conn, .. } | Output::Hold { conn, .. } => *conn,
+                _ => {
+                    take(&mut self.sessions, &mut open, out);
+                    out.push(o);
+                    continue;
+                }
+            };
+            if open.is_some_and(|c| c != conn) || matches!(o, Output::Hold { .. }) {
+                take(&mut self.sessions, &mut open, out);
+            }
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                out.push(o);
+                continue;
+            };
+            match o {
+                Output::Send { frame, .. } => {
+                    s.absorb_reply(&frame);
+                    open = Some(conn);
+                    if s.take_close() {
+                        take(&mut self.sessions, &mut open, out);
+                        out.push(Output::Close { conn });
+                    }
+                    let s = self.sessions.get_mut(&conn).expect("looked up above");
+                    if !std::mem::replace(&mut s.touched, true) {
+                        self.touched.push(conn);
+                    }
+                }
+                Output::Hold { hold, .. } => {
+                    if hold || !s.over() {
+                        s.held = hold;
+                        out.push(Output::Hold { conn, hold });
+                    }
+                }
+                o => out.push(o),
+            }
+        }
+        take(&mut self.sessions, &mut open, out);
+        for conn in self.touched.drain(..) {
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            s.touched = false;
+            if !s.held && s.over() {
+                s.held = true;
+                out.push(Output::Hold { conn, hold: true });
+            } else if s.held && s.drained() && !node_held.contains(&conn) {
+                s.held = false;
+                out.push(Output::Hold { conn, hold: false });
+            }
+        }
+    }
+}
