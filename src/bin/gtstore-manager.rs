@@ -1,7 +1,7 @@
 //! `gtstore-manager`: the coordinator.
 
 use clap::Parser;
-use gtstore::coordinator::{Manager, ManagerConfig};
+use gtstore::coordinator::{Manager, ManagerConfig, HTTP_LISTENER};
 use gtstore::reactor::{Config, Reactor};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -46,6 +46,11 @@ struct Args {
     /// brand-new cluster then forms at once).
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     recovery_ms: u64,
+    /// Serve HTTP on this port (on --host): the status page at /, the STATUS
+    /// JSON at /status.json, Prometheus metrics at /metrics. 0 picks a free
+    /// port (the `http listening on` log line says which). Off by default.
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -74,6 +79,17 @@ fn run(args: Args) -> Result<(), String> {
         args.host,
         local.port()
     );
+    if let Some(port) = args.http_port {
+        let (index, http) = reactor
+            .bind(SocketAddr::new(bind.ip(), port))
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        debug_assert_eq!(index, HTTP_LISTENER);
+        log::info!(
+            "gtstore-manager http listening on {}:{}",
+            args.host,
+            http.port()
+        );
+    }
     let mut manager = Manager::new(ManagerConfig {
         secret: args.secret,
         down_after_ms: args.down_after,
