@@ -170,10 +170,6 @@ fn metrics_are_prometheus_text_that_promtool_accepts() {
     for want in [
         "gtstore_manager_nodes{state=\"up\"} 2\n",
         "gtstore_manager_ring_epoch ",
-        &format!(
-            "gtstore_manager_node_tokens{{node=\"1\",addr=\"{}\"}} ",
-            c.nodes[0].addr
-        ),
         "gtstore_manager_node_keys{",
         "gtstore_manager_requests_total{op=\"NODE_JOIN\",result=\"ok\"} 2\n",
         "gtstore_manager_heartbeat_gap_seconds_bucket{le=\"+Inf\"} ",
@@ -181,6 +177,13 @@ fn metrics_are_prometheus_text_that_promtool_accepts() {
         "gtstore_manager_recovering_seconds_left 0\n",
     ] {
         assert!(text.contains(want), "no {want:?} in\n{text}");
+    }
+    // Each node's tokens, whichever id it got.
+    for n in &c.nodes {
+        let labels = format!(",addr=\"{}\"}} ", n.addr);
+        let found = (text.lines())
+            .any(|l| l.starts_with("gtstore_manager_node_tokens{node=\"") && l.contains(&labels));
+        assert!(found, "no tokens for {} in\n{text}", n.addr);
     }
     let Ok(mut promtool) = Command::new("promtool")
         .args(["check", "metrics"])

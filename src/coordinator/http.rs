@@ -16,7 +16,7 @@
 
 use super::Manager;
 use crate::http::metrics::{self, Exposition, Histogram, Kind};
-use crate::http::{self, Front, Limits, Request, Response};
+use crate::http::{self, Front, Limits, Response};
 use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::NodeState;
 use std::collections::{BTreeMap, HashMap};
@@ -114,7 +114,7 @@ impl Manager {
     pub(super) fn serve_http(&mut self, conn: ConnId, out: &mut Vec<Output>) {
         while let Some((id, req)) = self.http.front.next(conn, out) {
             let (endpoint, reply) = match http::route(&req, ENDPOINTS) {
-                Ok(i) => (ENDPOINTS[i].0, self.endpoint(i, &req)),
+                Ok(i) => (ENDPOINTS[i].0, self.endpoint(i)),
                 Err(reply) => ("other", reply),
             };
             *self
@@ -127,7 +127,7 @@ impl Manager {
         }
     }
 
-    fn endpoint(&self, i: usize, _req: &Request) -> Response {
+    fn endpoint(&self, i: usize) -> Response {
         match ENDPOINTS[i].0 {
             "/" => Response::new(200, "text/html; charset=utf-8", PAGE),
             "/status.json" => Response::json(200, &self.status_json()),

@@ -1,6 +1,7 @@
 //! The manager's logic as a state machine: membership, ids, token assignment,
-//! failure detection, recovery of the membership after a restart, and the
-//! answers to clients' HELLO, RING and STATUS.
+//! failure detection, recovery of the membership after a restart, the
+//! answers to clients' HELLO, RING and STATUS, and (on its HTTP listener) the
+//! status page and the metrics.
 //!
 //! The manager is not on the data path: clients ask it once for an id, a contact
 //! node and (if partition-aware) the ring, then talk to storage nodes directly.
