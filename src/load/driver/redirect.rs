@@ -1,0 +1,110 @@
+//! Redis Cluster redirects: a request answered `-MOVED` or `-ASK` is sent again
+//! to the node named, on the client's connection to it (opened if need be).
+
+use super::{Driver, Kind, Pending, Routing};
+use crate::load::cluster::{self, Redirect};
+use crate::load::wire::{self, Outcome, Space};
+use crate::reactor::Output;
+
+/// `ASKING` in RESP.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+impl Driver {
+    /// The redirect `reply` (a whole RESP error line, with CRLF) asks for, if any.
+    pub(super) fn redirect_of(&self, outcome: &Outcome, reply: &[u8]) -> Option<Redirect> {
+        if !matches!(self.sh.routing, Routing::Slots) {
+            return None;
+        }
+        match outcome {
+            Outcome::Error(code) if code == "MOVED" || code == "ASK" => {
+                let line = reply.strip_prefix(b"-")?.strip_suffix(b"\r\n")?;
+                cluster::parse_redirect(line)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends `p`, answered with redirect `r` on link `l`, to the node `r` names.
+    pub(super) fn redirect(
+        &mut self,
+        l: usize,
+        mut p: Pending,
+        r: Redirect,
+        out: &mut Vec<Output>,
+    ) {
+        let c = self.links[l].client;
+        let code = if r.ask { "ASK" } else { "MOVED" };
+        let to = if r.to.starts_with(':') {
+            // No host: the one this link reaches.
+            let from = &self.nodes[self.links[l].node].label;
+            let host = from.rsplit_once(':').map_or(from.as_str(), |(h, _)| h);
+            format!("{host}{}", r.to)
+        } else {
+            r.to
+        };
+        let addr = match crate::load::resolve(&to) {
+            Ok(a) if p.hops < super::MAX_REDIRECTS => a,
+            _ => {
+                let now = self.now_ns();
+                return self.complete(c, p, &Outcome::Error(code.into()), &[], now);
+            }
+        };
+        p.hops += 1;
+        let node = self.node_index(to, addr);
+        if r.ask {
+            self.stats.asked += 1;
+        } else {
+            self.stats.moved += 1;
+            self.slots[r.slot as usize] = node as u16;
+        }
+        self.ensure_link(c, node, out);
+        let t = self.clients[c].links[node].expect("ensure_link made one");
+        if r.ask {
+            self.push_bytes(t, ASKING);
+            self.links[t].pending.push_back(Pending {
+                kind: Kind::Asking,
+                op: crate::load::spec::Op::Ping,
+                hops: 0,
+                ..p
+            });
+        }
+        self.emit_again(t, &p);
+        if matches!(p.kind, Kind::Warmup | Kind::Measured) {
+            p.share = node as u32;
+        }
+        self.links[t].pending.push_back(p);
+    }
+
+    /// Appends `bytes` to link `l`'s output.
+    fn push_bytes(&mut self, l: usize, bytes: &[u8]) {
+        let link = &mut self.links[l];
+        link.out.extend_from_slice(bytes);
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push(l);
+        }
+    }
+
+    /// Encodes request `p` again onto link `l`.
+    fn emit_again(&mut self, l: usize, p: &Pending) {
+        let sh = self.sh.clone();
+        let none = [0; wire::TAG_LEN];
+        match p.kind {
+            Kind::Verify(Space::Data) => self.push_request(l, &sh.templates.get, p.key, &none),
+            Kind::Verify(Space::Counter) => {
+                self.push_request(l, &sh.templates.get_counter, p.key, &none)
+            }
+            Kind::Warmup | Kind::Measured => {
+                let s = &sh.s;
+                let size = wire::size_index(s.seed, p.key, p.counter, sh.sizes.len());
+                let tag = if p.op.has_value() {
+                    wire::value_tag(s.seed, p.key, p.counter)
+                } else {
+                    none
+                };
+                self.push_request(l, sh.templates.of(p.op, size), p.key, &tag);
+            }
+            Kind::Asking => {}
+        }
+    }
+}
