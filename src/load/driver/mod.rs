@@ -27,11 +27,11 @@
 //! done. A watchdog fails requests that get no reply for [`STALL_NS`].
 //!
 //! This file holds the phases, issuing and completing requests; `links.rs` the
-//! connections and routing, `verify.rs` what the driver knows of its keys and the
-//! verify phase.
+//! connections and routing, `slots.rs` Redis Cluster's slot map and redirects,
+//! `verify.rs` what the driver knows of its keys and the verify phase.
 
 mod links;
-mod redirect;
+mod slots;
 mod verify;
 
 pub use verify::VerifyCounts;
@@ -370,27 +370,7 @@ impl Driver {
                 }
                 self.latest = Some(serving);
             }
-            Routing::Slots => {
-                let map = sh.slots.as_ref().expect("slot routing has a slot map");
-                let index: Vec<usize> = map
-                    .masters
-                    .iter()
-                    .map(|(label, addr)| self.node_index(label.clone(), *addr))
-                    .collect();
-                self.slots = map
-                    .slots
-                    .iter()
-                    .map(|&m| match m {
-                        SlotMap::NONE => SlotMap::NONE,
-                        m => index[m as usize] as u16,
-                    })
-                    .collect();
-                for c in 0..self.clients.len() {
-                    for &node in &index {
-                        self.ensure_link(c, node, out);
-                    }
-                }
-            }
+            Routing::Slots => self.init_slots(out),
             Routing::Contacts(list) => {
                 if let Some(b) = &sh.board {
                     let ring = b.ring.lock().expect("ring lock").clone();

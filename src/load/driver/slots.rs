@@ -1,8 +1,9 @@
-//! Redis Cluster redirects: a request answered `-MOVED` or `-ASK` is sent again
-//! to the node named, on the client's connection to it (opened if need be).
+//! Redis Cluster: the thread's slot map, taken from the one fetched at the
+//! start, and redirects: a request answered `-MOVED` or `-ASK` is sent again to
+//! the node named, on the client's connection to it (opened if need be).
 
 use super::{Driver, Kind, Pending, Routing};
-use crate::load::cluster::{self, Redirect};
+use crate::load::cluster::{self, Redirect, SlotMap};
 use crate::load::wire::{self, Outcome, Space};
 use crate::reactor::Output;
 
@@ -10,6 +11,30 @@ use crate::reactor::Output;
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 impl Driver {
+    /// Learns the masters and the slot map, and connects every client to every master.
+    pub(super) fn init_slots(&mut self, out: &mut Vec<Output>) {
+        let sh = self.sh.clone();
+        let map = sh.slots.as_ref().expect("slot routing has a slot map");
+        let index: Vec<usize> = map
+            .masters
+            .iter()
+            .map(|(label, addr)| self.node_index(label.clone(), *addr))
+            .collect();
+        self.slots = map
+            .slots
+            .iter()
+            .map(|&m| match m {
+                SlotMap::NONE => SlotMap::NONE,
+                m => index[m as usize] as u16,
+            })
+            .collect();
+        for c in 0..self.clients.len() {
+            for &node in &index {
+                self.ensure_link(c, node, out);
+            }
+        }
+    }
+
     /// The redirect `reply` (a whole RESP error line, with CRLF) asks for, if any.
     pub(super) fn redirect_of(&self, outcome: &Outcome, reply: &[u8]) -> Option<Redirect> {
         if !matches!(self.sh.routing, Routing::Slots) {
