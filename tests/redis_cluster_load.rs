@@ -2,7 +2,7 @@
 //! (no replicas) that each test starts on free 127.0.0.1 ports, in its own
 //! temporary directory, and kills on drop: `redis-server --cluster-enabled yes`
 //! three times, `redis-cli --cluster create`, then a wait for `cluster_state:ok`
-//! on every node. Without `redis-server` and `redis-cli` the tests print a
+//! on every node. Without `redis-server` and `redis-cli` these tests print a
 //! notice and pass.
 //!
 //! 1. A plain run with a verify: no errors, nothing lost, every master served a
@@ -15,6 +15,9 @@
 //!    `IMPORTING` on another): the source answers `-ASK` for keys it does not
 //!    hold, the run must send `ASKING` and the request to the target, and the
 //!    verify reads them back the same way.
+//!
+//! A last test needs no Redis: a fake seed whose `CLUSTER SLOTS` reply is an
+//! error or unusable must end the run with exit status 2 and a message.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -272,12 +275,25 @@ fn load_spreads_over_three_masters_and_loses_nothing() {
     assert_eq!(r["redirects"]["moved"], 0, "a fresh map needs no MOVED");
 }
 
-/// A fake seed: answers one `CLUSTER SLOTS` with every slot on `port`.
-fn fake_seed(port: u16) -> (String, std::thread::JoinHandle<()>) {
+/// A fake seed: answers one `CLUSTER SLOTS` with `reply` (waits at most 30 s
+/// for the connection).
+fn fake_seed(reply: String) -> (String, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
     let addr = l.local_addr().unwrap().to_string();
     let h = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().expect("accept");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection to the fake seed: {e}"),
+            }
+        };
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = [0u8; 256];
         let mut got = Vec::new();
         while !got.ends_with(b"SLOTS\r\n") {
@@ -285,12 +301,38 @@ fn fake_seed(port: u16) -> (String, std::thread::JoinHandle<()>) {
             assert!(n > 0, "closed before CLUSTER SLOTS");
             got.extend_from_slice(&buf[..n]);
         }
-        let reply = format!(
-            "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$4\r\nfake\r\n"
-        );
         s.write_all(reply.as_bytes()).expect("write");
     });
     (addr, h)
+}
+
+/// A `CLUSTER SLOTS` reply with every slot on 127.0.0.1:`port`.
+fn all_slots_on(port: u16) -> String {
+    format!("*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$4\r\nfake\r\n")
+}
+
+#[test]
+fn a_seed_without_a_usable_slot_map_is_refused() {
+    // No Redis needed: the seed is fake.
+    let replies = [
+        "-ERR This instance has cluster support disabled\r\n".to_string(),
+        "*0\r\n".to_string(),
+        "*1\r\n*3\r\n:9\r\n:3\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n".to_string(),
+        "%1\r\n".to_string(),
+    ];
+    for reply in replies {
+        let (seed, h) = fake_seed(reply.clone());
+        let out = Command::new(LOAD)
+            .args(["--redis-cluster", &seed, "--duration", "1", "--quiet"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gtstore-load");
+        h.join().expect("fake seed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{reply:?}: {err}");
+        assert!(err.contains("CLUSTER SLOTS from"), "{reply:?}: {err}");
+        assert!(!err.contains("panicked"), "{reply:?}: {err}");
+    }
 }
 
 #[test]
@@ -298,7 +340,7 @@ fn a_stale_slot_map_is_corrected_by_moved() {
     let Some(rc) = RedisCluster::start("moved") else {
         return;
     };
-    let (seed, h) = fake_seed(rc.ports[0]);
+    let (seed, h) = fake_seed(all_slots_on(rc.ports[0]));
     let mut args = vec!["--redis-cluster", seed.as_str()];
     args.extend(WORKLOAD);
     let (code, r, err) = run_load(&args);

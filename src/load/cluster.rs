@@ -15,7 +15,11 @@
 //!
 //! Caveats: replicas in the `CLUSTER SLOTS` reply are ignored (reads go to
 //! masters, as redis-benchmark does); an empty endpoint means the seed's own
-//! host; a `?` endpoint (unknown) is refused.
+//! host; a `?` endpoint (unknown) is refused. While slots move, a request sent
+//! again after a redirect can reach the new master after a later request for
+//! the same key that went there directly; the verify phase judges by the order
+//! of the acknowledgements, which is that master's order, but a live resharding
+//! with keys still on the old master can show as anomalies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -7,6 +7,10 @@ use crate::load::cluster::{self, Redirect, SlotMap};
 use crate::load::wire::{self, Outcome, Space};
 use crate::reactor::Output;
 
+/// Nodes a thread will know; a redirect to one more fails (a peer cannot make
+/// the tool open connections without bound).
+pub const MAX_NODES: usize = 1024;
+
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
@@ -67,8 +71,9 @@ impl Driver {
         } else {
             r.to
         };
+        let known = self.nodes.iter().any(|n| n.label == to);
         let addr = match crate::load::resolve(&to) {
-            Ok(a) if p.hops < super::MAX_REDIRECTS => a,
+            Ok(a) if p.hops < super::MAX_REDIRECTS && (known || self.nodes.len() < MAX_NODES) => a,
             _ => {
                 let now = self.now_ns();
                 return self.complete(c, p, &Outcome::Error(code.into()), &[], now);
