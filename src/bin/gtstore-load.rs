@@ -28,7 +28,7 @@ struct Args {
     /// A memcached server HOST:PORT (text protocol).
     #[arg(long)]
     memcached: Option<String>,
-    /// Client connections.
+    /// Clients (a partition-aware or Redis Cluster client holds one connection per node).
     #[arg(long, default_value_t = 50)]
     clients: usize,
     /// Requests in flight per client.
