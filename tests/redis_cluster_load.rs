@@ -16,8 +16,10 @@
 //!    hold, the run must send `ASKING` and the request to the target, and the
 //!    verify reads them back the same way.
 //!
-//! A last test needs no Redis: a fake seed whose `CLUSTER SLOTS` reply is an
-//! error or unusable must end the run with exit status 2 and a message.
+//! Two tests need no Redis: a fake seed whose `CLUSTER SLOTS` reply is an error
+//! or unusable must end the run with exit status 2 and a message; a fake node
+//! that answers every command `-MOVED` to itself must make each request fail
+//! with `MOVED` after the allowed hops, not bounce forever.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -412,4 +414,85 @@ fn a_migrating_slot_is_reached_through_ask() {
     assert_eq!(raw_src.trim(), "0", "the source holds none of the slot");
     let raw_dst = cli(rc.ports[dst], &["cluster", "countkeysinslot", &s]);
     assert_eq!(raw_dst.trim(), "1", "the target holds the key");
+}
+
+/// A fake cluster node on 127.0.0.1: its first connection gets a `CLUSTER SLOTS`
+/// reply with every slot on itself; every command on later connections is
+/// answered `-MOVED 0` to itself. Serves until `stop` is set or 30 s pass.
+fn moved_to_itself(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, std::thread::JoinHandle<()>) {
+    use std::sync::atomic::Ordering;
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut first = true;
+        let mut conns = Vec::new();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((s, _)) = l.accept() {
+                let seed = std::mem::take(&mut first);
+                let stop = stop.clone();
+                conns.push(std::thread::spawn(move || {
+                    let mut s = s;
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
+                    let moved = format!("-MOVED 0 127.0.0.1:{port}\r\n");
+                    let mut buf = [0u8; 4096];
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let n = match s.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(n) => n,
+                            Err(_) => continue,
+                        };
+                        // Every command starts with `*`, which no key or value holds.
+                        let commands = buf[..n].iter().filter(|&&b| b == b'*').count();
+                        let reply = if seed {
+                            all_slots_on(port)
+                        } else {
+                            moved.repeat(commands)
+                        };
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }));
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for c in conns {
+            let _ = c.join();
+        }
+    });
+    (format!("127.0.0.1:{port}"), h)
+}
+
+#[test]
+fn a_redirect_loop_fails_its_requests_with_moved() {
+    // No Redis needed: the node is fake.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seed, h) = moved_to_itself(stop.clone());
+    let (code, r, err) = run_load(&[
+        "--redis-cluster",
+        &seed,
+        "--duration",
+        "1",
+        "--clients",
+        "2",
+        "--pipeline",
+        "4",
+        "--no-verify",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    h.join().expect("fake node");
+    assert_eq!(code, 2, "report {r}; stderr {err}");
+    let errors = r["errors"].as_object().unwrap();
+    assert_eq!(errors.keys().collect::<Vec<_>>(), ["MOVED"], "{errors:?}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    // Each request followed the redirect the allowed number of times, then failed.
+    let moved = r["redirects"]["moved"].as_u64().unwrap();
+    assert!(moved >= 5 * errors["MOVED"].as_u64().unwrap(), "{r}");
 }

@@ -71,16 +71,20 @@ impl Driver {
         } else {
             r.to
         };
-        let known = self.nodes.iter().any(|n| n.label == to);
-        let addr = match crate::load::resolve(&to) {
-            Ok(a) if p.hops < super::MAX_REDIRECTS && (known || self.nodes.len() < MAX_NODES) => a,
-            _ => {
-                let now = self.now_ns();
-                return self.complete(c, p, &Outcome::Error(code.into()), &[], now);
-            }
+        let known = self.nodes.iter().position(|n| n.label == to);
+        let node = match known {
+            _ if p.hops >= super::MAX_REDIRECTS => None,
+            Some(i) => Some(i),
+            None if self.nodes.len() >= MAX_NODES => None,
+            None => crate::load::resolve(&to)
+                .ok()
+                .map(|addr| self.node_index(to, addr)),
+        };
+        let Some(node) = node else {
+            let now = self.now_ns();
+            return self.complete(c, p, &Outcome::Error(code.into()), &[], now);
         };
         p.hops += 1;
-        let node = self.node_index(to, addr);
         if r.ask {
             self.stats.asked += 1;
         } else {
