@@ -182,6 +182,16 @@ fn a_node_without_the_cluster_secret_cannot_join() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!ring_has(&c, &c.nodes[i].addr).1);
+        // Nothing will change the manager's mind: the node stops, status 2.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = c.nodes[i].child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "node {i} still runs");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(2));
     }
     assert_eq!(c.status()["live_nodes"], 1);
 }

@@ -21,7 +21,7 @@
 //! `RUST_LOG` says.
 
 use crate::client::secret;
-use crate::coordinator::{Manager, ManagerConfig};
+use crate::coordinator::{Manager, ManagerConfig, HTTP_LISTENER};
 use crate::protocol::resp::Limits;
 use crate::reactor::{Config, Reactor};
 use crate::storage::wal::{Fsync, MAX_BODY};
@@ -94,6 +94,11 @@ pub struct ManagerArgs {
     /// brand-new cluster then forms at once).
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub recovery_ms: u64,
+    /// Serve HTTP on this port (on --host): the status page at /, the STATUS
+    /// JSON at /status.json, Prometheus metrics at /metrics. 0 picks a free
+    /// port (the `http listening on` log line says which). Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
 }
 
 /// A storage node's flags.
@@ -243,6 +248,18 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
         args.host,
         local.port()
     );
+    if let Some(port) = args.http_port {
+        let (index, http) = reactor
+            .bind(SocketAddr::new(bind.ip(), port))
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        debug_assert_eq!(index, HTTP_LISTENER);
+        log::info!(
+            target: LISTENING_TARGET,
+            "gtstore-manager http listening on {}:{}",
+            args.host,
+            http.port()
+        );
+    }
     let mut manager = Manager::new(ManagerConfig {
         secret: cluster_secret,
         admin_secret,
@@ -311,8 +328,8 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
         );
     }
     reactor.run(&mut node).map_err(|e| e.to_string())?;
-    match node.durability_failed() {
-        Some(why) => Err(format!("stopped: the data directory failed: {why}")),
+    match node.failure() {
+        Some(why) => Err(format!("stopped: {why}")),
         None => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! The manager's logic as a state machine: membership, ids, token assignment,
-//! failure detection, recovery of the membership after a restart, and the
-//! answers to clients' HELLO, RING and STATUS.
+//! failure detection, recovery of the membership after a restart, the
+//! answers to clients' HELLO, RING and STATUS, and (on its HTTP listener) the
+//! status page and the metrics.
 //!
 //! The manager is not on the data path: clients ask it once for an id, a contact
 //! node and (if partition-aware) the ring, then talk to storage nodes directly.
@@ -27,6 +28,8 @@
 //!   the recovery window that keeps new nodes (and clients) waiting meanwhile.
 //! - `status`: the STATUS JSON and HELLO's round-robin contact node.
 //! - `admin`: `AUTH` and the admin credential that DROP needs.
+//! - `http`: the HTTP listener's endpoints: the status page, `/status.json`
+//!   and `/metrics`.
 //!
 //! Every membership change bumps the ring's epoch; [`Manager::ring`] builds the
 //! ring from the node records, and the step ends by pushing it if the epoch moved.
@@ -42,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 mod admin;
 mod dispatch;
 mod failure;
+mod http;
 mod membership;
 mod recovery;
 mod status;
@@ -137,6 +141,8 @@ impl NodeRecord {
     }
 }
 
+pub use http::HTTP_LISTENER;
+
 /// The manager's whole state.
 pub struct Manager {
     /// Boxed: the manager is one of the simulator's actors, kept small.
@@ -168,6 +174,9 @@ pub struct Manager {
     now: Millis,
     /// `AUTH` state (boxed: rarely touched, and it keeps `Manager` small).
     auth: Box<AuthState>,
+    /// The HTTP listener's connections and the counters for `/metrics` (boxed:
+    /// the manager's own fields stay small).
+    http: Box<http::Web>,
 }
 
 /// Who proved the admin credential, and the nonces handed out for it.
@@ -205,6 +214,7 @@ impl Manager {
                 challenges: HashMap::new(),
                 admins: HashSet::new(),
             }),
+            http: Box::new(http::Web::new()),
         }
     }
 
