@@ -18,10 +18,17 @@ pub enum ErrorCode {
     BadKey,
     /// INCR on a value that is not a decimal i64, a bad delta, or an overflow.
     NotInt,
-    /// Too few replicas reachable to meet the quorum.
+    /// The request could not be served (too few replicas reachable, a node
+    /// not yet a member of a cluster, ...). A write answered this was applied
+    /// nowhere.
     Unavailable,
-    /// The request could not be served within the request timeout.
+    /// The request could not be served within the request timeout. A write
+    /// answered this was applied nowhere.
     Timeout,
+    /// A write failed after it may have been applied (a replica may have stored
+    /// it, fewer than W acknowledged it, or the round timed out after sending):
+    /// its outcome is unknown, and a later read may find it or not.
+    Unknown,
     /// A proof of a secret failed (membership or admin), or an admin op came from
     /// a connection that has not proven the admin credential.
     Auth,
@@ -31,7 +38,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for parsing and tests.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadOp,
@@ -39,6 +46,7 @@ impl ErrorCode {
         ErrorCode::NotInt,
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
+        ErrorCode::Unknown,
         ErrorCode::Auth,
         ErrorCode::Internal,
     ];
@@ -53,6 +61,7 @@ impl ErrorCode {
             ErrorCode::NotInt => "NOTINT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unknown => "UNKNOWN",
             ErrorCode::Auth => "AUTH",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -151,6 +160,12 @@ mod tests {
             let e = Error::new(code, "some words here");
             assert_eq!(Error::from_payload(&e.to_payload()), e);
         }
+    }
+
+    #[test]
+    fn only_a_broken_stream_closes_the_connection() {
+        assert!(!ErrorCode::Unknown.closes_connection());
+        assert_eq!(ErrorCode::from_word(b"UNKNOWN"), Some(ErrorCode::Unknown));
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //!   hands its keys over, exits once out of the ring; without a handoff, with a
 //!   warning saying where its data stays, when none can happen). A registration
 //!   that fails for a reason that may pass is retried with backoff; a refused
-//!   cluster secret stops the node ([`StorageNode::failure`]). The node serves
-//!   requests all the while, before it has an id too (its replies then carry
-//!   node id 0, and with no ring it serves every key itself).
+//!   cluster secret stops the node ([`StorageNode::failure`]). Until it has an id
+//!   and a ring it serves no key: every key-value request, on every port, is
+//!   answered `ERR UNAVAILABLE not yet a member of a cluster: ...` (PING and
+//!   STATUS are still answered), so it never acknowledges a write the cluster
+//!   cannot place with its N and W.
 //! - `routing` (`Connections`): where each request is served. A key-value
 //!   request is served here when this node is the key's owner (N = 1) or its
 //!   lead replica (N > 1); otherwise it is forwarded over the mesh (see

@@ -107,16 +107,17 @@ impl StorageNode {
                 return;
             }
         };
-        if member && me == 0 {
-            // A peer routed a key here by a ring that lists this node, but the
-            // manager's answer (our id and the ring) has not arrived: serving it
-            // alone, unreplicated, would make a second lead of the key (two
-            // DELETEs of one value could both be answered OK).
-            let e = Error::new(ErrorCode::Unavailable, "this node is still joining; retry");
-            return out.push(Output::Send {
-                conn,
-                frame: Frame::error(f.client_id, me, &e),
-            });
+        if me == 0 || self.ring.is_empty() {
+            // Not a member of a cluster yet (no id or no ring: the manager is
+            // down or has not answered). Serving alone would acknowledge writes
+            // the cluster cannot place with its N and W, and a peer routing a
+            // key here by a ring that lists this node would find a second lead.
+            let e = self.not_a_member();
+            let frame = Frame::error(f.client_id, me, &e);
+            if member {
+                return out.push(Output::Send { conn, frame });
+            }
+            return self.conns.order.ready(conn, frame, out);
         }
         let hash = hash64(&key);
         let owners = self.owners(hash);
@@ -147,6 +148,18 @@ impl StorageNode {
             Some(_) if replicated => self.serve_replicated(now, conn, f, (key, hash), out),
             _ => self.serve_alone(now, (conn, member), f, (key, hash), owners, out),
         }
+    }
+
+    /// The refusal of a key-value request before this node is a member (it
+    /// has no id or no ring yet).
+    pub(super) fn not_a_member(&self) -> Error {
+        Error::new(
+            ErrorCode::Unavailable,
+            format!(
+                "not yet a member of a cluster: waiting for the manager at {}",
+                self.cfg.manager
+            ),
+        )
     }
 
     /// Who serves the key with ring hash `hash` now (`serving`: with N > 1 its
@@ -208,8 +221,8 @@ impl StorageNode {
         }
     }
 
-    /// Serves a key-value request for a key this node serves alone (N = 1, or
-    /// before it has a ring); with a move pending, the next owner gets a copy
+    /// Serves a key-value request for a key this node serves alone (N = 1);
+    /// with a move pending, the next owner gets a copy
     /// of the write before the client gets its answer.
     fn serve_alone(
         &mut self,

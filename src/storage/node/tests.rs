@@ -37,7 +37,7 @@ fn sent(out: &[Output]) -> Vec<(ConnId, u8, Vec<u8>)> {
 }
 
 #[test]
-fn registers_with_backoff_and_serves_meanwhile() {
+fn registers_with_backoff_and_serves_no_key_meanwhile() {
     let mut n = StorageNode::new(cfg());
     let out = step(&mut n, 0, Input::Timer { id: TIMER_INIT });
     assert!(matches!(
@@ -61,18 +61,44 @@ fn registers_with_backoff_and_serves_meanwhile() {
     let out = step(&mut n, 110, Input::ConnectFailed { tag: TAG_MANAGER });
     assert!(matches!(out[0], Output::Timer { at: 310, .. }));
 
-    // A client is served before the node has an id.
+    // Before the node has an id and a ring, no key is served (a write would be
+    // acknowledged outside the ring), but PING is.
     let client = ConnId::new(5, 1);
-    let put = Frame::new(op::PUT, 9, 0, &b"1 kv"[..]);
+    let refused =
+        "UNAVAILABLE not yet a member of a cluster: waiting for the manager at 127.0.0.1:7000";
+    for (i, frame) in [
+        Frame::new(op::PUT, 9, 0, &b"1 kv"[..]),
+        Frame::new(op::CREATE, 9, 0, &b"1 kv"[..]),
+        Frame::new(op::INCR, 9, 0, &b"1 n 1"[..]),
+        Frame::new(op::GET, 9, 0, &b"k"[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = step(
+            &mut n,
+            120 + i as Millis,
+            Input::Frame {
+                conn: client,
+                frame,
+            },
+        );
+        assert_eq!(
+            sent(&out),
+            vec![(client, op::ERR, refused.as_bytes().to_vec())]
+        );
+    }
+    let ping = Frame::new(op::PING, 9, 0, &b"hi"[..]);
     let out = step(
         &mut n,
-        120,
+        130,
         Input::Frame {
             conn: client,
-            frame: put,
+            frame: ping,
         },
     );
-    assert_eq!(sent(&out), vec![(client, op::OK, vec![])]);
+    assert_eq!(sent(&out), vec![(client, op::PONG, b"hi".to_vec())]);
+    assert_eq!(n.engine().len(), 0, "nothing was stored");
 
     // The manager answers; the node joins and keeps its data under its tokens.
     let link = ConnId::new(1, 2);
@@ -99,6 +125,17 @@ fn registers_with_backoff_and_serves_meanwhile() {
     );
     assert_eq!(n.node_id(), 3);
     assert_eq!(n.engine().tokens().collect::<Vec<_>>(), vec![10, 20, 30]);
+    // A member now: the write is served.
+    let put = Frame::new(op::PUT, 9, 0, &b"1 kv"[..]);
+    let out = step(
+        &mut n,
+        312,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    assert_eq!(sent(&out), vec![(client, op::OK, vec![])]);
     let out = step(
         &mut n,
         312,
@@ -159,7 +196,7 @@ fn a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it() {
     let s = sent(&out);
     assert_eq!((s.len(), s[0].1), (1, op::ERR), "{out:?}");
     assert!(s[0].2.starts_with(b"UNAVAILABLE"), "{s:?}");
-    // A plain client is still served (see registers_with_backoff_...).
+    // Nor is a plain client (see registers_with_backoff_...).
     let client = ConnId::new(9, 1);
     let get = Frame::new(op::GET, 5, 0, &b"k"[..]);
     let out = step(
@@ -170,7 +207,9 @@ fn a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it() {
             frame: get,
         },
     );
-    assert_eq!(sent(&out), vec![(client, op::NOT_FOUND, vec![])]);
+    let s = sent(&out);
+    assert_eq!((s.len(), s[0].1), (1, op::ERR), "{out:?}");
+    assert!(s[0].2.starts_with(b"UNAVAILABLE not yet a member"), "{s:?}");
 }
 
 #[test]
