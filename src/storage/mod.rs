@@ -1,7 +1,6 @@
 //! A storage node's logic: the engine (sectors) and the node state machine that
 //! serves requests, keeps its manager link and (later) its mesh.
 
-pub mod chunk;
 pub mod durable;
 pub mod engine;
 pub mod handoff;

@@ -63,7 +63,6 @@ use replication::Rounds;
 use routing::Connections;
 use tombstones::Collector;
 
-use super::chunk::{parse_chunk, put_entry, put_entry_parts};
 use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
 use super::handoff::Handoff;
@@ -74,6 +73,7 @@ use super::order::ReplyOrder;
 use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
 use super::resync::{gained, newly_responsible, CatchUp, Resync};
+use crate::protocol::cluster::{put_record, Message, Record, Refusal, Reply};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
@@ -107,10 +107,6 @@ const HOLD_BYTES: usize = 4 << 20;
 /// How often a node catching up asks the peers that have not answered again
 /// (their answer, or the ask, may have been lost with a broken link), in ms.
 const CATCH_UP_ASK_MS: Millis = 3_000;
-/// What a replica says when, by its ring, it is not on a key's lists.
-const OFF_LIST: &str = "is not a replica of this key";
-/// How a replica that is catching up begins its refusal of a quorum read.
-const CATCHING_UP: &str = "catching up";
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
 

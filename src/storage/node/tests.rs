@@ -1,6 +1,5 @@
 //! Unit tests of the node state machine, driven step by step.
 
-use super::replication::refused_for;
 use super::*;
 
 fn cfg() -> NodeConfig {
@@ -220,14 +219,12 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     };
     let read = |k: &String| Bytes::from(k.clone());
     let write = |k: &String| {
-        let mut p = BytesMut::new();
-        p.extend_from_slice(&u64::MAX.to_be_bytes());
-        let e = Entry {
+        let record = Record {
+            key: Bytes::from(k.clone()),
             version: 9 << 16,
             value: Some(Bytes::from_static(b"v")),
         };
-        put_entry(&mut p, k.as_bytes(), &e);
-        p.freeze()
+        Message::Replicate { base: None, record }.encode().payload
     };
     assert_eq!(
         ask(&mut n, op::REPLICATE, write(kept)),
@@ -238,8 +235,8 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     for (o, payload) in [(op::REPL_READ, read(other)), (op::REPLICATE, write(other))] {
         let got = ask(&mut n, o, payload);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, op::ERR, "{got:?}");
-        assert!(got[0].1.starts_with(b"UNAVAILABLE"), "{got:?}");
+        let refusal = Refusal::decode(&Frame::new(got[0].0, 0, 0, got[0].1.clone()));
+        assert_eq!(refusal, Ok(Refusal::OffList { epoch: 7 }), "{got:?}");
     }
     assert_eq!(
         n.engine().entry(other.as_bytes()),
@@ -384,11 +381,8 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
     let out = read(&mut n, 4);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1, op::ERR);
-    assert!(
-        refused_for(&Frame::new(op::ERR, 0, 0, out[0].2.clone()), CATCHING_UP),
-        "{out:?}"
-    );
+    let refusal = Refusal::decode(&Frame::new(out[0].1, 0, 0, out[0].2.clone()));
+    assert_eq!(refusal, Ok(Refusal::CatchingUp), "{out:?}");
     // Its heartbeat says so.
     let beat = sent(&step(
         &mut n,
@@ -446,7 +440,7 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         .catch_up
         .as_ref()
         .is_some_and(|c| c.known.is_none()));
-    assert_eq!(read(&mut n, 12)[0].1, op::ERR);
+    assert_eq!(read(&mut n, 12)[0].1, op::REFUSED);
 }
 
 #[test]
