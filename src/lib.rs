@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod http;
 pub mod load;
 pub mod protocol;
 pub mod reactor;

@@ -12,7 +12,7 @@
 //! [`LISTENING_TARGET`], which [`crate::init_logging`] keeps at `info` whatever
 //! `RUST_LOG` says.
 
-use crate::coordinator::{Manager, ManagerConfig};
+use crate::coordinator::{Manager, ManagerConfig, HTTP_LISTENER};
 use crate::protocol::resp::Limits;
 use crate::reactor::{Config, Reactor};
 use crate::storage::wal::{Fsync, MAX_BODY};
@@ -74,6 +74,11 @@ pub struct ManagerArgs {
     /// brand-new cluster then forms at once).
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub recovery_ms: u64,
+    /// Serve HTTP on this port (on --host): the status page at /, the STATUS
+    /// JSON at /status.json, Prometheus metrics at /metrics. 0 picks a free
+    /// port (the `http listening on` log line says which). Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
 }
 
 /// A storage node's flags.
@@ -157,6 +162,18 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
         args.host,
         local.port()
     );
+    if let Some(port) = args.http_port {
+        let (index, http) = reactor
+            .bind(SocketAddr::new(bind.ip(), port))
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        debug_assert_eq!(index, HTTP_LISTENER);
+        log::info!(
+            target: LISTENING_TARGET,
+            "gtstore-manager http listening on {}:{}",
+            args.host,
+            http.port()
+        );
+    }
     let mut manager = Manager::new(ManagerConfig {
         secret: args.secret,
         down_after_ms: args.down_after,

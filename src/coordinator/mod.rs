@@ -1,6 +1,7 @@
 //! The manager's logic as a state machine: membership, ids, token assignment,
-//! failure detection, recovery of the membership after a restart, and the
-//! answers to clients' HELLO, RING and STATUS.
+//! failure detection, recovery of the membership after a restart, the
+//! answers to clients' HELLO, RING and STATUS, and (on its HTTP listener) the
+//! status page and the metrics.
 //!
 //! The manager is not on the data path: clients ask it once for an id, a contact
 //! node and (if partition-aware) the ring, then talk to storage nodes directly.
@@ -26,6 +27,8 @@
 //! - `recovery`: adopting the rings nodes offer after a manager restart, and
 //!   the recovery window that keeps new nodes (and clients) waiting meanwhile.
 //! - `status`: the STATUS JSON and HELLO's round-robin contact node.
+//! - `http`: the HTTP listener's endpoints: the status page, `/status.json`
+//!   and `/metrics`.
 //!
 //! Every membership change bumps the ring's epoch; [`Manager::ring`] builds the
 //! ring from the node records, and the step ends by pushing it if the epoch moved.
@@ -39,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 mod dispatch;
 mod failure;
+mod http;
 mod membership;
 mod recovery;
 mod status;
@@ -127,6 +131,8 @@ impl NodeRecord {
     }
 }
 
+pub use http::HTTP_LISTENER;
+
 /// The manager's whole state.
 pub struct Manager {
     cfg: ManagerConfig,
@@ -155,6 +161,9 @@ pub struct Manager {
     started: Option<Millis>,
     /// The time of the step being run.
     now: Millis,
+    /// The HTTP listener's connections and the counters for `/metrics` (boxed:
+    /// the manager's own fields stay small).
+    http: Box<http::Web>,
 }
 
 impl Manager {
@@ -176,6 +185,7 @@ impl Manager {
             to_close: Vec::new(),
             started: None,
             now: 0,
+            http: Box::new(http::Web::new()),
         }
     }
 

@@ -419,3 +419,78 @@ fn malformed_messages_get_badop() {
     }
     assert_eq!(m.status_json()["live_nodes"], 1, "nothing changed");
 }
+
+/// Every byte the outputs send on `conn`, as text.
+fn http_sent(out: &[Output], conn: ConnId) -> String {
+    let mut s = String::new();
+    for o in out {
+        if let Output::SendBytes { conn: c, bytes } = o {
+            if *c == conn {
+                s.push_str(&String::from_utf8_lossy(bytes));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn http_serves_metrics_and_status_with_moves() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+    step(
+        &mut m,
+        0,
+        Input::Accepted {
+            conn: a,
+            listener: 0,
+        },
+    );
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    join(&mut m, 0, b, "127.0.0.1:7002");
+    // Node 2 joins: node 1 has moves to make until it reports its handoff.
+    let moves = &m.status_json()["moves"];
+    assert_eq!(moves["pending"], true);
+    assert_eq!(moves["waiting_for"], serde_json::json!([1]));
+    let hb = Frame::new(op::HEARTBEAT, 0, 1, "42");
+    step(&mut m, 400, Input::Frame { conn: a, frame: hb });
+
+    let web = ConnId::new(3, 1);
+    let out = step(
+        &mut m,
+        500,
+        Input::Accepted {
+            conn: web,
+            listener: HTTP_LISTENER,
+        },
+    );
+    assert!(matches!(out[..], [Output::Raw { conn }] if conn == web));
+    let two = b"GET /metrics HTTP/1.1\r\n\r\nGET /status.json HTTP/1.1\r\n\r\n";
+    let out = step(
+        &mut m,
+        500,
+        Input::Data {
+            conn: web,
+            data: two[..].into(),
+        },
+    );
+    let text = http_sent(&out, web);
+    let (metrics, status) = text.split_at(
+        text.find("HTTP/1.1 200 OK\r\nContent-Type: application/json")
+            .unwrap(),
+    );
+    for want in [
+        "gtstore_manager_nodes{state=\"joining\"} 1\n",
+        "gtstore_manager_moves_pending 1\n",
+        "gtstore_manager_node_keys{node=\"1\",addr=\"127.0.0.1:7001\"} 42\n",
+        "gtstore_manager_requests_total{op=\"HEARTBEAT\",result=\"ok\"} 1\n",
+        "gtstore_manager_heartbeat_gap_seconds_bucket{le=\"0.5\"} 1\n",
+        "gtstore_manager_connections{listener=\"native\"} 1\n",
+        "gtstore_manager_connections{listener=\"http\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "no {want:?} in {metrics}");
+    }
+    assert!(status.contains("\"waiting_for\":[1]"), "{status}");
+    // The HTTP connection closing is not a member link closing.
+    step(&mut m, 600, Input::Closed { conn: web });
+    assert_eq!(m.status_json()["live_nodes"], 1);
+}
