@@ -460,4 +460,31 @@ mod tests {
         let mut p = pending(2, 2, writing(vec![2, 4], vec![4]));
         assert_eq!(p.ack_from(4, Err(None)), Progress::Failed);
     }
+
+    #[test]
+    fn answers_mark_lagging_and_off_list_replicas_and_timeouts() {
+        let reading = Round::Reading {
+            copies: vec![(1, None)],
+            waiting: vec![2, 3, 4],
+        };
+        let mut p = pending(3, 2, reading);
+        assert_eq!(p.on_answer(2, Answer::CatchingUp), Progress::Waiting);
+        assert_eq!(p.lagging, vec![2]);
+        assert_eq!(p.on_answer(3, Answer::OffList), Progress::Failed);
+        assert!(p.off_list);
+        assert_eq!(p.failure, ErrorCode::Unavailable);
+        assert_eq!(
+            p.on_answer(4, Answer::Failed(ErrorCode::Timeout)),
+            Progress::Failed
+        );
+        assert_eq!(p.failure, ErrorCode::Timeout, "the worst failure is kept");
+
+        // In a write round only a store counts; a copy or a refusal is no ack.
+        let mut p = pending(2, 2, writing(vec![2, 3], vec![]));
+        assert!(p.writing() && Pending::is_write_tag(p.round_tag()));
+        assert_eq!(p.on_answer(2, Answer::Copy(None)), Progress::Waiting);
+        assert_eq!(p.on_answer(3, Answer::Newer(77)), Progress::Failed);
+        assert_eq!(p.newest_refusal(), 77);
+        assert!(p.take_result().is_some_and(|f| f.op == op::OK));
+    }
 }

@@ -757,6 +757,43 @@ fn a_replica_that_acknowledges_after_the_quorum_is_not_hinted() {
     }
 }
 
+#[test]
+fn a_replica_that_never_acknowledges_is_hinted_once_its_ask_times_out() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    let ok = Frame::new(op::OK, asks[0].client_id, 2, Bytes::new());
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ok,
+        },
+    );
+    assert_eq!(sent_on(&out, client)[0].op, op::OK, "W = 2 reached");
+    // Node 3 never answers: nothing is pushed before its ask times out...
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    assert!(sent_on(&out, links[1]).is_empty(), "{out:?}");
+    // ...and then the key is pushed to it (a hint).
+    let timeout = cfg().request_timeout_ms;
+    let out = step(&mut n, 10 + timeout, Input::Timer { id: TIMER_TICK });
+    let pushed = sent_on(&out, links[1]);
+    assert_eq!(pushed.len(), 1, "{out:?}");
+    assert_eq!(pushed[0].op, op::MIGRATE);
+    let records = crate::protocol::cluster::parse_records(&pushed[0].payload).unwrap();
+    assert_eq!(records[0].key, key.as_bytes());
+}
+
 /// Keys hashed and values copied per replicated PUT and GET (N = 3, R = W = 2),
 /// at the lead replica and at a replica; run with `--nocapture` to see them.
 #[test]
