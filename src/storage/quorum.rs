@@ -22,7 +22,7 @@
 //!   replicas hold it, so no later read can return anything older.
 //!
 //! Late replies (after a round has what it needs) change nothing here; the node
-//! hints a replica whose write never arrived (see [`Answer::is_failure`]).
+//! hints a replica whose write never arrived (see [`Answer::holds_write`]).
 
 use super::engine::Entry;
 use crate::protocol::{ErrorCode, Frame};
@@ -61,13 +61,10 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Whether the replica may lack what it was sent: no answer, or a refusal
-    /// that says nothing about what it holds.
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            Answer::Failed(_) | Answer::CatchingUp | Answer::OffList
-        )
+    /// Whether the replica holds the write it was sent (or something newer):
+    /// any other answer to a write leaves it possibly without it, to be hinted.
+    pub fn holds_write(&self) -> bool {
+        matches!(self, Answer::Stored | Answer::Newer(_))
     }
 }
 

@@ -334,8 +334,7 @@ impl StorageNode {
     /// failed). Only a replica that may lack a write it was sent is hinted: one
     /// that stored it, or holds something newer, is not.
     fn late_answer(&mut self, round: u32, peer: u32, key: &Bytes, answer: &Answer) {
-        let stored = matches!(answer, Answer::Stored | Answer::Newer(_));
-        if Pending::is_write_tag(round) && !stored {
+        if Pending::is_write_tag(round) && !answer.holds_write() {
             self.repair.resync.hint(peer, key);
         }
     }
