@@ -3,15 +3,10 @@
 
 pub mod durable;
 pub mod engine;
-pub mod handoff;
 pub mod hlc;
-pub mod mesh;
 pub mod node;
 pub mod ops;
-pub mod order;
-pub mod quorum;
 pub mod resp;
-pub mod resync;
 pub mod status;
 pub mod wal;
 

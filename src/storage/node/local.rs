@@ -11,7 +11,7 @@ impl StorageNode {
     /// Applies a write to the engine and, if it was stored, logs it. With
     /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
     /// data changes (besides dropping keys a ring change moved away, which a
-    /// snapshot follows): each logs what it changed (see [`super::durable`]).
+    /// snapshot follows): each logs what it changed (see [`crate::storage::durable`]).
     /// `hash` is the key's ring hash.
     pub(super) fn store(
         &mut self,

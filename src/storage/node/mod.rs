@@ -19,9 +19,9 @@
 //! - `routing` (`Connections`): where each request is served. A key-value
 //!   request is served here when this node is the key's owner (N = 1) or its
 //!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
-//!   [`super::mesh`]) and the reply relayed, or answered `STALE` for a client
+//!   `mesh.rs`) and the reply relayed, or answered `STALE` for a client
 //!   routing by an older ring. Replies leave each client connection in request
-//!   order (see [`super::order`]), and connections with too many replies held
+//!   order (see `routing/order.rs`), and connections with too many replies held
 //!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
 //!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
 //! - `local`: serving from this node's own data: key-value ops on keys it serves
@@ -30,10 +30,10 @@
 //!   engine are here (store, purge, undo), each logged with a data directory (see
 //!   [`super::durable`]).
 //! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
-//!   this node leads (see [`super::quorum`]), read repair and conditional ops.
+//!   this node leads (see `replication/round.rs`), read repair and conditional ops.
 //! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
-//!   node's catch-up when it may lack writes itself (see [`super::resync`]).
-//! - `moves`: the handoff of keys a ring change moves (see [`super::handoff`]),
+//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`).
+//! - `moves`: the handoff of keys a ring change moves (see `moves/handoff.rs`),
 //!   and with N = 1 the write fence and the copy of each write to a moving key's
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
@@ -48,6 +48,7 @@
 
 mod local;
 mod membership;
+pub(super) mod mesh;
 mod moves;
 mod repair;
 mod replication;
@@ -65,20 +66,20 @@ use tombstones::Collector;
 
 use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
-use super::handoff::Handoff;
 use super::hlc::Hlc;
-use super::mesh::{self, Forward, Mesh};
 use super::ops::decide;
-use super::order::ReplyOrder;
-use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
-use super::resync::{gained, newly_responsible, CatchUp, Resync};
 use crate::protocol::cluster::{put_record, Message, Record, Refusal, Reply};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, PrefTable, Ring};
 use bytes::{Bytes, BytesMut};
+use mesh::{Forward, Mesh};
+use moves::handoff::Handoff;
+use repair::resync::{gained, newly_responsible, CatchUp, Resync};
+use replication::round::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use routing::order::ReplyOrder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
@@ -133,7 +134,7 @@ enum Waiter {
         /// The reply decided here.
         result: Frame,
     },
-    /// A replica's answer to a request served over replicas (see [`super::quorum`]).
+    /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
         /// The request's id at this node.
         id: u64,

@@ -692,7 +692,7 @@ fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
     n.end_catch_up();
     let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
     for (i, &conn) in links.iter().enumerate() {
-        let tag = super::super::mesh::PEER_TAG + 2 + i as u64;
+        let tag = mesh::PEER_TAG + 2 + i as u64;
         step(&mut n, 3, Input::Connected { conn, tag });
     }
     let key = (0..1000)

@@ -1,6 +1,8 @@
 //! Moves: handing keys over to the nodes a ring change adds to their preference
-//! lists (see [`super::super::handoff`]), reporting `HANDOFF_DONE`, and with
+//! lists (see [`handoff`]), reporting `HANDOFF_DONE`, and with
 //! N = 1 copying each write to a moving key's next owner before it is answered.
+
+pub(super) mod handoff;
 
 use super::*;
 

@@ -24,9 +24,9 @@
 //! Late replies (after a round has what it needs) change nothing here; the node
 //! hints a replica whose write never arrived (see [`Answer::holds_write`]).
 
-use super::engine::Entry;
 use crate::protocol::{ErrorCode, Frame};
 use crate::reactor::ConnId;
+use crate::storage::engine::Entry;
 use bytes::Bytes;
 
 /// How many times a refused or failed write round starts over.

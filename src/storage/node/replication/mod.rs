@@ -1,7 +1,7 @@
 //! Replication: with N > 1, a key's lead replica (the first reachable node of
 //! its preference list) serves every request for the key in quorum rounds over
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
-//! [`super::super::quorum`]): reads collect R copies, writes W acknowledgements;
+//! [`round`]): reads collect R copies, writes W acknowledgements;
 //! read repair writes the newest copy back to stale replicas; conditional ops
 //! are decided against the newest copy and refused by a replica holding
 //! anything newer.
@@ -9,6 +9,8 @@
 //! A request is taken out of `pending` while a step works on it and put back if
 //! it still waits for answers, so each transition has the request in hand.
 //! Requests for one key run one write at a time, in arrival order (`busy`).
+
+pub(super) mod round;
 
 use super::*;
 

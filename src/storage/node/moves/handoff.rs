@@ -14,8 +14,8 @@
 //! A chunk is a run of records ([`crate::protocol::cluster::put_record`]); the receiver
 //! applies each by version, so a chunk can arrive late or twice.
 
-use super::engine::Engine;
 use crate::protocol::cluster::put_record;
+use crate::storage::engine::Engine;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 

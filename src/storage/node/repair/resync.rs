@@ -17,14 +17,14 @@
 //!   keys behind with nobody else to send them. A memory-only node that restarts
 //!   is empty, and this is how it is refilled.
 //!
-//! Pushes to a peer are windowed ([`super::handoff::WINDOW`] chunks of at most
-//! [`super::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
+//! Pushes to a peer are windowed ([`super::super::moves::handoff::WINDOW`] chunks of at most
+//! [`super::super::moves::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
 //! the keys of a chunk that fails or times out are queued again.
 
-use super::engine::Engine;
-use super::handoff::{CHUNK_BYTES, WINDOW};
+use super::super::moves::handoff::{CHUNK_BYTES, WINDOW};
 use crate::protocol::cluster::put_record;
 use crate::ring::PrefTable;
+use crate::storage::engine::Engine;
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
@@ -170,6 +170,7 @@ impl Resync {
 
     /// Keys owed to `peer` and not yet acknowledged (chunks in flight count as
     /// one key each, a lower bound).
+    #[cfg(test)]
     pub fn owed(&self, peer: u32) -> usize {
         self.peers
             .get(&peer)
@@ -177,6 +178,7 @@ impl Resync {
     }
 
     /// Whether anything is owed to anyone.
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.peers
             .values()

@@ -1,8 +1,10 @@
 //! Repair: bringing replicas that missed writes up to date. A node that may lack
 //! writes (restarted, back from down, given new ranges) catches up by asking its
-//! peers for their keys (`SYNC_REQ`, see [`super::super::resync::CatchUp`]); the
+//! peers for their keys (`SYNC_REQ`, see [`resync::CatchUp`]); the
 //! writes other replicas missed (hints) and the keys nodes became responsible for
-//! are pushed to them in `MIGRATE` chunks (see [`super::super::resync`]).
+//! are pushed to them in `MIGRATE` chunks (see [`resync`]).
+
+pub(super) mod resync;
 
 use super::*;
 
