@@ -83,12 +83,19 @@ use routing::order::ReplyOrder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+/// Timer ids: the reactor's first input (start the manager link and the clocks),
 const TIMER_INIT: u64 = 0;
+/// the next manager connect is due,
 const TIMER_MANAGER: u64 = 1;
+/// a heartbeat is due ([`NodeConfig::heartbeat_ms`]),
 const TIMER_HEARTBEAT: u64 = 2;
+/// the housekeeping tick ([`NodeConfig::tick_ms`]),
 const TIMER_TICK: u64 = 3;
+/// a departure's deadline ([`LEAVE_DEADLINE_MS`], [`EXIT_GRACE_MS`]),
 const TIMER_LEAVE: u64 = 4;
+/// and a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]).
 const TIMER_ORPHAN: u64 = 5;
+/// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
 const MAX_HOPS: u32 = 3;
