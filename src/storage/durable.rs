@@ -53,8 +53,8 @@
 //!
 //! The file `identity` holds the node's id and the last ring it installed
 //! (`gtstore-identity 1`, the id, then the RING text), replaced atomically (temp
-//! file, fsync, rename, fsync the directory) whenever the id or the ring's epoch
-//! changes. A restarted node installs that ring before anything else, so it routes
+//! file, fsync, rename, fsync the directory) at the turn end after the id or the
+//! ring's epoch changes (never inside `step`). A restarted node installs that ring before anything else, so it routes
 //! as before, and offers it to the manager when it registers: a restarted manager
 //! recovers the membership from the nodes.
 //!
@@ -141,6 +141,8 @@ pub struct Durable {
     stopped: bool,
     /// The identity last saved: (node id, ring epoch).
     saved: (u32, u64),
+    /// An identity to save at the next turn end (the node installed a ring).
+    unsaved: Option<(u32, Ring)>,
     /// The identity read on open, until the node installs it.
     restored: Option<(u32, Ring)>,
 }
@@ -173,6 +175,7 @@ impl Durable {
             failed: None,
             stopped: false,
             saved,
+            unsaved: None,
             restored,
         };
         Ok((d, rec))
@@ -316,6 +319,7 @@ impl Durable {
         if self.failed.is_none() && (self.snapshot_wanted || self.wal.snapshot_due()) {
             self.snapshot(engine);
         }
+        self.write_identity();
         self.holding = false;
         self.woken = false;
         if self.failed.is_some() {
@@ -362,13 +366,24 @@ impl Durable {
         }
     }
 
-    /// Saves the node's id and ring if either changed since the last save. A
-    /// failure is logged, not fatal: the data itself is in the log.
+    /// Asks for the node's id and ring to be saved at the next turn end, if
+    /// either changed since the last save (the file is written outside `step`).
     pub fn save_identity(&mut self, node_id: u32, ring: &Ring) {
+        if self.saved != (node_id, ring.epoch) {
+            self.unsaved = Some((node_id, ring.clone()));
+        }
+    }
+
+    /// Writes the identity asked for since the last turn end. A failure is
+    /// logged, not fatal: the data itself is in the log.
+    fn write_identity(&mut self) {
+        let Some((node_id, ring)) = self.unsaved.take() else {
+            return;
+        };
         if self.saved == (node_id, ring.epoch) || self.failed.is_some() {
             return;
         }
-        match write_identity(self.wal.dir(), node_id, ring) {
+        match write_identity(self.wal.dir(), node_id, &ring) {
             Ok(()) => self.saved = (node_id, ring.epoch),
             Err(e) => log::warn!("cannot save the node's identity: {e}"),
         }
@@ -648,6 +663,8 @@ mod tests {
             let (mut d, _) = Durable::open(&dir.0, Fsync::Batch).unwrap();
             assert!(d.take_identity().is_none());
             d.save_identity(2, &ring);
+            assert_eq!(d.identity(), (0, 0), "saved at the turn end");
+            d.turn_end(&Engine::default(), &mut Vec::new());
             assert_eq!(d.identity(), (2, 4));
         }
         // A LOCK naming a live process other than us (our parent) is refused.

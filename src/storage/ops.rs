@@ -1,7 +1,7 @@
 //! What each key-value op means: [`decide`] takes a request and the key's current
 //! value and returns the reply and the write to make, if any. It is pure, so the
 //! node can decide against its own copy (a key it serves alone) or against the
-//! newest copy a quorum read found (see [`super::quorum`]); the caller gives the
+//! newest copy a quorum read found (see the node's `replication`); the caller gives the
 //! write a version (see [`super::hlc`]) and applies it.
 
 use crate::protocol::{int, kv, op, Error, ErrorCode, Frame};

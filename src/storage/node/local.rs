@@ -1,6 +1,7 @@
 //! Serving from this node's own data: client ops on keys it serves alone (N = 1),
 //! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `SYNC_REQ`,
-//! `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`), and the only three ways its data
+//! `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded by
+//! [`crate::protocol::cluster`], refusals typed as [`Refusal`]), and the only three ways its data
 //! changes: [`StorageNode::store`], [`StorageNode::purge`] and
 //! [`StorageNode::undo`], each logged when the node has a data directory.
 
@@ -10,7 +11,7 @@ impl StorageNode {
     /// Applies a write to the engine and, if it was stored, logs it. With
     /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
     /// data changes (besides dropping keys a ring change moved away, which a
-    /// snapshot follows): each logs what it changed (see [`super::durable`]).
+    /// snapshot follows): each logs what it changed (see [`crate::storage::durable`]).
     /// `hash` is the key's ring hash.
     pub(super) fn store(
         &mut self,
@@ -110,105 +111,97 @@ impl StorageNode {
                     ),
                 ))
             }
-            op::NODE_JOIN => {
-                let secret = f.payload.split(|&b| b == b' ').next().unwrap_or(b"");
-                if secret != self.cfg.secret.as_bytes() {
-                    return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
+            op::NODE_JOIN => match Message::decode(f) {
+                Ok(Message::NodeJoin { secret, .. }) if secret == self.cfg.secret => {
+                    self.conns.members.insert(conn);
+                    self.conns.trusted.push(conn);
+                    (op::OK, Bytes::new())
                 }
-                self.conns.members.insert(conn);
-                self.conns.trusted.push(conn);
-                (op::OK, Bytes::new())
-            }
+                _ => return Err(Error::new(ErrorCode::Auth, "wrong cluster secret")),
+            },
             o => return Err(Error::bad_op(o, member, "a storage node")),
         })
     }
 
-    /// Serves a cluster message from a member; `None` if `f` is not one.
+    /// Serves a cluster message from a member; `None` if `f` is not one this
+    /// node serves. A malformed message is an error (`BADOP`, `BADKEY`).
     fn serve_peer(&mut self, now: Millis, f: &Frame) -> Option<Result<(u8, Bytes), Error>> {
-        let ok = || Ok((op::OK, Bytes::new()));
-        Some(match f.op {
-            op::REPLICATE => self.replicate(f),
-            op::REPL_READ => self.replica_read(&f.payload),
-            op::SYNC_REQ => {
-                let bad = || Error::new(ErrorCode::BadOp, "SYNC_REQ needs NODEID [ROUND EPOCH]");
-                let Some([peer, round, epoch]) = decimals(&f.payload) else {
-                    return Some(Err(bad()));
-                };
-                let Ok(peer) = u32::try_from(peer) else {
-                    return Some(Err(bad()));
-                };
+        let ok = (op::OK, Bytes::new());
+        let message = match Message::decode(f) {
+            Ok(m) => m,
+            Err(e) if Message::is_message_op(f.op) => return Some(Err(e)),
+            Err(_) => return None,
+        };
+        Some(Ok(match message {
+            Message::Replicate { base, record } => self.replicate(base, &record),
+            Message::ReplRead { key } => self.replica_read(&key),
+            Message::SyncReq {
+                node_id: peer,
+                round,
+                epoch,
+            } => {
                 if self.ring.node(peer).is_some() && peer != self.node_id {
                     log::info!("node {peer} is catching up and asks for its keys (round {round})");
                     self.repair.resync.asked(peer, round, epoch);
                 }
-                ok()
+                ok
             }
-            op::SYNC_DONE => {
-                let bad = || Error::new(ErrorCode::BadOp, "SYNC_DONE needs NODEID ROUND");
-                let Some([peer, round, _]) = decimals(&f.payload) else {
-                    return Some(Err(bad()));
-                };
-                let Ok(peer) = u32::try_from(peer) else {
-                    return Some(Err(bad()));
-                };
+            Message::SyncDone {
+                node_id: peer,
+                round,
+            } => {
                 self.catch_up_progress(now, Some((peer, round)));
-                ok()
+                ok
             }
-            op::PURGE if f.payload.len() >= 8 => {
-                let version = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
-                self.purge(&f.payload[8..], version);
-                ok()
+            Message::Purge { version, key } => {
+                self.purge(&key, version);
+                ok
             }
-            op::MIGRATE => {
-                let Some(entries) = parse_chunk(&f.payload) else {
-                    return Some(Err(Error::new(ErrorCode::BadOp, "malformed MIGRATE chunk")));
-                };
-                for (k, version, value) in entries {
-                    self.hlc.observe(version);
-                    self.store((k, hash64(k)), version, value, None);
+            Message::Migrate { records } => {
+                for r in records {
+                    self.hlc.observe(r.version);
+                    let hash = hash64(&r.key);
+                    self.store((&r.key, hash), r.version, r.value.as_deref(), None);
                 }
-                ok()
+                ok
             }
             _ => return None,
-        })
+        }))
     }
 
-    /// `REPLICATE`: a lead replica's write of one entry, conditional on a base
-    /// version (`u64::MAX`: none).
-    fn replicate(&mut self, f: &Frame) -> Result<(u8, Bytes), Error> {
-        let bad = || Error::new(ErrorCode::BadOp, "malformed REPLICATE");
-        let base = f.payload.get(..8).ok_or_else(bad)?;
-        let base = u64::from_be_bytes(base.try_into().map_err(|_| bad())?);
-        let entries = parse_chunk(&f.payload[8..]).ok_or_else(bad)?;
-        let [(k, version, value)] = entries[..] else {
-            return Err(bad());
-        };
-        let hash = hash64(k);
-        self.check_replica_of(hash)?;
-        self.hlc.observe(version);
-        let base = (base != u64::MAX).then_some(base);
-        Ok(match self.store((k, hash), version, value, base) {
-            Applied::Stored => (op::OK, Bytes::new()),
-            Applied::Newer(v) => (op::CONFLICT, Bytes::from(v.to_string())),
-        })
-    }
-
-    /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read.
-    fn replica_read(&mut self, key: &[u8]) -> Result<(u8, Bytes), Error> {
-        let hash = hash64(key);
-        self.check_replica_of(hash)?;
-        if self.behind(hash) {
-            let why = format!("{CATCHING_UP}: this copy may lack writes");
-            return Err(Error::new(ErrorCode::Unavailable, why));
+    /// `REPLICATE`: a lead replica's write of one record, conditional on the
+    /// version it was decided against (`base`).
+    fn replicate(&mut self, base: Option<u64>, r: &Record) -> (u8, Bytes) {
+        let hash = hash64(&r.key);
+        if let Err(refusal) = self.check_replica_of(hash) {
+            return refused(refusal);
         }
-        Ok(match self.engine.entry_ref_hashed(hash, key) {
+        self.hlc.observe(r.version);
+        let value = r.value.as_deref();
+        match self.store((&r.key, hash), r.version, value, base) {
+            Applied::Stored => (op::OK, Bytes::new()),
+            Applied::Newer(version) => reply(Reply::Conflict { version }),
+        }
+    }
+
+    /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a
+    /// `Reply::Found` record, written straight from the engine's entry).
+    fn replica_read(&mut self, key: &[u8]) -> (u8, Bytes) {
+        let hash = hash64(key);
+        if let Err(refusal) = self.check_replica_of(hash) {
+            return refused(refusal);
+        }
+        if self.behind(hash) {
+            return refused(Refusal::CatchingUp);
+        }
+        match self.engine.entry_ref_hashed(hash, key) {
             Some(e) => {
-                let mut chunk = BytesMut::new();
-                put_entry_parts(&mut chunk, key, e.version, e.value);
-                (op::VALUE, chunk.freeze())
+                let mut record = BytesMut::new();
+                put_record(&mut record, key, e.version, e.value);
+                (op::VALUE, record.freeze())
             }
-            None => (op::NOT_FOUND, Bytes::new()),
-        })
+            None => reply(Reply::NotFound),
+        }
     }
 
     /// Refuses a replica request (`REPL_READ`, `REPLICATE`) for a key (by its
@@ -220,7 +213,7 @@ impl StorageNode {
     /// (paused through the change, say) would take it for a current copy and
     /// decide against it, and acknowledged writes would be lost. With N = 1, or
     /// before this node has a ring, nothing is refused.
-    pub(super) fn check_replica_of(&self, hash: u64) -> Result<(), Error> {
+    pub(super) fn check_replica_of(&self, hash: u64) -> Result<(), Refusal> {
         let me = self.node_id;
         if me == 0 || self.ring.replicas < 2 || self.ring.is_empty() {
             return Ok(());
@@ -228,24 +221,19 @@ impl StorageNode {
         if self.serving_pref.get(hash).contains(&me) || self.settled_pref.get(hash).contains(&me) {
             return Ok(());
         }
-        Err(Error::new(
-            ErrorCode::Unavailable,
-            format!("node {me} {OFF_LIST} (ring epoch {})", self.ring.epoch),
-        ))
+        Err(Refusal::OffList {
+            epoch: self.ring.epoch,
+        })
     }
 }
 
-/// Up to three decimal numbers separated by single spaces (at least one);
-/// missing ones are 0.
-fn decimals(payload: &[u8]) -> Option<[u64; 3]> {
-    let mut out = [0; 3];
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut words = text.split(' ');
-    for slot in out.iter_mut() {
-        match words.next() {
-            Some(w) => *slot = w.parse().ok()?,
-            None => break,
-        }
-    }
-    words.next().is_none().then_some(out)
+/// A reply's op and payload.
+fn reply(r: Reply) -> (u8, Bytes) {
+    let f = r.encode();
+    (f.op, f.payload)
+}
+
+/// A refusal's op and payload.
+fn refused(why: Refusal) -> (u8, Bytes) {
+    reply(Reply::Refused(why))
 }

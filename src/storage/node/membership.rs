@@ -152,44 +152,16 @@ impl StorageNode {
 
     pub(super) fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
         match frame.op {
-            op::RING_UPDATE => match Ring::decode(&frame.payload) {
-                Ok(ring) => self.install_ring(ring, now, out),
-                Err(e) => log::warn!("bad ring from the manager: {e}"),
+            op::RING_UPDATE | op::JOINED => match Message::decode(&frame) {
+                Ok(Message::RingUpdate { ring }) => self.install_ring(ring, now, out),
+                Ok(Message::Joined {
+                    node_id,
+                    catch_up,
+                    ring,
+                }) => self.registered(now, (node_id, catch_up), ring, out),
+                Ok(_) => {}
+                Err(e) => log::warn!("bad message from the manager: {e}"),
             },
-            op::JOINED => {
-                let text = &frame.payload[..];
-                let Some(nl) = memchr::memchr(b'\n', text) else {
-                    log::warn!("JOINED without a ring");
-                    return;
-                };
-                // `NODEID`, or `NODEID catch-up` when the manager had this
-                // node down: it may have missed writes.
-                let first = std::str::from_utf8(&text[..nl]).unwrap_or("");
-                let (id, behind) = match first.split_once(' ') {
-                    Some((id, "catch-up")) => (id, true),
-                    _ => (first, false),
-                };
-                match (id.parse::<u32>().ok(), Ring::decode(&text[nl + 1..])) {
-                    (Some(id), Ok(ring)) => {
-                        self.membership.awaiting_joined = false;
-                        self.membership.join_refusals = 0;
-                        if self.node_id != id {
-                            log::info!("registered with the manager as node {id}");
-                        }
-                        self.node_id = id;
-                        self.repair.was_down |= behind;
-                        self.hlc.set_writer(id);
-                        self.install_ring(ring, now, out);
-                        if self.membership.leaving && !self.membership.exiting {
-                            // Registered again while leaving (the manager link
-                            // broke): ask again, the LEAVE may have been lost.
-                            self.send_leave(out);
-                        }
-                    }
-                    (_, Err(e)) => log::warn!("bad ring from the manager: {e}"),
-                    (None, _) => log::warn!("bad node id from the manager"),
-                }
-            }
             op::ERR if self.membership.awaiting_joined => {
                 self.membership.awaiting_joined = false;
                 let e = Error::from_payload(&frame.payload);
@@ -226,6 +198,38 @@ impl StorageNode {
         }
     }
 
+    /// The manager registered this node as `id` (`catch_up`: it had the node
+    /// down meanwhile, so the node may have missed writes) and sent the ring.
+    fn registered(
+        &mut self,
+        now: Millis,
+        (id, catch_up): (u32, bool),
+        ring: Ring,
+        out: &mut Vec<Output>,
+    ) {
+        self.membership.awaiting_joined = false;
+        self.membership.join_refusals = 0;
+        if self.node_id != id {
+            log::info!("registered with the manager as node {id}");
+        }
+        self.node_id = id;
+        self.repair.was_down |= catch_up;
+        self.hlc.set_writer(id);
+        self.install_ring(ring, now, out);
+        if self.membership.leaving && !self.membership.exiting {
+            // Registered again while leaving (the manager link broke): ask
+            // again, the LEAVE may have been lost.
+            self.send_leave(out);
+        }
+    }
+
+    /// `message` as this node sends it to the manager (its id in the header).
+    pub(super) fn to_manager(&self, message: &Message) -> Frame {
+        let mut frame = message.encode();
+        frame.node_id = self.node_id;
+        frame
+    }
+
     /// Asks the manager to start this node's departure (its answer: `OK`, or an
     /// `ERR` that makes the node exit without a handoff).
     pub(super) fn send_leave(&mut self, out: &mut Vec<Output>) {
@@ -233,7 +237,7 @@ impl StorageNode {
             self.membership.awaiting_left = true;
             out.push(Output::Send {
                 conn,
-                frame: Frame::new(op::LEAVE, 0, self.node_id, Bytes::new()),
+                frame: self.to_manager(&Message::Leave),
             });
         }
     }
@@ -324,22 +328,22 @@ impl StorageNode {
     /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
     /// RING text after the usual payload), so a restarted manager can recover.
     pub(super) fn manager_hello(&self) -> Frame {
-        let mut hello = self.hello();
-        if self.node_id != 0 && self.ring.node(self.node_id).is_some() {
-            let mut payload = BytesMut::from(&hello.payload[..]);
-            payload.extend_from_slice(b"\n");
-            payload.extend_from_slice(self.ring.encode().as_bytes());
-            hello.payload = payload.freeze();
-        }
-        hello
+        let listed = self.node_id != 0 && self.ring.node(self.node_id).is_some();
+        self.join_message(listed.then(|| self.ring.clone()))
     }
 
+    /// `NODE_JOIN` for a peer: proves this node is a member.
     pub(super) fn hello(&self) -> Frame {
-        let payload = format!(
-            "{} {} {}",
-            self.cfg.secret, self.cfg.advertise, self.cfg.tokens
-        );
-        Frame::new(op::NODE_JOIN, 0, self.node_id, payload)
+        self.join_message(None)
+    }
+
+    fn join_message(&self, offer: Option<Ring>) -> Frame {
+        self.to_manager(&Message::NodeJoin {
+            secret: self.cfg.secret.clone(),
+            addr: self.cfg.advertise.clone(),
+            tokens: self.cfg.tokens,
+            offer,
+        })
     }
 
     /// The manager link is up: register (or register again).
@@ -357,13 +361,13 @@ impl StorageNode {
     /// it is catching up), every [`NodeConfig::heartbeat_ms`].
     pub(super) fn heartbeat(&mut self, now: Millis, out: &mut Vec<Output>) {
         if let Some(conn) = self.membership.manager.conn() {
-            let mut text = self.engine.len().to_string();
-            if self.repair.catch_up.is_some() {
-                text.push_str(" catching-up");
-            }
+            let beat = Message::Heartbeat {
+                keys: self.engine.len() as u64,
+                catching_up: self.repair.catch_up.is_some(),
+            };
             out.push(Output::Send {
                 conn,
-                frame: Frame::new(op::HEARTBEAT, 0, self.node_id, text),
+                frame: self.to_manager(&beat),
             });
         }
         out.push(Output::Timer {

@@ -21,9 +21,9 @@
 //! - `routing` (`Connections`): where each request is served. A key-value
 //!   request is served here when this node is the key's owner (N = 1) or its
 //!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
-//!   [`super::mesh`]) and the reply relayed, or answered `STALE` for a client
+//!   `mesh.rs`) and the reply relayed, or answered `STALE` for a client
 //!   routing by an older ring. Replies leave each client connection in request
-//!   order (see [`super::order`]), and connections with too many replies held
+//!   order (see `routing/order.rs`), and connections with too many replies held
 //!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
 //!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
 //! - `local`: serving from this node's own data: key-value ops on keys it serves
@@ -32,10 +32,10 @@
 //!   engine are here (store, purge, undo), each logged with a data directory (see
 //!   [`super::durable`]).
 //! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
-//!   this node leads (see [`super::quorum`]), read repair and conditional ops.
+//!   this node leads (see `replication/round.rs`), read repair and conditional ops.
 //! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
-//!   node's catch-up when it may lack writes itself (see [`super::resync`]).
-//! - `moves`: the handoff of keys a ring change moves (see [`super::handoff`]),
+//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`).
+//! - `moves`: the handoff of keys a ring change moves (see `moves/handoff.rs`),
 //!   and with N = 1 the write fence and the copy of each write to a moving key's
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
@@ -50,6 +50,7 @@
 
 mod local;
 mod membership;
+pub(super) mod mesh;
 mod moves;
 mod repair;
 mod replication;
@@ -65,31 +66,38 @@ use replication::Rounds;
 use routing::Connections;
 use tombstones::Collector;
 
-use super::chunk::{parse_chunk, put_entry, put_entry_parts};
 use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
-use super::handoff::Handoff;
 use super::hlc::Hlc;
-use super::mesh::{self, Forward, Mesh};
 use super::ops::decide;
-use super::order::ReplyOrder;
-use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
 use super::resp::{self, Item, NodeFacts, RespFront};
-use super::resync::{gained, newly_responsible, CatchUp, Resync};
+use crate::protocol::cluster::{put_record, Message, Record, Refusal, Reply};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 use crate::ring::{hash64, NodeState, PrefTable, Ring};
 use bytes::{Bytes, BytesMut};
+use mesh::{Forward, Mesh};
+use moves::handoff::Handoff;
+use repair::resync::{gained, newly_responsible, CatchUp, Resync};
+use replication::round::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use routing::order::ReplyOrder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+/// Timer ids: the reactor's first input (start the manager link and the clocks),
 const TIMER_INIT: u64 = 0;
+/// the next manager connect is due,
 const TIMER_MANAGER: u64 = 1;
+/// a heartbeat is due ([`NodeConfig::heartbeat_ms`]),
 const TIMER_HEARTBEAT: u64 = 2;
+/// the housekeeping tick ([`NodeConfig::tick_ms`]),
 const TIMER_TICK: u64 = 3;
+/// a departure's deadline ([`LEAVE_DEADLINE_MS`], [`EXIT_GRACE_MS`]),
 const TIMER_LEAVE: u64 = 4;
+/// and a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]).
 const TIMER_ORPHAN: u64 = 5;
+/// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
 const MAX_HOPS: u32 = 3;
@@ -109,10 +117,6 @@ const HOLD_BYTES: usize = 4 << 20;
 /// How often a node catching up asks the peers that have not answered again
 /// (their answer, or the ask, may have been lost with a broken link), in ms.
 const CATCH_UP_ASK_MS: Millis = 3_000;
-/// What a replica says when, by its ring, it is not on a key's lists.
-const OFF_LIST: &str = "is not a replica of this key";
-/// How a replica that is catching up begins its refusal of a quorum read.
-const CATCHING_UP: &str = "catching up";
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
 
@@ -139,7 +143,7 @@ enum Waiter {
         /// The reply decided here.
         result: Frame,
     },
-    /// A replica's answer to a request served over replicas (see [`super::quorum`]).
+    /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
         /// The request's id at this node.
         id: u64,

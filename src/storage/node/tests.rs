@@ -1,6 +1,5 @@
 //! Unit tests of the node state machine, driven step by step.
 
-use super::replication::refused_for;
 use super::*;
 
 fn cfg() -> NodeConfig {
@@ -259,14 +258,12 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     };
     let read = |k: &String| Bytes::from(k.clone());
     let write = |k: &String| {
-        let mut p = BytesMut::new();
-        p.extend_from_slice(&u64::MAX.to_be_bytes());
-        let e = Entry {
+        let record = Record {
+            key: Bytes::from(k.clone()),
             version: 9 << 16,
             value: Some(Bytes::from_static(b"v")),
         };
-        put_entry(&mut p, k.as_bytes(), &e);
-        p.freeze()
+        Message::Replicate { base: None, record }.encode().payload
     };
     assert_eq!(
         ask(&mut n, op::REPLICATE, write(kept)),
@@ -277,8 +274,8 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     for (o, payload) in [(op::REPL_READ, read(other)), (op::REPLICATE, write(other))] {
         let got = ask(&mut n, o, payload);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, op::ERR, "{got:?}");
-        assert!(got[0].1.starts_with(b"UNAVAILABLE"), "{got:?}");
+        let refusal = Refusal::decode(&Frame::new(got[0].0, 0, 0, got[0].1.clone()));
+        assert_eq!(refusal, Ok(Refusal::OffList { epoch: 7 }), "{got:?}");
     }
     assert_eq!(
         n.engine().entry(other.as_bytes()),
@@ -423,11 +420,8 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
     let out = read(&mut n, 4);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1, op::ERR);
-    assert!(
-        refused_for(&Frame::new(op::ERR, 0, 0, out[0].2.clone()), CATCHING_UP),
-        "{out:?}"
-    );
+    let refusal = Refusal::decode(&Frame::new(out[0].1, 0, 0, out[0].2.clone()));
+    assert_eq!(refusal, Ok(Refusal::CatchingUp), "{out:?}");
     // Its heartbeat says so.
     let beat = sent(&step(
         &mut n,
@@ -485,7 +479,7 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         .catch_up
         .as_ref()
         .is_some_and(|c| c.known.is_none()));
-    assert_eq!(read(&mut n, 12)[0].1, op::ERR);
+    assert_eq!(read(&mut n, 12)[0].1, op::REFUSED);
 }
 
 #[test]
@@ -737,7 +731,7 @@ fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
     n.end_catch_up();
     let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
     for (i, &conn) in links.iter().enumerate() {
-        let tag = super::super::mesh::PEER_TAG + 2 + i as u64;
+        let tag = mesh::PEER_TAG + 2 + i as u64;
         step(&mut n, 3, Input::Connected { conn, tag });
     }
     let key = (0..1000)
@@ -800,6 +794,83 @@ fn a_replica_that_acknowledges_after_the_quorum_is_not_hinted() {
         let out = step(&mut n, now, Input::Timer { id: TIMER_TICK });
         assert!(sent_on(&out, links[1]).is_empty(), "pushed again: {out:?}");
     }
+}
+
+#[test]
+fn a_replica_that_never_acknowledges_is_hinted_once_its_ask_times_out() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    let ok = Frame::new(op::OK, asks[0].client_id, 2, Bytes::new());
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ok,
+        },
+    );
+    assert_eq!(sent_on(&out, client)[0].op, op::OK, "W = 2 reached");
+    // Node 3 never answers: nothing is pushed before its ask times out...
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    assert!(sent_on(&out, links[1]).is_empty(), "{out:?}");
+    // ...and then the key is pushed to it (a hint).
+    let timeout = cfg().request_timeout_ms;
+    let out = step(&mut n, 10 + timeout, Input::Timer { id: TIMER_TICK });
+    let pushed = sent_on(&out, links[1]);
+    assert_eq!(pushed.len(), 1, "{out:?}");
+    assert_eq!(pushed[0].op, op::MIGRATE);
+    let records = crate::protocol::cluster::parse_records(&pushed[0].payload).unwrap();
+    assert_eq!(records[0].key, key.as_bytes());
+}
+
+#[test]
+fn a_replica_that_refuses_after_the_quorum_is_hinted() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    let ok = Frame::new(op::OK, asks[0].client_id, 2, Bytes::new());
+    step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ok,
+        },
+    );
+    // Node 3 holds a version newer than the write's base, older than the write.
+    let mut refusal = Reply::Conflict { version: 1 }.encode();
+    refusal.client_id = asks[1].client_id;
+    step(
+        &mut n,
+        12,
+        Input::Frame {
+            conn: links[1],
+            frame: refusal,
+        },
+    );
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    let pushed = sent_on(&out, links[1]);
+    assert_eq!(pushed.len(), 1, "{out:?}");
+    assert_eq!(pushed[0].op, op::MIGRATE);
 }
 
 /// Keys hashed and values copied per replicated PUT and GET (N = 3, R = W = 2),

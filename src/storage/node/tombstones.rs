@@ -108,7 +108,7 @@ impl StorageNode {
             self.tombstones.next_purge += 1;
             let deadline = now + self.cfg.request_timeout_ms;
             for &peer in &members {
-                let frame = Frame::new(op::REPL_READ, 0, 0, key.clone());
+                let frame = Message::ReplRead { key: key.clone() }.encode();
                 let token = Waiter::Purge { id };
                 // A failed send leaves the check waiting; its deadline ends it.
                 let _ = self.mesh.forward(peer, frame, token, 1, deadline, out);
@@ -137,9 +137,10 @@ impl StorageNode {
         let Some(c) = self.tombstones.purges.get_mut(&id) else {
             return;
         };
-        let same = frame.op == op::VALUE
-            && parse_chunk(&frame.payload)
-                .is_some_and(|e| matches!(e[..], [(_, v, None)] if v == c.version));
+        let same = matches!(
+            Reply::decode(frame),
+            Ok(Reply::Found(r)) if r.value.is_none() && r.version == c.version
+        );
         if !same {
             self.tombstones.purges.remove(&id);
             return;
@@ -149,13 +150,14 @@ impl StorageNode {
             return;
         }
         let c = self.tombstones.purges.remove(&id).expect("checked above");
-        let mut payload = BytesMut::with_capacity(8 + c.key.len());
-        payload.extend_from_slice(&c.version.to_be_bytes());
-        payload.extend_from_slice(&c.key);
-        let payload = payload.freeze();
+        let purge = Message::Purge {
+            version: c.version,
+            key: c.key.clone(),
+        }
+        .encode();
         let deadline = now + self.cfg.request_timeout_ms;
         for peer in c.members {
-            let frame = Frame::new(op::PURGE, 0, 0, payload.clone());
+            let frame = purge.clone();
             let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
         self.purge(&c.key, c.version);

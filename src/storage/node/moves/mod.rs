@@ -1,6 +1,8 @@
 //! Moves: handing keys over to the nodes a ring change adds to their preference
-//! lists (see [`super::super::handoff`]), reporting `HANDOFF_DONE`, and with
+//! lists (see [`handoff`]), reporting `HANDOFF_DONE`, and with
 //! N = 1 copying each write to a moving key's next owner before it is answered.
+
+pub(super) mod handoff;
 
 use super::*;
 
@@ -61,7 +63,7 @@ impl StorageNode {
                 h.reported = true;
                 out.push(Output::Send {
                     conn,
-                    frame: Frame::new(op::HANDOFF_DONE, 0, self.node_id, epoch.to_string()),
+                    frame: self.to_manager(&Message::HandoffDone { epoch }),
                 });
             }
         }
@@ -82,12 +84,19 @@ impl StorageNode {
         reply: Frame,
         out: &mut Vec<Output>,
     ) {
-        let mut payload = BytesMut::new();
-        payload.extend_from_slice(&before.to_be_bytes());
-        if let Some(e) = self.engine.entry_ref_hashed(hash, key) {
-            put_entry_parts(&mut payload, key, e.version, e.value);
+        let Some(e) = self.engine.entry_ref_hashed(hash, key) else {
+            return self.conns.order.ready(conn, reply, out);
+        };
+        let record = Record {
+            key: Bytes::copy_from_slice(key),
+            version: e.version,
+            value: e.value.map(Bytes::copy_from_slice),
+        };
+        let copy = Message::Replicate {
+            base: Some(before),
+            record,
         }
-        let copy = Frame::new(op::REPLICATE, 0, 0, payload.freeze());
+        .encode();
         let seq = self.conns.order.reserve(conn);
         let token = Waiter::Mirror {
             conn,

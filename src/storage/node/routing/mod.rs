@@ -6,6 +6,8 @@
 //! request order, and connections with too many replies held back stop being
 //! read (holds).
 
+pub(super) mod order;
+
 use super::*;
 
 /// The connections this node serves: which are proven members, each client's

@@ -11,11 +11,11 @@
 //! acknowledged the node tells the manager (`HANDOFF_DONE`), which flips the ring
 //! once every serving node has.
 //!
-//! A chunk is a run of entries in the format of [`super::chunk`]; the receiver
+//! A chunk is a run of records ([`crate::protocol::cluster::put_record`]); the receiver
 //! applies each by version, so a chunk can arrive late or twice.
 
-use super::chunk::put_entry;
-use super::engine::Engine;
+use crate::protocol::cluster::put_record;
+use crate::storage::engine::Engine;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 
@@ -81,8 +81,8 @@ impl Handoff {
                 while o.next < o.keys.len() && buf.len() < CHUNK_BYTES {
                     let k = &o.keys[o.next];
                     o.next += 1;
-                    if let Some(e) = engine.entry(k) {
-                        put_entry(&mut buf, k, &e);
+                    if let Some(e) = engine.entry_ref(k) {
+                        put_record(&mut buf, k, e.version, e.value);
                     }
                 }
                 if !buf.is_empty() {
@@ -109,8 +109,8 @@ impl Handoff {
 
 #[cfg(test)]
 mod tests {
-    use super::super::chunk::parse_chunk;
     use super::*;
+    use crate::protocol::cluster::parse_records;
 
     #[test]
     fn chunks_are_bounded_windowed_and_parse_back() {
@@ -129,19 +129,19 @@ mod tests {
         let mut seen = 0;
         for (_, c) in &first {
             assert!(c.len() < CHUNK_BYTES + 1100);
-            seen += parse_chunk(c).unwrap().len();
+            seen += parse_records(c).unwrap().len();
         }
         let mut rounds = 0;
         while !h.done() {
             h.acked(1);
             h.acked(2);
             for (_, c) in h.next_chunks(&e) {
-                seen += parse_chunk(&c).unwrap().len();
+                seen += parse_records(&c).unwrap().len();
             }
             rounds += 1;
             assert!(rounds < 100);
         }
         assert_eq!(seen, 2000);
-        assert!(parse_chunk(&[0, 0, 0, 9, 1]).is_none());
+        assert!(parse_records(&Bytes::from_static(&[0, 0, 0, 9, 1])).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Replication: with N > 1, a key's lead replica (the first reachable node of
 //! its preference list) serves every request for the key in quorum rounds over
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
-//! [`super::super::quorum`]): reads collect R copies, writes W acknowledgements;
+//! [`round`]): reads collect R copies, writes W acknowledgements;
 //! read repair writes the newest copy back to stale replicas; conditional ops
 //! are decided against the newest copy and refused by a replica holding
 //! anything newer.
@@ -9,6 +9,8 @@
 //! A request is taken out of `pending` while a step works on it and put back if
 //! it still waits for answers, so each transition has the request in hand.
 //! Requests for one key run one write at a time, in arrival order (`busy`).
+
+pub(super) mod round;
 
 use super::*;
 
@@ -164,7 +166,7 @@ impl StorageNode {
             copies: vec![(self.node_id, local)],
             waiting: others.clone(),
         };
-        let ask = Frame::new(op::REPL_READ, 0, 0, p.key.clone());
+        let ask = Message::ReplRead { key: p.key.clone() }.encode();
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &others, ask, out);
         if p.read_need <= 1 {
             return self.finish_read(now, id, p, out);
@@ -232,9 +234,16 @@ impl StorageNode {
         w: WriteRound,
         out: &mut Vec<Output>,
     ) {
-        let mut payload = BytesMut::new();
-        payload.extend_from_slice(&w.base.unwrap_or(u64::MAX).to_be_bytes());
-        put_entry(&mut payload, &p.key, &w.entry);
+        let record = Record {
+            key: p.key.clone(),
+            version: w.entry.version,
+            value: w.entry.value.clone(),
+        };
+        let ask = Message::Replicate {
+            base: w.base,
+            record,
+        }
+        .encode();
         let done = w.acks >= p.write_need && w.newcomers.is_empty();
         let alone = w.targets.is_empty();
         p.round = Round::Writing {
@@ -244,14 +253,13 @@ impl StorageNode {
             newcomers: w.newcomers,
             newest_refusal: 0,
         };
-        let payload = payload.freeze();
         if p.request.op == op::PUT && p.value.is_none() {
-            // From now on the PUT's value is the one in this payload.
+            // From now on the PUT's value is the one in this payload (a record
+            // ends with its value).
             let len = w.entry.value.as_ref().map_or(0, Bytes::len);
-            p.value = Some(payload.slice(payload.len() - len..));
+            p.value = Some(ask.payload.slice(ask.payload.len() - len..));
             p.request.payload = Bytes::new();
         }
-        let ask = Frame::new(op::REPLICATE, 0, 0, payload);
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &w.targets, ask, out);
         // Replicas this write cannot reach now get it later (hinted handoff),
         // and so do the nodes a pending move adds to the key's list: they count
@@ -326,10 +334,9 @@ impl StorageNode {
 
     /// An answer to a round that ended without it (it had its quorum, or it
     /// failed). Only a replica that may lack a write it was sent is hinted: one
-    /// that stored it, or holds something newer, is not.
+    /// that stored it is not.
     fn late_answer(&mut self, round: u32, peer: u32, key: &Bytes, answer: &Answer) {
-        let stored = matches!(answer, Answer::Stored | Answer::Newer(_));
-        if Pending::is_write_tag(round) && !stored {
+        if Pending::is_write_tag(round) && !answer.holds_write() {
             self.repair.resync.hint(peer, key);
         }
     }
@@ -514,34 +521,19 @@ impl StorageNode {
     }
 }
 
-/// A replica's reply to a round's ask, decoded.
+/// A replica's reply to a round's ask, decoded. A value is copied out of the
+/// reply, so a round waiting for other replicas does not pin the read buffer.
 pub(super) fn answer_of(f: &Frame) -> Answer {
-    match f.op {
-        op::OK => Answer::Stored,
-        op::NOT_FOUND => Answer::Copy(None),
-        op::VALUE => match parse_chunk(&f.payload).as_deref() {
-            Some(&[(_, version, value)]) => Answer::Copy(Some(Entry {
-                version,
-                value: value.map(Bytes::copy_from_slice),
-            })),
-            _ => Answer::Failed(ErrorCode::Unavailable),
-        },
-        op::CONFLICT => match std::str::from_utf8(&f.payload).map(str::parse::<u64>) {
-            Ok(Ok(v)) => Answer::Newer(v),
-            _ => Answer::Failed(ErrorCode::Unavailable),
-        },
-        _ if refused_for(f, CATCHING_UP) => Answer::CatchingUp,
-        _ if refused_for(f, OFF_LIST) => Answer::OffList,
-        _ => Answer::Failed(ErrorCode::Unavailable),
-    }
-}
-
-/// Whether `f` is a replica's `ERR UNAVAILABLE` refusal whose text says `why`:
-/// [`CATCHING_UP`] (it may lack the key's writes) or [`OFF_LIST`] (by its ring
-/// it is not on the key's lists; see `check_replica_of`).
-pub(super) fn refused_for(f: &Frame, why: &str) -> bool {
-    f.op == op::ERR && {
-        let e = Error::from_payload(&f.payload);
-        e.code == ErrorCode::Unavailable && e.message.contains(why)
+    match Reply::decode(f) {
+        Ok(Reply::Ok) => Answer::Stored,
+        Ok(Reply::NotFound) => Answer::Copy(None),
+        Ok(Reply::Found(r)) => Answer::Copy(Some(Entry {
+            version: r.version,
+            value: r.value.map(|v| Bytes::copy_from_slice(&v)),
+        })),
+        Ok(Reply::Conflict { version }) => Answer::Newer(version),
+        Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
+        Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
+        Ok(Reply::Failed(_)) | Err(_) => Answer::Failed(ErrorCode::Unavailable),
     }
 }

@@ -22,11 +22,11 @@
 //!   replicas hold it, so no later read can return anything older.
 //!
 //! Late replies (after a round has what it needs) change nothing here; the node
-//! hints a replica whose write never arrived (see [`Answer::is_failure`]).
+//! hints a replica whose write never arrived (see [`Answer::holds_write`]).
 
-use super::engine::Entry;
 use crate::protocol::{ErrorCode, Frame};
 use crate::reactor::ConnId;
+use crate::storage::engine::Entry;
 use bytes::Bytes;
 
 /// How many times a refused or failed write round starts over.
@@ -61,13 +61,11 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Whether the replica may lack what it was sent: no answer, or a refusal
-    /// that says nothing about what it holds.
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            Answer::Failed(_) | Answer::CatchingUp | Answer::OffList
-        )
+    /// Whether the replica holds the write it was sent. Any other answer leaves
+    /// it possibly without it, to be hinted: a refusal (`Newer`) too, since the
+    /// version it holds is newer than the write's base, not than the write.
+    pub fn holds_write(&self) -> bool {
+        matches!(self, Answer::Stored)
     }
 }
 
@@ -459,5 +457,32 @@ mod tests {
         assert_eq!(p.ack_from(4, Ok(())), Progress::WriteDone);
         let mut p = pending(2, 2, writing(vec![2, 4], vec![4]));
         assert_eq!(p.ack_from(4, Err(None)), Progress::Failed);
+    }
+
+    #[test]
+    fn answers_mark_lagging_and_off_list_replicas_and_timeouts() {
+        let reading = Round::Reading {
+            copies: vec![(1, None)],
+            waiting: vec![2, 3, 4],
+        };
+        let mut p = pending(3, 2, reading);
+        assert_eq!(p.on_answer(2, Answer::CatchingUp), Progress::Waiting);
+        assert_eq!(p.lagging, vec![2]);
+        assert_eq!(p.on_answer(3, Answer::OffList), Progress::Failed);
+        assert!(p.off_list);
+        assert_eq!(p.failure, ErrorCode::Unavailable);
+        assert_eq!(
+            p.on_answer(4, Answer::Failed(ErrorCode::Timeout)),
+            Progress::Failed
+        );
+        assert_eq!(p.failure, ErrorCode::Timeout, "the worst failure is kept");
+
+        // In a write round only a store counts; a copy or a refusal is no ack.
+        let mut p = pending(2, 2, writing(vec![2, 3], vec![]));
+        assert!(p.writing() && Pending::is_write_tag(p.round_tag()));
+        assert_eq!(p.on_answer(2, Answer::Copy(None)), Progress::Waiting);
+        assert_eq!(p.on_answer(3, Answer::Newer(77)), Progress::Failed);
+        assert_eq!(p.newest_refusal(), 77);
+        assert!(p.take_result().is_some_and(|f| f.op == op::OK));
     }
 }

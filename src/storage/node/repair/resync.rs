@@ -17,14 +17,14 @@
 //!   keys behind with nobody else to send them. A memory-only node that restarts
 //!   is empty, and this is how it is refilled.
 //!
-//! Pushes to a peer are windowed ([`super::handoff::WINDOW`] chunks of at most
-//! [`super::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
+//! Pushes to a peer are windowed ([`super::super::moves::handoff::WINDOW`] chunks of at most
+//! [`super::super::moves::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
 //! the keys of a chunk that fails or times out are queued again.
 
-use super::chunk::put_entry;
-use super::engine::Engine;
-use super::handoff::{CHUNK_BYTES, WINDOW};
+use super::super::moves::handoff::{CHUNK_BYTES, WINDOW};
+use crate::protocol::cluster::put_record;
 use crate::ring::PrefTable;
+use crate::storage::engine::Engine;
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
@@ -170,6 +170,7 @@ impl Resync {
 
     /// Keys owed to `peer` and not yet acknowledged (chunks in flight count as
     /// one key each, a lower bound).
+    #[cfg(test)]
     pub fn owed(&self, peer: u32) -> usize {
         self.peers
             .get(&peer)
@@ -177,6 +178,7 @@ impl Resync {
     }
 
     /// Whether anything is owed to anyone.
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.peers
             .values()
@@ -201,8 +203,8 @@ impl Resync {
                         break;
                     };
                     o.hinted.remove(&k);
-                    if let Some(e) = engine.entry(&k) {
-                        put_entry(&mut buf, &k, &e);
+                    if let Some(e) = engine.entry_ref(&k) {
+                        put_record(&mut buf, &k, e.version, e.value);
                         keys.push(k);
                     }
                 }
@@ -351,8 +353,8 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         let (peer, payload, keys) = &chunks[0];
         assert_eq!((*peer, keys.len()), (7, 3));
-        let parsed = super::super::chunk::parse_chunk(payload).unwrap();
-        let names: Vec<&[u8]> = parsed.iter().map(|e| e.0).collect();
+        let parsed = crate::protocol::cluster::parse_records(payload).unwrap();
+        let names: Vec<&[u8]> = parsed.iter().map(|e| &e.key[..]).collect();
         assert_eq!(names, [&b"a"[..], b"b", b"c"]);
         assert!(!r.is_idle());
         r.failed(7, keys.clone());

@@ -1,8 +1,10 @@
 //! Repair: bringing replicas that missed writes up to date. A node that may lack
 //! writes (restarted, back from down, given new ranges) catches up by asking its
-//! peers for their keys (`SYNC_REQ`, see [`super::super::resync::CatchUp`]); the
+//! peers for their keys (`SYNC_REQ`, see [`resync::CatchUp`]); the
 //! writes other replicas missed (hints) and the keys nodes became responsible for
-//! are pushed to them in `MIGRATE` chunks (see [`super::super::resync`]).
+//! are pushed to them in `MIGRATE` chunks (see [`resync`]).
+
+pub(super) mod resync;
 
 use super::*;
 
@@ -49,14 +51,19 @@ impl StorageNode {
             .retain(|&p| ring.node(p).is_some() && !back.contains(&p));
         let waiting = self.repair.catch_up.as_ref().map(|c| &c.waiting);
         let round = self.cfg.clock_base_ms + now;
-        let payload = format!("{} {round} {}", self.node_id, self.ring.epoch);
+        let ask = Message::SyncReq {
+            node_id: self.node_id,
+            round,
+            epoch: self.ring.epoch,
+        }
+        .encode();
         let deadline = now + self.cfg.request_timeout_ms;
         for peer in back {
             if waiting.is_some_and(|w| w.contains(&peer)) {
                 continue;
             }
             log::info!("node {peer} is back; asking it for the keys it holds");
-            let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
+            let frame = ask.clone();
             let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
     }
@@ -151,10 +158,15 @@ impl StorageNode {
             return;
         };
         c.asked_at = now;
-        let payload = format!("{} {} {}", self.node_id, c.round, self.ring.epoch);
+        let ask = Message::SyncReq {
+            node_id: self.node_id,
+            round: c.round,
+            epoch: self.ring.epoch,
+        }
+        .encode();
         let deadline = now + self.cfg.request_timeout_ms;
         for &peer in &c.waiting {
-            let frame = Frame::new(op::SYNC_REQ, 0, 0, payload.clone());
+            let frame = ask.clone();
             let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
     }
@@ -276,7 +288,7 @@ impl StorageNode {
         }
         for (peer, round) in self.repair.resync.finished_asks() {
             log::info!("pushed node {peer} every key it asked for (round {round})");
-            let frame = Frame::new(op::SYNC_DONE, 0, 0, format!("{me} {round}"));
+            let frame = Message::SyncDone { node_id: me, round }.encode();
             let deadline = now + self.cfg.request_timeout_ms;
             let _ = (self.mesh).forward(peer, frame, Waiter::Ignore, 1, deadline, out);
         }
