@@ -42,6 +42,14 @@ pub struct Forward<T> {
     unsent: Option<Frame>,
 }
 
+impl<T> Forward<T> {
+    /// Whether its frame left for the peer (then the peer may have acted on
+    /// it, answer or not); a forward still waiting for its link was not.
+    pub fn sent(&self) -> bool {
+        self.unsent.is_none()
+    }
+}
+
 struct Peer {
     addr: SocketAddr,
     /// Left the ring: no new forwards; closed once its replies are in.

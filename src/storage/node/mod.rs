@@ -52,6 +52,8 @@ mod local;
 mod membership;
 pub(super) mod mesh;
 mod moves;
+#[cfg(test)]
+mod outcome_tests;
 mod repair;
 mod replication;
 mod routing;
@@ -61,8 +63,8 @@ mod tombstones;
 
 use membership::Membership;
 use repair::Repair;
-use replication::answer_of;
 use replication::Rounds;
+use replication::{answer_of, outcome_unknown};
 use routing::Connections;
 use tombstones::Collector;
 
@@ -132,6 +134,9 @@ enum Waiter {
         seq: u64,
         /// The client's own id, restored on the reply.
         client_id: u64,
+        /// The request may change its key: if the forward fails after it was
+        /// sent, the client is told the outcome is unknown.
+        write: bool,
     },
     /// A client whose write was applied here and copied to the key's next owner:
     /// once the copy is acknowledged, send `result`.

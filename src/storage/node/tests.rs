@@ -7,7 +7,7 @@ fn cfg() -> NodeConfig {
 }
 
 /// Steps `node` with `input` and returns what it asked for.
-fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
+pub(super) fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
     let mut out = Vec::new();
     node.step(now, input, &mut out);
     out
@@ -720,7 +720,7 @@ mod counting {
 
 /// Node 1 of a three-node ring (N = 3, R = W = 2), registered, caught up and
 /// with its mesh links to nodes 2 and 3 up (returned), and a key it leads.
-fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
+pub(super) fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
     let (mut n, manager) = with_manager();
     let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
     let input = Input::Frame {
@@ -742,7 +742,7 @@ fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
 }
 
 /// The frames `out` sends on `conn`, with their tags.
-fn sent_on(out: &[Output], conn: ConnId) -> Vec<Frame> {
+pub(super) fn sent_on(out: &[Output], conn: ConnId) -> Vec<Frame> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { conn: c, frame } if *c == conn => Some(frame.clone()),

@@ -141,11 +141,16 @@ impl StorageNode {
                 (None, Ok((_, v))) => v,
                 (None, Err(e)) => return self.finish(p, Err(e), out),
             };
+            if 1 + others.len() < p.write_need {
+                // Refused before anything is stored: applied nowhere.
+                return self.too_few_reachable(p, out);
+            }
             let wall = self.cfg.clock_base_ms + now;
             let version = self
                 .hlc
                 .next(wall, self.engine.version_hashed(p.hash, &p.key));
             self.store((&p.key, p.hash), version, Some(&value), None);
+            p.maybe_applied = true;
             let mut targets = others;
             targets.extend(newcomers.iter().copied());
             let write = WriteRound {
@@ -285,7 +290,7 @@ impl StorageNode {
     /// The error for a write round that ended without its reply (never happens:
     /// a write round always carries one).
     fn no_result() -> Error {
-        Error::new(ErrorCode::Unavailable, "the write round lost its reply")
+        Error::new(ErrorCode::Internal, "the write round lost its reply")
     }
 
     /// Fails request `p` at once: too few of its replicas are reachable for a
@@ -407,7 +412,7 @@ impl StorageNode {
             // very write (read from a replica that took it). Deciding again could
             // apply it twice, so the outcome stays unknown to the client.
             let e = Error::new(
-                ErrorCode::Unavailable,
+                ErrorCode::Unknown,
                 "the key changed elsewhere while this write was refused; it may have been applied",
             );
             return self.finish(p, Err(e), out);
@@ -421,11 +426,20 @@ impl StorageNode {
         let Some(write) = decision.write else {
             return self.repair(now, id, p, Entry { version, value }, result, out);
         };
+        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
+        if 1 + targets.len() < p.write_need {
+            // Refused before anything is stored: applied nowhere (unless an
+            // earlier attempt's write was: see `finish`).
+            return self.too_few_reachable(p, out);
+        }
         let wall = self.cfg.clock_base_ms + now;
         let next = self.hlc.next(wall, base);
         let prev = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         match self.store((&p.key, p.hash), next, write.as_deref(), Some(base)) {
-            Applied::Stored => p.undo = Some((next, prev)),
+            Applied::Stored => {
+                p.undo = Some((next, prev));
+                p.maybe_applied = true;
+            }
             Applied::Newer(v) => {
                 // Something newer reached this node meanwhile: decide again.
                 self.hlc.observe(v);
@@ -436,7 +450,6 @@ impl StorageNode {
                 return self.finish(p, Err(e), out);
             }
         }
-        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
         targets.extend(newcomers.iter().copied());
         let write = WriteRound {
             entry: Entry {
@@ -497,7 +510,11 @@ impl StorageNode {
         self.write_round(now, id, p, write, out);
     }
 
-    /// Answers a request served over replicas; it is forgotten.
+    /// Answers a request served over replicas; it is forgotten. A failure
+    /// after a write of the request was stored here is answered `ERR UNKNOWN`
+    /// whatever ended it (too few acknowledgements, a timeout, a refusal): the
+    /// write may have been applied. Any other error means it was applied
+    /// nowhere.
     /// Replicas that have not answered its last round are not hinted here: their
     /// answer, or their failure, still comes (see [`StorageNode::replica_answer`]).
     fn finish(&mut self, p: Pending, result: Result<Frame, Error>, out: &mut Vec<Output>) {
@@ -515,10 +532,25 @@ impl StorageNode {
         let r = p.requester;
         let frame = match result {
             Ok(f) => Frame::new(f.op, r.client_id, self.node_id, f.payload),
+            Err(e) if p.maybe_applied && e.code != ErrorCode::Unknown => {
+                Frame::error(r.client_id, self.node_id, &outcome_unknown(&e))
+            }
             Err(e) => Frame::error(r.client_id, self.node_id, &e),
         };
         self.conns.order.fill(r.conn, r.seq, frame, out);
     }
+}
+
+/// `ERR UNKNOWN` for a write that failed (`why`) after it may have been
+/// applied somewhere.
+pub(super) fn outcome_unknown(why: &Error) -> Error {
+    Error::new(
+        ErrorCode::Unknown,
+        format!(
+            "the write may or may not have been applied: {}",
+            why.message
+        ),
+    )
 }
 
 /// A replica's reply to a round's ask, decoded. A value is copied out of the

@@ -109,6 +109,12 @@ pub struct Pending {
     pub lagging: Vec<u32>,
     /// A replica refused a read because its ring has it off the key's lists.
     pub off_list: bool,
+    /// A write of this request was stored here (and so may have been sent
+    /// on, read by another lead, or kept): if the request fails now, its
+    /// outcome is unknown (`ERR UNKNOWN`), never `UNAVAILABLE`. Never cleared:
+    /// even a write refused and undone here may have been read by another lead
+    /// meanwhile and built upon.
+    pub maybe_applied: bool,
 }
 
 /// A round of a request served over replicas.
@@ -178,6 +184,7 @@ impl Pending {
             undo: None,
             lagging: Vec::new(),
             off_list: false,
+            maybe_applied: false,
         }
     }
 

@@ -43,6 +43,7 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) {
         for f in fwds {
+            let sent = f.sent();
             let err = Error::new(
                 code,
                 match code {
@@ -59,12 +60,21 @@ impl StorageNode {
                     conn,
                     seq,
                     client_id,
+                    write,
                 } => {
+                    // A write that reached the peer may have been applied there.
+                    let err = if write && sent {
+                        outcome_unknown(&err)
+                    } else {
+                        err
+                    };
                     let frame = Frame::error(client_id, self.node_id, &err);
                     self.conns.order.fill(conn, seq, frame, out);
                 }
                 Waiter::Mirror { conn, seq, result } => {
-                    let frame = Frame::error(result.client_id, self.node_id, &err);
+                    // The write was applied here: its copy's fate is unknown.
+                    let frame =
+                        Frame::error(result.client_id, self.node_id, &outcome_unknown(&err));
                     self.conns.order.fill(conn, seq, frame, out);
                 }
                 Waiter::Migrate { epoch } => {
@@ -216,6 +226,7 @@ impl StorageNode {
             conn,
             seq,
             client_id: f.client_id,
+            write: !matches!(f.op, op::GET | op::EXISTS),
         };
         let deadline = now + self.cfg.request_timeout_ms;
         if let Err(fwd) = self.mesh.forward(owner, f, token, hops + 1, deadline, out) {
@@ -305,15 +316,19 @@ impl StorageNode {
                 conn,
                 seq,
                 client_id,
+                ..
             } => {
                 let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
                 self.conns.order.fill(conn, seq, reply, out);
             }
             Waiter::Mirror { conn, seq, result } => {
                 if frame.op != op::OK {
+                    // Applied here, refused by the next owner: this copy goes
+                    // when the ring flips, unless the handoff carries it first.
                     let e = Error::new(
-                        ErrorCode::Unavailable,
-                        "the key is moving and its new owner refused the write; retry",
+                        ErrorCode::Unknown,
+                        "the key is moving and its new owner refused the copy of \
+                         the write applied here; it may or may not have been applied",
                     );
                     let reply = Frame::error(result.client_id, self.node_id, &e);
                     self.conns.order.fill(conn, seq, reply, out);
