@@ -14,8 +14,11 @@
 //! | INCR d | VALUE n | absent (0) or a decimal c with c + d = n | n |
 //! | INCR d | ERR NOTINT | not a decimal, or overflow | unchanged |
 //!
-//! A write whose outcome is unknown (no reply, or an `ERR` other than `NOTINT`:
-//! a timed-out forward may still have been applied) is *indeterminate*: it may
+//! A write refused with `ERR UNAVAILABLE` or `ERR TIMEOUT` was applied nowhere
+//! (docs/protocol.md, "Error codes"), so it is left out like a request never
+//! sent: the checker holds the nodes to that promise. A write whose outcome is
+//! unknown (no reply, `ERR UNKNOWN`, or any other `ERR` but `NOTINT`) is
+//! *indeterminate*: it may
 //! take effect at any point after it was sent, or never, and whichever way it
 //! went it does what the model says for the state it meets (an indeterminate
 //! CREATE writes only if the key is absent). It gets a completion time of
@@ -34,6 +37,7 @@
 //! "completed before invoked" is exact even inside one virtual millisecond.
 
 use super::client::{Outcome, Record, Request, Stamp};
+use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashSet};
 
@@ -153,6 +157,14 @@ fn apply(s: &State, op: &Op) -> Option<State> {
     }
 }
 
+/// Whether an `ERR` payload promises its write was applied nowhere.
+fn applied_nowhere(payload: &str) -> bool {
+    let code = payload.split(' ').next().unwrap_or("");
+    [ErrorCode::Unavailable, ErrorCode::Timeout]
+        .iter()
+        .any(|c| c.as_str() == code)
+}
+
 /// Turns a record into a checkable op, or `None` if it says nothing about state.
 fn to_op(r: &Record) -> Option<Op> {
     let indeterminate = match (&r.request, &r.outcome) {
@@ -160,6 +172,7 @@ fn to_op(r: &Record) -> Option<Op> {
         (Request::Get, Outcome::Value(_) | Outcome::NotFound) => false,
         (Request::Get, _) => return None,
         (Request::Incr(_), Outcome::Err(e)) if e.starts_with("NOTINT") => false,
+        (_, Outcome::Err(e)) if applied_nowhere(e) => return None,
         (_, Outcome::Err(_) | Outcome::NoReply | Outcome::Other(..)) => true,
         _ => r.completed.is_none(),
     };
@@ -450,9 +463,30 @@ mod tests {
         assert!(!ok(&h), "once seen, an unacknowledged write cannot vanish");
         let h = [
             rec(1, Request::Get, (0, Some(1)), val("1")),
-            rec(0, put("1"), (2, None), Outcome::Err("TIMEOUT x".into())),
+            rec(0, put("1"), (2, None), Outcome::Err("UNKNOWN x".into())),
         ];
         assert!(!ok(&h), "nor take effect before it was sent");
+    }
+
+    #[test]
+    fn unknown_may_have_happened_unavailable_did_not() {
+        for (code, may) in [
+            ("UNKNOWN", true),
+            ("UNAVAILABLE", false),
+            ("TIMEOUT", false),
+        ] {
+            let err = Outcome::Err(format!("{code} some words"));
+            let h = [
+                rec(0, put("1"), (0, Some(1)), err.clone()),
+                rec(1, Request::Get, (5, Some(6)), val("1")),
+            ];
+            assert_eq!(ok(&h), may, "{code}");
+            let h = [
+                rec(0, Request::Incr(1), (0, Some(1)), err),
+                rec(1, Request::Incr(1), (5, Some(6)), val("2")),
+            ];
+            assert_eq!(ok(&h), may, "{code}: an INCR counted");
+        }
     }
 
     #[test]
