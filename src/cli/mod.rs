@@ -17,7 +17,8 @@
 //!   under the user's cache directory, for working while the manager is down.
 //! - [`oneshot`]: `gtstore put k v` and friends. Raw bytes on stdout, one line on
 //!   stderr for errors, and the exit status a script can test: [`EXIT_OK`],
-//!   [`EXIT_MISSING`] (not found, or a CREATE conflict), [`EXIT_ERROR`].
+//!   [`EXIT_MISSING`] (not found, or a CREATE conflict), [`EXIT_ERROR`],
+//!   [`EXIT_UNKNOWN`] (a write whose outcome is unknown: `ERR UNKNOWN`).
 //! - [`shell`]: the interactive shell (rustyline, history in `~/.gtstore_history`).
 //!   It also reads commands piped on stdin, so scripts and tests can drive it.
 //! - [`cluster`]: `gtstore cluster` starts a manager and N storage nodes as child
@@ -56,6 +57,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_MISSING: u8 = 1;
 /// Exit status: any error (unreachable, server error, bad input).
 pub const EXIT_ERROR: u8 = 2;
+/// Exit status: the server answered `ERR UNKNOWN`: the write failed after it
+/// may have been applied, so it may or may not have taken effect (read the key
+/// to see). Every other error means the write was applied nowhere.
+pub const EXIT_UNKNOWN: u8 = 3;
 
 /// How long the client waits for a connection or a reply, unless `--timeout` says.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -80,7 +85,8 @@ Examples:
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe
 
-Exit status: 0 done, 1 not found (or create on an existing key), 2 error.
+Exit status: 0 done, 1 not found (or create on an existing key), 2 error,
+3 outcome unknown (the write failed after it may have been applied: read the key).
 A shell fed from a pipe exits 2 if any command failed, else 0 (a miss is an answer).
 With the manager down, commands use --node, else the nodes remembered from the last
 ring this client read (in $XDG_CACHE_HOME/gtstore/nodes or ~/.cache/gtstore/nodes).

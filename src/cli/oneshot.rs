@@ -6,8 +6,9 @@
 //! [`super::survey`]), `ring` the ring text as received;
 //! `put`, `create`, `update`, `del` and `exists` print nothing. A not-found key or a
 //! CREATE conflict exits with status 1 (with a line on stderr, except for `exists`,
-//! whose "no" is an ordinary answer); any error exits with 2 and one line on stderr,
-//! `gtstore: ...`.
+//! whose "no" is an ordinary answer); a write whose outcome is unknown (`ERR
+//! UNKNOWN`: it may or may not have been applied) exits with 3, any other error
+//! with 2, each with one line on stderr, `gtstore: ...`.
 
 use super::status::{format_status, parse_status};
 use super::{exit_code, CliError, Reply, Request, Session, Target, EXIT_ERROR};
@@ -50,7 +51,10 @@ pub fn run(target: Target, request: Request, format: StatusFormat) -> u8 {
     let code = exit_code(&result);
     let printed = match result {
         Ok(reply) => print_reply(&request, reply, format),
-        Err(e) => Err(e),
+        Err(e) => {
+            eprintln!("gtstore: {e}");
+            return code;
+        }
     };
     match printed {
         Ok(()) => code,

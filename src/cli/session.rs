@@ -20,7 +20,7 @@
 //! reached, the client tries the nodes it remembers for that manager, and only if
 //! none accepts does it report the manager's error (with what it tried).
 
-use super::{cache, describe_io, survey, EXIT_ERROR, EXIT_MISSING, EXIT_OK};
+use super::{cache, describe_io, survey, EXIT_ERROR, EXIT_MISSING, EXIT_OK, EXIT_UNKNOWN};
 use crate::client::{parse_welcome, Client, ClientError, Connection};
 use crate::protocol::{self, op, ErrorCode};
 use crate::ring::NodeState;
@@ -145,6 +145,11 @@ impl fmt::Display for CliError {
             CliError::Lost { addr, err } => {
                 write!(f, "connection to {addr} failed: {}", describe_io(err))
             }
+            CliError::Server(e) if e.code == ErrorCode::Unknown => write!(
+                f,
+                "outcome unknown (UNKNOWN): {}; read the key to see whether it took effect",
+                e.message
+            ),
             CliError::Server(e) => write!(f, "server error: {e}"),
             CliError::Protocol(m) => write!(f, "protocol error: {m}"),
             CliError::Other(m) => f.write_str(m),
@@ -181,11 +186,12 @@ impl CliError {
 }
 
 /// The exit status for a command's outcome: 0 done, 1 not found or conflict,
-/// 2 error.
+/// 3 a write whose outcome is unknown (`ERR UNKNOWN`), 2 any other error.
 pub fn exit_code(result: &Result<Reply, CliError>) -> u8 {
     match result {
         Ok(Reply::NotFound | Reply::Conflict) => EXIT_MISSING,
         Ok(_) => EXIT_OK,
+        Err(CliError::Server(e)) if e.code == ErrorCode::Unknown => EXIT_UNKNOWN,
         Err(_) => EXIT_ERROR,
     }
 }
@@ -422,6 +428,12 @@ mod tests {
         let server = CliError::Server(protocol::Error::new(ErrorCode::NotInt, "nope"));
         assert_eq!(exit_code(&Err(server)), 2);
         assert_eq!(exit_code(&Err(CliError::Other("x".into()))), 2);
+        let unknown =
+            CliError::Server(protocol::Error::new(ErrorCode::Unknown, "node 2 timed out"));
+        assert!(unknown
+            .to_string()
+            .starts_with("outcome unknown (UNKNOWN): node 2"));
+        assert_eq!(exit_code(&Err(unknown)), 3);
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //! Per owned key the book keeps two numbers: how many writes were issued (the
 //! write counter, from which the value's bytes are derived, see
 //! [`super::wire::value_tag`]) and what the last acknowledged reply says the key
-//! holds. Memory is 8 bytes per data key and 8 per counter key, split among the
-//! threads that own them.
+//! holds. Memory is 8 bytes per data key and 8 per counter key, plus a byte of
+//! flags per key, split among the threads that own them.
 //!
-//! A key whose write failed or timed out is *unknown*: it might hold either value,
-//! so it is not verified. Keys never written in this run are unknown too (they may
-//! hold data from an earlier run).
+//! A write refused with `UNAVAILABLE` or `STALE` was applied nowhere (gtstore's
+//! promise, docs/protocol.md): the key keeps what it held, and is verified as
+//! before. A key whose write may have been applied (`ERR UNKNOWN`, no reply, a
+//! broken connection, any other error) is *unknown*: it might hold either value,
+//! so it is not verified, only counted ([`KeyBook::uncertain`]). Keys never
+//! written in this run are unknown too (they may hold data from an earlier run),
+//! and are neither verified nor counted.
 //!
 //! Caveat: with a skewed key distribution, ownership spreads the writes to a hot
 //! key over the `clients` keys of its block; reads are not affected.
@@ -44,6 +48,9 @@ pub struct KeyBook {
     issued: Vec<u32>,
     data: Vec<u32>,
     counters: Vec<i64>,
+    /// Per slot: bit 0, the data key's last write has an unknown outcome; bit
+    /// 1, the counter key's.
+    uncertain: Vec<u8>,
     /// Inconsistencies seen live by an owner (for example, an update answered
     /// NOT_FOUND for a key whose last acknowledged write stored a value).
     pub anomalies: u64,
@@ -64,6 +71,7 @@ impl KeyBook {
             issued: vec![0; slots],
             data: vec![0; slots],
             counters: vec![UNKNOWN_COUNT; slots],
+            uncertain: vec![0; slots],
             anomalies: 0,
         }
     }
@@ -137,6 +145,30 @@ impl KeyBook {
     pub fn set_count(&mut self, key: u32, count: Option<i64>) {
         let i = self.slot(key);
         self.counters[i] = count.unwrap_or(UNKNOWN_COUNT);
+    }
+
+    /// Records whether key `key` of `space` was last written with an unknown
+    /// outcome (it may or may not have been applied).
+    pub fn set_uncertain(&mut self, space: Space, key: u32, uncertain: bool) {
+        let i = self.slot(key);
+        let bit = match space {
+            Space::Data => 1,
+            Space::Counter => 2,
+        };
+        if uncertain {
+            self.uncertain[i] |= bit;
+        } else {
+            self.uncertain[i] &= !bit;
+        }
+    }
+
+    /// Whether slot `slot` of `space` was last written with an unknown outcome.
+    pub fn uncertain(&self, space: Space, slot: usize) -> bool {
+        let bit = match space {
+            Space::Data => 1,
+            Space::Counter => 2,
+        };
+        self.uncertain[slot] & bit != 0
     }
 
     /// Whether slot `slot` of `space` holds anything to verify.

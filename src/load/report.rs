@@ -161,6 +161,7 @@ impl Report {
             "verify": self.verify.map(|v| json!({
                 "checked": v.checked, "missing": v.missing, "wrong": v.wrong,
                 "undeleted": v.undeleted, "anomalies": v.anomalies, "errors": v.errors,
+                "unknown": v.unknown,
                 "lost": v.lost()})),
             "connections_broken": self.broken,
             "failure": self.failure(),
@@ -259,13 +260,14 @@ impl Report {
             Some(v) => {
                 let _ = writeln!(
                     o,
-                    "verify    {} keys read back: {} missing, {} wrong, {} undeleted, {} anomalies, {} unreadable: {}",
+                    "verify    {} keys read back: {} missing, {} wrong, {} undeleted, {} anomalies, {} unreadable, {} not checked (outcome unknown): {}",
                     thousands(v.checked),
                     v.missing,
                     v.wrong,
                     v.undeleted,
                     v.anomalies,
                     v.errors,
+                    v.unknown,
                     if v.lost() + v.errors == 0 { "nothing lost" } else { "LOST DATA" }
                 );
             }

@@ -384,10 +384,22 @@ fn first_word(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == b' ').unwrap_or(b.len());
     let w = &b[..end.min(32)];
     if w.is_empty() {
-        "UNKNOWN".into()
+        "EMPTY".into()
     } else {
         String::from_utf8_lossy(w).into_owned()
     }
+}
+
+/// The code of a RESP error line: its first word, or for gtstore's `-ERR CODE
+/// message` (docs/protocol.md) the gtstore code after `ERR`.
+fn resp_error_code(body: &[u8]) -> String {
+    if let Some(rest) = body.strip_prefix(b"ERR ") {
+        let word = first_word(rest);
+        if crate::protocol::ErrorCode::from_word(word.as_bytes()).is_some() {
+            return word;
+        }
+    }
+    first_word(body)
 }
 
 /// The line at `from` without its CRLF, and the offset after the CRLF.
@@ -419,7 +431,7 @@ fn parse_resp(req: Op, buf: &[u8]) -> Result<Option<(Outcome, usize)>, String> {
     let (kind, body) = (l.first().copied().unwrap_or(0), l.get(1..).unwrap_or(b""));
     let outcome = match kind {
         b'+' => Outcome::Ok,
-        b'-' => Outcome::Error(first_word(body)),
+        b'-' => Outcome::Error(resp_error_code(body)),
         b':' => {
             let n = decimal_i64(body).ok_or("bad RESP integer")?;
             match req {
@@ -598,6 +610,21 @@ mod tests {
 
     fn v(s: &str) -> Outcome {
         Outcome::Error(format!("V:{s}"))
+    }
+
+    #[test]
+    fn gtstore_codes_in_resp_errors_are_kept() {
+        let code = |line: &[u8]| match parse_resp(Op::Put, line) {
+            Ok(Some((Outcome::Error(c), _))) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            code(b"-ERR UNKNOWN the write may have been applied\r\n"),
+            "UNKNOWN"
+        );
+        assert_eq!(code(b"-ERR UNAVAILABLE node 2 is down\r\n"), "UNAVAILABLE");
+        assert_eq!(code(b"-ERR syntax error\r\n"), "ERR");
+        assert_eq!(code(b"-WRONGTYPE no\r\n"), "WRONGTYPE");
     }
 
     #[test]

@@ -19,9 +19,18 @@ pub struct VerifyCounts {
     pub undeleted: u64,
     /// Could not be read back (an error reply, no connection).
     pub errors: u64,
+    /// Not checked: the last write's outcome is unknown (`ERR UNKNOWN`, no
+    /// reply), so a read-back may find either value.
+    pub unknown: u64,
     /// Inconsistencies seen live by a key's owner (see [`crate::load::keys::KeyBook::anomalies`]).
     pub anomalies: u64,
 }
+
+/// Error codes that say a write was applied nowhere (gtstore's `UNAVAILABLE`,
+/// and `STALE`, a redirect): the key keeps what it held. Every other error,
+/// `UNKNOWN` and the generator's own `TIMEOUT` (no reply) included, leaves the
+/// key's value unknown.
+const APPLIED_NOWHERE: [&str; 2] = ["UNAVAILABLE", "STALE"];
 
 impl VerifyCounts {
     /// Adds another thread's counts.
@@ -31,6 +40,7 @@ impl VerifyCounts {
         self.wrong += o.wrong;
         self.undeleted += o.undeleted;
         self.errors += o.errors;
+        self.unknown += o.unknown;
         self.anomalies += o.anomalies;
     }
 
@@ -54,10 +64,13 @@ impl Driver {
                 return None;
             }
             self.verify_cursor.1 += 1;
+            let key = book.key_of_slot(slot);
             if book.verifiable(space, slot) {
-                if let Some(k) = book.key_of_slot(slot) {
+                if let Some(k) = key {
                     return Some((space, k));
                 }
+            } else if key.is_some() && book.uncertain(space, slot) {
+                self.verify.unknown += 1;
             }
         }
     }
@@ -94,10 +107,28 @@ impl Driver {
     }
 
     /// What an owner's acknowledged (or failed) write says its key now holds.
+    /// A write refused as applied nowhere leaves the key as it was; one whose
+    /// outcome is unknown makes the key unknown (and counted as such).
     pub(super) fn record_write(&mut self, p: &Pending, outcome: &Outcome) {
         let Some(book) = &mut self.book else {
             return;
         };
+        let space = match p.op {
+            Op::Incr => Space::Counter,
+            _ => Space::Data,
+        };
+        if let Outcome::Error(code) = outcome {
+            let nowhere = APPLIED_NOWHERE.contains(&code.as_str());
+            book.set_uncertain(space, p.key, !nowhere);
+            if !nowhere {
+                match space {
+                    Space::Counter => book.set_count(p.key, None),
+                    Space::Data => book.set(p.key, Known::Unknown),
+                }
+            }
+            return;
+        }
+        book.set_uncertain(space, p.key, false);
         if p.op == Op::Incr {
             let next = match (book.count(p.key), outcome) {
                 (before, Outcome::Counter(v)) => {
