@@ -9,6 +9,12 @@
 //! A request is taken out of `pending` while a step works on it and put back if
 //! it still waits for answers, so each transition has the request in hand.
 //! Requests for one key run one write at a time, in arrival order (`busy`).
+//!
+//! Honest outcomes: a write is refused before it is stored when fewer than W of
+//! its key's replicas (this node included) are reachable, with `ERR
+//! UNAVAILABLE`: applied nowhere. Once a write of the request is stored here
+//! (`Pending::maybe_applied`), any failure is answered `ERR UNKNOWN` (see
+//! `finish`): the copy here, or on a replica that took it, may be read later.
 
 pub(super) mod round;
 
