@@ -322,6 +322,20 @@ impl StorageNode {
         Ok(found)
     }
 
+    /// Test support: makes this node the only member (id 1) of a one-node ring
+    /// with N = 1, as if the manager had answered, so that it serves keys.
+    #[cfg(test)]
+    pub(crate) fn join_alone(&mut self) {
+        let text = format!(
+            "epoch 1\nreplicas 1 1 1\nnode 1 {} up 1\n",
+            self.cfg.advertise
+        );
+        let ring = Ring::decode(text.as_bytes()).expect("a valid ring");
+        self.node_id = 1;
+        self.hlc.set_writer(1);
+        self.install_ring(ring, 0, &mut Vec::new());
+    }
+
     /// Why the node stopped on its own, if it did: the manager refused its
     /// cluster secret, or its data directory failed. The process then exits
     /// with an error saying so.

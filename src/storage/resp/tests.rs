@@ -557,6 +557,7 @@ fn a_node_serves_resp_connections_through_its_native_path() {
     use crate::storage::{NodeConfig, StorageNode};
     let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
     let mut node = StorageNode::new(cfg);
+    node.join_alone();
     node.enable_resp(Limits::new(1 << 20));
     let mut step = |input: Input| {
         let mut out = Vec::new();
@@ -625,6 +626,7 @@ fn a_pipelined_batch_leaves_in_one_buffer() {
     use crate::storage::{NodeConfig, StorageNode};
     let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
     let mut node = StorageNode::new(cfg);
+    node.join_alone();
     node.enable_resp(Limits::new(1 << 20));
     let conn = ConnId::new(1, 1);
     let mut out = Vec::new();
