@@ -6,6 +6,7 @@ pub mod durable;
 pub mod engine;
 pub mod handoff;
 pub mod hlc;
+pub mod http;
 pub mod mesh;
 pub mod node;
 pub mod ops;
