@@ -206,6 +206,32 @@ fn keep_alive_answers_pipelined_requests_in_order() {
 }
 
 #[test]
+fn deep_pipelines_and_large_batches_are_all_answered() {
+    let (_c, http) = cluster();
+    // More requests in one write than the front keeps in flight per connection
+    // (64): the rest wait in its buffer and are served as replies go out.
+    let mut conn = connect(&http[2]);
+    let query = request("POST", "/query", &format!("[{}]", s("absent")));
+    conn.get_mut()
+        .write_all(query.repeat(150).as_bytes())
+        .unwrap();
+    for i in 0..150 {
+        let r = read_reply(&mut conn);
+        assert_eq!(r.status, 200, "reply {i}: {}", r.body);
+    }
+    // One batch of more keys than the node lets wait on one connection (1024).
+    let items: Vec<String> = (0..3000)
+        .map(|i| pair(&s(&format!("big{i}")), &s("v")))
+        .collect();
+    let r = call(&http[0], "PUT", "/set", &format!("[{}]", items.join(",")));
+    assert_eq!(r.body, r#"[{"keys_added":3000,"keys_failed":[]}]"#);
+    let keys: Vec<String> = (0..3000).map(|i| s(&format!("big{i}"))).collect();
+    let r = call(&http[1], "POST", "/query", &format!("[{}]", keys.join(",")));
+    assert_eq!(r.json().as_array().unwrap().len(), 3000);
+    assert!(!r.body.contains("false"), "{}", r.body);
+}
+
+#[test]
 fn bad_input_is_refused_by_kind_and_nothing_is_applied() {
     let (_c, http) = cluster();
     let a = &http[0];
