@@ -2,7 +2,8 @@
 //! with N = 3, seed 002's exact JSON for `PUT /set`, `POST /fetch` and `POST
 //! /query` on any node, keep-alive with pipelining, 400s by kind, 404/405,
 //! keys written over HTTP read natively and the other way round, quorum
-//! failures reported per key, and `/metrics` checked by promtool.
+//! failures reported per key, `GET /fetch` walking every key once in pages,
+//! and `/metrics` checked by promtool.
 
 mod common;
 
@@ -229,6 +230,66 @@ fn deep_pipelines_and_large_batches_are_all_answered() {
     let r = call(&http[1], "POST", "/query", &format!("[{}]", keys.join(",")));
     assert_eq!(r.json().as_array().unwrap().len(), 3000);
     assert!(!r.body.contains("false"), "{}", r.body);
+}
+
+/// Every key of a `GET /fetch` walk with pages of `limit` (None: one request
+/// with the default page), and how many pages it took.
+fn walk(addr: &str, limit: Option<usize>) -> (Vec<String>, usize) {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = Vec::new();
+        if let Some(l) = limit {
+            query.push(format!("limit={l}"));
+        }
+        if let Some(c) = &cursor {
+            query.push(format!("cursor={c}"));
+        }
+        let r = call(addr, "GET", &format!("/fetch?{}", query.join("&")), "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        pages += 1;
+        for item in r.json().as_array().unwrap() {
+            let (k, v) = (&item["key"]["data"], &item["value"]["data"]);
+            assert_eq!(
+                v.as_str(),
+                Some(format!("v-{}", k.as_str().unwrap()).as_str())
+            );
+            keys.push(k.as_str().unwrap().to_string());
+        }
+        cursor = r.header("x-next-cursor").map(str::to_string);
+        if cursor.is_none() {
+            return (keys, pages);
+        }
+        assert!(pages < 1000, "the walk does not end");
+    }
+}
+
+#[test]
+fn get_fetch_lists_every_key_once_in_pages() {
+    let (_c, http) = cluster();
+    let items: Vec<String> = (0..300)
+        .map(|i| pair(&s(&format!("w{i}")), &s(&format!("v-w{i}"))))
+        .collect();
+    let r = call(&http[0], "PUT", "/set", &format!("[{}]", items.join(",")));
+    assert_eq!(r.body, r#"[{"keys_added":300,"keys_failed":[]}]"#);
+    let mut want: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+    want.sort();
+    let (mut all, pages) = walk(&http[1], None);
+    assert_eq!(pages, 1);
+    all.sort();
+    assert_eq!(all, want);
+    let (mut paged, pages) = walk(&http[2], Some(7));
+    assert!(pages >= 300 / 7, "{pages} pages");
+    paged.sort();
+    assert_eq!(paged, want, "each key exactly once");
+    let r = call(&http[0], "GET", "/fetch?limit=0", "");
+    assert_eq!(
+        (r.status, r.json()["kind"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let r = call(&http[0], "GET", "/fetch?cursor=x", "");
+    assert_eq!(r.status, 400);
 }
 
 #[test]

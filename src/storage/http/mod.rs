@@ -43,6 +43,7 @@
 //! backlog for it is over its bounds, and read again when both drained.
 
 pub mod metrics;
+mod scan;
 
 use crate::http::json::{self, Datum};
 use crate::http::{self as web, Front, Limits, RequestId, Response};
@@ -56,7 +57,7 @@ use std::collections::{HashMap, VecDeque};
 /// The endpoints: path and methods (`HEAD` goes with `GET`).
 const ENDPOINTS: &[(&str, &[&str])] = &[
     ("/set", &["PUT"]),
-    ("/fetch", &["POST"]),
+    ("/fetch", &["GET", "POST"]),
     ("/query", &["POST"]),
     ("/metrics", &["GET"]),
 ];
@@ -76,13 +77,15 @@ enum Kind {
     Set,
     Fetch,
     Query,
+    /// `GET /fetch`.
+    Scan,
 }
 
 impl Kind {
     fn endpoint(self) -> &'static str {
         match self {
             Kind::Set => "/set",
-            Kind::Fetch => "/fetch",
+            Kind::Fetch | Kind::Scan => "/fetch",
             Kind::Query => "/query",
         }
     }
@@ -92,6 +95,7 @@ impl Kind {
             Kind::Set => op::PUT,
             Kind::Fetch => op::GET,
             Kind::Query => op::EXISTS,
+            Kind::Scan => op::SCAN,
         }
     }
 }
@@ -115,6 +119,8 @@ struct Job {
     exists: Vec<bool>,
     /// Bytes of values held in `found`.
     bytes: usize,
+    /// The page of a `GET /fetch`.
+    scan: Option<Box<scan::ScanJob>>,
 }
 
 /// One HTTP connection's gateway state.
@@ -142,8 +148,11 @@ pub struct HttpFront {
     /// Outputs of the front's own (replies, holds), added at the end of the step.
     pending: Vec<Output>,
     scratch: Vec<Output>,
-    /// Connections whose front hold was lifted: served again after the step.
+    /// Connections whose front hold was lifted, or whose `GET /fetch` is
+    /// done: served again after the step.
     resume: Vec<ConnId>,
+    /// Native requests to send after the step (the next SCAN of a page).
+    requests: Vec<(ConnId, Frame)>,
     /// The node's HTTP counters (see [`metrics`]).
     pub stats: Stats,
 }
@@ -163,6 +172,7 @@ impl HttpFront {
             pending: Vec::new(),
             scratch: Vec::new(),
             resume: Vec::new(),
+            requests: Vec::new(),
             stats: Stats::new(),
         }
     }
@@ -212,12 +222,19 @@ impl HttpFront {
     }
 
     /// Takes every whole request buffered on `conn` (while the pipeline has
-    /// room) at `now`: what the node must do for them, in order.
-    pub fn serve(&mut self, now: Millis, conn: ConnId) -> Vec<Item> {
+    /// room, and no `GET /fetch` is in progress on it) at `now`: what the node
+    /// must do for them, in order. `bounds` are the end tokens of the ring's
+    /// ranges, for `GET /fetch`.
+    pub fn serve(&mut self, now: Millis, conn: ConnId, bounds: &[u64]) -> Vec<Item> {
         let mut items = Vec::new();
         let mut out = std::mem::take(&mut self.pending);
         loop {
-            if self.conns.get(&conn).is_none_or(|c| c.broken) {
+            let scanning = |c: &Conn| c.jobs.back().is_some_and(|j| j.kind == Kind::Scan);
+            if self
+                .conns
+                .get(&conn)
+                .is_none_or(|c| c.broken || scanning(c))
+            {
                 break;
             }
             let mut fo = Vec::new();
@@ -227,6 +244,9 @@ impl HttpFront {
             match web::route(&req, ENDPOINTS) {
                 Err(reply) => self.reply(id, "other", &reply, &mut out),
                 Ok(i) if ENDPOINTS[i].0 == "/metrics" => items.push(Item::Metrics(id)),
+                Ok(_) if req.method != "POST" && req.path == "/fetch" => {
+                    self.start_scan(now, id, req.query.as_deref(), bounds, &mut items, &mut out)
+                }
                 Ok(i) => {
                     let kind = [Kind::Set, Kind::Fetch, Kind::Query][i];
                     self.start(now, id, kind, &req.body, &mut items, &mut out);
@@ -298,7 +318,50 @@ impl HttpFront {
             first_error: None,
             found: Vec::new(),
             bytes: 0,
+            scan: None,
         });
+    }
+
+    /// Starts a page of `GET /fetch`: its first SCAN, or its error reply.
+    fn start_scan(
+        &mut self,
+        now: Millis,
+        id: RequestId,
+        query: Option<&str>,
+        bounds: &[u64],
+        items: &mut Vec<Item>,
+        out: &mut Vec<Output>,
+    ) {
+        let job = match scan::ScanJob::start(query, bounds, self.max_reply) {
+            Ok(j) => j,
+            Err(reply) => return self.reply(id, "/fetch", &reply, out),
+        };
+        let c = self
+            .conns
+            .get_mut(&id.conn)
+            .expect("served connections exist");
+        let frame = Frame::new(op::SCAN, c.next_tag, 0, job.ask().payload());
+        c.next_tag += 1;
+        items.push(Item::Request(frame));
+        c.jobs.push_back(Job {
+            id,
+            kind: Kind::Scan,
+            started: now,
+            exists: Vec::new(),
+            keys: Vec::new(),
+            done: 0,
+            added: 0,
+            failed: Vec::new(),
+            first_error: None,
+            found: Vec::new(),
+            bytes: 0,
+            scan: Some(Box::new(job)),
+        });
+    }
+
+    /// The native requests to send after the step: `(connection, frame)`.
+    pub fn take_requests(&mut self) -> Vec<(ConnId, Frame)> {
+        std::mem::take(&mut self.requests)
     }
 
     /// Answers `GET /metrics` with the node's `facts`.
@@ -408,6 +471,28 @@ impl HttpFront {
         }
         c.expect_tag += 1;
         let job = c.jobs.front_mut().expect("checked");
+        if let Some(page) = job.scan.as_mut() {
+            self.stats.key_result(op::SCAN, &frame);
+            let next = match frame.op {
+                op::VALUE => page.reply(&frame.payload),
+                _ => scan::Next::Done(read_failed(&frame)),
+            };
+            match next {
+                scan::Next::Ask(s) => {
+                    let frame = Frame::new(op::SCAN, c.next_tag, 0, s.payload());
+                    c.next_tag += 1;
+                    self.requests.push((conn, frame));
+                }
+                scan::Next::Done(reply) => {
+                    let job = c.jobs.pop_front().expect("checked");
+                    self.resume.push(conn);
+                    self.stats
+                        .latency(op::SCAN, now.saturating_sub(job.started));
+                    self.reply(job.id, "/fetch", &reply, out);
+                }
+            }
+            return;
+        }
         let i = job.done;
         job.done += 1;
         self.stats.key_result(job.kind.op(), &frame);
@@ -469,6 +554,20 @@ fn error_reply(
     Response::json(status, &v)
 }
 
+/// The 503 for a native read that failed.
+fn read_failed(frame: &Frame) -> Response {
+    let text = match frame.op {
+        op::ERR => String::from_utf8_lossy(&frame.payload).into_owned(),
+        o => format!("unexpected {} reply", op::name(o)),
+    };
+    error_reply(
+        503,
+        "unavailable",
+        &format!("a range could not be read: {text}"),
+        None,
+    )
+}
+
 /// The 400 for a key that is empty or too long.
 fn bad_key(item: usize, len: usize) -> Response {
     let why = if len == 0 {
@@ -484,7 +583,7 @@ fn finish_empty(kind: Kind) -> Response {
     let text = match kind {
         Kind::Set => json::set_reply(0, std::iter::empty()),
         Kind::Fetch => json::fetch_reply(std::iter::empty()),
-        Kind::Query => json::query_reply(std::iter::empty()),
+        Kind::Query | Kind::Scan => json::query_reply(std::iter::empty()),
     };
     Response::new(200, "application/json", text)
 }
@@ -528,7 +627,7 @@ fn finish(job: &Job, max_reply: usize) -> Response {
         Kind::Fetch => {
             json::fetch_reply(job.found.iter().map(|(i, v)| (&job.keys[*i][..], &v[..])))
         }
-        Kind::Query => json::query_reply(
+        Kind::Query | Kind::Scan => json::query_reply(
             (job.keys.iter())
                 .zip(&job.exists)
                 .map(|(k, &e)| (&k[..], e)),

@@ -56,7 +56,7 @@ impl StorageNode {
     /// Serves every whole request buffered on HTTP connection `conn`.
     fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
         let Some(h) = self.http.as_mut() else { return };
-        for item in h.serve(now, conn) {
+        for item in h.serve(now, conn, self.serving_pref.bounds()) {
             match item {
                 HttpItem::Request(frame) => {
                     self.on_request(now, conn, frame, out);
@@ -71,16 +71,22 @@ impl StorageNode {
     }
 
     /// Turns the step's native replies to HTTP connections into HTTP replies,
-    /// and serves the connections that have room for more requests again.
+    /// sends the requests they lead to (the next SCAN of a `GET /fetch`), and
+    /// serves the connections that have room for more requests again.
     pub(super) fn http_after_step(&mut self, now: Millis, mark: usize, out: &mut Vec<Output>) {
         let mut mark = mark;
         loop {
             let Some(h) = self.http.as_mut() else { return };
             let resume = h.translate(now, mark, out);
-            if resume.is_empty() {
+            let requests = h.take_requests();
+            if resume.is_empty() && requests.is_empty() {
                 return;
             }
             mark = out.len();
+            for (conn, frame) in requests {
+                self.on_request(now, conn, frame, out);
+                self.apply_holds(Some(conn), out);
+            }
             for conn in resume {
                 self.serve_http(now, conn, out);
             }

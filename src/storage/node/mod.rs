@@ -53,6 +53,7 @@ mod moves;
 mod repair;
 mod replication;
 mod routing;
+pub(crate) mod scan;
 #[cfg(test)]
 mod tests;
 mod tombstones;
