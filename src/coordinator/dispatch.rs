@@ -3,12 +3,15 @@
 //!
 //! Frames are sorted in three: client requests (PING, HELLO, RING, STATUS) are
 //! answered here; key-value ops are refused (they go to a storage node); the
-//! typed [`Message`]s are decoded and handed to their concern. Ops 50-99 other
+//! typed [`Message`]s are decoded and handed to their concern. DROP (the admin
+//! ops of `admin.rs`) from a connection that has not proven the admin credential
+//! gets `ERR AUTH` before its payload is read. Ops 50-99 other
 //! than `NODE_JOIN` are refused (`ERR BADOP`) on a connection that is not a
 //! member link, before their payload is read. A timer runs the failure-detection
 //! tick and sets the next one; a closed link may mark its node down. Connections
 //! accepted on the HTTP listener go to the HTTP front (see `http`).
 
+use super::admin::ADMIN_OPS;
 use super::membership::Join;
 use super::{Manager, HTTP_LISTENER, TIMER_INIT, TIMER_TICK};
 use crate::protocol::cluster::NodeRef;
@@ -35,6 +38,8 @@ impl Manager {
                 op::STATUS_REPLY,
                 Bytes::from(self.status_json().to_string()),
             ),
+            op::AUTH => self.auth(conn, &f.payload),
+            o if ADMIN_OPS.contains(&o) && !self.is_admin(conn) => Err(Manager::not_admin(o)),
             o if (op::PING..=op::INCR).contains(&o) => Err(Error::new(
                 ErrorCode::BadOp,
                 "key-value requests go to a storage node (HELLO names one)",
@@ -161,6 +166,7 @@ impl Service for Manager {
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } if self.http.front.owns(conn) => self.http.front.closed(conn),
             Input::Closed { conn } => {
+                self.forget_auth(conn);
                 self.http.stats.native_conn(false);
                 self.link_closed(now, conn);
             }
