@@ -38,6 +38,10 @@
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
 //!   holds them.
+//! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
+//!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `scan`: SCAN, one token range's keys a page at a time, served at the
+//!   range's lead replica.
 //!
 //! Every message this node sends over the mesh carries a `Waiter`, the token
 //! that says who waits for its answer. A request's key is hashed once, when it
