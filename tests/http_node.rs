@@ -357,6 +357,27 @@ fn bad_input_is_refused_by_kind_and_nothing_is_applied() {
 }
 
 #[test]
+fn a_fetch_whose_values_exceed_the_frame_limit_is_a_413() {
+    let c = Cluster::start_with(1, &["--http-port", "0", "--max-frame", "4096"]);
+    let http = http_addr(&c.nodes[0]);
+    let big = "x".repeat(3000);
+    for k in ["a", "b"] {
+        let r = call(
+            &http,
+            "PUT",
+            "/set",
+            &format!("[{}]", pair(&s(k), &s(&big))),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let one = call(&http, "POST", "/fetch", &format!("[{}]", s("a")));
+    assert_eq!(one.status, 200);
+    let r = call(&http, "POST", "/fetch", &format!("[{},{}]", s("a"), s("b")));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["kind"], "reply_too_large");
+}
+
+#[test]
 fn quorum_failures_are_reported_per_key() {
     let (mut c, http) = cluster();
     let body = format!("[{},{}]", pair(&s("q1"), &s("v")), pair(&s("q2"), &s("v")));

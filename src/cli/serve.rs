@@ -127,7 +127,8 @@ pub struct StorageArgs {
     pub resp_port: Option<u16>,
     /// Also serve HTTP on this port of --host (0 picks a free one; the `http
     /// listening on` log line says which): seed 002's JSON endpoints `PUT /set`,
-    /// `POST /fetch` and `POST /query` for any key of the cluster, and
+    /// `POST /fetch` and `POST /query` for any key of the cluster, `GET /fetch`
+    /// (every pair of the cluster, paged with `?limit=N&cursor=C`), and
     /// Prometheus metrics at `GET /metrics`. Off by default.
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,

@@ -499,8 +499,11 @@ impl HttpFront {
         match (job.kind, frame.op) {
             (Kind::Set, op::OK) => job.added += 1,
             (Kind::Fetch, op::VALUE) => {
+                // Past the bound the reply is a 413: stop keeping values.
                 job.bytes += frame.payload.len();
-                job.found.push((i, frame.payload));
+                if job.bytes <= self.max_reply {
+                    job.found.push((i, frame.payload));
+                }
             }
             (Kind::Fetch, op::NOT_FOUND) => {}
             (Kind::Query, op::OK | op::NOT_FOUND) => job.exists.push(frame.op == op::OK),
