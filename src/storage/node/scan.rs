@@ -138,8 +138,18 @@ impl StorageNode {
             let frame = Frame::new(op::VALUE, f.client_id, me, payload);
             return out.push(Output::Send { conn, frame });
         }
-        let lead = (me != 0).then(|| self.live_lead(scan.hi)).flatten();
+        // Before it has a ring, a node serves every key itself.
+        let lead = if me == 0 {
+            Some(me)
+        } else {
+            self.live_lead(scan.hi)
+        };
         match lead {
+            None => {
+                let e = Error::new(ErrorCode::Unavailable, "every replica of the range is down");
+                let frame = Frame::error(f.client_id, me, &e);
+                self.conns.order.ready(conn, frame, out);
+            }
             Some(lead) if lead != me => {
                 let seq = self.conns.order.reserve(conn);
                 let token = Waiter::Client {
@@ -152,7 +162,7 @@ impl StorageNode {
                     self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
                 }
             }
-            _ => {
+            Some(_) => {
                 let payload = self.scan_local(&scan);
                 let frame = Frame::new(op::VALUE, f.client_id, me, payload);
                 self.conns.order.ready(conn, frame, out);
