@@ -138,13 +138,8 @@ impl StorageNode {
             let frame = Frame::new(op::VALUE, f.client_id, me, payload);
             return out.push(Output::Send { conn, frame });
         }
-        // Before it has a ring, a node serves every key itself.
-        let lead = if me == 0 {
-            Some(me)
-        } else {
-            self.live_lead(scan.hi)
-        };
-        match lead {
+        // Only a member gets here (see `on_request`): it has an id and a ring.
+        match self.live_lead(scan.hi) {
             None => {
                 let e = Error::new(ErrorCode::Unavailable, "every replica of the range is down");
                 let frame = Frame::error(f.client_id, me, &e);
@@ -156,6 +151,7 @@ impl StorageNode {
                     conn,
                     seq,
                     client_id: f.client_id,
+                    write: false,
                 };
                 let deadline = now + self.cfg.request_timeout_ms;
                 if let Err(fwd) = self.mesh.forward(lead, f, token, 1, deadline, out) {

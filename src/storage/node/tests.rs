@@ -70,6 +70,7 @@ fn registers_with_backoff_and_serves_no_key_meanwhile() {
         Frame::new(op::CREATE, 9, 0, &b"1 kv"[..]),
         Frame::new(op::INCR, 9, 0, &b"1 n 1"[..]),
         Frame::new(op::GET, 9, 0, &b"k"[..]),
+        Frame::new(op::SCAN, 9, 0, &b"0 0 10 "[..]),
     ]
     .into_iter()
     .enumerate()

@@ -111,8 +111,8 @@ impl StorageNode {
         let me = self.node_id;
         let member = self.conns.members.contains(&conn);
         let key = match Self::request_key(&f) {
-            Ok(Some(k)) => k,
-            Ok(None) if f.op == op::SCAN => return self.on_scan(now, conn, member, f, out),
+            Ok(Some(k)) => Some(k),
+            Ok(None) if f.op == op::SCAN => None,
             Ok(None) => return self.serve_other(now, conn, member, f, out),
             Err(e) => {
                 let frame = Frame::error(f.client_id, me, &e);
@@ -122,7 +122,7 @@ impl StorageNode {
         };
         if me == 0 || self.ring.is_empty() {
             // Not a member of a cluster yet (no id or no ring: the manager is
-            // down or has not answered). Serving alone would acknowledge writes
+            // down or has not answered): no key op and no SCAN is served. Serving alone would acknowledge writes
             // the cluster cannot place with its N and W, and a peer routing a
             // key here by a ring that lists this node would find a second lead.
             let e = self.not_a_member();
@@ -132,6 +132,9 @@ impl StorageNode {
             }
             return self.conns.order.ready(conn, frame, out);
         }
+        let Some(key) = key else {
+            return self.on_scan(now, conn, member, f, out);
+        };
         let hash = hash64(&key);
         let owners = self.owners(hash);
         if !member && me != 0 && f.node_id == me && owners.serving.is_some_and(|o| o != me) {
