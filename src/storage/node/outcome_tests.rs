@@ -2,7 +2,7 @@
 //! applied is answered `ERR UNKNOWN`; one applied nowhere, `ERR UNAVAILABLE` (or
 //! `TIMEOUT`).
 
-use super::tests::{lead_of_three, sent_on, step};
+use super::tests::{lead_of_three, sent_on, step, three, with_manager};
 use super::*;
 
 fn request(n: &mut StorageNode, now: Millis, client: ConnId, frame: Frame) -> Vec<Output> {
@@ -108,5 +108,48 @@ fn a_forwarded_write_whose_link_breaks_after_sending_is_unknown() {
     let out = request(&mut n, 10, client, put);
     assert_eq!(sent_on(&out, links[0]).len(), 1, "forwarded: {out:?}");
     let out = step(&mut n, 11, Input::Closed { conn: links[0] });
+    assert_eq!(error_to(&out, client).code, ErrorCode::Unknown);
+}
+
+#[test]
+fn a_write_one_replica_acknowledged_and_the_rest_timed_out_is_unknown() {
+    // N = 3 with W = 3: the lead and node 2 store the write, node 3 is silent.
+    let (mut n, manager) = with_manager();
+    let ring = three(3, ["up", "up", "up"]).replace("replicas 3 2 2", "replicas 3 2 3");
+    let joined = Frame::new(op::JOINED, 0, 0, format!("1\n{ring}"));
+    step(
+        &mut n,
+        2,
+        Input::Frame {
+            conn: manager,
+            frame: joined,
+        },
+    );
+    n.end_catch_up();
+    let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
+    for (i, &conn) in links.iter().enumerate() {
+        let tag = mesh::PEER_TAG + 2 + i as u64;
+        step(&mut n, 3, Input::Connected { conn, tag });
+    }
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| n.serving_pref.get(hash64(k.as_bytes())).first() == Some(&1))
+        .expect("a key node 1 leads");
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = request(&mut n, 10, client, put);
+    let to_two = sent_on(&out, links[0]);
+    assert_eq!(to_two.len(), 1, "{out:?}");
+    let ack = Frame::new(op::OK, to_two[0].client_id, 2, Bytes::new());
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ack,
+        },
+    );
+    assert!(sent_on(&out, client).is_empty(), "W = 3 is not met yet");
+    let out = tick_until_reply(&mut n, 100, client);
     assert_eq!(error_to(&out, client).code, ErrorCode::Unknown);
 }

@@ -14,7 +14,7 @@ pub(super) fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Out
 }
 
 /// A started node whose manager link (returned) is up, not yet registered.
-fn with_manager() -> (StorageNode, ConnId) {
+pub(super) fn with_manager() -> (StorageNode, ConnId) {
     let mut n = StorageNode::new(cfg());
     let link = ConnId::new(1, 1);
     step(&mut n, 0, Input::Timer { id: TIMER_INIT });
@@ -380,7 +380,7 @@ fn a_request_routed_by_an_old_ring_gets_stale() {
 }
 
 /// Ring text for nodes 1-3 (N = 3, R = W = 2) with node `id`'s state set.
-fn three(epoch: u64, states: [&str; 3]) -> String {
+pub(super) fn three(epoch: u64, states: [&str; 3]) -> String {
     let mut text = format!("epoch {epoch}\nreplicas 3 2 2\n");
     for (i, state) in states.iter().enumerate() {
         let token = (i as u64 + 1) << 60;
