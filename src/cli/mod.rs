@@ -57,9 +57,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_MISSING: u8 = 1;
 /// Exit status: any error (unreachable, server error, bad input).
 pub const EXIT_ERROR: u8 = 2;
-/// Exit status: the server answered `ERR UNKNOWN`: the write failed after it
-/// may have been applied, so it may or may not have taken effect (read the key
-/// to see). Every other error means the write was applied nowhere.
+/// Exit status: a write's outcome is unknown: the server answered `ERR
+/// UNKNOWN` (it failed after it may have been applied), or the connection
+/// broke or timed out after it was sent. It may or may not have taken effect
+/// (read the key to see).
 pub const EXIT_UNKNOWN: u8 = 3;
 
 /// How long the client waits for a connection or a reply, unless `--timeout` says.
@@ -86,7 +87,7 @@ Examples:
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe
 
 Exit status: 0 done, 1 not found (or create on an existing key), 2 error,
-3 outcome unknown (the write failed after it may have been applied: read the key).
+3 outcome unknown (the write may or may not have been applied: read the key).
 A shell fed from a pipe exits 2 if any command failed, else 0 (a miss is an answer).
 With the manager down, commands use --node, else the nodes remembered from the last
 ring this client read (in $XDG_CACHE_HOME/gtstore/nodes or ~/.cache/gtstore/nodes).

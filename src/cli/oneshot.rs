@@ -7,11 +7,12 @@
 //! `put`, `create`, `update`, `del` and `exists` print nothing. A not-found key or a
 //! CREATE conflict exits with status 1 (with a line on stderr, except for `exists`,
 //! whose "no" is an ordinary answer); a write whose outcome is unknown (`ERR
-//! UNKNOWN`: it may or may not have been applied) exits with 3, any other error
-//! with 2, each with one line on stderr, `gtstore: ...`.
+//! UNKNOWN`, or a connection that broke or timed out after the write was sent:
+//! it may or may not have been applied) exits with 3, any other error with 2,
+//! each with one line on stderr, `gtstore: ...`.
 
 use super::status::{format_status, parse_status};
-use super::{exit_code, CliError, Reply, Request, Session, Target, EXIT_ERROR};
+use super::{exit_code, CliError, Reply, Request, Session, Target, EXIT_ERROR, EXIT_UNKNOWN};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal, Read, Write};
 
@@ -51,6 +52,12 @@ pub fn run(target: Target, request: Request, format: StatusFormat) -> u8 {
     let code = exit_code(&result);
     let printed = match result {
         Ok(reply) => print_reply(&request, reply, format),
+        Err(e @ CliError::Lost { .. }) if request.is_write() => {
+            // The write left; the node may have applied it before the
+            // connection broke or the reply was late.
+            eprintln!("gtstore: {e}; outcome unknown: the write may or may not have been applied");
+            return EXIT_UNKNOWN;
+        }
         Err(e) => {
             eprintln!("gtstore: {e}");
             return code;

@@ -80,6 +80,18 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the request may change a key (its outcome can be unknown).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Put { .. }
+                | Request::Del { .. }
+                | Request::Create { .. }
+                | Request::Update { .. }
+                | Request::Incr { .. }
+        )
+    }
+
     /// Whether sending the request twice is harmless.
     fn is_read_only(&self) -> bool {
         matches!(
