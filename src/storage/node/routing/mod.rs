@@ -122,9 +122,10 @@ impl StorageNode {
         };
         if me == 0 || self.ring.is_empty() {
             // Not a member of a cluster yet (no id or no ring: the manager is
-            // down or has not answered): no key op and no SCAN is served. Serving alone would acknowledge writes
-            // the cluster cannot place with its N and W, and a peer routing a
-            // key here by a ring that lists this node would find a second lead.
+            // down or has not answered): no key op and no SCAN is served.
+            // Serving alone would acknowledge writes the cluster cannot place
+            // with its N and W, and a peer routing a key here by a ring that
+            // lists this node would find a second lead.
             let e = self.not_a_member();
             let frame = Frame::error(f.client_id, me, &e);
             if member {
@@ -239,8 +240,8 @@ impl StorageNode {
     }
 
     /// Serves a key-value request for a key this node serves alone (N = 1);
-    /// with a move pending, the next owner gets a copy
-    /// of the write before the client gets its answer.
+    /// with a move pending, the next owner gets a copy of the write before the
+    /// client gets its answer.
     fn serve_alone(
         &mut self,
         now: Millis,
