@@ -1,0 +1,218 @@
+//! Concurrent clients for the partition suite, and the history they record.
+//!
+//! Each client is a thread inside the clients' namespace (see [`super::Net::within`])
+//! that sends one request at a time to one storage node, switching to another
+//! node after any failure. Two kinds of keys:
+//! - shared keys (`reg*` registers with PUT, GET and CREATE; `ctr*` counters
+//!   with INCR, GET and CREATE of `0`), whose every operation is recorded with
+//!   its invoke and complete times as a [`Record`] for the linearizability
+//!   checker;
+//! - fresh keys, written once each (`u/CLIENT/SEQ`), whose acknowledged writes
+//!   are read back after the partition heals.
+//!
+//! An operation with no reply in [`OP_TIMEOUT`] (or a broken connection once it
+//! was sent) is recorded as `NoReply`, and the client drops the connection, so a
+//! late reply is never matched to a later request. A request whose connection
+//! could not be opened is `NotSent`. The checker treats both, and every `ERR`
+//! but `NOTINT`, as writes that may or may not have happened.
+
+use gtstore::client::Connection;
+use gtstore::protocol::op;
+use gtstore::sim::{Outcome, Record, Request};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a client waits for a reply (or a connect) before giving up.
+pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Pause between one client's requests: keeps histories short enough to check.
+pub const PACE: Duration = Duration::from_millis(5);
+
+/// Shared register keys.
+pub const REGISTERS: [&str; 2] = ["reg0", "reg1"];
+
+/// Shared counter keys.
+pub const COUNTERS: [&str; 2] = ["ctr0", "ctr1"];
+
+/// What one client did.
+#[derive(Default)]
+pub struct ClientLog {
+    /// Operations on shared keys.
+    pub records: Vec<Record>,
+    /// Fresh keys whose PUT was acknowledged, with their values.
+    pub acked: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Counters every client bumps, read by the test to wait for progress.
+#[derive(Default)]
+pub struct Progress {
+    /// Operations answered with a success reply (OK, VALUE, NOT_FOUND, CONFLICT).
+    pub answered: AtomicUsize,
+    /// Operations that ended any way at all.
+    pub finished: AtomicUsize,
+}
+
+/// A small xorshift generator: each client's choices come from its own seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The nanoseconds from `start` to now: the history's clock (one `Instant`
+/// clock for every thread, so real-time order across clients is exact).
+pub fn stamp(start: Instant) -> (u64, u64) {
+    (start.elapsed().as_nanos() as u64, 0)
+}
+
+/// A request as a wire frame's op and payload.
+fn encode(request: &Request, key: &[u8]) -> (u8, Vec<u8>) {
+    let f = request.frame(key, 0);
+    (f.op, f.payload.to_vec())
+}
+
+/// The outcome a reply frame stands for.
+fn outcome(op_code: u8, payload: Bytes) -> Outcome {
+    match op_code {
+        op::OK => Outcome::Ok,
+        op::VALUE => Outcome::Value(payload),
+        op::NOT_FOUND => Outcome::NotFound,
+        op::CONFLICT => Outcome::Conflict,
+        op::ERR => Outcome::Err(String::from_utf8_lossy(&payload).into_owned()),
+        other => Outcome::Other(other, payload),
+    }
+}
+
+/// One client: a connection to one node at a time.
+pub struct Client {
+    index: usize,
+    nodes: Vec<String>,
+    target: usize,
+    conn: Option<Connection>,
+    rng: Rng,
+    start: Instant,
+}
+
+impl Client {
+    /// Client `index` over the storage nodes `nodes` (`HOST:PORT`).
+    pub fn new(index: usize, nodes: Vec<String>, start: Instant) -> Client {
+        Client {
+            target: index % nodes.len(),
+            index,
+            nodes,
+            conn: None,
+            rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491)),
+            start,
+        }
+    }
+
+    /// Sends `request` for `key` and waits for the reply; records what happened.
+    pub fn run(&mut self, key: &[u8], request: Request) -> Record {
+        let mut rec = Record {
+            client: self.index,
+            key: Bytes::copy_from_slice(key),
+            request: request.clone(),
+            invoked: stamp(self.start),
+            completed: None,
+            outcome: Outcome::NotSent,
+        };
+        if self.conn.is_none() {
+            match Connection::connect(&self.nodes[self.target], OP_TIMEOUT) {
+                Ok(c) => self.conn = Some(c),
+                Err(_) => {
+                    self.fail_over();
+                    rec.completed = Some(stamp(self.start));
+                    return rec;
+                }
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        let (o, payload) = encode(&request, key);
+        conn.queue(o, 0, &[&payload]);
+        let reply = conn.flush().and_then(|()| conn.recv());
+        match reply {
+            Ok(f) => {
+                rec.completed = Some(stamp(self.start));
+                rec.outcome = outcome(f.op, f.payload);
+                if matches!(rec.outcome, Outcome::Err(_) | Outcome::Other(..)) {
+                    self.fail_over();
+                }
+            }
+            Err(_) => {
+                rec.outcome = Outcome::NoReply;
+                self.fail_over();
+            }
+        }
+        rec
+    }
+
+    /// Drops the connection and moves to another node.
+    fn fail_over(&mut self) {
+        self.conn = None;
+        self.target = (self.target + 1 + self.rng.below(self.nodes.len() as u64 - 1) as usize)
+            % self.nodes.len();
+    }
+
+    /// The next operation: a key, a request, and whether the key is a fresh one.
+    fn pick(&mut self, seq: usize) -> (Vec<u8>, Request, bool) {
+        let value = Bytes::from(format!("c{}-{seq}", self.index));
+        let roll = self.rng.below(100);
+        let reg = REGISTERS[self.rng.below(REGISTERS.len() as u64) as usize];
+        let ctr = COUNTERS[self.rng.below(COUNTERS.len() as u64) as usize];
+        let (key, request) = match roll {
+            0..=24 => (reg, Request::Put(value)),
+            25..=39 => (reg, Request::Get),
+            40..=44 => (reg, Request::Create(value)),
+            45..=59 => (ctr, Request::Incr(1)),
+            60..=69 => (ctr, Request::Get),
+            70..=74 => (ctr, Request::Create(Bytes::from_static(b"0"))),
+            _ => {
+                let fresh = format!("u/{}/{seq}", self.index).into_bytes();
+                return (fresh, Request::Put(value), true);
+            }
+        };
+        (key.as_bytes().to_vec(), request, false)
+    }
+}
+
+/// Runs client `index` until `stop`, then returns its log.
+pub fn client_loop(
+    index: usize,
+    nodes: Vec<String>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) -> ClientLog {
+    let mut client = Client::new(index, nodes, start);
+    let mut log = ClientLog::default();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let (key, request, fresh) = client.pick(seq);
+        let rec = client.run(&key, request.clone());
+        let success = matches!(
+            rec.outcome,
+            Outcome::Ok | Outcome::Value(_) | Outcome::NotFound | Outcome::Conflict
+        );
+        if success {
+            progress.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        progress.finished.fetch_add(1, Ordering::Relaxed);
+        if fresh {
+            if let (Outcome::Ok, Request::Put(v)) = (&rec.outcome, &request) {
+                log.acked.push((key, v.to_vec()));
+            }
+        } else {
+            log.records.push(rec);
+        }
+        std::thread::sleep(PACE);
+    }
+    log
+}

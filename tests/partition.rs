@@ -1,0 +1,370 @@
+//! The partition suite: a manager and five storage nodes (N=3 R=2 W=2), each
+//! process in its own network namespace on one bridge (tests/netns), clients in
+//! a namespace of their own that reaches every node, and partitions made by the
+//! kernel while the clients run: one node cut off, a 2|3 split with the manager
+//! on either side, a bridge node that sees both halves, and healing.
+//!
+//! Every scenario checks, once healed, that the shared keys' histories are
+//! linearizable (the simulator's checker, `gtstore::sim::linearizability`, fed
+//! with real-time records) and that every acknowledged write of a fresh key
+//! reads back through quorum reads, and that clients made progress before the
+//! cut and after the heal (so a test cannot pass by doing nothing).
+//!
+//! Needs root (network namespaces) and iproute2; elsewhere every test prints a
+//! `SKIP` notice and passes. Run it alone with `cargo test --test partition`.
+
+mod common;
+mod netns;
+
+use gtstore::client::manager_call;
+use gtstore::protocol::op;
+use gtstore::sim::linearizability::{self, Limits, Verdict};
+use gtstore::sim::{Outcome, Record, Request};
+use netns::workload::{client_loop, ClientLog, Progress, COUNTERS, REGISTERS};
+use netns::Net;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Storage nodes per cluster.
+const NODES: usize = 5;
+
+/// Concurrent clients.
+const CLIENTS: usize = 4;
+
+/// The manager marks a silent node down after this long (ms).
+const DOWN_AFTER: &str = "1000";
+
+/// Bound on every wait of a scenario.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Operations the clients must finish while a partition is in force.
+const OPS_DURING: usize = 150;
+
+/// Successful operations the clients must see before the cut and after the heal.
+const OPS_HEALTHY: usize = 100;
+
+/// A running cluster inside namespaces, with its clients.
+struct Setup {
+    net: Net,
+    /// Host of the manager.
+    manager: usize,
+    /// Hosts of the storage nodes, node `i` on `nodes[i]`.
+    nodes: Vec<usize>,
+    /// Host of the clients.
+    client: usize,
+    manager_addr: String,
+    node_addrs: Vec<String>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    clients: Vec<JoinHandle<ClientLog>>,
+}
+
+impl Setup {
+    /// Starts the cluster and waits until every node is live, or `None` to skip.
+    fn new(test: &str) -> Option<Setup> {
+        let mut net = Net::new(test)?;
+        let manager = net.add_host();
+        let nodes: Vec<usize> = (0..NODES).map(|_| net.add_host()).collect();
+        let client = net.add_host();
+        let ip = net.host(manager).ip.clone();
+        let m = net.spawn(
+            manager,
+            env!("CARGO_BIN_EXE_gtstore-manager"),
+            &[
+                "--host",
+                &ip,
+                "--port",
+                "0",
+                "--recovery-ms",
+                "0",
+                "--down-after",
+                DOWN_AFTER,
+                "--replicas",
+                "3",
+                "--read-quorum",
+                "2",
+                "--write-quorum",
+                "2",
+            ],
+        );
+        let manager_addr = net.proc(m).addr.clone();
+        let mut node_addrs = Vec::new();
+        for &h in &nodes {
+            let ip = net.host(h).ip.clone();
+            let p = net.spawn(
+                h,
+                env!("CARGO_BIN_EXE_gtstore-storage"),
+                &["--host", &ip, "--port", "0", "--manager", &manager_addr],
+            );
+            node_addrs.push(net.proc(p).addr.clone());
+        }
+        let s = Setup {
+            net,
+            manager,
+            nodes,
+            client,
+            manager_addr,
+            node_addrs,
+            start: Instant::now(),
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(Progress::default()),
+            clients: Vec::new(),
+        };
+        s.wait_states(&[], "every node live");
+        Some(s)
+    }
+
+    /// The manager's STATUS, read from the clients' namespace (`Null` if it
+    /// cannot be reached).
+    fn status(&self) -> serde_json::Value {
+        let addr = self.manager_addr.clone();
+        self.net.within(self.client, move || {
+            manager_call(&addr, op::STATUS, Duration::from_secs(2))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null)
+        })
+    }
+
+    /// Waits until the manager reports exactly the nodes `down` as down and
+    /// every other node live.
+    fn wait_states(&self, down: &[usize], what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.status();
+            let ok = s["nodes"].as_array().is_some_and(|ns| {
+                ns.len() == NODES
+                    && ns.iter().all(|n| {
+                        let i = self.node_addrs.iter().position(|a| n["addr"] == a.as_str());
+                        let want = if i.is_some_and(|i| down.contains(&i)) {
+                            "down"
+                        } else {
+                            "up"
+                        };
+                        n["state"] == want
+                    })
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the clients.
+    fn start_clients(&mut self) {
+        for c in 0..CLIENTS {
+            let (nodes, start) = (self.node_addrs.clone(), self.start);
+            let (stop, progress) = (self.stop.clone(), self.progress.clone());
+            let h = self.net.spawn_within(self.client, move || {
+                client_loop(c, nodes, start, stop, progress)
+            });
+            self.clients.push(h);
+        }
+    }
+
+    /// Waits until `n` more operations have ended with a success reply
+    /// (`answered`) or in any way at all.
+    fn wait_ops(&self, n: usize, answered: bool, what: &str) {
+        let count = || {
+            let p = &self.progress;
+            if answered {
+                p.answered.load(Ordering::Relaxed)
+            } else {
+                p.finished.load(Ordering::Relaxed)
+            }
+        };
+        let target = count() + n;
+        let deadline = Instant::now() + WAIT;
+        while count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "clients stalled {what}: {} of {target}",
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the clients, reads every shared key once more and every
+    /// acknowledged fresh write back, and checks the history.
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut history: Vec<Record> = Vec::new();
+        let mut acked = Vec::new();
+        for h in self.clients.drain(..) {
+            let log = h.join().expect("client thread");
+            history.extend(log.records);
+            acked.extend(log.acked);
+        }
+        history.extend(self.final_reads());
+        let lost = self.read_back(acked.clone());
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes not read back after healing, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let ops = history.len();
+        match linearizability::check(&history, Limits::default()) {
+            Verdict::Linearizable => {}
+            Verdict::Violation { key, history } => panic!(
+                "history of {} is not linearizable:\n{history}",
+                String::from_utf8_lossy(&key)
+            ),
+            Verdict::TooLong { key, ops } => panic!(
+                "history of {} ({ops} ops) too long to check",
+                String::from_utf8_lossy(&key)
+            ),
+        }
+        eprintln!(
+            "{ops} shared-key operations linearizable, {} acknowledged writes read back",
+            acked.len()
+        );
+    }
+
+    /// One GET per shared key after the heal, recorded like the clients' ops
+    /// (client index `CLIENTS`), retried until it gets an answer.
+    fn final_reads(&self) -> Vec<Record> {
+        let (nodes, start) = (self.node_addrs.clone(), self.start);
+        self.net.within(self.client, move || {
+            let mut client = netns::workload::Client::new(CLIENTS, nodes, start);
+            let deadline = Instant::now() + WAIT;
+            let mut out = Vec::new();
+            for key in REGISTERS.iter().chain(COUNTERS.iter()) {
+                loop {
+                    let rec = client.run(key.as_bytes(), Request::Get);
+                    let answered = matches!(rec.outcome, Outcome::Value(_) | Outcome::NotFound);
+                    out.push(rec);
+                    if answered {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "{key} never readable: {out:?}");
+                }
+            }
+            out
+        })
+    }
+
+    /// Reads every `(key, value)` back through quorum reads, spread over the
+    /// nodes; returns those that do not read back (after retries of errors).
+    fn read_back(&self, mut want: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
+        let nodes = self.node_addrs.clone();
+        self.net.within(self.client, move || {
+            let deadline = Instant::now() + WAIT;
+            let mut round = 0;
+            loop {
+                let addr = &nodes[round % nodes.len()];
+                let mut bad = Vec::new();
+                let mut wrong = Vec::new();
+                for chunk in want.chunks(512) {
+                    let got = read_batch(addr, chunk);
+                    for ((k, v), got) in chunk.iter().zip(got) {
+                        match got {
+                            Some(g) if g == *v => {}
+                            Some(g) => wrong.push((
+                                String::from_utf8_lossy(k).into_owned(),
+                                String::from_utf8_lossy(&g).into_owned(),
+                            )),
+                            None => bad.push((k.clone(), v.clone())),
+                        }
+                    }
+                }
+                if !wrong.is_empty() || bad.is_empty() {
+                    return wrong;
+                }
+                want = bad;
+                round += 1;
+                if Instant::now() > deadline {
+                    return want
+                        .iter()
+                        .map(|(k, _)| (String::from_utf8_lossy(k).into(), "no answer".into()))
+                        .collect();
+                }
+            }
+        })
+    }
+}
+
+/// GETs `batch` pipelined through `addr`: per key, `Some(what came back)` for a
+/// value or NOT_FOUND, `None` for an error or no answer.
+fn read_batch(addr: &str, batch: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
+    let mut out = vec![None; batch.len()];
+    let Ok(mut conn) = gtstore::client::Connection::connect(addr, Duration::from_secs(5)) else {
+        return out;
+    };
+    for (k, _) in batch {
+        conn.queue(op::GET, 0, &[k]);
+    }
+    if conn.flush().is_err() {
+        return out;
+    }
+    for slot in out.iter_mut() {
+        match conn.recv() {
+            Ok(f) if f.op == op::VALUE => *slot = Some(f.payload.to_vec()),
+            Ok(f) if f.op == op::NOT_FOUND => *slot = Some(b"(not found)".to_vec()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Runs a scenario: healthy load, `cut` while the clients run (then waits for
+/// the manager to see nodes `down` as down), heal, healthy load, checks.
+fn scenario(test: &str, down: &[usize], cut: impl FnOnce(&mut Setup)) {
+    let Some(mut s) = Setup::new(test) else {
+        return;
+    };
+    s.start_clients();
+    s.wait_ops(OPS_HEALTHY, true, "before the partition");
+    cut(&mut s);
+    s.wait_states(down, "partitioned as expected");
+    s.wait_ops(OPS_DURING, false, "during the partition");
+    s.net.heal();
+    s.wait_states(&[], "healed");
+    s.wait_ops(OPS_HEALTHY, true, "after healing");
+    s.finish();
+}
+
+#[test]
+fn one_node_cut_off_then_healed() {
+    scenario("one_node_cut_off_then_healed", &[2], |s| {
+        let h = s.nodes[2];
+        s.net.link(h, false);
+    });
+}
+
+#[test]
+fn split_two_three_manager_with_the_minority() {
+    scenario("split_two_three_manager_with_the_minority", &[2, 3, 4], |s| {
+        let minority = [s.manager, s.nodes[0], s.nodes[1]];
+        let majority = [s.nodes[2], s.nodes[3], s.nodes[4]];
+        s.net.split(&[&minority, &majority]);
+    });
+}
+
+#[test]
+fn split_two_three_manager_with_the_majority() {
+    scenario("split_two_three_manager_with_the_majority", &[0, 1], |s| {
+        let minority = [s.nodes[0], s.nodes[1]];
+        let majority = [s.manager, s.nodes[2], s.nodes[3], s.nodes[4]];
+        s.net.split(&[&minority, &majority]);
+    });
+}
+
+#[test]
+fn bridge_node_sees_both_halves() {
+    // The manager with nodes 0 and 1, and nodes 3 and 4, cannot see each other;
+    // node 2 sees everyone. The manager marks nodes 3 and 4 down.
+    scenario("bridge_node_sees_both_halves", &[3, 4], |s| {
+        let left = [s.manager, s.nodes[0], s.nodes[1]];
+        let right = [s.nodes[3], s.nodes[4]];
+        s.net.split(&[&left, &right]);
+    });
+}
