@@ -20,8 +20,9 @@ use gtstore::client::manager_call;
 use gtstore::protocol::op;
 use gtstore::sim::linearizability::{self, Limits, Verdict};
 use gtstore::sim::{Outcome, Record, Request};
-use netns::workload::{client_loop, ClientLog, Progress, COUNTERS, REGISTERS};
+use netns::workload::{self, client_loop, ClientLog, Progress, COUNTERS, REGISTERS};
 use netns::Net;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,7 +41,7 @@ const DOWN_AFTER: &str = "1000";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Operations the clients must finish while a partition is in force.
-const OPS_DURING: usize = 150;
+const OPS_DURING: usize = 120;
 
 /// Successful operations the clients must see before the cut and after the heal.
 const OPS_HEALTHY: usize = 100;
@@ -60,6 +61,8 @@ struct Setup {
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     clients: Vec<JoinHandle<ClientLog>>,
+    /// From the cut to the heal, in the history's clock (ns).
+    partitioned: (u64, u64),
 }
 
 impl Setup {
@@ -112,6 +115,7 @@ impl Setup {
             stop: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(Progress::default()),
             clients: Vec::new(),
+            partitioned: (0, 0),
         };
         s.wait_states(&[], "every node live");
         Some(s)
@@ -201,6 +205,20 @@ impl Setup {
             history.extend(log.records);
             acked.extend(log.acked);
         }
+        let (from, to) = self.partitioned;
+        let during = tally(
+            history
+                .iter()
+                .filter(|r| r.invoked.0 >= from && r.invoked.0 < to),
+        );
+        eprintln!(
+            "during the partition ({} ms): {during:?}",
+            (to - from) / 1_000_000
+        );
+        assert!(
+            during.keys().any(|k| !SUCCESS.contains(&k.as_str())),
+            "the partition never failed an operation: {during:?}"
+        );
         history.extend(self.final_reads());
         let lost = self.read_back(acked.clone());
         assert!(
@@ -211,6 +229,7 @@ impl Setup {
             &lost[..lost.len().min(5)]
         );
         let ops = history.len();
+        let checking = Instant::now();
         match linearizability::check(&history, Limits::default()) {
             Verdict::Linearizable => {}
             Verdict::Violation { key, history } => panic!(
@@ -223,7 +242,9 @@ impl Setup {
             ),
         }
         eprintln!(
-            "{ops} shared-key operations linearizable, {} acknowledged writes read back",
+            "{ops} shared-key operations linearizable (checked in {:?}), {} acknowledged \
+             writes read back",
+            checking.elapsed(),
             acked.len()
         );
     }
@@ -291,6 +312,22 @@ impl Setup {
     }
 }
 
+/// Outcomes (as the history shows them) that are replies of a working store.
+const SUCCESS: [&str; 4] = ["OK", "VALUE", "NOT_FOUND", "CONFLICT"];
+
+/// Counts outcomes by kind: `OK`, `VALUE`, `ERR CODE`, `NO_REPLY`, ...
+fn tally<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for r in records {
+        let kind = match &r.outcome {
+            Outcome::Value(_) => "VALUE".to_string(),
+            o => o.to_string(),
+        };
+        *t.entry(kind).or_insert(0) += 1;
+    }
+    t
+}
+
 /// GETs `batch` pipelined through `addr`: per key, `Some(what came back)` for a
 /// value or NOT_FOUND, `None` for an error or no answer.
 fn read_batch(addr: &str, batch: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> {
@@ -323,10 +360,12 @@ fn scenario(test: &str, down: &[usize], cut: impl FnOnce(&mut Setup)) {
     };
     s.start_clients();
     s.wait_ops(OPS_HEALTHY, true, "before the partition");
+    let cut_at = workload::stamp(s.start).0;
     cut(&mut s);
     s.wait_states(down, "partitioned as expected");
     s.wait_ops(OPS_DURING, false, "during the partition");
     s.net.heal();
+    s.partitioned = (cut_at, workload::stamp(s.start).0);
     s.wait_states(&[], "healed");
     s.wait_ops(OPS_HEALTHY, true, "after healing");
     s.finish();
@@ -342,11 +381,15 @@ fn one_node_cut_off_then_healed() {
 
 #[test]
 fn split_two_three_manager_with_the_minority() {
-    scenario("split_two_three_manager_with_the_minority", &[2, 3, 4], |s| {
-        let minority = [s.manager, s.nodes[0], s.nodes[1]];
-        let majority = [s.nodes[2], s.nodes[3], s.nodes[4]];
-        s.net.split(&[&minority, &majority]);
-    });
+    scenario(
+        "split_two_three_manager_with_the_minority",
+        &[2, 3, 4],
+        |s| {
+            let minority = [s.manager, s.nodes[0], s.nodes[1]];
+            let majority = [s.nodes[2], s.nodes[3], s.nodes[4]];
+            s.net.split(&[&minority, &majority]);
+        },
+    );
 }
 
 #[test]

@@ -175,8 +175,7 @@ impl Net {
             &["netns", "add", ns],
             &["-n", ns, "link", "set", "lo", "up"],
             &[
-                "-n", b, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
-                ns,
+                "-n", b, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ],
             &["-n", b, "link", "set", port, "master", "br0"],
             &["-n", b, "link", "set", port, "up"],
@@ -240,7 +239,15 @@ impl Net {
     /// Takes host `i`'s port on the bridge down (`up` false) or up again.
     pub fn link(&mut self, i: usize, up: bool) {
         let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.bridge, "link", "set", &self.hosts[i].port, state]).unwrap();
+        ip(&[
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &self.hosts[i].port,
+            state,
+        ])
+        .unwrap();
         if up {
             self.down.remove(&i);
         } else {
@@ -284,15 +291,7 @@ impl Net {
     fn route(&self, (a, b): (usize, usize), verb: &str) {
         for (from, to) in [(a, b), (b, a)] {
             let dst = format!("{}/32", self.hosts[to].ip);
-            ip(&[
-                "-n",
-                &self.hosts[from].ns,
-                "route",
-                verb,
-                "blackhole",
-                &dst,
-            ])
-            .unwrap();
+            ip(&["-n", &self.hosts[from].ns, "route", verb, "blackhole", &dst]).unwrap();
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Concurrent clients for the partition suite, and the history they record.
 //!
 //! Each client is a thread inside the clients' namespace (see [`super::Net::within`])
-//! that sends one request at a time to one storage node, switching to another
-//! node after any failure. Two kinds of keys:
+//! that sends one request at a time, each to a storage node picked at random
+//! (every node is a contact node: it forwards to the key's coordinator), over a
+//! connection per node kept open between requests. Two kinds of keys:
 //! - shared keys (`reg*` registers with PUT, GET and CREATE; `ctr*` counters
 //!   with INCR, GET and CREATE of `0`), whose every operation is recorded with
 //!   its invoke and complete times as a [`Record`] for the linearizability
@@ -11,30 +12,34 @@
 //!   are read back after the partition heals.
 //!
 //! An operation with no reply in [`OP_TIMEOUT`] (or a broken connection once it
-//! was sent) is recorded as `NoReply`, and the client drops the connection, so a
-//! late reply is never matched to a later request. A request whose connection
+//! was sent) is recorded as `NoReply`, and the client drops that connection, so
+//! a late reply is never matched to a later request. A request whose connection
 //! could not be opened is `NotSent`. The checker treats both, and every `ERR`
 //! but `NOTINT`, as writes that may or may not have happened.
 
+use bytes::Bytes;
 use gtstore::client::Connection;
 use gtstore::protocol::op;
 use gtstore::sim::{Outcome, Record, Request};
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a client waits for a reply (or a connect) before giving up.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Pause between one client's requests: keeps histories short enough to check.
 pub const PACE: Duration = Duration::from_millis(5);
 
 /// Shared register keys.
-pub const REGISTERS: [&str; 2] = ["reg0", "reg1"];
+///
+/// A write that fails or gets no reply may or may not have happened, and each
+/// one pending multiplies the orders the checker has to try for its key: the
+/// shared operations are spread over enough keys to keep that small.
+pub const REGISTERS: [&str; 6] = ["reg0", "reg1", "reg2", "reg3", "reg4", "reg5"];
 
 /// Shared counter keys.
-pub const COUNTERS: [&str; 2] = ["ctr0", "ctr1"];
+pub const COUNTERS: [&str; 6] = ["ctr0", "ctr1", "ctr2", "ctr3", "ctr4", "ctr5"];
 
 /// What one client did.
 #[derive(Default)]
@@ -90,12 +95,11 @@ fn outcome(op_code: u8, payload: Bytes) -> Outcome {
     }
 }
 
-/// One client: a connection to one node at a time.
+/// One client: a connection to each node it has used, a random node per request.
 pub struct Client {
     index: usize,
     nodes: Vec<String>,
-    target: usize,
-    conn: Option<Connection>,
+    conns: Vec<Option<Connection>>,
     rng: Rng,
     start: Instant,
 }
@@ -104,17 +108,18 @@ impl Client {
     /// Client `index` over the storage nodes `nodes` (`HOST:PORT`).
     pub fn new(index: usize, nodes: Vec<String>, start: Instant) -> Client {
         Client {
-            target: index % nodes.len(),
+            conns: nodes.iter().map(|_| None).collect(),
             index,
             nodes,
-            conn: None,
             rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491)),
             start,
         }
     }
 
-    /// Sends `request` for `key` and waits for the reply; records what happened.
+    /// Sends `request` for `key` to a random node and waits for the reply;
+    /// records what happened.
     pub fn run(&mut self, key: &[u8], request: Request) -> Record {
+        let target = self.rng.below(self.nodes.len() as u64) as usize;
         let mut rec = Record {
             client: self.index,
             key: Bytes::copy_from_slice(key),
@@ -123,41 +128,31 @@ impl Client {
             completed: None,
             outcome: Outcome::NotSent,
         };
-        if self.conn.is_none() {
-            match Connection::connect(&self.nodes[self.target], OP_TIMEOUT) {
-                Ok(c) => self.conn = Some(c),
+        let slot = &mut self.conns[target];
+        if slot.is_none() {
+            match Connection::connect(&self.nodes[target], OP_TIMEOUT) {
+                Ok(c) => *slot = Some(c),
                 Err(_) => {
-                    self.fail_over();
                     rec.completed = Some(stamp(self.start));
                     return rec;
                 }
             }
         }
-        let conn = self.conn.as_mut().expect("connected");
+        let conn = slot.as_mut().expect("connected");
         let (o, payload) = encode(&request, key);
         conn.queue(o, 0, &[&payload]);
-        let reply = conn.flush().and_then(|()| conn.recv());
-        match reply {
+        match conn.flush().and_then(|()| conn.recv()) {
             Ok(f) => {
                 rec.completed = Some(stamp(self.start));
                 rec.outcome = outcome(f.op, f.payload);
-                if matches!(rec.outcome, Outcome::Err(_) | Outcome::Other(..)) {
-                    self.fail_over();
-                }
             }
             Err(_) => {
+                // A late reply must not be taken for the next request's.
+                *slot = None;
                 rec.outcome = Outcome::NoReply;
-                self.fail_over();
             }
         }
         rec
-    }
-
-    /// Drops the connection and moves to another node.
-    fn fail_over(&mut self) {
-        self.conn = None;
-        self.target = (self.target + 1 + self.rng.below(self.nodes.len() as u64 - 1) as usize)
-            % self.nodes.len();
     }
 
     /// The next operation: a key, a request, and whether the key is a fresh one.
@@ -168,11 +163,11 @@ impl Client {
         let ctr = COUNTERS[self.rng.below(COUNTERS.len() as u64) as usize];
         let (key, request) = match roll {
             0..=24 => (reg, Request::Put(value)),
-            25..=39 => (reg, Request::Get),
-            40..=44 => (reg, Request::Create(value)),
-            45..=59 => (ctr, Request::Incr(1)),
-            60..=69 => (ctr, Request::Get),
-            70..=74 => (ctr, Request::Create(Bytes::from_static(b"0"))),
+            25..=44 => (reg, Request::Get),
+            45..=49 => (reg, Request::Create(value)),
+            50..=57 => (ctr, Request::Incr(1)),
+            58..=67 => (ctr, Request::Get),
+            68..=69 => (ctr, Request::Create(Bytes::from_static(b"0"))),
             _ => {
                 let fresh = format!("u/{}/{seq}", self.index).into_bytes();
                 return (fresh, Request::Put(value), true);
