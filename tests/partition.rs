@@ -233,8 +233,11 @@ impl Setup {
         match linearizability::check(&history, Limits::default()) {
             Verdict::Linearizable => {}
             Verdict::Violation { key, history } => panic!(
-                "history of {} is not linearizable:\n{history}",
-                String::from_utf8_lossy(&key)
+                "history of {} is not linearizable (clients c0..c{CLIENTS}, c{CLIENTS} the final \
+                 reads; times in ns since the start; cut at {:?}, healed at {:?}):\n{history}",
+                String::from_utf8_lossy(&key),
+                self.partitioned.0,
+                self.partitioned.1,
             ),
             Verdict::TooLong { key, ops } => panic!(
                 "history of {} ({ops} ops) too long to check",
@@ -410,4 +413,118 @@ fn bridge_node_sees_both_halves() {
         let right = [s.nodes[3], s.nodes[4]];
         s.net.split(&[&left, &right]);
     });
+}
+
+// ---------------------------------------------------------------------------
+// The harness itself.
+// ---------------------------------------------------------------------------
+
+/// Whether a TCP connection from host `from` to `to` opens.
+fn reaches(net: &Net, from: usize, to: std::net::SocketAddr) -> bool {
+    net.within(from, move || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok()
+    })
+}
+
+/// Blackholes cut exactly the pairs asked for, both ways; a port taken down
+/// cuts its host off from everyone; healing restores everything.
+#[test]
+fn harness_cuts_and_heals() {
+    let Some(mut net) = Net::new("harness_cuts_and_heals") else {
+        return;
+    };
+    let hosts: Vec<usize> = (0..3).map(|_| net.add_host()).collect();
+    // Listeners (the kernel completes handshakes without an accept).
+    let listeners: Vec<std::net::TcpListener> = hosts
+        .iter()
+        .map(|&h| {
+            let ip = net.host(h).ip.clone();
+            net.within(h, move || {
+                std::net::TcpListener::bind((ip.as_str(), 0)).unwrap()
+            })
+        })
+        .collect();
+    let addr: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let all = |net: &Net| {
+        let mut seen = Vec::new();
+        for a in 0..3 {
+            for b in 0..3 {
+                seen.push(((a, b), reaches(net, hosts[a], addr[b])));
+            }
+        }
+        seen
+    };
+    assert!(all(&net).iter().all(|&(_, ok)| ok), "{:?}", all(&net));
+    net.block(hosts[0], hosts[1]);
+    for ((a, b), ok) in all(&net) {
+        let cut = (a, b) == (0, 1) || (a, b) == (1, 0);
+        assert_eq!(ok, !cut, "{a} -> {b} with 0|1 blocked");
+    }
+    net.heal();
+    net.link(hosts[2], false);
+    for ((a, b), ok) in all(&net) {
+        let cut = (a == 2) != (b == 2);
+        assert_eq!(ok, !cut, "{a} -> {b} with host 2's port down");
+    }
+    net.heal();
+    let first = all(&net);
+    assert!(
+        first.iter().all(|&(_, ok)| ok),
+        "healed: {first:?} then {:?}",
+        all(&net)
+    );
+}
+
+/// The namespaces this test process has now.
+fn namespaces() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// A test that panics leaves no process and no namespace behind, and a
+/// namespace left by a test process that no longer runs is swept.
+#[test]
+fn harness_cleans_up() {
+    if namespaces().is_empty() && std::process::Command::new("ip").output().is_err() {
+        eprintln!("SKIP harness_cleans_up: no ip command");
+        return;
+    }
+    // No process can have a pid above the kernel's limit (2^22).
+    let stale = format!("{}{}-0-h0", netns::PREFIX, (1 << 22) + 1);
+    let left = std::process::Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()
+        .is_ok_and(|s| s.success());
+    let seen = std::sync::Mutex::new(None);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let Some(mut net) = Net::new("harness_cleans_up") else {
+            return;
+        };
+        let h = net.add_host();
+        let ip = net.host(h).ip.clone();
+        let bin = env!("CARGO_BIN_EXE_gtstore-manager");
+        let p = net.spawn(h, bin, &["--host", &ip, "--port", "0"]);
+        *seen.lock().unwrap() = Some((net.namespaces(), net.proc(p).pid()));
+        panic!("on purpose: the harness must clean up");
+    }));
+    let Some((names, pid)) = seen.into_inner().unwrap() else {
+        return; // skipped: no namespaces here
+    };
+    assert!(run.is_err());
+    let now = namespaces();
+    assert!(left, "could not make the stale namespace {stale}");
+    assert!(!now.contains(&stale), "stale namespace not swept: {now:?}");
+    for n in names {
+        assert!(!now.contains(&n), "{n} left behind: {now:?}");
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} left running"
+    );
 }

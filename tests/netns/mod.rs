@@ -48,6 +48,9 @@ pub const PREFIX: &str = "gtpt-";
 /// test's namespaces.
 pub const SUBNET: &str = "10.77.0";
 
+/// Log lines of each process printed when a test fails.
+const LOG_TAIL: usize = 15;
+
 /// Numbers the `Net`s of one test process.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -191,6 +194,12 @@ impl Net {
         i
     }
 
+    /// Every namespace of this `Net`, the bridge's first.
+    pub fn namespaces(&self) -> Vec<String> {
+        let hosts = self.hosts.iter().map(|h| h.ns.clone());
+        std::iter::once(self.bridge.clone()).chain(hosts).collect()
+    }
+
     /// Host `i`.
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
@@ -285,6 +294,11 @@ impl Net {
         for i in std::mem::take(&mut self.down) {
             self.link(i, true);
         }
+        // Addresses that went unanswered while cut are marked unreachable in the
+        // neighbour (ARP) tables for a while; forget them so the heal is at once.
+        for h in &self.hosts {
+            ip(&["-n", &h.ns, "neigh", "flush", "all"]).unwrap();
+        }
     }
 
     /// Adds or deletes the blackhole routes of one pair.
@@ -298,6 +312,16 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, p) in self.procs.iter().enumerate() {
+                let log = p.log();
+                let tail = &log[log.len().saturating_sub(LOG_TAIL)..];
+                eprintln!("process {i} ({}), last log lines:", p.addr);
+                for line in tail {
+                    eprintln!("  {line}");
+                }
+            }
+        }
         // Processes first: a namespace whose processes still run outlives `del`.
         self.procs.clear();
         for h in &self.hosts {
