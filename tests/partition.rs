@@ -447,9 +447,9 @@ fn harness_cuts_and_heals() {
     let addr: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let all = |net: &Net| {
         let mut seen = Vec::new();
-        for a in 0..3 {
-            for b in 0..3 {
-                seen.push(((a, b), reaches(net, hosts[a], addr[b])));
+        for (a, &from) in hosts.iter().enumerate() {
+            for (b, &to) in addr.iter().enumerate() {
+                seen.push(((a, b), reaches(net, from, to)));
             }
         }
         seen
