@@ -43,6 +43,10 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Operations the clients must finish while a partition is in force.
 const OPS_DURING: usize = 120;
 
+/// Longest a partition is kept once the manager sees it (if the clients are
+/// slow to finish [`OPS_DURING`] operations: most of them time out).
+const HOLD: Duration = Duration::from_secs(8);
+
 /// Successful operations the clients must see before the cut and after the heal.
 const OPS_HEALTHY: usize = 100;
 
@@ -61,8 +65,9 @@ struct Setup {
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     clients: Vec<JoinHandle<ClientLog>>,
-    /// From the cut to the heal, in the history's clock (ns).
-    partitioned: (u64, u64),
+    /// Each partition's window (from its cut to the next change), in the
+    /// history's clock (ns since `start`).
+    partitioned: Vec<(u64, u64)>,
 }
 
 impl Setup {
@@ -115,7 +120,7 @@ impl Setup {
             stop: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(Progress::default()),
             clients: Vec::new(),
-            partitioned: (0, 0),
+            partitioned: Vec::new(),
         };
         s.wait_states(&[], "every node live");
         Some(s)
@@ -171,17 +176,9 @@ impl Setup {
         }
     }
 
-    /// Waits until `n` more operations have ended with a success reply
-    /// (`answered`) or in any way at all.
-    fn wait_ops(&self, n: usize, answered: bool, what: &str) {
-        let count = || {
-            let p = &self.progress;
-            if answered {
-                p.answered.load(Ordering::Relaxed)
-            } else {
-                p.finished.load(Ordering::Relaxed)
-            }
-        };
+    /// Waits until `n` more operations have ended with a success reply.
+    fn wait_ops(&self, n: usize, what: &str) {
+        let count = || self.progress.answered.load(Ordering::Relaxed);
         let target = count() + n;
         let deadline = Instant::now() + WAIT;
         while count() < target {
@@ -190,6 +187,17 @@ impl Setup {
                 "clients stalled {what}: {} of {target}",
                 count()
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Keeps the current partition while the clients finish `n` more operations
+    /// (whatever their outcome), for at most `hold`.
+    fn hold(&self, n: usize, hold: Duration) {
+        let finished = || self.progress.finished.load(Ordering::Relaxed);
+        let target = finished() + n;
+        let until = Instant::now() + hold;
+        while finished() < target && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -205,20 +213,14 @@ impl Setup {
             history.extend(log.records);
             acked.extend(log.acked);
         }
-        let (from, to) = self.partitioned;
-        let during = tally(
-            history
-                .iter()
-                .filter(|r| r.invoked.0 >= from && r.invoked.0 < to),
-        );
-        eprintln!(
-            "during the partition ({} ms): {during:?}",
-            (to - from) / 1_000_000
-        );
-        assert!(
-            during.keys().any(|k| !SUCCESS.contains(&k.as_str())),
-            "the partition never failed an operation: {during:?}"
-        );
+        for &(from, to) in &self.partitioned {
+            let during = tally(history.iter().filter(|r| (from..to).contains(&r.invoked.0)));
+            eprintln!("partition of {} ms: {during:?}", (to - from) / 1_000_000);
+            assert!(
+                during.keys().any(|k| !SUCCESS.contains(&k.as_str())),
+                "a partition never failed an operation: {during:?}"
+            );
+        }
         history.extend(self.final_reads());
         let lost = self.read_back(acked.clone());
         assert!(
@@ -228,16 +230,16 @@ impl Setup {
             acked.len(),
             &lost[..lost.len().min(5)]
         );
+        let (history, pruned) = workload::prune_unobserved(history);
         let ops = history.len();
         let checking = Instant::now();
         match linearizability::check(&history, Limits::default()) {
             Verdict::Linearizable => {}
             Verdict::Violation { key, history } => panic!(
                 "history of {} is not linearizable (clients c0..c{CLIENTS}, c{CLIENTS} the final \
-                 reads; times in ns since the start; cut at {:?}, healed at {:?}):\n{history}",
+                 reads; times in ns since the start; partitions from..to {:?}):\n{history}",
                 String::from_utf8_lossy(&key),
-                self.partitioned.0,
-                self.partitioned.1,
+                self.partitioned,
             ),
             Verdict::TooLong { key, ops } => panic!(
                 "history of {} ({ops} ops) too long to check",
@@ -245,8 +247,8 @@ impl Setup {
             ),
         }
         eprintln!(
-            "{ops} shared-key operations linearizable (checked in {:?}), {} acknowledged \
-             writes read back",
+            "{ops} shared-key operations linearizable (checked in {:?}; {pruned} unobserved \
+             indeterminate writes left out), {} acknowledged writes read back",
             checking.elapsed(),
             acked.len()
         );
@@ -355,64 +357,140 @@ fn read_batch(addr: &str, batch: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<Vec<u8>>> 
     out
 }
 
-/// Runs a scenario: healthy load, `cut` while the clients run (then waits for
-/// the manager to see nodes `down` as down), heal, healthy load, checks.
-fn scenario(test: &str, down: &[usize], cut: impl FnOnce(&mut Setup)) {
+/// One partition of a scenario.
+struct Phase {
+    /// Makes the cut (on a healed network).
+    cut: fn(&mut Setup),
+    /// The nodes the manager reports down once the cut is in force.
+    down: &'static [usize],
+}
+
+/// Runs a scenario: healthy load, then each phase's partition in turn while the
+/// clients run (the previous one healed at the moment the next is cut), then
+/// healing, healthy load, and the checks.
+fn scenario(test: &str, phases: &[Phase]) {
     let Some(mut s) = Setup::new(test) else {
         return;
     };
     s.start_clients();
-    s.wait_ops(OPS_HEALTHY, true, "before the partition");
-    let cut_at = workload::stamp(s.start).0;
-    cut(&mut s);
-    s.wait_states(down, "partitioned as expected");
-    s.wait_ops(OPS_DURING, false, "during the partition");
+    s.wait_ops(OPS_HEALTHY, "before the partition");
+    for (n, phase) in phases.iter().enumerate() {
+        let from = workload::stamp(s.start).0;
+        s.net.heal();
+        (phase.cut)(&mut s);
+        s.wait_states(phase.down, &format!("partitioned as phase {n} expects"));
+        s.hold(OPS_DURING, HOLD);
+        s.partitioned.push((from, workload::stamp(s.start).0));
+    }
     s.net.heal();
-    s.partitioned = (cut_at, workload::stamp(s.start).0);
     s.wait_states(&[], "healed");
-    s.wait_ops(OPS_HEALTHY, true, "after healing");
+    s.wait_ops(OPS_HEALTHY, "after healing");
     s.finish();
+}
+
+/// Node 2 cut off from everyone: its port on the bridge goes down.
+fn cut_node_2(s: &mut Setup) {
+    let h = s.nodes[2];
+    s.net.link(h, false);
+}
+
+/// The manager with nodes 0 and 1 | nodes 2, 3 and 4.
+fn split_manager_minority(s: &mut Setup) {
+    let minority = [s.manager, s.nodes[0], s.nodes[1]];
+    let majority = [s.nodes[2], s.nodes[3], s.nodes[4]];
+    s.net.split(&[&minority, &majority]);
+}
+
+/// Nodes 0 and 1 | the manager with nodes 2, 3 and 4.
+fn split_manager_majority(s: &mut Setup) {
+    let minority = [s.nodes[0], s.nodes[1]];
+    let majority = [s.manager, s.nodes[2], s.nodes[3], s.nodes[4]];
+    s.net.split(&[&minority, &majority]);
+}
+
+/// The manager with nodes 0 and 1 | nodes 3 and 4; node 2 sees both halves.
+fn bridge_node_2(s: &mut Setup) {
+    let left = [s.manager, s.nodes[0], s.nodes[1]];
+    let right = [s.nodes[3], s.nodes[4]];
+    s.net.split(&[&left, &right]);
+}
+
+/// Nodes 0, 1 and 2 | nodes 3 and 4; the manager sees both halves, so it
+/// reports every node up while half the ring cannot reach the other.
+fn bridge_manager(s: &mut Setup) {
+    let left = [s.nodes[0], s.nodes[1], s.nodes[2]];
+    let right = [s.nodes[3], s.nodes[4]];
+    s.net.split(&[&left, &right]);
 }
 
 #[test]
 fn one_node_cut_off_then_healed() {
-    scenario("one_node_cut_off_then_healed", &[2], |s| {
-        let h = s.nodes[2];
-        s.net.link(h, false);
-    });
+    let phase = Phase {
+        cut: cut_node_2,
+        down: &[2],
+    };
+    scenario("one_node_cut_off_then_healed", &[phase]);
 }
 
 #[test]
 fn split_two_three_manager_with_the_minority() {
-    scenario(
-        "split_two_three_manager_with_the_minority",
-        &[2, 3, 4],
-        |s| {
-            let minority = [s.manager, s.nodes[0], s.nodes[1]];
-            let majority = [s.nodes[2], s.nodes[3], s.nodes[4]];
-            s.net.split(&[&minority, &majority]);
-        },
-    );
+    let phase = Phase {
+        cut: split_manager_minority,
+        down: &[2, 3, 4],
+    };
+    scenario("split_two_three_manager_with_the_minority", &[phase]);
 }
 
 #[test]
 fn split_two_three_manager_with_the_majority() {
-    scenario("split_two_three_manager_with_the_majority", &[0, 1], |s| {
-        let minority = [s.nodes[0], s.nodes[1]];
-        let majority = [s.manager, s.nodes[2], s.nodes[3], s.nodes[4]];
-        s.net.split(&[&minority, &majority]);
-    });
+    let phase = Phase {
+        cut: split_manager_majority,
+        down: &[0, 1],
+    };
+    scenario("split_two_three_manager_with_the_majority", &[phase]);
 }
 
 #[test]
 fn bridge_node_sees_both_halves() {
-    // The manager with nodes 0 and 1, and nodes 3 and 4, cannot see each other;
-    // node 2 sees everyone. The manager marks nodes 3 and 4 down.
-    scenario("bridge_node_sees_both_halves", &[3, 4], |s| {
-        let left = [s.manager, s.nodes[0], s.nodes[1]];
-        let right = [s.nodes[3], s.nodes[4]];
-        s.net.split(&[&left, &right]);
-    });
+    let phase = Phase {
+        cut: bridge_node_2,
+        down: &[3, 4],
+    };
+    scenario("bridge_node_sees_both_halves", &[phase]);
+}
+
+#[test]
+fn bridge_manager_sees_both_halves() {
+    let phase = Phase {
+        cut: bridge_manager,
+        down: &[],
+    };
+    scenario("bridge_manager_sees_both_halves", &[phase]);
+}
+
+/// The partition changes under the clients' feet, with no healthy time
+/// between one shape and the next.
+#[test]
+fn partitions_change_under_load() {
+    let phases = [
+        Phase {
+            cut: cut_node_2,
+            down: &[2],
+        },
+        Phase {
+            cut: split_manager_minority,
+            down: &[2, 3, 4],
+        },
+        Phase {
+            cut: split_manager_majority,
+            down: &[0, 1],
+        },
+        Phase {
+            cut: bridge_node_2,
+            down: &[3, 4],
+        },
+    ];
+    scenario("partitions_change_under_load", &phases);
 }
 
 // ---------------------------------------------------------------------------

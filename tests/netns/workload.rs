@@ -211,3 +211,69 @@ pub fn client_loop(
     }
     log
 }
+
+/// Whether the checker takes `r` as a write that may or may not have happened
+/// (the rule of `gtstore::sim::linearizability`).
+fn indeterminate(r: &Record) -> bool {
+    match (&r.request, &r.outcome) {
+        (Request::Incr(_), Outcome::Err(e)) if e.starts_with("NOTINT") => false,
+        (Request::Get | Request::Other(_), _) | (_, Outcome::NotSent) => false,
+        (_, Outcome::Err(_) | Outcome::NoReply | Outcome::Other(..)) => true,
+        _ => r.completed.is_none(),
+    }
+}
+
+/// Whether `r`'s outcome shows its key present (this workload never deletes,
+/// so a key once present stays present).
+fn shows_present(r: &Record) -> bool {
+    matches!(
+        (&r.request, &r.outcome),
+        (Request::Put(_) | Request::Create(_), Outcome::Ok)
+            | (Request::Create(_), Outcome::Conflict)
+            | (_, Outcome::Value(_))
+    )
+}
+
+/// Leaves out of `history` the indeterminate writes that cannot change any
+/// verdict, and returns how many it left out. Each indeterminate write stays
+/// pending to the end of the history, and every one multiplies the orders the
+/// checker tries, so a long partition can put a key's history out of its reach.
+///
+/// Left out, on a key some operation had already shown present before the
+/// write was sent (present for good: this workload never deletes):
+/// - a PUT whose value no reply ever showed. Keys that get PUTs get no INCR, so
+///   such a PUT taking effect can only be seen by a GET returning its value (none
+///   did) or a CREATE's CONFLICT (which the key's presence gives anyway): every
+///   order with it is an order without it, and "never" is always allowed;
+/// - a CREATE: on a present key it changes nothing.
+pub fn prune_unobserved(history: Vec<Record>) -> (Vec<Record>, usize) {
+    use std::collections::{BTreeMap, HashSet};
+    // Per key: the earliest completion of an op that showed it present, and every
+    // value a reply showed.
+    let mut present_at: BTreeMap<Bytes, u64> = BTreeMap::new();
+    let mut seen: HashSet<(Bytes, Bytes)> = HashSet::new();
+    for r in &history {
+        if let (true, Some(done)) = (shows_present(r), r.completed) {
+            let at = present_at.entry(r.key.clone()).or_insert(u64::MAX);
+            *at = (*at).min(done.0);
+        }
+        if let Outcome::Value(v) = &r.outcome {
+            seen.insert((r.key.clone(), v.clone()));
+        }
+    }
+    let before = history.len();
+    let kept: Vec<Record> = history
+        .into_iter()
+        .filter(|r| {
+            let present = present_at.get(&r.key).is_some_and(|&t| t < r.invoked.0);
+            let droppable = match &r.request {
+                Request::Put(v) => !seen.contains(&(r.key.clone(), v.clone())),
+                Request::Create(_) => true,
+                _ => false,
+            };
+            !(indeterminate(r) && present && droppable)
+        })
+        .collect();
+    let pruned = before - kept.len();
+    (kept, pruned)
+}
