@@ -104,6 +104,16 @@ fn sweep_stale() {
     }
 }
 
+/// Whether this process runs as root; if not, prints that `test` skips.
+pub fn is_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIP {test}: the partition suite needs root (network namespaces)");
+    }
+    root
+}
+
 /// One host: a namespace with an address on the bridge.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -131,9 +141,7 @@ impl Net {
     /// Creates the bridge namespace, or prints why the suite cannot run here and
     /// returns `None` (not root, no `ip`, namespaces not allowed).
     pub fn new(test: &str) -> Option<Net> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP {test}: the partition suite needs root (network namespaces)");
+        if !is_root(test) {
             return None;
         }
         sweep_stale();
