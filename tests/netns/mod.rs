@@ -40,6 +40,7 @@ use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Prefix of every namespace this suite creates (the sweep deletes only these).
 pub const PREFIX: &str = "gtpt-";
@@ -50,6 +51,9 @@ pub const SUBNET: &str = "10.77.0";
 
 /// Log lines of each process printed when a test fails.
 const LOG_TAIL: usize = 15;
+
+/// Bound on the wait for a link taken up to be ready.
+const LINK_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// Numbers the `Net`s of one test process.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -112,6 +116,22 @@ pub fn is_root(test: &str) -> bool {
         eprintln!("SKIP {test}: the partition suite needs root (network namespaces)");
     }
     root
+}
+
+/// Waits until `dev` in namespace `ns` reports its operational state UP.
+fn wait_oper_up(ns: &str, dev: &str) {
+    let deadline = Instant::now() + LINK_UP_WAIT;
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", dev])
+            .output()
+            .expect("ip link show");
+        if String::from_utf8_lossy(&out.stdout).contains(" state UP ") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{dev} in {ns} never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One host: a namespace with an address on the bridge.
@@ -266,6 +286,15 @@ impl Net {
         ])
         .unwrap();
         if up {
+            // The kernel turns a carrier change into "ready to send" later (its
+            // link watch may wait up to a second); packets sent before are lost.
+            let ends = [
+                (&self.bridge, &self.hosts[i].port),
+                (&self.hosts[i].ns, &"eth0".into()),
+            ];
+            for (ns, dev) in ends {
+                wait_oper_up(ns, dev);
+            }
             self.down.remove(&i);
         } else {
             self.down.insert(i);
