@@ -16,6 +16,10 @@
 //! reads back through quorum reads, and that clients made progress before the
 //! cut and after the heal (so a test cannot pass by doing nothing).
 //!
+//! Two tests state what the node does not do yet and are ignored until it does:
+//! a node that cannot reach the manager must not acknowledge writes it cannot
+//! place, and `ERR UNAVAILABLE` must mean the write was applied nowhere.
+//!
 //! Needs root (network namespaces) and iproute2; elsewhere every test prints a
 //! `SKIP` notice and passes. Run it alone with `cargo test --test partition`.
 
