@@ -202,7 +202,7 @@ impl Net {
         };
         let (b, ns, port) = (self.bridge.as_str(), host.ns.as_str(), host.port.as_str());
         let cidr = format!("{}/24", host.ip);
-        let steps: [&[&str]; 8] = [
+        let steps: [&[&str]; 7] = [
             &["netns", "add", ns],
             &["-n", ns, "link", "set", "lo", "up"],
             &[
@@ -212,13 +212,14 @@ impl Net {
             &["-n", b, "link", "set", port, "up"],
             &["-n", ns, "addr", "add", &cidr, "dev", "eth0"],
             &["-n", ns, "link", "set", "eth0", "up"],
-            &["-n", ns, "link", "show", "eth0"],
         ];
         // Registered first, so a failure below still deletes the namespace.
         self.hosts.push(host.clone());
         for step in steps {
             ip(step).unwrap_or_else(|e| panic!("setting up host {i}: {e}"));
         }
+        wait_oper_up(b, port);
+        wait_oper_up(ns, "eth0");
         i
     }
 
@@ -288,13 +289,8 @@ impl Net {
         if up {
             // The kernel turns a carrier change into "ready to send" later (its
             // link watch may wait up to a second); packets sent before are lost.
-            let ends = [
-                (&self.bridge, &self.hosts[i].port),
-                (&self.hosts[i].ns, &"eth0".into()),
-            ];
-            for (ns, dev) in ends {
-                wait_oper_up(ns, dev);
-            }
+            wait_oper_up(&self.bridge, &self.hosts[i].port);
+            wait_oper_up(&self.hosts[i].ns, "eth0");
             self.down.remove(&i);
         } else {
             self.down.insert(i);

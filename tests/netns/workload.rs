@@ -14,8 +14,10 @@
 //! An operation with no reply in [`OP_TIMEOUT`] (or a broken connection once it
 //! was sent) is recorded as `NoReply`, and the client drops that connection, so
 //! a late reply is never matched to a later request. A request whose connection
-//! could not be opened is `NotSent`. The checker treats both, and every `ERR`
-//! but `NOTINT`, as writes that may or may not have happened.
+//! could not be opened is `NotSent`, and the checker leaves it out; it takes a
+//! `NoReply` write, and one answered with any `ERR` but `NOTINT`, as a write
+//! that may or may not have happened. [`prune_unobserved`] removes those of
+//! them that cannot change the verdict before the check.
 
 use bytes::Bytes;
 use gtstore::client::Connection;
