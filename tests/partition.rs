@@ -38,6 +38,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The cluster secret: the processes listen off loopback, where the built-in
+/// default is refused.
+const SECRET: &str = "partition-suite-secret";
+
 /// Storage nodes per cluster.
 const NODES: usize = 5;
 
@@ -103,6 +107,8 @@ impl Setup {
                 &ip,
                 "--port",
                 "0",
+                "--secret",
+                SECRET,
                 "--recovery-ms",
                 "0",
                 "--down-after",
@@ -122,7 +128,16 @@ impl Setup {
             let p = net.spawn(
                 h,
                 env!("CARGO_BIN_EXE_gtstore-storage"),
-                &["--host", &ip, "--port", "0", "--manager", &manager_addr],
+                &[
+                    "--host",
+                    &ip,
+                    "--port",
+                    "0",
+                    "--manager",
+                    &manager_addr,
+                    "--secret",
+                    SECRET,
+                ],
             );
             node_addrs.push(net.proc(p).addr.clone());
         }
@@ -587,7 +602,16 @@ fn node_started_cut_off_from_the_manager() {
     s.net.block(h, manager);
     let ip = s.net.host(h).ip.clone();
     let bin = env!("CARGO_BIN_EXE_gtstore-storage");
-    let args = ["--host", &ip, "--port", "0", "--manager", &s.manager_addr];
+    let args = [
+        "--host",
+        &ip,
+        "--port",
+        "0",
+        "--manager",
+        &s.manager_addr,
+        "--secret",
+        SECRET,
+    ];
     let p = s.net.spawn(h, bin, &args);
     let addr = s.net.proc(p).addr.clone();
     let lone = addr.clone();
@@ -718,7 +742,7 @@ fn harness_cleans_up() {
         let h = net.add_host();
         let ip = net.host(h).ip.clone();
         let bin = env!("CARGO_BIN_EXE_gtstore-manager");
-        let p = net.spawn(h, bin, &["--host", &ip, "--port", "0"]);
+        let p = net.spawn(h, bin, &["--host", &ip, "--port", "0", "--secret", SECRET]);
         *seen.lock().unwrap() = Some((net.namespaces(), net.proc(p).pid()));
         panic!("on purpose: the harness must clean up");
     }));
