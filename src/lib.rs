@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod http;
 pub mod load;
 pub mod protocol;
 pub mod reactor;
@@ -21,7 +22,8 @@ pub mod ring;
 pub mod sim;
 pub mod storage;
 
-/// Default cluster secret a node presents to prove membership.
+/// The built-in cluster (and admin) secret of a process with none configured:
+/// usable on loopback only (protected mode, see [`cli::serve`]).
 pub const DEFAULT_SECRET: &str = "gtstore";
 /// Default tokens (virtual nodes) per storage node.
 pub const DEFAULT_TOKENS: u32 = 64;

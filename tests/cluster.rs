@@ -96,9 +96,9 @@ fn kill_term(pid: u32) {
 }
 
 fn drop_node(c: &Cluster, what: &str) {
-    let mut m = Connection::connect(&c.manager.addr, TIMEOUT).unwrap();
-    let f = m.call(op::DROP, 0, &[what.as_bytes()]).unwrap();
-    assert_eq!(f.op, op::OK);
+    // A manager on loopback with no secret configured: the built-in default.
+    let secret = gtstore::DEFAULT_SECRET.as_bytes();
+    assert!(gtstore::client::drop_node(&c.manager.addr, what, secret, TIMEOUT).unwrap());
 }
 
 #[test]

@@ -331,6 +331,11 @@ fn bad_flags_are_refused_with_a_reason() {
             "one target",
         ),
         (
+            vec!["--redis-cluster", "127.0.0.1:1", "--manager", "127.0.0.1:2"],
+            "one target",
+        ),
+        (vec!["--redis-cluster", "127.0.0.1:1"], "CLUSTER SLOTS from"),
+        (
             vec!["--resp", "127.0.0.1:1", "--mix", "get=x"],
             "not an integer",
         ),

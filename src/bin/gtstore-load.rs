@@ -5,7 +5,7 @@ use gtstore::load::spec::{KeyDist, Mix, ValueSize};
 use gtstore::load::{self, Settings, Target};
 use std::process::ExitCode;
 
-/// Drives a gtstore cluster, a RESP server or memcached with a seeded workload,
+/// Drives a gtstore cluster, a Redis Cluster, a RESP server or memcached with a seeded workload,
 /// reports throughput, latency percentiles, errors and per-node shares, then reads
 /// back what it wrote. Exit status: 0, 1 if verification found lost data, 2 on
 /// bad flags or a failed run.
@@ -18,13 +18,17 @@ struct Args {
     /// gtstore contact nodes HOST:PORT,...: clients spread over them round-robin.
     #[arg(long)]
     nodes: Option<String>,
+    /// A Redis Cluster, through any of its nodes HOST:PORT: requests go to each key's
+    /// slot's master (CLUSTER SLOTS at the start, then MOVED and ASK are followed).
+    #[arg(long)]
+    redis_cluster: Option<String>,
     /// A RESP server (Redis) HOST:PORT.
     #[arg(long)]
     resp: Option<String>,
     /// A memcached server HOST:PORT (text protocol).
     #[arg(long)]
     memcached: Option<String>,
-    /// Client connections.
+    /// Clients (a partition-aware or Redis Cluster client holds one connection per node).
     #[arg(long, default_value_t = 50)]
     clients: usize,
     /// Requests in flight per client.
@@ -69,7 +73,7 @@ struct Args {
 }
 
 fn settings(a: Args) -> Result<Settings, String> {
-    let target = Target::from_flags(a.manager, a.nodes, a.resp, a.memcached)?;
+    let target = Target::from_flags(a.manager, a.nodes, a.redis_cluster, a.resp, a.memcached)?;
     let mut s = Settings::new(target);
     s.clients = a.clients;
     s.pipeline = a.pipeline;

@@ -108,9 +108,16 @@ pub enum Command {
         conn: Conn,
     },
     /// Make a node hand its data over and leave the cluster (NODE: id or HOST:PORT).
+    /// An admin op: the client proves the admin secret (never sends it) from
+    /// --admin-secret-file, else $GTSTORE_ADMIN_SECRET, else $GTSTORE_SECRET, else the
+    /// built-in default a manager on loopback with no secret configured accepts.
     Drop {
         /// The node's id or address.
+        #[arg(id = "drop_node", value_name = "NODE")]
         node: String,
+        /// Read the admin secret from the first line of this file.
+        #[arg(long, value_name = "PATH")]
+        admin_secret_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -174,7 +181,18 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),
-        Command::Drop { node, conn } => (Request::Drop { node }, table, conn),
+        Command::Drop {
+            node,
+            admin_secret_file,
+            conn,
+        } => (
+            Request::Drop {
+                node,
+                admin_secret_file,
+            },
+            table,
+            conn,
+        ),
         Command::Ping { payload, conn } => {
             let payload = payload.map_or(b"PONG".to_vec(), |p| arg_bytes(&p));
             (Request::Ping { payload }, table, conn)
@@ -209,5 +227,18 @@ pub fn target(conn: Conn) -> Target {
         manager: manager.unwrap_or_else(|| super::DEFAULT_MANAGER.to_string()),
         node: conn.node,
         timeout: conn.timeout.unwrap_or(super::DEFAULT_TIMEOUT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_s_flags_are_consistent() {
+        // clap checks these only when a command is parsed in a debug build; this
+        // checks every subcommand at once (a positional `node` once clashed with
+        // `--node` under `drop`).
+        Cli::command().debug_assert();
     }
 }

@@ -5,6 +5,14 @@
 //! cluster (the launcher, [`super::cluster`], starts its children from its own
 //! executable).
 //!
+//! Protected mode, as Redis has it: a process with no cluster secret configured
+//! (no `--secret-file`, `--secret` or `$GTSTORE_SECRET`) listens on loopback only and
+//! refuses any other `--host`, exit 2, saying how to set a secret
+//! ([`SecretArgs::resolve`]). On loopback it uses a built-in default, so a cluster
+//! started by hand on one machine works with no set-up; that default is refused off
+//! loopback. The manager's admin secret (what `gtstore drop` proves) comes from
+//! `--admin-secret-file` or `$GTSTORE_ADMIN_SECRET`, else it is the cluster secret.
+//!
 //! Each server says where it listens in one log line, `NAME listening on HOST:PORT`
 //! (a storage node adds ` (manager ADDR)`; its RESP port gets `NAME RESP listening on
 //! HOST:PORT`). Scripts, the tests and the launcher read the port from that line when
@@ -12,7 +20,8 @@
 //! [`LISTENING_TARGET`], which [`crate::init_logging`] keeps at `info` whatever
 //! `RUST_LOG` says.
 
-use crate::coordinator::{Manager, ManagerConfig};
+use crate::client::secret;
+use crate::coordinator::{Manager, ManagerConfig, HTTP_LISTENER};
 use crate::protocol::resp::Limits;
 use crate::reactor::{Config, Reactor};
 use crate::storage::wal::{Fsync, MAX_BODY};
@@ -29,13 +38,21 @@ pub const MANAGER_ABOUT: &str = "The gtstore manager: membership, the ring, fail
 pub const MANAGER_LONG_ABOUT: &str = "\
 The gtstore manager: owns membership and the consistent-hashing ring, gives ids \
 to clients and nodes, recommends contact nodes and detects failures. It is not \
-on the data path.";
+on the data path.
+
+With no cluster secret configured (--secret-file, $GTSTORE_SECRET, --secret) it \
+listens on loopback only (protected mode) and refuses any other --host. DROP needs \
+the admin credential (see `gtstore drop --help`).";
 /// One-line description of a storage node (`--help`).
 pub const STORAGE_ABOUT: &str = "A gtstore storage node: holds and serves key-value data";
 /// What `--help` says about a storage node.
 pub const STORAGE_LONG_ABOUT: &str = "\
 A gtstore storage node: holds sectors of key-value data and serves any key-value \
-request of the wire protocol (docs/protocol.md).";
+request of the wire protocol (docs/protocol.md).
+
+With no cluster secret configured (--secret-file, $GTSTORE_SECRET, --secret) it \
+listens on loopback only (protected mode) and refuses any other --host. The \
+manager and every node need the same secret.";
 
 /// The manager's flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,9 +63,12 @@ pub struct ManagerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Cluster secret storage nodes must present (no spaces).
-    #[arg(long, default_value = crate::DEFAULT_SECRET)]
-    pub secret: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// The admin secret `gtstore drop` proves, from the first line of this file
+    /// [default: $GTSTORE_ADMIN_SECRET, else the cluster secret].
+    #[arg(long, value_name = "PATH")]
+    pub admin_secret_file: Option<PathBuf>,
     /// A node silent this long (ms) is marked down.
     #[arg(long, default_value_t = 2000)]
     pub down_after: u64,
@@ -74,6 +94,11 @@ pub struct ManagerArgs {
     /// brand-new cluster then forms at once).
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub recovery_ms: u64,
+    /// Serve HTTP on this port (on --host): the status page at /, the STATUS
+    /// JSON at /status.json, Prometheus metrics at /metrics. 0 picks a free
+    /// port (the `http listening on` log line says which). Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
 }
 
 /// A storage node's flags.
@@ -91,9 +116,8 @@ pub struct StorageArgs {
     /// Tokens (virtual nodes) to ask for: more tokens, a bigger share of the keys.
     #[arg(long, default_value_t = crate::DEFAULT_TOKENS, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub tokens: u32,
-    /// Cluster secret that proves membership to the manager and peers (no spaces).
-    #[arg(long, default_value = crate::DEFAULT_SECRET)]
-    pub secret: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_PAYLOAD)]
     pub max_frame: u32,
@@ -127,16 +151,70 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr} resolves to nothing"))
 }
 
-fn check_secret(secret: &str) -> Result<(), String> {
-    if secret.is_empty() || secret.contains(char::is_whitespace) {
-        return Err("--secret must be non-empty and without spaces".into());
-    }
-    Ok(())
+/// Where the cluster secret comes from: the manager's and the nodes' flags.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SecretArgs {
+    /// The cluster secret (no spaces), from the first line of this file
+    /// [default: $GTSTORE_SECRET]. Without one the process listens on loopback only.
+    #[arg(long, value_name = "PATH", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
+    /// The cluster secret itself. Every user of the machine sees it in `ps`:
+    /// prefer --secret-file or $GTSTORE_SECRET.
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Option<String>,
 }
+
+impl SecretArgs {
+    /// The configured secret: the file, the flag or `$GTSTORE_SECRET`; `None` if
+    /// there is none.
+    fn configured(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.secret_file {
+            return secret::read_file(path).map(Some);
+        }
+        Ok(self
+            .secret
+            .clone()
+            .or_else(|| secret::from_env(secret::SECRET_ENV)))
+    }
+
+    /// The secret to run with, listening on `bind`: protected mode, like Redis's.
+    /// With no secret configured the process may only listen on loopback, and uses
+    /// the built-in default there (so a local cluster started by hand works); the
+    /// built-in default is refused off loopback even when given explicitly.
+    pub fn resolve(&self, bind: SocketAddr) -> Result<String, String> {
+        let configured = self.configured()?;
+        let loopback = bind.ip().is_loopback();
+        let secret = match configured {
+            Some(s) if s != crate::DEFAULT_SECRET || loopback => s,
+            Some(_) => {
+                return Err(format!(
+                    "refusing to listen on {} with the built-in default secret: {PROTECTED_HOW}",
+                    bind.ip()
+                ))
+            }
+            None if loopback => crate::DEFAULT_SECRET.to_string(),
+            None => {
+                return Err(format!(
+                    "protected mode: no secret configured, so only a loopback --host \
+                     (127.0.0.1) is allowed, not {}; {PROTECTED_HOW}",
+                    bind.ip()
+                ))
+            }
+        };
+        if secret.is_empty() || secret.contains(char::is_whitespace) {
+            return Err("the cluster secret must be non-empty and without spaces".into());
+        }
+        Ok(secret)
+    }
+}
+
+/// How to leave protected mode, for its error messages.
+const PROTECTED_HOW: &str = "set a cluster secret with --secret-file PATH (first line) or the \
+GTSTORE_SECRET environment variable (or --secret, which `ps` shows), the same on the \
+manager and every node";
 
 /// Runs a manager until SIGINT or SIGTERM.
 pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
-    check_secret(&args.secret)?;
     let n = args.replicas;
     if n == 0 || !(1..=n).contains(&args.read_quorum) || !(1..=n).contains(&args.write_quorum) {
         return Err(format!(
@@ -147,6 +225,19 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
     let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
     let bind = resolve(&format!("{}:{}", args.host, args.port))
         .map_err(|_| format!("cannot resolve --host {}", args.host))?;
+    let cluster_secret = args.secret.resolve(bind)?;
+    let admin_secret = match &args.admin_secret_file {
+        Some(path) => secret::read_file(path)?,
+        None => {
+            secret::from_env(secret::ADMIN_SECRET_ENV).unwrap_or_else(|| cluster_secret.clone())
+        }
+    };
+    if admin_secret == crate::DEFAULT_SECRET && !bind.ip().is_loopback() {
+        return Err(format!(
+            "refusing the built-in default as the admin secret on {}",
+            bind.ip()
+        ));
+    }
     let (_, local) = reactor
         .bind(bind)
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
@@ -157,8 +248,22 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
         args.host,
         local.port()
     );
+    if let Some(port) = args.http_port {
+        let (index, http) = reactor
+            .bind(SocketAddr::new(bind.ip(), port))
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        debug_assert_eq!(index, HTTP_LISTENER);
+        log::info!(
+            target: LISTENING_TARGET,
+            "gtstore-manager http listening on {}:{}",
+            args.host,
+            http.port()
+        );
+    }
     let mut manager = Manager::new(ManagerConfig {
-        secret: args.secret,
+        secret: cluster_secret,
+        admin_secret,
+        nonce_key: crate::protocol::auth::os_random()?,
         down_after_ms: args.down_after,
         dead_after_ms: args.dead_after,
         replicas: args.replicas,
@@ -172,7 +277,6 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
 
 /// Runs a storage node until SIGINT (stop) or SIGTERM (hand the data over and leave).
 pub fn run_storage(args: StorageArgs) -> Result<(), String> {
-    check_secret(&args.secret)?;
     let manager = resolve(&args.manager)?;
     if args.data_dir.is_some() && u64::from(args.max_frame) + 65_536 > u64::from(MAX_BODY) {
         return Err(format!(
@@ -186,12 +290,13 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     let bind = resolve(&format!("{}:{}", args.host, args.port))?;
+    let cluster_secret = args.secret.resolve(bind)?;
     let (_, local) = reactor
         .bind(bind)
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let advertise = format!("{}:{}", args.host, local.port());
     let mut cfg = NodeConfig::new(advertise.clone(), manager);
-    cfg.secret = args.secret;
+    cfg.secret = cluster_secret;
     cfg.tokens = args.tokens;
     cfg.tombstone_grace_ms = args.tombstone_grace;
     // Versions follow the wall clock; the reactor's clock starts about now.
@@ -223,8 +328,8 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
         );
     }
     reactor.run(&mut node).map_err(|e| e.to_string())?;
-    match node.durability_failed() {
-        Some(why) => Err(format!("stopped: the data directory failed: {why}")),
+    match node.failure() {
+        Some(why) => Err(format!("stopped: {why}")),
         None => Ok(()),
     }
 }

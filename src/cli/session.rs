@@ -27,6 +27,7 @@ use crate::ring::NodeState;
 use bytes::Bytes;
 use std::fmt;
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 /// Where a session's requests go.
@@ -65,8 +66,15 @@ pub enum Request {
     Status,
     /// The manager's ring text.
     Ring,
-    /// Ask the manager to have a node hand its data over and leave.
-    Drop { node: String },
+    /// Ask the manager to have a node hand its data over and leave, proving the
+    /// admin secret (from this file, else the environment: see
+    /// [`crate::client::secret::admin_secret`]).
+    Drop {
+        /// The node's id or `HOST:PORT`.
+        node: String,
+        /// `--admin-secret-file`.
+        admin_secret_file: Option<std::path::PathBuf>,
+    },
     /// Liveness check of the contact node, echoing `payload`.
     Ping { payload: Vec<u8> },
 }
@@ -215,7 +223,10 @@ impl Session {
                 return Ok(Reply::Text(Bytes::from(status.to_string())));
             }
             Request::Ring => (op::RING, op::RING_REPLY, &[][..]),
-            Request::Drop { node } => (op::DROP, op::OK, node.as_bytes()),
+            Request::Drop {
+                node,
+                admin_secret_file,
+            } => return self.drop_node(node, admin_secret_file.as_deref()),
             _ => return self.execute_kv(req),
         };
         let manager = &self.target.manager;
@@ -224,13 +235,6 @@ impl Session {
         let f = conn
             .call(op, 0, &[payload])
             .map_err(|e| CliError::from_client(e, manager))?;
-        if op == op::DROP {
-            return Ok(if f.op == op::NOT_FOUND {
-                Reply::NotFound
-            } else {
-                Reply::Done
-            });
-        }
         if f.op != want {
             return Err(CliError::Protocol(format!(
                 "unexpected reply {} to {}",
@@ -239,6 +243,23 @@ impl Session {
             )));
         }
         Ok(Reply::Text(f.payload))
+    }
+
+    /// DROP at the manager, as admin.
+    fn drop_node(&mut self, node: &str, secret_file: Option<&Path>) -> Result<Reply, CliError> {
+        let secret = crate::client::secret::admin_secret(secret_file).map_err(CliError::Other)?;
+        let manager = &self.target.manager;
+        let mut conn = Connection::connect(manager, self.target.timeout)
+            .map_err(|e| CliError::connecting(e, "manager", manager))?;
+        let dropped = conn
+            .auth_admin(secret.as_bytes())
+            .and_then(|()| conn.call(op::DROP, 0, &[node.as_bytes()]))
+            .map_err(|e| CliError::from_client(e, manager))?;
+        Ok(if dropped.op == op::NOT_FOUND {
+            Reply::NotFound
+        } else {
+            Reply::Done
+        })
     }
 
     fn execute_kv(&mut self, req: &Request) -> Result<Reply, CliError> {

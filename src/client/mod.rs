@@ -21,6 +21,7 @@
 //! Caveat: a CREATE, UPDATE or INCR whose connection breaks after it was sent is not
 //! retried (it may have been applied); the error goes to the caller.
 
+use crate::protocol::auth::{self, AuthRequest, ROLE_ADMIN};
 use crate::protocol::{self, kv, op, Error, ErrorCode, Frame, Parse};
 use crate::ring::{hash64, NodeState, Ring};
 use bytes::{Bytes, BytesMut};
@@ -29,6 +30,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+pub mod secret;
 
 /// Default time to wait for a reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,6 +157,37 @@ impl Connection {
         }
         Ok(f)
     }
+}
+
+impl Connection {
+    /// Proves the admin secret to the manager on this connection (`AUTH`: a nonce
+    /// from the manager, then an HMAC proof; the secret is never sent). A wrong
+    /// secret gets `ERR AUTH` and the manager closes the connection.
+    pub fn auth_admin(&mut self, secret: &[u8]) -> Result<()> {
+        let f = self.call(op::AUTH, 0, &[])?;
+        expect(&f, &[op::CHALLENGE])?;
+        let server = auth::from_hex(&f.payload)
+            .ok_or_else(|| ClientError::Protocol("malformed CHALLENGE".into()))?;
+        let req = AuthRequest::prove(secret, &server, ROLE_ADMIN).map_err(ClientError::Protocol)?;
+        let f = self.call(op::AUTH, 0, &[&req.encode()])?;
+        expect(&f, &[op::OK])
+    }
+}
+
+/// DROP through the manager with the admin credential: `Ok(true)` once node `node`
+/// (an id or `HOST:PORT`) started to leave, `Ok(false)` if the manager has no such
+/// node.
+pub fn drop_node(
+    manager: &str,
+    node: &str,
+    admin_secret: &[u8],
+    timeout: Duration,
+) -> Result<bool> {
+    let mut m = Connection::connect(manager, timeout)?;
+    m.auth_admin(admin_secret)?;
+    let f = m.call(op::DROP, 0, &[node.as_bytes()])?;
+    expect(&f, &[op::OK, op::NOT_FOUND])?;
+    Ok(f.op == op::OK)
 }
 
 /// What `HELLO` returned.

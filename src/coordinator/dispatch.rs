@@ -3,13 +3,17 @@
 //!
 //! Frames are sorted in three: client requests (PING, HELLO, RING, STATUS) are
 //! answered here; key-value ops are refused (they go to a storage node); the
-//! typed [`Message`]s are decoded and handed to their concern. Ops 50-99 other
+//! typed [`Message`]s are decoded and handed to their concern. DROP (the admin
+//! ops of `admin.rs`) from a connection that has not proven the admin credential
+//! gets `ERR AUTH` before its payload is read. Ops 50-99 other
 //! than `NODE_JOIN` are refused (`ERR BADOP`) on a connection that is not a
 //! member link, before their payload is read. A timer runs the failure-detection
-//! tick and sets the next one; a closed link may mark its node down.
+//! tick and sets the next one; a closed link may mark its node down. Connections
+//! accepted on the HTTP listener go to the HTTP front (see `http`).
 
+use super::admin::ADMIN_OPS;
 use super::membership::Join;
-use super::{Manager, TIMER_INIT, TIMER_TICK};
+use super::{Manager, HTTP_LISTENER, TIMER_INIT, TIMER_TICK};
 use crate::protocol::cluster::NodeRef;
 use crate::protocol::{op, Error, ErrorCode, Frame, Message, Reply};
 use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service};
@@ -34,6 +38,8 @@ impl Manager {
                 op::STATUS_REPLY,
                 Bytes::from(self.status_json().to_string()),
             ),
+            op::AUTH => self.auth(conn, &f.payload),
+            o if ADMIN_OPS.contains(&o) && !self.is_admin(conn) => Err(Manager::not_admin(o)),
             o if (op::PING..=op::INCR).contains(&o) => Err(Error::new(
                 ErrorCode::BadOp,
                 "key-value requests go to a storage node (HELLO names one)",
@@ -124,12 +130,16 @@ impl Service for Manager {
                 });
             }
             Input::Frame { conn, frame } => match self.execute(now, conn, &frame) {
-                Ok(None) => {}
+                Ok(None) => self.http.stats.request(frame.op, "ok"),
                 Ok(Some(mut reply)) => {
+                    self.http.stats.request(frame.op, "ok");
                     reply.client_id = frame.client_id;
                     out.push(Output::Send { conn, frame: reply });
                 }
-                Err(e) => reply_error(out, conn, frame.client_id, 0, &e),
+                Err(e) => {
+                    self.http.stats.request(frame.op, e.code.as_str());
+                    reply_error(out, conn, frame.client_id, 0, &e);
+                }
             },
             Input::FrameError {
                 conn,
@@ -139,18 +149,32 @@ impl Service for Manager {
                 reply_error(out, conn, client_id, 0, &error);
                 out.push(Output::Close { conn });
             }
+            Input::Accepted { conn, listener } if listener == HTTP_LISTENER => {
+                self.http.front.accepted(conn, out);
+            }
+            Input::Accepted { .. } => self.http.stats.native_conn(true),
+            Input::Data { conn, data } if self.http.front.owns(conn) => {
+                self.http.front.data(conn, data);
+                self.serve_http(conn, out);
+            }
+            Input::Eof { conn } if self.http.front.owns(conn) => {
+                self.http.front.eof(conn, out);
+                self.serve_http(conn, out);
+            }
             Input::Eof { conn } => out.push(Output::Close { conn }),
-            // The manager never switches a connection to raw mode.
+            // Only HTTP connections are raw.
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
-            Input::Closed { conn } => self.link_closed(now, conn),
+            Input::Closed { conn } if self.http.front.owns(conn) => self.http.front.closed(conn),
+            Input::Closed { conn } => {
+                self.forget_auth(conn);
+                self.http.stats.native_conn(false);
+                self.link_closed(now, conn);
+            }
             Input::Signal(sig) => {
                 log::info!("{sig:?}: shutting down");
                 out.push(Output::Stop);
             }
-            Input::Timer { .. }
-            | Input::Accepted { .. }
-            | Input::Connected { .. }
-            | Input::ConnectFailed { .. } => {}
+            Input::Timer { .. } | Input::Connected { .. } | Input::ConnectFailed { .. } => {}
         }
         self.maybe_settle();
         self.push_ring(out);

@@ -22,6 +22,7 @@ impl Manager {
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
+        self.http.stats.heartbeat(now.saturating_sub(n.last_seen));
         n.last_seen = now;
         n.keys = keys;
         n.catching_up = catching_up;

@@ -1,6 +1,7 @@
 //! The manager's logic as a state machine: membership, ids, token assignment,
-//! failure detection, recovery of the membership after a restart, and the
-//! answers to clients' HELLO, RING and STATUS.
+//! failure detection, recovery of the membership after a restart, the
+//! answers to clients' HELLO, RING and STATUS, and (on its HTTP listener) the
+//! status page and the metrics.
 //!
 //! The manager is not on the data path: clients ask it once for an id, a contact
 //! node and (if partition-aware) the ring, then talk to storage nodes directly.
@@ -26,6 +27,9 @@
 //! - `recovery`: adopting the rings nodes offer after a manager restart, and
 //!   the recovery window that keeps new nodes (and clients) waiting meanwhile.
 //! - `status`: the STATUS JSON and HELLO's round-robin contact node.
+//! - `admin`: `AUTH` and the admin credential that DROP needs.
+//! - `http`: the HTTP listener's endpoints: the status page, `/status.json`
+//!   and `/metrics`.
 //!
 //! Every membership change bumps the ring's epoch; [`Manager::ring`] builds the
 //! ring from the node records, and the step ends by pushing it if the epoch moved.
@@ -33,12 +37,15 @@
 //! Caveats: a single manager, with no standby; while it is down clients that
 //! already know a node keep working but nothing joins, leaves or is marked down.
 
+use crate::protocol::auth::{Nonce, NonceSource};
 use crate::reactor::{ConnId, Millis};
 use crate::ring::{NodeEntry, Ring};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+mod admin;
 mod dispatch;
 mod failure;
+mod http;
 mod membership;
 mod recovery;
 mod status;
@@ -57,6 +64,11 @@ const TIMER_TICK: u64 = 1;
 pub struct ManagerConfig {
     /// Shared secret nodes must present (no spaces).
     pub secret: String,
+    /// The secret an admin proves with `AUTH` before DROP (see `admin.rs`).
+    pub admin_secret: String,
+    /// Key of the nonces `AUTH` hands out: random in a process (the binary fills
+    /// it from the OS), fixed in tests and the simulator.
+    pub nonce_key: [u8; 32],
     /// Replicas per key (N).
     pub replicas: u32,
     /// Read quorum (R).
@@ -81,6 +93,8 @@ impl Default for ManagerConfig {
     fn default() -> ManagerConfig {
         ManagerConfig {
             secret: crate::DEFAULT_SECRET.to_string(),
+            admin_secret: crate::DEFAULT_SECRET.to_string(),
+            nonce_key: [0; 32],
             replicas: 1,
             read_quorum: 1,
             write_quorum: 1,
@@ -127,9 +141,12 @@ impl NodeRecord {
     }
 }
 
+pub use http::HTTP_LISTENER;
+
 /// The manager's whole state.
 pub struct Manager {
-    cfg: ManagerConfig,
+    /// Boxed: the manager is one of the simulator's actors, kept small.
+    cfg: Box<ManagerConfig>,
     epoch: u64,
     nodes: BTreeMap<u32, NodeRecord>,
     next_node_id: u32,
@@ -155,13 +172,29 @@ pub struct Manager {
     started: Option<Millis>,
     /// The time of the step being run.
     now: Millis,
+    /// `AUTH` state (boxed: rarely touched, and it keeps `Manager` small).
+    auth: Box<AuthState>,
+    /// The HTTP listener's connections and the counters for `/metrics` (boxed:
+    /// the manager's own fields stay small).
+    http: Box<http::Web>,
+}
+
+/// Who proved the admin credential, and the nonces handed out for it.
+struct AuthState {
+    /// Where `AUTH` nonces come from.
+    nonces: NonceSource,
+    /// The nonce each connection was last challenged with, until it answers.
+    challenges: HashMap<ConnId, Nonce>,
+    /// Connections that proved the admin credential.
+    admins: HashSet<ConnId>,
 }
 
 impl Manager {
     /// A manager with no members.
     pub fn new(cfg: ManagerConfig) -> Manager {
+        let nonces = NonceSource::new(cfg.nonce_key);
         Manager {
-            cfg,
+            cfg: Box::new(cfg),
             epoch: 0,
             nodes: BTreeMap::new(),
             next_node_id: 1,
@@ -176,6 +209,12 @@ impl Manager {
             to_close: Vec::new(),
             started: None,
             now: 0,
+            auth: Box::new(AuthState {
+                nonces,
+                challenges: HashMap::new(),
+                admins: HashSet::new(),
+            }),
+            http: Box::new(http::Web::new()),
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! HELLO hands out a fresh client id and a live contact node, round-robin over
 //! the nodes that are `up`. STATUS reports the ring's settings, each node's
-//! state, tokens, share of the hash space and last heartbeat figures, and
-//! `recovering_ms_left` (see [`super::recovery`]).
+//! state, tokens, share of the hash space and last heartbeat figures,
+//! `recovering_ms_left` (see [`super::recovery`]) and the moves in progress.
 
 use super::{Manager, NodeRecord};
 use crate::protocol::{Error, ErrorCode};
@@ -51,8 +51,22 @@ impl Manager {
             "total_keys": total,
             "max_over_mean_keys": if mean > 0.0 { max as f64 / mean } else { 0.0 },
             "recovering_ms_left": self.recovering_ms_left(),
+            "moves": self.moves_json(&ring),
             "nodes": nodes,
         })
+    }
+
+    /// The moves in progress: whether the ring has any, and the serving nodes
+    /// whose handoff for this epoch is not done yet.
+    fn moves_json(&self, ring: &crate::ring::Ring) -> serde_json::Value {
+        let pending = ring.has_moves();
+        let waiting: Vec<u32> = (self.nodes.values())
+            .filter(|_| pending)
+            .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
+            .filter(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch))
+            .map(|n| n.entry.id)
+            .collect();
+        json!({ "pending": pending, "waiting_for": waiting })
     }
 
     /// HELLO's answer: `CLIENTID SP NODEID SP HOST:PORT`, a fresh client id and

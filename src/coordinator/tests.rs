@@ -320,6 +320,33 @@ fn member_ops_need_a_join() {
     assert!(matches!(out[1], Output::Close { .. }));
 }
 
+/// `conn` asks for a nonce; returns it.
+fn challenge(m: &mut Manager, conn: ConnId) -> crate::protocol::auth::Nonce {
+    let frame = Frame::new(op::AUTH, 0, 0, "");
+    let now = m.now;
+    let (code, hex) = reply(&step(m, now, Input::Frame { conn, frame }));
+    assert_eq!(code, op::CHALLENGE, "{hex}");
+    crate::protocol::auth::from_hex(hex.as_bytes()).expect("a hex nonce")
+}
+
+/// `conn` sends `AUTH` with `payload`; returns the reply and whether it closes.
+fn prove(m: &mut Manager, conn: ConnId, payload: Vec<u8>) -> (u8, String, bool) {
+    let frame = Frame::new(op::AUTH, 0, 0, payload);
+    let now = m.now;
+    let out = step(m, now, Input::Frame { conn, frame });
+    let closes = out.iter().any(|o| matches!(o, Output::Close { .. }));
+    let (code, text) = reply(&out);
+    (code, text, closes)
+}
+
+/// Makes `conn` an admin with the default admin secret.
+fn make_admin(m: &mut Manager, conn: ConnId) {
+    use crate::protocol::auth::{AuthRequest, ROLE_ADMIN};
+    let nonce = challenge(m, conn);
+    let req = AuthRequest::prove(crate::DEFAULT_SECRET.as_bytes(), &nonce, ROLE_ADMIN).unwrap();
+    assert_eq!(prove(m, conn, req.encode()).0, op::OK);
+}
+
 fn ask(m: &mut Manager, now: Millis, op: u8, payload: &str) -> (u8, String) {
     let frame = Frame::new(op, 7, 0, payload.to_string());
     let out = step(
@@ -344,6 +371,7 @@ fn while_recovering_clients_are_told_what_is_happening() {
         ..ManagerConfig::default()
     });
     step(&mut m, 1_000, Input::Timer { id: TIMER_INIT });
+    make_admin(&mut m, ConnId::new(8, 1));
     assert_eq!(m.status_json()["recovering_ms_left"], 3_000);
     let (code, text) = ask(&mut m, 1_400, op::HELLO, "");
     assert_eq!(code, op::ERR);
@@ -400,6 +428,7 @@ fn malformed_messages_get_badop() {
     let mut m = Manager::new(ManagerConfig::default());
     let a = ConnId::new(1, 1);
     join(&mut m, 0, a, "127.0.0.1:7001");
+    make_admin(&mut m, a);
     for (o, payload) in [
         (op::NODE_JOIN, "gtstore 127.0.0.1:7002"),
         (op::NODE_JOIN, "gtstore 127.0.0.1:7002 0"),
@@ -418,4 +447,149 @@ fn malformed_messages_get_badop() {
         assert!(text.starts_with("BADOP"), "{o} {payload:?}: {text}");
     }
     assert_eq!(m.status_json()["live_nodes"], 1, "nothing changed");
+}
+
+#[test]
+fn drop_needs_the_admin_credential() {
+    use crate::protocol::auth::{proof, to_hex, AuthRequest, NONCE_LEN, ROLE_ADMIN};
+    let mut m = Manager::new(ManagerConfig {
+        admin_secret: "root".into(),
+        ..ManagerConfig::default()
+    });
+    join(&mut m, 0, ConnId::new(1, 1), "127.0.0.1:7001");
+    join(&mut m, 0, ConnId::new(2, 1), "127.0.0.1:7002");
+    let epoch = m.ring().epoch;
+    let drop = |m: &mut Manager, conn| {
+        let frame = Frame::new(op::DROP, 0, 0, "2");
+        step(m, 0, Input::Frame { conn, frame })
+    };
+    // Anonymous: ERR AUTH, a close, nothing changes.
+    let anon = ConnId::new(5, 1);
+    let out = drop(&mut m, anon);
+    assert!(
+        reply(&out).1.starts_with("AUTH DROP needs the admin"),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Output::Close { .. }));
+    assert_eq!(
+        (m.ring().epoch, m.status_json()["live_nodes"].as_u64()),
+        (epoch, Some(1))
+    );
+
+    // A wrong secret, a proof with no challenge, a replay, another role, garbage.
+    let c = ConnId::new(6, 1);
+    let nonce = challenge(&mut m, c);
+    let wrong = AuthRequest::prove(b"gtstore", &nonce, ROLE_ADMIN).unwrap();
+    let (code, text, closes) = prove(&mut m, c, wrong.encode());
+    assert_eq!((code, closes), (op::ERR, true), "{text}");
+    assert_eq!(text, "AUTH wrong admin proof");
+    let nonce = challenge(&mut m, c);
+    let good = AuthRequest::prove(b"root", &nonce, ROLE_ADMIN).unwrap();
+    assert_eq!(prove(&mut m, c, good.encode()).0, op::OK);
+    let (_, text, closes) = prove(&mut m, c, good.encode());
+    assert!(
+        closes && text.starts_with("AUTH no challenge"),
+        "replay: {text}"
+    );
+    let d = ConnId::new(7, 1);
+    challenge(&mut m, d);
+    let (_, text, closes) = prove(&mut m, d, good.encode());
+    assert!(
+        closes && text == "AUTH wrong admin proof",
+        "other link: {text}"
+    );
+    let nonce = challenge(&mut m, d);
+    let client = [9; NONCE_LEN];
+    let member = format!(
+        "member {} {}",
+        to_hex(&client),
+        to_hex(&proof(b"root", &nonce, &client, "member"))
+    );
+    let (_, text, closes) = prove(&mut m, d, member.into_bytes());
+    assert!(closes && text == "AUTH unknown role", "{text}");
+    let (_, text, closes) = prove(&mut m, d, b"admin zz".to_vec());
+    assert!(closes && text.starts_with("AUTH malformed"), "{text}");
+    assert!(!m.is_admin(d));
+    assert_eq!(m.ring().epoch, epoch, "nothing changed");
+
+    // The admin connection drops the node; once closed, it is anonymous again.
+    assert_eq!(reply(&drop(&mut m, c)), (op::OK, String::new()));
+    assert!(m.ring().epoch > epoch);
+    step(&mut m, 0, Input::Closed { conn: c });
+    assert!(!m.is_admin(c) && m.auth.challenges.is_empty());
+}
+
+/// Every byte the outputs send on `conn`, as text.
+fn http_sent(out: &[Output], conn: ConnId) -> String {
+    let mut s = String::new();
+    for o in out {
+        if let Output::SendBytes { conn: c, bytes } = o {
+            if *c == conn {
+                s.push_str(&String::from_utf8_lossy(bytes));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn http_serves_metrics_and_status_with_moves() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+    step(
+        &mut m,
+        0,
+        Input::Accepted {
+            conn: a,
+            listener: 0,
+        },
+    );
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    join(&mut m, 0, b, "127.0.0.1:7002");
+    // Node 2 joins: node 1 has moves to make until it reports its handoff.
+    let moves = &m.status_json()["moves"];
+    assert_eq!(moves["pending"], true);
+    assert_eq!(moves["waiting_for"], serde_json::json!([1]));
+    let hb = Frame::new(op::HEARTBEAT, 0, 1, "42");
+    step(&mut m, 400, Input::Frame { conn: a, frame: hb });
+
+    let web = ConnId::new(3, 1);
+    let out = step(
+        &mut m,
+        500,
+        Input::Accepted {
+            conn: web,
+            listener: HTTP_LISTENER,
+        },
+    );
+    assert!(matches!(out[..], [Output::Raw { conn }] if conn == web));
+    let two = b"GET /metrics HTTP/1.1\r\n\r\nGET /status.json HTTP/1.1\r\n\r\n";
+    let out = step(
+        &mut m,
+        500,
+        Input::Data {
+            conn: web,
+            data: two[..].into(),
+        },
+    );
+    let text = http_sent(&out, web);
+    let (metrics, status) = text.split_at(
+        text.find("HTTP/1.1 200 OK\r\nContent-Type: application/json")
+            .unwrap(),
+    );
+    for want in [
+        "gtstore_manager_nodes{state=\"joining\"} 1\n",
+        "gtstore_manager_moves_pending 1\n",
+        "gtstore_manager_node_keys{node=\"1\",addr=\"127.0.0.1:7001\"} 42\n",
+        "gtstore_manager_requests_total{op=\"HEARTBEAT\",result=\"ok\"} 1\n",
+        "gtstore_manager_heartbeat_gap_seconds_bucket{le=\"0.5\"} 1\n",
+        "gtstore_manager_connections{listener=\"native\"} 1\n",
+        "gtstore_manager_connections{listener=\"http\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "no {want:?} in {metrics}");
+    }
+    assert!(status.contains("\"waiting_for\":[1]"), "{status}");
+    // The HTTP connection closing is not a member link closing.
+    step(&mut m, 600, Input::Closed { conn: web });
+    assert_eq!(m.status_json()["live_nodes"], 1);
 }

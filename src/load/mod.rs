@@ -18,7 +18,9 @@
 //! fetches the ring, connects to every storage node and sends each request to the
 //! key's owner; the ring is fetched again every second and clients follow it), a
 //! gtstore cluster through contact nodes (each client talks to one node, which
-//! forwards), a RESP server (Redis) or memcached.
+//! forwards), a Redis Cluster (each client holds one connection per master and
+//! sends each request to its key's slot's master, following `MOVED` and `ASK`;
+//! see [`cluster`]), a RESP server (Redis) or memcached.
 //!
 //! Randomness is seeded (`--seed`): each client draws its ops and keys from its
 //! own generator ([`rng`]), uniform or Zipf. Values carry a tag derived from
@@ -36,10 +38,11 @@
 //!   the tool's CPU well under one core per thread that share is small.
 //! - Partition-aware clients pause briefly on every ring change (they wait for
 //!   their requests in flight), which shows as a dip in the progress line.
-//! - Redis Cluster is not supported (no MOVED handling): drive one node, or use
-//!   `redis-benchmark --cluster`.
+//! - Redis Cluster clients send to masters only (no reads from replicas) and
+//!   learn the slot map once, at the start; after that only from `MOVED`.
 //! - CPU time comes from `/proc/self/stat`, in 1/100 s ticks.
 
+pub mod cluster;
 pub mod driver;
 pub mod keys;
 mod report;
@@ -73,6 +76,8 @@ pub enum Target {
         /// Contact nodes' `HOST:PORT`s.
         contacts: Vec<String>,
     },
+    /// A Redis Cluster, through a seed node's `HOST:PORT`.
+    RedisCluster(String),
     /// A RESP server.
     Resp(String),
     /// A memcached server.
@@ -80,11 +85,12 @@ pub enum Target {
 }
 
 impl Target {
-    /// The target the flags name: `--manager` and/or `--nodes`, or `--resp`, or
-    /// `--memcached`.
+    /// The target the flags name: `--manager` and/or `--nodes`, or
+    /// `--redis-cluster`, or `--resp`, or `--memcached`.
     pub fn from_flags(
         manager: Option<String>,
         nodes: Option<String>,
+        redis_cluster: Option<String>,
         resp: Option<String>,
         memcached: Option<String>,
     ) -> Result<Target, String> {
@@ -101,14 +107,17 @@ impl Target {
             return Err("--nodes: no address given".into());
         }
         let gtstore = manager.is_some() || !contacts.is_empty();
-        match (gtstore, resp, memcached) {
-            (true, None, None) => Ok(Target::Gtstore { manager, contacts }),
-            (false, Some(r), None) => Ok(Target::Resp(r)),
-            (false, None, Some(m)) => Ok(Target::Memcached(m)),
-            (false, None, None) => {
-                Err("no target: give --manager, --nodes, --resp or --memcached".into())
-            }
-            _ => Err("give one target: --manager/--nodes, --resp or --memcached".into()),
+        match (gtstore, redis_cluster, resp, memcached) {
+            (true, None, None, None) => Ok(Target::Gtstore { manager, contacts }),
+            (false, Some(c), None, None) => Ok(Target::RedisCluster(c)),
+            (false, None, Some(r), None) => Ok(Target::Resp(r)),
+            (false, None, None, Some(m)) => Ok(Target::Memcached(m)),
+            (false, None, None, None) => Err(
+                "no target: give --manager, --nodes, --redis-cluster, --resp or --memcached".into(),
+            ),
+            _ => Err(
+                "give one target: --manager/--nodes, --redis-cluster, --resp or --memcached".into(),
+            ),
         }
     }
 
@@ -116,7 +125,7 @@ impl Target {
     pub fn proto(&self) -> Proto {
         match self {
             Target::Gtstore { .. } => Proto::Gtstore,
-            Target::Resp(_) => Proto::Resp,
+            Target::RedisCluster(_) | Target::Resp(_) => Proto::Resp,
             Target::Memcached(_) => Proto::Memcached,
         }
     }
@@ -135,6 +144,7 @@ impl Target {
                     .map(|m| format!(" (ring from {m})"))
                     .unwrap_or_default()
             ),
+            Target::RedisCluster(a) => format!("redis cluster via seed {a}"),
             Target::Resp(a) => format!("resp {a}"),
             Target::Memcached(a) => format!("memcached {a}"),
         }
@@ -146,7 +156,8 @@ impl Target {
 pub struct Settings {
     /// What to drive.
     pub target: Target,
-    /// Client connections (partition-aware clients hold one per node).
+    /// Client connections (partition-aware and Redis Cluster clients hold one
+    /// per node).
     pub clients: usize,
     /// Requests in flight per client.
     pub pipeline: usize,

@@ -154,6 +154,7 @@ impl Report {
             "errors": self.stats.errors,
             "errors_total": self.stats.error_total(),
             "nodes": nodes,
+            "redirects": {"moved": self.stats.moved, "ask": self.stats.asked},
             "cpu": self.cpu.map(|(u, sy, w)| json!({
                 "user_s": u, "sys_s": sy, "wall_s": w,
                 "percent_of_one_core": (u + sy) / w.max(1e-9) * 100.0})),
@@ -235,6 +236,14 @@ impl Report {
                 k,
                 thousands(*v),
                 *v as f64 * 100.0 / total
+            );
+        }
+        if self.stats.moved + self.stats.asked > 0 {
+            let _ = writeln!(
+                o,
+                "redirects {} MOVED, {} ASK followed",
+                thousands(self.stats.moved),
+                thousands(self.stats.asked)
             );
         }
         if let (Some(p), Some((u, sy, w))) = (self.cpu_percent(), self.cpu) {

@@ -2,6 +2,7 @@
 //! gather their progress once a second (and follow the manager's ring), then
 //! merge what they counted into the [`Report`].
 
+use super::cluster::fetch_slots;
 use super::driver::{Driver, RingBoard, Routing, Shared, Templates, ThreadResult, VerifyCounts};
 use super::spec::KeyDist;
 use super::stats::{cpu_seconds, Stats, Tick};
@@ -30,18 +31,26 @@ pub fn run(mut s: Settings) -> Result<Report, String> {
     let proto = s.target.proto();
     let (routing, manager) = routing(&s.target)?;
     let board = ring_board(manager.as_deref(), &routing)?;
+    let slots = match &s.target {
+        Target::RedisCluster(seed) => Some(Arc::new(fetch_slots(seed)?)),
+        _ => None,
+    };
+    let mut target = s.target.describe();
+    if let Some(m) = &slots {
+        target.push_str(&format!(", {} masters", m.masters.len()));
+    }
     let sizes = s.value_size.steps();
     let zipf = match s.key_dist {
         KeyDist::Zipf(theta) => Some(rng::Zipf::new(s.keys, theta)?),
         KeyDist::Uniform | KeyDist::Sequential => None,
     };
     let templates = Templates::new(proto, &sizes, &s.mix);
-    let target = s.target.describe();
     let sh = Arc::new(Shared {
         s: s.clone(),
         proto,
         routing,
         board: board.clone(),
+        slots,
         sizes,
         zipf,
         templates,
@@ -108,6 +117,7 @@ fn routing(target: &Target) -> Result<(Routing, Option<String>), String> {
                 .collect::<Result<Vec<_>, String>>()?;
             (Routing::Contacts(list), manager.clone())
         }
+        Target::RedisCluster(_) => (Routing::Slots, None),
         Target::Resp(a) | Target::Memcached(a) => {
             (Routing::Contacts(vec![(a.clone(), resolve(a)?)]), None)
         }

@@ -47,6 +47,10 @@ pub struct Stats {
     pub requests: u64,
     /// Nanoseconds from the start of the measured phase to its last reply.
     pub measured_ns: u64,
+    /// Redis Cluster `-MOVED` replies followed (every phase).
+    pub moved: u64,
+    /// Redis Cluster `-ASK` replies followed (every phase).
+    pub asked: u64,
 }
 
 impl Default for Stats {
@@ -58,6 +62,8 @@ impl Default for Stats {
             nodes: BTreeMap::new(),
             requests: 0,
             measured_ns: 0,
+            moved: 0,
+            asked: 0,
         }
     }
 }
@@ -83,6 +89,8 @@ impl Stats {
         }
         self.requests += other.requests;
         self.measured_ns = self.measured_ns.max(other.measured_ns);
+        self.moved += other.moved;
+        self.asked += other.asked;
     }
 
     /// Errors of every code.

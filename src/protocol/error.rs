@@ -22,7 +22,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The request could not be served within the request timeout.
     Timeout,
-    /// Membership proof failed (wrong cluster secret).
+    /// A proof of a secret failed (membership or admin), or an admin op came from
+    /// a connection that has not proven the admin credential.
     Auth,
     /// A broken invariant inside the server.
     Internal,

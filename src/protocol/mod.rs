@@ -13,11 +13,13 @@
 //!
 //! [`resp`] is the other protocol a storage node can speak: RESP2, for Redis
 //! clients, parsed in the same two phases (see `storage::resp` for its front).
+//! [`auth`] proves a secret by HMAC challenge-response (the admin credential).
 //!
 //! Caveats: a parsed payload is a view into the read chunk it arrived in; anything
 //! kept for long (the store's keys and values) must be copied once so that a small
 //! value does not pin a large read buffer.
 
+pub mod auth;
 pub mod cluster;
 pub mod error;
 pub mod frame;

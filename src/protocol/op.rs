@@ -39,12 +39,18 @@ pub const HELLO: u8 = 30;
 pub const RING: u8 = 31;
 /// Ask the manager for cluster status as JSON.
 pub const STATUS: u8 = 32;
+/// Prove a role's secret to the manager (the admin credential DROP needs): an empty
+/// payload asks for a nonce (reply `CHALLENGE`); then `ROLE SP CLIENT_NONCE SP
+/// PROOF` (hex; see [`super::auth`]) gets `OK`, or `ERR AUTH` and a close.
+pub const AUTH: u8 = 34;
 /// Reply to HELLO: `CLIENTID SP NODEID SP HOST:PORT`.
 pub const WELCOME: u8 = 40;
 /// Reply to RING: the ring in the text format of docs/protocol.md.
 pub const RING_REPLY: u8 = 41;
 /// Reply to STATUS: JSON.
 pub const STATUS_REPLY: u8 = 42;
+/// Reply to an empty AUTH: the manager's nonce for this connection, in hex.
+pub const CHALLENGE: u8 = 43;
 
 /// Node -> manager (and node -> node): `SECRET SP HOST:PORT SP TOKENS [LF RING]`,
 /// the first frame on a link. The only internal op a connection may send before
@@ -80,6 +86,7 @@ pub const SYNC_REQ: u8 = 59;
 /// `SYNC_REQ` of that round asked for. Reply OK.
 pub const SYNC_DONE: u8 = 57;
 /// Client -> manager: `NODEID` or `HOST:PORT`; the node hands its data over and leaves.
+/// An admin op: only on a connection that passed `AUTH admin`.
 pub const DROP: u8 = 33;
 /// Manager -> node: the node's assigned id and the ring: `NODEID [SP catch-up] LF`
 /// then the RING text.
@@ -122,6 +129,8 @@ pub fn name(op: u8) -> &'static str {
         WELCOME => "WELCOME",
         RING_REPLY => "RING_REPLY",
         STATUS_REPLY => "STATUS_REPLY",
+        AUTH => "AUTH",
+        CHALLENGE => "CHALLENGE",
         NODE_JOIN => "NODE_JOIN",
         HEARTBEAT => "HEARTBEAT",
         JOINED => "JOINED",

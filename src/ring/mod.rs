@@ -112,7 +112,16 @@ pub const HASH_SPACE: u128 = 1 << 64;
 /// Stable 64-bit hash for keys and everything on the ring: XXH3-64, seed 0. Fixed
 /// forever: every node and client must agree on it.
 pub fn hash64(data: &[u8]) -> u64 {
+    #[cfg(test)]
+    HASHES.with(|n| n.set(n.get() + 1));
     xxhash_rust::xxh3::xxh3_64(data)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Keys hashed on this thread (test builds only: the storage node's hot-path
+    /// tests count them per request).
+    pub(crate) static HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A point on the ring. A token owns the hashes in `(previous token, token]`.

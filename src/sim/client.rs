@@ -11,7 +11,12 @@
 //! client gave up after [`Client::timeout`]) is recorded as [`Outcome::NoReply`]:
 //! it may or may not have taken effect. The client then drops its connection so a
 //! late reply cannot be matched to the next request, and reconnects on demand.
+//!
+//! DROP needs the admin credential: before the first one on a connection the client
+//! runs the manager's `AUTH` exchange (frames with client id 0) with the default
+//! admin secret and a fixed client nonce, so the run stays deterministic.
 
+use crate::protocol::auth::{proof, AuthRequest, NONCE_LEN, ROLE_ADMIN};
 use crate::protocol::{op, Frame};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use bytes::Bytes;
@@ -140,6 +145,8 @@ pub struct Client {
     pending: Option<usize>,
     history: Vec<Record>,
     next_connect: u64,
+    /// The connection passed the admin `AUTH`.
+    admin: bool,
 }
 
 impl Client {
@@ -155,6 +162,7 @@ impl Client {
             pending: None,
             history: Vec::new(),
             next_connect: 1,
+            admin: false,
         }
     }
 
@@ -217,6 +225,11 @@ impl Client {
     fn send(&mut self, conn: ConnId, out: &mut Vec<Output>) {
         if let Some(i) = self.pending {
             let r = &self.history[i];
+            if r.request == Request::Other(op::DROP) && !self.admin {
+                let frame = Frame::new(op::AUTH, 0, 0, Bytes::new());
+                out.push(Output::Send { conn, frame });
+                return;
+            }
             out.push(Output::Send {
                 conn,
                 frame: r.request.frame(&r.key, 1 + i as u64),
@@ -234,8 +247,45 @@ impl Client {
 
     /// Drops the connection (after a timeout or an unexpected frame).
     fn abandon(&mut self, out: &mut Vec<Output>) {
+        self.admin = false;
         if let Some(conn) = self.conn.take() {
             out.push(Output::Close { conn });
+        }
+    }
+}
+
+impl Client {
+    /// A reply in the admin `AUTH` exchange: prove on `CHALLENGE`, send the
+    /// waiting request on `OK`; anything else ends the request with it.
+    fn on_auth_reply(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        match frame.op {
+            op::CHALLENGE => {
+                let secret = crate::DEFAULT_SECRET.as_bytes();
+                let Some(server) = crate::protocol::auth::from_hex(&frame.payload) else {
+                    self.finish(Outcome::Other(op::CHALLENGE, frame.payload));
+                    return self.abandon(out);
+                };
+                let client = [self.index as u8; NONCE_LEN];
+                let prove = AuthRequest::Prove {
+                    role: ROLE_ADMIN.into(),
+                    client,
+                    proof: proof(secret, &server, &client, ROLE_ADMIN),
+                };
+                let frame = Frame::new(op::AUTH, 0, 0, prove.encode());
+                out.push(Output::Send { conn, frame });
+            }
+            op::OK => {
+                self.admin = true;
+                self.send(conn, out);
+            }
+            o => {
+                let payload = String::from_utf8_lossy(&frame.payload).into_owned();
+                self.finish(match o {
+                    op::ERR => Outcome::Err(payload),
+                    _ => Outcome::Other(o, frame.payload),
+                });
+                self.abandon(out);
+            }
         }
     }
 }
@@ -250,11 +300,15 @@ impl Service for Client {
                 }
                 self.connecting = false;
                 self.conn = Some(conn);
+                self.admin = false;
                 self.send(conn, out);
             }
             Input::ConnectFailed { tag } if tag == self.next_connect && self.connecting => {
                 self.connecting = false;
                 self.finish(Outcome::NotSent);
+            }
+            Input::Frame { conn, frame } if Some(conn) == self.conn && frame.client_id == 0 => {
+                self.on_auth_reply(conn, frame, out)
             }
             Input::Frame { conn, frame } if Some(conn) == self.conn => {
                 let expected = self.pending.map(|i| 1 + i as u64);

@@ -21,9 +21,9 @@
 //! - Why outbound links may pass: what a node sends on them are requests
 //!   (forwards, `REPLICATE`, `REPL_READ`, `MIGRATE` chunks) and reports
 //!   (heartbeats, `HANDOFF_DONE`), never an acknowledgement of one of its own
-//!   writes; a replica's `OK` to a `REPLICATE` goes back on the *coordinator's*
+//!   writes; a replica's `OK` to a `REPLICATE` goes back on the *lead replica's*
 //!   link, an inbound connection here, and is held like a client's reply. So a
-//!   coordinator's copies reach the replicas while its own fsync runs, and the two
+//!   lead's copies reach the replicas while its own fsync runs, and the two
 //!   fsyncs of a replicated write overlap instead of following each other. The
 //!   rule depends only on the connection, so every connection keeps its order.
 //! - At the end of the reactor's loop turn, [`Durable::turn_end`] commits the log
@@ -948,7 +948,7 @@ mod change_tests {
             frame_in(&mut n, 3, client, Frame::new(op::PUT, 1, 0, &b"1 kv"[..]));
             frame_in(&mut n, 4, client, Frame::new(op::DELETE, 2, 0, &b"k"[..]));
             let version = n.engine().entry(b"k").expect("a tombstone").version;
-            // A coordinator that confirmed it on every replica says PURGE.
+            // A lead that confirmed it on every replica says PURGE.
             let join = Frame::new(op::NODE_JOIN, 0, 2, "gtstore 127.0.0.1:7002 64");
             frame_in(&mut n, 5, peer, join);
             let mut payload = version.to_be_bytes().to_vec();
@@ -964,7 +964,7 @@ mod change_tests {
     #[test]
     fn a_refused_conditional_write_stays_undone_after_a_restart() {
         let dir = TempDir::new("undo");
-        // Node 1 (this one) holds every hash but 0, so it coordinates "k"; node
+        // Node 1 (this one) holds every hash but 0, so it leads "k"; node
         // 2 is its replica.
         let ring = format!(
             "1\nepoch 2\nreplicas 2 2 2\nnode 1 {NODE} up {}\nnode 2 127.0.0.1:7002 up 0\n",

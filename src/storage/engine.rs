@@ -10,11 +10,11 @@
 //! token set changes.
 //!
 //! Every entry carries a version (a u64 from the node's hybrid logical clock, see
-//! [`Hlc`]) and a delete leaves a tombstone: an entry with a version and no value,
+//! [`super::hlc::Hlc`]) and a delete leaves a tombstone: an entry with a version and no value,
 //! so an older copy of the key arriving later (a move, a late replica write) cannot
 //! bring it back. [`Engine::apply`] is the one way data changes: a higher version
 //! wins, an equal one is a harmless repeat, a lower one is refused. What CREATE,
-//! UPDATE and INCR mean is decided apart from storage, by [`decide`], so a node can
+//! UPDATE and INCR mean is decided apart from storage, by [`super::ops::decide`], so a node can
 //! decide against the newest copy it read from any replica.
 //!
 //! Memory layout. An entry is one heap allocation holding, in order, the version
@@ -31,7 +31,6 @@
 //!
 //! Caveat: tombstones are kept (they cost a key and a version each).
 
-use crate::protocol::{int, kv, op, Error, ErrorCode, Frame};
 use crate::ring::{hash64, Token};
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -285,7 +284,10 @@ impl Engine {
     }
 
     fn record(&self, key: &[u8]) -> Option<&Record> {
-        let hash = hash64(key);
+        self.record_hashed(hash64(key), key)
+    }
+
+    fn record_hashed(&self, hash: u64, key: &[u8]) -> Option<&Record> {
         self.sector(hash).find(hash, key)
     }
 
@@ -365,6 +367,16 @@ impl Engine {
         self.record(key).map(Record::view)
     }
 
+    /// [`Engine::entry_ref`] of a key whose ring hash ([`hash64`]) the caller has.
+    pub fn entry_ref_hashed(&self, hash: u64, key: &[u8]) -> Option<EntryRef<'_>> {
+        self.record_hashed(hash, key).map(Record::view)
+    }
+
+    /// [`Engine::version`] of a key whose ring hash the caller has.
+    pub fn version_hashed(&self, hash: u64, key: &[u8]) -> u64 {
+        self.record_hashed(hash, key).map_or(0, Record::version)
+    }
+
     /// A key's version (0 if the engine never saw it).
     pub fn version(&self, key: &[u8]) -> u64 {
         self.record(key).map_or(0, Record::version)
@@ -386,17 +398,30 @@ impl Engine {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
-        let hash = hash64(key);
+        self.apply_hashed(hash64(key), key, version, value, base).0
+    }
+
+    /// [`Engine::apply`] of a key whose ring hash the caller has; also says
+    /// whether the entry changed (storing the version already held is a
+    /// harmless repeat that changes nothing).
+    pub fn apply_hashed(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        version: u64,
+        value: Option<&[u8]>,
+        base: Option<u64>,
+    ) -> (Applied, bool) {
         let s = self.sector_mut(hash);
         let live = value.is_some() as isize;
         let was = match s.table.find_mut(table_hash(hash), |r| r.key() == key) {
             Some(r) => {
                 let held = r.version();
                 if held == version && held != 0 {
-                    return Applied::Stored;
+                    return (Applied::Stored, false);
                 }
                 if held > version || base.is_some_and(|b| held > b) {
-                    return Applied::Newer(held);
+                    return (Applied::Newer(held), false);
                 }
                 let was = r.live() as isize;
                 r.set(version, value);
@@ -408,7 +433,7 @@ impl Engine {
             }
         };
         self.keys = (self.keys as isize + live - was) as usize;
-        Applied::Stored
+        (Applied::Stored, true)
     }
 }
 
@@ -446,123 +471,6 @@ impl Engine {
         }
         self.keys = self.keys + now - was;
         true
-    }
-}
-
-/// What a key-value request does, decided against the key's current value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// The reply op (`OK`, `VALUE`, `NOT_FOUND`, `CONFLICT`, `PONG`).
-    pub reply: u8,
-    /// The reply payload.
-    pub payload: Bytes,
-    /// The write to make, if any: `Some(None)` deletes.
-    pub write: Option<Option<Bytes>>,
-}
-
-/// Decides a key-value request (`PUT`, `GET`, `DELETE`, `EXISTS`, `CREATE`,
-/// `UPDATE`, `INCR`) against `current`, the newest live value of its key. Pure: the
-/// caller applies the write with a new version. Errors are the protocol's (`BADKEY`,
-/// `NOTINT`); an op that is not a key-value request is `BADOP`. INCR counts only a
-/// value in canonical decimal form (see [`int`]), and an overflow is `NOTINT` with
-/// the message [`int::OVERFLOW`].
-pub fn decide(f: &Frame, current: Option<&Bytes>) -> Result<Decision, Error> {
-    let done = |reply: u8, payload: Bytes, write: Option<Option<Bytes>>| {
-        Ok(Decision {
-            reply,
-            payload,
-            write,
-        })
-    };
-    let found = |yes: bool| if yes { op::OK } else { op::NOT_FOUND };
-    match f.op {
-        op::GET => match current {
-            Some(v) => done(op::VALUE, v.clone(), None),
-            None => done(op::NOT_FOUND, Bytes::new(), None),
-        },
-        op::EXISTS => done(found(current.is_some()), Bytes::new(), None),
-        op::PUT => {
-            let (_, v) = kv::split_kv(&f.payload)?;
-            done(op::OK, Bytes::new(), Some(Some(v)))
-        }
-        op::DELETE => match current {
-            Some(_) => done(op::OK, Bytes::new(), Some(None)),
-            None => done(op::NOT_FOUND, Bytes::new(), None),
-        },
-        op::CREATE => {
-            let (_, v) = kv::split_kv(&f.payload)?;
-            match current {
-                Some(_) => done(op::CONFLICT, Bytes::new(), None),
-                None => done(op::OK, Bytes::new(), Some(Some(v))),
-            }
-        }
-        op::UPDATE => {
-            let (_, v) = kv::split_kv(&f.payload)?;
-            match current {
-                Some(_) => done(op::OK, Bytes::new(), Some(Some(v))),
-                None => done(op::NOT_FOUND, Bytes::new(), None),
-            }
-        }
-        op::INCR => {
-            let (_, delta) = kv::split_incr(&f.payload)?;
-            let count = match current {
-                None => 0,
-                Some(v) => int::parse_canonical(v)
-                    .ok_or_else(|| Error::new(ErrorCode::NotInt, int::NOT_AN_INTEGER))?,
-            };
-            let next = count
-                .checked_add(delta)
-                .ok_or_else(|| Error::new(ErrorCode::NotInt, int::OVERFLOW))?;
-            let text = Bytes::from(next.to_string());
-            done(op::VALUE, text.clone(), Some(Some(text)))
-        }
-        other => Err(Error::bad_op(other, false, "a storage node")),
-    }
-}
-
-/// A hybrid logical clock: versions are `milliseconds << 16 | counter << 8 |
-/// writer`, never repeat on one node, grow with the wall clock, and jump past
-/// every version the node has seen, so a write ordered after another by
-/// causality gets a higher version even across nodes whose clocks differ.
-///
-/// The low byte is the writing node's id (mod 256, see [`Hlc::set_writer`]), so
-/// two nodes never make the same version: an equal version on two replicas is
-/// the same write, which is what lets [`Engine::apply`] treat it as a harmless
-/// repeat. Without it, two nodes coordinating the same key at once (while the
-/// coordinator changes) could make the same version in the same millisecond
-/// for different values; each replica kept whichever came first and
-/// acknowledged the other as a repeat, so both writes were acknowledged and
-/// the replicas disagreed for good (simulator seed 3000044). Caveats: node ids
-/// that are equal mod 256 share a writer byte; and the counter holds 256
-/// versions a millisecond, past which the clock runs ahead of the wall clock
-/// (harmless for ordering; tombstones then look younger than they are).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Hlc {
-    last: u64,
-    writer: u64,
-}
-
-impl Hlc {
-    /// A version above `floor`, above every earlier one, at least the wall
-    /// clock `wall_ms`, and ending in this clock's writer byte.
-    pub fn next(&mut self, wall_ms: u64, floor: u64) -> u64 {
-        let min = (wall_ms << 16)
-            .max(self.last + 1)
-            .max(floor.saturating_add(1));
-        let v = (min & !0xff) | self.writer;
-        let v = if v < min { v + 0x100 } else { v };
-        self.last = v;
-        v
-    }
-
-    /// Sets the writer byte of the versions this clock makes: the node's id.
-    pub fn set_writer(&mut self, node_id: u32) {
-        self.writer = u64::from(node_id & 0xff);
-    }
-
-    /// Remembers a version seen elsewhere.
-    pub fn observe(&mut self, version: u64) {
-        self.last = self.last.max(version);
     }
 }
 
@@ -638,105 +546,6 @@ mod tests {
         assert_eq!(e.apply(b"c", 30, Some(b"2"), Some(10)), Applied::Newer(20));
         // A replica that is behind the base accepts.
         assert_eq!(e.apply(b"new", 30, Some(b"x"), Some(25)), Applied::Stored);
-    }
-
-    fn frame(op: u8, payload: &[u8]) -> Frame {
-        Frame::new(op, 1, 0, Bytes::copy_from_slice(payload))
-    }
-
-    #[test]
-    fn decisions() {
-        let v = Bytes::from_static(b"v");
-        let d = |o, p: &[u8], cur: Option<&Bytes>| decide(&frame(o, p), cur).unwrap();
-        assert_eq!(d(op::GET, b"k", Some(&v)).payload, v);
-        assert_eq!(d(op::GET, b"k", None).reply, op::NOT_FOUND);
-        assert_eq!(d(op::EXISTS, b"k", Some(&v)).reply, op::OK);
-        let put = d(op::PUT, b"1 kx", None);
-        assert_eq!(
-            (put.reply, put.write),
-            (op::OK, Some(Some(Bytes::from("x"))))
-        );
-        assert_eq!(d(op::DELETE, b"k", Some(&v)).write, Some(None));
-        assert_eq!(d(op::DELETE, b"k", None).reply, op::NOT_FOUND);
-        assert_eq!(d(op::CREATE, b"1 kx", Some(&v)).reply, op::CONFLICT);
-        assert_eq!(d(op::CREATE, b"1 kx", Some(&v)).write, None);
-        assert_eq!(d(op::UPDATE, b"1 kx", None).reply, op::NOT_FOUND);
-        assert_eq!(
-            d(op::UPDATE, b"1 k", Some(&v)).write,
-            Some(Some(Bytes::new()))
-        );
-        let n = Bytes::from_static(b"-4");
-        let inc = d(op::INCR, b"1 k 5", Some(&n));
-        assert_eq!((inc.reply, &inc.payload[..]), (op::VALUE, &b"1"[..]));
-        assert_eq!(d(op::INCR, b"1 k", None).payload, Bytes::from("1"));
-        let err = |p: &[u8], cur: &[u8]| {
-            let e = decide(&frame(op::INCR, p), Some(&Bytes::copy_from_slice(cur))).unwrap_err();
-            (e.code, e.message.into_owned())
-        };
-        for bad in [
-            &b"abc"[..],
-            b" 1",
-            b"1 ",
-            b"+5",
-            b"007",
-            b"-0",
-            b"",
-            b"00000000000000000001",
-        ] {
-            assert_eq!(
-                err(b"1 k", bad),
-                (ErrorCode::NotInt, int::NOT_AN_INTEGER.into())
-            );
-        }
-        let overflow = (ErrorCode::NotInt, int::OVERFLOW.to_string());
-        assert_eq!(err(b"1 k 1", i64::MAX.to_string().as_bytes()), overflow);
-        assert_eq!(err(b"1 k -1", i64::MIN.to_string().as_bytes()), overflow);
-        assert_eq!(err(b"1 k 9223372036854775807", b"1"), overflow);
-        // The delta keeps the wire contract's form; the stored value is canonical.
-        assert_eq!(d(op::INCR, b"1 k +5", Some(&n)).payload, Bytes::from("1"));
-        assert_eq!(
-            d(op::INCR, b"1 k -1", Some(&Bytes::from("0"))).payload,
-            Bytes::from("-1")
-        );
-        assert_eq!(
-            decide(&frame(op::PUT, b"9 k"), None).unwrap_err().code,
-            ErrorCode::BadKey
-        );
-    }
-
-    #[test]
-    fn the_clock_never_repeats_and_passes_what_it_saw() {
-        let mut c = Hlc::default();
-        let a = c.next(1000, 0);
-        assert_eq!(a, 1000 << 16);
-        let b = c.next(1000, 0);
-        assert!(b > a);
-        let back_in_time = c.next(999, 0);
-        assert!(back_in_time > b);
-        c.observe(5000 << 16);
-        assert!(c.next(1001, 0) > 5000 << 16);
-        assert!(c.next(0, u64::MAX >> 1) > u64::MAX >> 1);
-    }
-
-    #[test]
-    fn two_writers_never_make_the_same_version() {
-        let (mut a, mut b) = (Hlc::default(), Hlc::default());
-        a.set_writer(4);
-        b.set_writer(5);
-        let mut seen = std::collections::HashSet::new();
-        for ms in [1000, 1000, 1000, 1001, 999] {
-            for v in [a.next(ms, 0), b.next(ms, 0)] {
-                assert!(seen.insert(v), "version {v:#x} made twice");
-            }
-        }
-        assert_eq!(a.next(2000, 0), 2000 << 16 | 4);
-        assert_eq!(b.next(2000, 0), 2000 << 16 | 5);
-        // Past a floor (a version seen elsewhere) and still its own.
-        let v = a.next(2000, (2000 << 16) | 0x3ff);
-        assert!(v > (2000 << 16) | 0x3ff && v & 0xff == 4, "{v:#x}");
-        b.observe(v);
-        let w = b.next(0, 0);
-        assert!(w > v && w & 0xff == 5, "{w:#x}");
     }
 
     #[test]

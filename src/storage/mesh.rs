@@ -10,7 +10,9 @@
 //! leave as soon as it connects.
 //!
 //! Everything here is pure state: connects and sends are pushed as outputs, and a
-//! failed or expired forward is handed back to the caller to answer.
+//! failed or expired forward is handed back to the caller to answer. Each forward
+//! carries a token of the caller's type `T`, opaque to the mesh, that comes back
+//! with the forward's reply or failure and tells the caller who was waiting.
 
 use crate::protocol::{op, Frame};
 use crate::reactor::link::{Link, LinkState};
@@ -22,59 +24,16 @@ use std::net::SocketAddr;
 /// Tags of outbound peer connects are this plus the peer's node id.
 pub const PEER_TAG: u64 = 1 << 32;
 
-/// Who is waiting for the answer to a forward.
-#[derive(Debug)]
-pub enum ReplyTo {
-    /// A client: relay the peer's reply into its slot.
-    Client {
-        /// The client connection.
-        conn: ConnId,
-        /// Its reply slot (see `order`).
-        seq: u64,
-        /// The client's own id, restored on the reply.
-        client_id: u64,
-    },
-    /// A client whose write was applied here and copied to the key's next owner:
-    /// once the copy is acknowledged, send `result`.
-    Mirror {
-        /// The client connection.
-        conn: ConnId,
-        /// Its reply slot.
-        seq: u64,
-        /// The reply decided here.
-        result: Frame,
-    },
-    /// A replica's answer to a coordinated request (see `quorum`).
-    Replica {
-        /// The request's id at the coordinator.
-        id: u64,
-        /// Which of its rounds asked.
-        round: u32,
-    },
-    /// A chunk of a handoff.
-    Migrate {
-        /// The ring epoch the handoff belongs to.
-        epoch: u64,
-    },
-    /// A replica's copy of a tombstone this node wants to collect.
-    Purge {
-        /// The check's id.
-        id: u64,
-    },
-    /// A message whose answer changes nothing (PURGE, SYNC_REQ).
-    Ignore,
-    /// A chunk of hints or resync (see `resync`).
-    Resync {
-        /// The keys it carries, owed again if it fails.
-        keys: Vec<bytes::Bytes>,
-    },
+/// Whether a connect's `tag` is one of the mesh's.
+pub fn owns_tag(tag: u64) -> bool {
+    tag >= PEER_TAG
 }
 
 /// A request sent to (or waiting for) another node.
 #[derive(Debug)]
-pub struct Forward {
-    /// Who waits for the answer.
-    pub reply_to: ReplyTo,
+pub struct Forward<T> {
+    /// The caller's token: who waits for the answer.
+    pub token: T,
     /// The node it went to.
     pub peer: u32,
     /// When to give up.
@@ -92,19 +51,19 @@ struct Peer {
     waiting: Vec<u64>,
 }
 
-/// Peers and forwards.
-pub struct Mesh {
+/// Peers and forwards, each forward with its caller's token of type `T`.
+pub struct Mesh<T> {
     peers: BTreeMap<u32, Peer>,
     by_conn: HashMap<ConnId, u32>,
-    forwards: HashMap<u64, Forward>,
+    forwards: HashMap<u64, Forward<T>>,
     next_tag: u64,
     retry_base: Millis,
     retry_cap: Millis,
 }
 
-impl Mesh {
+impl<T> Mesh<T> {
     /// An empty mesh whose links retry after `retry_base` ms, doubling to `retry_cap`.
-    pub fn new(retry_base: Millis, retry_cap: Millis) -> Mesh {
+    pub fn new(retry_base: Millis, retry_cap: Millis) -> Mesh<T> {
         Mesh {
             peers: BTreeMap::new(),
             by_conn: HashMap::new(),
@@ -117,7 +76,7 @@ impl Mesh {
 
     /// Makes the peer set match the ring (every node but `me`); starts connects.
     /// Returns forwards to peers that left the ring.
-    pub fn set_members(&mut self, me: u32, ring: &Ring, out: &mut Vec<Output>) -> Vec<Forward> {
+    pub fn set_members(&mut self, me: u32, ring: &Ring, out: &mut Vec<Output>) -> Vec<Forward<T>> {
         let mut wanted: BTreeMap<u32, SocketAddr> = BTreeMap::new();
         for n in ring.nodes() {
             if n.id == me {
@@ -178,7 +137,7 @@ impl Mesh {
     }
 
     /// Drops peer `id` and its link; returns its forwards.
-    fn retire(&mut self, id: u32, out: &mut Vec<Output>) -> Vec<Forward> {
+    fn retire(&mut self, id: u32, out: &mut Vec<Output>) -> Vec<Forward<T>> {
         if let Some(p) = self.peers.remove(&id) {
             if let Some(conn) = p.link.conn() {
                 self.by_conn.remove(&conn);
@@ -189,7 +148,7 @@ impl Mesh {
     }
 
     /// Removes and returns every forward to `peer` (sent or waiting).
-    fn fail_peer(&mut self, peer: u32) -> Vec<Forward> {
+    fn fail_peer(&mut self, peer: u32) -> Vec<Forward<T>> {
         let tags: Vec<u64> = self
             .forwards
             .iter()
@@ -205,7 +164,7 @@ impl Mesh {
     }
 
     /// Periodic work: retry due links; returns forwards past their deadline.
-    pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) -> Vec<Forward> {
+    pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) -> Vec<Forward<T>> {
         let done: Vec<u32> = self
             .peers
             .iter()
@@ -233,11 +192,6 @@ impl Mesh {
         late.into_iter()
             .filter_map(|t| self.forwards.remove(&t))
             .collect()
-    }
-
-    /// Whether `tag` is one of ours.
-    pub fn owns_tag(tag: u64) -> bool {
-        tag >= PEER_TAG
     }
 
     /// A link came up: says hello (`hello` is the `NODE_JOIN` frame), then sends
@@ -275,7 +229,7 @@ impl Mesh {
 
     /// A connection closed. If it was a peer link, returns the forwards that were
     /// in flight on it (their outcome is unknown).
-    pub fn closed(&mut self, conn: ConnId, now: Millis) -> Option<Vec<Forward>> {
+    pub fn closed(&mut self, conn: ConnId, now: Millis) -> Option<Vec<Forward<T>>> {
         let id = self.by_conn.remove(&conn)?;
         let p = self.peers.get_mut(&id)?;
         if p.link.conn() == Some(conn) {
@@ -321,17 +275,17 @@ impl Mesh {
         &mut self,
         peer: u32,
         mut frame: Frame,
-        reply_to: ReplyTo,
+        token: T,
         hops: u32,
         deadline: Millis,
         out: &mut Vec<Output>,
-    ) -> Result<(), Box<Forward>> {
+    ) -> Result<(), Box<Forward<T>>> {
         let tag = self.next_tag;
         self.next_tag += 1;
         frame.client_id = tag;
         frame.node_id = hops;
         let mut fwd = Forward {
-            reply_to,
+            token,
             peer,
             deadline,
             unsent: None,
@@ -352,7 +306,7 @@ impl Mesh {
 
     /// A frame arrived on a peer link: the reply to forward `frame.client_id`.
     /// Returns the forward it answers (None for the hello's OK or unknown tags).
-    pub fn reply(&mut self, frame: &Frame) -> Option<Forward> {
+    pub fn reply(&mut self, frame: &Frame) -> Option<Forward<T>> {
         if frame.client_id == 0 {
             if frame.op == op::ERR {
                 log::error!(

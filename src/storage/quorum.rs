@@ -1,26 +1,28 @@
-//! Coordinating one request over a key's replicas: the bookkeeping of a quorum
-//! read or write, with no I/O (the node sends and receives; see its
-//! `coordinate` and `replica_reply`).
+//! One request served over a key's replicas: the bookkeeping of a quorum read or
+//! write, with no I/O. The node (see its `replication` module) sends the asks,
+//! turns each replica's reply into an [`Answer`], and acts on the [`Progress`]
+//! that [`Pending::on_answer`] returns.
 //!
-//! The coordinator of a key (the first node of its preference list that is not
-//! down) serves every request for it in up to two rounds:
+//! The lead replica of a key (the first node of its preference list that is
+//! reachable) serves every request for it in up to two rounds:
 //! - a read round, for GET and EXISTS and for the ops whose outcome depends on
 //!   the current value (DELETE, CREATE, UPDATE, INCR): its own copy plus
 //!   `REPL_READ` to the other live replicas, until `R` copies are in. The newest
 //!   copy by version is the current value;
 //! - a write round, for PUT and for a decided change: a new version from the
-//!   coordinator's clock, applied locally and sent as `REPLICATE` to every other
+//!   lead's clock, applied locally and sent as `REPLICATE` to every other
 //!   live replica (and to the nodes a pending move adds to the key's preference
-//!   list), until `W` replicas (the coordinator included) and every such newcomer
+//!   list), until `W` replicas (the lead included) and every such newcomer
 //!   have acknowledged it. A change decided in a read round carries the version it
 //!   was decided against (its base), and a replica holding anything newer refuses
-//!   it; so two coordinators (during a ring change) cannot both apply an INCR to
+//!   it; so two leads (during a ring change) cannot both apply an INCR to
 //!   the same count. A refused write is retried from the start, a few times;
 //! - a GET or EXISTS whose read round found replicas that disagree writes the
 //!   newest copy back to the stale ones (read repair) and answers only once `W`
 //!   replicas hold it, so no later read can return anything older.
 //!
-//! Late replies (after a round has what it needs) are ignored.
+//! Late replies (after a round has what it needs) change nothing here; the node
+//! hints a replica whose write never arrived (see [`Answer::is_failure`]).
 
 use super::engine::Entry;
 use crate::protocol::{ErrorCode, Frame};
@@ -41,18 +43,53 @@ pub struct Requester {
     pub client_id: u64,
 }
 
-/// One request being coordinated.
+/// What a replica said to one ask of a round, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Its copy of the key (`None`: it holds no entry), to a read.
+    Copy(Option<Entry>),
+    /// It stored the write.
+    Stored,
+    /// It refused the write: it holds this newer version.
+    Newer(u64),
+    /// It refused the read: it is catching up and may lack writes.
+    CatchingUp,
+    /// It refused: by its ring it is not on the key's lists.
+    OffList,
+    /// No usable answer (an error, a timeout, a lost link), for this reason.
+    Failed(ErrorCode),
+}
+
+impl Answer {
+    /// Whether the replica may lack what it was sent: no answer, or a refusal
+    /// that says nothing about what it holds.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Answer::Failed(_) | Answer::CatchingUp | Answer::OffList
+        )
+    }
+}
+
+/// One request being served over replicas.
 #[derive(Debug)]
 pub struct Pending {
     /// Who asked.
     pub requester: Requester,
-    /// The request as the client sent it.
+    /// The request as the client sent it. Its payload is owned (not a slice of
+    /// a read buffer) except a PUT's until its first write round is sent; from
+    /// then on the PUT's value is `value`.
     pub request: Frame,
+    /// A PUT's value once its first write round is sent: a slice of that round's
+    /// `REPLICATE` payload, which owns it.
+    pub value: Option<Bytes>,
     /// Its key.
     pub key: Bytes,
-    /// Copies a read round needs (the coordinator's own included).
+    /// The key's ring hash.
+    pub hash: u64,
+    /// Copies a read round needs (the lead's own included).
     pub read_need: usize,
-    /// Acknowledgements a write round needs (the coordinator's own included).
+    /// Acknowledgements a write round needs (the lead's own included).
     pub write_need: usize,
     /// Rounds started so far.
     pub attempts: u32,
@@ -60,13 +97,13 @@ pub struct Pending {
     pub round: Round,
     /// The worst failure seen, for the error if the request fails.
     pub failure: ErrorCode,
-    /// This request holds its key at the coordinator: later requests for the key
+    /// This request holds its key at the lead: later requests for the key
     /// wait until it finishes.
     pub holds_key: bool,
     /// Versions this request wrote that a replica refused: copies at these
     /// versions are ignored when its next round decides (they lost).
     pub refused: Vec<u64>,
-    /// The coordinator's own entry before this request's conditional write, and
+    /// The lead's own entry before this request's conditional write, and
     /// the version that write has: put back if the write is refused for good.
     pub undo: Option<(u64, Option<Entry>)>,
     /// Replicas that refused a read of this request because they are catching
@@ -76,7 +113,7 @@ pub struct Pending {
     pub off_list: bool,
 }
 
-/// A round of a coordinated request.
+/// A round of a request served over replicas.
 #[derive(Debug)]
 pub enum Round {
     /// Collecting copies.
@@ -90,7 +127,7 @@ pub enum Round {
     Writing {
         /// The reply to send once the write is acknowledged.
         result: Frame,
-        /// Replicas that stored it (the coordinator included).
+        /// Replicas that stored it (the lead included).
         acks: usize,
         /// Replicas asked that have not answered.
         waiting: Vec<u32>,
@@ -115,6 +152,87 @@ pub enum Progress {
 }
 
 impl Pending {
+    /// A request for `key` (ring hash `hash`) that needs `read_need` copies to
+    /// read and `write_need` acknowledgements to write; no round started yet.
+    pub fn new(
+        requester: Requester,
+        request: Frame,
+        (key, hash): (Bytes, u64),
+        read_need: usize,
+        write_need: usize,
+    ) -> Pending {
+        Pending {
+            requester,
+            request,
+            value: None,
+            key,
+            hash,
+            read_need,
+            write_need,
+            attempts: 0,
+            round: Round::Reading {
+                copies: Vec::new(),
+                waiting: Vec::new(),
+            },
+            failure: ErrorCode::Unavailable,
+            holds_key: false,
+            refused: Vec::new(),
+            undo: None,
+            lagging: Vec::new(),
+            off_list: false,
+        }
+    }
+
+    /// Whether the round in progress is a write.
+    pub fn writing(&self) -> bool {
+        matches!(self.round, Round::Writing { .. })
+    }
+
+    /// Records `peer`'s answer to the round in progress.
+    pub fn on_answer(&mut self, peer: u32, answer: Answer) -> Progress {
+        if answer == Answer::Failed(ErrorCode::Timeout) {
+            self.failure = ErrorCode::Timeout;
+        }
+        if self.writing() {
+            return self.ack_from(
+                peer,
+                match answer {
+                    Answer::Stored => Ok(()),
+                    Answer::Newer(v) => Err(Some(v)),
+                    _ => Err(None),
+                },
+            );
+        }
+        match answer {
+            Answer::CatchingUp => self.lagging.push(peer),
+            Answer::OffList => self.off_list = true,
+            _ => {}
+        }
+        let copy = match answer {
+            Answer::Copy(c) => Some(c),
+            _ => None,
+        };
+        self.copy_from(peer, copy)
+    }
+
+    /// The highest version a refusal of the write round named (0: none).
+    pub fn newest_refusal(&self) -> u64 {
+        match &self.round {
+            Round::Writing { newest_refusal, .. } => *newest_refusal,
+            Round::Reading { .. } => 0,
+        }
+    }
+
+    /// Takes the reply a finished write round sends.
+    pub fn take_result(&mut self) -> Option<Frame> {
+        match &mut self.round {
+            Round::Writing { result, .. } => {
+                Some(std::mem::replace(result, Frame::new(0, 0, 0, Bytes::new())))
+            }
+            Round::Reading { .. } => None,
+        }
+    }
+
     /// The tag that requests of the round in progress carry (as
     /// `ReplyTo::Replica`'s round) and answers must match: the attempt and the
     /// phase. Both phases of one attempt go to the same replicas, so a read
@@ -123,6 +241,11 @@ impl Pending {
     /// and the replica's real acknowledgement ignored).
     pub fn round_tag(&self) -> u32 {
         self.attempts * 2 + matches!(self.round, Round::Writing { .. }) as u32
+    }
+
+    /// Whether a round tag (see [`Pending::round_tag`]) is a write round's.
+    pub fn is_write_tag(tag: u32) -> bool {
+        tag % 2 == 1
     }
 
     /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
@@ -236,25 +359,17 @@ mod tests {
     use crate::protocol::op;
 
     fn pending(read_need: usize, write_need: usize, round: Round) -> Pending {
-        Pending {
-            requester: Requester {
-                conn: ConnId::new(1, 1),
-                seq: 0,
-                client_id: 7,
-            },
-            request: Frame::new(op::GET, 7, 0, &b"k"[..]),
-            key: Bytes::from_static(b"k"),
-            read_need,
-            write_need,
-            attempts: 1,
-            round,
-            failure: ErrorCode::Unavailable,
-            holds_key: false,
-            refused: Vec::new(),
-            lagging: Vec::new(),
-            off_list: false,
-            undo: None,
-        }
+        let requester = Requester {
+            conn: ConnId::new(1, 1),
+            seq: 0,
+            client_id: 7,
+        };
+        let request = Frame::new(op::GET, 7, 0, &b"k"[..]);
+        let key = (Bytes::from_static(b"k"), 0);
+        let mut p = Pending::new(requester, request, key, read_need, write_need);
+        p.attempts = 1;
+        p.round = round;
+        p
     }
 
     fn entry(version: u64, value: &'static [u8]) -> Option<Entry> {

@@ -4,7 +4,7 @@
 //! them back to it, both by pushing the current entry of each key it may lack, in
 //! `MIGRATE` chunks (the receiver keeps whichever version is newer, so a push that
 //! arrives late or twice is harmless):
-//! - **hints**: a coordinator whose write round did not reach a replica (it was
+//! - **hints**: a lead replica whose write round did not reach a replica (it was
 //!   skipped as unreachable, or had not acknowledged when the round ended)
 //!   remembers the key for that replica. Hints are pushed as soon as the replica
 //!   is reachable again. Hints per peer are capped ([`HINT_CAP`]); past the cap
@@ -21,8 +21,9 @@
 //! [`super::handoff::CHUNK_BYTES`] in flight), so they yield to normal traffic;
 //! the keys of a chunk that fails or times out are queued again.
 
+use super::chunk::put_entry;
 use super::engine::Engine;
-use super::handoff::{put_entry, CHUNK_BYTES, WINDOW};
+use super::handoff::{CHUNK_BYTES, WINDOW};
 use crate::ring::PrefTable;
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -279,7 +280,7 @@ pub fn gained(me: u32, old: [&PrefTable; 2], new: &PrefTable) -> bool {
 /// resync (`SYNC_REQ`) and waits for each to answer `SYNC_DONE`. Until then it
 /// does not count as an up-to-date copy of the keys it may lack: it refuses to
 /// answer quorum reads of them, and its own copy does not count toward R when it
-/// coordinates. It still stores every write it is sent.
+/// leads a key. It still stores every write it is sent.
 pub struct CatchUp {
     /// Identifies this round's asks (wall-clock ms when it started, or more).
     pub round: u64,
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         let (peer, payload, keys) = &chunks[0];
         assert_eq!((*peer, keys.len()), (7, 3));
-        let parsed = super::super::handoff::parse_chunk(payload).unwrap();
+        let parsed = super::super::chunk::parse_chunk(payload).unwrap();
         let names: Vec<&[u8]> = parsed.iter().map(|e| e.0).collect();
         assert_eq!(names, [&b"a"[..], b"b", b"c"]);
         assert!(!r.is_idle());

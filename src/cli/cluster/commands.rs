@@ -3,8 +3,6 @@
 use super::{procs, Cluster, Role, START_TIMEOUT};
 use crate::cli::shell::Extras;
 use crate::cli::status;
-use crate::client::Connection;
-use crate::protocol::op;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
@@ -17,14 +15,14 @@ enum Want {
 }
 
 impl Cluster {
-    /// Asks the manager to drop node `id` (op DROP): a live node hands its data over,
+    /// Asks the manager to drop node `id` (op DROP, as admin): a live node hands its data over,
     /// leaves the ring and exits; a node marked down is removed from the ring.
     fn manager_drop(&self, id: u32) -> Result<(), String> {
         let timeout = self.target.timeout;
-        let mut m = Connection::connect(&self.manager_addr, timeout).map_err(|e| e.to_string())?;
-        match m.call(op::DROP, 0, &[id.to_string().as_bytes()]) {
-            Ok(f) if f.op == op::OK => Ok(()),
-            Ok(f) => Err(format!("the manager answered {}", op::name(f.op))),
+        let (addr, node) = (&self.manager_addr, id.to_string());
+        match crate::client::drop_node(addr, &node, self.secret.as_bytes(), timeout) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("the manager has no node {id}")),
             Err(e) => Err(e.to_string()),
         }
     }

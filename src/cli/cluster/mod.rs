@@ -12,6 +12,12 @@
 //! leave, or for a dead node its removal from the ring), `kill ID` (SIGKILL: a crash),
 //! `restart ID` (a dead node again, on its old port and data) and `nodes`.
 //!
+//! Each cluster gets a random secret (24 bytes from the OS, in hex), which its
+//! children get in their environment (`GTSTORE_SECRET`), never on their command
+//! line; it is the manager's admin secret too, which `drop` proves. It is also
+//! written, mode 600, to `cluster.secret` in the data root, so `gtstore drop
+//! --admin-secret-file` works from another terminal.
+//!
 //! Each node keeps its data in a directory of its own (`node-K` under `--data-dir`,
 //! or under a scratch directory the launcher removes when it stops), so that a
 //! restarted node comes back with its id and its data. The manager is started with
@@ -71,6 +77,11 @@ one more node), `drop ID` (the manager's DROP: the node hands its data over and 
 leaves; a dead node is removed from the ring), `kill ID` (SIGKILL: a crash), \
 `restart ID` (start a dead node again on its old port and data) and `nodes`.
 
+Each cluster gets a random secret, passed to its processes in their environment \
+(never on their command line, which `ps` shows); it is the admin secret too, which \
+`drop` proves to the manager. It is also kept in DATA/cluster.secret (mode 600) \
+for `gtstore drop --admin-secret-file` from another terminal.
+
 Leaving the shell (exit, Ctrl-D, Ctrl-C, end of piped input) stops every child: \
 SIGINT (stop now), then SIGKILL after 3 s. So do SIGINT, SIGTERM and SIGHUP (a \
 closed terminal) sent to the launcher; if the launcher is killed outright, its \
@@ -107,6 +118,10 @@ pub fn run(cfg: ClusterConfig) -> u8 {
     }
     let result = Cluster::start(cfg, shared, sink).and_then(|mut cluster| {
         print!("{}", cluster.describe());
+        println!(
+            "admin secret in {0} (mode 600): gtstore drop ID --admin-secret-file {0}",
+            cluster.secret_file().display()
+        );
         println!(
             "manager at {0}; from another terminal: gtstore --manager {0} status",
             cluster.manager_addr
@@ -273,6 +288,8 @@ pub struct Cluster {
     started_nodes: u32,
     manager_addr: String,
     target: Target,
+    /// The cluster secret, random per cluster (hex); also the admin secret.
+    secret: String,
 }
 
 impl Cluster {
@@ -313,7 +330,9 @@ impl Cluster {
             sink,
             started_nodes: 0,
             manager_addr: String::new(),
+            secret: crate::protocol::auth::to_hex(&crate::protocol::auth::os_random::<24>()?),
         };
+        write_secret(&cluster.secret_file(), &cluster.secret)?;
         let port = cluster.cfg.base_port.to_string();
         let m = cluster.spawn(
             Role::Manager,
@@ -332,6 +351,13 @@ impl Cluster {
         cluster.wait_listening(&started)?;
         cluster.wait_up(&started)?;
         Ok(cluster)
+    }
+
+    /// Where the cluster's secret is kept for `gtstore drop --admin-secret-file`:
+    /// `cluster.secret` in the data root (the scratch directory, removed at exit,
+    /// or `--data-dir`, where it stays, mode 600, until the next launch replaces it).
+    fn secret_file(&self) -> PathBuf {
+        self.data_root.join("cluster.secret")
     }
 
     /// Starts `gtstore ROLE ARGS` with its pipes read by logging threads; returns
@@ -356,7 +382,7 @@ impl Cluster {
             .find(|w| w[0] == "--port")
             .and_then(|w| w[1].parse().ok())
             .filter(|&p: &u16| p != 0);
-        let mut child = procs::spawn(&self.shared, role, &argv)?;
+        let mut child = procs::spawn(&self.shared, role, &argv, &self.secret)?;
         let index = self.procs.len();
         let label = Arc::new(Mutex::new(Label { role, id, port }));
         let pipes: [Option<Box<dyn Read + Send>>; 2] = [
@@ -602,6 +628,26 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Writes `secret` and a newline to `path`, readable by its owner only.
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: io::Error| format!("cannot write {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    // An older file keeps its mode through open(2): set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    writeln!(f, "{secret}").map_err(fail)
 }
 
 /// Makes a fresh directory for the nodes' data under the system's temp dir.

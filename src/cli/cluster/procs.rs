@@ -17,6 +17,7 @@
 //! by hand (`gtstore storage`) does not die with its shell.
 
 use super::Role;
+use crate::client::secret;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -46,12 +47,22 @@ pub(super) struct Registry {
 pub(super) type Shared = Arc<Mutex<Registry>>;
 
 /// Starts `gtstore ARGS` (this very executable) in its own process group, with
-/// stdout and stderr piped, and registers its pid.
-pub(super) fn spawn(shared: &Shared, role: Role, args: &[String]) -> Result<Child, String> {
+/// stdout and stderr piped, and registers its pid. The cluster's `secret` goes in
+/// the child's environment (`GTSTORE_SECRET`), never in its argv, which every user
+/// of the machine can read; an admin secret the launcher's own environment may hold
+/// is not passed on, so the manager's admin secret is the cluster secret.
+pub(super) fn spawn(
+    shared: &Shared,
+    role: Role,
+    args: &[String],
+    secret: &str,
+) -> Result<Child, String> {
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot tell which program is running: {e}"))?;
     let mut cmd = Command::new(&exe);
     cmd.args(args)
+        .env(secret::SECRET_ENV, secret)
+        .env_remove(secret::ADMIN_SECRET_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,6 +3,7 @@
 //! link's requests when it breaks.
 
 use super::{Driver, Link, LinkState, Node, Outcome, Routing};
+use crate::load::cluster::{key_slot, SlotMap};
 use crate::load::wire::{self, Space, KEY_LEN};
 use crate::reactor::Output;
 use crate::ring::Ring;
@@ -152,6 +153,26 @@ impl Driver {
                 })?;
                 Some((l, self.links[l].node))
             }
+            Routing::Slots => {
+                let want = key
+                    .map(|k| {
+                        let mut kb = [0u8; KEY_LEN];
+                        wire::key_bytes(space, k, &mut kb);
+                        self.slots[key_slot(&kb) as usize]
+                    })
+                    .filter(|&n| n != SlotMap::NONE)
+                    .and_then(|n| cl.links.get(n as usize).copied().flatten())
+                    .filter(up);
+                let l = want.or_else(|| {
+                    // A ping, a slot no master serves, or its master's link is down:
+                    // any live link, rotating (a wrong node answers MOVED).
+                    let n = cl.links.len();
+                    (0..n)
+                        .filter_map(|i| cl.links[(cl.inflight + i) % n])
+                        .find(up)
+                })?;
+                Some((l, self.links[l].node))
+            }
             Routing::Contacts(_) => {
                 let l = cl.links.first().copied().flatten().filter(up)?;
                 let share = match (&self.latest, key) {
@@ -204,6 +225,11 @@ impl Driver {
             match wire::parse_reply(proto, op, &rbuf[at..]) {
                 Ok(Some((outcome, used))) => {
                     let p = self.links[l].pending.pop_front().expect("front exists");
+                    if let Some(r) = self.redirect_of(&outcome, &rbuf[at..at + used]) {
+                        self.redirect(l, p, r, out);
+                        at += used;
+                        continue;
+                    }
                     let value = match &outcome {
                         Outcome::Value(r) => &rbuf[at + r.start..at + r.end],
                         _ => &[][..],

@@ -15,19 +15,28 @@
 //! its connections to any new node are up, then routes by the new ring: the
 //! requests for one key never race each other on two connections.
 //!
+//! Redis Cluster clients likewise hold one connection per master and send each
+//! request to the master of its key's slot, by the thread's copy of the slot
+//! map. A `-MOVED` reply corrects the map and sends the request again to the
+//! node named; `-ASK` sends it again once, after `ASKING`, without touching the
+//! map. The request keeps its first send time, so its latency includes the
+//! detour; after [`MAX_REDIRECTS`] hops it fails with the redirect's code.
+//!
 //! Phases: connect, load (warmup, then measured), drain (no new requests;
 //! replies still count), verify (read back every key whose content is known),
 //! done. A watchdog fails requests that get no reply for [`STALL_NS`].
 //!
 //! This file holds the phases, issuing and completing requests; `links.rs` the
-//! connections and routing, `verify.rs` what the driver knows of its keys and the
-//! verify phase.
+//! connections and routing, `slots.rs` Redis Cluster's slot map and redirects,
+//! `verify.rs` what the driver knows of its keys and the verify phase.
 
 mod links;
+mod slots;
 mod verify;
 
 pub use verify::VerifyCounts;
 
+use super::cluster::SlotMap;
 use super::keys::KeyBook;
 use super::rng::{Rng, Zipf};
 use super::spec::{KeyDist, Op};
@@ -55,6 +64,9 @@ pub const VERIFY_PIPELINE: usize = 32;
 /// reported on its own.
 pub const MIN_LAST_TICK_NS: u64 = 250_000_000;
 
+/// Redirects one request may follow before it fails.
+pub const MAX_REDIRECTS: u8 = 5;
+
 const TIMER_INIT: u64 = 0;
 const TIMER_TICK: u64 = 1;
 const TIMER_MEASURE: u64 = 2;
@@ -76,6 +88,9 @@ pub enum Routing {
     /// Each client has one connection, to these addresses round-robin (label,
     /// address). With a ring board, shares are counted by the key's owner.
     Contacts(Vec<(String, SocketAddr)>),
+    /// Redis Cluster: one connection per master per client; requests go to the
+    /// master of the key's slot ([`Shared::slots`]).
+    Slots,
 }
 
 /// What is shared, read-only, by every thread.
@@ -88,6 +103,8 @@ pub struct Shared {
     pub routing: Routing,
     /// The manager's ring, when there is one.
     pub board: Option<Arc<RingBoard>>,
+    /// The Redis Cluster slot map at the start (with [`Routing::Slots`]).
+    pub slots: Option<Arc<SlotMap>>,
     /// Value lengths.
     pub sizes: Vec<usize>,
     /// The Zipf sampler, if keys are drawn by Zipf.
@@ -184,6 +201,8 @@ enum Kind {
     Warmup,
     Measured,
     Verify(Space),
+    /// The `ASKING` before a request sent on after `-ASK`: not counted.
+    Asking,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -194,6 +213,8 @@ struct Pending {
     counter: u32,
     share: u32,
     sent_ns: u64,
+    /// Redirects followed so far.
+    hops: u8,
 }
 
 struct Client {
@@ -233,6 +254,8 @@ pub struct Driver {
     by_conn: HashMap<ConnId, usize>,
     nodes: Vec<Node>,
     node_of_id: HashMap<u32, usize>,
+    /// Redis Cluster: per slot, the node index of its master (or `SlotMap::NONE`).
+    slots: Vec<u16>,
     latest: Option<Arc<Ring>>,
     phase: Phase,
     measuring: bool,
@@ -288,6 +311,7 @@ impl Driver {
             by_conn: HashMap::new(),
             nodes: Vec::new(),
             node_of_id: HashMap::new(),
+            slots: Vec::new(),
             latest: None,
             phase: Phase::Connecting,
             measuring,
@@ -346,6 +370,7 @@ impl Driver {
                 }
                 self.latest = Some(serving);
             }
+            Routing::Slots => self.init_slots(out),
             Routing::Contacts(list) => {
                 if let Some(b) = &sh.board {
                     let ring = b.ring.lock().expect("ring lock").clone();
@@ -451,6 +476,7 @@ impl Driver {
                 counter,
                 share: share as u32,
                 sent_ns,
+                hops: 0,
             });
             self.clients[c].inflight += 1;
             self.inflight += 1;
@@ -459,11 +485,15 @@ impl Driver {
 
     /// Handles one reply (or a failure) to `p`; `value` is the reply's value bytes.
     fn complete(&mut self, c: usize, p: Pending, outcome: &Outcome, value: &[u8], now_ns: u64) {
+        if p.kind == Kind::Asking {
+            return;
+        }
         self.clients[c].inflight -= 1;
         self.inflight -= 1;
         self.last_reply_ns = now_ns;
         match p.kind {
             Kind::Verify(space) => self.check(space, p.key, outcome, value),
+            Kind::Asking => {}
             Kind::Warmup | Kind::Measured => {
                 if p.op.writes() {
                     self.record_write(&p, outcome);
@@ -595,6 +625,11 @@ impl Service for Driver {
                 self.by_conn.insert(conn, l);
                 self.links[l].conn = Some(conn);
                 self.links[l].state = LinkState::Up;
+                // Requests redirected here while it connected.
+                if !self.links[l].out.is_empty() && !self.links[l].dirty {
+                    self.links[l].dirty = true;
+                    self.dirty.push(l);
+                }
                 if self.phase == Phase::Connecting
                     && self.links.iter().all(|k| k.state == LinkState::Up)
                 {

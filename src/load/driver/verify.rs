@@ -86,6 +86,7 @@ impl Driver {
                 counter: 0,
                 share: share as u32,
                 sent_ns: 0,
+                hops: 0,
             });
             self.clients[c].inflight += 1;
             self.inflight += 1;

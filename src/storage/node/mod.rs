@@ -1,0 +1,534 @@
+//! The storage node as a state machine.
+//!
+//! [`StorageNode::step`] takes one reactor [`Input`] and pushes [`Output`]s; it never
+//! touches a socket or a clock, so tests and simulations can drive it directly.
+//! `step` only dispatches: each input goes to the part of the node it concerns,
+//! and each part owns its fields and lives in its own file:
+//!
+//! - `membership` (`Membership`): the link to the manager. Connects with
+//!   doubling backoff, registers with `NODE_JOIN` (`SECRET SP HOST:PORT SP
+//!   TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
+//!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
+//!   hands its keys over, exits once out of the ring; without a handoff, with a
+//!   warning saying where its data stays, when none can happen). A registration
+//!   that fails for a reason that may pass is retried with backoff; a refused
+//!   cluster secret stops the node ([`StorageNode::failure`]). The node serves
+//!   requests all the while, before it has an id too (its replies then carry
+//!   node id 0, and with no ring it serves every key itself).
+//! - `routing` (`Connections`): where each request is served. A key-value
+//!   request is served here when this node is the key's owner (N = 1) or its
+//!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
+//!   [`super::mesh`]) and the reply relayed, or answered `STALE` for a client
+//!   routing by an older ring. Replies leave each client connection in request
+//!   order (see [`super::order`]), and connections with too many replies held
+//!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
+//!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
+//! - `local`: serving from this node's own data: key-value ops on keys it serves
+//!   alone, and the cluster messages peers send it (`REPLICATE`, `REPL_READ`,
+//!   `MIGRATE`, ...), which never pass through routing. The only writes to the
+//!   engine are here (store, purge, undo), each logged with a data directory (see
+//!   [`super::durable`]).
+//! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
+//!   this node leads (see [`super::quorum`]), read repair and conditional ops.
+//! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
+//!   node's catch-up when it may lack writes itself (see [`super::resync`]).
+//! - `moves`: the handoff of keys a ring change moves (see [`super::handoff`]),
+//!   and with N = 1 the write fence and the copy of each write to a moving key's
+//!   next owner.
+//! - `tombstones` (`Collector`): tombstones are collected once every replica
+//!   holds them.
+//!
+//! Every message this node sends over the mesh carries a `Waiter`, the token
+//! that says who waits for its answer. A request's key is hashed once, when it
+//! arrives, and the hash travels with it.
+//!
+//! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
+//! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
+
+mod local;
+mod membership;
+mod moves;
+mod repair;
+mod replication;
+mod routing;
+#[cfg(test)]
+mod tests;
+mod tombstones;
+
+use membership::Membership;
+use repair::Repair;
+use replication::answer_of;
+use replication::Rounds;
+use routing::Connections;
+use tombstones::Collector;
+
+use super::chunk::{parse_chunk, put_entry, put_entry_parts};
+use super::durable::{Durable, Recovered};
+use super::engine::{Applied, Engine, Entry};
+use super::handoff::Handoff;
+use super::hlc::Hlc;
+use super::mesh::{self, Forward, Mesh};
+use super::ops::decide;
+use super::order::ReplyOrder;
+use super::quorum::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use super::resp::{self, Item, NodeFacts, RespFront};
+use super::resync::{gained, newly_responsible, CatchUp, Resync};
+use crate::protocol::{kv, op, Error, ErrorCode, Frame};
+use crate::reactor::link::{Link, LinkState};
+use crate::reactor::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
+use crate::ring::{hash64, NodeState, PrefTable, Ring};
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+const TIMER_INIT: u64 = 0;
+const TIMER_MANAGER: u64 = 1;
+const TIMER_HEARTBEAT: u64 = 2;
+const TIMER_TICK: u64 = 3;
+const TIMER_LEAVE: u64 = 4;
+const TIMER_ORPHAN: u64 = 5;
+const TAG_MANAGER: u64 = 1;
+/// A request is forwarded at most this many times (rings can disagree briefly).
+const MAX_HOPS: u32 = 3;
+/// How long a leaving node waits for its handoff before it exits anyway, in ms.
+const LEAVE_DEADLINE_MS: Millis = 120_000;
+/// How long a leaving node waits for a lost manager link to come back before it
+/// exits without handing its data over, in ms (the manager is gone: the whole
+/// cluster is being stopped, say, and no handoff can be coordinated).
+const LEAVE_ORPHAN_MS: Millis = 3_000;
+/// How long a node that has left the ring keeps forwarding before it exits, in ms.
+const EXIT_GRACE_MS: Millis = 1_500;
+/// Replies held back on one connection (behind an unanswered forward) above which
+/// the node stops reading that connection's requests; it reads again below half.
+const HOLD_SLOTS: usize = 1024;
+/// Bytes of replies held back on one connection above which reading stops.
+const HOLD_BYTES: usize = 4 << 20;
+/// How often a node catching up asks the peers that have not answered again
+/// (their answer, or the ask, may have been lost with a broken link), in ms.
+const CATCH_UP_ASK_MS: Millis = 3_000;
+/// What a replica says when, by its ring, it is not on a key's lists.
+const OFF_LIST: &str = "is not a replica of this key";
+/// How a replica that is catching up begins its refusal of a quorum read.
+const CATCHING_UP: &str = "catching up";
+/// Tombstone collection checks in flight at most.
+const MAX_PURGES: usize = 256;
+
+/// Who waits for the answer to a message this node sent over the mesh: the
+/// token each forward carries (see [`Mesh`]).
+#[derive(Debug)]
+enum Waiter {
+    /// A client: relay the peer's reply into its slot.
+    Client {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot (see [`ReplyOrder`]).
+        seq: u64,
+        /// The client's own id, restored on the reply.
+        client_id: u64,
+    },
+    /// A client whose write was applied here and copied to the key's next owner:
+    /// once the copy is acknowledged, send `result`.
+    Mirror {
+        /// The client connection.
+        conn: ConnId,
+        /// Its reply slot.
+        seq: u64,
+        /// The reply decided here.
+        result: Frame,
+    },
+    /// A replica's answer to a request served over replicas (see [`super::quorum`]).
+    Replica {
+        /// The request's id at this node.
+        id: u64,
+        /// Which of its rounds asked.
+        round: u32,
+        /// The request's key (a replica that never gets a write is hinted it).
+        key: Bytes,
+    },
+    /// A chunk of a handoff.
+    Migrate {
+        /// The ring epoch the handoff belongs to.
+        epoch: u64,
+    },
+    /// A replica's copy of a tombstone this node wants to collect.
+    Purge {
+        /// The check's id.
+        id: u64,
+    },
+    /// A message whose answer changes nothing (PURGE, SYNC_REQ).
+    Ignore,
+    /// A chunk of hints or resync (see [`Resync`]).
+    Resync {
+        /// The keys it carries, owed again if it fails.
+        keys: Vec<bytes::Bytes>,
+    },
+}
+
+/// Settings of a storage node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The address other processes reach this node at (`HOST:PORT`).
+    pub advertise: String,
+    /// The manager's address.
+    pub manager: SocketAddr,
+    /// Shared secret that proves cluster membership (no spaces).
+    pub secret: String,
+    /// Tokens (virtual nodes) this node asks for.
+    pub tokens: u32,
+    /// Heartbeat period to the manager, in ms.
+    pub heartbeat_ms: Millis,
+    /// First reconnect delay to the manager, in ms.
+    pub retry_base_ms: Millis,
+    /// Largest reconnect delay to the manager and peers, in ms.
+    pub retry_cap_ms: Millis,
+    /// A forwarded request not answered in this many ms gets `ERR TIMEOUT`.
+    pub request_timeout_ms: Millis,
+    /// Period of the housekeeping tick (peer reconnects, request deadlines), in ms.
+    pub tick_ms: Millis,
+    /// The wall clock (ms since the Unix epoch) at reactor time 0: versions start
+    /// from it (see [`Hlc`]). 0 in tests and simulations.
+    pub clock_base_ms: u64,
+    /// A tombstone older than this (by its version's clock) is collected once
+    /// every replica of its key holds it, in ms.
+    pub tombstone_grace_ms: Millis,
+}
+
+impl NodeConfig {
+    /// Defaults for a node advertising `advertise` and registering with `manager`.
+    pub fn new(advertise: String, manager: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            advertise,
+            manager,
+            secret: crate::DEFAULT_SECRET.to_string(),
+            tokens: crate::DEFAULT_TOKENS,
+            heartbeat_ms: 500,
+            retry_base_ms: 100,
+            retry_cap_ms: 2_000,
+            request_timeout_ms: 5_000,
+            tick_ms: 100,
+            clock_base_ms: 0,
+            tombstone_grace_ms: 60_000,
+        }
+    }
+}
+
+/// A storage node's whole state.
+pub struct StorageNode {
+    cfg: NodeConfig,
+    node_id: u32,
+    ring: Ring,
+    engine: Engine,
+    mesh: Mesh<Waiter>,
+    /// `ring` as requests are routed now (joining nodes not yet serving).
+    serving: Ring,
+    /// `ring` once pending moves are done.
+    settled: Ring,
+    /// Preference lists of `serving` and `settled` (N nodes), per token range.
+    serving_pref: PrefTable,
+    settled_pref: PrefTable,
+    handoff: Option<Handoff>,
+    /// Versions for the writes this node decides.
+    hlc: Hlc,
+    /// The RESP front, when the node serves RESP on listener 1.
+    resp: Option<RespFront>,
+    /// The data directory, when the node has one (see [`super::durable`]).
+    durable: Option<Durable>,
+    /// The manager link and this node's place in the membership: registration,
+    /// leaving, and why it stopped for good if it did.
+    membership: Membership,
+    /// The requests this node serves over replicas as their keys' lead replica.
+    rounds: Rounds,
+    /// Bringing replicas up to date: hints and resync owed to peers, and this
+    /// node's own catch-up.
+    repair: Repair,
+    /// Tombstone collection in progress.
+    tombstones: Collector,
+    /// The connections this node serves: which are proven members, each client's
+    /// reply order, and which are held (not read) for their reply backlog.
+    conns: Connections,
+}
+
+impl StorageNode {
+    /// A fresh node with no data and no id.
+    pub fn new(cfg: NodeConfig) -> StorageNode {
+        let mesh = Mesh::new(cfg.retry_base_ms, cfg.retry_cap_ms);
+        StorageNode {
+            membership: Membership::new(&cfg),
+            rounds: Rounds::new(),
+            repair: Repair::new(),
+            tombstones: Collector::new(),
+            conns: Connections::new(),
+            mesh,
+            serving: Ring::empty(),
+            settled: Ring::empty(),
+            serving_pref: PrefTable::default(),
+            settled_pref: PrefTable::default(),
+            handoff: None,
+            resp: None,
+            durable: None,
+            cfg,
+            node_id: 0,
+            ring: Ring::empty(),
+            engine: Engine::default(),
+            hlc: Hlc::default(),
+        }
+    }
+
+    /// The id the manager gave this node (0 until registered).
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// The engine, for inspection.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The last ring this node installed, for inspection.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Opens the data directory `dir` (before the node runs) and replays it into
+    /// the engine; from then on every write is logged there before it is
+    /// acknowledged (see [`super::durable`]).
+    pub fn open_data_dir(
+        &mut self,
+        dir: &std::path::Path,
+        fsync: super::wal::Fsync,
+    ) -> std::io::Result<Recovered> {
+        let (mut d, rec) = Durable::open(dir, fsync)?;
+        let (found, newest) = d.replay(rec, &mut self.engine);
+        self.hlc.observe(newest);
+        self.durable = Some(d);
+        Ok(found)
+    }
+
+    /// Why the node stopped on its own, if it did: the manager refused its
+    /// cluster secret, or its data directory failed. The process then exits
+    /// with an error saying so.
+    pub fn failure(&self) -> Option<String> {
+        let disk = self.durability_failed();
+        (self.membership.fatal.clone())
+            .or_else(|| disk.map(|why| format!("the data directory failed: {why}")))
+    }
+
+    /// Why the data directory stopped working, if it did (the node then stops).
+    pub fn durability_failed(&self) -> Option<&str> {
+        self.durable.as_ref().and_then(Durable::failed)
+    }
+
+    /// The data directory, if the node has one (inspection, tests).
+    pub fn durable_mut(&mut self) -> Option<&mut Durable> {
+        self.durable.as_mut()
+    }
+
+    /// Whether node `id` is worth sending to: not down in the ring, and (for a
+    /// peer) its link is not waiting to reconnect after a failure.
+    fn reachable(&self, id: u32) -> bool {
+        let up = self
+            .ring
+            .node(id)
+            .is_some_and(|n| n.state != NodeState::Down);
+        up && (id == self.node_id || !self.mesh.is_unreachable(id))
+    }
+}
+
+// The RESP front (see `super::resp`): RESP connections come from listener 1; their
+// commands become native requests served by `on_request` like any client's, and
+// every native reply to them is turned back into RESP at the end of the step.
+impl StorageNode {
+    /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
+    pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
+        self.resp = Some(RespFront::new(limits));
+    }
+
+    /// Bytes from a RESP connection: serve each command it completes, in order.
+    fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
+        let Some(front) = self.resp.as_mut() else {
+            return;
+        };
+        for item in front.feed(now, conn, data) {
+            match item {
+                Item::Request(frame) => {
+                    self.on_request(now, conn, frame, out);
+                    self.apply_holds(Some(conn), out);
+                }
+                Item::Facts => {
+                    let facts = NodeFacts {
+                        node_id: self.node_id,
+                        keys: self.engine.len(),
+                    };
+                    let front = self.resp.as_mut().expect("checked");
+                    if let Some(bytes) = front.facts(conn, facts) {
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Item::Send(bytes) => out.push(Output::SendBytes { conn, bytes }),
+                Item::Close => out.push(Output::Close { conn }),
+            }
+        }
+    }
+}
+
+impl Service for StorageNode {
+    fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        let mark = out.len();
+        if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
+            // Restarted with a data directory: route by the last ring at once.
+            self.node_id = id;
+            self.hlc.set_writer(id);
+            self.install_ring(ring, now, out);
+        }
+        let resp = self.resp.as_mut();
+        match input {
+            Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
+                resp.expect("checked").accept(now, conn, out);
+            }
+            Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
+                self.on_resp_data(now, conn, data, out);
+            }
+            input => {
+                if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
+                    r.closed(*conn);
+                }
+                self.step_native(now, input, out);
+            }
+        }
+        // Requests whose key just became free.
+        while let Some(id) = self.rounds.ready_turns.pop() {
+            self.restart(now, id, out);
+        }
+        if let Some(r) = self.resp.as_mut() {
+            r.translate(mark, out, &self.conns.held);
+        }
+        // Last: outputs that may depend on uncommitted log records wait for the
+        // turn's commit.
+        let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
+        if let Some(d) = self.durable.as_mut() {
+            d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
+        }
+    }
+
+    fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
+        if let Some(d) = self.durable.as_mut() {
+            d.turn_end(&self.engine, out);
+        }
+    }
+}
+
+impl StorageNode {
+    /// Everything but the RESP front's own inputs: dispatches each input to the
+    /// part of the node it concerns.
+    fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Timer { id } => self.on_timer(now, id, out),
+            Input::Connected { conn, tag } if tag == TAG_MANAGER => self.manager_up(conn, out),
+            Input::Connected { conn, tag } if mesh::owns_tag(tag) => {
+                let hello = self.hello();
+                self.mesh.connected(tag, conn, hello, out);
+            }
+            Input::Connected { conn, .. } => out.push(Output::Close { conn }),
+            Input::ConnectFailed { tag } if tag == TAG_MANAGER => {
+                self.manager_unreachable(now, out);
+            }
+            Input::ConnectFailed { tag } if mesh::owns_tag(tag) => {
+                self.mesh.connect_failed(tag, now);
+            }
+            Input::ConnectFailed { .. } | Input::Accepted { .. } => {}
+            Input::Frame { conn, frame } => self.on_frame(now, conn, frame, out),
+            Input::FrameError {
+                conn,
+                error,
+                client_id,
+            } => {
+                reply_error(out, conn, client_id, self.node_id, &error);
+                out.push(Output::Close { conn });
+            }
+            Input::Eof { conn } => self.conns.order.eof(conn, out),
+            // No listener of this node is raw yet.
+            Input::Data { conn, .. } => out.push(Output::Close { conn }),
+            Input::Closed { conn } => self.on_closed(now, conn, out),
+            Input::Signal(sig) => self.on_signal(now, sig, out),
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
+        match id {
+            TIMER_INIT => {
+                self.connect_manager(out);
+                out.push(Output::Timer {
+                    at: now + self.cfg.heartbeat_ms,
+                    id: TIMER_HEARTBEAT,
+                });
+                out.push(Output::Timer {
+                    at: now + self.cfg.tick_ms,
+                    id: TIMER_TICK,
+                });
+            }
+            TIMER_TICK => self.on_tick(now, out),
+            TIMER_MANAGER if self.membership.manager.due(now) => self.connect_manager(out),
+            TIMER_HEARTBEAT => self.heartbeat(now, out),
+            TIMER_LEAVE => self.leave_deadline(out),
+            TIMER_ORPHAN => self.orphan_deadline(now, out),
+            _ => {}
+        }
+    }
+
+    /// Housekeeping every [`NodeConfig::tick_ms`]: forwards past their deadline,
+    /// handoff, hints and resync, retries, catch-up asks, tombstones, holds.
+    fn on_tick(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let late = self.mesh.tick(now, out);
+        self.fail_forwards(now, late, ErrorCode::Timeout, out);
+        if self.handoff.as_ref().is_some_and(|h| h.failed) {
+            self.start_handoff(now, out);
+        } else {
+            self.pump_handoff(now, out);
+        }
+        self.pump_resync(now, out);
+        for id in std::mem::take(&mut self.rounds.retry_soon) {
+            self.restart(now, id, out);
+        }
+        let catch_up = self.repair.catch_up.as_ref();
+        if catch_up.is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS) {
+            self.ask_catch_up(now, out);
+        }
+        self.sweep_tombstones(now, out);
+        self.apply_holds(None, out);
+        out.push(Output::Timer {
+            at: now + self.cfg.tick_ms,
+            id: TIMER_TICK,
+        });
+    }
+
+    /// A frame: from the manager, a peer's reply on one of this node's links,
+    /// or a request (from a client or a peer).
+    fn on_frame(&mut self, now: Millis, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        if self.membership.manager.conn() == Some(conn) {
+            self.on_manager_frame(now, frame, out);
+        } else if self.mesh.is_link(conn) {
+            self.on_peer_reply(now, frame, out);
+            self.apply_holds(None, out);
+        } else {
+            self.on_request(now, conn, frame, out);
+            for conn in self.conns.trusted.drain(..) {
+                out.push(Output::Trust { conn });
+            }
+            self.apply_holds(Some(conn), out);
+        }
+    }
+
+    fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        self.conns.members.remove(&conn);
+        self.conns.order.closed(conn);
+        self.conns.held.remove(&conn);
+        if let Some(lost) = self.mesh.closed(conn, now) {
+            self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
+            self.apply_holds(None, out);
+        }
+        if self.membership.manager.conn() == Some(conn) {
+            self.manager_closed(now, out);
+        }
+    }
+}

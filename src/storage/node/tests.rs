@@ -1,0 +1,947 @@
+//! Unit tests of the node state machine, driven step by step.
+
+use super::replication::refused_for;
+use super::*;
+
+fn cfg() -> NodeConfig {
+    NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap())
+}
+
+/// Steps `node` with `input` and returns what it asked for.
+fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
+    let mut out = Vec::new();
+    node.step(now, input, &mut out);
+    out
+}
+
+/// A started node whose manager link (returned) is up, not yet registered.
+fn with_manager() -> (StorageNode, ConnId) {
+    let mut n = StorageNode::new(cfg());
+    let link = ConnId::new(1, 1);
+    step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+    let up = Input::Connected {
+        conn: link,
+        tag: TAG_MANAGER,
+    };
+    step(&mut n, 1, up);
+    (n, link)
+}
+
+fn sent(out: &[Output]) -> Vec<(ConnId, u8, Vec<u8>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, frame } => Some((*conn, frame.op, frame.payload.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registers_with_backoff_and_serves_meanwhile() {
+    let mut n = StorageNode::new(cfg());
+    let out = step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+    assert!(matches!(
+        out[0],
+        Output::Connect {
+            tag: TAG_MANAGER,
+            ..
+        }
+    ));
+    // The manager is not up: the retry is scheduled with a doubling delay.
+    let out = step(&mut n, 5, Input::ConnectFailed { tag: TAG_MANAGER });
+    assert!(matches!(
+        out[0],
+        Output::Timer {
+            at: 105,
+            id: TIMER_MANAGER
+        }
+    ));
+    let out = step(&mut n, 105, Input::Timer { id: TIMER_MANAGER });
+    assert!(matches!(out[0], Output::Connect { .. }));
+    let out = step(&mut n, 110, Input::ConnectFailed { tag: TAG_MANAGER });
+    assert!(matches!(out[0], Output::Timer { at: 310, .. }));
+
+    // A client is served before the node has an id.
+    let client = ConnId::new(5, 1);
+    let put = Frame::new(op::PUT, 9, 0, &b"1 kv"[..]);
+    let out = step(
+        &mut n,
+        120,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    assert_eq!(sent(&out), vec![(client, op::OK, vec![])]);
+
+    // The manager answers; the node joins and keeps its data under its tokens.
+    let link = ConnId::new(1, 2);
+    let out = step(
+        &mut n,
+        310,
+        Input::Connected {
+            conn: link,
+            tag: TAG_MANAGER,
+        },
+    );
+    assert_eq!(
+        sent(&out),
+        vec![(link, op::NODE_JOIN, b"gtstore 127.0.0.1:7001 64".to_vec())]
+    );
+    let ring = "3\nepoch 1\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20,30\n";
+    step(
+        &mut n,
+        311,
+        Input::Frame {
+            conn: link,
+            frame: Frame::new(op::JOINED, 0, 0, ring),
+        },
+    );
+    assert_eq!(n.node_id(), 3);
+    assert_eq!(n.engine().tokens().collect::<Vec<_>>(), vec![10, 20, 30]);
+    let out = step(
+        &mut n,
+        312,
+        Input::Frame {
+            conn: client,
+            frame: Frame::new(op::GET, 9, 0, &b"k"[..]),
+        },
+    );
+    match &out[0] {
+        Output::Send { frame, .. } => {
+            assert_eq!(
+                (frame.op, frame.client_id, frame.node_id),
+                (op::VALUE, 9, 3)
+            );
+            assert_eq!(&frame.payload[..], b"v");
+        }
+        o => panic!("unexpected {o:?}"),
+    }
+    // Losing the link schedules a reconnect.
+    let out = step(&mut n, 400, Input::Closed { conn: link });
+    assert!(matches!(
+        out[0],
+        Output::Timer {
+            at: 500,
+            id: TIMER_MANAGER
+        }
+    ));
+}
+
+/// A cluster member's connection to `n`, proven with NODE_JOIN.
+fn member(n: &mut StorageNode, idx: u32) -> ConnId {
+    let c = ConnId::new(idx, 1);
+    let hello = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 16");
+    step(
+        n,
+        0,
+        Input::Frame {
+            conn: c,
+            frame: hello,
+        },
+    );
+    c
+}
+
+#[test]
+fn a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it() {
+    let mut n = StorageNode::new(cfg());
+    let peer = member(&mut n, 8);
+    let get = Frame::new(op::GET, 5, 1, &b"k"[..]);
+    let out = step(
+        &mut n,
+        1,
+        Input::Frame {
+            conn: peer,
+            frame: get,
+        },
+    );
+    let s = sent(&out);
+    assert_eq!((s.len(), s[0].1), (1, op::ERR), "{out:?}");
+    assert!(s[0].2.starts_with(b"UNAVAILABLE"), "{s:?}");
+    // A plain client is still served (see registers_with_backoff_...).
+    let client = ConnId::new(9, 1);
+    let get = Frame::new(op::GET, 5, 0, &b"k"[..]);
+    let out = step(
+        &mut n,
+        2,
+        Input::Frame {
+            conn: client,
+            frame: get,
+        },
+    );
+    assert_eq!(sent(&out), vec![(client, op::NOT_FOUND, vec![])]);
+}
+
+#[test]
+fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
+    let (mut n, link) = with_manager();
+    let q = u64::MAX / 4;
+    let text = format!(
+        "epoch 7\nreplicas 3 2 2\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n\
+         node 5 127.0.0.1:7003 up {}\nnode 6 127.0.0.1:7004 up {}\n",
+        q,
+        2 * q,
+        3 * q,
+        u64::MAX
+    );
+    let ring = Ring::decode(text.as_bytes()).unwrap();
+    let joined = Frame::new(op::JOINED, 0, 0, format!("3\n{text}"));
+    step(
+        &mut n,
+        2,
+        Input::Frame {
+            conn: link,
+            frame: joined,
+        },
+    );
+    // Its first ring lists it serving, so it is catching up; that refusal is
+    // not what this test is about.
+    n.repair.catch_up = None;
+    let lists = |k: &String| ring.preference_list(hash64(k.as_bytes()), 3);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let kept = keys.iter().find(|k| lists(k).contains(&3)).unwrap();
+    let other = keys.iter().find(|k| !lists(k).contains(&3)).unwrap();
+    let peer = member(&mut n, 8);
+    let ask = |n: &mut StorageNode, o: u8, payload: Bytes| {
+        let f = Frame::new(o, 11, 1, payload);
+        let out = step(
+            n,
+            3,
+            Input::Frame {
+                conn: peer,
+                frame: f,
+            },
+        );
+        sent(&out)
+            .into_iter()
+            .map(|s| (s.1, s.2))
+            .collect::<Vec<_>>()
+    };
+    let read = |k: &String| Bytes::from(k.clone());
+    let write = |k: &String| {
+        let mut p = BytesMut::new();
+        p.extend_from_slice(&u64::MAX.to_be_bytes());
+        let e = Entry {
+            version: 9 << 16,
+            value: Some(Bytes::from_static(b"v")),
+        };
+        put_entry(&mut p, k.as_bytes(), &e);
+        p.freeze()
+    };
+    assert_eq!(
+        ask(&mut n, op::REPLICATE, write(kept)),
+        vec![(op::OK, vec![])]
+    );
+    let got = ask(&mut n, op::REPL_READ, read(kept));
+    assert_eq!(got[0].0, op::VALUE, "{got:?}");
+    for (o, payload) in [(op::REPL_READ, read(other)), (op::REPLICATE, write(other))] {
+        let got = ask(&mut n, o, payload);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, op::ERR, "{got:?}");
+        assert!(got[0].1.starts_with(b"UNAVAILABLE"), "{got:?}");
+    }
+    assert_eq!(
+        n.engine().entry(other.as_bytes()),
+        None,
+        "refused, not stored"
+    );
+}
+
+#[test]
+fn membership_ops_need_a_proof() {
+    let mut n = StorageNode::new(cfg());
+    let c = ConnId::new(7, 1);
+    let out = step(
+        &mut n,
+        0,
+        Input::Frame {
+            conn: c,
+            frame: Frame::new(op::HEARTBEAT, 0, 0, "1"),
+        },
+    );
+    assert_eq!(out.len(), 1, "BADOP keeps the connection open");
+    assert!(sent(&out)[0].2.starts_with(b"BADOP"));
+    let out = step(
+        &mut n,
+        0,
+        Input::Frame {
+            conn: c,
+            frame: Frame::new(op::NODE_JOIN, 0, 0, "nope 1:2 3"),
+        },
+    );
+    assert!(sent(&out)[0].2.starts_with(b"AUTH"));
+    assert!(matches!(out[1], Output::Close { conn } if conn == c));
+    let out = step(
+        &mut n,
+        0,
+        Input::Frame {
+            conn: c,
+            frame: Frame::new(op::NODE_JOIN, 0, 0, "gtstore 1:2 3"),
+        },
+    );
+    assert_eq!(sent(&out), vec![(c, op::OK, vec![])]);
+}
+
+#[test]
+fn a_request_routed_by_an_old_ring_gets_stale() {
+    let (mut n, link) = with_manager();
+    // Node 3 owns everything up to hash 2^63, node 4 the rest.
+    let ring = format!(
+        "3\nepoch 7\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n",
+        1u64 << 63,
+        u64::MAX
+    );
+    step(
+        &mut n,
+        2,
+        Input::Frame {
+            conn: link,
+            frame: Frame::new(op::JOINED, 0, 0, ring),
+        },
+    );
+    let (mine, theirs) = {
+        let mut mine = None;
+        let mut theirs = None;
+        for i in 0..100u32 {
+            let k = format!("k{i}");
+            if hash64(k.as_bytes()) <= 1u64 << 63 {
+                mine.get_or_insert(k);
+            } else {
+                theirs.get_or_insert(k);
+            }
+        }
+        (mine.unwrap(), theirs.unwrap())
+    };
+    let client = ConnId::new(5, 1);
+    let ask = |n: &mut StorageNode, key: &str, node_id: u32| {
+        let f = Frame::new(op::GET, 9, node_id, key.to_string());
+        step(
+            n,
+            3,
+            Input::Frame {
+                conn: client,
+                frame: f,
+            },
+        )
+    };
+    // Routed here for a key node 4 serves: STALE with our epoch.
+    assert_eq!(
+        sent(&ask(&mut n, &theirs, 3)),
+        vec![(client, op::STALE, b"7".to_vec())]
+    );
+    // Routed here for our own key: served.
+    assert_eq!(
+        sent(&ask(&mut n, &mine, 3)),
+        vec![(client, op::NOT_FOUND, vec![])]
+    );
+    // Not routed (NODEID 0) or routed elsewhere: forwarded, no STALE.
+    for node_id in [0, 4] {
+        let out = ask(&mut n, &theirs, node_id);
+        assert!(sent(&out).iter().all(|s| s.1 != op::STALE), "{out:?}");
+    }
+}
+
+/// Ring text for nodes 1-3 (N = 3, R = W = 2) with node `id`'s state set.
+fn three(epoch: u64, states: [&str; 3]) -> String {
+    let mut text = format!("epoch {epoch}\nreplicas 3 2 2\n");
+    for (i, state) in states.iter().enumerate() {
+        let token = (i as u64 + 1) << 60;
+        text.push_str(&format!(
+            "node {} 127.0.0.1:700{} {state} {token}\n",
+            i + 1,
+            i + 1
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
+    let (mut n, manager) = with_manager();
+    let peer = ConnId::new(2, 1);
+    let frame = |op, text: String| Input::Frame {
+        conn: manager,
+        frame: Frame::new(op, 0, 0, text),
+    };
+    // A fresh process whose first ring lists it serving: it may lack anything.
+    let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
+    step(&mut n, 2, frame(op::JOINED, joined));
+    let round = n
+        .repair
+        .catch_up
+        .as_ref()
+        .map(|c| c.round)
+        .expect("catching up");
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+    // Node 2 proves membership, then asks for a quorum read: refused.
+    let hello = format!("{} 127.0.0.1:7002 8", crate::DEFAULT_SECRET);
+    let from_peer = |op, payload: String| Input::Frame {
+        conn: peer,
+        frame: Frame::new(op, 7, 1, payload),
+    };
+    step(&mut n, 3, from_peer(op::NODE_JOIN, hello));
+    let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
+    let out = read(&mut n, 4);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, op::ERR);
+    assert!(
+        refused_for(&Frame::new(op::ERR, 0, 0, out[0].2.clone()), CATCHING_UP),
+        "{out:?}"
+    );
+    // Its heartbeat says so.
+    let beat = sent(&step(
+        &mut n,
+        500,
+        Input::Timer {
+            id: TIMER_HEARTBEAT,
+        },
+    ));
+    assert_eq!(
+        beat,
+        vec![(manager, op::HEARTBEAT, b"0 catching-up".to_vec())]
+    );
+    // A SYNC_DONE of another round counts for nothing; node 2's does.
+    step(
+        &mut n,
+        5,
+        from_peer(op::SYNC_DONE, format!("2 {}", round + 1)),
+    );
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
+    step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}")));
+    assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [3].into());
+    // Node 3 goes down: nobody is left to wait for. It is asked once back.
+    step(
+        &mut n,
+        7,
+        frame(op::RING_UPDATE, three(4, ["up", "up", "down"])),
+    );
+    assert!(n.repair.catch_up.is_none());
+    assert!(n.repair.unheard.contains(&3));
+    assert_eq!(read(&mut n, 8)[0].1, op::NOT_FOUND);
+    step(
+        &mut n,
+        9,
+        frame(op::RING_UPDATE, three(5, ["up", "up", "up"])),
+    );
+    assert!(n.repair.unheard.is_empty());
+    assert!(
+        n.repair.catch_up.is_none(),
+        "a peer coming back is no reason to catch up"
+    );
+    // A ring marks this node down, then up: it catches up again.
+    step(
+        &mut n,
+        10,
+        frame(op::RING_UPDATE, three(6, ["down", "up", "up"])),
+    );
+    assert!(n.repair.catch_up.is_none(), "it waits until it is back");
+    step(
+        &mut n,
+        11,
+        frame(op::RING_UPDATE, three(7, ["up", "up", "up"])),
+    );
+    assert!(n
+        .repair
+        .catch_up
+        .as_ref()
+        .is_some_and(|c| c.known.is_none()));
+    assert_eq!(read(&mut n, 12)[0].1, op::ERR);
+}
+
+#[test]
+fn a_node_given_new_ranges_is_behind_on_those_only() {
+    let (mut n, manager) = with_manager();
+    // Four nodes, N = 2: node 1 holds its own range and node 4's.
+    let ring = |epoch, with_3: bool| {
+        let mut text = format!("epoch {epoch}\nreplicas 2 1 2\n");
+        for id in [1u64, 2, 3, 4].into_iter().filter(|&i| with_3 || i != 3) {
+            text.push_str(&format!("node {id} 127.0.0.1:700{id} up {}\n", id << 60));
+        }
+        text
+    };
+    let frame = |op, text: String| Input::Frame {
+        conn: manager,
+        frame: Frame::new(op, 0, 0, text),
+    };
+    step(
+        &mut n,
+        2,
+        frame(op::JOINED, format!("1\n{}", ring(3, true))),
+    );
+    // The restart's catch-up is not what this test is about.
+    n.repair.catch_up = None;
+    // Node 3 is dropped: node 1 is now on node 3's range too (hashes in
+    // (2^61, 3 * 2^60]), and behind there only.
+    step(&mut n, 3, frame(op::RING_UPDATE, ring(4, false)));
+    assert!(n
+        .repair
+        .catch_up
+        .as_ref()
+        .is_some_and(|c| c.known.is_some()));
+    assert!(n.behind(3 << 60));
+    assert!(
+        !n.behind(1 << 60),
+        "it was a replica of its own range before"
+    );
+    assert!(!n.behind(4 << 60), "and of node 4's");
+}
+
+#[test]
+fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
+    let mut n = StorageNode::new(cfg());
+    step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+    let refused = Frame::new(
+        op::ERR,
+        0,
+        0,
+        "UNAVAILABLE the manager is recovering the membership; retry",
+    );
+    let mut at = 0;
+    for (i, delay) in [200, 400, 800, 1_600, 2_000, 2_000].into_iter().enumerate() {
+        let link = ConnId::new(1, i as u32 + 1);
+        let out = step(
+            &mut n,
+            at,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        assert_eq!(sent(&out)[0].1, op::NODE_JOIN);
+        let out = step(
+            &mut n,
+            at + 1,
+            Input::Frame {
+                conn: link,
+                frame: refused.clone(),
+            },
+        );
+        // The link is dropped and a retry is due later each time, never an exit.
+        assert!(
+            matches!(out[0], Output::Close { conn } if conn == link),
+            "{out:?}"
+        );
+        let retry = at + 1 + delay;
+        assert!(
+            matches!(out[1], Output::Timer { at, id: TIMER_MANAGER } if at == retry),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|o| matches!(o, Output::Stop)));
+        assert!(step(&mut n, retry - 1, Input::Timer { id: TIMER_MANAGER }).is_empty());
+        // The closed link reporting in late changes nothing.
+        assert!(step(&mut n, retry - 1, Input::Closed { conn: link }).is_empty());
+        let out = step(&mut n, retry, Input::Timer { id: TIMER_MANAGER });
+        assert!(
+            matches!(
+                out[0],
+                Output::Connect {
+                    tag: TAG_MANAGER,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        at = retry + 1;
+    }
+    // Once registered, the count starts again.
+    let link = ConnId::new(1, 99);
+    step(
+        &mut n,
+        at,
+        Input::Connected {
+            conn: link,
+            tag: TAG_MANAGER,
+        },
+    );
+    let joined = Frame::new(
+        op::JOINED,
+        0,
+        0,
+        "1\nepoch 1\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 5\n",
+    );
+    step(
+        &mut n,
+        at,
+        Input::Frame {
+            conn: link,
+            frame: joined,
+        },
+    );
+    assert_eq!(n.node_id(), 1);
+    assert_eq!(n.membership.join_refusals, 0);
+}
+
+#[test]
+fn a_leaving_node_asks_again_after_a_reconnect_and_gives_up_on_a_lost_manager() {
+    let mut n = StorageNode::new(cfg());
+    step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+    let ring = "1\nepoch 1\nreplicas 3 2 2\nnode 1 127.0.0.1:7001 up 5\n";
+    let register = |n: &mut StorageNode, now: Millis, link: ConnId| {
+        step(
+            n,
+            now,
+            Input::Connected {
+                conn: link,
+                tag: TAG_MANAGER,
+            },
+        );
+        let joined = Frame::new(op::JOINED, 0, 0, ring);
+        step(
+            n,
+            now,
+            Input::Frame {
+                conn: link,
+                frame: joined,
+            },
+        )
+    };
+    let link = ConnId::new(1, 1);
+    register(&mut n, 1, link);
+    let out = step(&mut n, 10, Input::Signal(Signal::Terminate));
+    assert_eq!(sent(&out), vec![(link, op::LEAVE, vec![])]);
+    // The link breaks before the answer, and comes back within the grace:
+    // the node registers again and asks again; the old timer does nothing.
+    step(&mut n, 20, Input::Closed { conn: link });
+    let link = ConnId::new(1, 2);
+    let out = register(&mut n, 500, link);
+    assert!(sent(&out).contains(&(link, op::LEAVE, vec![])), "{out:?}");
+    let ok = Frame::new(op::OK, 0, 0, Bytes::new());
+    step(
+        &mut n,
+        501,
+        Input::Frame {
+            conn: link,
+            frame: ok,
+        },
+    );
+    assert!(step(
+        &mut n,
+        20 + LEAVE_ORPHAN_MS,
+        Input::Timer { id: TIMER_ORPHAN }
+    )
+    .is_empty());
+    // Lost again, for good this time: the node exits after the grace.
+    let lost = 3 * LEAVE_ORPHAN_MS;
+    let out = step(&mut n, lost, Input::Closed { conn: link });
+    let at = lost + LEAVE_ORPHAN_MS;
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Timer { at: t, id: TIMER_ORPHAN } if *t == at)));
+    assert!(step(&mut n, at - 1, Input::Timer { id: TIMER_ORPHAN }).is_empty());
+    let out = step(&mut n, at, Input::Timer { id: TIMER_ORPHAN });
+    assert!(matches!(out[..], [Output::Stop]), "{out:?}");
+}
+
+/// Test-only counting of the allocations big enough to hold a value: each is a
+/// copy of a value (or of a buffer holding one) made while serving a request.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Allocations of at least this many bytes are counted (0: none).
+        static MIN: Cell<usize> = const { Cell::new(0) };
+        static BIG: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let min = MIN.try_with(Cell::get).unwrap_or(0);
+        if min > 0 && size >= min {
+            let _ = BIG.try_with(|b| b.set(b.get() + 1));
+        }
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is passed to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    /// Runs `f`, returning what it returned, the allocations of at least `min`
+    /// bytes it made and the keys it hashed.
+    pub fn count<T>(min: usize, f: impl FnOnce() -> T) -> (T, u64, u64) {
+        let hashes = crate::ring::HASHES.with(Cell::get);
+        BIG.with(|b| b.set(0));
+        MIN.with(|m| m.set(min));
+        let r = f();
+        MIN.with(|m| m.set(0));
+        let hashed = crate::ring::HASHES.with(Cell::get) - hashes;
+        (r, BIG.with(Cell::get), hashed)
+    }
+}
+
+/// Node 1 of a three-node ring (N = 3, R = W = 2), registered, caught up and
+/// with its mesh links to nodes 2 and 3 up (returned), and a key it leads.
+fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
+    let (mut n, manager) = with_manager();
+    let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
+    let input = Input::Frame {
+        conn: manager,
+        frame: Frame::new(op::JOINED, 0, 0, joined),
+    };
+    step(&mut n, 2, input);
+    n.end_catch_up();
+    let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
+    for (i, &conn) in links.iter().enumerate() {
+        let tag = super::super::mesh::PEER_TAG + 2 + i as u64;
+        step(&mut n, 3, Input::Connected { conn, tag });
+    }
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| n.serving_pref.get(hash64(k.as_bytes())).first() == Some(&1))
+        .expect("a key node 1 leads");
+    (n, links, key)
+}
+
+/// The frames `out` sends on `conn`, with their tags.
+fn sent_on(out: &[Output], conn: ConnId) -> Vec<Frame> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, frame } if *c == conn => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_that_acknowledges_after_the_quorum_is_not_hinted() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    assert_eq!(asks.len(), 2, "{out:?}");
+    assert!(asks.iter().all(|f| f.op == op::REPLICATE));
+    // Node 2 acknowledges: W = 2 is reached and the client is answered.
+    let ok = |tag| Frame::new(op::OK, tag, 2, Bytes::new());
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ok(asks[0].client_id),
+        },
+    );
+    assert_eq!(sent_on(&out, client).len(), 1, "{out:?}");
+    assert_eq!(sent_on(&out, client)[0].op, op::OK);
+    // Node 3's acknowledgement comes later: taken harmlessly, and it is not
+    // sent the key again.
+    let out = step(
+        &mut n,
+        12,
+        Input::Frame {
+            conn: links[1],
+            frame: ok(asks[1].client_id),
+        },
+    );
+    assert!(sent(&out).is_empty(), "{out:?}");
+    for now in [100, 200, 300] {
+        let out = step(&mut n, now, Input::Timer { id: TIMER_TICK });
+        assert!(sent_on(&out, links[1]).is_empty(), "pushed again: {out:?}");
+    }
+}
+
+/// Keys hashed and values copied per replicated PUT and GET (N = 3, R = W = 2),
+/// at the lead replica and at a replica; run with `--nocapture` to see them.
+#[test]
+fn hot_path_counts() {
+    const VALUE: usize = 10_000;
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let mut payload = format!("{} {key}", key.len()).into_bytes();
+    payload.extend(std::iter::repeat_n(b'v', VALUE));
+    let put = Frame::new(op::PUT, 9, 0, payload);
+    let (out, copies, hashes) = counting::count(VALUE, || {
+        step(
+            &mut n,
+            10,
+            Input::Frame {
+                conn: client,
+                frame: put,
+            },
+        )
+    });
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    let (_, copies2, hashes2) = counting::count(VALUE, || {
+        let ok = Frame::new(op::OK, asks[0].client_id, 2, Bytes::new());
+        step(
+            &mut n,
+            11,
+            Input::Frame {
+                conn: links[0],
+                frame: ok,
+            },
+        )
+    });
+    let (_, copies3, hashes3) = counting::count(VALUE, || {
+        let ok = Frame::new(op::OK, asks[1].client_id, 3, Bytes::new());
+        step(
+            &mut n,
+            12,
+            Input::Frame {
+                conn: links[1],
+                frame: ok,
+            },
+        )
+    });
+    // The next ticks: nothing is pushed to the replica that acknowledged late.
+    let (ticks, copies4, hashes4) = counting::count(VALUE, || {
+        (100..=300)
+            .step_by(100)
+            .flat_map(|now| step(&mut n, now, Input::Timer { id: TIMER_TICK }))
+            .collect::<Vec<_>>()
+    });
+    let pushes = links
+        .iter()
+        .map(|&l| sent_on(&ticks, l).len())
+        .sum::<usize>();
+    eprintln!(
+        "PUT at the lead: request {hashes} hashes {copies} copies; first ack {hashes2} / \
+         {copies2}; late ack {hashes3} / {copies3}; next 3 ticks {hashes4} / {copies4}, \
+         {pushes} pushes"
+    );
+    assert_eq!((hashes, hashes2, hashes3, pushes), (1, 0, 0, 0));
+    assert_eq!(copies, 2, "the stored entry and the REPLICATE payload");
+    // A replica's side: the REPLICATE the lead sent, served by another node.
+    let (mut r, _, _) = lead_of_three();
+    let peer = member(&mut r, 40);
+    let repl = asks[0].clone();
+    let (_, copies, hashes) = counting::count(VALUE, || {
+        step(
+            &mut r,
+            13,
+            Input::Frame {
+                conn: peer,
+                frame: repl,
+            },
+        )
+    });
+    eprintln!("REPLICATE at a replica: {hashes} hashes {copies} copies");
+    assert_eq!((hashes, copies), (1, 1), "one hash, the stored copy");
+    // GET at the lead.
+    let get = Frame::new(op::GET, 10, 0, key.clone());
+    let (out, copies, hashes) = counting::count(VALUE, || {
+        step(
+            &mut n,
+            20,
+            Input::Frame {
+                conn: client,
+                frame: get,
+            },
+        )
+    });
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    assert_eq!(asks.len(), 2, "{out:?}");
+    let read = asks[0].clone();
+    let (reply, copies_r, hashes_r) = counting::count(VALUE, || {
+        step(
+            &mut r,
+            21,
+            Input::Frame {
+                conn: peer,
+                frame: read,
+            },
+        )
+    });
+    let reply = sent(&reply);
+    let answer = Frame::new(reply[0].1, asks[0].client_id, 2, reply[0].2.clone());
+    let (out, copies2, hashes2) = counting::count(VALUE, || {
+        step(
+            &mut n,
+            22,
+            Input::Frame {
+                conn: links[0],
+                frame: answer,
+            },
+        )
+    });
+    assert_eq!(sent_on(&out, client)[0].op, op::VALUE, "{out:?}");
+    eprintln!(
+        "GET at the lead: request {hashes} hashes {copies} copies; answer {hashes2} / {copies2}; \
+         REPL_READ at a replica {hashes_r} / {copies_r}"
+    );
+    assert_eq!((hashes, hashes2, hashes_r, copies_r), (1, 0, 1, 1));
+}
+
+#[test]
+fn a_refused_secret_stops_the_node_for_good_and_other_refusals_back_off() {
+    let (mut n, link) = with_manager();
+    let refusal = |text: &str| Input::Frame {
+        conn: link,
+        frame: Frame::new(op::ERR, 0, 0, text.to_string()),
+    };
+    // A refusal that may pass (here BADOP) is retried later, like UNAVAILABLE.
+    let out = step(&mut n, 2, refusal("BADOP NODE_JOIN needs HOST:PORT"));
+    assert!(
+        matches!(out[0], Output::Close { conn } if conn == link),
+        "{out:?}"
+    );
+    assert!(
+        matches!(
+            out[1],
+            Output::Timer {
+                at: 202,
+                id: TIMER_MANAGER
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(n.failure().is_none());
+    // The link closes before the manager answers: that backs off further.
+    let link2 = ConnId::new(1, 2);
+    step(&mut n, 202, Input::Timer { id: TIMER_MANAGER });
+    let up = |conn| Input::Connected {
+        conn,
+        tag: TAG_MANAGER,
+    };
+    step(&mut n, 203, up(link2));
+    let out = step(&mut n, 204, Input::Closed { conn: link2 });
+    assert!(
+        matches!(
+            out[0],
+            Output::Timer {
+                at: 604,
+                id: TIMER_MANAGER
+            }
+        ),
+        "{out:?}"
+    );
+    // A wrong secret is final: the node stops and says why.
+    let link3 = ConnId::new(1, 3);
+    step(&mut n, 604, Input::Timer { id: TIMER_MANAGER });
+    step(&mut n, 605, up(link3));
+    let wrong = Input::Frame {
+        conn: link3,
+        frame: Frame::new(op::ERR, 0, 0, "AUTH wrong cluster secret"),
+    };
+    let out = step(&mut n, 606, wrong);
+    assert!(out.iter().any(|o| matches!(o, Output::Stop)), "{out:?}");
+    assert!(n.failure().is_some_and(|why| why.contains("--secret")));
+    // And never reconnects.
+    let out = step(&mut n, 607, Input::Closed { conn: link3 });
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Timer { .. } | Output::Connect { .. })));
+}
