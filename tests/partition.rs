@@ -30,9 +30,11 @@ use gtstore::client::manager_call;
 use gtstore::protocol::op;
 use gtstore::sim::linearizability::{self, Limits, Verdict};
 use gtstore::sim::{Outcome, Record, Request};
-use netns::workload::{self, client_loop, ClientLog, Progress, COUNTERS, REGISTERS};
+use netns::workload::{
+    self, client_loop, drop_unavailable_writes, tally, ClientLog, Progress, COUNTERS, REGISTERS,
+    SUCCESS,
+};
 use netns::Net;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -355,57 +357,6 @@ impl Setup {
             }
         })
     }
-}
-
-/// Leaves out of `history` every write answered `ERR UNAVAILABLE` (applied
-/// nowhere, if that code is honest), and returns, for the failure message, the
-/// PUTs among them whose value a reply showed anyway.
-fn drop_unavailable_writes(history: Vec<Record>) -> (Vec<Record>, Vec<String>) {
-    let unavailable =
-        |r: &Record| matches!(&r.outcome, Outcome::Err(e) if e.starts_with("UNAVAILABLE"));
-    let seen: std::collections::HashSet<_> = history
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            Outcome::Value(v) => Some((r.key.clone(), v.clone())),
-            _ => None,
-        })
-        .collect();
-    let applied = history
-        .iter()
-        .filter(|r| unavailable(r))
-        .filter_map(|r| match &r.request {
-            Request::Put(v) if seen.contains(&(r.key.clone(), v.clone())) => Some(format!(
-                "c{} [{} ..] PUT {} {} -> {}",
-                r.client,
-                r.invoked.0,
-                String::from_utf8_lossy(&r.key),
-                String::from_utf8_lossy(v),
-                r.outcome
-            )),
-            _ => None,
-        })
-        .collect();
-    let kept = history
-        .into_iter()
-        .filter(|r| !(r.request.is_write() && unavailable(r)))
-        .collect();
-    (kept, applied)
-}
-
-/// Outcomes (as the history shows them) that are replies of a working store.
-const SUCCESS: [&str; 4] = ["OK", "VALUE", "NOT_FOUND", "CONFLICT"];
-
-/// Counts outcomes by kind: `OK`, `VALUE`, `ERR CODE`, `NO_REPLY`, ...
-fn tally<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeMap<String, usize> {
-    let mut t = BTreeMap::new();
-    for r in records {
-        let kind = match &r.outcome {
-            Outcome::Value(_) => "VALUE".to_string(),
-            o => o.to_string(),
-        };
-        *t.entry(kind).or_insert(0) += 1;
-    }
-    t
 }
 
 /// GETs `batch` pipelined through `addr`: per key, `Some(what came back)` for a

@@ -17,12 +17,16 @@
 //! could not be opened is `NotSent`, and the checker leaves it out; it takes a
 //! `NoReply` write, and one answered with any `ERR` but `NOTINT`, as a write
 //! that may or may not have happened. [`prune_unobserved`] removes those of
-//! them that cannot change the verdict before the check.
+//! them that cannot change the verdict before the check;
+//! [`drop_unavailable_writes`] removes the writes answered `ERR UNAVAILABLE`,
+//! for a check that takes that code as "applied nowhere"; [`tally`] counts
+//! outcomes for the reports.
 
 use bytes::Bytes;
 use gtstore::client::Connection;
 use gtstore::protocol::op;
 use gtstore::sim::{Outcome, Record, Request};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -249,7 +253,6 @@ fn shows_present(r: &Record) -> bool {
 ///   order with it is an order without it, and "never" is always allowed;
 /// - a CREATE: on a present key it changes nothing.
 pub fn prune_unobserved(history: Vec<Record>) -> (Vec<Record>, usize) {
-    use std::collections::{BTreeMap, HashSet};
     // Per key: the earliest completion of an op that showed it present, and every
     // value a reply showed.
     let mut present_at: BTreeMap<Bytes, u64> = BTreeMap::new();
@@ -278,4 +281,55 @@ pub fn prune_unobserved(history: Vec<Record>) -> (Vec<Record>, usize) {
         .collect();
     let pruned = before - kept.len();
     (kept, pruned)
+}
+
+/// Leaves out of `history` every write answered `ERR UNAVAILABLE` (applied
+/// nowhere, if that code is honest), and returns, for the failure message, the
+/// PUTs among them whose value a reply showed anyway.
+pub fn drop_unavailable_writes(history: Vec<Record>) -> (Vec<Record>, Vec<String>) {
+    let unavailable =
+        |r: &Record| matches!(&r.outcome, Outcome::Err(e) if e.starts_with("UNAVAILABLE"));
+    let seen: HashSet<_> = history
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Value(v) => Some((r.key.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let applied = history
+        .iter()
+        .filter(|r| unavailable(r))
+        .filter_map(|r| match &r.request {
+            Request::Put(v) if seen.contains(&(r.key.clone(), v.clone())) => Some(format!(
+                "c{} [{} ..] PUT {} {} -> {}",
+                r.client,
+                r.invoked.0,
+                String::from_utf8_lossy(&r.key),
+                String::from_utf8_lossy(v),
+                r.outcome
+            )),
+            _ => None,
+        })
+        .collect();
+    let kept = history
+        .into_iter()
+        .filter(|r| !(r.request.is_write() && unavailable(r)))
+        .collect();
+    (kept, applied)
+}
+
+/// Outcomes (as the history shows them) that are replies of a working store.
+pub const SUCCESS: [&str; 4] = ["OK", "VALUE", "NOT_FOUND", "CONFLICT"];
+
+/// Counts outcomes by kind: `OK`, `VALUE`, `ERR CODE`, `NO_REPLY`, ...
+pub fn tally<'a>(records: impl Iterator<Item = &'a Record>) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for r in records {
+        let kind = match &r.outcome {
+            Outcome::Value(_) => "VALUE".to_string(),
+            o => o.to_string(),
+        };
+        *t.entry(kind).or_insert(0) += 1;
+    }
+    t
 }
