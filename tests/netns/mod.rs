@@ -179,9 +179,16 @@ impl Net {
             down: BTreeSet::new(),
         };
         let b = net.bridge.clone();
+        // Everything a host needs, tried once here, so a kernel without veth or
+        // bridges skips instead of failing half-way.
+        let veth = [
+            "-n", &b, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
+        ];
         let made = ip(&["netns", "add", &b])
             .and_then(|()| ip(&["-n", &b, "link", "add", "br0", "type", "bridge"]))
-            .and_then(|()| ip(&["-n", &b, "link", "set", "br0", "up"]));
+            .and_then(|()| ip(&["-n", &b, "link", "set", "br0", "up"]))
+            .and_then(|()| ip(&veth))
+            .and_then(|()| ip(&["-n", &b, "link", "del", "probe0"]));
         match made {
             Ok(()) => Some(net),
             Err(e) => {
