@@ -44,6 +44,10 @@ use std::time::{Duration, Instant};
 /// default is refused.
 const SECRET: &str = "partition-suite-secret";
 
+/// Search steps the checker may take per key (5x its default: a partition
+/// leaves many writes pending, and a history it cannot finish fails the test).
+const CHECK_STEPS: u64 = 10_000_000;
+
 /// Storage nodes per cluster.
 const NODES: usize = 5;
 
@@ -273,7 +277,7 @@ impl Setup {
         let (history, pruned) = workload::prune_unobserved(history);
         let ops = history.len();
         let checking = Instant::now();
-        match linearizability::check(&history, Limits::default()) {
+        match linearizability::check(&history, Limits { steps: CHECK_STEPS }) {
             Verdict::Linearizable => {}
             Verdict::Violation { key, history } => panic!(
                 "history of {} is not linearizable (clients c0..c{CLIENTS}, c{CLIENTS} the final \
