@@ -16,9 +16,9 @@
 //! reads back through quorum reads, and that clients made progress before the
 //! cut and after the heal (so a test cannot pass by doing nothing).
 //!
-//! Two tests state what the node does not do yet and are ignored until it does:
-//! a node that cannot reach the manager must not acknowledge writes it cannot
-//! place, and `ERR UNAVAILABLE` must mean the write was applied nowhere.
+//! Two tests hold the node to its promises at the edges: a node that cannot
+//! reach the manager must not acknowledge writes it cannot place, and `ERR
+//! UNAVAILABLE` must mean the write was applied nowhere.
 //!
 //! Needs root (network namespaces) and iproute2; elsewhere every test prints a
 //! `SKIP` notice and passes. Run it alone with `cargo test --test partition`.
@@ -535,8 +535,6 @@ const CHANGING: [Phase; 4] = [
 /// [`partitions_change_under_load`], with every write so answered left out of
 /// the history (it did not happen), is still linearizable.
 #[test]
-#[ignore = "issue 13: a write answered ERR UNAVAILABLE may have been applied by some \
-            replica, and later reads return it"]
 fn unavailable_means_applied_nowhere() {
     scenario_with("unavailable_means_applied_nowhere", &CHANGING, true);
 }
@@ -546,8 +544,6 @@ fn unavailable_means_applied_nowhere() {
 /// cannot place with the cluster's N and W: once the cut heals and it joins,
 /// every write it acknowledged reads back through quorum reads.
 #[test]
-#[ignore = "issue 13: a node with no id and no ring yet serves PUT as a lone N=1 store; \
-            its acknowledged writes stay on it alone or are dropped once it joins"]
 fn node_started_cut_off_from_the_manager() {
     let Some(mut s) = Setup::new("node_started_cut_off_from_the_manager") else {
         return;
