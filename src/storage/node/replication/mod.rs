@@ -149,7 +149,7 @@ impl StorageNode {
             };
             if 1 + others.len() < p.write_need {
                 // Refused before anything is stored: applied nowhere.
-                return self.too_few_reachable(p, out);
+                return self.refuse_write(p, out);
             }
             let wall = self.cfg.clock_base_ms + now;
             let version = self
@@ -275,14 +275,7 @@ impl StorageNode {
         // Replicas this write cannot reach now get it later (hinted handoff),
         // and so do the nodes a pending move adds to the key's list: they count
         // as holding it once the ring flips.
-        let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
-        let mut listed = serving.to_vec();
-        listed.extend(settled.iter().filter(|id| !serving.contains(id)));
-        for peer in listed {
-            if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
-                self.repair.resync.hint(peer, &p.key);
-            }
-        }
+        self.hint_unreachable(&p.key, p.hash, &failed);
         if done {
             let result = p.take_result();
             return self.finish(p, result.ok_or_else(Self::no_result), out);
@@ -297,6 +290,28 @@ impl StorageNode {
     /// a write round always carries one).
     fn no_result() -> Error {
         Error::new(ErrorCode::Internal, "the write round lost its reply")
+    }
+
+    /// Hints `key` (ring hash `hash`) to every node on its serving or settled
+    /// list that is unreachable now or in `failed`: each gets this node's
+    /// current entry of the key once it is back.
+    fn hint_unreachable(&mut self, key: &Bytes, hash: u64, failed: &[u32]) {
+        let (serving, settled) = (self.serving_pref.get(hash), self.settled_pref.get(hash));
+        let mut listed = serving.to_vec();
+        listed.extend(settled.iter().filter(|id| !serving.contains(id)));
+        for peer in listed {
+            if peer != self.node_id && (!self.reachable(peer) || failed.contains(&peer)) {
+                self.repair.resync.hint(peer, key);
+            }
+        }
+    }
+
+    /// Refuses a write before anything of it is stored: too few of its key's
+    /// replicas are reachable for W. The unreachable ones are still hinted the
+    /// key, so they get this node's current entry once they are back.
+    fn refuse_write(&mut self, p: Pending, out: &mut Vec<Output>) {
+        self.hint_unreachable(&p.key, p.hash, &[]);
+        self.too_few_reachable(p, out);
     }
 
     /// Fails request `p` at once: too few of its replicas are reachable for a
@@ -436,7 +451,7 @@ impl StorageNode {
         if 1 + targets.len() < p.write_need {
             // Refused before anything is stored: applied nowhere (unless an
             // earlier attempt's write was: see `finish`).
-            return self.too_few_reachable(p, out);
+            return self.refuse_write(p, out);
         }
         let wall = self.cfg.clock_base_ms + now;
         let next = self.hlc.next(wall, base);
