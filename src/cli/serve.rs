@@ -306,6 +306,7 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     cfg.secret = cluster_secret;
     cfg.tokens = args.tokens;
     cfg.tombstone_grace_ms = args.tombstone_grace;
+    cfg.nonce_key = crate::protocol::auth::os_random()?;
     // Versions follow the wall clock; the reactor's clock starts about now.
     cfg.clock_base_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

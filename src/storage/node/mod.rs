@@ -56,6 +56,7 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod handshake;
 mod http;
 mod local;
 mod membership;
@@ -208,12 +209,17 @@ pub struct NodeConfig {
     /// A tombstone older than this (by its version's clock) is collected once
     /// every replica of its key holds it, in ms.
     pub tombstone_grace_ms: Millis,
+    /// Key of the nonces of this node's member handshakes: random in a process
+    /// (the binary fills it from the OS); by default derived from `advertise`, so
+    /// tests and the simulator stay deterministic.
+    pub nonce_key: [u8; 32],
 }
 
 impl NodeConfig {
     /// Defaults for a node advertising `advertise` and registering with `manager`.
     pub fn new(advertise: String, manager: SocketAddr) -> NodeConfig {
         NodeConfig {
+            nonce_key: test_nonce_key(&advertise),
             advertise,
             manager,
             secret: crate::DEFAULT_SECRET.to_string(),
@@ -227,6 +233,15 @@ impl NodeConfig {
             tombstone_grace_ms: 60_000,
         }
     }
+}
+
+/// A fixed nonce key made from `advertise` (distinct per node, not secret).
+fn test_nonce_key(advertise: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, b) in advertise.bytes().enumerate() {
+        key[i % 32] ^= b;
+    }
+    key
 }
 
 /// A storage node's whole state.
@@ -265,6 +280,8 @@ pub struct StorageNode {
     /// The connections this node serves: which are proven members, each client's
     /// reply order, and which are held (not read) for their reply backlog.
     conns: Connections,
+    /// The member handshakes in progress (see [`handshake`]).
+    handshakes: handshake::Handshakes,
 }
 
 impl StorageNode {
@@ -277,6 +294,7 @@ impl StorageNode {
             repair: Repair::new(),
             tombstones: Collector::new(),
             conns: Connections::new(),
+            handshakes: handshake::Handshakes::new(cfg.nonce_key),
             mesh,
             serving: Ring::empty(),
             settled: Ring::empty(),
@@ -450,7 +468,7 @@ impl StorageNode {
             Input::Timer { id } => self.on_timer(now, id, out),
             Input::Connected { conn, tag } if tag == TAG_MANAGER => self.manager_up(conn, out),
             Input::Connected { conn, tag } if mesh::owns_tag(tag) => {
-                let hello = self.hello();
+                let hello = self.member_hello(conn);
                 self.mesh.connected(tag, conn, hello, out);
             }
             Input::Connected { conn, .. } => out.push(Output::Close { conn }),
@@ -531,6 +549,14 @@ impl StorageNode {
     fn on_frame(&mut self, now: Millis, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
         if self.membership.manager.conn() == Some(conn) {
             self.on_manager_frame(now, frame, out);
+        } else if self.mesh.is_link(conn) && frame.op == op::MEMBER_CHALLENGE {
+            match self.answer_challenge(conn, &frame, None) {
+                Ok(join) => self.mesh.proven(conn, join, out),
+                Err(why) => {
+                    log::error!("closing a peer link: the peer sent {why}");
+                    out.push(Output::Close { conn });
+                }
+            }
         } else if self.mesh.is_link(conn) {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
@@ -544,6 +570,7 @@ impl StorageNode {
     }
 
     fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        self.forget_handshake(conn);
         self.conns.members.remove(&conn);
         self.conns.order.closed(conn);
         self.conns.held.remove(&conn);
