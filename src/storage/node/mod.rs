@@ -6,8 +6,8 @@
 //! and each part owns its fields and lives in its own file:
 //!
 //! - `membership` (`Membership`): the link to the manager. Connects with
-//!   doubling backoff, registers with `NODE_JOIN` (`SECRET SP HOST:PORT SP
-//!   TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   doubling backoff, registers after the member handshake (`handshake`) with
+//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS`), receives its node id and the ring in `JOINED` and every later ring
 //!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
 //!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
 //!   hands its keys over, exits once out of the ring; without a handoff, with a
@@ -23,7 +23,8 @@
 //!   routing by an older ring. Replies leave each client connection in request
 //!   order (see `routing/order.rs`), and connections with too many replies held
 //!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
-//!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
+//!   that have not proven membership (the member handshake: `MEMBER_HELLO`,
+//!   then a `NODE_JOIN` whose HMAC proves the cluster secret; see `handshake`).
 //! - `local`: serving from this node's own data: key-value ops on keys it serves
 //!   alone, and the cluster messages peers send it (`REPLICATE`, `REPL_READ`,
 //!   `MIGRATE`, ...), which never pass through routing. The only writes to the
@@ -189,7 +190,8 @@ pub struct NodeConfig {
     pub advertise: String,
     /// The manager's address.
     pub manager: SocketAddr,
-    /// Shared secret that proves cluster membership (no spaces).
+    /// Shared secret that proves cluster membership (no spaces); never sent, only
+    /// proven (see `handshake`).
     pub secret: String,
     /// Tokens (virtual nodes) this node asks for.
     pub tokens: u32,
