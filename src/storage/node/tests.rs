@@ -1076,3 +1076,29 @@ fn a_refused_secret_stops_the_node_for_good_and_other_refusals_back_off() {
         .iter()
         .any(|o| matches!(o, Output::Timer { .. } | Output::Connect { .. })));
 }
+
+#[test]
+fn a_peer_that_cannot_prove_the_secret_gets_no_join_and_no_forwards() {
+    let (mut n, manager) = with_manager();
+    let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
+    let input = Input::Frame {
+        conn: manager,
+        frame: Frame::new(op::JOINED, 0, 0, joined),
+    };
+    step(&mut n, 2, input);
+    let conn = ConnId::new(12, 1);
+    let out = step(
+        &mut n,
+        3,
+        Input::Connected {
+            conn,
+            tag: mesh::PEER_TAG + 2,
+        },
+    );
+    let frame = challenge_for(&out, "an-impostor's-guess");
+    let out = step(&mut n, 3, Input::Frame { conn, frame });
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Close { conn: c } if *c == conn)));
+}
