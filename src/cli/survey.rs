@@ -390,6 +390,7 @@ mod tests {
             manager: "m:1".into(),
             node: node.map(str::to_string),
             timeout: Duration::from_secs(1),
+            password: None,
         };
         assert!(given_nodes(&t(None)).is_empty());
         assert_eq!(given_nodes(&t(Some("a:1"))), ["a:1"]);
