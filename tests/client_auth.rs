@@ -241,3 +241,53 @@ fn the_cli_takes_the_password_from_a_file_or_the_environment() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("AUTH"), "{err}");
 }
+
+/// Runs gtstore-load with `args` and the password file; returns its exit status
+/// and report (JSON) or stderr.
+fn load(args: &[&str], password_file: Option<&str>) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--requests", "2000", "--clients", "4", "--pipeline", "4"]);
+    all.extend_from_slice(&[
+        "--keys",
+        "500",
+        "--mix",
+        "get=50,put=50",
+        "--json",
+        "--quiet",
+    ]);
+    if let Some(p) = password_file {
+        all.extend_from_slice(&["--password-file", p]);
+    }
+    let out = run(env!("CARGO_BIN_EXE_gtstore-load"), &all, &[]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report, err)
+}
+
+#[test]
+fn gtstore_load_proves_the_password_on_every_connection() {
+    let pw = SecretFile::new("load", PASSWORD);
+    let wrong = SecretFile::new("load-wrong", "not-it");
+    let c = cluster(&pw);
+    let resp = c.nodes[0].resp_addr();
+    for target in [
+        ["--manager", c.manager.addr.as_str()],
+        ["--resp", resp.as_str()],
+    ] {
+        let (code, r, err) = load(&target, Some(pw.path()));
+        assert_eq!(code, Some(0), "{target:?}: {err}");
+        assert_eq!(r["errors_total"], 0, "{target:?}: {r}");
+        let v = &r["verify"];
+        assert!(v["checked"].as_u64().unwrap() > 0, "{target:?}: {v}");
+        assert_eq!(v["lost"], 0, "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+
+        let (code, _, err) = load(&target, Some(wrong.path()));
+        assert_ne!(
+            code,
+            Some(0),
+            "{target:?}: a wrong password must fail the run"
+        );
+        assert!(err.contains("refused the client password"), "{err}");
+    }
+}
