@@ -291,3 +291,67 @@ fn gtstore_load_proves_the_password_on_every_connection() {
         assert!(err.contains("refused the client password"), "{err}");
     }
 }
+
+/// One HTTP request on a new connection (closed after it); the whole reply.
+fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn the_http_front_needs_the_password_as_a_bearer_token() {
+    let pw = SecretFile::new("http", PASSWORD);
+    let c = Cluster::start_with(
+        1,
+        &["--client-password-file", pw.path(), "--http-port", "0"],
+    );
+    let log_addr = |p: &common::Proc| {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let found = p.log().iter().find_map(|l| {
+                let at = l.find("http listening on ")?;
+                l[at + 18..].split_whitespace().next().map(str::to_string)
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", p.log());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let addr = log_addr(&c.nodes[0]);
+    let set =
+        r#"[{"key":{"encoding":"string","data":"k"},"value":{"encoding":"string","data":"v"}}]"#;
+    let fetch = r#"[{"encoding":"string","data":"k"}]"#;
+    let bearer = format!("Bearer {PASSWORD}");
+    for auth in [None, Some("Bearer wrong"), Some("Basic b3Blbi1zZXNhbWU=")] {
+        for (method, path, body) in [("PUT", "/set", set), ("GET", "/metrics", "")] {
+            let r = http(&addr, method, path, auth, body);
+            assert!(
+                r.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+                "{auth:?}: {r}"
+            );
+            assert!(r.contains("WWW-Authenticate: Bearer"), "{r}");
+        }
+    }
+    let r = http(&addr, "PUT", "/set", Some(&bearer), set);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = http(&addr, "POST", "/fetch", Some(&bearer), fetch);
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains(r#""data":"v""#),
+        "{r}"
+    );
+    let r = http(&addr, "GET", "/metrics", Some(&bearer), "");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}

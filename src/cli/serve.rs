@@ -120,8 +120,9 @@ pub struct StorageArgs {
     pub secret: SecretArgs,
     /// Require clients to prove this password, from the first line of this file
     /// [default: $GTSTORE_CLIENT_PASSWORD]: until they do, native connections may
-    /// only PING and AUTH, RESP ones only AUTH, HELLO and QUIT (`-NOAUTH`). Off by
-    /// default: every client is served. Not with --http-port.
+    /// only PING and AUTH, RESP ones only AUTH, HELLO and QUIT (`-NOAUTH`), and HTTP
+    /// requests need `Authorization: Bearer PASSWORD` (401). Off by default: every
+    /// client is served.
     #[arg(long, value_name = "PATH", conflicts_with = "client_password")]
     pub client_password_file: Option<PathBuf>,
     /// The client password itself. Every user of the machine sees it in `ps`:
@@ -314,11 +315,6 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
             (args.client_password.clone()).or_else(|| secret::from_env(secret::CLIENT_PASSWORD_ENV))
         }
     };
-    if client_password.is_some() && args.http_port.is_some() {
-        return Err("the HTTP front does not check the client password yet: \
-                    leave out --http-port or the client password"
-            .into());
-    }
     let (_, local) = reactor
         .bind(bind)
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;

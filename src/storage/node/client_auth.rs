@@ -10,10 +10,12 @@
 //! the connection closes; any other client op before the proof gets `ERR AUTH` and
 //! the connection stays open.
 //!
+//! The RESP and HTTP fronts check the password themselves: RESP as Redis's
+//! `requirepass` does (see [`super::super::resp`]), HTTP with `Authorization:
+//! Bearer` (see [`super::super::http`]).
+//!
 //! Connections that proved cluster membership (a peer's `NODE_JOIN`) and the
-//! cluster ops 50-99 are not gated here: membership has its own proof. The RESP
-//! front checks the password itself, as Redis's `requirepass` does (see
-//! [`super::super::resp`]).
+//! cluster ops 50-99 are not gated here: membership has its own proof.
 
 use super::*;
 use crate::protocol::auth::{self, AuthRequest, NonceSource, ROLE_CLIENT};
@@ -33,6 +35,9 @@ impl StorageNode {
     pub fn require_client_password(&mut self, password: String, nonce_key: [u8; 32]) {
         if let Some(r) = self.resp.as_mut() {
             r.require_password(Bytes::from(password.clone()));
+        }
+        if let Some(h) = self.http.as_mut() {
+            h.require_password(Bytes::from(password.clone()));
         }
         self.client_auth = Some(Box::new(ClientAuth {
             password,
