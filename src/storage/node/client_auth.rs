@@ -135,3 +135,75 @@ impl ClientAuth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `frame` from `conn`; the frames sent back, and whether `conn` was closed.
+    fn send(n: &mut StorageNode, conn: ConnId, frame: Frame) -> (Vec<Frame>, bool) {
+        let mut out = Vec::new();
+        n.step(0, Input::Frame { conn, frame }, &mut out);
+        let frames = out.iter().filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame.clone()),
+            _ => None,
+        });
+        let closed = out.iter().any(|o| matches!(o, Output::Close { .. }));
+        (frames.collect(), closed)
+    }
+
+    fn node() -> StorageNode {
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let mut n = StorageNode::new(cfg);
+        n.require_client_password("pw".into(), [9; 32]);
+        n
+    }
+
+    /// The AUTH exchange on `conn` with `password`; the last reply and the close.
+    fn prove(n: &mut StorageNode, conn: ConnId, password: &str) -> (Frame, bool) {
+        let (r, _) = send(n, conn, Frame::new(op::AUTH, 1, 0, Bytes::new()));
+        assert_eq!(r[0].op, op::CHALLENGE);
+        let server = auth::from_hex(&r[0].payload).unwrap();
+        let req = AuthRequest::prove(password.as_bytes(), &server, ROLE_CLIENT).unwrap();
+        let (mut r, closed) = send(n, conn, Frame::new(op::AUTH, 2, 0, req.encode()));
+        (r.remove(0), closed)
+    }
+
+    #[test]
+    fn only_ping_and_auth_until_the_password_is_proven() {
+        let mut n = node();
+        let c = ConnId::new(5, 1);
+        let put = || Frame::new(op::PUT, 3, 0, &b"1 kv"[..]);
+        let (r, closed) = send(&mut n, c, put());
+        assert_eq!((r[0].op, r[0].client_id, closed), (op::ERR, 3, false));
+        assert!(r[0].payload.starts_with(b"AUTH "));
+        let (r, _) = send(&mut n, c, Frame::new(op::PING, 4, 0, &b"x"[..]));
+        assert_eq!(r[0].op, op::PONG);
+        let (ok, closed) = prove(&mut n, c, "pw");
+        assert_eq!((ok.op, ok.client_id, closed), (op::OK, 2, false));
+        let (r, _) = send(&mut n, c, put());
+        assert_eq!(r[0].op, op::OK);
+        // Closed and reused: anonymous again.
+        n.step(0, Input::Closed { conn: c }, &mut Vec::new());
+        assert_eq!(send(&mut n, c, put()).0[0].op, op::ERR);
+    }
+
+    #[test]
+    fn a_wrong_replayed_or_foreign_proof_is_refused_and_closes() {
+        let mut n = node();
+        let (r, closed) = prove(&mut n, ConnId::new(5, 1), "nope");
+        assert_eq!((r.op, closed), (op::ERR, true));
+        // A proof with no challenge outstanding (a replay).
+        let c = ConnId::new(6, 1);
+        let req = AuthRequest::prove(b"pw", &[0; auth::NONCE_LEN], ROLE_CLIENT).unwrap();
+        let (r, closed) = send(&mut n, c, Frame::new(op::AUTH, 0, 0, req.encode()));
+        assert_eq!((r[0].op, closed), (op::ERR, true));
+        // The admin role is not taken.
+        let c = ConnId::new(7, 1);
+        let (r, _) = send(&mut n, c, Frame::new(op::AUTH, 1, 0, Bytes::new()));
+        let server = auth::from_hex(&r[0].payload).unwrap();
+        let req = AuthRequest::prove(b"pw", &server, auth::ROLE_ADMIN).unwrap();
+        let (r, closed) = send(&mut n, c, Frame::new(op::AUTH, 0, 0, req.encode()));
+        assert_eq!((r[0].op, closed), (op::ERR, true));
+    }
+}
