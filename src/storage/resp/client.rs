@@ -54,7 +54,7 @@ pub(crate) struct ClientState {
 pub(super) const NOAUTH: &str = "NOAUTH Authentication required.";
 /// What Redis answers HELLO without AUTH before the connection has authenticated.
 const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, \
-     otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the \
+     otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the \
      client and select the RESP protocol version at the same time";
 
 /// Whether Redis would show `v` in a CLIENT LIST line: printable ASCII, no space.
