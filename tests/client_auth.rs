@@ -233,6 +233,22 @@ fn the_cli_takes_the_password_from_a_file_or_the_environment() {
         "{err}"
     );
 
+    // STATUS: the manager's, merged with each node's (asked with the password).
+    let node = c.nodes[0].addr.as_str();
+    for args in [&["--manager", m][..], &["--node", node]] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--password-file", pw.path(), "status", "--json"]);
+        let st = gt(&all, &[]);
+        assert_eq!(st.status.code(), Some(0), "{args:?}: {st:?}");
+        let text = String::from_utf8_lossy(&st.stdout);
+        assert!(
+            !text.contains("AUTH"),
+            "{args:?}: a node refused STATUS: {text}"
+        );
+    }
+    let st = gt(&["--node", node, "status"], &[]);
+    assert_eq!(st.status.code(), Some(2), "{st:?}");
+
     let bad = gt(
         &["--manager", m, "--password-file", wrong.path(), "get", "k"],
         &[],

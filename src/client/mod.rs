@@ -258,7 +258,15 @@ pub fn manager_call(manager: &str, request: u8, timeout: Duration) -> Result<Byt
 /// Asks a storage node for its own STATUS (its view of the ring, its key counts;
 /// docs/protocol.md) and returns the JSON payload.
 pub fn node_status(addr: &str, timeout: Duration) -> Result<Bytes> {
+    node_status_as(addr, timeout, None)
+}
+
+/// [`node_status`], proving the client password first when one is given.
+pub fn node_status_as(addr: &str, timeout: Duration, password: Option<&str>) -> Result<Bytes> {
     let mut c = Connection::connect(addr, timeout)?;
+    if let Some(p) = password {
+        c.auth_client(p.as_bytes())?;
+    }
     let f = c.call(op::STATUS, 0, &[])?;
     expect(&f, &[op::STATUS_REPLY])?;
     Ok(f.payload)
