@@ -20,7 +20,9 @@
 //! gtstore cluster through contact nodes (each client talks to one node, which
 //! forwards), a Redis Cluster (each client holds one connection per master and
 //! sends each request to its key's slot's master, following `MOVED` and `ASK`;
-//! see [`cluster`]), a RESP server (Redis) or memcached.
+//! see [`cluster`]), a RESP server (Redis) or memcached. With a client password
+//! (`--password-file`, gtstore and RESP targets), every connection proves it
+//! before its first request: the native AUTH exchange, or RESP `AUTH`.
 //!
 //! Randomness is seeded (`--seed`): each client draws its ops and keys from its
 //! own generator ([`rng`]), uniform or Zipf. Values carry a tag derived from
