@@ -14,6 +14,9 @@
 //! that hands them out stays deterministic given its key (the simulator can pass a
 //! fixed one); a process seeds it with [`os_random`].
 //!
+//! Storage nodes take the same exchange with role [`ROLE_CLIENT`] for the optional
+//! client password.
+//!
 //! The member handshake (nodes proving the cluster secret to the manager and to each
 //! other, `MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`) uses [`proof`] and
 //! [`verify`] under the cluster secret: the accepting side proves [`ROLE_ACCEPT`],
@@ -28,6 +31,9 @@ pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
 /// The role an admin proves (`AUTH admin ...`).
 pub const ROLE_ADMIN: &str = "admin";
+/// The role a client proves to a storage node with the client password
+/// (`AUTH client ...`).
+pub const ROLE_CLIENT: &str = "client";
 
 /// The role the accepting side of a member link proves (`MEMBER_CHALLENGE`).
 pub const ROLE_ACCEPT: &str = "member-accept";

@@ -41,6 +41,8 @@
 //!   holds them.
 //! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
 //!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `client_auth` (`ClientAuth`): the optional client password; a client
+//!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the
 //!   range's lead replica.
 //!
@@ -57,6 +59,7 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod client_auth;
 mod handshake;
 mod http;
 mod local;
@@ -265,6 +268,8 @@ pub struct StorageNode {
     hlc: Hlc,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
+    /// The client password and who proved it, when one is set (`client_auth.rs`).
+    client_auth: Option<Box<client_auth::ClientAuth>>,
     /// The HTTP front, when the node serves HTTP (see [`super::http`]).
     http: Option<Box<super::http::HttpFront>>,
     /// The data directory, when the node has one (see [`super::durable`]).
@@ -304,6 +309,7 @@ impl StorageNode {
             settled_pref: PrefTable::default(),
             handoff: None,
             resp: None,
+            client_auth: None,
             http: None,
             durable: None,
             cfg,
@@ -380,7 +386,11 @@ impl StorageNode {
 impl StorageNode {
     /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
     pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
-        self.resp = Some(RespFront::new(limits));
+        let mut front = RespFront::new(limits);
+        if let Some(p) = self.client_auth.as_ref().map(|a| a.password()) {
+            front.require_password(Bytes::from(p.to_string()));
+        }
+        self.resp = Some(front);
     }
 
     /// Bytes from a RESP connection: serve each command it completes, in order.
@@ -562,7 +572,7 @@ impl StorageNode {
         } else if self.mesh.is_link(conn) {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
-        } else {
+        } else if self.client_gate(conn, &frame, out) {
             self.on_request(now, conn, frame, out);
             for conn in self.conns.trusted.drain(..) {
                 out.push(Output::Trust { conn });
@@ -573,6 +583,7 @@ impl StorageNode {
 
     fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
         self.forget_handshake(conn);
+        self.forget_client_auth(conn);
         self.conns.members.remove(&conn);
         self.conns.order.closed(conn);
         self.conns.held.remove(&conn);
