@@ -42,6 +42,8 @@ pub struct Target {
     pub node: Option<String>,
     /// Time allowed for connecting and for each reply.
     pub timeout: Duration,
+    /// The client password to prove to every storage node, when they need one.
+    pub password: Option<String>,
 }
 
 /// One command, as every front end (one-shot, shell) understands it.
@@ -161,6 +163,11 @@ impl fmt::Display for CliError {
                 f,
                 "outcome unknown (UNKNOWN): {}; read the key to see whether it took effect",
                 e.message
+            ),
+            CliError::Server(e) if e.code == ErrorCode::Auth => write!(
+                f,
+                "server error: {e} (the nodes need the client password: give it with \
+                 --password-file PATH or $GTSTORE_PASSWORD)"
             ),
             CliError::Server(e) => write!(f, "server error: {e}"),
             CliError::Protocol(m) => write!(f, "protocol error: {m}"),
@@ -316,6 +323,16 @@ impl Session {
 /// When the manager route fails, the nodes remembered for it are tried (see the
 /// module docs).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
+    let mut c = connect_anonymous(target)?;
+    if let Some(p) = &target.password {
+        c.authenticate(p)
+            .map_err(|e| CliError::from_client(e, c.node_addr()))?;
+    }
+    Ok(c)
+}
+
+/// [`connect`] before the client password is proved.
+fn connect_anonymous(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
     let given = survey::given_nodes(target);
     if !given.is_empty() {
@@ -515,6 +532,7 @@ mod tests {
             manager,
             node: None,
             timeout: Duration::from_secs(5),
+            password: None,
         });
         let put = Request::Put {
             key: b"k".to_vec(),
@@ -548,6 +566,7 @@ mod tests {
             manager: format!("127.0.0.1:{port}"),
             node: None,
             timeout: Duration::from_secs(2),
+            password: None,
         };
         let mut s = Session::new(target.clone());
         let e = s.execute(&Request::Get { key: b"k".to_vec() }).unwrap_err();

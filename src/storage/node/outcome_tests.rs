@@ -2,7 +2,7 @@
 //! applied is answered `ERR UNKNOWN`; one applied nowhere, `ERR UNAVAILABLE` (or
 //! `TIMEOUT`).
 
-use super::tests::{lead_of_three, sent_on, step, three, with_manager};
+use super::tests::{lead_of_three, sent_on, step, three, up, with_manager};
 use super::*;
 
 fn request(n: &mut StorageNode, now: Millis, client: ConnId, frame: Frame) -> Vec<Output> {
@@ -129,7 +129,7 @@ fn a_write_one_replica_acknowledged_and_the_rest_timed_out_is_unknown() {
     let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
     for (i, &conn) in links.iter().enumerate() {
         let tag = mesh::PEER_TAG + 2 + i as u64;
-        step(&mut n, 3, Input::Connected { conn, tag });
+        up(&mut n, 3, conn, tag);
     }
     let key = (0..1000)
         .map(|i| format!("k{i}"))
