@@ -10,7 +10,8 @@
 //! session of a node and answers what needs all of them (`CLIENT LIST`).
 //!
 //! The parts: `session` (the per-connection FIFO of commands and how finished
-//! ones are rendered), `commands` (what each data command becomes), `client` (the
+//! ones are rendered), `commands` (what each data command becomes), `listing`
+//! (SCAN and KEYS), `pattern` (their glob patterns), `client` (the
 //! connection's own state: `HELLO`, `AUTH`, `CLIENT`, and the `CLIENT LIST` line).
 //!
 //! How commands map (see docs/protocol.md, "RESP front"):
@@ -19,6 +20,8 @@
 //!   DECR, INCRBY, DECRBY (INCR with a delta), PING;
 //! - one request per key, aggregated into one reply: MGET (an array), MSET (`+OK`),
 //!   DEL and EXISTS (the count of keys that were there);
+//! - a walk of the ring's ranges with the native SCAN: SCAN (one range per call)
+//!   and KEYS (every range at once, bounded), see `listing`;
 //! - answered from the node's own facts: DBSIZE (this node's key count, not the
 //!   cluster's), INFO, and CLIENT LIST (this node's RESP connections);
 //! - answered by the session alone: ECHO, COMMAND, CONFIG GET, CLIENT, HELLO,
@@ -65,6 +68,8 @@
 
 mod client;
 mod commands;
+mod listing;
+mod pattern;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -76,6 +81,7 @@ use crate::protocol::Frame;
 use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
 /// the RESP one second.
@@ -122,6 +128,8 @@ pub struct RespFront {
     scratch: Vec<Output>,
     /// The time of the last input (for CLIENT LIST's ages).
     now: Millis,
+    /// The end tokens of the ring's ranges, as the node routes by.
+    ring: Arc<[u64]>,
 }
 
 impl RespFront {
@@ -134,6 +142,15 @@ impl RespFront {
             touched: Vec::new(),
             scratch: Vec::new(),
             now: 0,
+            ring: Arc::from(Vec::new()),
+        }
+    }
+
+    /// The ring's ranges end at `bounds` (the node routes by them): SCAN and
+    /// KEYS walk these.
+    pub fn set_ring(&mut self, bounds: &[u64]) {
+        if *self.ring != *bounds {
+            self.ring = Arc::from(bounds);
         }
     }
 
@@ -160,6 +177,9 @@ impl RespFront {
         };
         if !std::mem::replace(&mut s.touched, true) {
             self.touched.push(conn);
+        }
+        if !Arc::ptr_eq(&s.ring, &self.ring) {
+            s.ring = self.ring.clone();
         }
         s.feed(now, data)
     }

@@ -2,12 +2,14 @@
 //! is rendered (see the parent module for the design).
 
 use super::client::{ClientState, ListFilter};
+use super::listing::{Cursors, Listing};
 use super::{Item, NodeFacts, HOLD_BYTES, HOLD_ENTRIES, REDIS_VERSION};
 use crate::protocol::resp::{self, Limits, Parser};
 use crate::protocol::{int, op, ErrorCode, Frame};
 use crate::reactor::Millis;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// What a command waiting for the node's facts needs.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub(super) enum Shape {
     Facts(Fact),
     /// Rendered already; the connection closes after it.
     Last(Bytes),
+    /// The keys of a SCAN or KEYS.
+    List(Box<Listing>),
 }
 
 #[derive(Debug)]
@@ -91,6 +95,10 @@ impl Pending {
             if self.error.is_none() {
                 self.error = Some(native_error(&f.payload));
             }
+            return;
+        }
+        if let (Shape::List(l), op::VALUE) = (&mut self.shape, f.op) {
+            self.bytes += l.take(&f.payload);
             return;
         }
         let ok = match (&self.shape, f.op) {
@@ -157,6 +165,7 @@ impl Pending {
                 }
             }
             Shape::Done(b) | Shape::Last(b) => out.extend_from_slice(&b),
+            Shape::List(l) => l.render(out),
             Shape::Facts(_) => unreachable!("facts are filled before rendering"),
         }
     }
@@ -217,6 +226,10 @@ pub struct RespSession {
     pub(super) held: bool,
     /// Listed in the front's `touched` this step.
     pub(super) touched: bool,
+    /// The end tokens of the ring's ranges, as the node routes by (SCAN, KEYS).
+    pub(super) ring: Arc<[u64]>,
+    /// The SCAN cursors handed out that name a place inside a range.
+    pub(super) cursors: Cursors,
 }
 
 impl RespSession {
@@ -237,6 +250,8 @@ impl RespSession {
             client: ClientState::new(id),
             held: false,
             touched: false,
+            ring: Arc::from(Vec::new()),
+            cursors: Cursors::default(),
         }
     }
 
@@ -333,6 +348,9 @@ impl RespSession {
         if let Some(p) = self.queue.iter_mut().find(|p| p.left > 0) {
             let before = p.bytes;
             p.absorb(frame);
+            if let Shape::List(l) = &mut p.shape {
+                l.settle(&mut self.cursors);
+            }
             self.queued += p.bytes - before;
         }
         self.release();

@@ -235,7 +235,7 @@ fn local_commands() {
         (&["ECHO", "a b"], "$3\r\na b\r\n"),
         (&["COMMAND", "DOCS"], "*0\r\n"),
         (&["command"], "*0\r\n"),
-        (&["COMMAND", "COUNT"], ":21\r\n"),
+        (&["COMMAND", "COUNT"], ":23\r\n"),
         (&["COMMAND", "INFO", "get"], "*1\r\n$-1\r\n"),
         (&["CONFIG", "GET", "save"], "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
         (
