@@ -1,7 +1,8 @@
 //! RESP `SCAN` and `KEYS` against the real binaries: a SCAN walk through a
 //! small cluster returns every key once (no ring change during it), MATCH
 //! filters, KEYS answers what Redis would and refuses past its bound; then
-//! `redis-cli --scan` when it is installed.
+//! `redis-cli --scan` when it is installed. And MSET saying how many of its
+//! writes failed.
 
 mod common;
 
@@ -283,4 +284,31 @@ fn redis_cli_scan_lists_every_key() {
     let out = redis_cli(&with_pattern).unwrap();
     let want = std::iter::once("other:4".to_string()).chain((40..50).map(|i| format!("other:{i}")));
     assert_eq!(sorted(out.lines().map(String::from)), sorted(want));
+}
+
+#[test]
+fn mset_says_how_many_keys_failed() {
+    // N = 3, W = 2: with two of the three nodes gone no write can succeed.
+    let manager = [
+        "--replicas",
+        "3",
+        "--write-quorum",
+        "2",
+        "--read-quorum",
+        "2",
+    ];
+    let c = Cluster::start_full(3, &manager, &["--resp-port", "0"]);
+    let resp = c.nodes[0].resp_addr();
+    let mut w = Wire::connect(&resp);
+    let pairs = ["MSET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"];
+    assert_eq!(call(&mut w, &pairs), Val::Line("+OK".into()));
+    common::kill(c.nodes[1].pid(), "KILL");
+    common::kill(c.nodes[2].pid(), "KILL");
+    match call(&mut w, &pairs) {
+        Val::Line(l) => assert!(
+            l.starts_with("-ERR ") && l.contains(" 5 of 5 keys failed; the first: "),
+            "{l}"
+        ),
+        v => panic!("MSET answered {v:?}"),
+    }
 }

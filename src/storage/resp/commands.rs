@@ -239,7 +239,7 @@ impl RespSession {
                 let frames = args[1..]
                     .chunks(2)
                     .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])));
-                self.native(Shape::Ok, frames, items)
+                self.native(Shape::Writes, frames, items)
             }
             "scan" => {
                 let (l, ask) = super::listing::scan(args, &self.ring, &self.cursors)?;

@@ -61,7 +61,8 @@
 //! syntax checks; KEEPTTL, with no TTL to keep, is a plain SET), one database
 //! (SELECT 0 only), no transactions, pub/sub or scripts; a multi-key command is not
 //! atomic (each key is its own request, maybe on different nodes), and when some
-//! of its requests fail the command replies with the first error; empty keys,
+//! of its requests fail the command replies with the first error (MSET's says
+//! how many of its writes failed); empty keys,
 //! which Redis allows, get the node's `BADKEY` error. The reactor does not tell a
 //! service its peers' addresses or sockets, so `CLIENT LIST` shows `addr=?:0
 //! laddr=?:0 fd=-1`, Redis's own marks for "unknown"; its memory fields are 0.
