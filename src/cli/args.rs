@@ -102,6 +102,17 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print every key of the cluster that starts with PREFIX, one a line: as it is
+    /// when it is printable ASCII not starting with `"`, else quoted with the
+    /// shell's escapes (`\n`, `\xHH`, ...). Walks the ring's ranges with the SCAN op
+    /// (the ranges from the manager's ring, so the manager must answer); a key is
+    /// listed once while no node joins or leaves during the walk.
+    Scan {
+        /// Only keys that start with these bytes [default: every key].
+        prefix: Option<OsString>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print the ring (epoch, replication, nodes and tokens) as the manager sends it.
     Ring {
         #[command(flatten)]
@@ -181,6 +192,10 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),
+        Command::Scan { prefix, conn } => {
+            let prefix = prefix.map(|p| arg_bytes(&p)).unwrap_or_default();
+            (Request::Scan { prefix }, table, conn)
+        }
         Command::Drop {
             node,
             admin_secret_file,

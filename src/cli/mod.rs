@@ -76,6 +76,7 @@ Examples:
   gtstore --node 127.0.0.1:7001,127.0.0.1:7002 get k
                                             no manager needed: the first node that answers
   gtstore status                            nodes, shares, distinct keys and copies, now
+  gtstore scan user:                        every key that starts with user:, one a line
   gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe

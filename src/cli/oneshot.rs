@@ -81,6 +81,9 @@ fn print_reply(request: &Request, reply: Reply, format: StatusFormat) -> Result<
                 .and_then(|_| if tty { out.write_all(b"\n") } else { Ok(()) })
         }
         Reply::Count(n) => writeln!(out, "{n}"),
+        Reply::Keys(keys) => keys
+            .iter()
+            .try_for_each(|k| writeln!(out, "{}", super::display::key_line(k))),
         Reply::Pong(p) => out.write_all(&p).and_then(|_| out.write_all(b"\n")),
         Reply::Text(t) => {
             let text = if matches!(request, Request::Status) && format == StatusFormat::Table {
