@@ -1,5 +1,6 @@
 //! `gtstore scan [PREFIX]` against real processes: every key of a three-node
-//! cluster once, a prefix, keys that must be quoted, and the shell's `scan`.
+//! cluster once, a prefix, keys that must be quoted, and the shell's `scan`;
+//! `gtstore status --keys` listing what each node holds, capped per node.
 
 mod common;
 
@@ -95,9 +96,54 @@ fn scan_prints_every_key_once() {
     users.sort();
     assert_eq!(got, users);
 
+    // status --keys: with one copy per key, the nodes' lists add up to every key once.
+    let out = run(m, &["status", "--keys"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut held: Vec<String> = (text.lines())
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(String::from)
+        .collect();
+    held.sort();
+    assert_eq!(held, want, "{text}");
+    let headers = text.lines().filter(|l| l.starts_with("node ")).count();
+    assert_eq!(headers, 3, "{text}");
+    assert!(!text.contains("shown)"), "{text}");
+
     let shell = lines(&run(m, &[], b"scan other:2\nscan nothing\n"));
     let mut expect: Vec<String> = vec!["(no keys)".into(), "other:2".into()];
     expect.extend((20..30).map(|i| format!("other:{i}")));
     expect.sort();
     assert_eq!(shell, expect);
+}
+
+#[test]
+fn status_keys_caps_each_node() {
+    let c = Cluster::start(1);
+    let mut client = c.node_client(0);
+    for i in 0..1_005 {
+        client.put(format!("k{i:05}").as_bytes(), b"").unwrap();
+    }
+    let out = run(&c.manager.addr, &["status", "--keys"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let held: Vec<&str> = (text.lines())
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| !l.starts_with('('))
+        .collect();
+    let want: Vec<String> = (0..1_000).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(held, want);
+    assert!(text.contains(": 1005 keys\n"), "{text}");
+    assert!(
+        text.contains("  (the first 1000 of 1005 shown)\n"),
+        "{text}"
+    );
 }

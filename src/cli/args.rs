@@ -97,8 +97,12 @@ pub enum Command {
     /// address, state, share and keys (asked of every node, not from heartbeats).
     Status {
         /// Print the JSON the table is made from (see docs/operations.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keys")]
         json: bool,
+        /// After the table, list the keys each node holds (asked of each node; the
+        /// first 1,000 per node in byte order, with a note when it holds more).
+        #[arg(long)]
+        keys: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -187,8 +191,12 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             let key = arg_bytes(&key);
             (Request::Incr { key, delta }, table, conn)
         }
-        Command::Status { json, conn } => {
-            let format = if json { StatusFormat::Json } else { table };
+        Command::Status { json, keys, conn } => {
+            let format = match (json, keys) {
+                (true, _) => StatusFormat::Json,
+                (_, true) => StatusFormat::TableAndKeys,
+                _ => table,
+            };
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),

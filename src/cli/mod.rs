@@ -27,6 +27,7 @@
 //! - [`serve`]: the manager's and the storage node's flags and mains, shared by
 //!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
 //!   `gtstore-storage` binaries.
+//! - [`held`]: `status --keys`, what each node holds.
 //! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
 //!   with quotes, showing a value quoted and escaped, the STATUS table),
 //!   unit-tested.
@@ -39,6 +40,7 @@ pub mod args;
 pub mod cache;
 pub mod cluster;
 pub mod display;
+pub mod held;
 pub mod oneshot;
 pub mod serve;
 pub mod session;

@@ -249,8 +249,14 @@ pub fn manager_call(manager: &str, request: u8, timeout: Duration) -> Result<Byt
 /// Asks a storage node for its own STATUS (its view of the ring, its key counts;
 /// docs/protocol.md) and returns the JSON payload.
 pub fn node_status(addr: &str, timeout: Duration) -> Result<Bytes> {
+    node_status_asking(addr, b"", timeout)
+}
+
+/// Like [`node_status`], with a payload: `keys` adds the keys the node holds
+/// (bounded; docs/protocol.md).
+pub fn node_status_asking(addr: &str, payload: &[u8], timeout: Duration) -> Result<Bytes> {
     let mut c = Connection::connect(addr, timeout)?;
-    let f = c.call(op::STATUS, 0, &[])?;
+    let f = c.call(op::STATUS, 0, &[payload])?;
     expect(&f, &[op::STATUS_REPLY])?;
     Ok(f.payload)
 }
