@@ -45,6 +45,10 @@ pub struct Conn {
     /// Seconds to wait for a connection or a reply [default: 10].
     #[arg(long, value_name = "SECS", value_parser = super::parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Prove the client password (the nodes' --client-password-file) from the first
+    /// line of this file [default: $GTSTORE_PASSWORD; none when neither is set].
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// A command's KEY.
@@ -232,6 +236,7 @@ pub fn reject_client_flags(conn: &Conn, cmd: &str, timeout_applies: bool) {
         ("--manager", conn.manager.is_some()),
         ("--node", conn.node.is_some()),
         ("--timeout", conn.timeout.is_some() && !timeout_applies),
+        ("--password-file", conn.password_file.is_some()),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
         let msg = format!("{flag} before `{cmd}` is a client flag and does not apply to it");
@@ -242,7 +247,15 @@ pub fn reject_client_flags(conn: &Conn, cmd: &str, timeout_applies: bool) {
 }
 
 /// Where the client goes: the flags, else `$GTSTORE_MANAGER`, else the defaults.
+/// An unreadable password file ends the process (exit 2).
 pub fn target(conn: Conn) -> Target {
+    let password = match crate::client::secret::client_password(conn.password_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gtstore: {e}");
+            std::process::exit(super::EXIT_ERROR.into());
+        }
+    };
     let manager = conn
         .manager
         .or_else(|| std::env::var("GTSTORE_MANAGER").ok());
@@ -250,6 +263,7 @@ pub fn target(conn: Conn) -> Target {
         manager: manager.unwrap_or_else(|| super::DEFAULT_MANAGER.to_string()),
         node: conn.node,
         timeout: conn.timeout.unwrap_or(super::DEFAULT_TIMEOUT),
+        password,
     }
 }
 

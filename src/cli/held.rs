@@ -9,8 +9,9 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// The keys each node of the merged status JSON `status` holds, as text.
-pub fn held_keys(status: &[u8], timeout: Duration) -> String {
+/// The keys each node of the merged status JSON `status` holds, as text,
+/// proving `password` to each node when one is given.
+pub fn held_keys(status: &[u8], timeout: Duration, password: Option<&str>) -> String {
     let status: Value = serde_json::from_slice(status).unwrap_or(Value::Null);
     let mut out = String::new();
     for node in status["nodes"].as_array().into_iter().flatten() {
@@ -18,7 +19,7 @@ pub fn held_keys(status: &[u8], timeout: Duration) -> String {
             continue;
         };
         let id = &node["id"];
-        let reply = node_status_asking(addr, b"keys", timeout)
+        let reply = node_status_asking(addr, b"keys", timeout, password)
             .map_err(|e| e.to_string())
             .and_then(|p| serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string()));
         let v = match reply {

@@ -55,14 +55,14 @@ pub fn run(target: Target, request: Request, format: StatusFormat) -> u8 {
         Ok(Reply::Text(t)) if format == StatusFormat::TableAndKeys => Some(t.clone()),
         _ => None,
     };
-    let timeout = session.target().timeout;
+    let (timeout, password) = (session.target().timeout, session.target().password.clone());
     let printed = match result {
         Ok(reply) => print_reply(&request, reply, format),
         Err(e) => Err(e),
     };
     let printed = printed.and_then(|()| match status {
         Some(s) => {
-            let text = super::held::held_keys(&s, timeout);
+            let text = super::held::held_keys(&s, timeout, password.as_deref());
             let mut out = io::stdout().lock();
             (out.write_all(text.as_bytes()).and_then(|_| out.flush()))
                 .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))

@@ -42,6 +42,8 @@ pub struct Target {
     pub node: Option<String>,
     /// Time allowed for connecting and for each reply.
     pub timeout: Duration,
+    /// The client password to prove to every storage node, when they need one.
+    pub password: Option<String>,
 }
 
 /// One command, as every front end (one-shot, shell) understands it.
@@ -153,6 +155,11 @@ impl fmt::Display for CliError {
             CliError::Lost { addr, err } => {
                 write!(f, "connection to {addr} failed: {}", describe_io(err))
             }
+            CliError::Server(e) if e.code == ErrorCode::Auth => write!(
+                f,
+                "server error: {e} (the nodes need the client password: give it with \
+                 --password-file PATH or $GTSTORE_PASSWORD)"
+            ),
             CliError::Server(e) => write!(f, "server error: {e}"),
             CliError::Protocol(m) => write!(f, "protocol error: {m}"),
             CliError::Other(m) => f.write_str(m),
@@ -319,6 +326,16 @@ impl Session {
 /// When the manager route fails, the nodes remembered for it are tried (see the
 /// module docs).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
+    let mut c = connect_anonymous(target)?;
+    if let Some(p) = &target.password {
+        c.authenticate(p)
+            .map_err(|e| CliError::from_client(e, c.node_addr()))?;
+    }
+    Ok(c)
+}
+
+/// [`connect`] before the client password is proved.
+fn connect_anonymous(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
     let given = survey::given_nodes(target);
     if !given.is_empty() {
@@ -512,6 +529,7 @@ mod tests {
             manager,
             node: None,
             timeout: Duration::from_secs(5),
+            password: None,
         });
         let put = Request::Put {
             key: b"k".to_vec(),
@@ -545,6 +563,7 @@ mod tests {
             manager: format!("127.0.0.1:{port}"),
             node: None,
             timeout: Duration::from_secs(2),
+            password: None,
         };
         let mut s = Session::new(target.clone());
         let e = s.execute(&Request::Get { key: b"k".to_vec() }).unwrap_err();

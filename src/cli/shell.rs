@@ -497,6 +497,7 @@ mod tests {
             manager: "127.0.0.1:1".into(),
             node: None,
             timeout: Duration::from_secs(1),
+            password: None,
         };
         let mut shell = Shell::new(target, None);
         let mut out = Vec::new();

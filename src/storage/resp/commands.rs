@@ -191,8 +191,13 @@ impl RespSession {
     /// Serves one command: native requests go to `items`; a local answer waits in
     /// the FIFO behind the commands before it.
     pub(super) fn command(&mut self, args: &[Bytes], items: &mut Vec<Item>) {
-        let result = lookup(args, &mut self.client.last_cmd)
-            .and_then(|spec| self.dispatch(spec.name, args, items));
+        let result = lookup(args, &mut self.client.last_cmd).and_then(|spec| {
+            // As Redis: existence and arity first, then authentication.
+            if !self.client.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
+                return Err(err_reply(super::client::NOAUTH));
+            }
+            self.dispatch(spec.name, args, items)
+        });
         if let Err(reply) = result {
             self.local(reply);
         }
@@ -281,7 +286,10 @@ impl RespSession {
                 let reply = self.hello(args)?;
                 self.local(reply)
             }
-            "auth" => self.local(super::client::auth(args)?),
+            "auth" => {
+                let reply = self.client.auth(args)?;
+                self.local(reply)
+            }
             "client|list" => {
                 let filter = super::client::list_filter(args)?;
                 self.wait_for(Fact::Clients(filter), items)

@@ -122,6 +122,8 @@ pub struct NodeFacts {
 #[derive(Debug)]
 pub struct RespFront {
     limits: Limits,
+    /// The password every connection must give (AUTH) before other commands.
+    password: Option<Bytes>,
     sessions: HashMap<ConnId, RespSession>,
     next_id: u64,
     /// Connections whose backlog changed this step (hold checks).
@@ -138,6 +140,7 @@ impl RespFront {
     pub fn new(limits: Limits) -> RespFront {
         RespFront {
             limits,
+            password: None,
             sessions: HashMap::new(),
             next_id: 1,
             touched: Vec::new(),
@@ -155,6 +158,12 @@ impl RespFront {
         }
     }
 
+    /// Every connection from now on must `AUTH` with `password` (Redis's
+    /// `requirepass`) before any command but AUTH, HELLO and QUIT.
+    pub fn require_password(&mut self, password: Bytes) {
+        self.password = Some(password);
+    }
+
     /// Whether `conn` is a RESP connection.
     pub fn has(&self, conn: ConnId) -> bool {
         self.sessions.contains_key(&conn)
@@ -165,6 +174,9 @@ impl RespFront {
         self.now = now;
         let mut session = RespSession::new(self.limits.clone(), self.next_id);
         session.connected_at(now);
+        if let Some(p) = &self.password {
+            session.client.require(p.clone());
+        }
         self.next_id += 1;
         self.sessions.insert(conn, session);
         out.push(Output::Raw { conn });

@@ -813,3 +813,46 @@ fn client_list_shows_every_connection_in_redis_order() {
     let got = String::from_utf8_lossy(&front.facts(b, facts).unwrap()).into_owned();
     assert!(got.contains(" cmd=NULL "), "{got}");
 }
+
+#[test]
+fn with_a_password_only_auth_hello_and_quit_run_before_it() {
+    let mut s = session();
+    s.client.require(Bytes::from_static(b"pw"));
+    let noauth = "-NOAUTH Authentication required.\r\n";
+    let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    // The reply bytes of one command, and whether it became a native request.
+    let mut run = |args: &[&str]| {
+        let items = s.feed(0, cmd(args));
+        (
+            String::from_utf8(sent(&items)).unwrap(),
+            !requests(&items).is_empty(),
+        )
+    };
+    for args in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["PING"],
+        &["DBSIZE"],
+    ] {
+        assert_eq!(run(args), (noauth.to_string(), false), "{args:?}");
+    }
+    // Existence and arity first.
+    assert!(run(&["GET"])
+        .0
+        .starts_with("-ERR wrong number of arguments"));
+    assert!(run(&["HELLO", "2"])
+        .0
+        .starts_with("-NOAUTH HELLO must be called"));
+    assert_eq!(run(&["AUTH", "nope"]).0, wrongpass);
+    assert_eq!(run(&["AUTH", "bob", "pw"]).0, wrongpass);
+    assert_eq!(run(&["HELLO", "2", "AUTH", "default", "nope"]).0, wrongpass);
+    assert_eq!(run(&["GET", "k"]).0, noauth);
+    assert_eq!(run(&["AUTH", "pw"]).0, "+OK\r\n");
+    assert_eq!(run(&["GET", "k"]), (String::new(), true));
+
+    let mut h = session();
+    h.client.require(Bytes::from_static(b"pw"));
+    let items = h.feed(0, cmd(&["HELLO", "2", "AUTH", "default", "pw"]));
+    assert!(sent(&items).starts_with(b"*14\r\n"));
+    assert_eq!(requests(&h.feed(0, cmd(&["GET", "k"]))).len(), 1);
+}
