@@ -101,8 +101,23 @@ pub enum Command {
     /// address, state, share and keys (asked of every node, not from heartbeats).
     Status {
         /// Print the JSON the table is made from (see docs/operations.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keys")]
         json: bool,
+        /// After the table, list the keys each node holds (asked of each node; the
+        /// first 1,000 per node in byte order, with a note when it holds more).
+        #[arg(long)]
+        keys: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every key of the cluster that starts with PREFIX, one a line: as it is
+    /// when it is printable ASCII not starting with `"`, else quoted with the
+    /// shell's escapes (`\n`, `\xHH`, ...). Walks the ring's ranges with the SCAN op
+    /// (the ranges from the manager's ring, so the manager must answer); a key is
+    /// listed once while no node joins or leaves during the walk.
+    Scan {
+        /// Only keys that start with these bytes [default: every key].
+        prefix: Option<OsString>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -180,11 +195,19 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             let key = arg_bytes(&key);
             (Request::Incr { key, delta }, table, conn)
         }
-        Command::Status { json, conn } => {
-            let format = if json { StatusFormat::Json } else { table };
+        Command::Status { json, keys, conn } => {
+            let format = match (json, keys) {
+                (true, _) => StatusFormat::Json,
+                (_, true) => StatusFormat::TableAndKeys,
+                _ => table,
+            };
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),
+        Command::Scan { prefix, conn } => {
+            let prefix = prefix.map(|p| arg_bytes(&p)).unwrap_or_default();
+            (Request::Scan { prefix }, table, conn)
+        }
         Command::Drop {
             node,
             admin_secret_file,

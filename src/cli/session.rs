@@ -79,6 +79,9 @@ pub enum Request {
     },
     /// Liveness check of the contact node, echoing `payload`.
     Ping { payload: Vec<u8> },
+    /// Every key of the cluster that starts with `prefix` (the native SCAN op,
+    /// range by range; the ranges from the manager's ring).
+    Scan { prefix: Vec<u8> },
 }
 
 impl Request {
@@ -98,7 +101,10 @@ impl Request {
     fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Request::Get { .. } | Request::Exists { .. } | Request::Ping { .. }
+            Request::Get { .. }
+                | Request::Exists { .. }
+                | Request::Ping { .. }
+                | Request::Scan { .. }
         )
     }
 }
@@ -118,6 +124,8 @@ pub enum Reply {
     Count(i64),
     /// The echoed payload (ping).
     Pong(Bytes),
+    /// Keys, in the order a scan found them.
+    Keys(Vec<Bytes>),
     /// Text to show: the status JSON (merged, see [`super::survey`]), or the ring
     /// text as the manager sent it.
     Text(Bytes),
@@ -303,7 +311,20 @@ impl Session {
             self.client = Some(connect(&self.target)?);
         }
         let client = self.client.as_mut().expect("connected just above");
-        match run_kv(client, req) {
+        let result = match req {
+            Request::Scan { prefix } => {
+                let mut keys = Vec::new();
+                let (manager, timeout) = (&self.target.manager, self.target.timeout);
+                client
+                    .scan_keys(manager, timeout, prefix, |k| {
+                        keys.push(Bytes::copy_from_slice(k));
+                        Ok(())
+                    })
+                    .map(|()| Reply::Keys(keys))
+            }
+            _ => run_kv(client, req),
+        };
+        match result {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 let err = CliError::from_client(e, client.node_addr());
@@ -436,7 +457,7 @@ fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
         Request::Incr { key, delta } => Reply::Count(c.incr(key, *delta)?),
         Request::Exists { key } => found(c.exists(key)?),
         Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
-        Request::Status | Request::Ring | Request::Drop { .. } => {
+        Request::Status | Request::Ring | Request::Drop { .. } | Request::Scan { .. } => {
             return Err(ClientError::Protocol("not a key-value request".into()))
         }
     })

@@ -31,7 +31,10 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+mod scan;
 pub mod secret;
+
+pub use scan::PAGE as SCAN_PAGE;
 
 /// Default time to wait for a reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -263,11 +266,22 @@ pub fn node_status(addr: &str, timeout: Duration) -> Result<Bytes> {
 
 /// [`node_status`], proving the client password first when one is given.
 pub fn node_status_as(addr: &str, timeout: Duration, password: Option<&str>) -> Result<Bytes> {
+    node_status_asking(addr, b"", timeout, password)
+}
+
+/// Like [`node_status_as`], with a payload: `keys` adds the keys the node
+/// holds (bounded; docs/protocol.md).
+pub fn node_status_asking(
+    addr: &str,
+    payload: &[u8],
+    timeout: Duration,
+    password: Option<&str>,
+) -> Result<Bytes> {
     let mut c = Connection::connect(addr, timeout)?;
     if let Some(p) = password {
         c.auth_client(p.as_bytes())?;
     }
-    let f = c.call(op::STATUS, 0, &[])?;
+    let f = c.call(op::STATUS, 0, &[payload])?;
     expect(&f, &[op::STATUS_REPLY])?;
     Ok(f.payload)
 }

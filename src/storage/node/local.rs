@@ -100,7 +100,14 @@ impl StorageNode {
                     leaving: self.membership.leaving,
                     manager_link: self.membership.manager.conn().is_some(),
                 };
-                (op::STATUS_REPLY, super::super::status::reply(&facts))
+                if &f.payload[..] == b"keys" {
+                    (
+                        op::STATUS_REPLY,
+                        super::super::status::reply_with_keys(&facts),
+                    )
+                } else {
+                    (op::STATUS_REPLY, super::super::status::reply(&facts))
+                }
             }
             op::HELLO | op::RING => {
                 return Err(Error::new(

@@ -419,6 +419,7 @@ impl StorageNode {
         let Some(front) = self.resp.as_mut() else {
             return;
         };
+        front.set_ring(self.serving_pref.bounds());
         for item in front.feed(now, conn, data) {
             match item {
                 Item::Request(frame) => {

@@ -33,6 +33,8 @@ const COMMANDS: &[Spec] = &[
     spec("decrby", 3),
     spec("mget", -2),
     spec("mset", -3),
+    spec("scan", -2),
+    spec("keys", 2),
     spec("del", -2),
     spec("exists", -2),
     spec("ping", -1),
@@ -242,7 +244,17 @@ impl RespSession {
                 let frames = args[1..]
                     .chunks(2)
                     .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])));
-                self.native(Shape::Ok, frames, items)
+                self.native(Shape::Writes, frames, items)
+            }
+            "scan" => {
+                let (l, ask) = super::listing::scan(args, &self.ring, &self.cursors)?;
+                let shape = Shape::List(Box::new(l));
+                self.native(shape, once((op::SCAN, ask.payload())), items)
+            }
+            "keys" => {
+                let (l, asks) = super::listing::keys(&args[1], &self.ring);
+                let frames = asks.into_iter().map(|a| (op::SCAN, a.payload()));
+                self.native(Shape::List(Box::new(l)), frames, items)
             }
             "ping" if args.len() > 2 => return Err(wrong_arity(name)),
             "ping" => {

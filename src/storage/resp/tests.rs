@@ -194,6 +194,15 @@ fn multi_key_commands_aggregate() {
         &answer(&mut s, 10, op::OK, "")[..],
         b"-ERR TIMEOUT slow\r\n"
     );
+
+    // MSET says how many of its writes failed.
+    s.feed(0, cmd(&["MSET", "a", "1", "b", "2", "c", "3"]));
+    assert!(answer(&mut s, 11, op::OK, "").is_empty());
+    assert!(answer(&mut s, 12, op::ERR, "UNAVAILABLE node 2 is down").is_empty());
+    assert_eq!(
+        &answer(&mut s, 13, op::ERR, "TIMEOUT slow")[..],
+        &b"-ERR UNAVAILABLE 2 of 3 keys failed; the first: node 2 is down\r\n"[..]
+    );
 }
 
 #[test]
@@ -235,7 +244,7 @@ fn local_commands() {
         (&["ECHO", "a b"], "$3\r\na b\r\n"),
         (&["COMMAND", "DOCS"], "*0\r\n"),
         (&["command"], "*0\r\n"),
-        (&["COMMAND", "COUNT"], ":21\r\n"),
+        (&["COMMAND", "COUNT"], ":23\r\n"),
         (&["COMMAND", "INFO", "get"], "*1\r\n$-1\r\n"),
         (&["CONFIG", "GET", "save"], "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
         (
