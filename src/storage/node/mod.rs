@@ -112,6 +112,9 @@ const EXIT_GRACE_MS: Millis = 1_500;
 const HOLD_SLOTS: usize = 1024;
 /// Bytes of replies held back on one connection above which reading stops.
 const HOLD_BYTES: usize = 4 << 20;
+/// How often a refusal of a peer's version too far ahead is logged at most, per
+/// peer connection, in ms.
+const AHEAD_LOG_MS: Millis = 60_000;
 /// How often a node catching up asks the peers that have not answered again
 /// (their answer, or the ask, may have been lost with a broken link), in ms.
 const CATCH_UP_ASK_MS: Millis = 3_000;
@@ -527,6 +530,7 @@ impl StorageNode {
         self.conns.members.remove(&conn);
         self.conns.order.closed(conn);
         self.conns.held.remove(&conn);
+        self.conns.ahead_logged.remove(&conn);
         if let Some(lost) = self.mesh.closed(conn, now) {
             self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
             self.apply_holds(None, out);
