@@ -28,9 +28,21 @@
 //! error or `Eof` is handed over, when input stops, and when a close may proceed.
 //!
 //! Backpressure: when a connection's pending output passes [`Config::high_water`],
-//! the reactor stops reading from it (and stops parsing frames it already read) until
-//! the output drains below [`Config::low_water`]. A client that pipelines forever and
-//! never reads therefore costs at most the high-water mark plus one read buffer.
+//! the reactor stops reading from it, and stops handing over what it already read,
+//! at the next frame (a raw connection's service gives back the commands it did
+//! not serve with `Output::Unread`), until the output drains below
+//! [`Config::low_water`]. A client that pipelines forever and never reads
+//! therefore costs at most the high-water mark plus the replies of one request.
+//! Output that arrives for a connection after it paused (answers to requests
+//! forwarded to other nodes before the pause) is bounded by a hard limit,
+//! [`Config::output_limit`]: a client connection with more queued is dropped, as
+//! redis drops a client past its `client-output-buffer-limit`. Proven members
+//! (`Output::Trust`) have no hard limit.
+//!
+//! Fairness: one connection gets at most [`Config::read_budget`] bytes read and
+//! [`Config::turn_output`] bytes of replies produced per turn before the others
+//! get a go (it is revisited next turn, after the flush), and at most
+//! [`Config::write_cap`] bytes written.
 //!
 //! Closing: `Output::Close` flushes what is pending, shuts down the write side, then
 //! reads and discards until the peer closes or [`Config::linger`] passes. Closing a
@@ -75,6 +87,13 @@ pub struct Config {
     pub read_budget: usize,
     /// Bytes written to one connection per turn.
     pub write_cap: usize,
+    /// Bytes of replies one connection's requests may queue per turn before its
+    /// remaining input waits for the next turn (others get a go first).
+    pub turn_output: usize,
+    /// Queued output above which a client connection (accepted, not a proven
+    /// member) is dropped; never below twice `max_payload` plus `high_water`, so
+    /// one largest reply on top of a full buffer always fits.
+    pub output_limit: usize,
     /// How long a closing connection may drain its peer's input, in ms.
     pub linger: Millis,
     /// Buffers larger than this are released once empty (after a large frame).
@@ -91,6 +110,8 @@ impl Default for Config {
             read_chunk: 64 << 10,
             read_budget: 1 << 20,
             write_cap: 4 << 20,
+            turn_output: 1 << 20,
+            output_limit: 64 << 20,
             linger: 2_000,
             shrink_above: 1 << 20,
         }
@@ -393,6 +414,9 @@ impl Reactor {
                     return;
                 }
                 c.buf.queue_frame(&frame);
+                if c.buf.over_limit() {
+                    return self.drop_over_limit(now, conn);
+                }
                 if c.buf.mark_dirty() {
                     self.dirty.push(conn);
                 }
@@ -405,8 +429,21 @@ impl Reactor {
                     return;
                 }
                 c.buf.queue_bytes(&bytes);
+                if c.buf.over_limit() {
+                    return self.drop_over_limit(now, conn);
+                }
                 if c.buf.mark_dirty() {
                     self.dirty.push(conn);
+                }
+            }
+            Output::Unread { conn, data } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.buf.unread(data);
+                }
+            }
+            Output::Yield { conn } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.buf.set_yield();
                 }
             }
             Output::Raw { conn } => {
@@ -460,10 +497,18 @@ impl Reactor {
     fn new_conn(&mut self, stream: TcpStream, phase: Phase, max_payload: u32) -> Conn {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        // Accepted connections are clients until proven members; outbound links
+        // are this process's own.
+        let limit = match phase {
+            Phase::Open => (self.cfg.output_limit)
+                .max((self.cfg.max_payload as usize).saturating_mul(2) + self.cfg.high_water),
+            _ => usize::MAX,
+        };
         let marks = Marks {
             high: self.cfg.high_water,
             low: self.cfg.low_water,
             shrink_above: self.cfg.shrink_above,
+            limit,
         };
         Conn {
             stream,
@@ -528,6 +573,23 @@ impl Reactor {
         }
     }
 
+    /// Drops a client connection whose queued output passed its hard limit: its
+    /// output is discarded, nothing more is read or queued, and it is removed at
+    /// the end of the turn.
+    fn drop_over_limit(&mut self, now: Millis, id: ConnId) {
+        let limit = self.cfg.output_limit;
+        let Some(c) = self.conn_mut(id) else { return };
+        log::warn!(
+            "dropping client connection {id}: {} bytes of replies queued and unread, \
+             over its limit of {limit}",
+            c.buf.output_len()
+        );
+        c.buf.close();
+        c.buf.discard_output();
+        c.phase = Phase::Draining(now);
+        self.to_remove.push(id);
+    }
+
     fn drop_entry(&mut self, id: ConnId) {
         if self.conn(id).is_some() {
             if let Entry::Conn(mut c) = self.entries.remove(id.idx as usize) {
@@ -585,11 +647,15 @@ impl Reactor {
         }
     }
 
-    /// Reads and dispatches frames until the socket is empty, the budget is spent,
-    /// or backpressure pauses the connection. After the peer's end of stream, the
+    /// Reads and dispatches frames until the socket is empty, the read budget or
+    /// the turn's share of replies is spent, or backpressure pauses the connection. After the peer's end of stream, the
     /// frames left in the buffer are dispatched, then `Eof`.
     fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
         let mut budget = self.cfg.read_budget;
+        let share = self.cfg.turn_output;
+        let Some(start) = self.conn(id).map(|c| c.buf.output_len()) else {
+            return;
+        };
         loop {
             // Dispatch every whole frame already buffered.
             loop {
@@ -600,8 +666,18 @@ impl Reactor {
                 if c.phase != Phase::Open {
                     return;
                 }
+                if c.buf.output_len().saturating_sub(start) >= share {
+                    // This turn's share of replies is used: the rest waits.
+                    self.mark_pending(id);
+                    return;
+                }
                 if let Some(input) = c.buf.next_input(id) {
                     self.deliver(svc, input);
+                    if self.conn_mut(id).is_some_and(|c| c.buf.take_yield()) {
+                        // Input given back or a yield: revisit later.
+                        self.mark_pending(id);
+                        return;
+                    }
                     continue;
                 }
                 if let Some(eof) = c.buf.take_eof(id) {

@@ -131,6 +131,8 @@ pub struct Durable {
     held: Vec<Output>,
     /// Outputs are being held this turn: later steps queue behind them.
     holding: bool,
+    /// Bytes of replies in `held`.
+    held_bytes: usize,
     /// The wake-up timer was already asked for since the last turn end.
     woken: bool,
     /// A snapshot is wanted at the next turn end (keys were dropped).
@@ -170,6 +172,7 @@ impl Durable {
             uncommitted: false,
             held: Vec::new(),
             holding: false,
+            held_bytes: 0,
             woken: false,
             snapshot_wanted: false,
             failed: None,
@@ -286,11 +289,19 @@ impl Durable {
                 Output::Send { conn, .. }
                 | Output::SendBytes { conn, .. }
                 | Output::Close { conn } => passes(*conn),
+                // Input handed back must be in place before more is read, and a
+                // yield is about this turn.
+                Output::Unread { .. } | Output::Yield { .. } => true,
                 _ => false,
             };
             if pass {
                 out.push(o);
             } else {
+                self.held_bytes += match &o {
+                    Output::Send { frame, .. } => frame.payload.len(),
+                    Output::SendBytes { bytes, .. } => bytes.len(),
+                    _ => 0,
+                };
                 self.held.push(o);
             }
         }
@@ -322,12 +333,19 @@ impl Durable {
         self.write_identity();
         self.holding = false;
         self.woken = false;
+        self.held_bytes = 0;
         if self.failed.is_some() {
             self.held.clear();
             self.stop(out);
         } else {
             out.append(&mut self.held);
         }
+    }
+
+    /// Bytes of replies held for this turn's commit (the node stops taking
+    /// input for the turn when they pile up).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Asks for a snapshot at the next turn end (the node dropped keys).
