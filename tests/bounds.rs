@@ -193,3 +193,89 @@ fn versions_from_far_in_the_future_are_refused() {
         node.log()
     );
 }
+
+/// The never-reading client on a node that forwards its reads: the value lives
+/// on the other node, so the replies were on their way before the connection
+/// paused. The node drops the connection at its hard output limit; its RSS
+/// stays bounded and the other client's pings keep their latency. (The owner's
+/// RSS is printed, not asserted: it grows while it serves the forwarded reads,
+/// a known caveat, see docs/architecture.md.)
+#[test]
+fn a_client_that_never_reads_forwarded_replies_is_dropped_at_the_hard_limit() {
+    let c = Cluster::start(2);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let id = common::node_id_of(&a.addr);
+    // A key node `a` does not own: a partition-aware GET of it gets STALE.
+    let mut w = Wire::connect(&a.addr);
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            w.send(&frame(op::GET, 1, id, k.as_bytes()));
+            w.frame().op == op::STALE
+        })
+        .expect("a key owned by the other node");
+    let size = (16 << 20) - 64;
+    w.send(&frame(
+        op::PUT,
+        2,
+        0,
+        &kv(key.as_bytes(), &vec![b'v'; size]),
+    ));
+    assert_eq!(w.frame().op, op::OK);
+
+    let commands = 64;
+    let mut hog = std::net::TcpStream::connect(&a.addr).unwrap();
+    let burst: Vec<u8> = (0..commands)
+        .flat_map(|i| frame(op::GET, i, 0, key.as_bytes()))
+        .collect();
+    hog.write_all(&burst).unwrap();
+
+    let mut pinger = Wire::connect(&a.addr);
+    let mut lat = Vec::new();
+    let mut peak = (a.rss_kib(), b.rss_kib());
+    let start = Instant::now();
+    let dropped = |l: &String| l.contains("dropping client connection");
+    while !a.log().iter().any(dropped) || start.elapsed() < WATCH {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not dropped: {:?}",
+            a.log()
+        );
+        let t = Instant::now();
+        pinger.send(&frame(op::PING, 7, 0, b"p"));
+        assert_eq!(pinger.frame().op, op::PONG);
+        lat.push(t.elapsed());
+        peak = (peak.0.max(a.rss_kib()), peak.1.max(b.rss_kib()));
+    }
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    // The connection is gone: what the kernel had buffered, then EOF or a reset.
+    hog.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    let mut got = 0usize;
+    let mut chunk = vec![0; 1 << 20];
+    loop {
+        match hog.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the dropped connection should end: {e} after {got} bytes"),
+        }
+    }
+    eprintln!(
+        "forwarded, {commands} x GET of {} KiB: dropped after {} MiB reached the client; \
+         peak RSS {} MiB (forwarding node), {} MiB (owner); {} PINGs, p50 {:?}, p99 {:?}, \
+         max {:?}",
+        size >> 10,
+        got >> 20,
+        peak.0 >> 10,
+        peak.1 >> 10,
+        lat.len(),
+        lat[lat.len() / 2],
+        p99,
+        lat[lat.len() - 1]
+    );
+    assert!(got < commands as usize * size, "cut short");
+    assert!(peak.0 >> 10 < RSS_BOUND_MIB, "forwarding node's RSS");
+    assert!(p99.as_millis() < PING_P99_BOUND_MS, "PING p99 {p99:?}");
+    pinger.ping_ok(id);
+}
