@@ -39,9 +39,15 @@
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
 //!   holds them.
 //!
-//! Every message this node sends over the mesh carries a `Waiter`, the token
-//! that says who waits for its answer. A request's key is hashed once, when it
-//! arrives, and the hash travels with it.
+//! - `mesh` (`Mesh`): one link to every other node, and the messages in flight
+//!   on them.
+//!
+//! Every message to the manager and to peers is a typed
+//! [`crate::protocol::cluster::Message`], and a replica's answers a `Reply` (a
+//! refusal a `Refusal`); no payload is parsed here. Every message this node
+//! sends over the mesh carries a `Waiter`, the token that says who waits for its
+//! answer. A request's key is hashed once, when it arrives, and the hash travels
+//! with it.
 //!
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".

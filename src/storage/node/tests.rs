@@ -794,6 +794,46 @@ fn a_replica_that_never_acknowledges_is_hinted_once_its_ask_times_out() {
     assert_eq!(records[0].key, key.as_bytes());
 }
 
+#[test]
+fn a_replica_that_refuses_after_the_quorum_is_hinted() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame: put,
+        },
+    );
+    let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
+    let ok = Frame::new(op::OK, asks[0].client_id, 2, Bytes::new());
+    step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[0],
+            frame: ok,
+        },
+    );
+    // Node 3 holds a version newer than the write's base, older than the write.
+    let mut refusal = Reply::Conflict { version: 1 }.encode();
+    refusal.client_id = asks[1].client_id;
+    step(
+        &mut n,
+        12,
+        Input::Frame {
+            conn: links[1],
+            frame: refusal,
+        },
+    );
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    let pushed = sent_on(&out, links[1]);
+    assert_eq!(pushed.len(), 1, "{out:?}");
+    assert_eq!(pushed[0].op, op::MIGRATE);
+}
+
 /// Keys hashed and values copied per replicated PUT and GET (N = 3, R = W = 2),
 /// at the lead replica and at a replica; run with `--nocapture` to see them.
 #[test]

@@ -334,7 +334,7 @@ impl StorageNode {
 
     /// An answer to a round that ended without it (it had its quorum, or it
     /// failed). Only a replica that may lack a write it was sent is hinted: one
-    /// that stored it, or holds something newer, is not.
+    /// that stored it is not.
     fn late_answer(&mut self, round: u32, peer: u32, key: &Bytes, answer: &Answer) {
         if Pending::is_write_tag(round) && !answer.holds_write() {
             self.repair.resync.hint(peer, key);

@@ -61,10 +61,11 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Whether the replica holds the write it was sent (or something newer):
-    /// any other answer to a write leaves it possibly without it, to be hinted.
+    /// Whether the replica holds the write it was sent. Any other answer leaves
+    /// it possibly without it, to be hinted: a refusal (`Newer`) too, since the
+    /// version it holds is newer than the write's base, not than the write.
     pub fn holds_write(&self) -> bool {
-        matches!(self, Answer::Stored | Answer::Newer(_))
+        matches!(self, Answer::Stored)
     }
 }
 
