@@ -15,7 +15,7 @@
 //!
 //! Each server says where it listens in one log line, `NAME listening on HOST:PORT`
 //! (a storage node adds ` (manager ADDR)`; its RESP port gets `NAME RESP listening on
-//! HOST:PORT`). Scripts, the tests and the launcher read the port from that line when
+//! HOST:PORT`, its HTTP port `NAME http listening on HOST:PORT`). Scripts, the tests and the launcher read the port from that line when
 //! it was picked by the OS (`--port 0`), so it is logged under the target
 //! [`LISTENING_TARGET`], which [`crate::init_logging`] keeps at `info` whatever
 //! `RUST_LOG` says.
@@ -130,6 +130,13 @@ pub struct StorageArgs {
     /// port of --host (0 picks a free one; the log line says which).
     #[arg(long)]
     pub resp_port: Option<u16>,
+    /// Also serve HTTP on this port of --host (0 picks a free one; the `http
+    /// listening on` log line says which): seed 002's JSON endpoints `PUT /set`,
+    /// `POST /fetch` and `POST /query` for any key of the cluster, `GET /fetch`
+    /// (every pair of the cluster, paged with `?limit=N&cursor=C`), and
+    /// Prometheus metrics at `GET /metrics`. Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
     /// A delete's tombstone is collected once it is this old (ms) and every
     /// replica of its key holds it; it must outlast any delay of an older copy
     /// of the key still in flight.
@@ -329,6 +336,19 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
         log::info!(
             target: LISTENING_TARGET,
             "gtstore-storage RESP listening on {}:{}",
+            args.host,
+            local.port()
+        );
+    }
+    if let Some(port) = args.http_port {
+        let bind = resolve(&format!("{}:{port}", args.host))?;
+        let (index, local) = reactor
+            .bind(bind)
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        node.enable_http(index, args.max_frame as usize);
+        log::info!(
+            target: LISTENING_TARGET,
+            "gtstore-storage http listening on {}:{}",
             args.host,
             local.port()
         );

@@ -17,6 +17,9 @@ pub const CREATE: u8 = 15;
 pub const UPDATE: u8 = 16;
 /// Add a signed delta to a decimal counter.
 pub const INCR: u8 = 17;
+/// List the live keys and values of one token range, in key order, after a key:
+/// `LO SP HI SP COUNT SP AFTER` (see docs/protocol.md, "SCAN").
+pub const SCAN: u8 = 18;
 
 /// Reply to PING.
 pub const PONG: u8 = 20;
@@ -116,6 +119,7 @@ pub fn name(op: u8) -> &'static str {
         CREATE => "CREATE",
         UPDATE => "UPDATE",
         INCR => "INCR",
+        SCAN => "SCAN",
         PONG => "PONG",
         OK => "OK",
         VALUE => "VALUE",

@@ -4,6 +4,7 @@
 pub mod durable;
 pub mod engine;
 pub mod hlc;
+pub mod http;
 pub mod node;
 pub mod ops;
 pub mod resp;

@@ -118,7 +118,7 @@ impl StorageNode {
     fn refused_for_good(&mut self, e: &Error, out: &mut Vec<Output>) {
         let why = format!(
             "the manager refused this node's cluster secret ({e}): start it with the \
-             manager's --secret"
+             manager's secret (--secret-file, GTSTORE_SECRET or --secret)"
         );
         log::error!("{why}; exiting");
         self.membership.fatal = Some(why);

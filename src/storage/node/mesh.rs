@@ -254,6 +254,11 @@ impl<T> Mesh<T> {
         self.by_conn.contains_key(&conn)
     }
 
+    /// Whether `id` is a peer with a link that is up.
+    pub fn is_up(&self, id: u32) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.link.conn().is_some())
+    }
+
     /// Whether the link to peer `id` broke or failed to connect and is waiting to
     /// retry: the peer is probably gone (crashed, or cut off), so requests are
     /// routed around it until the link is back.
@@ -312,5 +317,10 @@ impl<T> Mesh<T> {
             return None;
         }
         self.forwards.remove(&frame.client_id)
+    }
+
+    /// Forwards in flight or waiting.
+    pub fn in_flight(&self) -> usize {
+        self.forwards.len()
     }
 }

@@ -38,6 +38,10 @@
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
 //!   holds them.
+//! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
+//!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `scan`: SCAN, one token range's keys a page at a time, served at the
+//!   range's lead replica.
 //!
 //! - `mesh` (`Mesh`): one link to every other node, and the messages in flight
 //!   on them.
@@ -52,6 +56,7 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod http;
 mod local;
 mod membership;
 pub(super) mod mesh;
@@ -59,6 +64,7 @@ mod moves;
 mod repair;
 mod replication;
 mod routing;
+pub(crate) mod scan;
 #[cfg(test)]
 mod tests;
 mod tombstones;
@@ -245,6 +251,8 @@ pub struct StorageNode {
     hlc: Hlc,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
+    /// The HTTP front, when the node serves HTTP (see [`super::http`]).
+    http: Option<Box<super::http::HttpFront>>,
     /// The data directory, when the node has one (see [`super::durable`]).
     durable: Option<Durable>,
     /// The manager link and this node's place in the membership: registration,
@@ -279,6 +287,7 @@ impl StorageNode {
             settled_pref: PrefTable::default(),
             handoff: None,
             resp: None,
+            http: None,
             durable: None,
             cfg,
             node_id: 0,
@@ -438,19 +447,23 @@ impl Service for StorageNode {
             self.hlc.set_writer(id);
             self.install_ring(ring, now, out);
         }
-        let resp = self.resp.as_mut();
-        match input {
-            Input::Accepted { conn, listener } if listener == resp::LISTENER && resp.is_some() => {
-                resp.expect("checked").accept(now, conn, out);
-            }
-            Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
-                self.on_resp_data(now, conn, data, out);
-            }
-            input => {
-                if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
-                    r.closed(*conn);
+        if let Some(input) = self.http_input(now, input, out) {
+            let resp = self.resp.as_mut();
+            match input {
+                Input::Accepted { conn, listener }
+                    if listener == resp::LISTENER && resp.is_some() =>
+                {
+                    resp.expect("checked").accept(now, conn, out);
                 }
-                self.step_native(now, input, out);
+                Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
+                    self.on_resp_data(now, conn, data, out);
+                }
+                input => {
+                    if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
+                        r.closed(*conn);
+                    }
+                    self.step_native(now, input, out);
+                }
             }
         }
         // Requests whose key just became free.
@@ -460,6 +473,7 @@ impl Service for StorageNode {
         if let Some(r) = self.resp.as_mut() {
             r.translate(mark, out, &self.conns.held);
         }
+        self.http_after_step(now, mark, out);
         // Last: outputs that may depend on uncommitted log records wait for the
         // turn's commit.
         let (mesh, manager) = (&self.mesh, self.membership.manager.conn());

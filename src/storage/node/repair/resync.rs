@@ -170,7 +170,6 @@ impl Resync {
 
     /// Keys owed to `peer` and not yet acknowledged (chunks in flight count as
     /// one key each, a lower bound).
-    #[cfg(test)]
     pub fn owed(&self, peer: u32) -> usize {
         self.peers
             .get(&peer)

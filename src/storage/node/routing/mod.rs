@@ -106,6 +106,7 @@ impl StorageNode {
         let member = self.conns.members.contains(&conn);
         let key = match Self::request_key(&f) {
             Ok(Some(k)) => k,
+            Ok(None) if f.op == op::SCAN => return self.on_scan(now, conn, member, f, out),
             Ok(None) => return self.serve_other(now, conn, member, f, out),
             Err(e) => {
                 let frame = Frame::error(f.client_id, me, &e);

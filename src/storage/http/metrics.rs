@@ -1,0 +1,292 @@
+//! The storage node's `GET /metrics`: Prometheus text from counters the node
+//! bumps as it goes ([`Stats`], one increment per event) and facts it reads
+//! from its state when scraped ([`NodeFacts`]).
+//!
+//! Counted as they happen: frames received by op (clients', peers' and the
+//! manager's alike), connections accepted and open by listener, HTTP requests
+//! by endpoint and status with their latency, and the native requests the
+//! HTTP front sent by op and result (`ok`, `not_found`, or the error code:
+//! `UNAVAILABLE` and `TIMEOUT` are quorum failures). Read at scrape time: keys
+//! held, hints owed to peers, whether a catch-up is in progress, keys left to
+//! hand over in a move, requests in quorum rounds and forwards in flight, and
+//! each mesh link's state.
+//!
+//! Caveats: the native requests of native and RESP clients are counted by op
+//! as they arrive but not by result, and their latency is not measured (that
+//! would cost a clock read and a lookup per request); bytes held are not
+//! reported, since the engine does not keep a running total.
+
+use crate::http::metrics::{Exposition, Histogram, Kind};
+use crate::protocol::{op, ErrorCode, Frame};
+use crate::reactor::{ConnId, Millis};
+use std::collections::{BTreeMap, HashMap};
+
+/// Upper bounds of the HTTP request latency histogram, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// What the node counts as it goes.
+pub struct Stats {
+    /// Frames received, by op code.
+    frames: Box<[u64; 256]>,
+    /// Connections accepted, by listener index.
+    accepted: BTreeMap<usize, u64>,
+    /// Open accepted connections and their listener.
+    open: HashMap<ConnId, usize>,
+    /// HTTP replies by endpoint (or `other`) and status.
+    http: BTreeMap<(&'static str, u16), u64>,
+    /// The HTTP front's native requests by op and result.
+    keys: BTreeMap<(&'static str, &'static str), u64>,
+    /// Latency of the HTTP key-value requests, by op of their native requests.
+    latency: BTreeMap<&'static str, Histogram>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
+}
+
+impl Stats {
+    /// Nothing counted yet.
+    pub fn new() -> Stats {
+        Stats {
+            frames: Box::new([0; 256]),
+            accepted: BTreeMap::new(),
+            open: HashMap::new(),
+            http: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            latency: BTreeMap::new(),
+        }
+    }
+
+    /// A frame with op `op` arrived.
+    pub fn frame(&mut self, op: u8) {
+        self.frames[op as usize] += 1;
+    }
+
+    /// A connection was accepted on listener `listener`.
+    pub fn accepted(&mut self, conn: ConnId, listener: usize) {
+        *self.accepted.entry(listener).or_default() += 1;
+        self.open.insert(conn, listener);
+    }
+
+    /// A connection closed.
+    pub fn closed(&mut self, conn: ConnId) {
+        self.open.remove(&conn);
+    }
+
+    /// An HTTP reply with `status` to a request for `endpoint`.
+    pub(super) fn http(&mut self, endpoint: &'static str, status: u16) {
+        *self.http.entry((endpoint, status)).or_default() += 1;
+    }
+
+    /// The reply to one of the front's native requests with op `op`.
+    pub(super) fn key_result(&mut self, op: u8, reply: &Frame) {
+        let result = match reply.op {
+            op::OK | op::VALUE => "ok",
+            op::NOT_FOUND => "not_found",
+            op::ERR => {
+                let word = reply.payload.split(|&b| b == b' ').next().unwrap_or(&[]);
+                ErrorCode::from_word(word).map_or("error", ErrorCode::as_str)
+            }
+            _ => "unexpected",
+        };
+        *self.keys.entry((op::name(op), result)).or_default() += 1;
+    }
+
+    /// An HTTP request whose native requests have op `op` took `ms`.
+    pub(super) fn latency(&mut self, op: u8, ms: Millis) {
+        (self.latency.entry(op::name(op)))
+            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(ms as f64 / 1000.0);
+    }
+}
+
+/// The state of one mesh link, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connected.
+    Up,
+    /// Broken or refused; waiting to retry.
+    Unreachable,
+    /// Not connected yet.
+    Connecting,
+}
+
+impl LinkState {
+    const ALL: [LinkState; 3] = [LinkState::Up, LinkState::Unreachable, LinkState::Connecting];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Unreachable => "unreachable",
+            LinkState::Connecting => "connecting",
+        }
+    }
+}
+
+/// What the node reads from its state when scraped.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// The node's id (0 before it registered).
+    pub node_id: u32,
+    /// The ring's epoch as this node last installed it.
+    pub epoch: u64,
+    /// Live keys held.
+    pub keys: usize,
+    /// Keys owed to peers (hints and resync).
+    pub hints_pending: usize,
+    /// Whether this node is catching up on writes it may have missed.
+    pub catching_up: bool,
+    /// Keys left to hand over in the move in progress.
+    pub moves_remaining: usize,
+    /// Requests in quorum rounds this node leads.
+    pub rounds_in_flight: usize,
+    /// Requests forwarded to peers and not answered yet.
+    pub forwards_in_flight: usize,
+    /// Each peer's link.
+    pub links: Vec<(u32, LinkState)>,
+}
+
+/// The names the node's listeners are labelled with, by index.
+fn listener_name(index: usize, http: usize) -> String {
+    match index {
+        0 => "native".into(),
+        i if i == http => "http".into(),
+        crate::storage::resp::LISTENER => "resp".into(),
+        i => i.to_string(),
+    }
+}
+
+/// The exposition of `stats` and `facts`; the HTTP listener is `http`.
+pub fn exposition(stats: &Stats, facts: &NodeFacts, http: usize) -> String {
+    let mut e = Exposition::new();
+    state_metrics(&mut e, facts);
+    let name = "gtstore_node_frames_received_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Frames received, by op (clients', peers' and the manager's).",
+    );
+    for (code, &n) in stats.frames.iter().enumerate().filter(|(_, &n)| n > 0) {
+        e.sample(name, &[("op", op::name(code as u8))], n as f64);
+    }
+    let name = "gtstore_node_connections_accepted_total";
+    e.family(name, Kind::Counter, "Connections accepted, by listener.");
+    for (&l, &n) in &stats.accepted {
+        e.sample(name, &[("listener", &listener_name(l, http))], n as f64);
+    }
+    let name = "gtstore_node_connections";
+    e.family(name, Kind::Gauge, "Open accepted connections, by listener.");
+    let mut open: BTreeMap<usize, u64> = stats.accepted.keys().map(|&l| (l, 0)).collect();
+    for &l in stats.open.values() {
+        *open.entry(l).or_default() += 1;
+    }
+    for (l, n) in open {
+        e.sample(name, &[("listener", &listener_name(l, http))], n as f64);
+    }
+    let name = "gtstore_node_http_requests_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "HTTP requests answered, by endpoint and status.",
+    );
+    for (&(endpoint, status), &n) in &stats.http {
+        let status = status.to_string();
+        e.sample(
+            name,
+            &[("endpoint", endpoint), ("status", &status)],
+            n as f64,
+        );
+    }
+    let name = "gtstore_node_http_key_requests_total";
+    e.family(
+        name,
+        Kind::Counter,
+        "Native requests the HTTP front sent, one per key, by op and result (UNAVAILABLE and TIMEOUT are quorum failures).",
+    );
+    for (&(o, result), &n) in &stats.keys {
+        e.sample(name, &[("op", o), ("result", result)], n as f64);
+    }
+    let name = "gtstore_node_http_request_duration_seconds";
+    e.family(
+        name,
+        Kind::Histogram,
+        "Time from an HTTP key-value request's arrival to its reply, by the op of its native requests.",
+    );
+    for (o, h) in &stats.latency {
+        e.histogram(name, &[("op", o)], h);
+    }
+    e.finish()
+}
+
+/// The gauges read from the node's state.
+fn state_metrics(e: &mut Exposition, f: &NodeFacts) {
+    let gauges: [(&str, &str, f64); 8] = [
+        (
+            "gtstore_node_id",
+            "The node's id (0 before it registered).",
+            f.node_id as f64,
+        ),
+        (
+            "gtstore_node_ring_epoch",
+            "The epoch of the ring this node routes by.",
+            f.epoch as f64,
+        ),
+        (
+            "gtstore_node_keys",
+            "Live keys this node holds.",
+            f.keys as f64,
+        ),
+        (
+            "gtstore_node_hints_pending",
+            "Keys owed to peers that missed writes or newly hold them (hints and resync).",
+            f.hints_pending as f64,
+        ),
+        (
+            "gtstore_node_catching_up",
+            "1 while this node catches up on writes it may have missed, else 0.",
+            f.catching_up as u8 as f64,
+        ),
+        (
+            "gtstore_node_move_keys_pending",
+            "Keys left to hand over in the move in progress.",
+            f.moves_remaining as f64,
+        ),
+        (
+            "gtstore_node_quorum_rounds_in_flight",
+            "Requests in quorum rounds this node leads.",
+            f.rounds_in_flight as f64,
+        ),
+        (
+            "gtstore_node_forwards_in_flight",
+            "Requests forwarded to peers and not answered yet.",
+            f.forwards_in_flight as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        e.family(name, Kind::Gauge, help).sample(name, &[], v);
+    }
+    let name = "gtstore_node_mesh_links";
+    e.family(name, Kind::Gauge, "Links to peers, by state.");
+    for state in LinkState::ALL {
+        let n = f.links.iter().filter(|(_, s)| *s == state).count();
+        e.sample(name, &[("state", state.as_str())], n as f64);
+    }
+    let name = "gtstore_node_mesh_link_up";
+    e.family(
+        name,
+        Kind::Gauge,
+        "1 if the link to the peer is up, else 0.",
+    );
+    for (peer, state) in &f.links {
+        let peer = peer.to_string();
+        e.sample(
+            name,
+            &[("peer", &peer)],
+            (*state == LinkState::Up) as u8 as f64,
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP front's hooks in the node (see [`super::super::http`]): HTTP
+//! connections come from the front's listener; the native requests their
+//! requests become are served by `on_request` like any client's, and the
+//! native replies to them are turned into HTTP at the end of the step.
+
+use super::*;
+use crate::storage::http::metrics::{LinkState, NodeFacts};
+use crate::storage::http::{HttpFront, Item as HttpItem};
+
+impl StorageNode {
+    /// Serves HTTP on listener `listener` (the index the reactor gave its
+    /// bind), bodies bounded by `max_body` bytes.
+    pub fn enable_http(&mut self, listener: usize, max_body: usize) {
+        self.http = Some(Box::new(HttpFront::new(listener, max_body)));
+    }
+
+    /// Counts an input for `/metrics` and takes the ones that belong to the
+    /// HTTP front; returns the input when the rest of the node should see it.
+    pub(super) fn http_input(
+        &mut self,
+        now: Millis,
+        input: Input,
+        out: &mut Vec<Output>,
+    ) -> Option<Input> {
+        let Some(h) = self.http.as_mut() else {
+            return Some(input);
+        };
+        match &input {
+            Input::Frame { frame, .. } => h.stats.frame(frame.op),
+            Input::Accepted { conn, listener } => {
+                h.stats.accepted(*conn, *listener);
+                if *listener == h.listener() {
+                    h.accept(*conn, out);
+                    return None;
+                }
+            }
+            Input::Data { conn, .. } | Input::Eof { conn } if h.has(*conn) => {
+                match input {
+                    Input::Data { conn, data } => {
+                        h.data(conn, data);
+                        self.serve_http(now, conn, out);
+                    }
+                    _ => h.eof(*conn),
+                }
+                return None;
+            }
+            Input::Closed { conn } => {
+                h.stats.closed(*conn);
+                h.closed(*conn);
+            }
+            _ => {}
+        }
+        Some(input)
+    }
+
+    /// Serves every whole request buffered on HTTP connection `conn`.
+    fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        let Some(h) = self.http.as_mut() else { return };
+        for item in h.serve(now, conn, self.serving_pref.bounds()) {
+            match item {
+                HttpItem::Request(frame) => {
+                    self.on_request(now, conn, frame, out);
+                    self.apply_holds(Some(conn), out);
+                }
+                HttpItem::Metrics(id) => {
+                    let facts = self.metrics_facts();
+                    self.http.as_mut().expect("checked").metrics(id, &facts);
+                }
+            }
+        }
+    }
+
+    /// Turns the step's native replies to HTTP connections into HTTP replies,
+    /// sends the requests they lead to (the next SCAN of a `GET /fetch`), and
+    /// serves the connections that have room for more requests again.
+    pub(super) fn http_after_step(&mut self, now: Millis, mark: usize, out: &mut Vec<Output>) {
+        let mut mark = mark;
+        loop {
+            let Some(h) = self.http.as_mut() else { return };
+            let resume = h.translate(now, mark, out);
+            let requests = h.take_requests();
+            if resume.is_empty() && requests.is_empty() {
+                return;
+            }
+            mark = out.len();
+            for (conn, frame) in requests {
+                self.on_request(now, conn, frame, out);
+                self.apply_holds(Some(conn), out);
+            }
+            for conn in resume {
+                self.serve_http(now, conn, out);
+            }
+        }
+    }
+
+    /// What `/metrics` reads from the node's state.
+    fn metrics_facts(&self) -> NodeFacts {
+        let peers = (self.ring.nodes().iter()).filter(|n| n.id != self.node_id);
+        let links = peers
+            .map(|n| {
+                let state = if self.mesh.is_up(n.id) {
+                    LinkState::Up
+                } else if self.mesh.is_unreachable(n.id) {
+                    LinkState::Unreachable
+                } else {
+                    LinkState::Connecting
+                };
+                (n.id, state)
+            })
+            .collect();
+        let hints = (self.ring.nodes().iter()).map(|n| self.repair.resync.owed(n.id));
+        NodeFacts {
+            node_id: self.node_id,
+            epoch: self.ring.epoch,
+            keys: self.engine.len(),
+            hints_pending: hints.sum(),
+            catching_up: self.repair.catch_up.is_some(),
+            moves_remaining: self.handoff.as_ref().map_or(0, Handoff::remaining),
+            rounds_in_flight: self.rounds.pending.len(),
+            forwards_in_flight: self.mesh.in_flight(),
+            links,
+        }
+    }
+}
