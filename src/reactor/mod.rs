@@ -843,4 +843,73 @@ mod tests {
         assert_eq!(&got, b"BYE!!\n");
         assert!(server.join().unwrap() >= 2);
     }
+
+    /// Answers each line of a raw connection with 1 MiB, at once; `stop` stops.
+    struct Flood {
+        closed: usize,
+    }
+
+    impl Service for Flood {
+        fn step(&mut self, _now: Millis, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Accepted { conn, .. } => out.push(Output::Raw { conn }),
+                Input::Data { conn, data } if data.starts_with(b"stop") => {
+                    out.push(Output::SendBytes {
+                        conn,
+                        bytes: Bytes::from_static(b"bye"),
+                    });
+                    out.push(Output::Stop);
+                }
+                Input::Data { conn, data } => {
+                    for _ in data.iter().filter(|&&b| b == b'\n') {
+                        let bytes = Bytes::from(vec![b'x'; 1 << 20]);
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Input::Closed { .. } => self.closed += 1,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_past_the_hard_output_limit_is_dropped_and_others_go_on() {
+        let cfg = Config {
+            max_payload: 1024,
+            high_water: 64 << 10,
+            low_water: 16 << 10,
+            output_limit: 2 << 20,
+            ..Config::default()
+        };
+        let mut reactor = Reactor::new(cfg).unwrap();
+        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut svc = Flood { closed: 0 };
+            reactor.run(&mut svc).unwrap();
+            svc.closed
+        });
+        let mut hog = std::net::TcpStream::connect(addr).unwrap();
+        hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        hog.write_all(&b"more\n".repeat(10)).unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match hog.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection should be dropped: {e}"),
+            }
+        }
+        assert!(got < 10 << 20, "cut short: {got} bytes");
+        let mut other = std::net::TcpStream::connect(addr).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        other.write_all(b"stop\n").unwrap();
+        let mut bye = [0u8; 3];
+        other.read_exact(&mut bye).unwrap();
+        assert_eq!(&bye, b"bye");
+        assert!(server.join().unwrap() >= 1, "the service was told");
+    }
 }
