@@ -1045,4 +1045,43 @@ mod change_tests {
             "and still undone after a restart"
         );
     }
+
+    #[test]
+    fn replies_piling_up_behind_the_commit_yield_the_connection() {
+        use crate::protocol::op;
+        use crate::reactor::{Input, Service};
+        use crate::storage::{NodeConfig, StorageNode};
+        let dir = TempDir::new("yield");
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let client = ConnId::new(5, 1);
+        let mut n = StorageNode::new(cfg);
+        n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
+        let mut out = Vec::new();
+        let ask = |n: &mut StorageNode, payload: Vec<u8>, op: u8, out: &mut Vec<Output>| {
+            out.clear();
+            let frame = Frame::new(op, 1, 0, payload);
+            n.step(
+                5,
+                Input::Frame {
+                    conn: client,
+                    frame,
+                },
+                out,
+            );
+            out.iter()
+                .any(|o| matches!(o, Output::Yield { conn } if *conn == client))
+        };
+        let mut big = b"1 b".to_vec();
+        big.extend(vec![b'v'; 1 << 20]);
+        assert!(!ask(&mut n, big, op::PUT, &mut out));
+        n.turn_end(5, &mut out);
+        // A write in this turn: every later reply waits for its commit.
+        assert!(!ask(&mut n, b"1 x1".to_vec(), op::PUT, &mut out));
+        let yields: Vec<bool> = (0..6)
+            .map(|_| ask(&mut n, b"b".to_vec(), op::GET, &mut out))
+            .collect();
+        assert_eq!(yields, [false, false, false, false, true, true]);
+        n.turn_end(5, &mut out);
+        assert!(!ask(&mut n, b"b".to_vec(), op::GET, &mut out), "a new turn");
+    }
 }
