@@ -291,7 +291,13 @@ fn reserved_ops_from_an_unproven_connection_get_badop() {
 #[test]
 fn node_join_with_a_wrong_secret_gets_auth_then_close() {
     let (c, n) = setup_with(&[]);
-    for payload in [&b"wrong 127.0.0.1:1 4"[..], b"", b"gtstorex 127.0.0.1:1 4"] {
+    // Plaintext secrets (the old format, even the right one) are refused too.
+    for payload in [
+        &b"wrong 127.0.0.1:1 4"[..],
+        b"",
+        b"gtstorex 127.0.0.1:1 4",
+        b"gtstore 127.0.0.1:1 4",
+    ] {
         let mut w = Wire::connect(&c.nodes[0].addr);
         w.send(&frame(50, 0, 0, payload));
         w.expect_err(0, n, "AUTH");
@@ -303,10 +309,12 @@ fn node_join_with_a_wrong_secret_gets_auth_then_close() {
     w.send(&frame(51, 0, 0, b"1"));
     w.expect_err(0, n, "BADOP");
     // The manager refuses a wrong secret the same way (and registers nothing).
-    let mut m = Wire::connect(&c.manager.addr);
-    m.send(&frame(50, 0, 0, b"wrong 127.0.0.1:1 4"));
-    m.expect_err(0, 0, "AUTH");
-    m.expect_eof();
+    for payload in [&b"wrong 127.0.0.1:1 4"[..], b"gtstore 127.0.0.1:1 4"] {
+        let mut m = Wire::connect(&c.manager.addr);
+        m.send(&frame(50, 0, 0, payload));
+        m.expect_err(0, 0, "AUTH");
+        m.expect_eof();
+    }
     assert_eq!(c.status()["nodes"].as_array().unwrap().len(), 1);
     still_serving(&c, n);
 }

@@ -137,7 +137,7 @@ fn a_resp_client_that_never_reads_16_mib_values_costs_bounded_memory() {
 }
 
 /// A process that joins as a member (it knows the secret: the built-in default
-/// on loopback) pushes `k` at versions 2^63 and `u64::MAX`, by REPLICATE and
+/// on loopback, proven by the member handshake) pushes `k` at versions 2^63 and `u64::MAX`, by REPLICATE and
 /// by MIGRATE: each is refused, the node stays up, and `k` keeps its value.
 #[test]
 fn versions_from_far_in_the_future_are_refused() {
@@ -149,15 +149,7 @@ fn versions_from_far_in_the_future_are_refused() {
 
     let id = common::node_id_of(&node.addr);
     let mut peer = Wire::connect(&node.addr);
-    let join = Message::NodeJoin {
-        secret: gtstore::DEFAULT_SECRET.to_string(),
-        addr: "127.0.0.1:9".to_string(),
-        tokens: 16,
-        offer: None,
-    }
-    .encode();
-    peer.send(&frame(op::NODE_JOIN, 0, 0, &join.payload));
-    let joined = peer.frame();
+    let joined = common::member_join(&mut peer, "127.0.0.1:9", gtstore::DEFAULT_SECRET.as_bytes());
     assert_eq!(joined.op, op::OK, "{}", common::show(&joined.payload));
     for version in [1u64 << 63, u64::MAX] {
         let record = || Record {

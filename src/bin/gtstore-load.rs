@@ -70,6 +70,11 @@ struct Args {
     /// No progress line each second.
     #[arg(long)]
     quiet: bool,
+    /// Prove the client password (storage nodes' --client-password-file; AUTH on
+    /// --resp) from the first line of this file on every connection
+    /// [default: $GTSTORE_PASSWORD; none when neither is set].
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
 }
 
 fn settings(a: Args) -> Result<Settings, String> {
@@ -91,6 +96,7 @@ fn settings(a: Args) -> Result<Settings, String> {
     s.threads = a.threads;
     s.verify = !a.no_verify;
     s.progress = !a.quiet;
+    s.password = gtstore::client::secret::client_password(a.password_file.as_deref())?;
     Ok(s)
 }
 

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
                         manager: conn.manager.or(top.manager),
                         node: conn.node.or(top.node),
                         timeout: conn.timeout.or(top.timeout),
+                        password_file: conn.password_file.or(top.password_file),
                     };
                     oneshot::run(target(conn), req, format)
                 }

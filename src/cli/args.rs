@@ -45,6 +45,10 @@ pub struct Conn {
     /// Seconds to wait for a connection or a reply [default: 10].
     #[arg(long, value_name = "SECS", value_parser = super::parse_timeout)]
     pub timeout: Option<Duration>,
+    /// Prove the client password (the nodes' --client-password-file) from the first
+    /// line of this file [default: $GTSTORE_PASSWORD; none when neither is set].
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// A command's KEY.
@@ -97,8 +101,23 @@ pub enum Command {
     /// address, state, share and keys (asked of every node, not from heartbeats).
     Status {
         /// Print the JSON the table is made from (see docs/operations.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keys")]
         json: bool,
+        /// After the table, list the keys each node holds (asked of each node; the
+        /// first 1,000 per node in byte order, with a note when it holds more).
+        #[arg(long)]
+        keys: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print every key of the cluster that starts with PREFIX, one a line: as it is
+    /// when it is printable ASCII not starting with `"`, else quoted with the
+    /// shell's escapes (`\n`, `\xHH`, ...). Walks the ring's ranges with the SCAN op
+    /// (the ranges from the manager's ring, so the manager must answer); a key is
+    /// listed once while no node joins or leaves during the walk.
+    Scan {
+        /// Only keys that start with these bytes [default: every key].
+        prefix: Option<OsString>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -176,11 +195,19 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             let key = arg_bytes(&key);
             (Request::Incr { key, delta }, table, conn)
         }
-        Command::Status { json, conn } => {
-            let format = if json { StatusFormat::Json } else { table };
+        Command::Status { json, keys, conn } => {
+            let format = match (json, keys) {
+                (true, _) => StatusFormat::Json,
+                (_, true) => StatusFormat::TableAndKeys,
+                _ => table,
+            };
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),
+        Command::Scan { prefix, conn } => {
+            let prefix = prefix.map(|p| arg_bytes(&p)).unwrap_or_default();
+            (Request::Scan { prefix }, table, conn)
+        }
         Command::Drop {
             node,
             admin_secret_file,
@@ -209,6 +236,7 @@ pub fn reject_client_flags(conn: &Conn, cmd: &str, timeout_applies: bool) {
         ("--manager", conn.manager.is_some()),
         ("--node", conn.node.is_some()),
         ("--timeout", conn.timeout.is_some() && !timeout_applies),
+        ("--password-file", conn.password_file.is_some()),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
         let msg = format!("{flag} before `{cmd}` is a client flag and does not apply to it");
@@ -219,7 +247,15 @@ pub fn reject_client_flags(conn: &Conn, cmd: &str, timeout_applies: bool) {
 }
 
 /// Where the client goes: the flags, else `$GTSTORE_MANAGER`, else the defaults.
+/// An unreadable password file ends the process (exit 2).
 pub fn target(conn: Conn) -> Target {
+    let password = match crate::client::secret::client_password(conn.password_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gtstore: {e}");
+            std::process::exit(super::EXIT_ERROR.into());
+        }
+    };
     let manager = conn
         .manager
         .or_else(|| std::env::var("GTSTORE_MANAGER").ok());
@@ -227,6 +263,7 @@ pub fn target(conn: Conn) -> Target {
         manager: manager.unwrap_or_else(|| super::DEFAULT_MANAGER.to_string()),
         node: conn.node,
         timeout: conn.timeout.unwrap_or(super::DEFAULT_TIMEOUT),
+        password,
     }
 }
 

@@ -34,6 +34,19 @@ fn push_escaped(out: &mut String, b: u8) {
     }
 }
 
+/// How `gtstore scan` prints a key on its line: as it is when every byte is
+/// printable ASCII (space included) and it does not start with `"`, else
+/// quoted as [`quote`] does. A line that starts with `"` is therefore always
+/// the quoted form, and no key can span lines or reach the terminal raw.
+pub fn key_line(key: &[u8]) -> String {
+    let plain = key.first() != Some(&b'"') && key.iter().all(|b| (0x20..=0x7e).contains(b));
+    if plain {
+        String::from_utf8_lossy(key).into_owned()
+    } else {
+        quote(key)
+    }
+}
+
 /// The number of bytes [`quote`] produces for `value`, quotes included.
 pub fn quoted_len(value: &[u8]) -> usize {
     2 + value
@@ -101,5 +114,13 @@ mod tests {
         let line = [b"put k ".as_slice(), quote(&all).as_bytes()].concat();
         let words = split_words(&line).unwrap();
         assert_eq!(words[2], all);
+    }
+
+    #[test]
+    fn scan_lines_are_plain_unless_they_must_be_quoted() {
+        assert_eq!(key_line(b"user:1 x\\y"), "user:1 x\\y");
+        assert_eq!(key_line(b"a\nb"), "\"a\\nb\"");
+        assert_eq!(key_line(b"\"q"), "\"\\\"q\"");
+        assert_eq!(key_line("é".as_bytes()), "\"\\xc3\\xa9\"");
     }
 }

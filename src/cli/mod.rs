@@ -27,6 +27,7 @@
 //! - [`serve`]: the manager's and the storage node's flags and mains, shared by
 //!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
 //!   `gtstore-storage` binaries.
+//! - [`held`]: `status --keys`, what each node holds.
 //! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
 //!   with quotes, showing a value quoted and escaped, the STATUS table),
 //!   unit-tested.
@@ -39,6 +40,7 @@ pub mod args;
 pub mod cache;
 pub mod cluster;
 pub mod display;
+pub mod held;
 pub mod oneshot;
 pub mod serve;
 pub mod session;
@@ -76,6 +78,7 @@ Examples:
   gtstore --node 127.0.0.1:7001,127.0.0.1:7002 get k
                                             no manager needed: the first node that answers
   gtstore status                            nodes, shares, distinct keys and copies, now
+  gtstore scan user:                        every key that starts with user:, one a line
   gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe

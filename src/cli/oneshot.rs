@@ -21,6 +21,9 @@ pub enum StatusFormat {
     Table,
     /// The status JSON: the manager's, with every node's own figures merged in.
     Json,
+    /// The table, then the keys each node holds (bounded per node: see
+    /// [`super::held`]).
+    TableAndKeys,
 }
 
 /// The raw bytes of a command-line argument (Unix: any bytes, not only UTF-8).
@@ -48,10 +51,24 @@ pub fn run(target: Target, request: Request, format: StatusFormat) -> u8 {
     let mut session = Session::new(target);
     let result = session.execute(&request);
     let code = exit_code(&result);
+    let status = match &result {
+        Ok(Reply::Text(t)) if format == StatusFormat::TableAndKeys => Some(t.clone()),
+        _ => None,
+    };
+    let (timeout, password) = (session.target().timeout, session.target().password.clone());
     let printed = match result {
         Ok(reply) => print_reply(&request, reply, format),
         Err(e) => Err(e),
     };
+    let printed = printed.and_then(|()| match status {
+        Some(s) => {
+            let text = super::held::held_keys(&s, timeout, password.as_deref());
+            let mut out = io::stdout().lock();
+            (out.write_all(text.as_bytes()).and_then(|_| out.flush()))
+                .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))
+        }
+        None => Ok(()),
+    });
     match printed {
         Ok(()) => code,
         Err(e) => {
@@ -81,9 +98,12 @@ fn print_reply(request: &Request, reply: Reply, format: StatusFormat) -> Result<
                 .and_then(|_| if tty { out.write_all(b"\n") } else { Ok(()) })
         }
         Reply::Count(n) => writeln!(out, "{n}"),
+        Reply::Keys(keys) => keys
+            .iter()
+            .try_for_each(|k| writeln!(out, "{}", super::display::key_line(k))),
         Reply::Pong(p) => out.write_all(&p).and_then(|_| out.write_all(b"\n")),
         Reply::Text(t) => {
-            let text = if matches!(request, Request::Status) && format == StatusFormat::Table {
+            let text = if matches!(request, Request::Status) && format != StatusFormat::Json {
                 let status = parse_status(&t).map_err(CliError::Protocol)?;
                 format_status(&status).into_bytes()
             } else {

@@ -118,6 +118,17 @@ pub struct StorageArgs {
     pub tokens: u32,
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// Require clients to prove this password, from the first line of this file
+    /// [default: $GTSTORE_CLIENT_PASSWORD]: until they do, native connections may
+    /// only PING and AUTH, RESP ones only AUTH, HELLO and QUIT (`-NOAUTH`), and HTTP
+    /// requests need `Authorization: Bearer PASSWORD` (401). Off by default: every
+    /// client is served.
+    #[arg(long, value_name = "PATH", conflicts_with = "client_password")]
+    pub client_password_file: Option<PathBuf>,
+    /// The client password itself. Every user of the machine sees it in `ps`:
+    /// prefer --client-password-file or $GTSTORE_CLIENT_PASSWORD.
+    #[arg(long, value_name = "PASSWORD")]
+    pub client_password: Option<String>,
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_PAYLOAD)]
     pub max_frame: u32,
@@ -304,6 +315,12 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let bind = resolve(&format!("{}:{}", args.host, args.port))?;
     let cluster_secret = args.secret.resolve(bind)?;
+    let client_password = match &args.client_password_file {
+        Some(path) => Some(secret::read_file(path)?),
+        None => {
+            (args.client_password.clone()).or_else(|| secret::from_env(secret::CLIENT_PASSWORD_ENV))
+        }
+    };
     let (_, local) = reactor
         .bind(bind)
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
@@ -312,12 +329,20 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     cfg.secret = cluster_secret;
     cfg.tokens = args.tokens;
     cfg.tombstone_grace_ms = args.tombstone_grace;
+    cfg.nonce_key = crate::protocol::auth::os_random()?;
     // Versions follow the wall clock; the reactor's clock starts about now.
     cfg.clock_base_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     reactor.handle_signals().map_err(|e| e.to_string())?;
     let mut node = StorageNode::new(cfg);
+    if let Some(password) = client_password {
+        if password.is_empty() {
+            return Err("the client password must not be empty".into());
+        }
+        node.require_client_password(password, crate::protocol::auth::os_random()?);
+        log::info!("clients must prove the client password (AUTH)");
+    }
     if let Some(dir) = &args.data_dir {
         recover(&mut node, dir, args.fsync)?;
     }

@@ -42,6 +42,8 @@ pub struct Target {
     pub node: Option<String>,
     /// Time allowed for connecting and for each reply.
     pub timeout: Duration,
+    /// The client password to prove to every storage node, when they need one.
+    pub password: Option<String>,
 }
 
 /// One command, as every front end (one-shot, shell) understands it.
@@ -77,6 +79,9 @@ pub enum Request {
     },
     /// Liveness check of the contact node, echoing `payload`.
     Ping { payload: Vec<u8> },
+    /// Every key of the cluster that starts with `prefix` (the native SCAN op,
+    /// range by range; the ranges from the manager's ring).
+    Scan { prefix: Vec<u8> },
 }
 
 impl Request {
@@ -84,7 +89,10 @@ impl Request {
     fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Request::Get { .. } | Request::Exists { .. } | Request::Ping { .. }
+            Request::Get { .. }
+                | Request::Exists { .. }
+                | Request::Ping { .. }
+                | Request::Scan { .. }
         )
     }
 }
@@ -104,6 +112,8 @@ pub enum Reply {
     Count(i64),
     /// The echoed payload (ping).
     Pong(Bytes),
+    /// Keys, in the order a scan found them.
+    Keys(Vec<Bytes>),
     /// Text to show: the status JSON (merged, see [`super::survey`]), or the ring
     /// text as the manager sent it.
     Text(Bytes),
@@ -145,6 +155,11 @@ impl fmt::Display for CliError {
             CliError::Lost { addr, err } => {
                 write!(f, "connection to {addr} failed: {}", describe_io(err))
             }
+            CliError::Server(e) if e.code == ErrorCode::Auth => write!(
+                f,
+                "server error: {e} (the nodes need the client password: give it with \
+                 --password-file PATH or $GTSTORE_PASSWORD)"
+            ),
             CliError::Server(e) => write!(f, "server error: {e}"),
             CliError::Protocol(m) => write!(f, "protocol error: {m}"),
             CliError::Other(m) => f.write_str(m),
@@ -278,7 +293,20 @@ impl Session {
             self.client = Some(connect(&self.target)?);
         }
         let client = self.client.as_mut().expect("connected just above");
-        match run_kv(client, req) {
+        let result = match req {
+            Request::Scan { prefix } => {
+                let mut keys = Vec::new();
+                let (manager, timeout) = (&self.target.manager, self.target.timeout);
+                client
+                    .scan_keys(manager, timeout, prefix, |k| {
+                        keys.push(Bytes::copy_from_slice(k));
+                        Ok(())
+                    })
+                    .map(|()| Reply::Keys(keys))
+            }
+            _ => run_kv(client, req),
+        };
+        match result {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 let err = CliError::from_client(e, client.node_addr());
@@ -298,6 +326,16 @@ impl Session {
 /// When the manager route fails, the nodes remembered for it are tried (see the
 /// module docs).
 pub fn connect(target: &Target) -> Result<Client, CliError> {
+    let mut c = connect_anonymous(target)?;
+    if let Some(p) = &target.password {
+        c.authenticate(p)
+            .map_err(|e| CliError::from_client(e, c.node_addr()))?;
+    }
+    Ok(c)
+}
+
+/// [`connect`] before the client password is proved.
+fn connect_anonymous(target: &Target) -> Result<Client, CliError> {
     let timeout = target.timeout;
     let given = survey::given_nodes(target);
     if !given.is_empty() {
@@ -401,7 +439,7 @@ fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
         Request::Incr { key, delta } => Reply::Count(c.incr(key, *delta)?),
         Request::Exists { key } => found(c.exists(key)?),
         Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
-        Request::Status | Request::Ring | Request::Drop { .. } => {
+        Request::Status | Request::Ring | Request::Drop { .. } | Request::Scan { .. } => {
             return Err(ClientError::Protocol("not a key-value request".into()))
         }
     })
@@ -491,6 +529,7 @@ mod tests {
             manager,
             node: None,
             timeout: Duration::from_secs(5),
+            password: None,
         });
         let put = Request::Put {
             key: b"k".to_vec(),
@@ -524,6 +563,7 @@ mod tests {
             manager: format!("127.0.0.1:{port}"),
             node: None,
             timeout: Duration::from_secs(2),
+            password: None,
         };
         let mut s = Session::new(target.clone());
         let e = s.execute(&Request::Get { key: b"k".to_vec() }).unwrap_err();

@@ -22,7 +22,7 @@
 //! `drop ID`, `kill ID`, `restart ID` and `nodes`, and prints its children's logs
 //! above the prompt through rustyline's external printer.
 
-use super::display::{quote, NIL};
+use super::display::{key_line, quote, NIL};
 use super::status::{format_status, parse_status};
 use super::words::split_words;
 use super::{CliError, Reply, Request, Session, Target};
@@ -48,6 +48,7 @@ commands:
   exists KEY           whether the key exists
   status [--json]      the cluster's nodes, shares and key counts
   ring                 the ring as the manager sends it
+  scan [PREFIX]        every key (that starts with PREFIX), one a line
   ping [PAYLOAD]       check the contact node
   C KEY VALUE          create (the one-letter CRUD: C, R, U, D)
   R KEY                get
@@ -147,6 +148,11 @@ fn parse_line(line: &[u8]) -> Result<Line, String> {
             [flag] if flag == b"--json" => return Ok(Line::Request(Request::Status, true)),
             _ => return Err(usage("status [--json]")),
         },
+        "scan" => match args.as_slice() {
+            [] => Request::Scan { prefix: Vec::new() },
+            [p] => Request::Scan { prefix: p.clone() },
+            _ => return Err(usage("scan [PREFIX]")),
+        },
         "ring" if args.is_empty() => Request::Ring,
         "ring" => return Err(usage("ring")),
         "ping" => match args.as_slice() {
@@ -174,6 +180,8 @@ fn render(request: &Request, reply: Reply, json: bool) -> Result<String, CliErro
         Reply::Pong(p) if &p[..] == b"PONG" => "PONG\n".into(),
         Reply::Pong(p) => format!("{}\n", quote(&p)),
         Reply::Count(n) => format!("{n}\n"),
+        Reply::Keys(keys) if keys.is_empty() => "(no keys)\n".into(),
+        Reply::Keys(keys) => keys.iter().map(|k| key_line(k) + "\n").collect(),
         Reply::Text(t) if matches!(request, Request::Status) && !json => {
             format_status(&parse_status(&t).map_err(CliError::Protocol)?)
         }
@@ -489,6 +497,7 @@ mod tests {
             manager: "127.0.0.1:1".into(),
             node: None,
             timeout: Duration::from_secs(1),
+            password: None,
         };
         let mut shell = Shell::new(target, None);
         let mut out = Vec::new();

@@ -25,7 +25,7 @@
 
 use super::cache;
 use super::session::{CliError, Target};
-use crate::client::{manager_call, node_status, ClientError};
+use crate::client::{manager_call, node_status_as, ClientError};
 use crate::protocol::{op, ErrorCode};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -58,20 +58,21 @@ fn parse_object(payload: &[u8], what: &str) -> Result<Value, String> {
     }
 }
 
-fn ask_node(addr: &str, timeout: Duration) -> Result<Value, String> {
-    let payload = node_status(addr, timeout.min(NODE_TIMEOUT)).map_err(|e| match e {
-        ClientError::Io(e) => super::describe_io(&e),
-        other => other.to_string(),
-    })?;
+fn ask_node(addr: &str, timeout: Duration, password: Option<&str>) -> Result<Value, String> {
+    let payload =
+        node_status_as(addr, timeout.min(NODE_TIMEOUT), password).map_err(|e| match e {
+            ClientError::Io(e) => super::describe_io(&e),
+            other => other.to_string(),
+        })?;
     parse_object(&payload, "the node's")
 }
 
 /// Asks every address at once for its STATUS.
-pub fn ask_nodes(addrs: &[String], timeout: Duration) -> Replies {
+pub fn ask_nodes(addrs: &[String], timeout: Duration, password: Option<&str>) -> Replies {
     std::thread::scope(|s| {
         let asks: Vec<_> = addrs
             .iter()
-            .map(|a| (a.clone(), s.spawn(move || ask_node(a, timeout))))
+            .map(|a| (a.clone(), s.spawn(move || ask_node(a, timeout, password))))
             .collect();
         asks.into_iter()
             .map(|(a, h)| {
@@ -112,7 +113,7 @@ pub fn recovering_ms(status: &Value) -> u64 {
 pub fn survey(target: &Target) -> Result<Value, CliError> {
     let given = given_nodes(target);
     if !given.is_empty() {
-        return node_survey(&given, target.timeout, Map::new());
+        return node_survey(&given, target, Map::new());
     }
     let manager = &target.manager;
     let err = match manager_call(manager, op::STATUS, target.timeout) {
@@ -121,7 +122,7 @@ pub fn survey(target: &Target) -> Result<Value, CliError> {
             let addrs = addrs_of(&status);
             if !addrs.is_empty() {
                 cache::remember(manager, &up_first(&status));
-                let replies = ask_nodes(&addrs, target.timeout);
+                let replies = ask_nodes(&addrs, target.timeout, target.password.as_deref());
                 return Ok(merge(status, &replies));
             }
             let recovering = recovering_ms(&status);
@@ -131,7 +132,7 @@ pub fn survey(target: &Target) -> Result<Value, CliError> {
             // Recovering, no member known yet: the nodes still know the ring.
             let mut note = Map::new();
             note.insert("recovering_ms_left".into(), recovering.into());
-            return node_survey(&cache::recall(manager), target.timeout, note)
+            return node_survey(&cache::recall(manager), target, note)
                 .or_else(|_| Ok(merge(status, &Replies::new())));
         }
         Err(ClientError::Io(err)) => CliError::Unreachable {
@@ -149,20 +150,20 @@ pub fn survey(target: &Target) -> Result<Value, CliError> {
     let mut note = Map::new();
     note.insert("manager".into(), manager.clone().into());
     note.insert("manager_error".into(), err.to_string().into());
-    node_survey(&remembered, target.timeout, note)
-        .map_err(|e| CliError::Other(format!("{err}; {e}")))
+    node_survey(&remembered, target, note).map_err(|e| CliError::Other(format!("{err}; {e}")))
 }
 
 /// The view of the first of `candidates` that answers, with every member's
 /// figures; `note` is added to the top level.
 fn node_survey(
     candidates: &[String],
-    timeout: Duration,
+    target: &Target,
     note: Map<String, Value>,
 ) -> Result<Value, CliError> {
+    let (timeout, password) = (target.timeout, target.password.as_deref());
     let mut tried = Vec::new();
     for addr in candidates {
-        match ask_node(addr, timeout) {
+        match ask_node(addr, timeout, password) {
             Ok(view) => {
                 let mut base = from_node_view(&view);
                 for (k, v) in note {
@@ -171,7 +172,7 @@ fn node_survey(
                 let own = view["addr"].as_str().unwrap_or(addr).to_string();
                 let others: Vec<String> =
                     addrs_of(&base).into_iter().filter(|a| *a != own).collect();
-                let mut replies = ask_nodes(&others, timeout);
+                let mut replies = ask_nodes(&others, timeout, password);
                 replies.insert(own, Ok(view));
                 return Ok(merge(base, &replies));
             }
@@ -390,6 +391,7 @@ mod tests {
             manager: "m:1".into(),
             node: node.map(str::to_string),
             timeout: Duration::from_secs(1),
+            password: None,
         };
         assert!(given_nodes(&t(None)).is_empty());
         assert_eq!(given_nodes(&t(Some("a:1"))), ["a:1"]);

@@ -21,7 +21,7 @@
 //! Caveat: a CREATE, UPDATE or INCR whose connection breaks after it was sent is not
 //! retried (it may have been applied); the error goes to the caller.
 
-use crate::protocol::auth::{self, AuthRequest, ROLE_ADMIN};
+use crate::protocol::auth::{self, AuthRequest, ROLE_ADMIN, ROLE_CLIENT};
 use crate::protocol::{self, kv, op, Error, ErrorCode, Frame, Parse};
 use crate::ring::{hash64, NodeState, Ring};
 use bytes::{Bytes, BytesMut};
@@ -31,7 +31,10 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+mod scan;
 pub mod secret;
+
+pub use scan::PAGE as SCAN_PAGE;
 
 /// Default time to wait for a reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,11 +167,23 @@ impl Connection {
     /// from the manager, then an HMAC proof; the secret is never sent). A wrong
     /// secret gets `ERR AUTH` and the manager closes the connection.
     pub fn auth_admin(&mut self, secret: &[u8]) -> Result<()> {
+        self.prove(secret, ROLE_ADMIN)
+    }
+
+    /// Proves the client password to a storage node on this connection (the same
+    /// exchange as [`Connection::auth_admin`], role `client`). A wrong password gets
+    /// `ERR AUTH` and the node closes the connection.
+    pub fn auth_client(&mut self, password: &[u8]) -> Result<()> {
+        self.prove(password, ROLE_CLIENT)
+    }
+
+    /// `AUTH`: a nonce from the server, then the HMAC proof of `role` under `secret`.
+    fn prove(&mut self, secret: &[u8], role: &str) -> Result<()> {
         let f = self.call(op::AUTH, 0, &[])?;
         expect(&f, &[op::CHALLENGE])?;
         let server = auth::from_hex(&f.payload)
             .ok_or_else(|| ClientError::Protocol("malformed CHALLENGE".into()))?;
-        let req = AuthRequest::prove(secret, &server, ROLE_ADMIN).map_err(ClientError::Protocol)?;
+        let req = AuthRequest::prove(secret, &server, role).map_err(ClientError::Protocol)?;
         let f = self.call(op::AUTH, 0, &[&req.encode()])?;
         expect(&f, &[op::OK])
     }
@@ -246,8 +261,27 @@ pub fn manager_call(manager: &str, request: u8, timeout: Duration) -> Result<Byt
 /// Asks a storage node for its own STATUS (its view of the ring, its key counts;
 /// docs/protocol.md) and returns the JSON payload.
 pub fn node_status(addr: &str, timeout: Duration) -> Result<Bytes> {
+    node_status_as(addr, timeout, None)
+}
+
+/// [`node_status`], proving the client password first when one is given.
+pub fn node_status_as(addr: &str, timeout: Duration, password: Option<&str>) -> Result<Bytes> {
+    node_status_asking(addr, b"", timeout, password)
+}
+
+/// Like [`node_status_as`], with a payload: `keys` adds the keys the node
+/// holds (bounded; docs/protocol.md).
+pub fn node_status_asking(
+    addr: &str,
+    payload: &[u8],
+    timeout: Duration,
+    password: Option<&str>,
+) -> Result<Bytes> {
     let mut c = Connection::connect(addr, timeout)?;
-    let f = c.call(op::STATUS, 0, &[])?;
+    if let Some(p) = password {
+        c.auth_client(p.as_bytes())?;
+    }
+    let f = c.call(op::STATUS, 0, &[payload])?;
     expect(&f, &[op::STATUS_REPLY])?;
     Ok(f.payload)
 }
@@ -268,6 +302,8 @@ struct RingRoute {
     ring: Ring,
     conns: HashMap<u32, Connection>,
     stats: RouteStats,
+    /// The client password each new node connection proves, if any.
+    password: Option<String>,
 }
 
 /// Counters of a partition-aware client (for tests and tools).
@@ -305,7 +341,10 @@ impl RingRoute {
                 .ring
                 .node(id)
                 .ok_or_else(|| ClientError::Protocol(format!("node {id} is not in the ring")))?;
-            let c = Connection::connect(&node.addr, self.timeout)?;
+            let mut c = Connection::connect(&node.addr, self.timeout)?;
+            if let Some(p) = &self.password {
+                c.auth_client(p.as_bytes())?;
+            }
             self.conns.insert(id, c);
         }
         Ok(self.conns.get_mut(&id).expect("just inserted"))
@@ -416,6 +455,7 @@ impl Client {
             ring: Ring::empty(),
             conns: HashMap::new(),
             stats: RouteStats::default(),
+            password: None,
         };
         route.refresh()?;
         route.stats.refreshes = 0;
@@ -433,6 +473,21 @@ impl Client {
             route: Route::Contact(Connection::connect(addr, timeout)?),
             node_addr: addr.to_string(),
         })
+    }
+
+    /// Proves the client password to every node this client talks to: the
+    /// contact node now, and each node a partition-aware client connects to.
+    pub fn authenticate(&mut self, password: &str) -> Result<()> {
+        match &mut self.route {
+            Route::Contact(c) => c.auth_client(password.as_bytes()),
+            Route::Ring(r) => {
+                r.password = Some(password.to_string());
+                for c in r.conns.values_mut() {
+                    c.auth_client(password.as_bytes())?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The id the manager gave (0 when anonymous).

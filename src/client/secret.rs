@@ -14,6 +14,10 @@ use std::path::Path;
 pub const SECRET_ENV: &str = "GTSTORE_SECRET";
 /// The admin secret's environment variable.
 pub const ADMIN_SECRET_ENV: &str = "GTSTORE_ADMIN_SECRET";
+/// The client password's environment variable on a storage node.
+pub const CLIENT_PASSWORD_ENV: &str = "GTSTORE_CLIENT_PASSWORD";
+/// The client password's environment variable for clients (the CLI, gtstore-load).
+pub const PASSWORD_ENV: &str = "GTSTORE_PASSWORD";
 /// The most of a secret file that is read.
 const MAX_FILE: u64 = 4096;
 
@@ -68,6 +72,15 @@ pub fn admin_secret(file: Option<&Path>) -> Result<String, String> {
     Ok(from_env(ADMIN_SECRET_ENV)
         .or_else(|| from_env(SECRET_ENV))
         .unwrap_or_else(|| crate::DEFAULT_SECRET.to_string()))
+}
+
+/// The client password a client proves: the file if given, else
+/// `$GTSTORE_PASSWORD`; `None` when neither is set (the nodes need none).
+pub fn client_password(file: Option<&Path>) -> Result<Option<String>, String> {
+    match file {
+        Some(path) => read_file(path).map(Some),
+        None => Ok(from_env(PASSWORD_ENV)),
+    }
 }
 
 #[cfg(test)]

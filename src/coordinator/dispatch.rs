@@ -3,10 +3,11 @@
 //!
 //! Frames are sorted in three: client requests (PING, HELLO, RING, STATUS) are
 //! answered here; key-value ops are refused (they go to a storage node); the
-//! typed [`Message`]s are decoded and handed to their concern. DROP (the admin
+//! typed [`Message`]s are decoded and handed to their concern (`MEMBER_HELLO` and
+//! `NODE_JOIN`'s proof to the member handshake of `admin.rs`). DROP (the admin
 //! ops of `admin.rs`) from a connection that has not proven the admin credential
 //! gets `ERR AUTH` before its payload is read. Ops 50-99 other
-//! than `NODE_JOIN` are refused (`ERR BADOP`) on a connection that is not a
+//! than `MEMBER_HELLO` and `NODE_JOIN` are refused (`ERR BADOP`) on a connection that is not a
 //! member link, before their payload is read. A timer runs the failure-detection
 //! tick and sets the next one; a closed link may mark its node down. Connections
 //! accepted on the HTTP listener go to the HTTP front (see `http`).
@@ -44,7 +45,11 @@ impl Manager {
                 ErrorCode::BadOp,
                 "key-value requests go to a storage node (HELLO names one)",
             )),
-            o if op::is_internal(o) && o != op::NODE_JOIN && member.is_none() => {
+            o if op::is_internal(o)
+                && o != op::NODE_JOIN
+                && o != op::MEMBER_HELLO
+                && member.is_none() =>
+            {
                 Err(Error::bad_op(o, false, SERVER))
             }
             o if Message::is_message_op(o) => {
@@ -65,17 +70,20 @@ impl Manager {
         message: Message,
     ) -> Result<Option<Frame>, Error> {
         match (message, member) {
+            (Message::MemberHello { nonce }, _) => {
+                Ok(Some(self.member_hello(conn, nonce).encode()))
+            }
             (
                 Message::NodeJoin {
-                    secret,
+                    proof,
                     addr,
                     tokens,
                     offer,
                 },
                 _,
             ) => {
+                self.check_member(conn, &addr, &proof)?;
                 let join = Join {
-                    secret: &secret,
                     addr: &addr,
                     tokens,
                     offer: offer.as_ref(),

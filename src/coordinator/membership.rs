@@ -1,7 +1,8 @@
 //! Who is in the cluster: registration (`NODE_JOIN`), ids, and departures
 //! (`LEAVE` from a node, `DROP` from the operator).
 //!
-//! A storage node opens a link and sends `NODE_JOIN` with the cluster secret, its
+//! A storage node opens a link and, once the member handshake (`admin.rs`) has
+//! checked its proof of the cluster secret, its `NODE_JOIN` gives its
 //! advertised address and how many tokens it wants. A node is known by its
 //! address: one that comes back on the same address gets its old id and tokens
 //! (and, if failure detection marked it down meanwhile, `catch_up` in `JOINED`:
@@ -25,7 +26,6 @@ const MAX_TOKENS: u32 = 4096;
 
 /// A `NODE_JOIN`'s fields.
 pub(super) struct Join<'a> {
-    pub secret: &'a str,
     pub addr: &'a str,
     pub tokens: u32,
     pub offer: Option<&'a Ring>,
@@ -39,9 +39,6 @@ impl Manager {
         conn: ConnId,
         join: Join<'_>,
     ) -> Result<Message, Error> {
-        if join.secret != self.cfg.secret {
-            return Err(Error::new(ErrorCode::Auth, "wrong cluster secret"));
-        }
         if !(1..=MAX_TOKENS).contains(&join.tokens) {
             return Err(Error::new(
                 ErrorCode::BadOp,

@@ -187,6 +187,9 @@ struct AuthState {
     challenges: HashMap<ConnId, Nonce>,
     /// Connections that proved the admin credential.
     admins: HashSet<ConnId>,
+    /// Member handshakes answered and not yet proven: each connection's
+    /// (manager nonce, node nonce), consumed by its `NODE_JOIN`.
+    members: HashMap<ConnId, (Nonce, Nonce)>,
 }
 
 impl Manager {
@@ -213,6 +216,7 @@ impl Manager {
                 nonces,
                 challenges: HashMap::new(),
                 admins: HashSet::new(),
+                members: HashMap::new(),
             }),
             http: Box::new(http::Web::new()),
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{op, Frame};
+use crate::protocol::{op, Frame, Message};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use crate::ring::NodeState;
 
@@ -16,8 +16,40 @@ fn reply(out: &[Output]) -> (u8, String) {
     }
 }
 
+/// Runs the member handshake for `addr` on `conn` under `secret` and returns its
+/// `NODE_JOIN` (`rest` follows the address: ` TOKENS [LF RING]`), not yet sent.
+fn join_with(
+    m: &mut Manager,
+    now: Millis,
+    (conn, addr, rest): (ConnId, &str, &str),
+    secret: &str,
+) -> Frame {
+    use crate::protocol::auth;
+    let client = [3u8; auth::NONCE_LEN];
+    let hello = Message::MemberHello { nonce: client }.encode();
+    let out = step(m, now, Input::Frame { conn, frame: hello });
+    let Output::Send { frame, .. } = &out[0] else {
+        panic!("no challenge: {out:?}")
+    };
+    let Ok(Message::MemberChallenge { nonce, proof }) = Message::decode(frame) else {
+        panic!("not a challenge: {frame:?}")
+    };
+    let secret = secret.as_bytes();
+    assert!(
+        auth::verify(secret, &nonce, &client, auth::ROLE_ACCEPT, &proof) || secret != b"gtstore"
+    );
+    let mine = auth::proof(secret, &nonce, &client, &auth::member_role(addr));
+    let text = format!("{} {addr}{rest}", auth::to_hex(&mine));
+    Frame::new(op::NODE_JOIN, 0, 0, text)
+}
+
+/// [`join_with`] under the default secret.
+fn join_frame(m: &mut Manager, now: Millis, conn: ConnId, addr: &str, rest: &str) -> Frame {
+    join_with(m, now, (conn, addr, rest), crate::DEFAULT_SECRET)
+}
+
 fn join(m: &mut Manager, now: Millis, conn: ConnId, addr: &str) -> (u8, String) {
-    let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8"));
+    let f = join_frame(m, now, conn, addr, " 8");
     reply(&step(m, now, Input::Frame { conn, frame: f }))
 }
 
@@ -91,7 +123,7 @@ fn ids_round_robin_and_failure_detection() {
 
 /// NODE_JOIN offering `ring` from `addr`.
 fn join_offering(m: &mut Manager, conn: ConnId, addr: &str, ring: &str) -> (u8, String) {
-    let f = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8\n{ring}"));
+    let f = join_frame(m, 0, conn, addr, &format!(" 8\n{ring}"));
     reply(&step(m, 0, Input::Frame { conn, frame: f }))
 }
 
@@ -176,12 +208,8 @@ fn an_adopted_ring_drops_links_it_does_not_know() {
     join_offering(&mut m, ConnId::new(1, 1), "127.0.0.1:7003", five);
     // Node 3 left by epoch 7 (the newer ring has no node 3).
     let out = {
-        let f = Frame::new(
-            op::NODE_JOIN,
-            0,
-            0,
-            format!("gtstore 127.0.0.1:7001 8\n{NEW}"),
-        );
+        let rest = format!(" 8\n{NEW}");
+        let f = join_frame(&mut m, 0, ConnId::new(2, 1), "127.0.0.1:7001", &rest);
         step(
             &mut m,
             0,
@@ -258,7 +286,7 @@ fn a_new_node_waits_until_the_recovery_window_is_over() {
     // A brand-new node is first (the old members are still backing off): it
     // is told to retry, and nothing changes.
     let newcomer = |m: &mut Manager, now: Millis, conn| {
-        let f = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 8");
+        let f = join_frame(m, now, conn, "127.0.0.1:7009", " 8");
         reply(&step(m, now, Input::Frame { conn, frame: f }))
     };
     let (code, text) = newcomer(&mut m, 1_100, ConnId::new(9, 1));
@@ -273,7 +301,7 @@ fn a_new_node_waits_until_the_recovery_window_is_over() {
     let (_, text) = join_offering(&mut m, ConnId::new(4, 1), "127.0.0.1:7004", NEW);
     assert!(text.starts_with("4\n"), "the newer ring wins: {text}");
     // A member of the adopted ring needs no offer to be let in.
-    let plain = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7001 8");
+    let plain = join_frame(&mut m, 2_500, ConnId::new(1, 1), "127.0.0.1:7001", " 8");
     let (code, text) = reply(&step(
         &mut m,
         2_500,
@@ -318,6 +346,70 @@ fn member_ops_need_a_join() {
     let out = step(&mut m, 0, bad);
     assert!(reply(&out).1.starts_with("AUTH"));
     assert!(matches!(out[1], Output::Close { .. }));
+}
+
+#[test]
+fn a_join_needs_a_fresh_right_proof() {
+    let mut m = Manager::new(ManagerConfig::default());
+    step(&mut m, 0, Input::Timer { id: TIMER_INIT });
+    let refused = |m: &mut Manager, conn, frame| {
+        let out = step(m, 1, Input::Frame { conn, frame });
+        assert!(reply(&out).1.starts_with("AUTH"), "{out:?}");
+        assert!(matches!(out[1], Output::Close { .. }));
+        assert!(m.ring().nodes().is_empty(), "nothing changes");
+    };
+    let addr = "127.0.0.1:7001";
+    // The old plaintext format, even with the right secret.
+    let a = ConnId::new(1, 1);
+    join_frame(&mut m, 1, a, addr, " 8");
+    let plain = Frame::new(op::NODE_JOIN, 0, 0, format!("gtstore {addr} 8"));
+    refused(&mut m, a, plain);
+    // A proof under another secret.
+    let b = ConnId::new(2, 1);
+    let wrong = join_with(&mut m, 1, (b, addr, " 8"), "not-the-secret");
+    refused(&mut m, b, wrong);
+    // A proof made for another address.
+    let c = ConnId::new(3, 1);
+    let mut other = join_frame(&mut m, 1, c, "127.0.0.1:7002", " 8");
+    other.payload = String::from_utf8_lossy(&other.payload)
+        .replace("7002", "7001")
+        .into();
+    refused(&mut m, c, other);
+    // A right proof works once; replayed on the same link or another, it is refused.
+    let d = ConnId::new(4, 1);
+    let right = join_frame(&mut m, 1, d, addr, " 8");
+    let out = step(
+        &mut m,
+        1,
+        Input::Frame {
+            conn: d,
+            frame: right.clone(),
+        },
+    );
+    assert_eq!(reply(&out).0, op::JOINED);
+    let out = step(
+        &mut m,
+        1,
+        Input::Frame {
+            conn: d,
+            frame: right.clone(),
+        },
+    );
+    assert!(reply(&out).1.starts_with("AUTH"), "replayed on its link");
+    let e = ConnId::new(5, 1);
+    join_frame(&mut m, 1, e, addr, " 8");
+    let out = step(
+        &mut m,
+        1,
+        Input::Frame {
+            conn: e,
+            frame: right,
+        },
+    );
+    assert!(
+        reply(&out).1.starts_with("AUTH"),
+        "replayed after a new hello"
+    );
 }
 
 /// `conn` asks for a nonce; returns it.
@@ -431,8 +523,10 @@ fn malformed_messages_get_badop() {
     make_admin(&mut m, a);
     for (o, payload) in [
         (op::NODE_JOIN, "gtstore 127.0.0.1:7002"),
-        (op::NODE_JOIN, "gtstore 127.0.0.1:7002 0"),
-        (op::NODE_JOIN, "gtstore 127.0.0.1:7002 8\nepoch x\n"),
+        (
+            op::NODE_JOIN,
+            &format!("{} 127.0.0.1:7002 8\nepoch x\n", "00".repeat(32)),
+        ),
         (op::HEARTBEAT, "lots"),
         (op::HANDOFF_DONE, ""),
         (op::LEAVE, "now"),

@@ -20,7 +20,9 @@
 //! gtstore cluster through contact nodes (each client talks to one node, which
 //! forwards), a Redis Cluster (each client holds one connection per master and
 //! sends each request to its key's slot's master, following `MOVED` and `ASK`;
-//! see [`cluster`]), a RESP server (Redis) or memcached.
+//! see [`cluster`]), a RESP server (Redis) or memcached. With a client password
+//! (`--password-file`, gtstore and RESP targets), every connection proves it
+//! before its first request: the native AUTH exchange, or RESP `AUTH`.
 //!
 //! Randomness is seeded (`--seed`): each client draws its ops and keys from its
 //! own generator ([`rng`]), uniform or Zipf. Values carry a tag derived from
@@ -183,6 +185,8 @@ pub struct Settings {
     pub verify: bool,
     /// Print a progress line each second (on stderr).
     pub progress: bool,
+    /// The client password each connection proves first (gtstore and `--resp`).
+    pub password: Option<String>,
 }
 
 /// Seconds (a flag's value) as nanoseconds.
@@ -213,12 +217,18 @@ impl Settings {
             threads: 1,
             verify: true,
             progress: true,
+            password: None,
         }
     }
 
     /// Checks the combination; fills in a 10 s duration when neither requests nor
     /// duration is given.
     pub fn check(&mut self) -> Result<(), String> {
+        if self.password.is_some()
+            && matches!(self.target, Target::Memcached(_) | Target::RedisCluster(_))
+        {
+            return Err("a password is for gtstore and --resp targets only".into());
+        }
         if self.clients == 0 || self.clients > 100_000 {
             return Err("--clients must be 1..=100000".into());
         }

@@ -14,8 +14,13 @@
 //! that hands them out stays deterministic given its key (the simulator can pass a
 //! fixed one); a process seeds it with [`os_random`].
 //!
+//! Storage nodes take the same exchange with role [`ROLE_CLIENT`] for the optional
+//! client password.
+//!
 //! The member handshake (nodes proving the cluster secret to the manager and to each
-//! other) is meant to reuse [`proof`] and [`verify`] with its own roles.
+//! other, `MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`) uses [`proof`] and
+//! [`verify`] under the cluster secret: the accepting side proves [`ROLE_ACCEPT`],
+//! the connecting side [`member_role`] of the address it registers.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -26,6 +31,18 @@ pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
 /// The role an admin proves (`AUTH admin ...`).
 pub const ROLE_ADMIN: &str = "admin";
+/// The role a client proves to a storage node with the client password
+/// (`AUTH client ...`).
+pub const ROLE_CLIENT: &str = "client";
+
+/// The role the accepting side of a member link proves (`MEMBER_CHALLENGE`).
+pub const ROLE_ACCEPT: &str = "member-accept";
+
+/// The role the connecting side of a member link proves in `NODE_JOIN`: its
+/// address, so a proof cannot register another one.
+pub fn member_role(addr: &str) -> String {
+    format!("member {addr}")
+}
 
 /// A nonce: random bytes used for one proof.
 pub type Nonce = [u8; NONCE_LEN];

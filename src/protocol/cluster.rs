@@ -14,7 +14,7 @@
 //!
 //! The payloads, written out in docs/protocol.md:
 //! - text where a person may read them in a log or type them into netcat: the
-//!   manager's messages (`NODE_JOIN`, `JOINED`, `HEARTBEAT`, `HANDOFF_DONE`,
+//!   manager's messages (`MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`, `JOINED`, `HEARTBEAT`, `HANDOFF_DONE`,
 //!   `RING_UPDATE`, `DROP`) and the catch-up rounds (`SYNC_REQ`, `SYNC_DONE`);
 //! - binary where they carry data: [`Record`]s (`MIGRATE`, `REPLICATE`, a
 //!   `REPL_READ` hit), and the versions of `REPLICATE` and `PURGE`.
@@ -26,10 +26,11 @@
 //! This module sits above [`crate::ring`] (its messages carry rings); the rest of
 //! `protocol` does not depend on the ring.
 //!
-//! Caveats: `encode` trusts its values: a secret or address with a space or a line
+//! Caveats: `encode` trusts its values: an address with a space or a line
 //! feed, or a key or value over 4 GiB, does not survive the trip. The node's flags
 //! and the engine rule them out.
 
+use super::auth::{self, Nonce, PROOF_LEN};
 use super::error::{Error, ErrorCode};
 use super::frame::{parse_decimal, Frame};
 use super::kv::check_key;
@@ -139,11 +140,26 @@ pub enum NodeRef {
 /// A message between cluster members (and the operator's DROP), by op.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// 50, node -> manager and node -> node, the first frame on a link: the
-    /// membership proof. `SECRET SP HOST:PORT SP TOKENS [LF RING]`.
+    /// 63, node -> manager and node -> node, the first frame on a link: the
+    /// connecting side's nonce for the member handshake. `NONCE` (hex).
+    MemberHello {
+        /// The connecting side's nonce.
+        nonce: Nonce,
+    },
+    /// 64, the accepting side's answer to `MEMBER_HELLO`: its nonce and its proof
+    /// of the cluster secret ([`auth::ROLE_ACCEPT`]). `NONCE SP PROOF` (hex).
+    MemberChallenge {
+        /// The accepting side's nonce.
+        nonce: Nonce,
+        /// Its proof over both nonces.
+        proof: [u8; PROOF_LEN],
+    },
+    /// 50, node -> manager and node -> node, after `MEMBER_CHALLENGE`: the
+    /// membership proof. `PROOF SP HOST:PORT SP TOKENS [LF RING]`, `PROOF` in hex
+    /// ([`auth::member_role`] of `HOST:PORT`).
     NodeJoin {
-        /// The cluster secret.
-        secret: String,
+        /// HMAC of the cluster secret over both nonces and the address.
+        proof: [u8; PROOF_LEN],
         /// Where the node is reached.
         addr: String,
         /// How many tokens it asks for.
@@ -239,6 +255,8 @@ impl Message {
     pub fn op(&self) -> u8 {
         match self {
             Message::NodeJoin { .. } => op::NODE_JOIN,
+            Message::MemberHello { .. } => op::MEMBER_HELLO,
+            Message::MemberChallenge { .. } => op::MEMBER_CHALLENGE,
             Message::Joined { .. } => op::JOINED,
             Message::Heartbeat { .. } => op::HEARTBEAT,
             Message::HandoffDone { .. } => op::HANDOFF_DONE,
@@ -259,6 +277,8 @@ impl Message {
         matches!(
             op,
             op::NODE_JOIN
+                | op::MEMBER_HELLO
+                | op::MEMBER_CHALLENGE
                 | op::JOINED
                 | op::HEARTBEAT
                 | op::HANDOFF_DONE
@@ -281,13 +301,17 @@ impl Message {
 
     fn payload(&self) -> Bytes {
         match self {
+            Message::MemberHello { nonce } => Bytes::from(auth::to_hex(nonce)),
+            Message::MemberChallenge { nonce, proof } => {
+                Bytes::from(format!("{} {}", auth::to_hex(nonce), auth::to_hex(proof)))
+            }
             Message::NodeJoin {
-                secret,
+                proof,
                 addr,
                 tokens,
                 offer,
             } => {
-                let mut text = format!("{secret} {addr} {tokens}");
+                let mut text = format!("{} {addr} {tokens}", auth::to_hex(proof));
                 if let Some(ring) = offer {
                     text.push('\n');
                     text.push_str(&ring.encode());
@@ -355,6 +379,17 @@ impl Message {
         let p = &frame.payload;
         Ok(match frame.op {
             op::NODE_JOIN => decode_join(p)?,
+            op::MEMBER_HELLO => Message::MemberHello {
+                nonce: auth::from_hex(p).ok_or_else(|| malformed("MEMBER_HELLO (NONCE)", ""))?,
+            },
+            op::MEMBER_CHALLENGE => {
+                let what = "MEMBER_CHALLENGE (NONCE PROOF)";
+                let [nonce, proof] = words::<2>(p).ok_or_else(|| malformed(what, ""))?;
+                Message::MemberChallenge {
+                    nonce: auth::from_hex(nonce).ok_or_else(|| malformed(what, "bad NONCE"))?,
+                    proof: auth::from_hex(proof).ok_or_else(|| malformed(what, "bad PROOF"))?,
+                }
+            }
             op::JOINED => decode_joined(p)?,
             op::HEARTBEAT => {
                 let what = "HEARTBEAT (KEYS [catching-up])";
@@ -429,18 +464,26 @@ impl Message {
 }
 
 fn decode_join(p: &Bytes) -> Result<Message, Error> {
-    let what = "NODE_JOIN (SECRET HOST:PORT TOKENS [LF RING])";
+    let what = "NODE_JOIN (PROOF HOST:PORT TOKENS [LF RING])";
     let (line, offer) = match memchr::memchr(b'\n', p) {
         Some(i) => (&p[..i], Some(&p[i + 1..])),
         None => (&p[..], None),
     };
-    let [secret, addr, tokens] = words::<3>(line).ok_or_else(|| malformed(what, ""))?;
+    let [proof, addr, tokens] = words::<3>(line).ok_or_else(|| malformed(what, ""))?;
+    // A plaintext secret (the old format) is not a proof: refused like a wrong one.
+    let proof = auth::from_hex(proof).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Auth,
+            "NODE_JOIN carries no proof: members prove the secret with the handshake \
+             (docs/protocol.md); plaintext secrets are refused",
+        )
+    })?;
     let offer = match offer {
         Some(text) => Some(Ring::decode(text).map_err(|e| bad_ring("NODE_JOIN", e))?),
         None => None,
     };
     Ok(Message::NodeJoin {
-        secret: text(secret, what)?,
+        proof,
         addr: text(addr, what)?,
         tokens: decimal(tokens, u32::MAX as u64, what)? as u32,
         offer,

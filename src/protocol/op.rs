@@ -55,9 +55,11 @@ pub const STATUS_REPLY: u8 = 42;
 /// Reply to an empty AUTH: the manager's nonce for this connection, in hex.
 pub const CHALLENGE: u8 = 43;
 
-/// Node -> manager (and node -> node): `SECRET SP HOST:PORT SP TOKENS [LF RING]`,
-/// the first frame on a link. The only internal op a connection may send before
-/// it has proven membership. The payloads of ops 50-99 are written and read by
+/// Node -> manager (and node -> node): `PROOF SP HOST:PORT SP TOKENS [LF RING]`,
+/// the third frame of the member handshake (after `MEMBER_HELLO` and
+/// `MEMBER_CHALLENGE`): `PROOF` is the HMAC of the cluster secret over both nonces
+/// and the address (see [`super::auth`]). With `MEMBER_HELLO`, the only internal
+/// ops a connection may send before it has proven membership. The payloads of ops 50-99 are written and read by
 /// [`super::cluster`].
 pub const NODE_JOIN: u8 = 50;
 /// Node -> manager: periodic heartbeat, payload `KEYS [SP catching-up]`.
@@ -102,6 +104,14 @@ pub const RING_UPDATE: u8 = 61;
 /// reason in the payload (`catching-up`, or `off-list EPOCH`; see
 /// [`super::cluster::Refusal`]).
 pub const REFUSED: u8 = 62;
+
+/// Node -> manager (and node -> node), the first frame on a link: `NONCE` (hex),
+/// the connecting side's nonce for the member handshake.
+pub const MEMBER_HELLO: u8 = 63;
+/// Manager -> node (and node -> node), the answer to `MEMBER_HELLO`:
+/// `NONCE SP PROOF` (hex), the accepting side's nonce and its own proof of the
+/// cluster secret over both nonces.
+pub const MEMBER_CHALLENGE: u8 = 64;
 
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
@@ -149,6 +159,8 @@ pub fn name(op: u8) -> &'static str {
         DROP => "DROP",
         RING_UPDATE => "RING_UPDATE",
         REFUSED => "REFUSED",
+        MEMBER_HELLO => "MEMBER_HELLO",
+        MEMBER_CHALLENGE => "MEMBER_CHALLENGE",
         _ => "UNKNOWN",
     }
 }

@@ -717,7 +717,7 @@ mod tests {
             n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
             let mut out = Vec::new();
             n.step(0, Input::Timer { id: 0 }, &mut out);
-            n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+            n.test_link_up(1, link, 1, &mut out);
             let joined = Frame::new(op::JOINED, 0, 0, ring);
             n.step(
                 2,
@@ -775,14 +775,17 @@ mod tests {
         assert_eq!((n.node_id(), n.ring().epoch), (3, 2));
         // Its registration offers that ring to the manager.
         out.clear();
-        n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+        n.test_link_up(1, link, 1, &mut out);
         let offered = out.iter().find_map(|o| match o {
             Output::Send { frame, .. } if frame.op == op::NODE_JOIN => Some(frame.payload.clone()),
             _ => None,
         });
+        let offered = offered.expect("a NODE_JOIN");
+        let (proof, rest) = offered.split_at(64);
+        assert!(crate::protocol::auth::from_hex::<32>(proof).is_some());
         assert_eq!(
-            offered.as_deref(),
-            Some(&b"gtstore 127.0.0.1:7001 64\nepoch 2\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20\n"[..])
+            rest,
+            &b" 127.0.0.1:7001 64\nepoch 2\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20\n"[..]
         );
     }
 
@@ -940,7 +943,7 @@ mod change_tests {
         let mut out = Vec::new();
         let link = ConnId::new(1, 1);
         n.step(0, Input::Timer { id: 0 }, &mut out);
-        n.step(1, Input::Connected { conn: link, tag: 1 }, &mut out);
+        n.test_link_up(1, link, 1, &mut out);
         let joined = Frame::new(op::JOINED, 0, 0, ring.to_string());
         n.step(
             2,
@@ -984,8 +987,7 @@ mod change_tests {
             frame_in(&mut n, 4, client, Frame::new(op::DELETE, 2, 0, &b"k"[..]));
             let version = n.engine().entry(b"k").expect("a tombstone").version;
             // A lead that confirmed it on every replica says PURGE.
-            let join = Frame::new(op::NODE_JOIN, 0, 2, "gtstore 127.0.0.1:7002 64");
-            frame_in(&mut n, 5, peer, join);
+            n.test_peer_joins(5, peer, "127.0.0.1:7002", &mut Vec::new());
             let mut payload = version.to_be_bytes().to_vec();
             payload.extend_from_slice(b"k");
             let out = frame_in(&mut n, 6, peer, Frame::new(op::PURGE, 0, 2, payload));
@@ -1016,7 +1018,7 @@ mod change_tests {
                 })
                 .expect("a connect to node 2");
             let mut out = Vec::new();
-            n.step(3, Input::Connected { conn: link, tag }, &mut out);
+            n.test_link_up(3, link, tag, &mut out);
             // It restarted into a ring that lists it serving, so it is catching
             // up and would wait for a copy from node 2 beyond its own.
             n.end_catch_up();

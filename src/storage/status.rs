@@ -116,6 +116,36 @@ pub fn reply(f: &Facts<'_>) -> Bytes {
     Bytes::from(status_json(f).to_string())
 }
 
+/// Most keys a STATUS with the payload `keys` lists (`gtstore status --keys`).
+pub const HELD_KEYS_MAX: usize = 1_000;
+
+/// The STATUS reply's payload when asked for `keys`: the JSON of [`reply`]
+/// with `held_keys`, the node's first [`HELD_KEYS_MAX`] live keys in byte
+/// order (each byte as the character of that code point, so every key is a
+/// JSON string and its bytes come back exactly), and `held_keys_capped`,
+/// whether it holds more.
+pub fn reply_with_keys(f: &Facts<'_>) -> Bytes {
+    let mut keys: Vec<&[u8]> = (f.engine.tokens())
+        .filter_map(|t| f.engine.sector_of_token(t))
+        .flat_map(|s| s.iter())
+        .filter(|e| e.value.is_some())
+        .map(|e| e.key)
+        .collect();
+    let capped = keys.len() > HELD_KEYS_MAX;
+    if capped {
+        keys.select_nth_unstable(HELD_KEYS_MAX);
+        keys.truncate(HELD_KEYS_MAX);
+    }
+    keys.sort_unstable();
+    let held: Vec<String> = (keys.iter())
+        .map(|k| k.iter().map(|&b| char::from(b)).collect())
+        .collect();
+    let mut v = status_json(f);
+    v["held_keys"] = json!(held);
+    v["held_keys_capped"] = json!(capped);
+    Bytes::from(v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

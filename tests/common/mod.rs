@@ -347,6 +347,17 @@ pub struct Wire {
 }
 
 impl Wire {
+    /// Wraps an accepted `stream` (a fake server's side), with the same timeouts.
+    pub fn accepted(stream: std::net::TcpStream) -> Wire {
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects to `addr` with a 10 s read/write timeout.
     pub fn connect(addr: &str) -> Wire {
         use std::net::ToSocketAddrs;
@@ -548,4 +559,28 @@ pub fn assert_serves(addr: &str, node_id: u32, key: &[u8], value: &[u8]) {
     let mut w = Wire::connect(addr);
     w.send(&frame(13, 0, 0, key));
     w.expect(&frame(22, 0, node_id, value));
+}
+
+/// Runs the member handshake on `w` as a node advertising `addr` under `secret`
+/// (docs/protocol.md): `MEMBER_HELLO`, checks the `MEMBER_CHALLENGE` answer if
+/// `secret` is the other side's too, sends `NODE_JOIN` with the proof (`TOKENS`
+/// 8) and returns the reply.
+pub fn member_join(w: &mut Wire, addr: &str, secret: &[u8]) -> RawFrame {
+    use gtstore::protocol::auth;
+    let client = auth::os_random::<{ auth::NONCE_LEN }>().unwrap();
+    w.send(&frame(
+        op::MEMBER_HELLO,
+        0,
+        0,
+        auth::to_hex(&client).as_bytes(),
+    ));
+    let answer = w.frame();
+    assert_eq!(answer.op, op::MEMBER_CHALLENGE, "{}", show(&answer.payload));
+    let words: Vec<&[u8]> = answer.payload.split(|&b| b == b' ').collect();
+    let server: auth::Nonce = auth::from_hex(words[0]).expect("a hex nonce");
+    let role = auth::member_role(addr);
+    let proof = auth::proof(secret, &server, &client, &role);
+    let join = format!("{} {addr} 8", auth::to_hex(&proof));
+    w.send(&frame(op::NODE_JOIN, 0, 0, join.as_bytes()));
+    w.frame()
 }

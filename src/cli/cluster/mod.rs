@@ -319,6 +319,7 @@ impl Cluster {
                 manager: String::new(),
                 node: None,
                 timeout: cfg.timeout.unwrap_or(super::DEFAULT_TIMEOUT),
+                password: None,
             },
             cfg,
             procs: Vec::new(),

@@ -30,6 +30,7 @@
 //! connections and routing, `slots.rs` Redis Cluster's slot map and redirects,
 //! `verify.rs` what the driver knows of its keys and the verify phase.
 
+mod auth;
 mod links;
 mod slots;
 mod verify;
@@ -181,6 +182,8 @@ pub struct ThreadResult {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LinkState {
     Connecting,
+    /// Connected, proving the client password (see `auth.rs`).
+    Authing,
     Up,
     Down,
 }
@@ -605,6 +608,31 @@ impl Driver {
         out.push(Output::Stop);
     }
 
+    /// Link `l` is connected (and proved the client password, if one is set).
+    fn link_up(&mut self, l: usize, out: &mut Vec<Output>) {
+        self.links[l].state = LinkState::Up;
+        // Requests redirected here while it connected.
+        if !self.links[l].out.is_empty() && !self.links[l].dirty {
+            self.links[l].dirty = true;
+            self.dirty.push(l);
+        }
+        if self.phase == Phase::Connecting && self.links.iter().all(|k| k.state == LinkState::Up) {
+            self.phase = Phase::Load;
+            let now_ns = self.now_ns();
+            self.tick_start_ns = now_ns;
+            self.last_reply_ns = now_ns;
+            if self.measuring {
+                self.measure_start_ns = now_ns;
+            }
+            for c in 0..self.clients.len() {
+                self.fill(c);
+            }
+            self.advance(out);
+        } else if self.phase != Phase::Connecting {
+            self.fill(self.links[l].client);
+        }
+    }
+
     fn fatal(&mut self, why: String, out: &mut Vec<Output>) {
         self.phase = Phase::Done;
         let _ = self.tx.send(Msg::Failed(self.thread, why));
@@ -624,28 +652,8 @@ impl Service for Driver {
                 out.push(Output::Raw { conn });
                 self.by_conn.insert(conn, l);
                 self.links[l].conn = Some(conn);
-                self.links[l].state = LinkState::Up;
-                // Requests redirected here while it connected.
-                if !self.links[l].out.is_empty() && !self.links[l].dirty {
-                    self.links[l].dirty = true;
-                    self.dirty.push(l);
-                }
-                if self.phase == Phase::Connecting
-                    && self.links.iter().all(|k| k.state == LinkState::Up)
-                {
-                    self.phase = Phase::Load;
-                    let now_ns = self.now_ns();
-                    self.tick_start_ns = now_ns;
-                    self.last_reply_ns = now_ns;
-                    if self.measuring {
-                        self.measure_start_ns = now_ns;
-                    }
-                    for c in 0..self.clients.len() {
-                        self.fill(c);
-                    }
-                    self.advance(out);
-                } else if self.phase != Phase::Connecting {
-                    self.fill(self.links[l].client);
+                if !self.start_auth(l, conn, out) {
+                    self.link_up(l, out);
                 }
             }
             Input::ConnectFailed { tag } => {
@@ -662,9 +670,13 @@ impl Service for Driver {
             }
             Input::Data { conn, data } => {
                 if let Some(&l) = self.by_conn.get(&conn) {
-                    if self.links[l].state == LinkState::Up {
-                        self.on_data(l, data, out);
-                        self.advance(out);
+                    match self.links[l].state {
+                        LinkState::Up => {
+                            self.on_data(l, data, out);
+                            self.advance(out);
+                        }
+                        LinkState::Authing => self.on_auth_data(l, conn, data, out),
+                        _ => {}
                     }
                 }
             }

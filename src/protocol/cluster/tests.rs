@@ -62,28 +62,65 @@ fn bad(op: u8, payload: &[u8]) -> ErrorCode {
 
 #[test]
 fn node_join() {
+    let proof = [0xab; 32];
+    let hex = "ab".repeat(32);
     let m = |offer| Message::NodeJoin {
-        secret: "s3cret".into(),
+        proof,
         addr: "127.0.0.1:7001".into(),
         tokens: 64,
         offer,
     };
-    check(m(None), b"s3cret 127.0.0.1:7001 64");
+    check(m(None), format!("{hex} 127.0.0.1:7001 64").as_bytes());
     let text = ring(5).encode();
     check(
         m(Some(ring(5))),
-        format!("s3cret 127.0.0.1:7001 64\n{text}").as_bytes(),
+        format!("{hex} 127.0.0.1:7001 64\n{text}").as_bytes(),
     );
     for p in [
-        &b""[..],
-        b"s3cret 127.0.0.1:7001",
-        b"s3cret 127.0.0.1:7001 x",
-        b"s3cret 127.0.0.1:7001 64 9",
-        b"s3cret  64",
-        b"s3cret 127.0.0.1:7001 64\nepoch x\n",
+        String::new(),
+        format!("{hex} 127.0.0.1:7001"),
+        format!("{hex} 127.0.0.1:7001 x"),
+        format!("{hex} 127.0.0.1:7001 64 9"),
+        format!("{hex}  64"),
+        format!("{hex} 127.0.0.1:7001 64\nepoch x\n"),
+    ] {
+        assert_eq!(bad(op::NODE_JOIN, p.as_bytes()), ErrorCode::BadOp, "{p:?}");
+    }
+    // The old plaintext secret, or a proof that is not 64 hex digits: ERR AUTH.
+    for p in [
+        &b"gtstore 127.0.0.1:7001 64"[..],
+        b"s3cret 127.0.0.1:7001 64\n",
         b"\xff 1:1 64",
     ] {
-        assert_eq!(bad(op::NODE_JOIN, p), ErrorCode::BadOp, "{p:?}");
+        assert_eq!(bad(op::NODE_JOIN, p), ErrorCode::Auth, "{p:?}");
+    }
+}
+
+#[test]
+fn member_hello_and_challenge() {
+    let nonce = [7u8; 16];
+    let n = "07".repeat(16);
+    check(Message::MemberHello { nonce }, n.as_bytes());
+    let proof = [0xcd; 32];
+    let text = format!("{n} {}", "cd".repeat(32));
+    check(Message::MemberChallenge { nonce, proof }, text.as_bytes());
+    for p in ["", "07", &"07".repeat(17), &format!("{n} ")] {
+        assert_eq!(
+            bad(op::MEMBER_HELLO, p.as_bytes()),
+            ErrorCode::BadOp,
+            "{p:?}"
+        );
+    }
+    for p in [
+        n.clone(),
+        format!("{n} cd"),
+        format!("{n} {} x", "cd".repeat(32)),
+    ] {
+        assert_eq!(
+            bad(op::MEMBER_CHALLENGE, p.as_bytes()),
+            ErrorCode::BadOp,
+            "{p:?}"
+        );
     }
 }
 
@@ -383,22 +420,24 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
-    let word = "[!-~]{1,20}";
     let addr = (any::<[u8; 4]>(), any::<u16>())
         .prop_map(|(ip, p)| format!("{}.{}.{}.{}:{p}", ip[0], ip[1], ip[2], ip[3]));
     prop_oneof![
         (
-            word,
+            any::<[u8; 32]>(),
             addr.clone(),
             any::<u32>(),
             prop::option::of(arb_ring())
         )
-            .prop_map(|(secret, addr, tokens, offer)| Message::NodeJoin {
-                secret,
+            .prop_map(|(proof, addr, tokens, offer)| Message::NodeJoin {
+                proof,
                 addr,
                 tokens,
                 offer
             }),
+        any::<[u8; 16]>().prop_map(|nonce| Message::MemberHello { nonce }),
+        (any::<[u8; 16]>(), any::<[u8; 32]>())
+            .prop_map(|(nonce, proof)| Message::MemberChallenge { nonce, proof }),
         (any::<u32>(), any::<bool>(), arb_ring()).prop_map(|(node_id, catch_up, ring)| {
             Message::Joined {
                 node_id,

@@ -35,6 +35,10 @@
 //! connection closed. The HTTP replies leave in request order through the
 //! [`Front`] (keep-alive, pipelining, limits).
 //!
+//! Client password. When the node has one, every request (`/metrics` too) must
+//! carry `Authorization: Bearer <password>`; any other gets `401` with
+//! `WWW-Authenticate: Bearer`, and nothing is sent to the node.
+//!
 //! Bounds. A body is at most the node's frame limit (`413` above, from the
 //! [`Front`]), so an HTTP request becomes at most that many bytes of native
 //! requests; a `/fetch` whose values add up to more than the frame limit is
@@ -155,6 +159,8 @@ pub struct HttpFront {
     requests: Vec<(ConnId, Frame)>,
     /// The node's HTTP counters (see [`metrics`]).
     pub stats: Stats,
+    /// The client password every request must carry (`Authorization: Bearer`).
+    password: Option<Bytes>,
 }
 
 impl HttpFront {
@@ -174,7 +180,34 @@ impl HttpFront {
             resume: Vec::new(),
             requests: Vec::new(),
             stats: Stats::new(),
+            password: None,
         }
+    }
+
+    /// Every request from now on, `/metrics` included, must carry
+    /// `Authorization: Bearer <password>`; others get `401`.
+    pub fn require_password(&mut self, password: Bytes) {
+        self.password = Some(password);
+    }
+
+    /// Whether `req` carries the password (or none is required).
+    fn authorized(&self, req: &web::Request) -> bool {
+        let Some(want) = &self.password else {
+            return true;
+        };
+        let Some(value) = req.header("authorization") else {
+            return false;
+        };
+        let given = match value.iter().position(|&b| b == b' ') {
+            Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => &value[i + 1..],
+            _ => return false,
+        };
+        given.len() == want.len()
+            && given
+                .iter()
+                .zip(want.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// The listener this front serves.
@@ -241,6 +274,12 @@ impl HttpFront {
             let next = self.front.next(conn, &mut fo);
             self.absorb_front(fo, &mut out);
             let Some((id, req)) = next else { break };
+            if !self.authorized(&req) {
+                let reply = error_reply(401, "auth", "the client password is required", None)
+                    .with_header("WWW-Authenticate", "Bearer realm=\"gtstore\"");
+                self.reply(id, "other", &reply, &mut out);
+                continue;
+            }
             match web::route(&req, ENDPOINTS) {
                 Err(reply) => self.reply(id, "other", &reply, &mut out),
                 Ok(i) if ENDPOINTS[i].0 == "/metrics" => items.push(Item::Metrics(id)),

@@ -103,15 +103,8 @@ impl ScanJob {
 
     /// The SCAN for the cursor's range.
     pub(super) fn ask(&self) -> Scan {
-        let n = self.bounds.len();
-        let hi = self.bounds[self.range];
-        let lo = self.bounds[(self.range + n - 1) % n];
-        Scan {
-            lo,
-            hi,
-            count: (self.limit - self.pairs.len()).min(MAX_SCAN_COUNT as usize),
-            after: self.after.clone(),
-        }
+        let count = self.limit - self.pairs.len();
+        Scan::of_range(&self.bounds, self.range, self.after.clone(), count)
     }
 
     /// Takes a SCAN reply's payload.

@@ -11,7 +11,11 @@ impl StorageNode {
     /// Serves HTTP on listener `listener` (the index the reactor gave its
     /// bind), bodies bounded by `max_body` bytes.
     pub fn enable_http(&mut self, listener: usize, max_body: usize) {
-        self.http = Some(Box::new(HttpFront::new(listener, max_body)));
+        let mut front = HttpFront::new(listener, max_body);
+        if let Some(p) = self.client_auth.as_ref().map(|a| a.password()) {
+            front.require_password(Bytes::from(p.to_string()));
+        }
+        self.http = Some(Box::new(front));
     }
 
     /// Counts an input for `/metrics` and takes the ones that belong to the

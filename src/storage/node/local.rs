@@ -70,7 +70,8 @@ impl StorageNode {
         Ok((d.reply, d.payload))
     }
 
-    /// Serves a request that is not a key-value one: `PING`, `NODE_JOIN`, and
+    /// Serves a request that is not a key-value one: `PING`, the member handshake
+    /// (`MEMBER_HELLO`, `NODE_JOIN`, see `handshake`), and
     /// from a proven member the cluster messages (see [`StorageNode::serve_peer`]).
     pub(super) fn execute(
         &mut self,
@@ -99,7 +100,14 @@ impl StorageNode {
                     leaving: self.membership.leaving,
                     manager_link: self.membership.manager.conn().is_some(),
                 };
-                (op::STATUS_REPLY, super::super::status::reply(&facts))
+                if &f.payload[..] == b"keys" {
+                    (
+                        op::STATUS_REPLY,
+                        super::super::status::reply_with_keys(&facts),
+                    )
+                } else {
+                    (op::STATUS_REPLY, super::super::status::reply(&facts))
+                }
             }
             op::HELLO | op::RING => {
                 return Err(Error::new(
@@ -111,14 +119,8 @@ impl StorageNode {
                     ),
                 ))
             }
-            op::NODE_JOIN => match Message::decode(f) {
-                Ok(Message::NodeJoin { secret, .. }) if secret == self.cfg.secret => {
-                    self.conns.members.insert(conn);
-                    self.conns.trusted.push(conn);
-                    (op::OK, Bytes::new())
-                }
-                _ => return Err(Error::new(ErrorCode::Auth, "wrong cluster secret")),
-            },
+            op::MEMBER_HELLO => return self.on_member_hello(conn, f),
+            op::NODE_JOIN => return self.on_node_join(conn, f),
             o => return Err(Error::bad_op(o, member, "a storage node")),
         })
     }

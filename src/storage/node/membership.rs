@@ -1,5 +1,5 @@
-//! Membership: the link to the manager (connect with backoff, register with
-//! `NODE_JOIN`, heartbeats), installing each ring the manager sends, and leaving
+//! Membership: the link to the manager (connect with backoff, register with the
+//! member handshake and `NODE_JOIN` (see `handshake`), heartbeats), installing each ring the manager sends, and leaving
 //! the ring on SIGTERM.
 
 use super::*;
@@ -19,6 +19,9 @@ pub(super) struct Membership {
     pub(super) exiting: bool,
     /// `NODE_JOIN` went to the manager on this link and is not answered yet.
     pub(super) awaiting_joined: bool,
+    /// The manager proved the cluster secret on this link (`MEMBER_CHALLENGE`):
+    /// until then, nothing it sends but that and `ERR` is believed.
+    pub(super) manager_proven: bool,
     /// Why the node stopped for good, when something it cannot fix stopped it
     /// (the manager refused its cluster secret).
     pub(super) fatal: Option<String>,
@@ -37,6 +40,7 @@ impl Membership {
             orphaned_at: Default::default(),
             exiting: Default::default(),
             awaiting_joined: Default::default(),
+            manager_proven: Default::default(),
             fatal: Default::default(),
             join_refusals: Default::default(),
         }
@@ -113,7 +117,8 @@ impl StorageNode {
         });
     }
 
-    /// The manager refused this node's cluster secret: nothing will change
+    /// The manager refused this node's cluster secret (or could not prove it
+    /// itself): nothing will change
     /// that, so the node stops, and says why (see [`StorageNode::failure`]).
     fn refused_for_good(&mut self, e: &Error, out: &mut Vec<Output>) {
         let why = format!(
@@ -152,6 +157,17 @@ impl StorageNode {
 
     pub(super) fn on_manager_frame(&mut self, now: Millis, frame: Frame, out: &mut Vec<Output>) {
         match frame.op {
+            op::MEMBER_CHALLENGE if !self.membership.manager_proven => {
+                if let Some(conn) = self.membership.manager.conn() {
+                    self.manager_challenge(conn, &frame, out);
+                }
+            }
+            o if o != op::ERR && !self.membership.manager_proven => {
+                log::warn!(
+                    "ignoring {} from a manager that has not proven the secret",
+                    op::name(o)
+                );
+            }
             op::RING_UPDATE | op::JOINED => match Message::decode(&frame) {
                 Ok(Message::RingUpdate { ring }) => self.install_ring(ring, now, out),
                 Ok(Message::Joined {
@@ -325,25 +341,28 @@ impl StorageNode {
         self.pump_resync(now, out);
     }
 
-    /// `NODE_JOIN` for the manager: offers the ring this node knows (`LF` and the
-    /// RING text after the usual payload), so a restarted manager can recover.
-    pub(super) fn manager_hello(&self) -> Frame {
+    /// What `NODE_JOIN` to the manager offers: the ring this node knows, if it
+    /// lists the node, so a restarted manager can recover (`LF` and the RING text
+    /// after the usual payload).
+    fn manager_offer(&self) -> Option<Ring> {
         let listed = self.node_id != 0 && self.ring.node(self.node_id).is_some();
-        self.join_message(listed.then(|| self.ring.clone()))
+        listed.then(|| self.ring.clone())
     }
 
-    /// `NODE_JOIN` for a peer: proves this node is a member.
-    pub(super) fn hello(&self) -> Frame {
-        self.join_message(None)
-    }
-
-    fn join_message(&self, offer: Option<Ring>) -> Frame {
-        self.to_manager(&Message::NodeJoin {
-            secret: self.cfg.secret.clone(),
-            addr: self.cfg.advertise.clone(),
-            tokens: self.cfg.tokens,
-            offer,
-        })
+    /// The manager's `MEMBER_CHALLENGE`: register with `NODE_JOIN` if its proof
+    /// is right; a manager that cannot prove the cluster secret stops the node.
+    fn manager_challenge(&mut self, conn: ConnId, frame: &Frame, out: &mut Vec<Output>) {
+        let offer = self.manager_offer();
+        match self.answer_challenge(conn, frame, offer) {
+            Ok(join) => {
+                self.membership.manager_proven = true;
+                out.push(Output::Send { conn, frame: join });
+            }
+            Err(why) => {
+                let e = Error::new(ErrorCode::Auth, format!("the manager sent {why}"));
+                self.refused_for_good(&e, out);
+            }
+        }
     }
 
     /// The manager link is up: register (or register again).
@@ -351,10 +370,9 @@ impl StorageNode {
         self.membership.manager.up(conn);
         self.membership.orphaned_at = None;
         self.membership.awaiting_joined = true;
-        out.push(Output::Send {
-            conn,
-            frame: self.manager_hello(),
-        });
+        self.membership.manager_proven = false;
+        let frame = self.member_hello(conn);
+        out.push(Output::Send { conn, frame });
     }
 
     /// Tells the manager this node is alive, with its key count (and whether

@@ -1,8 +1,9 @@
 //! The mesh: one persistent outbound connection from this node to every other
 //! node of the ring, and the requests forwarded over them.
 //!
-//! Each peer is a [`Link`] (connect, `NODE_JOIN` hello to prove membership, doubling
-//! backoff after a failure). A forwarded request is the client's frame unchanged
+//! Each peer is a [`Link`] (connect, the member handshake to prove membership,
+//! doubling backoff after a failure). Forwards wait until this node's `NODE_JOIN`
+//! went out on the link ([`Mesh::proven`]). A forwarded request is the client's frame unchanged
 //! except for its client id, which becomes a node-local *tag*; the owner's reply
 //! comes back on the same connection carrying that tag, and is matched to the
 //! waiting client. Many forwards are in flight on one connection at once.
@@ -49,6 +50,9 @@ struct Peer {
     link: Link,
     /// Tags of forwards waiting for the link.
     waiting: Vec<u64>,
+    /// The link is up and this node's `NODE_JOIN` went out on it: forwards may
+    /// follow (the peer serves them in order, after the join).
+    proven: bool,
 }
 
 /// Peers and forwards, each forward with its caller's token of type `T`.
@@ -119,6 +123,7 @@ impl<T> Mesh<T> {
                     retired: false,
                     link: Link::new(self.retry_base, self.retry_cap),
                     waiting: Vec::new(),
+                    proven: false,
                 });
                 self.connect(id, out);
             }
@@ -194,8 +199,8 @@ impl<T> Mesh<T> {
             .collect()
     }
 
-    /// A link came up: says hello (`hello` is the `NODE_JOIN` frame), then sends
-    /// what was waiting.
+    /// A link came up: says hello (`hello` is the `MEMBER_HELLO` frame); what
+    /// waits keeps waiting for [`Mesh::proven`].
     pub fn connected(&mut self, tag: u64, conn: ConnId, hello: Frame, out: &mut Vec<Output>) {
         let id = (tag - PEER_TAG) as u32;
         let Some(p) = self.peers.get_mut(&id) else {
@@ -208,7 +213,25 @@ impl<T> Mesh<T> {
         }
         p.link.up(conn);
         self.by_conn.insert(conn, id);
+        p.proven = false;
         out.push(Output::Send { conn, frame: hello });
+    }
+
+    /// The peer on `conn` proved the cluster secret: sends `join` (this node's
+    /// `NODE_JOIN`), then what was waiting.
+    pub fn proven(&mut self, conn: ConnId, join: Frame, out: &mut Vec<Output>) {
+        let Some(p) = self
+            .by_conn
+            .get(&conn)
+            .and_then(|id| self.peers.get_mut(id))
+        else {
+            return;
+        };
+        if p.link.conn() != Some(conn) || p.proven {
+            return;
+        }
+        p.proven = true;
+        out.push(Output::Send { conn, frame: join });
         for tag in std::mem::take(&mut p.waiting) {
             if let Some(frame) = self.forwards.get_mut(&tag).and_then(|f| f.unsent.take()) {
                 out.push(Output::Send { conn, frame });
@@ -234,6 +257,7 @@ impl<T> Mesh<T> {
         let p = self.peers.get_mut(&id)?;
         if p.link.conn() == Some(conn) {
             p.link.failed(now);
+            p.proven = false;
         }
         let in_flight: Vec<u64> = self
             .forwards
@@ -293,7 +317,7 @@ impl<T> Mesh<T> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return Err(Box::new(fwd));
         };
-        match p.link.conn() {
+        match p.link.conn().filter(|_| p.proven) {
             Some(link) => out.push(Output::Send { conn: link, frame }),
             None => {
                 fwd.unsent = Some(frame);

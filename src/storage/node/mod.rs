@@ -6,8 +6,8 @@
 //! and each part owns its fields and lives in its own file:
 //!
 //! - `membership` (`Membership`): the link to the manager. Connects with
-//!   doubling backoff, registers with `NODE_JOIN` (`SECRET SP HOST:PORT SP
-//!   TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   doubling backoff, registers after the member handshake (`handshake`) with
+//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS`), receives its node id and the ring in `JOINED` and every later ring
 //!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
 //!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
 //!   hands its keys over, exits once out of the ring; without a handoff, with a
@@ -23,7 +23,8 @@
 //!   routing by an older ring. Replies leave each client connection in request
 //!   order (see `routing/order.rs`), and connections with too many replies held
 //!   back stop being read. Ops 50-99 are refused with `ERR BADOP` on connections
-//!   that have not proven membership (a `NODE_JOIN` with the cluster secret).
+//!   that have not proven membership (the member handshake: `MEMBER_HELLO`,
+//!   then a `NODE_JOIN` whose HMAC proves the cluster secret; see `handshake`).
 //! - `local`: serving from this node's own data: key-value ops on keys it serves
 //!   alone, and the cluster messages peers send it (`REPLICATE`, `REPL_READ`,
 //!   `MIGRATE`, ...), which never pass through routing. The only writes to the
@@ -40,6 +41,8 @@
 //!   holds them.
 //! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
 //!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `client_auth` (`ClientAuth`): the optional client password; a client
+//!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the
 //!   range's lead replica.
 //!
@@ -56,6 +59,8 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod client_auth;
+mod handshake;
 mod http;
 mod local;
 mod membership;
@@ -191,7 +196,8 @@ pub struct NodeConfig {
     pub advertise: String,
     /// The manager's address.
     pub manager: SocketAddr,
-    /// Shared secret that proves cluster membership (no spaces).
+    /// Shared secret that proves cluster membership (no spaces); never sent, only
+    /// proven (see `handshake`).
     pub secret: String,
     /// Tokens (virtual nodes) this node asks for.
     pub tokens: u32,
@@ -211,12 +217,17 @@ pub struct NodeConfig {
     /// A tombstone older than this (by its version's clock) is collected once
     /// every replica of its key holds it, in ms.
     pub tombstone_grace_ms: Millis,
+    /// Key of the nonces of this node's member handshakes: random in a process
+    /// (the binary fills it from the OS); by default derived from `advertise`, so
+    /// tests and the simulator stay deterministic.
+    pub nonce_key: [u8; 32],
 }
 
 impl NodeConfig {
     /// Defaults for a node advertising `advertise` and registering with `manager`.
     pub fn new(advertise: String, manager: SocketAddr) -> NodeConfig {
         NodeConfig {
+            nonce_key: test_nonce_key(&advertise),
             advertise,
             manager,
             secret: crate::DEFAULT_SECRET.to_string(),
@@ -230,6 +241,15 @@ impl NodeConfig {
             tombstone_grace_ms: 60_000,
         }
     }
+}
+
+/// A fixed nonce key made from `advertise` (distinct per node, not secret).
+fn test_nonce_key(advertise: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, b) in advertise.bytes().enumerate() {
+        key[i % 32] ^= b;
+    }
+    key
 }
 
 /// A storage node's whole state.
@@ -251,6 +271,8 @@ pub struct StorageNode {
     hlc: Hlc,
     /// The RESP front, when the node serves RESP on listener 1.
     resp: Option<RespFront>,
+    /// The client password and who proved it, when one is set (`client_auth.rs`).
+    client_auth: Option<Box<client_auth::ClientAuth>>,
     /// The HTTP front, when the node serves HTTP (see [`super::http`]).
     http: Option<Box<super::http::HttpFront>>,
     /// The data directory, when the node has one (see [`super::durable`]).
@@ -268,6 +290,8 @@ pub struct StorageNode {
     /// The connections this node serves: which are proven members, each client's
     /// reply order, and which are held (not read) for their reply backlog.
     conns: Connections,
+    /// The member handshakes in progress (see [`handshake`]).
+    handshakes: handshake::Handshakes,
 }
 
 impl StorageNode {
@@ -280,6 +304,7 @@ impl StorageNode {
             repair: Repair::new(),
             tombstones: Collector::new(),
             conns: Connections::new(),
+            handshakes: handshake::Handshakes::new(cfg.nonce_key),
             mesh,
             serving: Ring::empty(),
             settled: Ring::empty(),
@@ -287,6 +312,7 @@ impl StorageNode {
             settled_pref: PrefTable::default(),
             handoff: None,
             resp: None,
+            client_auth: None,
             http: None,
             durable: None,
             cfg,
@@ -363,7 +389,11 @@ impl StorageNode {
 impl StorageNode {
     /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
     pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
-        self.resp = Some(RespFront::new(limits));
+        let mut front = RespFront::new(limits);
+        if let Some(p) = self.client_auth.as_ref().map(|a| a.password()) {
+            front.require_password(Bytes::from(p.to_string()));
+        }
+        self.resp = Some(front);
     }
 
     /// Bytes from a RESP connection: serve the commands they complete, in order,
@@ -374,6 +404,7 @@ impl StorageNode {
         let Some(front) = self.resp.as_mut() else {
             return;
         };
+        front.set_ring(self.serving_pref.bounds());
         if !front.take_input(now, conn, data) {
             return out.push(Output::Close { conn });
         }
@@ -502,7 +533,7 @@ impl StorageNode {
             Input::Timer { id } => self.on_timer(now, id, out),
             Input::Connected { conn, tag } if tag == TAG_MANAGER => self.manager_up(conn, out),
             Input::Connected { conn, tag } if mesh::owns_tag(tag) => {
-                let hello = self.hello();
+                let hello = self.member_hello(conn);
                 self.mesh.connected(tag, conn, hello, out);
             }
             Input::Connected { conn, .. } => out.push(Output::Close { conn }),
@@ -583,10 +614,18 @@ impl StorageNode {
     fn on_frame(&mut self, now: Millis, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
         if self.membership.manager.conn() == Some(conn) {
             self.on_manager_frame(now, frame, out);
+        } else if self.mesh.is_link(conn) && frame.op == op::MEMBER_CHALLENGE {
+            match self.answer_challenge(conn, &frame, None) {
+                Ok(join) => self.mesh.proven(conn, join, out),
+                Err(why) => {
+                    log::error!("closing a peer link: the peer sent {why}");
+                    out.push(Output::Close { conn });
+                }
+            }
         } else if self.mesh.is_link(conn) {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
-        } else {
+        } else if self.client_gate(conn, &frame, out) {
             self.on_request(now, conn, frame, out);
             for conn in self.conns.trusted.drain(..) {
                 out.push(Output::Trust { conn });
@@ -596,6 +635,8 @@ impl StorageNode {
     }
 
     fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+        self.forget_handshake(conn);
+        self.forget_client_auth(conn);
         self.conns.members.remove(&conn);
         self.conns.order.closed(conn);
         self.conns.held.remove(&conn);

@@ -70,6 +70,26 @@ impl Scan {
         })
     }
 
+    /// The SCAN of range `range` of the ring whose ranges end at `bounds`
+    /// (range 0 wraps past the top of the hash space; no bounds, a ring not
+    /// known yet, is one range, the whole ring), for up to `count` keys after
+    /// `after`. The cluster-wide walks (HTTP `GET /fetch`, RESP `SCAN` and
+    /// `KEYS`) go through the ranges in this order.
+    pub fn of_range(bounds: &[u64], range: usize, after: Bytes, count: usize) -> Scan {
+        let n = bounds.len();
+        let (lo, hi) = if n == 0 {
+            (0, 0)
+        } else {
+            (bounds[(range + n - 1) % n], bounds[range % n])
+        };
+        Scan {
+            lo,
+            hi,
+            count: count.min(MAX_SCAN_COUNT as usize),
+            after,
+        }
+    }
+
     /// Whether ring hash `h` is in the range.
     pub fn holds(&self, h: u64) -> bool {
         match self.lo.cmp(&self.hi) {

@@ -13,17 +13,45 @@ fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
     out
 }
 
-/// A started node whose manager link (returned) is up, not yet registered.
+/// A started node whose manager link (returned) is up and past the member
+/// handshake, not yet registered.
 fn with_manager() -> (StorageNode, ConnId) {
     let mut n = StorageNode::new(cfg());
     let link = ConnId::new(1, 1);
     step(&mut n, 0, Input::Timer { id: TIMER_INIT });
-    let up = Input::Connected {
-        conn: link,
-        tag: TAG_MANAGER,
-    };
-    step(&mut n, 1, up);
+    up(&mut n, 1, link, TAG_MANAGER);
     (n, link)
+}
+
+/// The other side's `MEMBER_CHALLENGE` for the `MEMBER_HELLO` in `out`, proven
+/// under `secret`.
+fn challenge_for(out: &[Output], secret: &str) -> Frame {
+    use crate::protocol::auth;
+    let hello = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { frame, .. } if frame.op == op::MEMBER_HELLO => Some(frame),
+            _ => None,
+        })
+        .expect("a MEMBER_HELLO");
+    let Ok(Message::MemberHello { nonce: client }) = Message::decode(hello) else {
+        panic!("malformed hello {hello:?}")
+    };
+    let server = [9u8; auth::NONCE_LEN];
+    let proof = auth::proof(secret.as_bytes(), &server, &client, auth::ROLE_ACCEPT);
+    Message::MemberChallenge {
+        nonce: server,
+        proof,
+    }
+    .encode()
+}
+
+/// Link `conn` (connect tag `tag`) comes up and the other side answers the
+/// member handshake; returns what the node sent then (its `NODE_JOIN`, ...).
+fn up(n: &mut StorageNode, now: Millis, conn: ConnId, tag: u64) -> Vec<Output> {
+    let out = step(n, now, Input::Connected { conn, tag });
+    let frame = challenge_for(&out, crate::DEFAULT_SECRET);
+    step(n, now, Input::Frame { conn, frame })
 }
 
 fn sent(out: &[Output]) -> Vec<(ConnId, u8, Vec<u8>)> {
@@ -75,18 +103,12 @@ fn registers_with_backoff_and_serves_meanwhile() {
 
     // The manager answers; the node joins and keeps its data under its tokens.
     let link = ConnId::new(1, 2);
-    let out = step(
-        &mut n,
-        310,
-        Input::Connected {
-            conn: link,
-            tag: TAG_MANAGER,
-        },
-    );
-    assert_eq!(
-        sent(&out),
-        vec![(link, op::NODE_JOIN, b"gtstore 127.0.0.1:7001 64".to_vec())]
-    );
+    let out = up(&mut n, 310, link, TAG_MANAGER);
+    let sent = sent(&out);
+    assert_eq!((sent.len(), sent[0].0, sent[0].1), (1, link, op::NODE_JOIN));
+    let text = String::from_utf8_lossy(&sent[0].2);
+    assert!(text.ends_with(" 127.0.0.1:7001 64"), "{text}");
+    assert!(!text.contains(crate::DEFAULT_SECRET), "{text}");
     let ring = "3\nepoch 1\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20,30\n";
     step(
         &mut n,
@@ -130,16 +152,44 @@ fn registers_with_backoff_and_serves_meanwhile() {
 /// A cluster member's connection to `n`, proven with NODE_JOIN.
 fn member(n: &mut StorageNode, idx: u32) -> ConnId {
     let c = ConnId::new(idx, 1);
-    let hello = Frame::new(op::NODE_JOIN, 0, 0, "gtstore 127.0.0.1:7009 16");
+    let join = peer_join(n, c, "127.0.0.1:7009", crate::DEFAULT_SECRET);
     step(
         n,
         0,
         Input::Frame {
             conn: c,
-            frame: hello,
+            frame: join,
         },
     );
     c
+}
+
+/// Plays a peer opening `conn` to `n` as `addr` under `secret`: its
+/// `MEMBER_HELLO` is answered; returns the `NODE_JOIN` (not yet sent). The
+/// node's own proof is checked on the way.
+fn peer_join(n: &mut StorageNode, conn: ConnId, addr: &str, secret: &str) -> Frame {
+    use crate::protocol::auth;
+    let client = [5u8; auth::NONCE_LEN];
+    let hello = Message::MemberHello { nonce: client }.encode();
+    let out = step(n, 0, Input::Frame { conn, frame: hello });
+    let s = sent(&out);
+    assert_eq!(s[0].1, op::MEMBER_CHALLENGE, "{s:?}");
+    let f = Frame::new(s[0].1, 0, 0, s[0].2.clone());
+    let Ok(Message::MemberChallenge { nonce, proof }) = Message::decode(&f) else {
+        panic!("malformed challenge")
+    };
+    let theirs = crate::DEFAULT_SECRET.as_bytes();
+    assert!(auth::verify(
+        theirs,
+        &nonce,
+        &client,
+        auth::ROLE_ACCEPT,
+        &proof
+    ));
+    let role = auth::member_role(addr);
+    let mine = auth::proof(secret.as_bytes(), &nonce, &client, &role);
+    let text = format!("{} {addr} 8", auth::to_hex(&mine));
+    Frame::new(op::NODE_JOIN, 0, 0, text)
 }
 
 #[test]
@@ -269,15 +319,39 @@ fn membership_ops_need_a_proof() {
     );
     assert!(sent(&out)[0].2.starts_with(b"AUTH"));
     assert!(matches!(out[1], Output::Close { conn } if conn == c));
+    // The old plaintext format with the right secret, a proof with no handshake,
+    // a wrong proof, a replay: ERR AUTH and a close, and the link stays untrusted.
+    let refused = |n: &mut StorageNode, conn, frame| {
+        let out = step(n, 0, Input::Frame { conn, frame });
+        assert!(sent(&out)[0].2.starts_with(b"AUTH"), "{out:?}");
+        assert!(matches!(out[1], Output::Close { conn: c } if c == conn));
+        assert!(!n.conns.members.contains(&conn));
+    };
+    let plain = |text: &str| Frame::new(op::NODE_JOIN, 0, 0, text.to_string());
+    let d = ConnId::new(8, 1);
+    peer_join(&mut n, d, "1:2", crate::DEFAULT_SECRET);
+    refused(&mut n, d, plain("gtstore 1:2 3"));
+    let e = ConnId::new(9, 1);
+    let elsewhere = peer_join(&mut n, d, "1:2", crate::DEFAULT_SECRET);
+    refused(&mut n, e, elsewhere);
+    let f = ConnId::new(10, 1);
+    let wrong = peer_join(&mut n, f, "1:2", "not-the-secret");
+    refused(&mut n, f, wrong);
+    let g = ConnId::new(11, 1);
+    let right = peer_join(&mut n, g, "1:2", crate::DEFAULT_SECRET);
     let out = step(
         &mut n,
         0,
         Input::Frame {
-            conn: c,
-            frame: Frame::new(op::NODE_JOIN, 0, 0, "gtstore 1:2 3"),
+            conn: g,
+            frame: right.clone(),
         },
     );
-    assert_eq!(sent(&out), vec![(c, op::OK, vec![])]);
+    assert_eq!(sent(&out), vec![(g, op::OK, vec![])]);
+    assert!(n.conns.members.contains(&g));
+    let h = ConnId::new(12, 1);
+    peer_join(&mut n, h, "1:2", crate::DEFAULT_SECRET);
+    refused(&mut n, h, right);
 }
 
 #[test]
@@ -372,12 +446,19 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         .expect("catching up");
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
     // Node 2 proves membership, then asks for a quorum read: refused.
-    let hello = format!("{} 127.0.0.1:7002 8", crate::DEFAULT_SECRET);
+    let hello = peer_join(&mut n, peer, "127.0.0.1:7002", crate::DEFAULT_SECRET);
     let from_peer = |op, payload: String| Input::Frame {
         conn: peer,
         frame: Frame::new(op, 7, 1, payload),
     };
-    step(&mut n, 3, from_peer(op::NODE_JOIN, hello));
+    step(
+        &mut n,
+        3,
+        Input::Frame {
+            conn: peer,
+            frame: hello,
+        },
+    );
     let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
     let out = read(&mut n, 4);
     assert_eq!(out.len(), 1);
@@ -494,14 +575,7 @@ fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
     let mut at = 0;
     for (i, delay) in [200, 400, 800, 1_600, 2_000, 2_000].into_iter().enumerate() {
         let link = ConnId::new(1, i as u32 + 1);
-        let out = step(
-            &mut n,
-            at,
-            Input::Connected {
-                conn: link,
-                tag: TAG_MANAGER,
-            },
-        );
+        let out = up(&mut n, at, link, TAG_MANAGER);
         assert_eq!(sent(&out)[0].1, op::NODE_JOIN);
         let out = step(
             &mut n,
@@ -540,14 +614,7 @@ fn a_registration_the_manager_turns_away_is_retried_with_backoff() {
     }
     // Once registered, the count starts again.
     let link = ConnId::new(1, 99);
-    step(
-        &mut n,
-        at,
-        Input::Connected {
-            conn: link,
-            tag: TAG_MANAGER,
-        },
-    );
+    up(&mut n, at, link, TAG_MANAGER);
     let joined = Frame::new(
         op::JOINED,
         0,
@@ -572,14 +639,7 @@ fn a_leaving_node_asks_again_after_a_reconnect_and_gives_up_on_a_lost_manager() 
     step(&mut n, 0, Input::Timer { id: TIMER_INIT });
     let ring = "1\nepoch 1\nreplicas 3 2 2\nnode 1 127.0.0.1:7001 up 5\n";
     let register = |n: &mut StorageNode, now: Millis, link: ConnId| {
-        step(
-            n,
-            now,
-            Input::Connected {
-                conn: link,
-                tag: TAG_MANAGER,
-            },
-        );
+        up(n, now, link, TAG_MANAGER);
         let joined = Frame::new(op::JOINED, 0, 0, ring);
         step(
             n,
@@ -693,7 +753,7 @@ fn lead_of_three() -> (StorageNode, [ConnId; 2], String) {
     let links = [ConnId::new(12, 1), ConnId::new(13, 1)];
     for (i, &conn) in links.iter().enumerate() {
         let tag = mesh::PEER_TAG + 2 + i as u64;
-        step(&mut n, 3, Input::Connected { conn, tag });
+        up(&mut n, 3, conn, tag);
     }
     let key = (0..1000)
         .map(|i| format!("k{i}"))
@@ -1072,4 +1132,30 @@ fn peer_versions_too_far_ahead_are_refused_and_change_nothing() {
     );
     let v = n.engine().entry(b"x").map(|e| e.version).unwrap();
     assert!(v > fine && v >> 16 <= (fine >> 16) + 1, "{v:#x}");
+}
+
+#[test]
+fn a_peer_that_cannot_prove_the_secret_gets_no_join_and_no_forwards() {
+    let (mut n, manager) = with_manager();
+    let joined = format!("1\n{}", three(3, ["up", "up", "up"]));
+    let input = Input::Frame {
+        conn: manager,
+        frame: Frame::new(op::JOINED, 0, 0, joined),
+    };
+    step(&mut n, 2, input);
+    let conn = ConnId::new(12, 1);
+    let out = step(
+        &mut n,
+        3,
+        Input::Connected {
+            conn,
+            tag: mesh::PEER_TAG + 2,
+        },
+    );
+    let frame = challenge_for(&out, "an-impostor's-guess");
+    let out = step(&mut n, 3, Input::Frame { conn, frame });
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Close { conn: c } if *c == conn)));
 }

@@ -42,7 +42,20 @@ pub(crate) struct ClientState {
     pub(super) last: Millis,
     /// The full name of its last command; `None` after an unknown one.
     pub(super) last_cmd: Option<&'static str>,
+    /// The password the `default` user needs (the node's client password), if any.
+    password: Option<Bytes>,
+    /// Whether the connection may run commands: no password is required, or AUTH
+    /// (or HELLO ... AUTH) gave it.
+    pub(super) authed: bool,
 }
+
+/// What Redis answers a command other than AUTH, HELLO and QUIT before the
+/// connection has authenticated.
+pub(super) const NOAUTH: &str = "NOAUTH Authentication required.";
+/// What Redis answers HELLO without AUTH before the connection has authenticated.
+const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, \
+     otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the \
+     client and select the RESP protocol version at the same time";
 
 /// Whether Redis would show `v` in a CLIENT LIST line: printable ASCII, no space.
 fn printable(v: &[u8]) -> bool {
@@ -58,7 +71,42 @@ impl ClientState {
     pub(super) fn new(id: u64) -> ClientState {
         ClientState {
             id,
+            authed: true,
             ..ClientState::default()
+        }
+    }
+
+    /// The `default` user needs `password`: the connection must AUTH first.
+    pub(super) fn require(&mut self, password: Bytes) {
+        self.password = Some(password);
+        self.authed = false;
+    }
+
+    /// Checks the `default` user's password (any password when none is required).
+    fn check(&mut self, user: &[u8], given: &[u8]) -> Result<(), Bytes> {
+        check_user(user)?;
+        match &self.password {
+            Some(p) if !constant_time_eq(p, given) => Err(err_reply(WRONGPASS)),
+            _ => {
+                self.authed = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// AUTH [user] password, as Redis answers it: with no password set the
+    /// `default` user takes any password (and a bare password is an error), with
+    /// `requirepass` set the password must match; no other user exists.
+    pub(super) fn auth(&mut self, args: &[Bytes]) -> Result<Bytes, Bytes> {
+        let ok = || Bytes::from_static(b"+OK\r\n");
+        match args.len() {
+            2 if self.password.is_none() => Err(err_reply(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            )),
+            2 => self.check(b"default", &args[1]).map(|()| ok()),
+            3 => self.check(&args[1], &args[2]).map(|()| ok()),
+            _ => Err(err_reply("ERR syntax error")),
         }
     }
 
@@ -133,17 +181,9 @@ pub(super) fn list_filter(args: &[Bytes]) -> Result<ListFilter, Bytes> {
     }
 }
 
-/// AUTH [user] password, answered as a Redis with no password set answers it:
-/// the `default` user takes any password; no other user exists.
-pub(super) fn auth(args: &[Bytes]) -> Result<Bytes, Bytes> {
-    match args.len() {
-        2 => Err(err_reply(
-            "ERR AUTH <password> called without any password configured for the default \
-             user. Are you sure your configuration is correct?",
-        )),
-        3 => check_user(&args[1]).map(|()| Bytes::from_static(b"+OK\r\n")),
-        _ => Err(err_reply("ERR syntax error")),
-    }
+/// Whether `a` and `b` are equal, in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_user(user: &[u8]) -> Result<(), Bytes> {
@@ -169,12 +209,12 @@ impl RespSession {
             }
             next = 2;
         }
-        let mut name = None;
+        let (mut name, mut auth) = (None, None);
         while next < args.len() {
             let more = args.len() - 1 - next;
             let opt = &args[next];
             if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                check_user(&args[next + 1])?;
+                auth = Some((&args[next + 1], &args[next + 2]));
                 next += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 let n = &args[next + 1];
@@ -191,6 +231,12 @@ impl RespSession {
                 resp::error(&mut out, &t);
                 return Err(out.freeze());
             }
+        }
+        if let Some((user, password)) = auth {
+            self.client.check(user, password)?;
+        }
+        if !self.client.authed {
+            return Err(err_reply(HELLO_NOAUTH));
         }
         if let Some(name) = name {
             self.client.name = name;

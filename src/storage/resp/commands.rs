@@ -33,6 +33,8 @@ const COMMANDS: &[Spec] = &[
     spec("decrby", 3),
     spec("mget", -2),
     spec("mset", -3),
+    spec("scan", -2),
+    spec("keys", 2),
     spec("del", -2),
     spec("exists", -2),
     spec("ping", -1),
@@ -189,8 +191,13 @@ impl RespSession {
     /// Serves one command: native requests go to `items`; a local answer waits in
     /// the FIFO behind the commands before it.
     pub(super) fn command(&mut self, args: &[Bytes], items: &mut Vec<Item>) {
-        let result = lookup(args, &mut self.client.last_cmd)
-            .and_then(|spec| self.dispatch(spec.name, args, items));
+        let result = lookup(args, &mut self.client.last_cmd).and_then(|spec| {
+            // As Redis: existence and arity first, then authentication.
+            if !self.client.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
+                return Err(err_reply(super::client::NOAUTH));
+            }
+            self.dispatch(spec.name, args, items)
+        });
         if let Err(reply) = result {
             self.local(reply);
         }
@@ -237,7 +244,17 @@ impl RespSession {
                 let frames = args[1..]
                     .chunks(2)
                     .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])));
-                self.native(Shape::Ok, frames, items)
+                self.native(Shape::Writes, frames, items)
+            }
+            "scan" => {
+                let (l, ask) = super::listing::scan(args, &self.ring, &self.cursors)?;
+                let shape = Shape::List(Box::new(l));
+                self.native(shape, once((op::SCAN, ask.payload())), items)
+            }
+            "keys" => {
+                let (l, asks) = super::listing::keys(&args[1], &self.ring);
+                let frames = asks.into_iter().map(|a| (op::SCAN, a.payload()));
+                self.native(Shape::List(Box::new(l)), frames, items)
             }
             "ping" if args.len() > 2 => return Err(wrong_arity(name)),
             "ping" => {
@@ -269,7 +286,10 @@ impl RespSession {
                 let reply = self.hello(args)?;
                 self.local(reply)
             }
-            "auth" => self.local(super::client::auth(args)?),
+            "auth" => {
+                let reply = self.client.auth(args)?;
+                self.local(reply)
+            }
             "client|list" => {
                 let filter = super::client::list_filter(args)?;
                 self.wait_for(Fact::Clients(filter), items)

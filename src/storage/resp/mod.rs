@@ -10,7 +10,8 @@
 //! session of a node and answers what needs all of them (`CLIENT LIST`).
 //!
 //! The parts: `session` (the per-connection FIFO of commands and how finished
-//! ones are rendered), `commands` (what each data command becomes), `client` (the
+//! ones are rendered), `commands` (what each data command becomes), `listing`
+//! (SCAN and KEYS), `pattern` (their glob patterns), `client` (the
 //! connection's own state: `HELLO`, `AUTH`, `CLIENT`, and the `CLIENT LIST` line).
 //!
 //! How commands map (see docs/protocol.md, "RESP front"):
@@ -19,6 +20,8 @@
 //!   DECR, INCRBY, DECRBY (INCR with a delta), PING;
 //! - one request per key, aggregated into one reply: MGET (an array), MSET (`+OK`),
 //!   DEL and EXISTS (the count of keys that were there);
+//! - a walk of the ring's ranges with the native SCAN: SCAN (one range per call)
+//!   and KEYS (every range at once, bounded), see `listing`;
 //! - answered from the node's own facts: DBSIZE (this node's key count, not the
 //!   cluster's), INFO, and CLIENT LIST (this node's RESP connections);
 //! - answered by the session alone: ECHO, COMMAND, CONFIG GET, CLIENT, HELLO,
@@ -58,13 +61,16 @@
 //! syntax checks; KEEPTTL, with no TTL to keep, is a plain SET), one database
 //! (SELECT 0 only), no transactions, pub/sub or scripts; a multi-key command is not
 //! atomic (each key is its own request, maybe on different nodes), and when some
-//! of its requests fail the command replies with the first error; empty keys,
+//! of its requests fail the command replies with the first error (MSET's says
+//! how many of its writes failed); empty keys,
 //! which Redis allows, get the node's `BADKEY` error. The reactor does not tell a
 //! service its peers' addresses or sockets, so `CLIENT LIST` shows `addr=?:0
 //! laddr=?:0 fd=-1`, Redis's own marks for "unknown"; its memory fields are 0.
 
 mod client;
 mod commands;
+mod listing;
+mod pattern;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -76,6 +82,7 @@ use crate::protocol::Frame;
 use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
 /// the RESP one second.
@@ -131,6 +138,8 @@ pub fn reply_bytes(conn: ConnId, outs: &[Output]) -> usize {
 #[derive(Debug)]
 pub struct RespFront {
     limits: Limits,
+    /// The password every connection must give (AUTH) before other commands.
+    password: Option<Bytes>,
     sessions: HashMap<ConnId, RespSession>,
     next_id: u64,
     /// Connections whose backlog changed this step (hold checks).
@@ -138,6 +147,8 @@ pub struct RespFront {
     scratch: Vec<Output>,
     /// The time of the last input (for CLIENT LIST's ages).
     now: Millis,
+    /// The end tokens of the ring's ranges, as the node routes by.
+    ring: Arc<[u64]>,
 }
 
 impl RespFront {
@@ -145,12 +156,28 @@ impl RespFront {
     pub fn new(limits: Limits) -> RespFront {
         RespFront {
             limits,
+            password: None,
             sessions: HashMap::new(),
             next_id: 1,
             touched: Vec::new(),
             scratch: Vec::new(),
             now: 0,
+            ring: Arc::from(Vec::new()),
         }
+    }
+
+    /// The ring's ranges end at `bounds` (the node routes by them): SCAN and
+    /// KEYS walk these.
+    pub fn set_ring(&mut self, bounds: &[u64]) {
+        if *self.ring != *bounds {
+            self.ring = Arc::from(bounds);
+        }
+    }
+
+    /// Every connection from now on must `AUTH` with `password` (Redis's
+    /// `requirepass`) before any command but AUTH, HELLO and QUIT.
+    pub fn require_password(&mut self, password: Bytes) {
+        self.password = Some(password);
     }
 
     /// Whether `conn` is a RESP connection.
@@ -163,6 +190,9 @@ impl RespFront {
         self.now = now;
         let mut session = RespSession::new(self.limits.clone(), self.next_id);
         session.connected_at(now);
+        if let Some(p) = &self.password {
+            session.client.require(p.clone());
+        }
         self.next_id += 1;
         self.sessions.insert(conn, session);
         out.push(Output::Raw { conn });
@@ -176,6 +206,9 @@ impl RespFront {
         };
         if !std::mem::replace(&mut s.touched, true) {
             self.touched.push(conn);
+        }
+        if !Arc::ptr_eq(&s.ring, &self.ring) {
+            s.ring = self.ring.clone();
         }
         s.feed(now, data)
     }

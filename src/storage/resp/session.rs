@@ -2,12 +2,14 @@
 //! is rendered (see the parent module for the design).
 
 use super::client::{ClientState, ListFilter};
+use super::listing::{Cursors, Listing};
 use super::{Item, NodeFacts, HOLD_BYTES, HOLD_ENTRIES, REDIS_VERSION};
 use crate::protocol::resp::{self, Limits, Parser};
 use crate::protocol::{int, op, ErrorCode, Frame};
 use crate::reactor::Millis;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// What a command waiting for the node's facts needs.
 #[derive(Debug)]
@@ -23,8 +25,11 @@ pub(super) enum Fact {
 /// How a finished command is rendered.
 #[derive(Debug)]
 pub(super) enum Shape {
-    /// `+OK`; `$-1` if a conditional write was refused (SET NX/XX, MSET).
+    /// `+OK`; `$-1` if a conditional write was refused (SET NX/XX).
     Ok,
+    /// `+OK` once every write succeeded, else an error that says how many of
+    /// them failed, with the first failure's code and message (MSET).
+    Writes,
     /// The value, or `$-1` (GET).
     Bulk,
     /// How many requests found their key (DEL, EXISTS).
@@ -41,6 +46,8 @@ pub(super) enum Shape {
     Facts(Fact),
     /// Rendered already; the connection closes after it.
     Last(Bytes),
+    /// The keys of a SCAN or KEYS.
+    List(Box<Listing>),
 }
 
 #[derive(Debug)]
@@ -50,6 +57,9 @@ pub(super) struct Pending {
     left: usize,
     /// The first error among the replies, as `-` line text.
     error: Option<Bytes>,
+    /// Native requests sent, and how many of them were answered with `ERR`.
+    total: usize,
+    failed: usize,
     count: i64,
     /// A conditional write was refused.
     refused: bool,
@@ -72,6 +82,8 @@ impl Pending {
             shape,
             left,
             error: None,
+            total: left,
+            failed: 0,
             count: 0,
             refused: false,
             value: None,
@@ -88,13 +100,18 @@ impl Pending {
     fn absorb(&mut self, f: &Frame) {
         self.left -= 1;
         if f.op == op::ERR {
+            self.failed += 1;
             if self.error.is_none() {
                 self.error = Some(native_error(&f.payload));
             }
             return;
         }
+        if let (Shape::List(l), op::VALUE) = (&mut self.shape, f.op) {
+            self.bytes += l.take(&f.payload);
+            return;
+        }
         let ok = match (&self.shape, f.op) {
-            (Shape::Ok, op::OK) => true,
+            (Shape::Ok | Shape::Writes, op::OK) => true,
             (Shape::Ok, op::CONFLICT | op::NOT_FOUND) => {
                 self.refused = true;
                 true
@@ -135,12 +152,15 @@ impl Pending {
     /// Appends the RESP reply.
     fn render(self, out: &mut BytesMut) {
         if let Some(e) = &self.error {
+            if matches!(self.shape, Shape::Writes) && self.failed > 0 {
+                return resp::error(out, &writes_failed(e, self.failed, self.total));
+            }
             resp::error(out, e);
             return;
         }
         match self.shape {
             Shape::Ok if self.refused => resp::nil(out),
-            Shape::Ok => resp::simple(out, b"OK"),
+            Shape::Ok | Shape::Writes => resp::simple(out, b"OK"),
             Shape::Count | Shape::Int => resp::integer(out, self.count),
             Shape::Pong { echo: false } => resp::simple(out, b"PONG"),
             Shape::Bulk | Shape::Pong { echo: true } => match &self.value {
@@ -157,6 +177,7 @@ impl Pending {
                 }
             }
             Shape::Done(b) | Shape::Last(b) => out.extend_from_slice(&b),
+            Shape::List(l) => l.render(out),
             Shape::Facts(_) => unreachable!("facts are filled before rendering"),
         }
     }
@@ -177,6 +198,22 @@ fn native_error(payload: &[u8]) -> Bytes {
     let mut v = b"ERR ".to_vec();
     v.extend_from_slice(payload);
     Bytes::from(v)
+}
+
+/// The error of a multi-key write (MSET) of which `failed` of `total` writes
+/// failed, `first` the first failure's error line (`ERR CODE message`): `ERR
+/// CODE 3 of 10 keys failed; the first: message`.
+fn writes_failed(first: &[u8], failed: usize, total: usize) -> Vec<u8> {
+    let rest = first.strip_prefix(b"ERR ").unwrap_or(first);
+    let (code, message) = match memchr::memchr(b' ', rest) {
+        Some(sp) => (&rest[..sp], &rest[sp + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let mut line = b"ERR ".to_vec();
+    line.extend_from_slice(code);
+    line.extend_from_slice(format!(" {failed} of {total} keys failed; the first: ").as_bytes());
+    line.extend_from_slice(message);
+    line
 }
 
 /// Redis's reply text for an argument or stored value that is not an integer.
@@ -217,6 +254,10 @@ pub struct RespSession {
     pub(super) held: bool,
     /// Listed in the front's `touched` this step.
     pub(super) touched: bool,
+    /// The end tokens of the ring's ranges, as the node routes by (SCAN, KEYS).
+    pub(super) ring: Arc<[u64]>,
+    /// The SCAN cursors handed out that name a place inside a range.
+    pub(super) cursors: Cursors,
 }
 
 impl RespSession {
@@ -237,6 +278,8 @@ impl RespSession {
             client: ClientState::new(id),
             held: false,
             touched: false,
+            ring: Arc::from(Vec::new()),
+            cursors: Cursors::default(),
         }
     }
 
@@ -362,6 +405,9 @@ impl RespSession {
         if let Some(p) = self.queue.iter_mut().find(|p| p.left > 0) {
             let before = p.bytes;
             p.absorb(frame);
+            if let Shape::List(l) = &mut p.shape {
+                l.settle(&mut self.cursors);
+            }
             self.queued += p.bytes - before;
         }
         self.release();

@@ -194,6 +194,15 @@ fn multi_key_commands_aggregate() {
         &answer(&mut s, 10, op::OK, "")[..],
         b"-ERR TIMEOUT slow\r\n"
     );
+
+    // MSET says how many of its writes failed.
+    s.feed(0, cmd(&["MSET", "a", "1", "b", "2", "c", "3"]));
+    assert!(answer(&mut s, 11, op::OK, "").is_empty());
+    assert!(answer(&mut s, 12, op::ERR, "UNAVAILABLE node 2 is down").is_empty());
+    assert_eq!(
+        &answer(&mut s, 13, op::ERR, "TIMEOUT slow")[..],
+        &b"-ERR UNAVAILABLE 2 of 3 keys failed; the first: node 2 is down\r\n"[..]
+    );
 }
 
 #[test]
@@ -235,7 +244,7 @@ fn local_commands() {
         (&["ECHO", "a b"], "$3\r\na b\r\n"),
         (&["COMMAND", "DOCS"], "*0\r\n"),
         (&["command"], "*0\r\n"),
-        (&["COMMAND", "COUNT"], ":21\r\n"),
+        (&["COMMAND", "COUNT"], ":23\r\n"),
         (&["COMMAND", "INFO", "get"], "*1\r\n$-1\r\n"),
         (&["CONFIG", "GET", "save"], "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
         (
@@ -803,4 +812,47 @@ fn client_list_shows_every_connection_in_redis_order() {
     front.feed(9_600, b, cmd(&["CLIENT", "LIST", "ID", "3"]));
     let got = String::from_utf8_lossy(&front.facts(b, facts).unwrap()).into_owned();
     assert!(got.contains(" cmd=NULL "), "{got}");
+}
+
+#[test]
+fn with_a_password_only_auth_hello_and_quit_run_before_it() {
+    let mut s = session();
+    s.client.require(Bytes::from_static(b"pw"));
+    let noauth = "-NOAUTH Authentication required.\r\n";
+    let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    // The reply bytes of one command, and whether it became a native request.
+    let mut run = |args: &[&str]| {
+        let items = s.feed(0, cmd(args));
+        (
+            String::from_utf8(sent(&items)).unwrap(),
+            !requests(&items).is_empty(),
+        )
+    };
+    for args in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["PING"],
+        &["DBSIZE"],
+    ] {
+        assert_eq!(run(args), (noauth.to_string(), false), "{args:?}");
+    }
+    // Existence and arity first.
+    assert!(run(&["GET"])
+        .0
+        .starts_with("-ERR wrong number of arguments"));
+    assert!(run(&["HELLO", "2"])
+        .0
+        .starts_with("-NOAUTH HELLO must be called"));
+    assert_eq!(run(&["AUTH", "nope"]).0, wrongpass);
+    assert_eq!(run(&["AUTH", "bob", "pw"]).0, wrongpass);
+    assert_eq!(run(&["HELLO", "2", "AUTH", "default", "nope"]).0, wrongpass);
+    assert_eq!(run(&["GET", "k"]).0, noauth);
+    assert_eq!(run(&["AUTH", "pw"]).0, "+OK\r\n");
+    assert_eq!(run(&["GET", "k"]), (String::new(), true));
+
+    let mut h = session();
+    h.client.require(Bytes::from_static(b"pw"));
+    let items = h.feed(0, cmd(&["HELLO", "2", "AUTH", "default", "pw"]));
+    assert!(sent(&items).starts_with(b"*14\r\n"));
+    assert_eq!(requests(&h.feed(0, cmd(&["GET", "k"]))).len(), 1);
 }
