@@ -223,6 +223,9 @@ impl RespFront {
         if !std::mem::replace(&mut s.touched, true) {
             self.touched.push(conn);
         }
+        if !Arc::ptr_eq(&s.ring, &self.ring) {
+            s.ring = self.ring.clone();
+        }
         s.take_input(now, data);
         true
     }
