@@ -132,6 +132,11 @@ pub struct StorageArgs {
     /// Largest request payload accepted, in bytes.
     #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_PAYLOAD)]
     pub max_frame: u32,
+    /// Replies queued and unread on one client connection (either port) above
+    /// which it is dropped, in MiB: a client that sends requests and does not
+    /// read their replies. Never below twice --max-frame plus 4 MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub client_output_limit: u64,
     /// Also serve RESP2 (the Redis protocol: redis-cli, redis-benchmark) on this
     /// port of --host (0 picks a free one; the log line says which).
     #[arg(long)]
@@ -304,6 +309,7 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     }
     let mut reactor = Reactor::new(Config {
         max_payload: args.max_frame,
+        output_limit: (args.client_output_limit as usize) << 20,
         ..Config::default()
     })
     .map_err(|e| e.to_string())?;

@@ -13,8 +13,16 @@
 //! - Holds: input stops while the service asked for it (`Output::Hold`) or while
 //!   the output queue is above the high-water mark ([`Marks::high`]); the latter
 //!   lifts when a write brings the queue down to the low-water mark
-//!   ([`Marks::low`]). A client that pipelines forever and never reads therefore
-//!   costs at most the high-water mark plus one read buffer.
+//!   ([`Marks::low`]). The check comes before every frame (and, in raw mode,
+//!   before every hand-over: a service that stops between commands gives the rest
+//!   back with [`ConnBuf::unread`]), so a client that pipelines forever and never
+//!   reads costs at most the high-water mark plus the replies of one command.
+//! - Hard limit: a client connection whose queued output passes [`Marks::limit`]
+//!   (replies that were already on their way when it paused: answers to
+//!   forwarded requests, say) is over its limit ([`ConnBuf::over_limit`]); the
+//!   reactor then drops it, queued output and all, as redis does past its
+//!   `client-output-buffer-limit`. Proven members have no limit
+//!   ([`ConnBuf::set_max_payload`] lifts it).
 //! - The pending list: mio is edge-triggered, so a connection that is resumed, or
 //!   whose read budget ran out, gets no new event and must be revisited without one.
 //!   [`ConnBuf::mark_pending`] says whether to put it on the reactor's list (at most
@@ -42,6 +50,8 @@ pub struct Marks {
     pub low: usize,
     /// Buffers with more capacity than this are released once empty.
     pub shrink_above: usize,
+    /// Queued output above which a client connection is dropped.
+    pub limit: usize,
 }
 
 impl Marks {
@@ -50,6 +60,7 @@ impl Marks {
         high: usize::MAX,
         low: usize::MAX,
         shrink_above: usize::MAX,
+        limit: usize::MAX,
     };
 }
 
@@ -77,6 +88,8 @@ pub struct ConnBuf {
     closing: bool,
     in_pending: bool,
     in_dirty: bool,
+    /// The service gave input back: nothing more is handed over this turn.
+    yielded: bool,
 }
 
 impl ConnBuf {
@@ -96,12 +109,52 @@ impl ConnBuf {
             closing: false,
             in_pending: false,
             in_dirty: false,
+            yielded: false,
         }
     }
 
-    /// Accepts payloads up to `max` from now on (`Output::Trust`).
+    /// Accepts payloads up to `max` from now on, and lifts the hard output limit
+    /// (`Output::Trust`: a proven member).
     pub fn set_max_payload(&mut self, max: u32) {
         self.max_payload = max;
+        self.marks.limit = usize::MAX;
+    }
+
+    /// Whether queued output passed the hard limit ([`Marks::limit`]): the
+    /// connection must be dropped.
+    pub fn over_limit(&self) -> bool {
+        self.outbuf.len() > self.marks.limit
+    }
+
+    /// Puts bytes the service did not use back in front of the read buffer (raw
+    /// mode): they are handed over again, with what arrives after them, once
+    /// input is not stopped, and not before the reactor's next visit
+    /// ([`ConnBuf::take_yield`]).
+    pub fn unread(&mut self, mut bytes: BytesMut) {
+        if self.closing || self.broken || bytes.is_empty() {
+            return;
+        }
+        self.yielded = true;
+        if !self.inbuf.is_empty() {
+            bytes.extend_from_slice(&self.inbuf);
+        }
+        self.inbuf = bytes;
+    }
+
+    /// Hands over no more input until the reactor's next visit (`Output::Yield`).
+    pub fn set_yield(&mut self) {
+        self.yielded = true;
+    }
+
+    /// Whether the service gave input back since the last call: the reactor
+    /// stops handing this connection input until its next visit.
+    pub fn take_yield(&mut self) -> bool {
+        std::mem::take(&mut self.yielded)
+    }
+
+    /// Drops every queued byte (a connection dropped at its hard limit).
+    pub fn discard_output(&mut self) {
+        self.outbuf = BytesMut::new();
     }
 
     /// Hands input over unparsed from now on (`Output::Raw`).
@@ -317,6 +370,7 @@ mod tests {
         high: 100,
         low: 40,
         shrink_above: 1 << 16,
+        limit: 1000,
     };
 
     fn frame(n: u64) -> Frame {
@@ -406,6 +460,39 @@ mod tests {
         assert!(!b.wrote(0), "told once");
         assert_eq!(ids(&mut b), [1, 2]);
         assert!(b.take_eof(ID).is_some());
+    }
+
+    #[test]
+    fn unread_bytes_come_back_first_once_output_drains() {
+        let mut b = ConnBuf::new(1024, MARKS);
+        b.set_raw();
+        b.push_input(b"GET a\r\nGET b\r\n");
+        let Some(Input::Data { mut data, .. }) = b.next_input(ID) else {
+            panic!("no data");
+        };
+        let rest = data.split_off(7);
+        b.queue_bytes(&[b'x'; 101]);
+        b.unread(rest);
+        b.push_input(b"GET c\r\n");
+        assert!(b.next_input(ID).is_none(), "above high water");
+        b.wrote(101);
+        match b.next_input(ID) {
+            Some(Input::Data { data, .. }) => assert_eq!(&data[..], b"GET b\r\nGET c\r\n"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn past_the_hard_limit_until_trusted() {
+        let mut b = ConnBuf::new(1024, MARKS);
+        b.queue_bytes(&[b'x'; 1000]);
+        assert!(!b.over_limit());
+        b.queue_bytes(b"y");
+        assert!(b.over_limit());
+        b.set_max_payload(1 << 20);
+        assert!(!b.over_limit(), "members have no limit");
+        b.discard_output();
+        assert_eq!(b.output_len(), 0);
     }
 
     #[test]

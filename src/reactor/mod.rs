@@ -28,9 +28,21 @@
 //! error or `Eof` is handed over, when input stops, and when a close may proceed.
 //!
 //! Backpressure: when a connection's pending output passes [`Config::high_water`],
-//! the reactor stops reading from it (and stops parsing frames it already read) until
-//! the output drains below [`Config::low_water`]. A client that pipelines forever and
-//! never reads therefore costs at most the high-water mark plus one read buffer.
+//! the reactor stops reading from it, and stops handing over what it already read,
+//! at the next frame (a raw connection's service gives back the commands it did
+//! not serve with `Output::Unread`), until the output drains below
+//! [`Config::low_water`]. A client that pipelines forever and never reads
+//! therefore costs at most the high-water mark plus the replies of one request.
+//! Output that arrives for a connection after it paused (answers to requests
+//! forwarded to other nodes before the pause) is bounded by a hard limit,
+//! [`Config::output_limit`]: a client connection with more queued is dropped, as
+//! redis drops a client past its `client-output-buffer-limit`. Proven members
+//! (`Output::Trust`) have no hard limit.
+//!
+//! Fairness: one connection gets at most [`Config::read_budget`] bytes read and
+//! [`Config::turn_output`] bytes of replies produced per turn before the others
+//! get a go (it is revisited next turn, after the flush), and at most
+//! [`Config::write_cap`] bytes written.
 //!
 //! Closing: `Output::Close` flushes what is pending, shuts down the write side, then
 //! reads and discards until the peer closes or [`Config::linger`] passes. Closing a
@@ -40,14 +52,15 @@
 //! Caveats: address resolution is the caller's job (outputs carry `SocketAddr`s);
 //! timers cannot be cancelled, so services ignore timer ids they no longer expect.
 
+mod config;
 mod conn;
 pub mod link;
 mod service;
 
+pub use config::Config;
 pub use conn::{ConnBuf, Marks};
 pub use service::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
 
-use crate::protocol;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -56,46 +69,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
-
-/// Tunables of the loop.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Largest payload accepted from a client.
-    pub max_payload: u32,
-    /// Largest payload accepted on outbound links and from proven members (the
-    /// manager's ring, handoff chunks, forwarded requests).
-    pub member_max_payload: u32,
-    /// Pending output above which a connection stops being read.
-    pub high_water: usize,
-    /// Pending output below which a paused connection is read again.
-    pub low_water: usize,
-    /// Bytes asked of the kernel per read call.
-    pub read_chunk: usize,
-    /// Bytes read from one connection per turn before others get a go.
-    pub read_budget: usize,
-    /// Bytes written to one connection per turn.
-    pub write_cap: usize,
-    /// How long a closing connection may drain its peer's input, in ms.
-    pub linger: Millis,
-    /// Buffers larger than this are released once empty (after a large frame).
-    pub shrink_above: usize,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            max_payload: protocol::DEFAULT_MAX_PAYLOAD,
-            member_max_payload: 1 << 30,
-            high_water: 4 << 20,
-            low_water: 1 << 20,
-            read_chunk: 64 << 10,
-            read_budget: 1 << 20,
-            write_cap: 4 << 20,
-            linger: 2_000,
-            shrink_above: 1 << 20,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -393,6 +366,9 @@ impl Reactor {
                     return;
                 }
                 c.buf.queue_frame(&frame);
+                if c.buf.over_limit() {
+                    return self.drop_over_limit(now, conn);
+                }
                 if c.buf.mark_dirty() {
                     self.dirty.push(conn);
                 }
@@ -405,8 +381,21 @@ impl Reactor {
                     return;
                 }
                 c.buf.queue_bytes(&bytes);
+                if c.buf.over_limit() {
+                    return self.drop_over_limit(now, conn);
+                }
                 if c.buf.mark_dirty() {
                     self.dirty.push(conn);
+                }
+            }
+            Output::Unread { conn, data } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.buf.unread(data);
+                }
+            }
+            Output::Yield { conn } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.buf.set_yield();
                 }
             }
             Output::Raw { conn } => {
@@ -460,10 +449,18 @@ impl Reactor {
     fn new_conn(&mut self, stream: TcpStream, phase: Phase, max_payload: u32) -> Conn {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        // Accepted connections are clients until proven members; outbound links
+        // are this process's own.
+        let limit = match phase {
+            Phase::Open => (self.cfg.output_limit)
+                .max((self.cfg.max_payload as usize).saturating_mul(2) + self.cfg.high_water),
+            _ => usize::MAX,
+        };
         let marks = Marks {
             high: self.cfg.high_water,
             low: self.cfg.low_water,
             shrink_above: self.cfg.shrink_above,
+            limit,
         };
         Conn {
             stream,
@@ -528,6 +525,23 @@ impl Reactor {
         }
     }
 
+    /// Drops a client connection whose queued output passed its hard limit: its
+    /// output is discarded, nothing more is read or queued, and it is removed at
+    /// the end of the turn.
+    fn drop_over_limit(&mut self, now: Millis, id: ConnId) {
+        let limit = self.cfg.output_limit;
+        let Some(c) = self.conn_mut(id) else { return };
+        log::warn!(
+            "dropping client connection {id}: {} bytes of replies queued and unread, \
+             over its limit of {limit}",
+            c.buf.output_len()
+        );
+        c.buf.close();
+        c.buf.discard_output();
+        c.phase = Phase::Draining(now);
+        self.to_remove.push(id);
+    }
+
     fn drop_entry(&mut self, id: ConnId) {
         if self.conn(id).is_some() {
             if let Entry::Conn(mut c) = self.entries.remove(id.idx as usize) {
@@ -585,11 +599,15 @@ impl Reactor {
         }
     }
 
-    /// Reads and dispatches frames until the socket is empty, the budget is spent,
-    /// or backpressure pauses the connection. After the peer's end of stream, the
+    /// Reads and dispatches frames until the socket is empty, the read budget or
+    /// the turn's share of replies is spent, or backpressure pauses the connection. After the peer's end of stream, the
     /// frames left in the buffer are dispatched, then `Eof`.
     fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
         let mut budget = self.cfg.read_budget;
+        let share = self.cfg.turn_output;
+        let Some(start) = self.conn(id).map(|c| c.buf.output_len()) else {
+            return;
+        };
         loop {
             // Dispatch every whole frame already buffered.
             loop {
@@ -600,8 +618,18 @@ impl Reactor {
                 if c.phase != Phase::Open {
                     return;
                 }
+                if c.buf.output_len().saturating_sub(start) >= share {
+                    // This turn's share of replies is used: the rest waits.
+                    self.mark_pending(id);
+                    return;
+                }
                 if let Some(input) = c.buf.next_input(id) {
                     self.deliver(svc, input);
+                    if self.conn_mut(id).is_some_and(|c| c.buf.take_yield()) {
+                        // Input given back or a yield: revisit later.
+                        self.mark_pending(id);
+                        return;
+                    }
                     continue;
                 }
                 if let Some(eof) = c.buf.take_eof(id) {
@@ -814,5 +842,74 @@ mod tests {
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"BYE!!\n");
         assert!(server.join().unwrap() >= 2);
+    }
+
+    /// Answers each line of a raw connection with 1 MiB, at once; `stop` stops.
+    struct Flood {
+        closed: usize,
+    }
+
+    impl Service for Flood {
+        fn step(&mut self, _now: Millis, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Accepted { conn, .. } => out.push(Output::Raw { conn }),
+                Input::Data { conn, data } if data.starts_with(b"stop") => {
+                    out.push(Output::SendBytes {
+                        conn,
+                        bytes: Bytes::from_static(b"bye"),
+                    });
+                    out.push(Output::Stop);
+                }
+                Input::Data { conn, data } => {
+                    for _ in data.iter().filter(|&&b| b == b'\n') {
+                        let bytes = Bytes::from(vec![b'x'; 1 << 20]);
+                        out.push(Output::SendBytes { conn, bytes });
+                    }
+                }
+                Input::Closed { .. } => self.closed += 1,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_past_the_hard_output_limit_is_dropped_and_others_go_on() {
+        let cfg = Config {
+            max_payload: 1024,
+            high_water: 64 << 10,
+            low_water: 16 << 10,
+            output_limit: 2 << 20,
+            ..Config::default()
+        };
+        let mut reactor = Reactor::new(cfg).unwrap();
+        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut svc = Flood { closed: 0 };
+            reactor.run(&mut svc).unwrap();
+            svc.closed
+        });
+        let mut hog = std::net::TcpStream::connect(addr).unwrap();
+        hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        hog.write_all(&b"more\n".repeat(10)).unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match hog.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection should be dropped: {e}"),
+            }
+        }
+        assert!(got < 10 << 20, "cut short: {got} bytes");
+        let mut other = std::net::TcpStream::connect(addr).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        other.write_all(b"stop\n").unwrap();
+        let mut bye = [0u8; 3];
+        other.read_exact(&mut bye).unwrap();
+        assert_eq!(&bye, b"bye");
+        assert!(server.join().unwrap() >= 1, "the service was told");
     }
 }

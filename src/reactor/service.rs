@@ -126,6 +126,26 @@ pub enum Output {
         /// What.
         bytes: Bytes,
     },
+    /// Put bytes a raw connection's service did not use back in front of its
+    /// read buffer: they come back (with anything read since) in a later
+    /// `Input::Data`, on the reactor's next visit to the connection (after other
+    /// connections had their go) and once its output is below the high-water
+    /// mark. A service that stops serving commands when a step's replies pile up
+    /// gives the rest back this way, so the high-water check falls between
+    /// commands, not between reads.
+    Unread {
+        /// Which connection.
+        conn: ConnId,
+        /// The bytes not used, in order.
+        data: BytesMut,
+    },
+    /// Hand a connection no more input this turn: it is revisited on the next
+    /// (a service whose replies for the turn are piling up where the reactor
+    /// cannot see them, waiting for a group commit, say).
+    Yield {
+        /// Which connection.
+        conn: ConnId,
+    },
     /// Switch a connection to raw mode: from now on its input arrives as
     /// `Input::Data` instead of being cut into frames (another protocol runs on
     /// it). Backpressure and holds work as for framed connections.

@@ -131,6 +131,8 @@ pub struct Durable {
     held: Vec<Output>,
     /// Outputs are being held this turn: later steps queue behind them.
     holding: bool,
+    /// Bytes of replies in `held`.
+    held_bytes: usize,
     /// The wake-up timer was already asked for since the last turn end.
     woken: bool,
     /// A snapshot is wanted at the next turn end (keys were dropped).
@@ -170,6 +172,7 @@ impl Durable {
             uncommitted: false,
             held: Vec::new(),
             holding: false,
+            held_bytes: 0,
             woken: false,
             snapshot_wanted: false,
             failed: None,
@@ -286,11 +289,19 @@ impl Durable {
                 Output::Send { conn, .. }
                 | Output::SendBytes { conn, .. }
                 | Output::Close { conn } => passes(*conn),
+                // Input handed back must be in place before more is read, and a
+                // yield is about this turn.
+                Output::Unread { .. } | Output::Yield { .. } => true,
                 _ => false,
             };
             if pass {
                 out.push(o);
             } else {
+                self.held_bytes += match &o {
+                    Output::Send { frame, .. } => frame.payload.len(),
+                    Output::SendBytes { bytes, .. } => bytes.len(),
+                    _ => 0,
+                };
                 self.held.push(o);
             }
         }
@@ -322,12 +333,19 @@ impl Durable {
         self.write_identity();
         self.holding = false;
         self.woken = false;
+        self.held_bytes = 0;
         if self.failed.is_some() {
             self.held.clear();
             self.stop(out);
         } else {
             out.append(&mut self.held);
         }
+    }
+
+    /// Bytes of replies held for this turn's commit (the node stops taking
+    /// input for the turn when they pile up).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Asks for a snapshot at the next turn end (the node dropped keys).
@@ -1028,5 +1046,44 @@ mod change_tests {
             None,
             "and still undone after a restart"
         );
+    }
+
+    #[test]
+    fn replies_piling_up_behind_the_commit_yield_the_connection() {
+        use crate::protocol::op;
+        use crate::reactor::{Input, Service};
+        use crate::storage::{NodeConfig, StorageNode};
+        let dir = TempDir::new("yield");
+        let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+        let client = ConnId::new(5, 1);
+        let mut n = StorageNode::new(cfg);
+        n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
+        let mut out = Vec::new();
+        let ask = |n: &mut StorageNode, payload: Vec<u8>, op: u8, out: &mut Vec<Output>| {
+            out.clear();
+            let frame = Frame::new(op, 1, 0, payload);
+            n.step(
+                5,
+                Input::Frame {
+                    conn: client,
+                    frame,
+                },
+                out,
+            );
+            out.iter()
+                .any(|o| matches!(o, Output::Yield { conn } if *conn == client))
+        };
+        let mut big = b"1 b".to_vec();
+        big.extend(vec![b'v'; 1 << 20]);
+        assert!(!ask(&mut n, big, op::PUT, &mut out));
+        n.turn_end(5, &mut out);
+        // A write in this turn: every later reply waits for its commit.
+        assert!(!ask(&mut n, b"1 x1".to_vec(), op::PUT, &mut out));
+        let yields: Vec<bool> = (0..6)
+            .map(|_| ask(&mut n, b"b".to_vec(), op::GET, &mut out))
+            .collect();
+        assert_eq!(yields, [false, false, false, false, true, true]);
+        n.turn_end(5, &mut out);
+        assert!(!ask(&mut n, b"b".to_vec(), op::GET, &mut out), "a new turn");
     }
 }

@@ -692,6 +692,15 @@ impl World {
                     self.at(now, Ev::Pump { conn: c, end: e });
                 }
             }
+            // The simulator has no output buffers: nothing piles up.
+            Output::Yield { .. } => {}
+            Output::Unread { conn, data } => {
+                if let Some((c, e)) = self.lookup(p, conn) {
+                    let end = &mut self.conns.get_mut(&c).expect("listed").ends[e];
+                    end.buf.unread(data);
+                    self.at(now, Ev::Pump { conn: c, end: e });
+                }
+            }
             Output::Close { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let end = &mut self.conns.get_mut(&c).expect("listed").ends[e];

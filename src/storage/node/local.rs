@@ -81,7 +81,7 @@ impl StorageNode {
         f: &Frame,
     ) -> Result<(u8, Bytes), Error> {
         if member {
-            if let Some(answer) = self.serve_peer(now, f) {
+            if let Some(answer) = self.serve_peer(now, conn, f) {
                 return answer;
             }
         }
@@ -127,13 +127,30 @@ impl StorageNode {
 
     /// Serves a cluster message from a member; `None` if `f` is not one this
     /// node serves. A malformed message is an error (`BADOP`, `BADKEY`).
-    fn serve_peer(&mut self, now: Millis, f: &Frame) -> Option<Result<(u8, Bytes), Error>> {
+    /// A record whose version is too far ahead of this node's clock refuses the
+    /// whole message (see [`StorageNode::version_ahead`]).
+    fn serve_peer(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        f: &Frame,
+    ) -> Option<Result<(u8, Bytes), Error>> {
         let ok = (op::OK, Bytes::new());
         let message = match Message::decode(f) {
             Ok(m) => m,
             Err(e) if Message::is_message_op(f.op) => return Some(Err(e)),
             Err(_) => return None,
         };
+        let versions: &[Record] = match &message {
+            Message::Replicate { record, .. } => std::slice::from_ref(record),
+            Message::Migrate { records } => records,
+            _ => &[],
+        };
+        if let Some(v) = versions.iter().map(|r| r.version).max() {
+            if let Some(e) = self.version_ahead(now, conn, v) {
+                return Some(Err(e));
+            }
+        }
         Some(Ok(match message {
             Message::Replicate { base, record } => self.replicate(base, &record),
             Message::ReplRead { key } => self.replica_read(&key),
@@ -169,6 +186,30 @@ impl StorageNode {
             }
             _ => return None,
         }))
+    }
+
+    /// The refusal of a peer's version too far ahead of this node's clock (see
+    /// [`Hlc::admits`]), if it is: `ERR BADOP`, and the key keeps its value.
+    /// Logged at most once per [`AHEAD_LOG_MS`] per peer connection.
+    fn version_ahead(&mut self, now: Millis, conn: ConnId, version: u64) -> Option<Error> {
+        let wall = self.cfg.clock_base_ms + now;
+        let ahead = self.hlc.admits(wall, version).err()?;
+        let logged = &mut self.conns.ahead_logged;
+        if logged.get(&conn).is_none_or(|&t| now >= t + AHEAD_LOG_MS) {
+            logged.insert(conn, now);
+            log::warn!(
+                "refused a version {ahead} ms ahead of this node's clock from peer connection \
+                 {conn} (at most {} ms; more from it are not logged for a minute)",
+                super::super::hlc::MAX_AHEAD_MS
+            );
+        }
+        Some(Error::new(
+            ErrorCode::BadOp,
+            format!(
+                "version {version} is {ahead} ms ahead of this node's clock (at most {} ms)",
+                super::super::hlc::MAX_AHEAD_MS
+            ),
+        ))
     }
 
     /// `REPLICATE`: a lead replica's write of one record, conditional on the

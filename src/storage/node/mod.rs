@@ -133,6 +133,9 @@ const EXIT_GRACE_MS: Millis = 1_500;
 const HOLD_SLOTS: usize = 1024;
 /// Bytes of replies held back on one connection above which reading stops.
 const HOLD_BYTES: usize = 4 << 20;
+/// How often a refusal of a peer's version too far ahead is logged at most, per
+/// peer connection, in ms.
+const AHEAD_LOG_MS: Millis = 60_000;
 /// How often a node catching up asks the peers that have not answered again
 /// (their answer, or the ask, may have been lost with a broken link), in ms.
 const CATCH_UP_ASK_MS: Millis = 3_000;
@@ -414,13 +417,53 @@ impl StorageNode {
         self.resp = Some(front);
     }
 
-    /// Bytes from a RESP connection: serve each command it completes, in order.
+    /// Bytes from a RESP connection: serve the commands they complete, in order,
+    /// until this step's replies to it reach [`resp::STEP_OUTPUT`]; the rest goes
+    /// back to the reactor (`Output::Unread`), handed over again once the
+    /// connection's output is below its high-water mark.
     fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
         let Some(front) = self.resp.as_mut() else {
             return;
         };
         front.set_ring(self.serving_pref.bounds());
-        for item in front.feed(now, conn, data) {
+        if !front.take_input(now, conn, data) {
+            return out.push(Output::Close { conn });
+        }
+        let mut items = Vec::new();
+        let mut produced = 0;
+        loop {
+            let front = self.resp.as_mut().expect("checked");
+            let more = front.next_command(conn, &mut items);
+            let mark = out.len();
+            self.serve_resp_items(now, conn, &mut items, out);
+            produced += resp::reply_bytes(conn, &out[mark..]);
+            if !more {
+                break;
+            }
+            if produced >= resp::STEP_OUTPUT {
+                let front = self.resp.as_mut().expect("checked");
+                if let Some(data) = front.take_unparsed(conn) {
+                    out.push(Output::Unread { conn, data });
+                }
+                break;
+            }
+        }
+        self.resp
+            .as_mut()
+            .expect("checked")
+            .finish(conn, &mut items);
+        self.serve_resp_items(now, conn, &mut items, out);
+    }
+
+    /// Does what a RESP session asked, in order (see [`Item`]).
+    fn serve_resp_items(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        items: &mut Vec<Item>,
+        out: &mut Vec<Output>,
+    ) {
+        for item in items.drain(..) {
             match item {
                 Item::Request(frame) => {
                     self.on_request(now, conn, frame, out);
@@ -431,7 +474,7 @@ impl StorageNode {
                         node_id: self.node_id,
                         keys: self.engine.len(),
                     };
-                    let front = self.resp.as_mut().expect("checked");
+                    let front = self.resp.as_mut().expect("a RESP session asked");
                     if let Some(bytes) = front.facts(conn, facts) {
                         out.push(Output::SendBytes { conn, bytes });
                     }
@@ -446,6 +489,10 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
+        let from = match &input {
+            Input::Frame { conn, .. } | Input::Data { conn, .. } => Some(*conn),
+            _ => None,
+        };
         if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
             // Restarted with a data directory: route by the last ring at once.
             self.node_id = id;
@@ -484,6 +531,11 @@ impl Service for StorageNode {
         let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
         if let Some(d) = self.durable.as_mut() {
             d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
+            // Replies held for the turn's commit are out of the reactor's sight:
+            // once they pile up, requests wait for the next turn.
+            if let Some(conn) = from.filter(|_| d.held_bytes() > HOLD_BYTES) {
+                out.push(Output::Yield { conn });
+            }
         }
     }
 
@@ -609,6 +661,7 @@ impl StorageNode {
         self.conns.members.remove(&conn);
         self.conns.order.closed(conn);
         self.conns.held.remove(&conn);
+        self.conns.ahead_logged.remove(&conn);
         if let Some(lost) = self.mesh.closed(conn, now) {
             self.fail_forwards(now, lost, ErrorCode::Unavailable, out);
             self.apply_holds(None, out);

@@ -1121,6 +1121,63 @@ fn a_refused_secret_stops_the_node_for_good_and_other_refusals_back_off() {
 }
 
 #[test]
+fn peer_versions_too_far_ahead_are_refused_and_change_nothing() {
+    let mut n = StorageNode::new(cfg());
+    let peer = member(&mut n, 8);
+    let now: Millis = 5_000;
+    let ask = |n: &mut StorageNode, o: u8, payload: Bytes| {
+        let frame = Frame::new(o, 11, 1, payload);
+        sent(&step(n, now, Input::Frame { conn: peer, frame }))
+    };
+    let record = |key: &str, version: u64| Record {
+        key: Bytes::from(key.to_string()),
+        version,
+        value: Some(Bytes::from(format!("v{version}"))),
+    };
+    let replicate = |r: Record| {
+        Message::Replicate {
+            base: None,
+            record: r,
+        }
+        .encode()
+        .payload
+    };
+    let migrate = |records: Vec<Record>| Message::Migrate { records }.encode().payload;
+    // In range: an hour ahead of the wall clock (5 s, as clock_base_ms is 0).
+    let fine = (now + super::super::hlc::MAX_AHEAD_MS) << 16;
+    let got = ask(&mut n, op::REPLICATE, replicate(record("k", fine)));
+    assert_eq!(got[0].1, op::OK, "{got:?}");
+    for v in [1 << 63, u64::MAX, fine + (1 << 24)] {
+        let got = ask(&mut n, op::REPLICATE, replicate(record("k", v)));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].1, op::ERR, "version {v:#x}: {got:?}");
+        assert!(
+            String::from_utf8_lossy(&got[0].2).contains("ahead"),
+            "{got:?}"
+        );
+        // One bad record refuses the whole chunk: "m" is not stored either.
+        let chunk = migrate(vec![record("m", 1 << 16), record("k", v)]);
+        let got = ask(&mut n, op::MIGRATE, chunk);
+        assert_eq!(got[0].1, op::ERR, "version {v:#x}: {got:?}");
+    }
+    assert_eq!(n.engine().entry(b"k").map(|e| e.version), Some(fine));
+    assert_eq!(n.engine().entry(b"m"), None);
+    // Only the admitted version moved the clock: the next write follows it, not
+    // a refused one.
+    let put = Frame::new(op::PUT, 1, 0, "1 x1");
+    step(
+        &mut n,
+        now,
+        Input::Frame {
+            conn: ConnId::new(30, 1),
+            frame: put,
+        },
+    );
+    let v = n.engine().entry(b"x").map(|e| e.version).unwrap();
+    assert!(v > fine && v >> 16 <= (fine >> 16) + 1, "{v:#x}");
+}
+
+#[test]
 fn a_peer_that_cannot_prove_the_secret_gets_no_join_and_no_forwards() {
     let (mut n, manager) = with_manager();
     let joined = format!("1\n{}", three(3, ["up", "up", "up"]));

@@ -50,12 +50,12 @@
 //! the node stops reading the connection until it drains below half.
 //!
 //! Backpressure granularity: the reactor hands a raw connection's input over a read
-//! at a time (`Input::Data`, up to one read chunk, 64 KiB by default), and the
-//! session serves every command in it before the reactor's output high-water mark
-//! is checked again; a framed connection is checked between frames. So one read of
-//! small GETs for a very large value can queue that value many times over (a
-//! 64 KiB read of `GET k` lines is about 10,000 replies). Checking between commands
-//! needs the reactor to let the service leave unconsumed bytes in its read buffer.
+//! at a time (`Input::Data`), and the node serves its commands one by one until
+//! this step's replies to the connection reach [`STEP_OUTPUT`]; the rest of the
+//! input goes back to the reactor (`Output::Unread`), which hands it over again
+//! only while the connection's queued output is below the high-water mark. So a
+//! connection that pipelines `GET` of a large value and never reads is stopped
+//! within one command of the mark, not after a whole read of commands.
 //!
 //! Caveats: no expiry (SET EX/PX/EXAT/PXAT/GET are refused after Redis's own
 //! syntax checks; KEEPTTL, with no TTL to keep, is a plain SET), one database
@@ -92,6 +92,11 @@ pub const HOLD_ENTRIES: usize = 8192;
 /// Bytes of answers waiting in one connection's FIFO above which the node stops
 /// reading it.
 pub const HOLD_BYTES: usize = 4 << 20;
+/// Bytes of replies one step serves a RESP connection before the rest of its
+/// input goes back to the reactor (`Output::Unread`), which hands it over again
+/// once the connection's output is below its high-water mark and the turn's
+/// share allows: the output bound is checked between commands.
+pub const STEP_OUTPUT: usize = 64 << 10;
 /// The Redis version whose replies the front follows, as HELLO and INFO report it.
 pub const REDIS_VERSION: &str = "7.2.0";
 
@@ -116,6 +121,17 @@ pub struct NodeFacts {
     pub node_id: u32,
     /// Keys the node holds itself.
     pub keys: usize,
+}
+
+/// Bytes of the replies to `conn` among `outs` (payloads and raw bytes).
+pub fn reply_bytes(conn: ConnId, outs: &[Output]) -> usize {
+    outs.iter()
+        .map(|o| match o {
+            Output::Send { conn: c, frame } if *c == conn => frame.payload.len(),
+            Output::SendBytes { conn: c, bytes } if *c == conn => bytes.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Every RESP session of a node, and the glue between them and the node's outputs.
@@ -195,6 +211,40 @@ impl RespFront {
             s.ring = self.ring.clone();
         }
         s.feed(now, data)
+    }
+
+    /// Bytes arrived on a RESP connection at `now`, kept for
+    /// [`RespFront::next_command`]; false if `conn` has no session.
+    pub fn take_input(&mut self, now: Millis, conn: ConnId, data: BytesMut) -> bool {
+        self.now = now;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        if !std::mem::replace(&mut s.touched, true) {
+            self.touched.push(conn);
+        }
+        if !Arc::ptr_eq(&s.ring, &self.ring) {
+            s.ring = self.ring.clone();
+        }
+        s.take_input(now, data);
+        true
+    }
+
+    /// See [`RespSession::next_command`].
+    pub fn next_command(&mut self, conn: ConnId, items: &mut Vec<Item>) -> bool {
+        (self.sessions.get_mut(&conn)).is_some_and(|s| s.next_command(items))
+    }
+
+    /// See [`RespSession::take_unparsed`].
+    pub fn take_unparsed(&mut self, conn: ConnId) -> Option<BytesMut> {
+        self.sessions.get_mut(&conn)?.take_unparsed()
+    }
+
+    /// See [`RespSession::finish`].
+    pub fn finish(&mut self, conn: ConnId, items: &mut Vec<Item>) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.finish(items);
+        }
     }
 
     /// The node's facts for the oldest DBSIZE, INFO or CLIENT LIST waiting on

@@ -296,10 +296,21 @@ impl RespSession {
 
     /// Takes bytes read from the connection at `now`; returns what the node must
     /// do, in order. Bytes of an incomplete command are kept for the next call.
+    /// (The node serves a command at a time instead: [`RespSession::take_input`],
+    /// [`RespSession::next_command`], [`RespSession::finish`].)
     pub fn feed(&mut self, now: Millis, data: BytesMut) -> Vec<Item> {
         let mut items = Vec::new();
+        self.take_input(now, data);
+        while self.next_command(&mut items) {}
+        self.finish(&mut items);
+        items
+    }
+
+    /// Takes bytes read from the connection at `now`, to be cut into commands by
+    /// [`RespSession::next_command`].
+    pub fn take_input(&mut self, now: Millis, data: BytesMut) {
         if self.stopped {
-            return items;
+            return;
         }
         self.client.last = now;
         if self.buf.is_empty() {
@@ -307,42 +318,60 @@ impl RespSession {
         } else {
             self.buf.unsplit(data);
         }
-        loop {
-            let mut args = std::mem::take(&mut self.args);
-            let parsed = self
-                .parser
-                .parse_into(&mut self.buf, &self.limits, &mut args);
-            if let Ok(true) = parsed {
-                self.command(&args, &mut items);
-            }
-            args.clear();
-            if args.capacity() <= 64 {
-                self.args = args;
-            }
-            match parsed {
-                Ok(true) => {
-                    if self.stopped {
-                        break;
-                    }
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    let text = format!("ERR Protocol error: {}", e.message);
-                    self.push(Pending::new(Shape::Last(err_reply(&text)), 0));
-                    self.stopped = true;
-                    break;
-                }
+    }
+
+    /// Cuts the next whole command out of the input and appends what the node
+    /// must do for it to `items`; false when there is none (only part of one is
+    /// left, or input stopped after a protocol error or QUIT).
+    pub fn next_command(&mut self, items: &mut Vec<Item>) -> bool {
+        if self.stopped || self.buf.is_empty() {
+            return false;
+        }
+        let mut args = std::mem::take(&mut self.args);
+        let parsed = self
+            .parser
+            .parse_into(&mut self.buf, &self.limits, &mut args);
+        if let Ok(true) = parsed {
+            self.command(&args, items);
+        }
+        args.clear();
+        if args.capacity() <= 64 {
+            self.args = args;
+        }
+        match parsed {
+            Ok(true) => !self.stopped,
+            Ok(false) => false,
+            Err(e) => {
+                let text = format!("ERR Protocol error: {}", e.message);
+                self.push(Pending::new(Shape::Last(err_reply(&text)), 0));
+                self.stopped = true;
+                false
             }
         }
+    }
+
+    /// The input not yet cut into commands, taken out of the session (the node
+    /// hands it back to the reactor with `Output::Unread` when this step's
+    /// replies are large enough: the rest waits for the connection's output to
+    /// drain).
+    pub fn take_unparsed(&mut self) -> Option<BytesMut> {
+        if self.stopped || self.buf.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// Ends a batch of [`RespSession::next_command`] calls: appends the replies
+    /// ready so far and, if the session is done, a close.
+    pub fn finish(&mut self, items: &mut Vec<Item>) {
         if self.stopped || self.buf.is_empty() {
             // Do not pin the read chunk the last command arrived in.
             self.buf = BytesMut::new();
         }
-        self.flush_ready(&mut items);
+        self.flush_ready(items);
         if self.take_close() {
             items.push(Item::Close);
         }
-        items
     }
 
     /// Takes the node's reply to one of this session's requests (replies come in

@@ -19,6 +19,9 @@ pub(super) struct Connections {
     pub(super) held: HashSet<ConnId>,
     /// Connections that just proved membership (drained into `Output::Trust`).
     pub(super) trusted: Vec<ConnId>,
+    /// When a refusal of a version too far ahead was last logged, per peer
+    /// connection (see `StorageNode::version_ahead`).
+    pub(super) ahead_logged: HashMap<ConnId, Millis>,
 }
 
 impl Connections {
@@ -29,6 +32,7 @@ impl Connections {
             order: Default::default(),
             held: Default::default(),
             trusted: Default::default(),
+            ahead_logged: Default::default(),
         }
     }
 }

@@ -6,10 +6,20 @@
 //! oldest unanswered one; a reply fills its slot and every filled slot at the front
 //! leaves. Connections with nothing outstanding keep no state at all, so the common
 //! case costs one hash lookup.
+//!
+//! Replies held back are bounded: the node stops reading a connection whose
+//! backlog is large (holds), but replies to requests already forwarded keep
+//! coming; past [`HELD_LIMIT`] bytes the connection is closed and its held
+//! replies dropped, as the reactor drops one whose queued output passes its hard
+//! limit.
 
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Output};
 use std::collections::{HashMap, VecDeque};
+
+/// Payload bytes of replies held back on one connection above which it is
+/// closed and they are dropped.
+pub const HELD_LIMIT: usize = 64 << 20;
 
 #[derive(Default)]
 struct Slots {
@@ -35,8 +45,24 @@ impl ReplyOrder {
             Some(s) => {
                 s.bytes += frame.payload.len();
                 s.queue.push_back(Some(frame));
+                self.check_limit(conn, out);
             }
             None => out.push(Output::Send { conn, frame }),
+        }
+    }
+
+    /// Closes `conn` and drops its held replies if they passed [`HELD_LIMIT`].
+    fn check_limit(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+        let Some(held) = self.conns.get(&conn).map(|s| s.bytes) else {
+            return;
+        };
+        if held > HELD_LIMIT {
+            log::warn!(
+                "closing client connection {conn}: {held} bytes of replies held back \
+                 behind an unanswered request, over the limit of {HELD_LIMIT}"
+            );
+            self.conns.remove(&conn);
+            out.push(Output::Close { conn });
         }
     }
 
@@ -72,6 +98,8 @@ impl ReplyOrder {
                 out.push(Output::Close { conn });
             }
             self.conns.remove(&conn);
+        } else {
+            self.check_limit(conn, out);
         }
     }
 
@@ -136,5 +164,26 @@ mod tests {
         assert_eq!(o.outstanding(c), 0);
         o.fill(c, a, f(9), &mut out);
         assert_eq!(ids(&out).len(), 5, "a stale fill is ignored");
+    }
+
+    #[test]
+    fn replies_held_past_the_limit_close_the_connection() {
+        let mut o = ReplyOrder::default();
+        let c = ConnId::new(1, 1);
+        let mut out = Vec::new();
+        let head = o.reserve(c);
+        let big = |n| Frame::new(21, n, 0, vec![0u8; HELD_LIMIT / 2 + 1]);
+        let (a, b) = (o.reserve(c), o.reserve(c));
+        o.fill(c, a, big(2), &mut out);
+        o.ready(c, Frame::new(21, 3, 0, ""), &mut out);
+        assert!(out.is_empty(), "under the limit: held");
+        o.fill(c, b, big(4), &mut out);
+        assert!(
+            matches!(out[..], [Output::Close { conn }] if conn == c),
+            "{out:?}"
+        );
+        assert_eq!((o.outstanding(c), o.queued_bytes(c)), (0, 0), "dropped");
+        o.fill(c, head, f(1), &mut out);
+        assert_eq!(out.len(), 1, "late replies are dropped");
     }
 }
