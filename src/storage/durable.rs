@@ -1058,6 +1058,8 @@ mod change_tests {
         let client = ConnId::new(5, 1);
         let mut n = StorageNode::new(cfg);
         n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
+        // A node serves client requests only as a member.
+        n.join_alone();
         let mut out = Vec::new();
         let ask = |n: &mut StorageNode, payload: Vec<u8>, op: u8, out: &mut Vec<Output>| {
             out.clear();

@@ -1163,7 +1163,8 @@ fn peer_versions_too_far_ahead_are_refused_and_change_nothing() {
     assert_eq!(n.engine().entry(b"k").map(|e| e.version), Some(fine));
     assert_eq!(n.engine().entry(b"m"), None);
     // Only the admitted version moved the clock: the next write follows it, not
-    // a refused one.
+    // a refused one (a node serves client writes only as a member).
+    n.join_alone();
     let put = Frame::new(op::PUT, 1, 0, "1 x1");
     step(
         &mut n,
