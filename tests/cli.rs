@@ -6,7 +6,9 @@
 //! The one-shot tests use a single storage node, so that every HELLO names the same
 //! contact node whatever the state of request forwarding between nodes.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -96,25 +98,13 @@ fn start_cluster(nodes: usize) -> TestCluster {
 /// Runs `gtstore --manager M ARGS` with `input` on stdin.
 fn run_cli(manager: &str, args: &[&[u8]], input: &[u8]) -> Output {
     use std::os::unix::ffi::OsStrExt;
-    let mut child = Command::new(GTSTORE)
-        .args(["--manager", manager, "--timeout", "5"])
-        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
-        // No node cache (it cannot be created under /dev/null): these tests see
-        // what the manager says, never nodes remembered from another test.
-        .env("XDG_CACHE_HOME", "/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gtstore");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("gtstore output");
-    writer.join().unwrap();
-    out
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .map(|a| std::ffi::OsStr::from_bytes(a))
+        .collect();
+    // No node cache (it cannot be created under /dev/null): these tests see
+    // what the manager says, never nodes remembered from another test.
+    common::run_gtstore(manager, std::path::Path::new("/dev/null"), &args, input)
 }
 
 /// Asserts exit status, stdout and stderr of one command.

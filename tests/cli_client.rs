@@ -6,11 +6,8 @@
 mod common;
 
 use common::Cluster;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-const GTSTORE: &str = env!("CARGO_BIN_EXE_gtstore");
+use std::process::Output;
 
 /// A fresh directory for the client's node cache, removed on drop, so that tests
 /// never read or write the user's own cache.
@@ -35,24 +32,8 @@ impl Drop for CacheDir {
 /// Runs `gtstore --manager M ARGS` with `input` on stdin and `cache` as its
 /// `XDG_CACHE_HOME`.
 fn run(manager: &str, cache: &CacheDir, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(GTSTORE)
-        .args(["--manager", manager, "--timeout", "5"])
-        .args(args)
-        .env("XDG_CACHE_HOME", &cache.0)
-        .env_remove("GTSTORE_MANAGER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gtstore");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("gtstore output");
-    writer.join().unwrap();
-    out
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    common::run_gtstore(manager, &cache.0, &args, input)
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,32 +5,14 @@
 mod common;
 
 use common::Cluster;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-const GTSTORE: &str = env!("CARGO_BIN_EXE_gtstore");
+use std::process::Output;
 
 /// Runs `gtstore --manager M ARGS` with `input` on stdin; no node cache is
 /// read or written (a fresh `XDG_CACHE_HOME`).
 fn run(manager: &str, args: &[&str], input: &[u8]) -> Output {
     let cache = std::env::temp_dir().join(format!("gtstore-cli-scan-{}", std::process::id()));
-    let mut child = Command::new(GTSTORE)
-        .args(["--manager", manager, "--timeout", "5"])
-        .args(args)
-        .env("XDG_CACHE_HOME", &cache)
-        .env_remove("GTSTORE_MANAGER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gtstore");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().expect("gtstore output");
-    writer.join().unwrap();
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let out = common::run_gtstore(manager, &cache, &args, input);
     let _ = std::fs::remove_dir_all(&cache);
     out
 }

@@ -584,3 +584,33 @@ pub fn member_join(w: &mut Wire, addr: &str, secret: &[u8]) -> RawFrame {
     w.send(&frame(op::NODE_JOIN, 0, 0, join.as_bytes()));
     w.frame()
 }
+
+/// Runs the `gtstore` CLI with `args` (after `--manager manager --timeout 5`),
+/// `input` on stdin and `cache` as its `XDG_CACHE_HOME` (the node cache: give a
+/// directory of the test's own, or `/dev/null` for none), and waits for it.
+pub fn run_gtstore(
+    manager: &str,
+    cache: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    input: &[u8],
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gtstore"))
+        .args(["--manager", manager, "--timeout", "5"])
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("GTSTORE_MANAGER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gtstore");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("gtstore output");
+    writer.join().unwrap();
+    out
+}
