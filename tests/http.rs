@@ -4,87 +4,18 @@
 
 mod common;
 
-use common::{Cluster, Proc};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::http::{connect, http_addr, read_reply, Reply};
+use common::Cluster;
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `HOST:PORT` of the manager's HTTP listener, from its log line.
-fn http_addr(p: &Proc) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = p.log().iter().find_map(|l| {
-            let at = l.find("http listening on ")?;
-            l[at + 18..].split_whitespace().next().map(str::to_string)
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no http line: {:?}", p.log());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A cluster of `n` nodes whose manager serves HTTP, with quick failure detection.
 fn cluster(n: usize) -> (Cluster, String) {
     let c = Cluster::start_full(n, &["--http-port", "0", "--down-after", "500"], &[]);
     let addr = http_addr(&c.manager);
     (c, addr)
-}
-
-/// One reply: status, headers (lower-case names) and body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        (self.headers.iter())
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one `Content-Length` reply.
-fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .expect("status")
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).expect("header");
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (n, v) = l.split_once(':').expect("name: value");
-        headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let len: usize = reply.header("content-length").unwrap().parse().unwrap();
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("body");
-    reply.body = String::from_utf8(body).unwrap();
-    reply
-}
-
-fn connect(addr: &str) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    BufReader::new(s)
 }
 
 /// Sends `request` on a new connection and reads one reply.

@@ -7,87 +7,17 @@
 
 mod common;
 
-use common::{Cluster, Proc};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use common::http::{connect, http_addr, read_reply, Reply};
+use common::Cluster;
+use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `HOST:PORT` of a node's HTTP listener, from its log line.
-fn http_addr(p: &Proc) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = p.log().iter().find_map(|l| {
-            let at = l.find("http listening on ")?;
-            l[at + 18..].split_whitespace().next().map(str::to_string)
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no http line: {:?}", p.log());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Three nodes with N = 3 serving HTTP; each node's HTTP address.
 fn cluster() -> (Cluster, Vec<String>) {
     let c = Cluster::start_full(3, &["--down-after", "500"], &["--http-port", "0"]);
     let addrs = c.nodes.iter().map(http_addr).collect();
     (c, addrs)
-}
-
-/// One reply: status, headers (lower-case names) and body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        (self.headers.iter())
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status = (line.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).expect("header");
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (n, v) = l.split_once(':').expect("name: value");
-        headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let len: usize = reply.header("content-length").unwrap().parse().unwrap();
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("body");
-    reply.body = String::from_utf8(body).unwrap();
-    reply
-}
-
-fn connect(addr: &str) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    BufReader::new(s)
 }
 
 /// A request's bytes.

@@ -2,6 +2,8 @@
 //! they listen from their log line, and kills them on drop, even when a test fails.
 #![allow(dead_code)]
 
+pub mod http;
+
 use gtstore::client::{manager_call, Client, Connection};
 use gtstore::protocol::op;
 use std::io::{BufRead, BufReader};
