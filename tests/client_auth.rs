@@ -7,37 +7,13 @@
 
 mod common;
 
-use common::{frame, kv, node_id_of, Cluster, Wire, TIMEOUT};
+use common::{frame, kv, node_id_of, Cluster, SecretFile, Wire, TIMEOUT};
 use gtstore::client::{Client, ClientError};
 use gtstore::protocol::ErrorCode;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 const GTSTORE: &str = env!("CARGO_BIN_EXE_gtstore");
 const PASSWORD: &str = "open-sesame";
-
-/// A 0600 file holding `secret`, removed on drop.
-struct SecretFile(PathBuf);
-
-impl SecretFile {
-    fn new(name: &str, secret: &str) -> SecretFile {
-        let path = std::env::temp_dir().join(format!("gtstore-pw-{name}-{}", std::process::id()));
-        std::fs::write(&path, format!("{secret}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        SecretFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Two nodes that need `PASSWORD`, each with a RESP port.
 fn cluster(pw: &SecretFile) -> Cluster {
@@ -332,21 +308,7 @@ fn the_http_front_needs_the_password_as_a_bearer_token() {
         1,
         &["--client-password-file", pw.path(), "--http-port", "0"],
     );
-    let log_addr = |p: &common::Proc| {
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let found = p.log().iter().find_map(|l| {
-                let at = l.find("http listening on ")?;
-                l[at + 18..].split_whitespace().next().map(str::to_string)
-            });
-            if let Some(addr) = found {
-                return addr;
-            }
-            assert!(std::time::Instant::now() < deadline, "{:?}", p.log());
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    let addr = log_addr(&c.nodes[0]);
+    let addr = common::http::http_addr(&c.nodes[0]);
     let set =
         r#"[{"key":{"encoding":"string","data":"k"},"value":{"encoding":"string","data":"v"}}]"#;
     let fetch = r#"[{"encoding":"string","data":"k"}]"#;

@@ -5,38 +5,13 @@
 
 mod common;
 
-use common::{frame, member_join, show, Cluster, Proc, Wire};
+use common::{frame, member_join, show, Cluster, Proc, SecretFile, Wire};
 use gtstore::protocol::auth;
 use gtstore::protocol::op;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const STORAGE: &str = env!("CARGO_BIN_EXE_gtstore-storage");
-
-/// A secret file of this test's own, removed on drop.
-struct SecretFile(PathBuf);
-
-impl SecretFile {
-    fn new(name: &str, secret: &str) -> SecretFile {
-        let path = std::env::temp_dir().join(format!("gtstore-hs-{name}-{}", std::process::id()));
-        std::fs::write(&path, format!("{secret}\n")).unwrap();
-        let mut perms = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-        std::fs::set_permissions(&path, perms).unwrap();
-        SecretFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for SecretFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Waits (up to 20 s) for a connection on `listener`.
 fn accept(listener: &TcpListener) -> Wire {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, TIMEOUT};
+use common::{children_of, Cluster, TIMEOUT};
 use gtstore::client::{drop_node, ClientError, Connection};
 use gtstore::protocol::auth::{self, AuthRequest, ROLE_ADMIN};
 use gtstore::protocol::{op, ErrorCode};
@@ -288,26 +288,6 @@ fn a_secret_file_others_can_read_is_used_with_a_warning() {
     for log in [c.manager.log(), c.nodes[0].log()] {
         assert!(log.iter().any(|l| l.contains("chmod 600")), "{log:?}");
     }
-}
-
-/// The pids of the processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A launcher killed (with its children, by their parent-death signal) on drop.
