@@ -135,6 +135,13 @@ impl Driver {
         };
         let cl = &self.clients[c];
         let up = |l: &usize| self.links[*l].state == LinkState::Up;
+        // Any live link of this client, rotating with its requests in flight.
+        let any_live = || {
+            let n = cl.links.len();
+            (0..n)
+                .filter_map(|i| cl.links[(cl.inflight + i) % n])
+                .find(up)
+        };
         match self.sh.routing {
             Routing::Aware => {
                 let ring = cl.ring.as_ref()?;
@@ -143,14 +150,8 @@ impl Driver {
                     .and_then(|id| self.node_of_id.get(&id))
                     .and_then(|&n| cl.links.get(n).copied().flatten())
                     .filter(up);
-                let l = want.or_else(|| {
-                    // No owner link (a ping, or the owner's link is down): any live one,
-                    // rotating.
-                    let n = cl.links.len();
-                    (0..n)
-                        .filter_map(|i| cl.links[(cl.inflight + i) % n])
-                        .find(up)
-                })?;
+                // No owner link (a ping, or the owner's link is down): any live one.
+                let l = want.or_else(any_live)?;
                 Some((l, self.links[l].node))
             }
             Routing::Slots => {
@@ -163,14 +164,9 @@ impl Driver {
                     .filter(|&n| n != SlotMap::NONE)
                     .and_then(|n| cl.links.get(n as usize).copied().flatten())
                     .filter(up);
-                let l = want.or_else(|| {
-                    // A ping, a slot no master serves, or its master's link is down:
-                    // any live link, rotating (a wrong node answers MOVED).
-                    let n = cl.links.len();
-                    (0..n)
-                        .filter_map(|i| cl.links[(cl.inflight + i) % n])
-                        .find(up)
-                })?;
+                // A ping, a slot no master serves, or its master's link is down:
+                // any live link (a wrong node answers MOVED).
+                let l = want.or_else(any_live)?;
                 Some((l, self.links[l].node))
             }
             Routing::Contacts(_) => {
