@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::http::{connect, http_addr, read_reply, Reply};
+use common::http::{connect, http_addr, promtool_accepts, read_reply, Reply};
 use common::Cluster;
 use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Three nodes with N = 3 serving HTTP; each node's HTTP address.
@@ -339,32 +338,6 @@ fn quorum_failures_are_reported_per_key() {
     let v = r.json();
     assert_eq!(v["kind"], "unavailable");
     assert_eq!(v["keys_failed"].as_array().map(Vec::len), Some(2), "{v}");
-}
-
-/// Checks `text` with promtool when it is installed.
-fn promtool_accepts(text: &str) {
-    let Ok(mut promtool) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "notice: promtool not installed; the metrics were checked by our own assertions only"
-        );
-        return;
-    };
-    let mut stdin = promtool.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).unwrap();
-    drop(stdin);
-    let done = promtool.wait_with_output().unwrap();
-    assert!(
-        done.status.success(),
-        "promtool refuses the metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&done.stdout),
-        String::from_utf8_lossy(&done.stderr)
-    );
 }
 
 #[test]

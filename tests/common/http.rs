@@ -2,7 +2,7 @@
 //! `Content-Length` reply read off a keep-alive connection.
 
 use super::{Proc, TIMEOUT};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -78,4 +78,30 @@ pub fn connect(addr: &str) -> BufReader<TcpStream> {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     BufReader::new(s)
+}
+
+/// Checks `text` with promtool when it is installed.
+pub fn promtool_accepts(text: &str) {
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "notice: promtool not installed; the metrics were checked by our own assertions only"
+        );
+        return;
+    };
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let done = promtool.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "promtool refuses the metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
 }
