@@ -1,5 +1,9 @@
 //! `gtstore-load`: the load generator (see `gtstore::load` and docs/operations.md).
 
+/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use gtstore::load::spec::{KeyDist, Mix, ValueSize};
 use gtstore::load::{self, Settings, Target};

@@ -1,6 +1,10 @@
 //! `gtstore-manager`: the coordinator (the same program as `gtstore manager`; see
 //! `gtstore::cli::serve`).
 
+/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use gtstore::cli::serve::{self, ManagerArgs};
 use std::process::ExitCode;

@@ -1,6 +1,10 @@
 //! `gtstore-storage`: a storage node (the same program as `gtstore storage`; see
 //! `gtstore::cli::serve`).
 
+/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use gtstore::cli::serve::{self, StorageArgs};
 use std::process::ExitCode;

@@ -1,6 +1,10 @@
 //! `gtstore`: the command-line client, the launcher and both servers. Flags are in
 //! `gtstore::cli::args`; this only dispatches.
 
+/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use gtstore::cli::args::{reject_client_flags, request, target, Cli, Command, Conn};
 use gtstore::cli::{self, cluster, oneshot, serve, shell};
