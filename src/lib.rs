@@ -11,6 +11,7 @@
 //! module is the blocking client library the CLI and the tests use. Binaries in
 //! `src/bin/` only parse flags and wire these together.
 
+pub mod alloc;
 pub mod cli;
 pub mod client;
 pub mod coordinator;

@@ -1,9 +1,5 @@
 //! `gtstore-load`: the load generator (see `gtstore::load` and docs/operations.md).
 
-/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use gtstore::load::spec::{KeyDist, Mix, ValueSize};
 use gtstore::load::{self, Settings, Target};
@@ -105,6 +101,7 @@ fn settings(a: Args) -> Result<Settings, String> {
 }
 
 fn main() -> ExitCode {
+    gtstore::alloc::configure();
     // Warnings only by default: the report is the output.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp_millis()

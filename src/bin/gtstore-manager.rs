@@ -1,10 +1,6 @@
 //! `gtstore-manager`: the coordinator (the same program as `gtstore manager`; see
 //! `gtstore::cli::serve`).
 
-/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use gtstore::cli::serve::{self, ManagerArgs};
 use std::process::ExitCode;
@@ -17,6 +13,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    gtstore::alloc::configure();
     gtstore::init_logging();
     gtstore::exit_status("gtstore-manager", serve::run_manager(Cli::parse().args))
 }

@@ -1,10 +1,6 @@
 //! `gtstore-storage`: a storage node (the same program as `gtstore storage`; see
 //! `gtstore::cli::serve`).
 
-/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use gtstore::cli::serve::{self, StorageArgs};
 use std::process::ExitCode;
@@ -17,6 +13,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    gtstore::alloc::configure();
     gtstore::init_logging();
     gtstore::exit_status("gtstore-storage", serve::run_storage(Cli::parse().args))
 }

@@ -1,16 +1,13 @@
 //! `gtstore`: the command-line client, the launcher and both servers. Flags are in
 //! `gtstore::cli::args`; this only dispatches.
 
-/// mimalloc, for its per-object overhead and speed (see Cargo.toml).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 use gtstore::cli::args::{reject_client_flags, request, target, Cli, Command, Conn};
 use gtstore::cli::{self, cluster, oneshot, serve, shell};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    gtstore::alloc::configure();
     let args = Cli::parse();
     let top = args.conn;
     let status = match args.command {
