@@ -77,11 +77,12 @@ mod tests;
 
 pub use session::RespSession;
 
+use super::gateway::Event;
 use crate::protocol::resp::{self, Limits};
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
@@ -123,17 +124,6 @@ pub struct NodeFacts {
     pub keys: usize,
 }
 
-/// Bytes of the replies to `conn` among `outs` (payloads and raw bytes).
-pub fn reply_bytes(conn: ConnId, outs: &[Output]) -> usize {
-    outs.iter()
-        .map(|o| match o {
-            Output::Send { conn: c, frame } if *c == conn => frame.payload.len(),
-            Output::SendBytes { conn: c, bytes } if *c == conn => bytes.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Every RESP session of a node, and the glue between them and the node's outputs.
 #[derive(Debug)]
 pub struct RespFront {
@@ -142,9 +132,9 @@ pub struct RespFront {
     password: Option<Bytes>,
     sessions: HashMap<ConnId, RespSession>,
     next_id: u64,
-    /// Connections whose backlog changed this step (hold checks).
+    /// Connections whose backlog changed this step (replies to send, hold
+    /// checks).
     touched: Vec<ConnId>,
-    scratch: Vec<Output>,
     /// The time of the last input (for CLIENT LIST's ages).
     now: Millis,
     /// The end tokens of the ring's ranges, as the node routes by.
@@ -160,7 +150,6 @@ impl RespFront {
             sessions: HashMap::new(),
             next_id: 1,
             touched: Vec::new(),
-            scratch: Vec::new(),
             now: 0,
             ring: Arc::from(Vec::new()),
         }
@@ -275,81 +264,66 @@ impl RespFront {
         self.sessions.remove(&conn);
     }
 
-    /// Rewrites the outputs pushed since `mark`: a native reply to a RESP
-    /// connection becomes RESP bytes (or nothing, while its command waits for
-    /// more), followed by a close if that was the session's last reply. Holds are
-    /// reconciled: `node_held` are the connections the node itself holds; a
-    /// connection stays held while either the node or its session wants it.
-    ///
-    /// Consecutive replies to one session (a pipelined batch answered in one step)
-    /// leave as one `SendBytes`: the session's reply bytes are taken when the run
-    /// of its replies ends, before any other output, so the order of outputs is
-    /// kept.
-    pub fn translate(&mut self, mark: usize, out: &mut Vec<Output>, node_held: &HashSet<ConnId>) {
-        if self.sessions.is_empty() {
-            self.touched.clear();
+    /// Bytes of replies the session of `conn` has taken so far (native replies'
+    /// payloads and its own answers): the node serves a connection's input until
+    /// this grew by [`STEP_OUTPUT`] in one step.
+    pub fn served(&self, conn: ConnId) -> usize {
+        self.sessions.get(&conn).map_or(0, |s| s.served)
+    }
+
+    /// Takes the node's `event` for RESP connection `conn` (see
+    /// [`crate::storage::gateway`]). A reply fills its command's entry; the RESP
+    /// bytes it finishes wait in the session and leave at
+    /// [`RespFront::end_step`], so a pipelined batch answered in one step leaves
+    /// in one buffer. A hold of the node's is reconciled with the session's own
+    /// (the connection stays held while either wants it); a close sends what is
+    /// ready first.
+    pub fn deliver(&mut self, conn: ConnId, event: Event, out: &mut Vec<Output>) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            if event == Event::Close {
+                out.push(Output::Close { conn });
+            }
             return;
-        }
-        self.scratch.extend(out.drain(mark..));
-        // The session whose replies are rendered but not yet taken.
-        let mut open: Option<ConnId> = None;
-        let take = |sessions: &mut HashMap<ConnId, RespSession>,
-                    open: &mut Option<ConnId>,
-                    out: &mut Vec<Output>| {
-            if let Some(conn) = open.take() {
-                if let Some(bytes) = sessions.get_mut(&conn).and_then(|s| s.take_ready()) {
-                    out.push(Output::SendBytes { conn, bytes });
-                }
-            }
         };
-        for o in self.scratch.drain(..) {
-            let conn = match &o {
-                Output::Send { conn, .. } | Output::Hold { conn, .. } => *conn,
-                _ => {
-                    take(&mut self.sessions, &mut open, out);
-                    out.push(o);
-                    continue;
+        match event {
+            Event::Reply(frame) => {
+                s.absorb_reply(&frame);
+                if !std::mem::replace(&mut s.touched, true) {
+                    self.touched.push(conn);
                 }
-            };
-            if open.is_some_and(|c| c != conn) || matches!(o, Output::Hold { .. }) {
-                take(&mut self.sessions, &mut open, out);
+                if s.take_close() {
+                    s.flush(conn, out);
+                    out.push(Output::Close { conn });
+                }
             }
-            let Some(s) = self.sessions.get_mut(&conn) else {
-                out.push(o);
-                continue;
-            };
-            match o {
-                Output::Send { frame, .. } => {
-                    s.absorb_reply(&frame);
-                    open = Some(conn);
-                    if s.take_close() {
-                        take(&mut self.sessions, &mut open, out);
-                        out.push(Output::Close { conn });
-                    }
-                    let s = self.sessions.get_mut(&conn).expect("looked up above");
-                    if !std::mem::replace(&mut s.touched, true) {
-                        self.touched.push(conn);
-                    }
+            Event::Hold(hold) => {
+                s.node_held = hold;
+                if (hold || !s.over()) && s.held != hold {
+                    s.held = hold;
+                    out.push(Output::Hold { conn, hold });
                 }
-                Output::Hold { hold, .. } => {
-                    if hold || !s.over() {
-                        s.held = hold;
-                        out.push(Output::Hold { conn, hold });
-                    }
-                }
-                o => out.push(o),
+            }
+            Event::Close => {
+                s.flush(conn, out);
+                out.push(Output::Close { conn });
             }
         }
-        take(&mut self.sessions, &mut open, out);
+    }
+
+    /// Ends the node's step: sends the RESP bytes each session finished in it,
+    /// and holds a connection whose backlog is over its bounds, or reads it
+    /// again once the backlog drained and the node does not hold it either.
+    pub fn end_step(&mut self, out: &mut Vec<Output>) {
         for conn in self.touched.drain(..) {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
             s.touched = false;
+            s.flush(conn, out);
             if !s.held && s.over() {
                 s.held = true;
                 out.push(Output::Hold { conn, hold: true });
-            } else if s.held && s.drained() && !node_held.contains(&conn) {
+            } else if s.held && s.drained() && !s.node_held {
                 s.held = false;
                 out.push(Output::Hold { conn, hold: false });
             }
