@@ -1,13 +1,14 @@
 //! The storage node's HTTP front: a gateway that turns seed 002's JSON
 //! endpoints into the node's own requests and their replies back into JSON.
 //!
-//! It works like the RESP front (see [`super::resp`]): the node serves the
-//! native requests an HTTP request becomes exactly as if a native client had
-//! sent them on that connection (the same routing to the key's lead replica,
-//! the same quorum rounds, forwarding and reply order), and every native reply
-//! to an HTTP connection is taken out of the node's outputs at the end of the
-//! step ([`HttpFront::translate`]) and counted towards the HTTP request it
-//! belongs to. Nothing here does I/O or touches the data.
+//! It wraps the node's service like the RESP front (see [`super::gateway`]):
+//! the node serves the native requests an HTTP request becomes as requests
+//! from that connection (the same routing to the key's lead replica, the same
+//! quorum rounds, forwarding and reply order), and every reply to an HTTP
+//! connection comes back as a typed gateway event ([`HttpFront::deliver`]),
+//! counted towards the HTTP request it belongs to. The front's bytes go
+//! straight to the step's outputs, in the order the [`Front`] releases them.
+//! Nothing here does I/O or touches the data.
 //!
 //! The endpoints (docs/protocol.md, "HTTP front"; bodies in
 //! [`crate::http::json`]):

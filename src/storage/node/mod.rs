@@ -41,8 +41,13 @@
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
 //!   holds them.
-//! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
-//!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `resp` and `http`: the fronts' hooks (see [`super::resp`],
+//!   [`super::http`]): their listeners' inputs, the native requests their
+//!   clients' requests become, the facts they answer from (DBSIZE, `/metrics`).
+//! - `gateway`: the replies, holds and closes the reply order gives a front's
+//!   connection reach the front as typed events (see [`super::gateway`]), handed
+//!   over after each RESP command and at the end of the step; the node never
+//!   writes a native frame on a front's connection.
 //! - `client_auth` (`ClientAuth`): the optional client password; a client
 //!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the

@@ -1,13 +1,17 @@
 //! The RESP front: a storage node speaking RESP2 (the Redis protocol) on a second
 //! port, so `redis-cli`, `redis-benchmark` and Redis client libraries can use it.
 //!
-//! A [`RespSession`] per connection turns Redis commands into the node's own
-//! requests ([`Frame`]s of the native protocol) and the node's replies back into
-//! RESP. The node serves those frames exactly as if a native client had sent them
-//! on that connection: the same forwarding to the key's owner, the same replication
-//! and reply ordering, the same backpressure. Nothing here does I/O or touches the
-//! data; the node drives it (see `StorageNode::step`). [`RespFront`] holds every
-//! session of a node and answers what needs all of them (`CLIENT LIST`).
+//! The front is a gateway around the node's service (see
+//! [`super::gateway`]). A [`RespSession`] per connection turns Redis commands
+//! into the node's own requests ([`Frame`]s of the native protocol), and the
+//! node serves those frames as requests from that connection: the same
+//! forwarding to the key's owner, the same replication and reply ordering, the
+//! same backpressure. The node's replies come back as typed gateway events
+//! ([`RespFront::deliver`]) and the session renders them as RESP; the bytes a
+//! step finished leave at its end ([`RespFront::end_step`]). Nothing here does
+//! I/O or touches the data; the node drives it (see `node/resp.rs`).
+//! [`RespFront`] holds every session of a node and answers what needs all of
+//! them (`CLIENT LIST`).
 //!
 //! The parts: `session` (the per-connection FIFO of commands and how finished
 //! ones are rendered), `commands` (what each data command becomes), `listing`
@@ -50,8 +54,9 @@
 //! the node stops reading the connection until it drains below half.
 //!
 //! Backpressure granularity: the reactor hands a raw connection's input over a read
-//! at a time (`Input::Data`), and the node serves its commands one by one until
-//! this step's replies to the connection reach [`STEP_OUTPUT`]; the rest of the
+//! at a time (`Input::Data`), and the node serves its commands one by one, handing
+//! the session its replies after each, until this step's replies to the connection
+//! ([`RespFront::served`]) reach [`STEP_OUTPUT`]; the rest of the
 //! input goes back to the reactor (`Output::Unread`), which hands it over again
 //! only while the connection's queued output is below the high-water mark. So a
 //! connection that pipelines `GET` of a large value and never reads is stopped
@@ -124,7 +129,7 @@ pub struct NodeFacts {
     pub keys: usize,
 }
 
-/// Every RESP session of a node, and the glue between them and the node's outputs.
+/// Every RESP session of a node, and the gateway events the node delivers to them.
 #[derive(Debug)]
 pub struct RespFront {
     limits: Limits,
