@@ -51,6 +51,16 @@ impl StorageNode {
             r.end_step(out);
         }
     }
+
+    /// Whether none of `outs` is a native frame on a front's connection: the
+    /// gateway's invariant, checked after every step in debug builds.
+    pub(super) fn no_frames_to_fronts(&self, outs: &[Output]) -> bool {
+        let gateway = &self.conns.order.gateway;
+        !outs.iter().any(|o| match o {
+            Output::Send { conn, .. } => gateway.front(*conn).is_some(),
+            _ => false,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -434,6 +434,7 @@ impl Service for StorageNode {
         }
         // The fronts' replies (see `gateway.rs`).
         self.end_fronts(now, out);
+        debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
         // Last: outputs that may depend on uncommitted log records wait for the
         // turn's commit.
         let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
