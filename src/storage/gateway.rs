@@ -8,7 +8,8 @@
 //!   [`Frame`]s, each tagged (its `client_id`) with a number counted per
 //!   connection, and the node serves them as requests from that connection,
 //!   through the same entry a native client's requests take (routing,
-//!   forwarding, quorum rounds, reply order, holds).
+//!   forwarding, quorum rounds, reply order, holds; `submit` in
+//!   `node/gateway.rs`).
 //! - Events out: every reply to a client connection leaves the node through
 //!   its reply order (`node/routing/order.rs`), which hands it to
 //!   [`Gateway::send`]. A native connection's reply goes onto the wire as an

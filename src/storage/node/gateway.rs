@@ -10,6 +10,19 @@ use super::*;
 use crate::storage::gateway::Front;
 
 impl StorageNode {
+    /// A front's request `frame` on its connection `conn`: served as a request
+    /// from that connection, through the entry a native client's take.
+    pub(super) fn submit(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        frame: Frame,
+        out: &mut Vec<Output>,
+    ) {
+        self.on_request(now, conn, frame, out);
+        self.apply_holds(Some(conn), out);
+    }
+
     /// Hands the deliveries waiting in the gateway to their fronts.
     pub(super) fn deliver(&mut self, now: Millis, out: &mut Vec<Output>) {
         while let Some(d) = self.conns.order.gateway.pop() {
@@ -40,8 +53,7 @@ impl StorageNode {
                 break;
             }
             for (conn, frame) in requests {
-                self.on_request(now, conn, frame, out);
-                self.apply_holds(Some(conn), out);
+                self.submit(now, conn, frame, out);
             }
             for conn in resume {
                 self.serve_http(now, conn, out);

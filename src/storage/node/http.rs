@@ -64,10 +64,7 @@ impl StorageNode {
         let Some(h) = self.http.as_mut() else { return };
         for item in h.serve(now, conn, self.serving_pref.bounds(), out) {
             match item {
-                HttpItem::Request(frame) => {
-                    self.on_request(now, conn, frame, out);
-                    self.apply_holds(Some(conn), out);
-                }
+                HttpItem::Request(frame) => self.submit(now, conn, frame, out),
                 HttpItem::Metrics(id) => {
                     let facts = self.metrics_facts();
                     self.http

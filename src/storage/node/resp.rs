@@ -95,10 +95,7 @@ impl StorageNode {
     ) {
         for item in items.drain(..) {
             match item {
-                Item::Request(frame) => {
-                    self.on_request(now, conn, frame, out);
-                    self.apply_holds(Some(conn), out);
-                }
+                Item::Request(frame) => self.submit(now, conn, frame, out),
                 Item::Facts => {
                     let facts = NodeFacts {
                         node_id: self.node_id,
