@@ -1,6 +1,8 @@
 //! The storage node's HTTP front against the real binaries: a 3-node cluster
 //! with N = 3, seed 002's exact JSON for `PUT /set`, `POST /fetch` and `POST
-//! /query` on any node, keep-alive with pipelining, 400s by kind, 404/405,
+//! /query` on any node, keep-alive with pipelining (and on a one-node cluster,
+//! a reply the front gives itself leaves before the node's replies to later
+//! requests), 400s by kind, 404/405,
 //! keys written over HTTP read natively and the other way round, quorum
 //! failures reported per key, `GET /fetch` walking every key once in pages,
 //! and `/metrics` checked by promtool.
@@ -450,5 +452,23 @@ fn throughput_of_100_key_batches_http_next_to_resp() {
     println!(
         "batches of 100 keys per second, one connection, one at a time:\n\
          PUT /set {put:.0}  RESP MSET {mset:.0}\nPOST /fetch {fetch:.0}  RESP MGET {mget:.0}"
+    );
+}
+
+#[test]
+fn a_reply_the_front_gives_itself_keeps_its_place_in_a_pipeline() {
+    // One node: the second request's key is read here, in the same step as the
+    // first request is answered by the front alone (it has no keys).
+    let c = Cluster::start_full(1, &[], &["--http-port", "0"]);
+    let addr = http_addr(&c.nodes[0]);
+    let mut conn = connect(&addr);
+    let both =
+        request("POST", "/query", "[]") + &request("POST", "/query", &format!("[{}]", s("k")));
+    conn.get_mut().write_all(both.as_bytes()).unwrap();
+    assert_eq!(read_reply(&mut conn).body, "[]");
+    let second = read_reply(&mut conn);
+    assert_eq!(
+        second.body,
+        format!(r#"[{{"key":{},"value":false}}]"#, s("k"))
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod durable;
 pub mod engine;
+pub mod gateway;
 pub mod hlc;
 pub mod http;
 pub mod node;

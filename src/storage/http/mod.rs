@@ -1,13 +1,14 @@
 //! The storage node's HTTP front: a gateway that turns seed 002's JSON
 //! endpoints into the node's own requests and their replies back into JSON.
 //!
-//! It works like the RESP front (see [`super::resp`]): the node serves the
-//! native requests an HTTP request becomes exactly as if a native client had
-//! sent them on that connection (the same routing to the key's lead replica,
-//! the same quorum rounds, forwarding and reply order), and every native reply
-//! to an HTTP connection is taken out of the node's outputs at the end of the
-//! step ([`HttpFront::translate`]) and counted towards the HTTP request it
-//! belongs to. Nothing here does I/O or touches the data.
+//! It wraps the node's service like the RESP front (see [`super::gateway`]):
+//! the node serves the native requests an HTTP request becomes as requests
+//! from that connection (the same routing to the key's lead replica, the same
+//! quorum rounds, forwarding and reply order), and every reply to an HTTP
+//! connection comes back as a typed gateway event ([`HttpFront::deliver`]),
+//! counted towards the HTTP request it belongs to. The front's bytes go
+//! straight to the step's outputs, in the order the [`Front`] releases them.
+//! Nothing here does I/O or touches the data.
 //!
 //! The endpoints (docs/protocol.md, "HTTP front"; bodies in
 //! [`crate::http::json`]):
@@ -49,6 +50,7 @@
 pub mod metrics;
 mod scan;
 
+use super::gateway::Event;
 use crate::http::json::{self, Datum};
 use crate::http::{self as web, Front, Limits, RequestId, Response};
 use crate::protocol::{kv, op, Frame};
@@ -149,13 +151,10 @@ pub struct HttpFront {
     conns: HashMap<ConnId, Conn>,
     /// Largest `/fetch` reply, in value bytes.
     max_reply: usize,
-    /// Outputs of the front's own (replies, holds), added at the end of the step.
-    pending: Vec<Output>,
-    scratch: Vec<Output>,
     /// Connections whose front hold was lifted, or whose `GET /fetch` is
-    /// done: served again after the step.
+    /// done: to be served again ([`HttpFront::take_work`]).
     resume: Vec<ConnId>,
-    /// Native requests to send after the step (the next SCAN of a page).
+    /// Native requests to send (the next SCAN of a page).
     requests: Vec<(ConnId, Frame)>,
     /// The node's HTTP counters (see [`metrics`]).
     pub stats: Stats,
@@ -175,8 +174,6 @@ impl HttpFront {
             }),
             conns: HashMap::new(),
             max_reply: max_body,
-            pending: Vec::new(),
-            scratch: Vec::new(),
             resume: Vec::new(),
             requests: Vec::new(),
             stats: Stats::new(),
@@ -242,10 +239,8 @@ impl HttpFront {
     }
 
     /// The peer will send no more.
-    pub fn eof(&mut self, conn: ConnId) {
-        let mut out = std::mem::take(&mut self.pending);
-        self.front.eof(conn, &mut out);
-        self.pending = out;
+    pub fn eof(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+        self.front.eof(conn, out);
     }
 
     /// `conn` is gone.
@@ -257,10 +252,15 @@ impl HttpFront {
     /// Takes every whole request buffered on `conn` (while the pipeline has
     /// room, and no `GET /fetch` is in progress on it) at `now`: what the node
     /// must do for them, in order. `bounds` are the end tokens of the ring's
-    /// ranges, for `GET /fetch`.
-    pub fn serve(&mut self, now: Millis, conn: ConnId, bounds: &[u64]) -> Vec<Item> {
+    /// ranges, for `GET /fetch`. Replies the front gives itself go to `out`.
+    pub fn serve(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        bounds: &[u64],
+        out: &mut Vec<Output>,
+    ) -> Vec<Item> {
         let mut items = Vec::new();
-        let mut out = std::mem::take(&mut self.pending);
         loop {
             let scanning = |c: &Conn| c.jobs.back().is_some_and(|j| j.kind == Kind::Scan);
             if self
@@ -272,27 +272,26 @@ impl HttpFront {
             }
             let mut fo = Vec::new();
             let next = self.front.next(conn, &mut fo);
-            self.absorb_front(fo, &mut out);
+            self.absorb_front(fo, out);
             let Some((id, req)) = next else { break };
             if !self.authorized(&req) {
                 let reply = error_reply(401, "auth", "the client password is required", None)
                     .with_header("WWW-Authenticate", "Bearer realm=\"gtstore\"");
-                self.reply(id, "other", &reply, &mut out);
+                self.reply(id, "other", &reply, out);
                 continue;
             }
             match web::route(&req, ENDPOINTS) {
-                Err(reply) => self.reply(id, "other", &reply, &mut out),
+                Err(reply) => self.reply(id, "other", &reply, out),
                 Ok(i) if ENDPOINTS[i].0 == "/metrics" => items.push(Item::Metrics(id)),
                 Ok(_) if req.method != "POST" && req.path == "/fetch" => {
-                    self.start_scan(now, id, req.query.as_deref(), bounds, &mut items, &mut out)
+                    self.start_scan(now, id, req.query.as_deref(), bounds, &mut items, out)
                 }
                 Ok(i) => {
                     let kind = [Kind::Set, Kind::Fetch, Kind::Query][i];
-                    self.start(now, id, kind, &req.body, &mut items, &mut out);
+                    self.start(now, id, kind, &req.body, &mut items, out);
                 }
             }
         }
-        self.pending = out;
         items
     }
 
@@ -398,19 +397,22 @@ impl HttpFront {
         });
     }
 
-    /// The native requests to send after the step: `(connection, frame)`.
-    pub fn take_requests(&mut self) -> Vec<(ConnId, Frame)> {
-        std::mem::take(&mut self.requests)
+    /// What the front needs of the node next: the native requests to send,
+    /// `(connection, frame)` (the next SCAN of a `GET /fetch`), and the
+    /// connections to serve again ([`HttpFront::serve`]).
+    pub fn take_work(&mut self) -> (Vec<(ConnId, Frame)>, Vec<ConnId>) {
+        (
+            std::mem::take(&mut self.requests),
+            std::mem::take(&mut self.resume),
+        )
     }
 
     /// Answers `GET /metrics` with the node's `facts`.
-    pub fn metrics(&mut self, id: RequestId, facts: &metrics::NodeFacts) {
+    pub fn metrics(&mut self, id: RequestId, facts: &metrics::NodeFacts, out: &mut Vec<Output>) {
         let text = metrics::exposition(&self.stats, facts, self.listener);
         let reply = Response::new(200, crate::http::metrics::CONTENT_TYPE, text)
             .with_header("Cache-Control", "no-store");
-        let mut out = std::mem::take(&mut self.pending);
-        self.reply(id, "/metrics", &reply, &mut out);
-        self.pending = out;
+        self.reply(id, "/metrics", &reply, out);
     }
 
     /// Sends `reply` to request `id`, counting it.
@@ -459,30 +461,17 @@ impl HttpFront {
         }
     }
 
-    /// Takes the node's outputs since `mark` at `now`: native replies to HTTP
-    /// connections are counted towards their requests (and finished requests
-    /// answered), the node's holds of HTTP connections reconciled with the
-    /// front's, and the front's own outputs added. Returns the connections
-    /// whose buffered requests can now be served ([`HttpFront::serve`]).
-    pub fn translate(&mut self, now: Millis, mark: usize, out: &mut Vec<Output>) -> Vec<ConnId> {
-        if !self.conns.is_empty() {
-            self.scratch.extend(out.drain(mark..));
-            let mut scratch = std::mem::take(&mut self.scratch);
-            for o in scratch.drain(..) {
-                match o {
-                    Output::Send { conn, frame } if self.has(conn) => {
-                        self.absorb(now, conn, frame, out);
-                    }
-                    Output::Hold { conn, hold } if self.has(conn) => {
-                        self.set_hold(conn, true, hold, out);
-                    }
-                    o => out.push(o),
-                }
-            }
-            self.scratch = scratch;
+    /// Takes the node's `event` for HTTP connection `conn` at `now` (see
+    /// [`crate::storage::gateway`]): a reply counts towards the HTTP request it
+    /// belongs to (a finished request is answered), a hold of the node's is
+    /// reconciled with the front's own, and a close closes. Afterwards,
+    /// [`HttpFront::take_work`] says what the node should do next.
+    pub fn deliver(&mut self, now: Millis, conn: ConnId, event: Event, out: &mut Vec<Output>) {
+        match event {
+            Event::Reply(frame) => self.absorb(now, conn, frame, out),
+            Event::Hold(hold) => self.set_hold(conn, true, hold, out),
+            Event::Close => out.push(Output::Close { conn }),
         }
-        out.append(&mut self.pending);
-        std::mem::take(&mut self.resume)
     }
 
     /// One native reply to HTTP connection `conn`.

@@ -53,12 +53,20 @@ fn holds(out: &[Output]) -> Vec<bool> {
         .collect()
 }
 
-/// The node's reply to the front's request `tag`.
-fn reply(tag: u64, op: u8, payload: &'static [u8]) -> Output {
-    Output::Send {
-        conn: CONN,
-        frame: Frame::new(op, tag, 1, payload),
-    }
+/// The node's reply to the front's request `tag`, delivered at time `now`.
+fn reply(
+    f: &mut HttpFront,
+    now: Millis,
+    (tag, op, payload): (u64, u8, &'static [u8]),
+    out: &mut Vec<Output>,
+) {
+    let frame = Frame::new(op, tag, 1, payload);
+    f.deliver(now, CONN, Event::Reply(frame), out);
+}
+
+/// The connections to serve again, from [`HttpFront::take_work`].
+fn resume(f: &mut HttpFront) -> Vec<ConnId> {
+    f.take_work().1
 }
 
 #[test]
@@ -67,18 +75,17 @@ fn a_set_becomes_one_put_per_pair_and_its_reply_counts_them() {
     let body = r#"[{"key":{"encoding":"string","data":"a"},"value":{"encoding":"string","data":"1"}},
                    {"key":{"encoding":"binary","data":"/w=="},"value":{"encoding":"string","data":"22"}}]"#;
     f.data(CONN, req("PUT", "/set", body));
-    let fs = frames(f.serve(0, CONN, &[]));
+    let fs = frames(f.serve(0, CONN, &[], &mut out));
     assert_eq!(fs.len(), 2);
     assert_eq!((fs[0].op, fs[0].client_id), (op::PUT, 1));
     assert_eq!(&fs[0].payload[..], b"1 a1");
     assert_eq!((fs[1].op, fs[1].client_id), (op::PUT, 2));
     assert_eq!(&fs[1].payload[..], b"1 \xff22");
     // The first reply alone answers nothing.
-    out.push(reply(1, op::OK, b""));
-    assert!(f.translate(0, 0, &mut out).is_empty());
+    reply(&mut f, 0, (1, op::OK, b""), &mut out);
+    assert!(resume(&mut f).is_empty());
     assert_eq!(sent(&out), "");
-    out.push(reply(2, op::ERR, b"UNAVAILABLE no quorum"));
-    f.translate(3, 0, &mut out);
+    reply(&mut f, 3, (2, op::ERR, b"UNAVAILABLE no quorum"), &mut out);
     let text = sent(&out);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(
@@ -97,9 +104,8 @@ fn a_reply_out_of_order_is_a_500_and_a_close() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":"k"}]"#),
     );
-    assert_eq!(frames(f.serve(0, CONN, &[])).len(), 1);
-    out.push(reply(9, op::VALUE, b"v"));
-    f.translate(0, 0, &mut out);
+    assert_eq!(frames(f.serve(0, CONN, &[], &mut out)).len(), 1);
+    reply(&mut f, 0, (9, op::VALUE, b"v"), &mut out);
     assert!(sent(&out).starts_with("HTTP/1.1 500 "), "{}", sent(&out));
     assert!(out
         .iter()
@@ -114,8 +120,7 @@ fn empty_and_bad_keys_are_answered_without_the_node() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":""}]"#),
     );
-    assert!(f.serve(0, CONN, &[]).is_empty());
-    f.translate(0, 0, &mut out);
+    assert!(f.serve(0, CONN, &[], &mut out).is_empty());
     let text = sent(&out);
     assert!(text.contains("\r\n\r\n[]HTTP/1.1 400 "), "{text}");
     assert!(text.contains(r#""kind":"bad_key""#), "{text}");
@@ -128,33 +133,26 @@ fn a_connection_is_read_again_only_once_the_node_and_the_front_release_it() {
     for _ in 0..Limits::default().max_pipeline + 1 {
         f.data(CONN, one.clone());
     }
-    let n = frames(f.serve(0, CONN, &[])).len();
+    let n = frames(f.serve(0, CONN, &[], &mut out)).len();
     assert_eq!(n, Limits::default().max_pipeline, "one request waits");
-    // The node also holds the connection (its reply backlog).
-    out.push(Output::Hold {
-        conn: CONN,
-        hold: true,
-    });
-    assert!(f.translate(0, 0, &mut out).is_empty());
-    assert_eq!(holds(&out), vec![true], "one hold for both reasons");
+    assert_eq!(holds(&out), vec![true], "the front holds");
     out.clear();
+    // The node also holds the connection (its reply backlog).
+    f.deliver(0, CONN, Event::Hold(true), &mut out);
+    assert!(resume(&mut f).is_empty());
+    assert_eq!(holds(&out), Vec::<bool>::new(), "one hold for both reasons");
     // Every reply is in: the front has room, but the node still holds.
     for tag in 1..=n as u64 {
-        out.push(reply(tag, op::NOT_FOUND, b""));
+        reply(&mut f, 0, (tag, op::NOT_FOUND, b""), &mut out);
     }
-    let resume = f.translate(0, 0, &mut out);
     assert_eq!(
-        resume,
+        resume(&mut f),
         vec![CONN],
         "served again: a request waits in the buffer"
     );
     assert_eq!(holds(&out), Vec::<bool>::new());
-    assert_eq!(frames(f.serve(0, CONN, &[])).len(), 1);
+    assert_eq!(frames(f.serve(0, CONN, &[], &mut out)).len(), 1);
     out.clear();
-    out.push(Output::Hold {
-        conn: CONN,
-        hold: false,
-    });
-    f.translate(0, 0, &mut out);
+    f.deliver(0, CONN, Event::Hold(false), &mut out);
     assert_eq!(holds(&out), vec![false]);
 }

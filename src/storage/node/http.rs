@@ -1,9 +1,10 @@
 //! The HTTP front's hooks in the node (see [`super::super::http`]): HTTP
 //! connections come from the front's listener; the native requests their
 //! requests become are served by `on_request` like any client's, and the
-//! native replies to them are turned into HTTP at the end of the step.
+//! replies come back to the front through the gateway (see `gateway.rs`).
 
 use super::*;
+use crate::storage::gateway::Front;
 use crate::storage::http::metrics::{LinkState, NodeFacts};
 use crate::storage::http::{HttpFront, Item as HttpItem};
 
@@ -35,6 +36,7 @@ impl StorageNode {
                 h.stats.accepted(*conn, *listener);
                 if *listener == h.listener() {
                     h.accept(*conn, out);
+                    self.conns.order.gateway.open(*conn, Front::Http);
                     return None;
                 }
             }
@@ -44,7 +46,7 @@ impl StorageNode {
                         h.data(conn, data);
                         self.serve_http(now, conn, out);
                     }
-                    _ => h.eof(*conn),
+                    _ => h.eof(*conn, out),
                 }
                 return None;
             }
@@ -58,41 +60,18 @@ impl StorageNode {
     }
 
     /// Serves every whole request buffered on HTTP connection `conn`.
-    fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
+    pub(super) fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
         let Some(h) = self.http.as_mut() else { return };
-        for item in h.serve(now, conn, self.serving_pref.bounds()) {
+        for item in h.serve(now, conn, self.serving_pref.bounds(), out) {
             match item {
-                HttpItem::Request(frame) => {
-                    self.on_request(now, conn, frame, out);
-                    self.apply_holds(Some(conn), out);
-                }
+                HttpItem::Request(frame) => self.submit(now, conn, frame, out),
                 HttpItem::Metrics(id) => {
                     let facts = self.metrics_facts();
-                    self.http.as_mut().expect("checked").metrics(id, &facts);
+                    self.http
+                        .as_mut()
+                        .expect("checked")
+                        .metrics(id, &facts, out);
                 }
-            }
-        }
-    }
-
-    /// Turns the step's native replies to HTTP connections into HTTP replies,
-    /// sends the requests they lead to (the next SCAN of a `GET /fetch`), and
-    /// serves the connections that have room for more requests again.
-    pub(super) fn http_after_step(&mut self, now: Millis, mark: usize, out: &mut Vec<Output>) {
-        let mut mark = mark;
-        loop {
-            let Some(h) = self.http.as_mut() else { return };
-            let resume = h.translate(now, mark, out);
-            let requests = h.take_requests();
-            if resume.is_empty() && requests.is_empty() {
-                return;
-            }
-            mark = out.len();
-            for (conn, frame) in requests {
-                self.on_request(now, conn, frame, out);
-                self.apply_holds(Some(conn), out);
-            }
-            for conn in resume {
-                self.serve_http(now, conn, out);
             }
         }
     }

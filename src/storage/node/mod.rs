@@ -41,8 +41,13 @@
 //!   next owner.
 //! - `tombstones` (`Collector`): tombstones are collected once every replica
 //!   holds them.
-//! - `http`: the HTTP front's hooks (see [`super::http`]): its listener's
-//!   inputs, the native requests its requests become, `/metrics` facts.
+//! - `resp` and `http`: the fronts' hooks (see [`super::resp`],
+//!   [`super::http`]): their listeners' inputs, the native requests their
+//!   clients' requests become, the facts they answer from (DBSIZE, `/metrics`).
+//! - `gateway`: the replies, holds and closes the reply order gives a front's
+//!   connection reach the front as typed events (see [`super::gateway`]), handed
+//!   over after each RESP command and at the end of the step; the node never
+//!   writes a native frame on a front's connection.
 //! - `client_auth` (`ClientAuth`): the optional client password; a client
 //!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the
@@ -62,6 +67,7 @@
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
 mod client_auth;
+mod gateway;
 mod handshake;
 mod http;
 mod local;
@@ -72,6 +78,7 @@ mod moves;
 mod outcome_tests;
 mod repair;
 mod replication;
+mod resp;
 mod routing;
 pub(crate) mod scan;
 #[cfg(test)]
@@ -89,7 +96,7 @@ use super::durable::{Durable, Recovered};
 use super::engine::{Applied, Engine, Entry};
 use super::hlc::Hlc;
 use super::ops::decide;
-use super::resp::{self, Item, NodeFacts, RespFront};
+use super::resp::RespFront;
 use crate::protocol::cluster::{put_record, Message, Record, Refusal, Reply};
 use crate::protocol::{kv, op, Error, ErrorCode, Frame};
 use crate::reactor::link::{Link, LinkState};
@@ -404,88 +411,6 @@ impl StorageNode {
     }
 }
 
-// The RESP front (see `super::resp`): RESP connections come from listener 1; their
-// commands become native requests served by `on_request` like any client's, and
-// every native reply to them is turned back into RESP at the end of the step.
-impl StorageNode {
-    /// Serves RESP2 on listener [`resp::LISTENER`], commands bounded by `limits`.
-    pub fn enable_resp(&mut self, limits: crate::protocol::resp::Limits) {
-        let mut front = RespFront::new(limits);
-        if let Some(p) = self.client_auth.as_ref().map(|a| a.password()) {
-            front.require_password(Bytes::from(p.to_string()));
-        }
-        self.resp = Some(front);
-    }
-
-    /// Bytes from a RESP connection: serve the commands they complete, in order,
-    /// until this step's replies to it reach [`resp::STEP_OUTPUT`]; the rest goes
-    /// back to the reactor (`Output::Unread`), handed over again once the
-    /// connection's output is below its high-water mark.
-    fn on_resp_data(&mut self, now: Millis, conn: ConnId, data: BytesMut, out: &mut Vec<Output>) {
-        let Some(front) = self.resp.as_mut() else {
-            return;
-        };
-        front.set_ring(self.serving_pref.bounds());
-        if !front.take_input(now, conn, data) {
-            return out.push(Output::Close { conn });
-        }
-        let mut items = Vec::new();
-        let mut produced = 0;
-        loop {
-            let front = self.resp.as_mut().expect("checked");
-            let more = front.next_command(conn, &mut items);
-            let mark = out.len();
-            self.serve_resp_items(now, conn, &mut items, out);
-            produced += resp::reply_bytes(conn, &out[mark..]);
-            if !more {
-                break;
-            }
-            if produced >= resp::STEP_OUTPUT {
-                let front = self.resp.as_mut().expect("checked");
-                if let Some(data) = front.take_unparsed(conn) {
-                    out.push(Output::Unread { conn, data });
-                }
-                break;
-            }
-        }
-        self.resp
-            .as_mut()
-            .expect("checked")
-            .finish(conn, &mut items);
-        self.serve_resp_items(now, conn, &mut items, out);
-    }
-
-    /// Does what a RESP session asked, in order (see [`Item`]).
-    fn serve_resp_items(
-        &mut self,
-        now: Millis,
-        conn: ConnId,
-        items: &mut Vec<Item>,
-        out: &mut Vec<Output>,
-    ) {
-        for item in items.drain(..) {
-            match item {
-                Item::Request(frame) => {
-                    self.on_request(now, conn, frame, out);
-                    self.apply_holds(Some(conn), out);
-                }
-                Item::Facts => {
-                    let facts = NodeFacts {
-                        node_id: self.node_id,
-                        keys: self.engine.len(),
-                    };
-                    let front = self.resp.as_mut().expect("a RESP session asked");
-                    if let Some(bytes) = front.facts(conn, facts) {
-                        out.push(Output::SendBytes { conn, bytes });
-                    }
-                }
-                Item::Send(bytes) => out.push(Output::SendBytes { conn, bytes }),
-                Item::Close => out.push(Output::Close { conn }),
-            }
-        }
-    }
-}
-
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
@@ -499,33 +424,17 @@ impl Service for StorageNode {
             self.hlc.set_writer(id);
             self.install_ring(ring, now, out);
         }
-        if let Some(input) = self.http_input(now, input, out) {
-            let resp = self.resp.as_mut();
-            match input {
-                Input::Accepted { conn, listener }
-                    if listener == resp::LISTENER && resp.is_some() =>
-                {
-                    resp.expect("checked").accept(now, conn, out);
-                }
-                Input::Data { conn, data } if resp.as_ref().is_some_and(|r| r.has(conn)) => {
-                    self.on_resp_data(now, conn, data, out);
-                }
-                input => {
-                    if let (Input::Closed { conn }, Some(r)) = (&input, resp) {
-                        r.closed(*conn);
-                    }
-                    self.step_native(now, input, out);
-                }
-            }
+        let input = self.http_input(now, input, out);
+        if let Some(input) = input.and_then(|i| self.resp_input(now, i, out)) {
+            self.step_native(now, input, out);
         }
         // Requests whose key just became free.
         while let Some(id) = self.rounds.ready_turns.pop() {
             self.restart(now, id, out);
         }
-        if let Some(r) = self.resp.as_mut() {
-            r.translate(mark, out, &self.conns.held);
-        }
-        self.http_after_step(now, mark, out);
+        // The fronts' replies (see `gateway.rs`).
+        self.end_fronts(now, out);
+        debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
         // Last: outputs that may depend on uncommitted log records wait for the
         // turn's commit.
         let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
@@ -547,7 +456,7 @@ impl Service for StorageNode {
 }
 
 impl StorageNode {
-    /// Everything but the RESP front's own inputs: dispatches each input to the
+    /// Everything but the fronts' own inputs: dispatches each input to the
     /// part of the node it concerns.
     fn step_native(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         match input {

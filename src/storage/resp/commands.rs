@@ -306,7 +306,6 @@ impl RespSession {
 
     /// A command answered from the node's facts: the node is asked for them.
     fn wait_for(&mut self, fact: Fact, items: &mut Vec<Item>) {
-        self.flush_ready(items);
         self.push(Pending::new(Shape::Facts(fact), 0));
         items.push(Item::Facts);
     }

@@ -1,13 +1,17 @@
 //! The RESP front: a storage node speaking RESP2 (the Redis protocol) on a second
 //! port, so `redis-cli`, `redis-benchmark` and Redis client libraries can use it.
 //!
-//! A [`RespSession`] per connection turns Redis commands into the node's own
-//! requests ([`Frame`]s of the native protocol) and the node's replies back into
-//! RESP. The node serves those frames exactly as if a native client had sent them
-//! on that connection: the same forwarding to the key's owner, the same replication
-//! and reply ordering, the same backpressure. Nothing here does I/O or touches the
-//! data; the node drives it (see `StorageNode::step`). [`RespFront`] holds every
-//! session of a node and answers what needs all of them (`CLIENT LIST`).
+//! The front is a gateway around the node's service (see
+//! [`super::gateway`]). A [`RespSession`] per connection turns Redis commands
+//! into the node's own requests ([`Frame`]s of the native protocol), and the
+//! node serves those frames as requests from that connection: the same
+//! forwarding to the key's owner, the same replication and reply ordering, the
+//! same backpressure. The node's replies come back as typed gateway events
+//! ([`RespFront::deliver`]) and the session renders them as RESP; the bytes a
+//! step finished leave at its end ([`RespFront::end_step`]). Nothing here does
+//! I/O or touches the data; the node drives it (see `node/resp.rs`).
+//! [`RespFront`] holds every session of a node and answers what needs all of
+//! them (`CLIENT LIST`).
 //!
 //! The parts: `session` (the per-connection FIFO of commands and how finished
 //! ones are rendered), `commands` (what each data command becomes), `listing`
@@ -50,8 +54,9 @@
 //! the node stops reading the connection until it drains below half.
 //!
 //! Backpressure granularity: the reactor hands a raw connection's input over a read
-//! at a time (`Input::Data`), and the node serves its commands one by one until
-//! this step's replies to the connection reach [`STEP_OUTPUT`]; the rest of the
+//! at a time (`Input::Data`), and the node serves its commands one by one, handing
+//! the session its replies after each, until this step's replies to the connection
+//! ([`RespFront::served`]) reach [`STEP_OUTPUT`]; the rest of the
 //! input goes back to the reactor (`Output::Unread`), which hands it over again
 //! only while the connection's queued output is below the high-water mark. So a
 //! connection that pipelines `GET` of a large value and never reads is stopped
@@ -77,11 +82,12 @@ mod tests;
 
 pub use session::RespSession;
 
+use super::gateway::Event;
 use crate::protocol::resp::{self, Limits};
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
@@ -123,18 +129,7 @@ pub struct NodeFacts {
     pub keys: usize,
 }
 
-/// Bytes of the replies to `conn` among `outs` (payloads and raw bytes).
-pub fn reply_bytes(conn: ConnId, outs: &[Output]) -> usize {
-    outs.iter()
-        .map(|o| match o {
-            Output::Send { conn: c, frame } if *c == conn => frame.payload.len(),
-            Output::SendBytes { conn: c, bytes } if *c == conn => bytes.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
-/// Every RESP session of a node, and the glue between them and the node's outputs.
+/// Every RESP session of a node, and the gateway events the node delivers to them.
 #[derive(Debug)]
 pub struct RespFront {
     limits: Limits,
@@ -142,9 +137,9 @@ pub struct RespFront {
     password: Option<Bytes>,
     sessions: HashMap<ConnId, RespSession>,
     next_id: u64,
-    /// Connections whose backlog changed this step (hold checks).
+    /// Connections whose backlog changed this step (replies to send, hold
+    /// checks).
     touched: Vec<ConnId>,
-    scratch: Vec<Output>,
     /// The time of the last input (for CLIENT LIST's ages).
     now: Millis,
     /// The end tokens of the ring's ranges, as the node routes by.
@@ -160,7 +155,6 @@ impl RespFront {
             sessions: HashMap::new(),
             next_id: 1,
             touched: Vec::new(),
-            scratch: Vec::new(),
             now: 0,
             ring: Arc::from(Vec::new()),
         }
@@ -275,81 +269,66 @@ impl RespFront {
         self.sessions.remove(&conn);
     }
 
-    /// Rewrites the outputs pushed since `mark`: a native reply to a RESP
-    /// connection becomes RESP bytes (or nothing, while its command waits for
-    /// more), followed by a close if that was the session's last reply. Holds are
-    /// reconciled: `node_held` are the connections the node itself holds; a
-    /// connection stays held while either the node or its session wants it.
-    ///
-    /// Consecutive replies to one session (a pipelined batch answered in one step)
-    /// leave as one `SendBytes`: the session's reply bytes are taken when the run
-    /// of its replies ends, before any other output, so the order of outputs is
-    /// kept.
-    pub fn translate(&mut self, mark: usize, out: &mut Vec<Output>, node_held: &HashSet<ConnId>) {
-        if self.sessions.is_empty() {
-            self.touched.clear();
+    /// Bytes of replies the session of `conn` has taken so far (native replies'
+    /// payloads and its own answers): the node serves a connection's input until
+    /// this grew by [`STEP_OUTPUT`] in one step.
+    pub fn served(&self, conn: ConnId) -> usize {
+        self.sessions.get(&conn).map_or(0, |s| s.served)
+    }
+
+    /// Takes the node's `event` for RESP connection `conn` (see
+    /// [`crate::storage::gateway`]). A reply fills its command's entry; the RESP
+    /// bytes it finishes wait in the session and leave at
+    /// [`RespFront::end_step`], so a pipelined batch answered in one step leaves
+    /// in one buffer. A hold of the node's is reconciled with the session's own
+    /// (the connection stays held while either wants it); a close sends what is
+    /// ready first.
+    pub fn deliver(&mut self, conn: ConnId, event: Event, out: &mut Vec<Output>) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            if event == Event::Close {
+                out.push(Output::Close { conn });
+            }
             return;
-        }
-        self.scratch.extend(out.drain(mark..));
-        // The session whose replies are rendered but not yet taken.
-        let mut open: Option<ConnId> = None;
-        let take = |sessions: &mut HashMap<ConnId, RespSession>,
-                    open: &mut Option<ConnId>,
-                    out: &mut Vec<Output>| {
-            if let Some(conn) = open.take() {
-                if let Some(bytes) = sessions.get_mut(&conn).and_then(|s| s.take_ready()) {
-                    out.push(Output::SendBytes { conn, bytes });
-                }
-            }
         };
-        for o in self.scratch.drain(..) {
-            let conn = match &o {
-                Output::Send { conn, .. } | Output::Hold { conn, .. } => *conn,
-                _ => {
-                    take(&mut self.sessions, &mut open, out);
-                    out.push(o);
-                    continue;
+        match event {
+            Event::Reply(frame) => {
+                s.absorb_reply(&frame);
+                if !std::mem::replace(&mut s.touched, true) {
+                    self.touched.push(conn);
                 }
-            };
-            if open.is_some_and(|c| c != conn) || matches!(o, Output::Hold { .. }) {
-                take(&mut self.sessions, &mut open, out);
+                if s.take_close() {
+                    s.flush(conn, out);
+                    out.push(Output::Close { conn });
+                }
             }
-            let Some(s) = self.sessions.get_mut(&conn) else {
-                out.push(o);
-                continue;
-            };
-            match o {
-                Output::Send { frame, .. } => {
-                    s.absorb_reply(&frame);
-                    open = Some(conn);
-                    if s.take_close() {
-                        take(&mut self.sessions, &mut open, out);
-                        out.push(Output::Close { conn });
-                    }
-                    let s = self.sessions.get_mut(&conn).expect("looked up above");
-                    if !std::mem::replace(&mut s.touched, true) {
-                        self.touched.push(conn);
-                    }
+            Event::Hold(hold) => {
+                s.node_held = hold;
+                if (hold || !s.over()) && s.held != hold {
+                    s.held = hold;
+                    out.push(Output::Hold { conn, hold });
                 }
-                Output::Hold { hold, .. } => {
-                    if hold || !s.over() {
-                        s.held = hold;
-                        out.push(Output::Hold { conn, hold });
-                    }
-                }
-                o => out.push(o),
+            }
+            Event::Close => {
+                s.flush(conn, out);
+                out.push(Output::Close { conn });
             }
         }
-        take(&mut self.sessions, &mut open, out);
+    }
+
+    /// Ends the node's step: sends the RESP bytes each session finished in it,
+    /// and holds a connection whose backlog is over its bounds, or reads it
+    /// again once the backlog drained and the node does not hold it either.
+    pub fn end_step(&mut self, out: &mut Vec<Output>) {
         for conn in self.touched.drain(..) {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
             s.touched = false;
+            s.flush(conn, out);
             if !s.held && s.over() {
                 s.held = true;
                 out.push(Output::Hold { conn, hold: true });
-            } else if s.held && s.drained() && !node_held.contains(&conn) {
+            } else if s.held && s.drained() && !s.node_held {
                 s.held = false;
                 out.push(Output::Hold { conn, hold: false });
             }

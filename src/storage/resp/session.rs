@@ -6,7 +6,7 @@ use super::listing::{Cursors, Listing};
 use super::{Item, NodeFacts, HOLD_BYTES, HOLD_ENTRIES, REDIS_VERSION};
 use crate::protocol::resp::{self, Limits, Parser};
 use crate::protocol::{int, op, ErrorCode, Frame};
-use crate::reactor::Millis;
+use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -252,6 +252,11 @@ pub struct RespSession {
     pub(super) client: ClientState,
     /// Whether the reactor is holding the connection (as last told by any Hold).
     pub(super) held: bool,
+    /// Whether the node holds the connection for its own reply backlog.
+    pub(super) node_held: bool,
+    /// Bytes of replies taken so far: native replies' payloads and the
+    /// session's own answers (see [`super::RespFront::served`]).
+    pub(super) served: usize,
     /// Listed in the front's `touched` this step.
     pub(super) touched: bool,
     /// The end tokens of the ring's ranges, as the node routes by (SCAN, KEYS).
@@ -277,6 +282,8 @@ impl RespSession {
             close_due: false,
             client: ClientState::new(id),
             held: false,
+            node_held: false,
+            served: 0,
             touched: false,
             ring: Arc::from(Vec::new()),
             cursors: Cursors::default(),
@@ -383,7 +390,7 @@ impl RespSession {
 
     /// Takes the node's reply like [`RespSession::reply`] but leaves the RESP bytes
     /// it finishes in the session, so the replies of one step leave in one buffer
-    /// (see [`RespFront::translate`]); [`RespSession::take_ready`] takes them.
+    /// (see [`super::RespFront::deliver`]); [`RespSession::take_ready`] takes them.
     pub(super) fn absorb_reply(&mut self, frame: &Frame) {
         if self.close_due || (self.stopped && self.queue.is_empty()) {
             return;
@@ -402,6 +409,7 @@ impl RespSession {
             return;
         }
         self.expect_tag += 1;
+        self.served += frame.payload.len();
         if let Some(p) = self.queue.iter_mut().find(|p| p.left > 0) {
             let before = p.bytes;
             p.absorb(frame);
@@ -481,6 +489,7 @@ impl RespSession {
 
     pub(super) fn push(&mut self, p: Pending) {
         self.queued += p.bytes;
+        self.served += p.bytes;
         self.queue.push_back(p);
         self.release();
     }
@@ -510,7 +519,6 @@ impl RespSession {
         frames: impl ExactSizeIterator<Item = (u8, Bytes)>,
         items: &mut Vec<Item>,
     ) {
-        self.flush_ready(items);
         self.push(Pending::new(shape, frames.len()));
         for (op, payload) in frames {
             items.push(Item::Request(Frame::new(op, self.next_tag, 0, payload)));
@@ -518,10 +526,17 @@ impl RespSession {
         }
     }
 
-    /// Hands what is ready to the node before anything that must come after it.
+    /// Hands what is ready to the node.
     pub(super) fn flush_ready(&mut self, items: &mut Vec<Item>) {
         if let Some(bytes) = self.take_ready() {
             items.push(Item::Send(bytes));
+        }
+    }
+
+    /// Sends what is ready on `conn`.
+    pub(super) fn flush(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+        if let Some(bytes) = self.take_ready() {
+            out.push(Output::SendBytes { conn, bytes });
         }
     }
 

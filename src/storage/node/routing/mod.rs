@@ -265,8 +265,8 @@ impl StorageNode {
         let reply = match self.execute_kv(now, (&key, hash), &f) {
             Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
             Err(e) if e.code.closes_connection() => {
-                reply_error(out, conn, f.client_id, me, &e);
-                return;
+                let frame = Frame::error(f.client_id, me, &e);
+                return self.conns.order.last(conn, frame, out);
             }
             Err(e) => Frame::error(f.client_id, me, &e),
         };
@@ -299,8 +299,8 @@ impl StorageNode {
         let reply = match self.execute(now, conn, member, &f) {
             Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
             Err(e) if e.code.closes_connection() => {
-                reply_error(out, conn, f.client_id, me, &e);
-                return;
+                let frame = Frame::error(f.client_id, me, &e);
+                return self.conns.order.last(conn, frame, out);
             }
             Err(e) => Frame::error(f.client_id, me, &e),
         };
@@ -372,19 +372,17 @@ impl StorageNode {
     /// resumes the ones that drained. A client that pipelines without reading
     /// thus costs bounded memory even when its replies wait for other nodes.
     pub(super) fn apply_holds(&mut self, client: Option<ConnId>, out: &mut Vec<Output>) {
-        let order = &self.conns.order;
         if let Some(c) = client {
+            let order = &self.conns.order;
             let over = order.outstanding(c) > HOLD_SLOTS || order.queued_bytes(c) > HOLD_BYTES;
             if over && self.conns.held.insert(c) {
-                out.push(Output::Hold {
-                    conn: c,
-                    hold: true,
-                });
+                self.conns.order.hold(c, true, out);
             }
         }
         if self.conns.held.is_empty() {
             return;
         }
+        let order = &self.conns.order;
         let drained: Vec<ConnId> = self
             .conns
             .held
@@ -396,7 +394,7 @@ impl StorageNode {
             .collect();
         for conn in drained {
             self.conns.held.remove(&conn);
-            out.push(Output::Hold { conn, hold: false });
+            self.conns.order.hold(conn, false, out);
         }
     }
 

@@ -7,6 +7,11 @@
 //! leaves. Connections with nothing outstanding keep no state at all, so the common
 //! case costs one hash lookup.
 //!
+//! Every reply to a client connection leaves through here, and through the
+//! [`Gateway`]: onto the wire for a native connection, to its front as a typed
+//! event for a front's (RESP, HTTP; see [`crate::storage::gateway`]). So do the
+//! node's holds of a client connection and its closes.
+//!
 //! Replies held back are bounded: the node stops reading a connection whose
 //! backlog is large (holds), but replies to requests already forwarded keep
 //! coming; past [`HELD_LIMIT`] bytes the connection is closed and its held
@@ -15,6 +20,7 @@
 
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Output};
+use crate::storage::gateway::Gateway;
 use std::collections::{HashMap, VecDeque};
 
 /// Payload bytes of replies held back on one connection above which it is
@@ -36,6 +42,8 @@ struct Slots {
 #[derive(Default)]
 pub struct ReplyOrder {
     conns: HashMap<ConnId, Slots>,
+    /// Where replies go: the wire, or a front's connection.
+    pub gateway: Gateway,
 }
 
 impl ReplyOrder {
@@ -47,8 +55,20 @@ impl ReplyOrder {
                 s.queue.push_back(Some(frame));
                 self.check_limit(conn, out);
             }
-            None => out.push(Output::Send { conn, frame }),
+            None => self.gateway.send(conn, frame, out),
         }
+    }
+
+    /// A reply that ends the connection: sent at once, ahead of any reply still
+    /// outstanding on it, then the connection is closed.
+    pub fn last(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        self.gateway.send(conn, frame, out);
+        self.gateway.close(conn, out);
+    }
+
+    /// Stops (`hold`) or resumes reading `conn` (see [`Gateway::hold`]).
+    pub fn hold(&mut self, conn: ConnId, hold: bool, out: &mut Vec<Output>) {
+        self.gateway.hold(conn, hold, out);
     }
 
     /// Closes `conn` and drops its held replies if they passed [`HELD_LIMIT`].
@@ -62,7 +82,7 @@ impl ReplyOrder {
                  behind an unanswered request, over the limit of {HELD_LIMIT}"
             );
             self.conns.remove(&conn);
-            out.push(Output::Close { conn });
+            self.gateway.close(conn, out);
         }
     }
 
@@ -91,11 +111,11 @@ impl ReplyOrder {
             let frame = s.queue.pop_front().flatten().expect("checked");
             s.bytes -= frame.payload.len();
             s.head += 1;
-            out.push(Output::Send { conn, frame });
+            self.gateway.send(conn, frame, out);
         }
         if s.queue.is_empty() {
             if s.eof {
-                out.push(Output::Close { conn });
+                self.gateway.close(conn, out);
             }
             self.conns.remove(&conn);
         } else {
@@ -107,13 +127,14 @@ impl ReplyOrder {
     pub fn eof(&mut self, conn: ConnId, out: &mut Vec<Output>) {
         match self.conns.get_mut(&conn) {
             Some(s) => s.eof = true,
-            None => out.push(Output::Close { conn }),
+            None => self.gateway.close(conn, out),
         }
     }
 
     /// The connection is gone.
     pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.gateway.closed(conn);
     }
 
     /// Replies outstanding on `conn`.
