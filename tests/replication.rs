@@ -61,6 +61,9 @@ fn writer(addr: String, t: usize, stop: Arc<AtomicBool>, start: Instant) -> Tall
 /// Reads back every acknowledged key of writer `t` through `addr`.
 fn lost(addr: &str, t: usize, acked: &[usize]) -> Vec<usize> {
     let bad = common::read_back(addr, acked, |n| key(t, n), |n| value(t, n));
+    if let Some((n, got)) = bad.first() {
+        eprintln!("writer {t}: {} acknowledged writes read back wrong via {addr}; the first, n = {n}: {got:?}", bad.len());
+    }
     bad.into_iter().map(|(n, _)| n).collect()
 }
 
