@@ -47,6 +47,8 @@
 //!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the
 //!   range's lead replica.
+//! - `batch`: MGET and MSET, each key served as its own request, the results
+//!   collected into one reply.
 //!
 //! - `mesh` (`Mesh`): one link to every other node, and the messages in flight
 //!   on them.
@@ -61,6 +63,7 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod batch;
 mod client_auth;
 mod handshake;
 mod http;
@@ -647,7 +650,12 @@ impl StorageNode {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
         } else if self.client_gate(conn, &frame, out) {
-            self.on_request(now, conn, frame, out);
+            let batch = matches!(frame.op, op::MGET | op::MSET);
+            if batch && !self.conns.members.contains(&conn) {
+                self.on_batch(now, conn, frame, out);
+            } else {
+                self.on_request(now, conn, frame, out);
+            }
             for conn in self.conns.trusted.drain(..) {
                 out.push(Output::Trust { conn });
             }
