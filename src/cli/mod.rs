@@ -29,6 +29,7 @@
 //!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
 //!   `gtstore-storage` binaries.
 //! - [`held`]: `status --keys`, what each node holds.
+//! - [`batch`]: `mget` and `mset`, many keys in one request, a line per key.
 //! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
 //!   with quotes, showing a value quoted and escaped, the STATUS table),
 //!   unit-tested.
@@ -38,6 +39,7 @@
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
 pub mod args;
+pub mod batch;
 pub mod cache;
 pub mod cluster;
 pub mod display;
