@@ -119,7 +119,9 @@ fn a_key_whose_replica_is_down_fails_alone() {
     }
     let alive: Vec<Vec<u8>> = keys.iter().filter(|k| !on_dead(k)).cloned().collect();
     let got = client.mget(&alive).unwrap();
-    assert!(got.iter().all(|r| r.as_ref().unwrap().as_deref() == Some(&b"new"[..])));
+    assert!(got
+        .iter()
+        .all(|r| r.as_ref().unwrap().as_deref() == Some(&b"new"[..])));
 
     // The command line: a line per key, the failed ones saying why, exit 2.
     let dead_key = keys.iter().find(|k| on_dead(k)).unwrap();
@@ -129,15 +131,25 @@ fn a_key_whose_replica_is_down_fails_alone() {
         String::from_utf8(live_key.clone()).unwrap(),
     );
     let node = &c.nodes[0].addr;
-    let out = run(&c.manager.addr, &["--node", node, "mget", &l, &d, "nope"], b"");
+    let out = run(
+        &c.manager.addr,
+        &["--node", node, "mget", &l, &d, "nope"],
+        b"",
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("\"{l}\" \"new\""));
-    assert!(lines[1].starts_with(&format!("\"{d}\" (error) UNAVAILABLE")), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("\"{d}\" (error) UNAVAILABLE")),
+        "{text}"
+    );
     assert_eq!(lines[2], "\"nope\" (nil)");
     assert_eq!(out.status.code(), Some(2), "{text}");
     let out = run(&c.manager.addr, &["--node", node, "mset", &l, "cli"], b"");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("\"{l}\" OK\n"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("\"{l}\" OK\n")
+    );
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -146,8 +158,15 @@ fn the_cli_and_the_shell_speak_mget_and_mset() {
     let c = Cluster::start(1);
     let m = &c.manager.addr;
     let out = run(m, &["mset", "a", "1", "b c", "-"], b"");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "\"a\" OK\n\"b c\" OK\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "\"a\" OK\n\"b c\" OK\n"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(m, &["mget", "a", "b c", "zz"], b"");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -162,7 +181,10 @@ fn the_cli_and_the_shell_speak_mget_and_mset() {
         text.contains("\"x\" OK\n\"y\" OK\n\"x\" \"1 2\"\n\"y\" \"\"\n\"w\" (nil)\n"),
         "{text}"
     );
-    assert!(text.contains("usage: mset KEY VALUE [KEY VALUE ...]"), "{text}");
+    assert!(
+        text.contains("usage: mset KEY VALUE [KEY VALUE ...]"),
+        "{text}"
+    );
     for cmd in ["mget", "mset"] {
         let out = run(m, &[cmd, "--help"], b"");
         let help = String::from_utf8_lossy(&out.stdout);

@@ -87,7 +87,12 @@ pub fn pairs(words: &[Vec<u8>]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     if words.is_empty() || !words.len().is_multiple_of(2) {
         return None;
     }
-    Some(words.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect())
+    Some(
+        words
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -96,7 +101,11 @@ mod tests {
 
     #[test]
     fn lines_show_every_key_s_result() {
-        let keys = [Bytes::from_static(b"a"), Bytes::from_static(b"b c"), Bytes::from_static(b"\n")];
+        let keys = [
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b c"),
+            Bytes::from_static(b"\n"),
+        ];
         let outcomes = [
             Outcome::Value(Bytes::from_static(b"v\xff")),
             Outcome::Missing,
@@ -110,13 +119,19 @@ mod tests {
         assert_eq!(exit_code(&outcomes[..2]), EXIT_MISSING);
         assert_eq!(exit_code(&[Outcome::Stored]), EXIT_OK);
         let unknown = Outcome::Failed(Error::new(ErrorCode::Unknown, "maybe"));
-        assert_eq!(exit_code(&[Outcome::Stored, unknown, Outcome::Missing]), EXIT_UNKNOWN);
+        assert_eq!(
+            exit_code(&[Outcome::Stored, unknown, Outcome::Missing]),
+            EXIT_UNKNOWN
+        );
     }
 
     #[test]
     fn pairs_need_an_even_number_of_words() {
         let w = |s: &[&str]| s.iter().map(|x| x.as_bytes().to_vec()).collect::<Vec<_>>();
-        assert_eq!(pairs(&w(&["k", "v"])), Some(vec![(b"k".to_vec(), b"v".to_vec())]));
+        assert_eq!(
+            pairs(&w(&["k", "v"])),
+            Some(vec![(b"k".to_vec(), b"v".to_vec())])
+        );
         assert_eq!(pairs(&w(&["k"])), None);
         assert_eq!(pairs(&w(&[])), None);
     }

@@ -468,7 +468,10 @@ fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
         Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
         Request::Mget { keys } => {
             let outcomes = super::batch::mget(c, keys)?;
-            Reply::Batch(keys.iter().map(|k| Bytes::from(k.clone())).collect(), outcomes)
+            Reply::Batch(
+                keys.iter().map(|k| Bytes::from(k.clone())).collect(),
+                outcomes,
+            )
         }
         Request::Mset { pairs } => {
             let outcomes = super::batch::mset(c, pairs)?;

@@ -4,7 +4,7 @@
 //! native replies to them are turned into HTTP at the end of the step.
 
 use super::*;
-use crate::storage::http::metrics::{LinkState, NodeFacts};
+use crate::storage::http::metrics::{Front, LinkState, NodeFacts};
 use crate::storage::http::{HttpFront, Item as HttpItem};
 
 impl StorageNode {
@@ -97,6 +97,27 @@ impl StorageNode {
         }
     }
 
+    /// Notes a client request for `/metrics` (see `Stats::request`), when
+    /// the node serves HTTP.
+    pub(super) fn count_request(&mut self, now: Millis, conn: ConnId, front: Front, op: u8) {
+        if let Some(h) = self.http.as_mut() {
+            h.stats.request(front, conn, op, now);
+        }
+    }
+
+    /// Counts the step's replies to client requests (the outputs since
+    /// `mark`), before the fronts turn theirs into RESP.
+    pub(super) fn count_replies(&mut self, now: Millis, mark: usize, out: &[Output]) {
+        let Some(h) = self.http.as_mut().filter(|h| h.stats.waiting()) else {
+            return;
+        };
+        for o in &out[mark..] {
+            if let Output::Send { conn, frame } = o {
+                h.stats.replied(*conn, frame, now);
+            }
+        }
+    }
+
     /// What `/metrics` reads from the node's state.
     fn metrics_facts(&self) -> NodeFacts {
         let peers = (self.ring.nodes().iter()).filter(|n| n.id != self.node_id);
@@ -117,6 +138,9 @@ impl StorageNode {
             node_id: self.node_id,
             epoch: self.ring.epoch,
             keys: self.engine.len(),
+            bytes: self.engine.bytes(),
+            move_bytes: (self.handoff.as_ref()).map_or(0, |h| h.unsent_bytes(&self.engine)),
+            batches_in_flight: self.conns.order.batches(),
             hints_pending: hints.sum(),
             catching_up: self.repair.catch_up.is_some(),
             moves_remaining: self.handoff.as_ref().map_or(0, Handoff::remaining),

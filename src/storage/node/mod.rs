@@ -469,6 +469,12 @@ impl StorageNode {
         for item in items.drain(..) {
             match item {
                 Item::Request(frame) => {
+                    self.count_request(
+                        now,
+                        conn,
+                        crate::storage::http::metrics::Front::Resp,
+                        frame.op,
+                    );
                     self.on_request(now, conn, frame, out);
                     self.apply_holds(Some(conn), out);
                 }
@@ -525,6 +531,7 @@ impl Service for StorageNode {
         while let Some(id) = self.rounds.ready_turns.pop() {
             self.restart(now, id, out);
         }
+        self.count_replies(now, mark, out);
         if let Some(r) = self.resp.as_mut() {
             r.translate(mark, out, &self.conns.held);
         }
@@ -649,7 +656,7 @@ impl StorageNode {
         } else if self.mesh.is_link(conn) {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
-        } else if self.client_gate(conn, &frame, out) {
+        } else if self.client_request(now, conn, &frame, out) {
             let batch = matches!(frame.op, op::MGET | op::MSET);
             if batch && !self.conns.members.contains(&conn) {
                 self.on_batch(now, conn, frame, out);
@@ -661,6 +668,24 @@ impl StorageNode {
             }
             self.apply_holds(Some(conn), out);
         }
+    }
+
+    /// A request from a client or a peer arrived: notes a client's for
+    /// `/metrics`, then checks the client password (see `client_auth`); false
+    /// if it was answered there.
+    fn client_request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        frame: &Frame,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        use crate::storage::http::metrics::Front;
+        // Members' replies are matched by tag, not order: not counted.
+        if !op::is_internal(frame.op) && !self.conns.members.contains(&conn) {
+            self.count_request(now, conn, Front::Native, frame.op);
+        }
+        self.client_gate(conn, frame, out)
     }
 
     fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
