@@ -56,6 +56,19 @@ fn a_batch_gets_a_result_per_key_in_order() {
 }
 
 #[test]
+fn the_protocol_page_s_example_bytes() {
+    let c = Cluster::start(1);
+    let mut w = common::Wire::connect(&c.nodes[0].addr);
+    w.send(b"11 0 0 4\n1 a1");
+    w.expect(b"21 0 1 0\n");
+    // Pipelined: MGET, MSET, then a PING whose reply comes after both.
+    w.send(b"35 0 0 6\n1 a1 b36 0 0 11\n1 a1 21 c0 10 9 0 1\nx");
+    w.expect(b"22 0 1 11\n22 1 123 0 ");
+    w.expect(b"22 0 1 10\n21 0 21 0 ");
+    w.expect(b"20 9 1 1\nx");
+}
+
+#[test]
 fn a_bad_or_oversized_batch_is_refused_whole_and_the_connection_stays() {
     let c = Cluster::start(1);
     let mut conn = c.raw(0);

@@ -87,6 +87,8 @@ Examples:
                                             no manager needed: the first node that answers
   gtstore status                            nodes, shares, distinct keys and copies, now
   gtstore scan user:                        every key that starts with user:, one a line
+  gtstore mset a 1 b 2                      many writes in one request, a line per key
+  gtstore mget a b c                        many reads in one request, a line per key
   gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe
