@@ -121,9 +121,11 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Read many keys in one request (the MGET op): one line per KEY, in order, the
-    /// key quoted, then its value quoted, `(nil)` if missing, or `(error) CODE
-    /// message` if its read failed (exit 2 if any failed, else 1 if any was missing).
+    /// Read many keys in one request (MGET), a line per key.
+    ///
+    /// One line per KEY, in order: the key quoted, then its value quoted, `(nil)` if
+    /// missing, or `(error) CODE message` if its read failed. Exit 2 if any read
+    /// failed, else 1 if any key was missing.
     Mget {
         /// The keys (their bytes as given), at most 10,000.
         #[arg(required = true, value_name = "KEY")]
@@ -131,13 +133,15 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Write many pairs in one request (the MSET op; not atomic: each key is its own
-    /// write): one line per KEY, the key quoted, then `OK` or `(error) CODE message`
-    /// (exit 2 if any write failed; 3 if every failure was UNKNOWN, a write that may
-    /// have been applied).
+    /// Write many pairs in one request (MSET), a line per key.
+    ///
+    /// Not atomic: each key is its own write. One line per KEY, in order: the key
+    /// quoted, then `OK` or `(error) CODE message`. Exit 2 if any write failed, 3 if
+    /// every failure was UNKNOWN (a write that may or may not have been applied).
     Mset {
-        /// KEY VALUE pairs, at most 10,000.
-        #[arg(required = true, value_name = "KEY VALUE", num_args = 2.., allow_hyphen_values = true)]
+        /// KEY VALUE pairs (their bytes as given; `-` is a value like any other), at
+        /// most 10,000.
+        #[arg(required = true, value_names = ["KEY", "VALUE"], num_args = 2.., allow_hyphen_values = true)]
         pairs: Vec<OsString>,
         #[command(flatten)]
         conn: Conn,
