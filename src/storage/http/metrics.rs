@@ -499,3 +499,36 @@ fn state_metrics(e: &mut Exposition, f: &NodeFacts) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_requests_are_counted_by_front_op_and_result_in_reply_order() {
+        let mut s = Stats::new();
+        let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+        s.request(Front::Native, a, op::PUT, 10);
+        s.request(Front::Native, a, op::GET, 10);
+        s.request(Front::Resp, b, op::GET, 11);
+        s.replied(a, &Frame::new(op::OK, 0, 1, ""), 15);
+        s.replied(b, &Frame::new(op::ERR, 0, 1, "TIMEOUT late"), 20);
+        s.replied(a, &Frame::new(op::NOT_FOUND, 0, 1, ""), 40);
+        // A reply with no request noted (a member's, say) changes nothing.
+        s.replied(a, &Frame::new(op::OK, 0, 1, ""), 41);
+        let text = exposition(&s, &NodeFacts::default(), 2);
+        for want in [
+            "gtstore_node_requests_total{front=\"native\",op=\"PUT\",result=\"ok\"} 1\n",
+            "gtstore_node_requests_total{front=\"native\",op=\"GET\",result=\"not_found\"} 1\n",
+            "gtstore_node_requests_total{front=\"resp\",op=\"GET\",result=\"TIMEOUT\"} 1\n",
+            "gtstore_node_request_duration_seconds_bucket{front=\"native\",op=\"GET\",le=\"0.025\"} 0\n",
+            "gtstore_node_request_duration_seconds_bucket{front=\"native\",op=\"GET\",le=\"0.05\"} 1\n",
+            "gtstore_node_quorum_failures_total{front=\"resp\"} 1\n",
+            "gtstore_node_quorum_failures_total{front=\"native\"} 0\n",
+        ] {
+            assert!(text.contains(want), "no {want:?} in\n{text}");
+        }
+        s.closed(a);
+        assert!(!s.requests.waiting.contains_key(&a));
+    }
+}
