@@ -344,9 +344,14 @@ fn quorum_failures_are_reported_per_key() {
 
 #[test]
 fn metrics_count_the_node_s_work_and_promtool_accepts_them() {
-    let (_c, http) = cluster();
+    let (c, http) = cluster();
     let body = format!("[{},{}]", pair(&s("m1"), &s("v")), pair(&s("m2"), &s("v")));
     assert_eq!(call(&http[0], "PUT", "/set", &body).status, 200);
+    // Native requests are counted by op and result, with their latency.
+    let mut native = c.node_client(0);
+    assert!(native.mset(&[("n1", "vv")]).unwrap()[0].is_ok());
+    assert_eq!(native.mget(&["n1", "m1"]).unwrap().len(), 2);
+    assert_eq!(native.get(b"nope").unwrap(), None);
     assert_eq!(call(&http[0], "POST", "/fetch", "[{").status, 400);
     let r = call(&http[0], "GET", "/metrics", "");
     assert_eq!(r.status, 200);
@@ -356,7 +361,16 @@ fn metrics_count_the_node_s_work_and_promtool_accepts_them() {
         .starts_with("text/plain; version=0.0.4"));
     let text = r.body;
     for want in [
-        "gtstore_node_keys 2\n",
+        "gtstore_node_keys 3\n",
+        "gtstore_node_bytes 10\n",
+        "gtstore_node_move_bytes_pending 0\n",
+        "gtstore_node_batches_in_flight 0\n",
+        "gtstore_node_requests_total{front=\"native\",op=\"MSET\",result=\"ok\"} 1\n",
+        "gtstore_node_requests_total{front=\"native\",op=\"GET\",result=\"not_found\"} 1\n",
+        "gtstore_node_request_duration_seconds_count{front=\"native\",op=\"MGET\"} 1\n",
+        "gtstore_node_request_duration_seconds_bucket{front=\"native\",op=\"MGET\",le=\"+Inf\"} 1\n",
+        "gtstore_node_quorum_failures_total{front=\"native\"} 0\n",
+        "gtstore_node_quorum_failures_total{front=\"http\"} 0\n",
         "gtstore_node_mesh_links{state=\"up\"} 2\n",
         "gtstore_node_http_requests_total{endpoint=\"/set\",status=\"200\"} 1\n",
         "gtstore_node_http_requests_total{endpoint=\"/fetch\",status=\"400\"} 1\n",

@@ -121,6 +121,31 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Read many keys in one request (MGET), a line per key.
+    ///
+    /// One line per KEY, in order: the key quoted, then its value quoted, `(nil)` if
+    /// missing, or `(error) CODE message` if its read failed. Exit 2 if any read
+    /// failed, else 1 if any key was missing.
+    Mget {
+        /// The keys (their bytes as given), at most 10,000.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<OsString>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write many pairs in one request (MSET), a line per key.
+    ///
+    /// Not atomic: each key is its own write. One line per KEY, in order: the key
+    /// quoted, then `OK` or `(error) CODE message`. Exit 2 if any write failed, 3 if
+    /// every failure was UNKNOWN (a write that may or may not have been applied).
+    Mset {
+        /// KEY VALUE pairs (their bytes as given; `-` is a value like any other), at
+        /// most 10,000.
+        #[arg(required = true, value_names = ["KEY", "VALUE"], num_args = 2.., allow_hyphen_values = true)]
+        pairs: Vec<OsString>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print the ring (epoch, replication, nodes and tokens) as the manager sends it.
     Ring {
         #[command(flatten)]
@@ -204,6 +229,17 @@ pub fn request(cmd: Command) -> Result<(Request, StatusFormat, Conn), CliError> 
             (Request::Status, format, conn)
         }
         Command::Ring { conn } => (Request::Ring, table, conn),
+        Command::Mget { keys, conn } => {
+            let keys = keys.iter().map(|k| arg_bytes(k)).collect();
+            (Request::Mget { keys }, table, conn)
+        }
+        Command::Mset { pairs, conn } => {
+            let words: Vec<Vec<u8>> = pairs.iter().map(|w| arg_bytes(w)).collect();
+            let pairs = super::batch::pairs(&words).ok_or_else(|| {
+                CliError::Other("mset takes KEY VALUE pairs: an even number of words".into())
+            })?;
+            (Request::Mset { pairs }, table, conn)
+        }
         Command::Scan { prefix, conn } => {
             let prefix = prefix.map(|p| arg_bytes(&p)).unwrap_or_default();
             (Request::Scan { prefix }, table, conn)

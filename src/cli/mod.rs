@@ -29,6 +29,7 @@
 //!   `gtstore manager` / `gtstore storage` and the `gtstore-manager` /
 //!   `gtstore-storage` binaries.
 //! - [`held`]: `status --keys`, what each node holds.
+//! - [`batch`]: `mget` and `mset`, many keys in one request, a line per key.
 //! - [`words`], [`display`] and [`status`]: pure helpers (splitting a shell line
 //!   with quotes, showing a value quoted and escaped, the STATUS table),
 //!   unit-tested.
@@ -38,6 +39,7 @@
 //! the command line are taken as their raw OS bytes, which is also a Unix notion.
 
 pub mod args;
+pub mod batch;
 pub mod cache;
 pub mod cluster;
 pub mod display;
@@ -85,6 +87,8 @@ Examples:
                                             no manager needed: the first node that answers
   gtstore status                            nodes, shares, distinct keys and copies, now
   gtstore scan user:                        every key that starts with user:, one a line
+  gtstore mset a 1 b 2                      many writes in one request, a line per key
+  gtstore mget a b c                        many reads in one request, a line per key
   gtstore --node 127.0.0.1:7001 status      the cluster as that node sees it
   gtstore                                   the interactive shell
   printf 'put a 1\\nget a\\n' | gtstore      the shell, fed from a pipe

@@ -4,7 +4,8 @@
 //! only when stdout is a terminal), `incr` the new count, `ping` the echo, `status`
 //! a table (or, with `--json`, the JSON the table is made from: see
 //! [`super::survey`]), `ring` the ring text as received;
-//! `put`, `create`, `update`, `del` and `exists` print nothing. A not-found key or a
+//! `put`, `create`, `update`, `del` and `exists` print nothing; `mget` and
+//! `mset` a line per key (see [`super::batch`]). A not-found key or a
 //! CREATE conflict exits with status 1 (with a line on stderr, except for `exists`,
 //! whose "no" is an ordinary answer); a write whose outcome is unknown (`ERR
 //! UNKNOWN`, or a connection that broke or timed out after the write was sent:
@@ -113,6 +114,9 @@ fn print_reply(request: &Request, reply: Reply, format: StatusFormat) -> Result<
             .iter()
             .try_for_each(|k| writeln!(out, "{}", super::display::key_line(k))),
         Reply::Pong(p) => out.write_all(&p).and_then(|_| out.write_all(b"\n")),
+        Reply::Batch(keys, outcomes) => {
+            out.write_all(super::batch::render(&keys, &outcomes).as_bytes())
+        }
         Reply::Text(t) => {
             let text = if matches!(request, Request::Status) && format != StatusFormat::Json {
                 let status = parse_status(&t).map_err(CliError::Protocol)?;

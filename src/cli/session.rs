@@ -82,6 +82,10 @@ pub enum Request {
     /// Every key of the cluster that starts with `prefix` (the native SCAN op,
     /// range by range; the ranges from the manager's ring).
     Scan { prefix: Vec<u8> },
+    /// Read many keys in one MGET.
+    Mget { keys: Vec<Vec<u8>> },
+    /// Write many pairs in one MSET.
+    Mset { pairs: Vec<(Vec<u8>, Vec<u8>)> },
 }
 
 impl Request {
@@ -94,6 +98,7 @@ impl Request {
                 | Request::Create { .. }
                 | Request::Update { .. }
                 | Request::Incr { .. }
+                | Request::Mset { .. }
         )
     }
 
@@ -105,6 +110,7 @@ impl Request {
                 | Request::Exists { .. }
                 | Request::Ping { .. }
                 | Request::Scan { .. }
+                | Request::Mget { .. }
         )
     }
 }
@@ -126,6 +132,8 @@ pub enum Reply {
     Pong(Bytes),
     /// Keys, in the order a scan found them.
     Keys(Vec<Bytes>),
+    /// The keys of an mget or mset, each with its outcome.
+    Batch(Vec<Bytes>, Vec<super::batch::Outcome>),
     /// Text to show: the status JSON (merged, see [`super::survey`]), or the ring
     /// text as the manager sent it.
     Text(Bytes),
@@ -217,6 +225,7 @@ impl CliError {
 pub fn exit_code(result: &Result<Reply, CliError>) -> u8 {
     match result {
         Ok(Reply::NotFound | Reply::Conflict) => EXIT_MISSING,
+        Ok(Reply::Batch(_, outcomes)) => super::batch::exit_code(outcomes),
         Ok(_) => EXIT_OK,
         Err(CliError::Server(e)) if e.code == ErrorCode::Unknown => EXIT_UNKNOWN,
         Err(_) => EXIT_ERROR,
@@ -457,6 +466,18 @@ fn run_kv(c: &mut Client, req: &Request) -> Result<Reply, ClientError> {
         Request::Incr { key, delta } => Reply::Count(c.incr(key, *delta)?),
         Request::Exists { key } => found(c.exists(key)?),
         Request::Ping { payload } => Reply::Pong(c.ping(payload)?),
+        Request::Mget { keys } => {
+            let outcomes = super::batch::mget(c, keys)?;
+            Reply::Batch(
+                keys.iter().map(|k| Bytes::from(k.clone())).collect(),
+                outcomes,
+            )
+        }
+        Request::Mset { pairs } => {
+            let outcomes = super::batch::mset(c, pairs)?;
+            let keys = pairs.iter().map(|(k, _)| Bytes::from(k.clone()));
+            Reply::Batch(keys.collect(), outcomes)
+        }
         Request::Status | Request::Ring | Request::Drop { .. } | Request::Scan { .. } => {
             return Err(ClientError::Protocol("not a key-value request".into()))
         }

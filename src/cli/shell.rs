@@ -49,6 +49,8 @@ commands:
   status [--json]      the cluster's nodes, shares and key counts
   ring                 the ring as the manager sends it
   scan [PREFIX]        every key (that starts with PREFIX), one a line
+  mget KEY...          many values in one request, a line per key
+  mset KEY VALUE...    many writes in one request, a line per key
   ping [PAYLOAD]       check the contact node
   C KEY VALUE          create (the one-letter CRUD: C, R, U, D)
   R KEY                get
@@ -153,6 +155,12 @@ fn parse_line(line: &[u8]) -> Result<Line, String> {
             [p] => Request::Scan { prefix: p.clone() },
             _ => return Err(usage("scan [PREFIX]")),
         },
+        "mget" if args.is_empty() => return Err(usage("mget KEY [KEY ...]")),
+        "mget" => Request::Mget { keys: args },
+        "mset" => Request::Mset {
+            pairs: super::batch::pairs(&args)
+                .ok_or_else(|| usage("mset KEY VALUE [KEY VALUE ...]"))?,
+        },
         "ring" if args.is_empty() => Request::Ring,
         "ring" => return Err(usage("ring")),
         "ping" => match args.as_slice() {
@@ -182,6 +190,7 @@ fn render(request: &Request, reply: Reply, json: bool) -> Result<String, CliErro
         Reply::Count(n) => format!("{n}\n"),
         Reply::Keys(keys) if keys.is_empty() => "(no keys)\n".into(),
         Reply::Keys(keys) => keys.iter().map(|k| key_line(k) + "\n").collect(),
+        Reply::Batch(keys, outcomes) => super::batch::render(&keys, &outcomes),
         Reply::Text(t) if matches!(request, Request::Status) && !json => {
             format_status(&parse_status(&t).map_err(CliError::Protocol)?)
         }

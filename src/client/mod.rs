@@ -18,6 +18,9 @@
 //!   attempt or when the manager cannot be reached, lets any live node forward
 //!   (`NODEID` 0), so a stale ring costs a hop, never a failure.
 //!
+//! [`Client::mget`] and [`Client::mset`] send many keys in one request, with a
+//! result per key (see `batch.rs`).
+//!
 //! Caveat: a CREATE, UPDATE or INCR whose connection breaks after it was sent is not
 //! retried (it may have been applied); the error goes to the caller.
 
@@ -31,6 +34,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+mod batch;
 mod scan;
 pub mod secret;
 

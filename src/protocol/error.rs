@@ -29,6 +29,9 @@ pub enum ErrorCode {
     /// it, fewer than W acknowledged it, or the round timed out after sending):
     /// its outcome is unknown, and a later read may find it or not.
     Unknown,
+    /// A batch (MGET, MSET) over its bounds: too many keys, or a reply too
+    /// large. Nothing of it was applied.
+    Limit,
     /// A proof of a secret failed (membership or admin), or an admin op came from
     /// a connection that has not proven the admin credential.
     Auth,
@@ -38,7 +41,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// All codes, for parsing and tests.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadOp,
@@ -47,6 +50,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
         ErrorCode::Unknown,
+        ErrorCode::Limit,
         ErrorCode::Auth,
         ErrorCode::Internal,
     ];
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Limit => "LIMIT",
             ErrorCode::Auth => "AUTH",
             ErrorCode::Internal => "INTERNAL",
         }

@@ -8,7 +8,7 @@
 
 use super::error::{Error, ErrorCode};
 use super::frame::parse_decimal;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Longest key in bytes.
 pub const MAX_KEY: usize = 65_535;
@@ -25,6 +25,16 @@ pub fn check_key(key: &[u8]) -> Result<(), Error> {
     } else {
         Ok(())
     }
+}
+
+/// A `KV` payload: `KLEN SP KEY VALUE`.
+pub fn encode(key: &[u8], value: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(key.len() + value.len() + 6);
+    b.put_slice(key.len().to_string().as_bytes());
+    b.put_u8(b' ');
+    b.put_slice(key);
+    b.put_slice(value);
+    b.freeze()
 }
 
 /// A key-only payload: the whole payload is the key.

@@ -20,6 +20,7 @@
 //! value does not pin a large read buffer.
 
 pub mod auth;
+pub mod batch;
 pub mod cluster;
 pub mod error;
 pub mod frame;

@@ -1,4 +1,5 @@
-//! Op numbers. Requests from clients are 10-19 (key-value) and 30-39 (manager);
+//! Op numbers. Requests from clients are 10-19 (key-value) and 30-39 (the
+//! manager's, and a storage node's others: STATUS, AUTH, the batches MGET and MSET);
 //! replies are 20-29 and 40-49; 50-99 are reserved for traffic inside the cluster.
 
 /// Liveness check; the reply echoes the payload.
@@ -46,6 +47,12 @@ pub const STATUS: u8 = 32;
 /// payload asks for a nonce (reply `CHALLENGE`); then `ROLE SP CLIENT_NONCE SP
 /// PROOF` (hex; see [`super::auth`]) gets `OK`, or `ERR AUTH` and a close.
 pub const AUTH: u8 = 34;
+/// Read many keys at once: `KLEN SP KEY` per key; reply VALUE with one result
+/// per key (see [`super::batch`]).
+pub const MGET: u8 = 35;
+/// Write many keys at once: `KLEN SP KEY VLEN SP VALUE` per pair; reply VALUE
+/// with one result per key (see [`super::batch`]).
+pub const MSET: u8 = 36;
 /// Reply to HELLO: `CLIENTID SP NODEID SP HOST:PORT`.
 pub const WELCOME: u8 = 40;
 /// Reply to RING: the ring in the text format of docs/protocol.md.
@@ -144,6 +151,8 @@ pub fn name(op: u8) -> &'static str {
         RING_REPLY => "RING_REPLY",
         STATUS_REPLY => "STATUS_REPLY",
         AUTH => "AUTH",
+        MGET => "MGET",
+        MSET => "MSET",
         CHALLENGE => "CHALLENGE",
         NODE_JOIN => "NODE_JOIN",
         HEARTBEAT => "HEARTBEAT",

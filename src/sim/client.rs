@@ -12,12 +12,17 @@
 //! it may or may not have taken effect. The client then drops its connection so a
 //! late reply cannot be matched to the next request, and reconnects on demand.
 //!
+//! Every third client (index 2, 5, ...) sends its GETs and PUTs as one-key
+//! MGET and MSET batches and unwraps the one result, so the batch path (its
+//! own connection ids, the collection of per-key replies) runs under the same
+//! faults and the same checker as single requests.
+//!
 //! DROP needs the admin credential: before the first one on a connection the client
 //! runs the manager's `AUTH` exchange (frames with client id 0) with the default
 //! admin secret and a fixed client nonce, so the run stays deterministic.
 
 use crate::protocol::auth::{proof, AuthRequest, NONCE_LEN, ROLE_ADMIN};
-use crate::protocol::{op, Frame};
+use crate::protocol::{batch, op, Frame};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -46,6 +51,17 @@ impl Request {
     /// Whether the request may change the key.
     pub fn is_write(&self) -> bool {
         !matches!(self, Request::Get | Request::Other(_))
+    }
+
+    /// The request as a one-key batch (MGET, MSET) for `key`, if it is a GET
+    /// or a PUT.
+    pub fn batch_frame(&self, key: &[u8], client_id: u64) -> Option<Frame> {
+        let (o, payload) = match self {
+            Request::Get => (op::MGET, batch::encode_keys(&[key])),
+            Request::Put(v) => (op::MSET, batch::encode_pairs(&[(key, v)])),
+            _ => return None,
+        };
+        Some(Frame::new(o, client_id, 0, payload))
     }
 
     /// The request as a frame for `key`.
@@ -147,6 +163,10 @@ pub struct Client {
     next_connect: u64,
     /// The connection passed the admin `AUTH`.
     admin: bool,
+    /// GETs and PUTs go as one-key batches (see the module docs).
+    batches: bool,
+    /// The request in flight went as a batch.
+    batched: bool,
 }
 
 impl Client {
@@ -163,6 +183,8 @@ impl Client {
             history: Vec::new(),
             next_connect: 1,
             admin: false,
+            batches: index % 3 == 2,
+            batched: false,
         }
     }
 
@@ -230,10 +252,13 @@ impl Client {
                 out.push(Output::Send { conn, frame });
                 return;
             }
-            out.push(Output::Send {
-                conn,
-                frame: r.request.frame(&r.key, 1 + i as u64),
-            });
+            let id = 1 + i as u64;
+            let batch = self.batches.then(|| r.request.batch_frame(&r.key, id));
+            self.batched = matches!(batch, Some(Some(_)));
+            let frame = batch
+                .flatten()
+                .unwrap_or_else(|| r.request.frame(&r.key, id));
+            out.push(Output::Send { conn, frame });
         }
     }
 
@@ -318,6 +343,10 @@ impl Service for Client {
                     self.abandon(out);
                     return;
                 }
+                let frame = match self.batched {
+                    true => unwrap_batch(frame),
+                    false => frame,
+                };
                 self.finish(match frame.op {
                     op::OK => Outcome::Ok,
                     op::VALUE => Outcome::Value(frame.payload),
@@ -351,5 +380,18 @@ impl Service for Client {
             }
             _ => {}
         }
+    }
+}
+
+/// The one result of a one-key batch's reply, as the single request's reply
+/// (an `ERR` for the whole batch stays one); a reply that is not one result is
+/// left as it is (an unexpected `VALUE` to the checker).
+fn unwrap_batch(frame: Frame) -> Frame {
+    if frame.op != op::VALUE {
+        return frame;
+    }
+    match batch::decode_results(&frame.payload).as_deref() {
+        Ok([one]) => Frame::new(one.op, frame.client_id, frame.node_id, one.payload.clone()),
+        _ => Frame::new(op::PONG, frame.client_id, frame.node_id, frame.payload),
     }
 }

@@ -196,6 +196,11 @@ fn table_hash(ring_hash: u64) -> u64 {
     ring_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Bytes of a live record's key and value; 0 for a tombstone.
+fn live_bytes(r: &Record) -> usize {
+    r.value().map_or(0, |v| r.key().len() + v.len())
+}
+
 fn record_hash(r: &Record) -> u64 {
     table_hash(hash64(r.key()))
 }
@@ -247,6 +252,9 @@ pub struct Engine {
     sectors: BTreeMap<Token, Sector>,
     /// Live keys (tombstones not counted).
     keys: usize,
+    /// Bytes of the live keys and their values (tombstones and the table's own
+    /// overhead not counted).
+    bytes: usize,
 }
 
 impl Default for Engine {
@@ -263,7 +271,11 @@ impl Engine {
         if sectors.is_empty() {
             sectors.insert(Token::MAX, Sector::default());
         }
-        Engine { sectors, keys: 0 }
+        Engine {
+            sectors,
+            keys: 0,
+            bytes: 0,
+        }
     }
 
     /// The token whose sector holds `hash`.
@@ -318,15 +330,17 @@ impl Engine {
     /// Removes every entry whose hash satisfies `pred`; returns how many live keys
     /// went.
     pub fn remove_where(&mut self, mut pred: impl FnMut(u64) -> bool) -> usize {
-        let mut gone = 0;
+        let (mut gone, mut bytes) = (0, 0);
         for s in self.sectors.values_mut() {
             s.table.retain(|r| {
                 let remove = pred(hash64(r.key()));
                 gone += (remove && r.live()) as usize;
+                bytes += if remove { live_bytes(r) } else { 0 };
                 !remove
             });
         }
         self.keys -= gone;
+        self.bytes -= bytes;
         gone
     }
 
@@ -343,6 +357,12 @@ impl Engine {
     /// Live keys.
     pub fn len(&self) -> usize {
         self.keys
+    }
+
+    /// Bytes of the live keys and their values (tombstones and overhead not
+    /// counted).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether no live key is stored.
@@ -414,6 +434,8 @@ impl Engine {
     ) -> (Applied, bool) {
         let s = self.sector_mut(hash);
         let live = value.is_some() as isize;
+        let now_bytes = value.map_or(0, |v| key.len() + v.len());
+        let mut was_bytes = 0;
         let was = match s.table.find_mut(table_hash(hash), |r| r.key() == key) {
             Some(r) => {
                 let held = r.version();
@@ -424,6 +446,7 @@ impl Engine {
                     return (Applied::Newer(held), false);
                 }
                 let was = r.live() as isize;
+                was_bytes = live_bytes(r);
                 r.set(version, value);
                 was
             }
@@ -433,6 +456,7 @@ impl Engine {
             }
         };
         self.keys = (self.keys as isize + live - was) as usize;
+        self.bytes = self.bytes + now_bytes - was_bytes;
         (Applied::Stored, true)
     }
 }
@@ -464,12 +488,17 @@ impl Engine {
             return false;
         }
         let was = e.get().live() as usize;
+        let was_bytes = live_bytes(e.get());
         e.remove();
         let now = prev.as_ref().is_some_and(|e| e.value.is_some()) as usize;
+        let now_bytes = (prev.as_ref())
+            .and_then(|e| e.value.as_ref())
+            .map_or(0, |v| key.len() + v.len());
         if let Some(p) = prev {
             s.insert(hash, Record::new(key, p.version, p.value.as_deref()));
         }
         self.keys = self.keys + now - was;
+        self.bytes = self.bytes + now_bytes - was_bytes;
         true
     }
 }
@@ -477,6 +506,23 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_follow_writes_deletes_undos_and_removals() {
+        let mut e = Engine::default();
+        put(&mut e, b"k", b"value", 1);
+        put(&mut e, b"k2", b"v", 1);
+        assert_eq!(e.bytes(), 6 + 3);
+        put(&mut e, b"k", b"vv", 2);
+        assert_eq!(e.bytes(), 3 + 3);
+        let prev = e.entry(b"k");
+        assert_eq!(e.apply(b"k", 3, None, None), Applied::Stored);
+        assert_eq!(e.bytes(), 3, "a tombstone holds no value");
+        assert!(e.restore(b"k", 3, prev));
+        assert_eq!(e.bytes(), 6);
+        assert_eq!(e.remove_where(|_| true), 2);
+        assert_eq!(e.bytes(), 0);
+    }
 
     fn put(e: &mut Engine, k: &[u8], v: &[u8], version: u64) {
         assert_eq!(e.apply(k, version, Some(v), None), Applied::Stored);

@@ -53,9 +53,9 @@ mod scan;
 use super::gateway::Event;
 use crate::http::json::{self, Datum};
 use crate::http::{self as web, Front, Limits, RequestId, Response};
-use crate::protocol::{kv, op, Frame};
+use crate::protocol::{batch, kv, op, Frame};
 use crate::reactor::{ConnId, Millis, Output};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use metrics::Stats;
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
@@ -329,18 +329,13 @@ impl HttpFront {
             .expect("served connections exist");
         let mut keys = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
-            let (payload, key) = match kind {
-                Kind::Set => {
-                    let p = kv_payload(&k, &v);
-                    let end = p.len() - v.len();
-                    (p.clone(), p.slice(end - k.len()..end))
-                }
-                _ => {
-                    let p = Bytes::from(k);
-                    (p.clone(), p)
-                }
+            let key = Bytes::from(k);
+            let (o, payload) = match kind {
+                Kind::Set => batch::key_request(&key, Some(&v)),
+                Kind::Fetch => batch::key_request(&key, None),
+                _ => (kind.op(), key.clone()),
             };
-            items.push(Item::Request(Frame::new(kind.op(), c.next_tag, 0, payload)));
+            items.push(Item::Request(Frame::new(o, c.next_tag, 0, payload)));
             c.next_tag += 1;
             keys.push(key);
         }
@@ -559,16 +554,6 @@ impl HttpFront {
             .latency(job.kind.op(), now.saturating_sub(job.started));
         self.reply(id, endpoint, &reply, out);
     }
-}
-
-/// A `KV` payload: `KLEN SP KEY VALUE`.
-fn kv_payload(key: &[u8], value: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(key.len() + value.len() + 6);
-    b.put_slice(key.len().to_string().as_bytes());
-    b.put_u8(b' ');
-    b.put_slice(key);
-    b.put_slice(value);
-    b.freeze()
 }
 
 /// A JSON error reply with a kind (as [`json::BodyError::response`] writes them).

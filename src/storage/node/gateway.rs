@@ -7,7 +7,7 @@
 //! are served, and their deliveries handed over, until none are left.
 
 use super::*;
-use crate::storage::gateway::Front;
+use crate::storage::gateway::{Event, Front};
 
 impl StorageNode {
     /// A front's request `frame` on its connection `conn`: served as a request
@@ -26,6 +26,9 @@ impl StorageNode {
     /// Hands the deliveries waiting in the gateway to their fronts.
     pub(super) fn deliver(&mut self, now: Millis, out: &mut Vec<Output>) {
         while let Some(d) = self.conns.order.gateway.pop() {
+            if let (Event::Reply(frame), Some(h)) = (&d.event, self.http.as_mut()) {
+                h.stats.replied(d.conn, frame, now);
+            }
             match d.front {
                 Front::Resp => {
                     if let Some(r) = self.resp.as_mut() {

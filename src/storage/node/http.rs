@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::storage::gateway::Front;
-use crate::storage::http::metrics::{LinkState, NodeFacts};
+use crate::storage::http::metrics::{self, LinkState, NodeFacts};
 use crate::storage::http::{HttpFront, Item as HttpItem};
 
 impl StorageNode {
@@ -76,6 +76,34 @@ impl StorageNode {
         }
     }
 
+    /// Notes a client request for `/metrics` (see `Stats::request`), when
+    /// the node serves HTTP.
+    pub(super) fn count_request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        front: metrics::Front,
+        op: u8,
+    ) {
+        if let Some(h) = self.http.as_mut() {
+            h.stats.request(front, conn, op, now);
+        }
+    }
+
+    /// Counts the step's replies to native clients (the outputs since
+    /// `mark`); the fronts' replies are counted as the gateway hands them
+    /// over (`deliver`).
+    pub(super) fn count_replies(&mut self, now: Millis, mark: usize, out: &[Output]) {
+        let Some(h) = self.http.as_mut().filter(|h| h.stats.waiting()) else {
+            return;
+        };
+        for o in &out[mark..] {
+            if let Output::Send { conn, frame } = o {
+                h.stats.replied(*conn, frame, now);
+            }
+        }
+    }
+
     /// What `/metrics` reads from the node's state.
     fn metrics_facts(&self) -> NodeFacts {
         let peers = (self.ring.nodes().iter()).filter(|n| n.id != self.node_id);
@@ -96,6 +124,9 @@ impl StorageNode {
             node_id: self.node_id,
             epoch: self.ring.epoch,
             keys: self.engine.len(),
+            bytes: self.engine.bytes(),
+            move_bytes: (self.handoff.as_ref()).map_or(0, |h| h.unsent_bytes(&self.engine)),
+            batches_in_flight: self.conns.order.batches(),
             hints_pending: hints.sum(),
             catching_up: self.repair.catch_up.is_some(),
             moves_remaining: self.handoff.as_ref().map_or(0, Handoff::remaining),

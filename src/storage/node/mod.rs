@@ -52,6 +52,8 @@
 //!   connection that has not proven it may only PING and AUTH.
 //! - `scan`: SCAN, one token range's keys a page at a time, served at the
 //!   range's lead replica.
+//! - `batch`: MGET and MSET, each key served as its own request, the results
+//!   collected into one reply.
 //!
 //! - `mesh` (`Mesh`): one link to every other node, and the messages in flight
 //!   on them.
@@ -66,6 +68,7 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+mod batch;
 mod client_auth;
 mod gateway;
 mod handshake;
@@ -432,6 +435,7 @@ impl Service for StorageNode {
         while let Some(id) = self.rounds.ready_turns.pop() {
             self.restart(now, id, out);
         }
+        self.count_replies(now, mark, out);
         // The fronts' replies (see `gateway.rs`).
         self.end_fronts(now, out);
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
@@ -555,13 +559,36 @@ impl StorageNode {
         } else if self.mesh.is_link(conn) {
             self.on_peer_reply(now, frame, out);
             self.apply_holds(None, out);
-        } else if self.client_gate(conn, &frame, out) {
-            self.on_request(now, conn, frame, out);
+        } else if self.client_request(now, conn, &frame, out) {
+            let batch = matches!(frame.op, op::MGET | op::MSET);
+            if batch && !self.conns.members.contains(&conn) {
+                self.on_batch(now, conn, frame, out);
+            } else {
+                self.on_request(now, conn, frame, out);
+            }
             for conn in self.conns.trusted.drain(..) {
                 out.push(Output::Trust { conn });
             }
             self.apply_holds(Some(conn), out);
         }
+    }
+
+    /// A request from a client or a peer arrived: notes a client's for
+    /// `/metrics`, then checks the client password (see `client_auth`); false
+    /// if it was answered there.
+    fn client_request(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        frame: &Frame,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        use crate::storage::http::metrics::Front;
+        // Members' replies are matched by tag, not order: not counted.
+        if !op::is_internal(frame.op) && !self.conns.members.contains(&conn) {
+            self.count_request(now, conn, Front::Native, frame.op);
+        }
+        self.client_gate(conn, frame, out)
     }
 
     fn on_closed(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {

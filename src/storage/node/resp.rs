@@ -95,7 +95,11 @@ impl StorageNode {
     ) {
         for item in items.drain(..) {
             match item {
-                Item::Request(frame) => self.submit(now, conn, frame, out),
+                Item::Request(frame) => {
+                    let front = crate::storage::http::metrics::Front::Resp;
+                    self.count_request(now, conn, front, frame.op);
+                    self.submit(now, conn, frame, out);
+                }
                 Item::Facts => {
                     let facts = NodeFacts {
                         node_id: self.node_id,

@@ -5,7 +5,7 @@
 use super::session::{err_reply, Fact, Pending, RespSession, Shape, NOT_AN_INTEGER};
 use super::Item;
 use crate::protocol::resp;
-use crate::protocol::{int, op};
+use crate::protocol::{batch, int, kv, op};
 use bytes::{Bytes, BytesMut};
 use std::iter::once;
 
@@ -236,14 +236,14 @@ impl RespSession {
                 self.native(Shape::Int, once(incr(&args[1], delta)), items)
             }
             "mget" => {
-                let frames = args[1..].iter().map(|k| (op::GET, k.clone()));
+                let frames = args[1..].iter().map(|k| batch::key_request(k, None));
                 self.native(Shape::Array, frames, items)
             }
             "mset" if args.len().is_multiple_of(2) => return Err(wrong_arity(name)),
             "mset" => {
                 let frames = args[1..]
                     .chunks(2)
-                    .map(|kv| (op::PUT, kv_payload(&kv[0], &kv[1])));
+                    .map(|kv| batch::key_request(&kv[0], Some(&kv[1])));
                 self.native(Shape::Writes, frames, items)
             }
             "scan" => {
@@ -369,7 +369,7 @@ impl RespSession {
             return Err(unsupported_set_option("GET"));
         }
         // KEEPTTL: there is no TTL to keep, so it is a plain SET.
-        self.native(Shape::Ok, once((o, kv_payload(&args[1], &args[2]))), items);
+        self.native(Shape::Ok, once((o, kv::encode(&args[1], &args[2]))), items);
         Ok(())
     }
 }
@@ -438,19 +438,9 @@ fn config(name: &str, args: &[Bytes]) -> Result<Bytes, Bytes> {
     Ok(out.freeze())
 }
 
-/// A `KV` payload: `KLEN SP KEY VALUE`.
-fn kv_payload(key: &[u8], value: &[u8]) -> Bytes {
-    let mut p = Vec::with_capacity(key.len() + value.len() + 6);
-    p.extend_from_slice(key.len().to_string().as_bytes());
-    p.push(b' ');
-    p.extend_from_slice(key);
-    p.extend_from_slice(value);
-    Bytes::from(p)
-}
-
 /// An INCR request: `KLEN SP KEY [SP DELTA]`.
 fn incr(key: &[u8], delta: i64) -> (u8, Bytes) {
-    let mut p = kv_payload(key, b"").to_vec();
+    let mut p = kv::encode(key, b"").to_vec();
     if delta != 1 {
         p.extend_from_slice(format!(" {delta}").as_bytes());
     }

@@ -72,6 +72,20 @@ impl Handoff {
             .sum()
     }
 
+    /// Bytes of the keys not sent yet and their values, as held now (the
+    /// chunks in flight not counted). Walks those keys: for a scrape, not the
+    /// hot path.
+    pub fn unsent_bytes(&self, engine: &Engine) -> usize {
+        let keys = self.targets.values().flat_map(|o| &o.keys[o.next..]);
+        let value = |k: &[u8]| {
+            engine
+                .entry_ref(k)
+                .and_then(|e| e.value)
+                .map_or(0, <[u8]>::len)
+        };
+        keys.map(|k| k.len() + value(k)).sum()
+    }
+
     /// Builds the chunks the window allows now, as (target, payload).
     pub fn next_chunks(&mut self, engine: &Engine) -> Vec<(u32, Bytes)> {
         let mut chunks = Vec::new();

@@ -17,7 +17,15 @@
 //! coming; past [`HELD_LIMIT`] bytes the connection is closed and its held
 //! replies dropped, as the reactor drops one whose queued output passes its hard
 //! limit.
+//!
+//! Batches (MGET, MSET; see `super::super::batch`) take one slot on their
+//! client's connection. Their per-key requests are served as if they came on
+//! a connection of the batch's own, an id the reactor never hands out (see
+//! [`is_batch`]); their replies are collected here instead of sent, and once
+//! the last is in, the batch's reply fills its slot. The keys a batch has in
+//! flight count towards its connection's outstanding replies (holds).
 
+use super::super::batch::Collector;
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Output};
 use crate::storage::gateway::Gateway;
@@ -36,6 +44,17 @@ struct Slots {
     eof: bool,
     /// Payload bytes of the replies waiting in `queue`.
     bytes: usize,
+    /// Keys of this connection's batches still in flight.
+    batch_keys: usize,
+}
+
+/// The first id of a batch's own connection: the reactor's slab never reaches
+/// `u32::MAX` entries, so it never hands out an id at or above this one.
+const FIRST_BATCH: ConnId = ConnId::new(u32::MAX, 0);
+
+/// Whether `conn` is a batch's own connection id rather than a real one.
+pub fn is_batch(conn: ConnId) -> bool {
+    conn >= FIRST_BATCH
 }
 
 /// Per-connection reply queues.
@@ -44,11 +63,18 @@ pub struct ReplyOrder {
     conns: HashMap<ConnId, Slots>,
     /// Where replies go: the wire, or a front's connection.
     pub gateway: Gateway,
+    /// The batches in flight, by their own connection id.
+    batches: HashMap<ConnId, Collector>,
+    /// The generation of the last batch id handed out.
+    last_batch: u32,
 }
 
 impl ReplyOrder {
     /// A reply that is ready now: sent at once unless an earlier one is outstanding.
     pub fn ready(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) {
+        let Some(frame) = self.batch_part(conn, frame, out) else {
+            return;
+        };
         match self.conns.get_mut(&conn) {
             Some(s) => {
                 s.bytes += frame.payload.len();
@@ -88,6 +114,10 @@ impl ReplyOrder {
 
     /// Reserves the place of a reply that will come later; returns its number.
     pub fn reserve(&mut self, conn: ConnId) -> u64 {
+        if is_batch(conn) {
+            // A batch's parts are told apart by their client ids, not slots.
+            return 0;
+        }
         let s = self.conns.entry(conn).or_default();
         s.queue.push_back(None);
         s.head + s.queue.len() as u64 - 1
@@ -96,6 +126,9 @@ impl ReplyOrder {
     /// Fills a reserved place and sends every reply now in order. A reply for a
     /// connection that has gone away is dropped.
     pub fn fill(&mut self, conn: ConnId, seq: u64, frame: Frame, out: &mut Vec<Output>) {
+        let Some(frame) = self.batch_part(conn, frame, out) else {
+            return;
+        };
         let Some(s) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -137,9 +170,57 @@ impl ReplyOrder {
         self.gateway.closed(conn);
     }
 
-    /// Replies outstanding on `conn`.
+    /// Replies outstanding on `conn`, a batch's keys in flight counted each.
     pub fn outstanding(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, |s| s.queue.len())
+        self.conns
+            .get(&conn)
+            .map_or(0, |s| s.queue.len() + s.batch_keys)
+    }
+
+    /// Takes a slot on `conn` for a batch of `keys` keys from the client's
+    /// request `client_id`; returns the batch's own connection id, on which its
+    /// per-key requests are to be served, each with its key's index as its
+    /// client id.
+    pub fn open_batch(&mut self, conn: ConnId, client_id: u64, keys: usize) -> ConnId {
+        let seq = self.reserve(conn);
+        let s = self.conns.get_mut(&conn).expect("reserved above");
+        s.batch_keys += keys;
+        let id = loop {
+            self.last_batch = self.last_batch.wrapping_add(1);
+            let id = ConnId::new(u32::MAX, self.last_batch);
+            if !self.batches.contains_key(&id) {
+                break id;
+            }
+        };
+        let collector = Collector::new((conn, seq, client_id), keys);
+        self.batches.insert(id, collector);
+        id
+    }
+
+    /// Batches in flight.
+    pub fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// A reply to one key of a batch is collected (`None`); once the batch's
+    /// last is in, the batch's reply fills its slot. Any other reply is
+    /// returned.
+    fn batch_part(&mut self, conn: ConnId, frame: Frame, out: &mut Vec<Output>) -> Option<Frame> {
+        if !is_batch(conn) {
+            return Some(frame);
+        }
+        let b = self.batches.get_mut(&conn)?;
+        if !b.take(frame) {
+            return None;
+        }
+        let b = self.batches.remove(&conn).expect("looked up above");
+        let (client, seq) = b.client();
+        if let Some(s) = self.conns.get_mut(&client) {
+            s.batch_keys = s.batch_keys.saturating_sub(b.keys());
+        }
+        let reply = b.reply();
+        self.fill(client, seq, reply, out);
+        None
     }
 
     /// Payload bytes of the replies held back on `conn`.
