@@ -88,6 +88,8 @@ struct Conn {
     phase: Phase,
     buf: ConnBuf,
     writable_registered: bool,
+    /// The service asked for `Input::Drained` (`Output::WhenDrained`).
+    notify_drained: bool,
 }
 
 enum Entry {
@@ -118,6 +120,8 @@ pub struct Reactor {
     deferred: VecDeque<Input>,
     dirty: Vec<ConnId>,
     pending: Vec<ConnId>,
+    /// Connections whose output drained as their service asked: told next turn.
+    drained: Vec<ConnId>,
     draining: Vec<ConnId>,
     to_remove: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -144,6 +148,7 @@ impl Reactor {
             deferred: VecDeque::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
+            drained: Vec::new(),
             draining: Vec::new(),
             to_remove: Vec::new(),
             signals: None,
@@ -203,7 +208,8 @@ impl Reactor {
             if self.stopping && self.dirty.is_empty() {
                 return Ok(());
             }
-            let timeout = if !self.pending.is_empty() || !self.dirty.is_empty() {
+            let busy = !self.pending.is_empty() || !self.dirty.is_empty();
+            let timeout = if busy || !self.drained.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 let t = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -258,6 +264,11 @@ impl Reactor {
                 }
                 self.timers.pop();
                 self.deliver(svc, Input::Timer { id });
+            }
+            for id in std::mem::take(&mut self.drained) {
+                if self.conn(id).is_some() {
+                    self.deliver(svc, Input::Drained { conn: id });
+                }
             }
             self.turn_end(svc);
             for id in std::mem::take(&mut self.dirty) {
@@ -393,6 +404,15 @@ impl Reactor {
                     c.buf.unread(data);
                 }
             }
+            Output::WhenDrained { conn } => {
+                let low = self.cfg.low_water;
+                if let Some(c) = conn_in(&mut self.entries, conn) {
+                    c.notify_drained = c.buf.output_len() > low;
+                    if !c.notify_drained {
+                        self.drained.push(conn);
+                    }
+                }
+            }
             Output::Yield { conn } => {
                 if let Some(c) = self.conn_mut(conn) {
                     c.buf.set_yield();
@@ -468,6 +488,7 @@ impl Reactor {
             phase,
             buf: ConnBuf::new(max_payload, marks),
             writable_registered: false,
+            notify_drained: false,
         }
     }
 
@@ -753,6 +774,10 @@ impl Reactor {
         } else if c.buf.mark_dirty() {
             // Cap reached without blocking: continue next turn.
             self.dirty.push(id);
+        }
+        if c.notify_drained && c.buf.output_len() <= self.cfg.low_water {
+            c.notify_drained = false;
+            self.drained.push(id);
         }
         if resumed {
             self.mark_pending(id);

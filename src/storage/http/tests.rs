@@ -67,7 +67,7 @@ fn a_set_becomes_one_put_per_pair_and_its_reply_counts_them() {
     let body = r#"[{"key":{"encoding":"string","data":"a"},"value":{"encoding":"string","data":"1"}},
                    {"key":{"encoding":"binary","data":"/w=="},"value":{"encoding":"string","data":"22"}}]"#;
     f.data(CONN, req("PUT", "/set", body));
-    let fs = frames(f.serve(0, CONN, &[]));
+    let fs = frames(f.serve(0, CONN));
     assert_eq!(fs.len(), 2);
     assert_eq!((fs[0].op, fs[0].client_id), (op::PUT, 1));
     assert_eq!(&fs[0].payload[..], b"1 a1");
@@ -97,7 +97,7 @@ fn a_reply_out_of_order_is_a_500_and_a_close() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":"k"}]"#),
     );
-    assert_eq!(frames(f.serve(0, CONN, &[])).len(), 1);
+    assert_eq!(frames(f.serve(0, CONN)).len(), 1);
     out.push(reply(9, op::VALUE, b"v"));
     f.translate(0, 0, &mut out);
     assert!(sent(&out).starts_with("HTTP/1.1 500 "), "{}", sent(&out));
@@ -114,7 +114,7 @@ fn empty_and_bad_keys_are_answered_without_the_node() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":""}]"#),
     );
-    assert!(f.serve(0, CONN, &[]).is_empty());
+    assert!(f.serve(0, CONN).is_empty());
     f.translate(0, 0, &mut out);
     let text = sent(&out);
     assert!(text.contains("\r\n\r\n[]HTTP/1.1 400 "), "{text}");
@@ -128,7 +128,7 @@ fn a_connection_is_read_again_only_once_the_node_and_the_front_release_it() {
     for _ in 0..Limits::default().max_pipeline + 1 {
         f.data(CONN, one.clone());
     }
-    let n = frames(f.serve(0, CONN, &[])).len();
+    let n = frames(f.serve(0, CONN)).len();
     assert_eq!(n, Limits::default().max_pipeline, "one request waits");
     // The node also holds the connection (its reply backlog).
     out.push(Output::Hold {
@@ -149,7 +149,7 @@ fn a_connection_is_read_again_only_once_the_node_and_the_front_release_it() {
         "served again: a request waits in the buffer"
     );
     assert_eq!(holds(&out), Vec::<bool>::new());
-    assert_eq!(frames(f.serve(0, CONN, &[])).len(), 1);
+    assert_eq!(frames(f.serve(0, CONN)).len(), 1);
     out.clear();
     out.push(Output::Hold {
         conn: CONN,

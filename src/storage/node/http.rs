@@ -48,6 +48,10 @@ impl StorageNode {
                 }
                 return None;
             }
+            Input::Drained { conn } if h.has(*conn) => {
+                h.drained(*conn);
+                return None;
+            }
             Input::Closed { conn } => {
                 h.stats.closed(*conn);
                 h.closed(*conn);
@@ -60,7 +64,7 @@ impl StorageNode {
     /// Serves every whole request buffered on HTTP connection `conn`.
     fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
         let Some(h) = self.http.as_mut() else { return };
-        for item in h.serve(now, conn, self.serving_pref.bounds()) {
+        for item in h.serve(now, conn) {
             match item {
                 HttpItem::Request(frame) => {
                     self.on_request(now, conn, frame, out);

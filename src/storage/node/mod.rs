@@ -579,6 +579,8 @@ impl StorageNode {
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } => self.on_closed(now, conn, out),
             Input::Signal(sig) => self.on_signal(now, sig, out),
+            // Only the HTTP front asks to hear of drained output.
+            Input::Drained { .. } => {}
         }
     }
 
