@@ -67,7 +67,11 @@ fn resp_line(w: &mut Wire) -> String {
 
 fn resp_bulk(w: &mut Wire) -> String {
     let head = resp_line(w);
-    let len: usize = head.strip_prefix('$').expect("a bulk string").parse().unwrap();
+    let len: usize = head
+        .strip_prefix('$')
+        .expect("a bulk string")
+        .parse()
+        .unwrap();
     let v = w.read_n(len + 2);
     String::from_utf8(v[..len].to_vec()).unwrap()
 }
@@ -210,7 +214,9 @@ fn walk_through_ring_changes(manager_args: &[&str]) {
         if step == pages / 4 {
             let joined = c.add_node(&node_args);
             c.wait_live(4);
-            wait_for("the join settling", || c.node_status(joined)["state"] == "up");
+            wait_for("the join settling", || {
+                c.node_status(joined)["state"] == "up"
+            });
         }
         if step == pages / 2 {
             let secret = gtstore::DEFAULT_SECRET.as_bytes();
@@ -223,15 +229,28 @@ fn walk_through_ring_changes(manager_args: &[&str]) {
             wait_for("the SIGTERMed node leaving", || !c.nodes[2].alive());
         }
     }
-    assert!(step > 3 * pages / 4, "the walks ended before the ring changes");
-    for (w, name) in walks.iter().zip(["RESP SCAN", "GET /fetch?limit", "client scan"]) {
+    assert!(
+        step > 3 * pages / 4,
+        "the walks ended before the ring changes"
+    );
+    for (w, name) in walks
+        .iter()
+        .zip(["RESP SCAN", "GET /fetch?limit", "client scan"])
+    {
         w.check(name);
     }
 }
 
 #[test]
 fn walks_list_every_key_once_through_joins_and_leaves_with_one_copy() {
-    walk_through_ring_changes(&["--replicas", "1", "--read-quorum", "1", "--write-quorum", "1"]);
+    walk_through_ring_changes(&[
+        "--replicas",
+        "1",
+        "--read-quorum",
+        "1",
+        "--write-quorum",
+        "1",
+    ]);
 }
 
 #[test]
@@ -257,8 +276,14 @@ fn get_fetch_streams_the_whole_store_in_exact_chunks() {
         head.push(line.trim_end().to_ascii_lowercase());
     }
     assert_eq!(head[0], "http/1.1 200 ok");
-    assert!(head.contains(&"transfer-encoding: chunked".to_string()), "{head:?}");
-    assert!(!head.iter().any(|h| h.starts_with("content-length")), "{head:?}");
+    assert!(
+        head.contains(&"transfer-encoding: chunked".to_string()),
+        "{head:?}"
+    );
+    assert!(
+        !head.iter().any(|h| h.starts_with("content-length")),
+        "{head:?}"
+    );
     let chunks = read_chunks(&mut conn);
     // One chunk per native page of 1,000 keys (fewer when a page is empty).
     assert!(chunks.len() >= 2, "{} chunks", chunks.len());

@@ -8,7 +8,7 @@
 //! walk needs no ring and survives nodes joining and leaving between pages:
 //! every key that exists for the whole walk is listed exactly once. A page
 //! answered `STALE` (the nodes disagree on the ring for a moment) is asked
-//! again after [`RETRY_PAUSE`], for up to [`RETRY_FOR`]. Keys written or
+//! again after `RETRY_PAUSE`, for up to `RETRY_FOR`. Keys written or
 //! deleted during the walk may or may not be listed; one replica answers each
 //! page, so a write it has not received yet is missed. A prefix is filtered
 //! here: the whole cluster is still read.
@@ -54,7 +54,7 @@ impl Client {
     }
 
     /// The page of up to `count` records at `cursor`, asking again while it is
-    /// answered `STALE` (for up to [`RETRY_FOR`]).
+    /// answered `STALE` (for up to ten seconds).
     pub fn scan_at(&mut self, cursor: u64, count: usize) -> Result<Page> {
         let since = Instant::now();
         loop {

@@ -18,6 +18,8 @@
 //!   other.
 //! - `POST /fetch`: one `GET` per key; the pairs found, in request order.
 //! - `POST /query`: one `EXISTS` per key; `true` or `false` per key.
+//! - `GET /fetch`: the cluster's pairs through native SCANs, streamed chunked
+//!   a page per drained connection, or one page with `limit` (see `scan`).
 //! - `GET /metrics`: Prometheus text (see [`metrics`]), from the node's facts.
 //!
 //! When a read of `/fetch` or `/query` fails (no read quorum, a timeout), the

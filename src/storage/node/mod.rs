@@ -45,8 +45,9 @@
 //!   inputs, the native requests its requests become, `/metrics` facts.
 //! - `client_auth` (`ClientAuth`): the optional client password; a client
 //!   connection that has not proven it may only PING and AUTH.
-//! - `scan`: SCAN, one token range's keys a page at a time, served at the
-//!   range's lead replica.
+//! - `scan`: SCAN, the cluster's keys by (ring hash, key) a page at a time
+//!   from a cursor that is a point of the hash space, served by a replica
+//!   holding the cursor's range.
 //!
 //! - `mesh` (`Mesh`): one link to every other node, and the messages in flight
 //!   on them.
