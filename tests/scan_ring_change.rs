@@ -6,7 +6,8 @@
 //! Every key must come back exactly once from each walker, with N = 1 (where
 //! each key lives on one node, so a range that moves is felt at once) and
 //! with N = 3. Then `GET /fetch` without `limit`: the whole store as one
-//! chunked body, framing checked byte by byte, every key once.
+//! chunked body, framing checked byte by byte, every key once; and a client
+//! that stops reading a stream stops the node fetching pages for it.
 
 mod common;
 
@@ -27,14 +28,19 @@ fn key(i: usize) -> String {
     format!("key:{i:05}")
 }
 
-/// Writes every key through `addr`, pipelined.
+/// Writes every key through `addr`, pipelined, with the value `v`.
 fn load(addr: &str) {
+    load_values(addr, b"v");
+}
+
+/// Writes every key through `addr`, pipelined, each with `value`.
+fn load_values(addr: &str, value: &[u8]) {
     let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
     for batch in (0..KEYS).collect::<Vec<_>>().chunks(500) {
         for &i in batch {
             let k = key(i);
             let klen = k.len().to_string();
-            conn.queue(op::PUT, 0, &[klen.as_bytes(), b" ", k.as_bytes(), b"v"]);
+            conn.queue(op::PUT, 0, &[klen.as_bytes(), b" ", k.as_bytes(), value]);
         }
         conn.flush().unwrap();
         for &i in batch {
@@ -303,4 +309,72 @@ fn get_fetch_streams_the_whole_store_in_exact_chunks() {
     assert_eq!(r.json().as_array().unwrap().len(), 5);
     let next: u64 = r.header("x-next-cursor").unwrap().parse().unwrap();
     assert!(next > 0);
+}
+
+/// The native SCANs node `http` sent for its HTTP front (answered `ok`).
+fn scans_sent(http: &str) -> u64 {
+    let mut c = connect(http);
+    (c.get_mut())
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_reply(&mut c);
+    let line = "gtstore_node_http_key_requests_total{op=\"SCAN\",result=\"ok\"} ";
+    (r.body.lines())
+        .find_map(|l| l.strip_prefix(line))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_stream_the_client_does_not_read_stops_fetching_pages() {
+    // One node, one copy: a page is one of its 64 ranges (about 750 KB here),
+    // and the store (48 MB) is far larger than what the kernel's socket
+    // buffers and the reactor's low-water mark (1 MB) can hold together.
+    let single = [
+        "--replicas",
+        "1",
+        "--read-quorum",
+        "1",
+        "--write-quorum",
+        "1",
+    ];
+    let c = Cluster::start_full(1, &single, &["--http-port", "0"]);
+    let value = vec![b'x'; 16 << 10];
+    load_values(&c.nodes[0].addr, &value);
+    let http = http_addr(&c.nodes[0]);
+    let before = scans_sent(&http);
+    let mut conn = connect(&http);
+    (conn.get_mut())
+        .write_all(b"GET /fetch HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut status = String::new();
+    conn.read_line(&mut status).unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK\r\n");
+    // Not reading: the node must settle at a few pages, not walk the store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut still) = (u64::MAX, 0);
+    while still < 10 {
+        let n = scans_sent(&http) - before;
+        (last, still) = if n == last { (n, still + 1) } else { (n, 0) };
+        assert!(
+            Instant::now() < deadline,
+            "the node never stopped: {n} SCANs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        conn.read_line(&mut head).unwrap();
+    }
+    let body = read_chunks(&mut conn).concat();
+    let total = scans_sent(&http) - before;
+    println!("SCANs while the client did not read: {last} of {total}");
+    assert!(last * 2 < total, "{last} of {total} pages fetched unread");
+    let items: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut keys: Vec<&str> = (items.as_array().unwrap().iter())
+        .map(|i| i["key"]["data"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    let want: Vec<String> = (0..KEYS).map(key).collect();
+    assert_eq!(keys, want, "every key once");
 }
