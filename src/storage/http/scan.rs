@@ -270,3 +270,122 @@ impl HttpFront {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::node::scan::put_record;
+
+    fn value(next: u64, keys: &[&str]) -> Frame {
+        let mut p = format!("{next} ").into_bytes();
+        for k in keys {
+            put_record(&mut p, k.as_bytes(), b"v");
+        }
+        Frame::new(op::VALUE, 1, 0, p)
+    }
+
+    fn stale() -> Frame {
+        Frame::new(op::STALE, 1, 0, Bytes::from_static(b"7"))
+    }
+
+    fn ask(n: Next) -> Scan {
+        match n {
+            Next::Ask(s) => s,
+            _ => panic!("not an ask"),
+        }
+    }
+
+    fn done(n: Next) -> Response {
+        match n {
+            Next::Done(r) => r,
+            _ => panic!("not done"),
+        }
+    }
+
+    fn chunk(n: Next) -> (String, bool) {
+        match n {
+            Next::Chunk { data, last } => (String::from_utf8(data).unwrap(), last),
+            _ => panic!("not a chunk"),
+        }
+    }
+
+    fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+        (r.headers.iter())
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn queries_are_checked() {
+        let j = ScanJob::start(Some("limit=5&cursor=99"), 1 << 20).unwrap();
+        assert_eq!(j.ask(), Scan::walk(99, 5));
+        let j = ScanJob::start(None, 1 << 20).unwrap();
+        assert_eq!(j.ask(), Scan::walk(0, STREAM_PAGE));
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "cursor=-1",
+            "cursor=1.ab",
+            "x=1",
+        ] {
+            let r = ScanJob::start(Some(bad), 1 << 20).err().expect(bad);
+            assert_eq!(r.status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_page_asks_until_full_and_names_the_next_cursor() {
+        let mut j = ScanJob::start(Some("limit=3"), 1 << 20).unwrap();
+        assert_eq!(ask(j.reply(&value(50, &["a"]))), Scan::walk(50, 2));
+        let r = done(j.reply(&value(60, &["b", "c"])));
+        assert_eq!(header(&r, "X-Next-Cursor"), Some("60"));
+        assert_eq!(r.body.iter().filter(|&&b| b == b'{').count(), 3 * 3);
+        // The end of the walk: no cursor.
+        let mut j = ScanJob::start(Some("limit=3&cursor=60"), 1 << 20).unwrap();
+        let r = done(j.reply(&value(0, &["d"])));
+        assert_eq!(header(&r, "X-Next-Cursor"), None);
+        // STALE: the page so far, to resume at the same cursor.
+        let mut j = ScanJob::start(Some("limit=3&cursor=60"), 1 << 20).unwrap();
+        let r = done(j.reply(&stale()));
+        assert_eq!((r.status, header(&r, "X-Next-Cursor")), (200, Some("60")));
+        // A failed read: 503.
+        let mut j = ScanJob::start(Some("limit=3"), 1 << 20).unwrap();
+        let e = Frame::new(op::ERR, 1, 0, Bytes::from_static(b"UNAVAILABLE down"));
+        assert_eq!(done(j.reply(&e)).status, 503);
+    }
+
+    #[test]
+    fn a_stream_is_one_json_array_in_pieces_and_is_cut_after_it_started() {
+        let mut j = ScanJob::start(None, 1 << 20).unwrap();
+        // An empty first page sends nothing: the array opens with an item.
+        assert_eq!(ask(j.reply(&value(10, &[]))), Scan::walk(10, STREAM_PAGE));
+        assert_eq!(ask(j.reply(&stale())), Scan::walk(10, STREAM_PAGE));
+        let (first, last) = chunk(j.reply(&value(20, &["a", "b"])));
+        assert!(first.starts_with("[{") && first.ends_with('}') && !last);
+        assert_eq!(chunk(j.reply(&value(30, &[]))), (String::new(), false));
+        let (second, _) = chunk(j.reply(&value(40, &["c"])));
+        assert!(second.starts_with(",{"));
+        let (end, last) = chunk(j.reply(&value(0, &[])));
+        assert_eq!((end.as_str(), last), ("]", true));
+        let whole: serde_json::Value = serde_json::from_str(&(first + &second + &end)).unwrap();
+        assert_eq!(whole.as_array().unwrap().len(), 3);
+        // An empty store is one chunk, `[]`.
+        let mut j = ScanJob::start(None, 1 << 20).unwrap();
+        assert_eq!(chunk(j.reply(&value(0, &[]))), ("[]".to_string(), true));
+        // Failures: a 503 before the status line, a cut after it.
+        let mut j = ScanJob::start(None, 1 << 20).unwrap();
+        assert_eq!(done(j.reply(&Frame::new(op::VALUE, 1, 0, "x"))).status, 502);
+        let mut j = ScanJob::start(None, 1 << 20).unwrap();
+        chunk(j.reply(&value(5, &["a"])));
+        assert!(matches!(
+            j.reply(&Frame::new(op::VALUE, 1, 0, "x")),
+            Next::Cut
+        ));
+        let mut j = ScanJob::start(None, 1 << 20).unwrap();
+        for _ in 0..STALE_RETRIES {
+            ask(j.reply(&stale()));
+        }
+        assert_eq!(done(j.reply(&stale())).status, 503);
+    }
+}
