@@ -333,4 +333,69 @@ mod tests {
         assert_eq!(cursor_after(u64::MAX), 0);
         assert_eq!(cursor_after(10), 11);
     }
+
+    /// A node (id 3) of a ring where it owns hashes up to 2^63 and node 4 the
+    /// rest (N = 1), holding `keys` of its own.
+    fn node_with(keys: &[&str]) -> StorageNode {
+        use crate::storage::node::tests::{step, with_manager};
+        let (mut n, link) = with_manager();
+        let ring = format!(
+            "3\nepoch 7\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up {}\nnode 4 127.0.0.1:7002 up {}\n",
+            1u64 << 63,
+            u64::MAX
+        );
+        let frame = Frame::new(op::JOINED, 0, 0, ring);
+        step(&mut n, 2, Input::Frame { conn: link, frame });
+        for (i, k) in keys.iter().enumerate() {
+            n.engine.apply(k.as_bytes(), 1 + i as u64, Some(b"v"), None);
+        }
+        n
+    }
+
+    #[test]
+    fn pages_are_served_by_the_range_holder_and_end_between_hashes() {
+        use crate::storage::node::tests::{member, sent, step};
+        let mine: Vec<String> = (0..200)
+            .map(|i| format!("k{i}"))
+            .filter(|k| hash64(k.as_bytes()) <= 1 << 63)
+            .take(3)
+            .collect();
+        let mut by_hash = mine.clone();
+        by_hash.sort_by_key(|k| hash64(k.as_bytes()));
+        let mut n = node_with(&mine.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        let client = ConnId::new(5, 1);
+        let ask = |n: &mut StorageNode, conn: ConnId, hops: u32, cursor: u64, count: usize| {
+            let scan = Scan::walk(cursor, count).payload();
+            let frame = Frame::new(op::SCAN, 9, hops, scan);
+            step(n, 3, Input::Frame { conn, frame })
+        };
+        // Two of its three keys, in hash order; the next cursor is the third's hash.
+        let s = sent(&ask(&mut n, client, 0, 0, 2));
+        let (records, next) = parse_reply(&Bytes::from(s[0].2.clone())).unwrap();
+        let keys: Vec<&[u8]> = records.iter().map(|r| &r.0[..]).collect();
+        let want: Vec<&[u8]> = by_hash[..2].iter().map(|k| k.as_bytes()).collect();
+        assert_eq!((s[0].1, keys), (op::VALUE, want));
+        assert_eq!(next, hash64(by_hash[2].as_bytes()));
+        // The rest: the page ends at the end of its range, 2^63.
+        let s = sent(&ask(&mut n, client, 0, next, 10));
+        let (records, next) = parse_reply(&Bytes::from(s[0].2.clone())).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(next, (1 << 63) + 1);
+        // Node 4's range: forwarded there, not answered from here.
+        let out = ask(&mut n, client, 0, next, 10);
+        assert!(sent(&out).iter().all(|s| s.0 != client), "{out:?}");
+        // A peer's SCAN for its own range is served; one that went round too
+        // often is answered STALE (the walker asks again).
+        let peer = member(&mut n, 6);
+        let s = sent(&ask(&mut n, peer, 1, 0, 10));
+        assert_eq!(s[0].1, op::VALUE);
+        let s = sent(&ask(&mut n, peer, MAX_HOPS, next, 10));
+        assert_eq!((s[0].0, s[0].1, &s[0].2[..]), (peer, op::STALE, &b"7"[..]));
+        // A bad payload is refused (on another connection: replies to
+        // `client` wait behind the forward, in order).
+        let other = ConnId::new(7, 1);
+        let frame = Frame::new(op::SCAN, 9, 0, &b"5 4 1"[..]);
+        let s = sent(&step(&mut n, 4, Input::Frame { conn: other, frame }));
+        assert_eq!(s[0].1, op::ERR);
+    }
 }
