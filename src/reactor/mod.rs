@@ -37,11 +37,9 @@
 //! forwarded to other nodes before the pause) is bounded by a hard limit,
 //! [`Config::output_limit`]: a client connection with more queued is dropped, as
 //! redis drops a client past its `client-output-buffer-limit`. Proven members
-//! (`Output::Trust`) have no hard limit. A service streaming a long reply
-//! produces it a piece at a time and asks for `Input::Drained` with
-//! `Output::WhenDrained` before the next piece: it comes once the connection's
-//! output is at or below [`Config::low_water`], so the stream never queues
-//! more than about one piece above that mark.
+//! (`Output::Trust`) have no hard limit. A service streaming a long reply asks
+//! with `Output::WhenDrained` after each piece and sends the next on
+//! `Input::Drained`, once the output is at or below [`Config::low_water`].
 //!
 //! Fairness: one connection gets at most [`Config::read_budget`] bytes read and
 //! [`Config::turn_output`] bytes of replies produced per turn before the others
@@ -409,9 +407,8 @@ impl Reactor {
                 }
             }
             Output::WhenDrained { conn } => {
-                let low = self.cfg.low_water;
                 if let Some(c) = conn_in(&mut self.entries, conn) {
-                    c.notify_drained = c.buf.output_len() > low;
+                    c.notify_drained = c.buf.output_len() > self.cfg.low_water;
                     if !c.notify_drained {
                         self.drained.push(conn);
                     }
