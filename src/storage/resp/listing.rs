@@ -12,7 +12,8 @@
 //! depend on the ring: a walk returns every key that exists for all of it
 //! exactly once even while nodes join and leave. When the nodes disagree on
 //! the ring for a moment (the native SCAN is answered `STALE`), the call
-//! answers the same cursor and no keys, and the client's next call retries.
+//! answers the same cursor and no keys, and the client's next call retries;
+//! at cursor 0, which would read as the end, it answers `-TRYAGAIN` instead.
 //! Keys written or deleted during a walk may or may not appear.
 //!
 //! KEYS asks every range of the node's ring at once, in parallel, for up to
@@ -140,8 +141,11 @@ impl Listing {
             _ => None,
         };
         let Some((records, next)) = parsed else {
-            if let Some(cursor) = self.scan.filter(|_| reply_op == op::STALE) {
+            if let Some(cursor) = self.scan.filter(|&c| c != 0 && reply_op == op::STALE) {
                 self.cursor = cursor;
+            } else if self.scan.is_some() && reply_op == op::STALE {
+                // Cursor 0 again would read as "done".
+                self.error = Some("TRYAGAIN the ring is changing; call SCAN 0 again");
             } else if reply_op == op::STALE {
                 self.error = Some("ERR the ring is changing; retry KEYS");
             } else {
@@ -245,6 +249,9 @@ mod tests {
         let (mut l, _) = scan(&args(&["SCAN", "77"])).unwrap();
         l.take(op::STALE, &Bytes::from_static(b"9"));
         assert_eq!(rendered(&l), "*2\r\n$2\r\n77\r\n*0\r\n");
+        let (mut l, _) = scan(&args(&["SCAN", "0"])).unwrap();
+        l.take(op::STALE, &Bytes::from_static(b"9"));
+        assert!(rendered(&l).starts_with("-TRYAGAIN "));
         let (mut l, _) = scan(&args(&["SCAN", "77"])).unwrap();
         l.take(op::VALUE, &Bytes::from_static(b"x"));
         assert!(rendered(&l).starts_with("-ERR a node sent a malformed"));
