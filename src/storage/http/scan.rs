@@ -33,7 +33,7 @@ use bytes::Bytes;
 /// Keys one native SCAN of a streamed `GET /fetch` asks for.
 pub const STREAM_PAGE: usize = 1_000;
 /// Native SCANs of a stream answered `STALE` in a row before it gives up.
-pub const STALE_RETRIES: u32 = 100;
+pub const STALE_RETRIES: u32 = 1_000;
 
 /// A `GET /fetch` in progress.
 pub(super) struct ScanJob {
