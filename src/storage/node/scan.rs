@@ -305,20 +305,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn any_bytes_parse_without_panicking() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let len = (seed % 24) as usize;
-            let alphabet = b"0123456789 x";
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| alphabet[((seed >> (i % 60)) % alphabet.len() as u64) as usize])
-                .collect();
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_without_panicking(
+            bytes in proptest::collection::vec(proptest::sample::select(b"0123456789 x\xff".to_vec()), 0..48),
+        ) {
             let _ = Scan::parse(&bytes);
             let _ = parse_reply(&Bytes::from(bytes));
+        }
+
+        #[test]
+        fn requests_and_replies_survive_encode_and_parse(
+            cursor: u64,
+            span: u64,
+            count in 1usize..=10_000,
+            next: u64,
+            records in proptest::collection::vec((proptest::collection::vec(0u8.., 1..8), proptest::collection::vec(0u8.., 0..8)), 0..5),
+        ) {
+            let s = Scan { cursor, end: cursor.saturating_add(span), count };
+            proptest::prop_assert_eq!(Scan::parse(&s.payload()).unwrap(), s);
+            let mut p = format!("{next} ").into_bytes();
+            for (k, v) in &records {
+                put_record(&mut p, k, v);
+            }
+            let (got, n) = parse_reply(&Bytes::from(p)).unwrap();
+            proptest::prop_assert_eq!(n, next);
+            let got: Vec<(Vec<u8>, Vec<u8>)> = got.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(got, records);
         }
     }
 
