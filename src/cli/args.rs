@@ -112,9 +112,10 @@ pub enum Command {
     },
     /// Print every key of the cluster that starts with PREFIX, one a line: as it is
     /// when it is printable ASCII not starting with `"`, else quoted with the
-    /// shell's escapes (`\n`, `\xHH`, ...). Walks the ring's ranges with the SCAN op
-    /// (the ranges from the manager's ring, so the manager must answer); a key is
-    /// listed once while no node joins or leaves during the walk.
+    /// shell's escapes (`\n`, `\xHH`, ...). Walks the cluster with the SCAN op, in
+    /// pages, in the order of the keys' ring hashes: every key that exists for the
+    /// whole walk is listed exactly once, even while nodes join or leave; keys
+    /// written or deleted during it may or may not be.
     Scan {
         /// Only keys that start with these bytes [default: every key].
         prefix: Option<OsString>,

@@ -323,9 +323,8 @@ impl Session {
         let result = match req {
             Request::Scan { prefix } => {
                 let mut keys = Vec::new();
-                let (manager, timeout) = (&self.target.manager, self.target.timeout);
                 client
-                    .scan_keys(manager, timeout, prefix, |k| {
+                    .scan_keys(prefix, |k| {
                         keys.push(Bytes::copy_from_slice(k));
                         Ok(())
                     })

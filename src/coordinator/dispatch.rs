@@ -182,7 +182,10 @@ impl Service for Manager {
                 log::info!("{sig:?}: shutting down");
                 out.push(Output::Stop);
             }
-            Input::Timer { .. } | Input::Connected { .. } | Input::ConnectFailed { .. } => {}
+            Input::Timer { .. }
+            | Input::Connected { .. }
+            | Input::ConnectFailed { .. }
+            | Input::Drained { .. } => {}
         }
         self.maybe_settle();
         self.push_ring(out);

@@ -18,8 +18,8 @@ pub const CREATE: u8 = 15;
 pub const UPDATE: u8 = 16;
 /// Add a signed delta to a decimal counter.
 pub const INCR: u8 = 17;
-/// List the live keys and values of one token range, in key order, after a key:
-/// `LO SP HI SP COUNT SP AFTER` (see docs/protocol.md, "SCAN").
+/// List the live keys and values by (ring hash, key) from a cursor, a page at a
+/// time: `CURSOR SP END SP COUNT` (see docs/protocol.md, "SCAN").
 pub const SCAN: u8 = 18;
 
 /// Reply to PING.

@@ -37,7 +37,9 @@
 //! forwarded to other nodes before the pause) is bounded by a hard limit,
 //! [`Config::output_limit`]: a client connection with more queued is dropped, as
 //! redis drops a client past its `client-output-buffer-limit`. Proven members
-//! (`Output::Trust`) have no hard limit.
+//! (`Output::Trust`) have no hard limit. A service streaming a long reply asks
+//! with `Output::WhenDrained` after each piece and sends the next on
+//! `Input::Drained`, once the output is at or below [`Config::low_water`].
 //!
 //! Fairness: one connection gets at most [`Config::read_budget`] bytes read and
 //! [`Config::turn_output`] bytes of replies produced per turn before the others
@@ -88,6 +90,8 @@ struct Conn {
     phase: Phase,
     buf: ConnBuf,
     writable_registered: bool,
+    /// The service asked for `Input::Drained` (`Output::WhenDrained`).
+    notify_drained: bool,
 }
 
 enum Entry {
@@ -118,6 +122,8 @@ pub struct Reactor {
     deferred: VecDeque<Input>,
     dirty: Vec<ConnId>,
     pending: Vec<ConnId>,
+    /// Connections whose output drained as their service asked: told next turn.
+    drained: Vec<ConnId>,
     draining: Vec<ConnId>,
     to_remove: Vec<ConnId>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -144,6 +150,7 @@ impl Reactor {
             deferred: VecDeque::new(),
             dirty: Vec::new(),
             pending: Vec::new(),
+            drained: Vec::new(),
             draining: Vec::new(),
             to_remove: Vec::new(),
             signals: None,
@@ -203,7 +210,8 @@ impl Reactor {
             if self.stopping && self.dirty.is_empty() {
                 return Ok(());
             }
-            let timeout = if !self.pending.is_empty() || !self.dirty.is_empty() {
+            let busy = !self.pending.is_empty() || !self.dirty.is_empty();
+            let timeout = if busy || !self.drained.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 let t = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -258,6 +266,11 @@ impl Reactor {
                 }
                 self.timers.pop();
                 self.deliver(svc, Input::Timer { id });
+            }
+            for id in std::mem::take(&mut self.drained) {
+                if self.conn(id).is_some() {
+                    self.deliver(svc, Input::Drained { conn: id });
+                }
             }
             self.turn_end(svc);
             for id in std::mem::take(&mut self.dirty) {
@@ -393,6 +406,14 @@ impl Reactor {
                     c.buf.unread(data);
                 }
             }
+            Output::WhenDrained { conn } => {
+                if let Some(c) = conn_in(&mut self.entries, conn) {
+                    c.notify_drained = c.buf.output_len() > self.cfg.low_water;
+                    if !c.notify_drained {
+                        self.drained.push(conn);
+                    }
+                }
+            }
             Output::Yield { conn } => {
                 if let Some(c) = self.conn_mut(conn) {
                     c.buf.set_yield();
@@ -468,6 +489,7 @@ impl Reactor {
             phase,
             buf: ConnBuf::new(max_payload, marks),
             writable_registered: false,
+            notify_drained: false,
         }
     }
 
@@ -754,6 +776,10 @@ impl Reactor {
             // Cap reached without blocking: continue next turn.
             self.dirty.push(id);
         }
+        if c.notify_drained && c.buf.output_len() <= self.cfg.low_water {
+            c.notify_drained = false;
+            self.drained.push(id);
+        }
         if resumed {
             self.mark_pending(id);
         }
@@ -911,5 +937,68 @@ mod tests {
         other.read_exact(&mut bye).unwrap();
         assert_eq!(&bye, b"bye");
         assert!(server.join().unwrap() >= 1, "the service was told");
+    }
+
+    /// Streams `left` pieces of 256 KiB to a raw connection that sends a
+    /// line, each after the last drained; counts the `Drained` it was told.
+    struct Stream {
+        left: usize,
+        drained: usize,
+    }
+
+    impl Stream {
+        fn piece(&mut self, conn: ConnId, out: &mut Vec<Output>) {
+            self.left -= 1;
+            let bytes = Bytes::from(vec![b'a' + (self.left % 26) as u8; 256 << 10]);
+            out.push(Output::SendBytes { conn, bytes });
+            if self.left == 0 {
+                out.push(Output::Stop);
+            } else {
+                out.push(Output::WhenDrained { conn });
+            }
+        }
+    }
+
+    impl Service for Stream {
+        fn step(&mut self, _now: Millis, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Accepted { conn, .. } => out.push(Output::Raw { conn }),
+                Input::Data { conn, .. } => self.piece(conn, out),
+                Input::Drained { conn } => {
+                    self.drained += 1;
+                    self.piece(conn, out);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_goes_on_each_time_its_output_drains() {
+        let cfg = Config {
+            high_water: 64 << 10,
+            low_water: 16 << 10,
+            ..Config::default()
+        };
+        let mut reactor = Reactor::new(cfg).unwrap();
+        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut svc = Stream {
+                left: 20,
+                drained: 0,
+            };
+            reactor.run(&mut svc).unwrap();
+            svc.drained
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"go\n").unwrap();
+        let mut got = vec![0u8; 20 * (256 << 10)];
+        s.read_exact(&mut got).unwrap();
+        for (i, piece) in got.chunks(256 << 10).enumerate() {
+            let want = b'a' + ((19 - i) % 26) as u8;
+            assert!(piece.iter().all(|&b| b == want), "piece {i} in order");
+        }
+        assert_eq!(server.join().unwrap(), 19, "one Drained per piece asked");
     }
 }

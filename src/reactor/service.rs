@@ -106,6 +106,12 @@ pub enum Input {
     },
     /// A signal arrived.
     Signal(Signal),
+    /// The connection's queued output drained below the low-water mark after
+    /// the service asked with `Output::WhenDrained` (once per ask).
+    Drained {
+        /// Which connection.
+        conn: ConnId,
+    },
 }
 
 /// What to do.
@@ -138,6 +144,13 @@ pub enum Output {
         conn: ConnId,
         /// The bytes not used, in order.
         data: BytesMut,
+    },
+    /// Deliver `Input::Drained { conn }` once the connection's queued output is
+    /// at or below the low-water mark (at once, on the next turn, if it is
+    /// already): a service streaming a long reply asks for more only then.
+    WhenDrained {
+        /// Which connection.
+        conn: ConnId,
     },
     /// Hand a connection no more input this turn: it is revisited on the next
     /// (a service whose replies for the turn are piling up where the reactor

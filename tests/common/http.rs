@@ -1,5 +1,5 @@
 //! HTTP for the tests: where a process serves it (its log line), and one
-//! `Content-Length` reply read off a keep-alive connection.
+//! reply (`Content-Length` or chunked) read off a keep-alive connection.
 
 use super::{Proc, TIMEOUT};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,7 +43,7 @@ impl Reply {
     }
 }
 
-/// Reads one `Content-Length` reply.
+/// Reads one reply, its body sized by `Content-Length` or chunked.
 pub fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
     let mut line = String::new();
     r.read_line(&mut line).expect("status line");
@@ -66,11 +66,40 @@ pub fn read_reply(r: &mut BufReader<TcpStream>) -> Reply {
         headers,
         body: String::new(),
     };
-    let len: usize = reply.header("content-length").unwrap().parse().unwrap();
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("body");
+    let body = if reply.header("transfer-encoding") == Some("chunked") {
+        read_chunks(r).concat()
+    } else {
+        let len: usize = reply.header("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).expect("body");
+        body
+    };
     reply.body = String::from_utf8(body).unwrap();
     reply
+}
+
+/// Reads a chunked body up to its last chunk, checking the framing exactly
+/// (`HEXLEN CRLF DATA CRLF` per chunk, `0 CRLF CRLF` at the end, no trailers);
+/// returns the chunks' data, one element per chunk.
+pub fn read_chunks(r: &mut BufReader<TcpStream>) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("chunk size line");
+        let size = line
+            .strip_suffix("\r\n")
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("bad chunk size line {line:?}"));
+        let len = usize::from_str_radix(size, 16).unwrap();
+        let mut data = vec![0; len + 2];
+        r.read_exact(&mut data).expect("chunk data");
+        assert_eq!(&data[len..], b"\r\n", "a chunk ends with CRLF");
+        if len == 0 {
+            return chunks;
+        }
+        data.truncate(len);
+        chunks.push(data);
+    }
 }
 
 /// A connection with the tests' read timeout.

@@ -269,6 +269,11 @@ enum Ev {
         life: u32,
         id: u64,
     },
+    Drained {
+        proc: ProcId,
+        life: u32,
+        conn: ConnId,
+    },
 }
 
 /// The world: processes, connections, the event queue and the clock.
@@ -553,6 +558,11 @@ impl World {
                     self.deliver(proc, Input::Timer { id });
                 }
             }
+            Ev::Drained { proc, life, conn } => {
+                if self.procs[proc].life == life {
+                    self.deliver(proc, Input::Drained { conn });
+                }
+            }
             Ev::Syn {
                 from,
                 life,
@@ -694,6 +704,18 @@ impl World {
             }
             // The simulator has no output buffers: nothing piles up.
             Output::Yield { .. } => {}
+            // Nor does output wait: it has drained at once.
+            Output::WhenDrained { conn } => {
+                let life = self.procs[p].life;
+                self.at(
+                    now,
+                    Ev::Drained {
+                        proc: p,
+                        life,
+                        conn,
+                    },
+                );
+            }
             Output::Unread { conn, data } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
                     let end = &mut self.conns.get_mut(&c).expect("listed").ends[e];
@@ -811,6 +833,7 @@ mod tests {
                 Input::Closed { conn } => format!("closed {conn}"),
                 Input::Timer { id } => format!("timer {id}"),
                 Input::Signal(s) => format!("signal {s:?}"),
+                Input::Drained { conn } => format!("drained {conn}"),
             };
             self.0.borrow_mut().push(line);
         }

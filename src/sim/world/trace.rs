@@ -73,6 +73,7 @@ impl World {
             Input::Closed { conn } => (8, idx(conn), 0),
             Input::Timer { id } => (9, *id, 0),
             Input::Signal(s) => (10, *s as u64, 0),
+            Input::Drained { conn } => (11, idx(conn), 0),
         };
         self.fingerprint = hash(self.fingerprint, &[self.now, p as u64, kind, a, b]);
         if let Some(t) = self.trace.as_mut() {

@@ -215,6 +215,7 @@ impl Stats {
                 let word = reply.payload.split(|&b| b == b' ').next().unwrap_or(&[]);
                 ErrorCode::from_word(word).map_or("error", ErrorCode::as_str)
             }
+            op::STALE => "stale",
             _ => "unexpected",
         };
         *self.keys.entry((op::name(op), result)).or_default() += 1;

@@ -19,6 +19,8 @@
 //!   other.
 //! - `POST /fetch`: one `GET` per key; the pairs found, in request order.
 //! - `POST /query`: one `EXISTS` per key; `true` or `false` per key.
+//! - `GET /fetch`: the cluster's pairs through native SCANs, streamed chunked
+//!   a page per drained connection, or one page with `limit` (see `scan`).
 //! - `GET /metrics`: Prometheus text (see [`metrics`]), from the node's facts.
 //!
 //! When a read of `/fetch` or `/query` fails (no read quorum, a timeout), the
@@ -251,15 +253,8 @@ impl HttpFront {
 
     /// Takes every whole request buffered on `conn` (while the pipeline has
     /// room, and no `GET /fetch` is in progress on it) at `now`: what the node
-    /// must do for them, in order. `bounds` are the end tokens of the ring's
-    /// ranges, for `GET /fetch`. Replies the front gives itself go to `out`.
-    pub fn serve(
-        &mut self,
-        now: Millis,
-        conn: ConnId,
-        bounds: &[u64],
-        out: &mut Vec<Output>,
-    ) -> Vec<Item> {
+    /// must do for them, in order. Replies the front gives itself go to `out`.
+    pub fn serve(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) -> Vec<Item> {
         let mut items = Vec::new();
         loop {
             let scanning = |c: &Conn| c.jobs.back().is_some_and(|j| j.kind == Kind::Scan);
@@ -284,7 +279,7 @@ impl HttpFront {
                 Err(reply) => self.reply(id, "other", &reply, out),
                 Ok(i) if ENDPOINTS[i].0 == "/metrics" => items.push(Item::Metrics(id)),
                 Ok(_) if req.method != "POST" && req.path == "/fetch" => {
-                    self.start_scan(now, id, req.query.as_deref(), bounds, &mut items, out)
+                    self.start_scan(now, id, req.query.as_deref(), &mut items, out)
                 }
                 Ok(i) => {
                     let kind = [Kind::Set, Kind::Fetch, Kind::Query][i];
@@ -361,11 +356,10 @@ impl HttpFront {
         now: Millis,
         id: RequestId,
         query: Option<&str>,
-        bounds: &[u64],
         items: &mut Vec<Item>,
         out: &mut Vec<Output>,
     ) {
-        let job = match scan::ScanJob::start(query, bounds, self.max_reply) {
+        let job = match scan::ScanJob::start(query, self.max_reply) {
             Ok(j) => j,
             Err(reply) => return self.reply(id, "/fetch", &reply, out),
         };
@@ -494,27 +488,8 @@ impl HttpFront {
         }
         c.expect_tag += 1;
         let job = c.jobs.front_mut().expect("checked");
-        if let Some(page) = job.scan.as_mut() {
-            self.stats.key_result(op::SCAN, &frame);
-            let next = match frame.op {
-                op::VALUE => page.reply(&frame.payload),
-                _ => scan::Next::Done(read_failed(&frame)),
-            };
-            match next {
-                scan::Next::Ask(s) => {
-                    let frame = Frame::new(op::SCAN, c.next_tag, 0, s.payload());
-                    c.next_tag += 1;
-                    self.requests.push((conn, frame));
-                }
-                scan::Next::Done(reply) => {
-                    let job = c.jobs.pop_front().expect("checked");
-                    self.resume.push(conn);
-                    self.stats
-                        .latency(op::SCAN, now.saturating_sub(job.started));
-                    self.reply(job.id, "/fetch", &reply, out);
-                }
-            }
-            return;
+        if job.scan.is_some() {
+            return self.scan_reply(now, conn, frame, out);
         }
         let i = job.done;
         job.done += 1;

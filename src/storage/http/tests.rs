@@ -75,7 +75,7 @@ fn a_set_becomes_one_put_per_pair_and_its_reply_counts_them() {
     let body = r#"[{"key":{"encoding":"string","data":"a"},"value":{"encoding":"string","data":"1"}},
                    {"key":{"encoding":"binary","data":"/w=="},"value":{"encoding":"string","data":"22"}}]"#;
     f.data(CONN, req("PUT", "/set", body));
-    let fs = frames(f.serve(0, CONN, &[], &mut out));
+    let fs = frames(f.serve(0, CONN, &mut out));
     assert_eq!(fs.len(), 2);
     assert_eq!((fs[0].op, fs[0].client_id), (op::PUT, 1));
     assert_eq!(&fs[0].payload[..], b"1 a1");
@@ -104,7 +104,7 @@ fn a_reply_out_of_order_is_a_500_and_a_close() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":"k"}]"#),
     );
-    assert_eq!(frames(f.serve(0, CONN, &[], &mut out)).len(), 1);
+    assert_eq!(frames(f.serve(0, CONN, &mut out)).len(), 1);
     reply(&mut f, 0, (9, op::VALUE, b"v"), &mut out);
     assert!(sent(&out).starts_with("HTTP/1.1 500 "), "{}", sent(&out));
     assert!(out
@@ -120,7 +120,7 @@ fn empty_and_bad_keys_are_answered_without_the_node() {
         CONN,
         req("POST", "/fetch", r#"[{"encoding":"string","data":""}]"#),
     );
-    assert!(f.serve(0, CONN, &[], &mut out).is_empty());
+    assert!(f.serve(0, CONN, &mut out).is_empty());
     let text = sent(&out);
     assert!(text.contains("\r\n\r\n[]HTTP/1.1 400 "), "{text}");
     assert!(text.contains(r#""kind":"bad_key""#), "{text}");
@@ -133,7 +133,7 @@ fn a_connection_is_read_again_only_once_the_node_and_the_front_release_it() {
     for _ in 0..Limits::default().max_pipeline + 1 {
         f.data(CONN, one.clone());
     }
-    let n = frames(f.serve(0, CONN, &[], &mut out)).len();
+    let n = frames(f.serve(0, CONN, &mut out)).len();
     assert_eq!(n, Limits::default().max_pipeline, "one request waits");
     assert_eq!(holds(&out), vec![true], "the front holds");
     out.clear();
@@ -151,7 +151,7 @@ fn a_connection_is_read_again_only_once_the_node_and_the_front_release_it() {
         "served again: a request waits in the buffer"
     );
     assert_eq!(holds(&out), Vec::<bool>::new());
-    assert_eq!(frames(f.serve(0, CONN, &[], &mut out)).len(), 1);
+    assert_eq!(frames(f.serve(0, CONN, &mut out)).len(), 1);
     out.clear();
     f.deliver(0, CONN, Event::Hold(false), &mut out);
     assert_eq!(holds(&out), vec![false]);

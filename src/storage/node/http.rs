@@ -50,6 +50,10 @@ impl StorageNode {
                 }
                 return None;
             }
+            Input::Drained { conn } if h.has(*conn) => {
+                h.drained(*conn);
+                return None;
+            }
             Input::Closed { conn } => {
                 h.stats.closed(*conn);
                 h.closed(*conn);
@@ -62,7 +66,7 @@ impl StorageNode {
     /// Serves every whole request buffered on HTTP connection `conn`.
     pub(super) fn serve_http(&mut self, now: Millis, conn: ConnId, out: &mut Vec<Output>) {
         let Some(h) = self.http.as_mut() else { return };
-        for item in h.serve(now, conn, self.serving_pref.bounds(), out) {
+        for item in h.serve(now, conn, out) {
             match item {
                 HttpItem::Request(frame) => self.submit(now, conn, frame, out),
                 HttpItem::Metrics(id) => {

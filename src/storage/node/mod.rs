@@ -50,8 +50,9 @@
 //!   writes a native frame on a front's connection.
 //! - `client_auth` (`ClientAuth`): the optional client password; a client
 //!   connection that has not proven it may only PING and AUTH.
-//! - `scan`: SCAN, one token range's keys a page at a time, served at the
-//!   range's lead replica.
+//! - `scan`: SCAN, the cluster's keys by (ring hash, key) a page at a time
+//!   from a cursor that is a point of the hash space, served by a replica
+//!   holding the cursor's range.
 //! - `batch`: MGET and MSET, each key served as its own request, the results
 //!   collected into one reply.
 //!
@@ -492,6 +493,8 @@ impl StorageNode {
             Input::Data { conn, .. } => out.push(Output::Close { conn }),
             Input::Closed { conn } => self.on_closed(now, conn, out),
             Input::Signal(sig) => self.on_signal(now, sig, out),
+            // Only the HTTP front asks to hear of drained output.
+            Input::Drained { .. } => {}
         }
     }
 

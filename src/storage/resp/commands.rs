@@ -247,7 +247,7 @@ impl RespSession {
                 self.native(Shape::Writes, frames, items)
             }
             "scan" => {
-                let (l, ask) = super::listing::scan(args, &self.ring, &self.cursors)?;
+                let (l, ask) = super::listing::scan(args)?;
                 let shape = Shape::List(Box::new(l));
                 self.native(shape, once((op::SCAN, ask.payload())), items)
             }

@@ -1,96 +1,67 @@
 //! `SCAN cursor [MATCH pattern] [COUNT n]` and `KEYS pattern`: the cluster's
 //! keys, through the native SCAN op (see `storage::node::scan`), which lists
-//! one token range of the ring after a key, served by the range's lead
-//! replica. Both walk the ranges in the order [`Scan::of_range`] gives.
+//! the keys in the order of (ring hash, key) from a cursor that is a point of
+//! the hash space, served by a replica that holds the cursor's range.
 //!
-//! SCAN sends one native SCAN per call, for the range at the cursor, asking
-//! for `COUNT` keys; MATCH filters what comes back, so a call may return fewer
-//! keys than `COUNT`, even none, as Redis's may. The cursor is a decimal
-//! number, as Redis clients expect (`redis-cli --scan` parses it as one): `0`
-//! starts and ends a walk; `1` up to 2^32 - 1 is "the start of range `I`";
-//! a larger one names a place inside a range (a range and the last key
-//! listed), kept by the connection: the last [`CURSORS_KEPT`] such places
-//! are kept, and an older or foreign one is an error. While the ring does not
-//! change, a walk returns every key that exists for all of it exactly once; a
-//! ring change during a walk may miss or repeat keys (the ranges move), and
-//! a cursor past the new ring's ranges is an error.
+//! SCAN sends one native SCAN per call, at the cursor, asking for `COUNT`
+//! keys; MATCH filters what comes back, so a call may return fewer keys than
+//! `COUNT`, even none, as Redis's may. The cursor is the native one, a decimal
+//! `u64` as Redis clients expect (`redis-cli --scan` parses it as a number):
+//! `0` starts and ends a walk, any other value is the hash the walk resumes
+//! at, so a cursor is valid on any connection and any node, and it does not
+//! depend on the ring: a walk returns every key that exists for all of it
+//! exactly once even while nodes join and leave. When the nodes disagree on
+//! the ring for a moment (the native SCAN is answered `STALE`), the call
+//! answers the same cursor and no keys, and the client's next call retries;
+//! at cursor 0, which would read as the end, it answers `-TRYAGAIN` instead.
+//! Keys written or deleted during a walk may or may not appear.
 //!
-//! KEYS asks every range at once, in parallel, for up to [`KEYS_MAX`] keys
-//! each; when the cluster holds more than [`KEYS_MAX`] keys it answers an
-//! error naming the bound (use SCAN), else the keys that match, range by
-//! range. Caveat: the native SCAN replies carry the values too, so a KEYS on
-//! a large cluster briefly holds up to one bounded reply per range.
+//! KEYS asks every range of the node's ring at once, in parallel, for up to
+//! [`KEYS_MAX`] keys each (the range wrapping past the top as two pieces);
+//! when the cluster holds more than [`KEYS_MAX`] keys it answers an error
+//! naming the bound (use SCAN), else the keys that match, in hash order. A
+//! range that another node's ring cuts short (a ring change under way) makes
+//! it answer an error asking to retry. Caveat: the native SCAN replies carry
+//! the values too, so a KEYS on a large cluster briefly holds up to one
+//! bounded reply per range.
 
 use super::pattern::Pattern;
 use super::session::err_reply;
-use crate::protocol::resp;
-use crate::storage::node::scan::{parse_reply, Scan};
+use crate::protocol::{op, resp};
+use crate::storage::node::scan::{cursor_after, parse_reply, Scan};
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
 
 /// Keys a SCAN call asks for when it names no `COUNT` (Redis's default).
 pub const DEFAULT_COUNT: usize = 10;
 /// Most keys the cluster may hold for KEYS to answer.
 pub const KEYS_MAX: usize = 10_000;
-/// Places inside a range (cursors above 2^32) a connection keeps.
-pub const CURSORS_KEPT: usize = 64;
-/// The first cursor that names a kept place rather than a range's start.
-const PLACE_BASE: u64 = 1 << 32;
 
-/// The places inside ranges handed out as cursors on one connection.
-#[derive(Debug, Default)]
-pub(super) struct Cursors {
-    issued: u64,
-    kept: VecDeque<(u64, usize, Bytes)>,
-}
-
-impl Cursors {
-    /// A cursor for "range `range`, after key `after`".
-    fn place(&mut self, range: usize, after: Bytes) -> u64 {
-        let id = PLACE_BASE + self.issued;
-        self.issued += 1;
-        self.kept.push_back((id, range, after));
-        if self.kept.len() > CURSORS_KEPT {
-            self.kept.pop_front();
-        }
-        id
-    }
-
-    /// The range and key after which cursor `c` resumes.
-    fn find(&self, c: u64) -> Option<(usize, Bytes)> {
-        if c < PLACE_BASE {
-            return Some((c as usize, Bytes::new()));
-        }
-        let (_, range, after) = self.kept.iter().find(|(id, _, _)| *id == c)?;
-        Some((*range, after.clone()))
-    }
-}
+/// The error of a KEYS over its bound.
+const KEYS_TOO_MANY: &str =
+    "ERR KEYS answers only while the cluster holds at most 10000 keys; use SCAN";
 
 /// A SCAN or KEYS waiting for its native replies.
 #[derive(Debug)]
 pub(super) struct Listing {
-    /// The range a SCAN lists; `None` for KEYS.
-    range: Option<usize>,
-    /// The ranges of the ring when the command came.
-    ranges: usize,
+    /// A SCAN's cursor (answered again after `STALE`); `None` for KEYS.
+    scan: Option<u64>,
+    /// KEYS: the pieces of the hash space asked, by their first hash, with
+    /// their last, and the keys each answered (kept apart to answer in order).
+    pieces: Vec<(u64, u64, Vec<Bytes>)>,
     pattern: Pattern,
     keys: Vec<Bytes>,
     /// Keys seen (KEYS: before filtering, for the bound).
     seen: usize,
     /// A KEYS over its bound, or a malformed reply: the error to answer.
     error: Option<&'static str>,
-    /// Where a SCAN that stopped inside its range resumes.
-    resume: Option<(usize, Bytes)>,
     /// The cursor a SCAN answers.
     cursor: u64,
+    /// KEYS: replies taken, in the order the pieces were asked.
+    taken: usize,
 }
 
 /// A SCAN command's listing and its one native request, or Redis's error.
-pub(super) fn scan(
-    args: &[Bytes],
-    bounds: &[u64],
-    cursors: &Cursors,
-) -> Result<(Listing, Scan), Bytes> {
+pub(super) fn scan(args: &[Bytes]) -> Result<(Listing, Scan), Bytes> {
     let cursor = std::str::from_utf8(&args[1])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -117,81 +88,101 @@ pub(super) fn scan(
             return Err(err_reply("ERR syntax error"));
         }
     }
-    let ranges = bounds.len().max(1);
-    let (range, after) = cursors.find(cursor).ok_or_else(|| {
-        err_reply(&format!(
-            "ERR invalid cursor: not one of the last {CURSORS_KEPT} this connection was given; start again at 0"
-        ))
-    })?;
-    if range >= ranges {
-        return Err(err_reply(
-            "ERR invalid cursor: past the ring's ranges (the ring changed); start again at 0",
-        ));
-    }
-    let listing = Listing::new(Some(range), ranges, pattern);
-    Ok((listing, Scan::of_range(bounds, range, after, count)))
+    let mut listing = Listing::new(pattern);
+    listing.scan = Some(cursor);
+    Ok((listing, Scan::walk(cursor, count)))
 }
 
-/// A KEYS command's listing and its native requests, one per range.
+/// A KEYS command's listing and its native requests, one per range of the
+/// ring whose ranges end at `bounds` (the wrapping range as two pieces).
 pub(super) fn keys(pattern: &[u8], bounds: &[u64]) -> (Listing, Vec<Scan>) {
-    let ranges = bounds.len().max(1);
-    let asks = (0..ranges)
-        .map(|r| Scan::of_range(bounds, r, Bytes::new(), KEYS_MAX))
+    let mut pieces = Vec::new();
+    let mut first = 0u64;
+    for &b in bounds {
+        pieces.push((first, b, Vec::new()));
+        first = cursor_after(b);
+    }
+    if first != 0 || bounds.is_empty() {
+        pieces.push((first, u64::MAX, Vec::new()));
+    }
+    let asks = (pieces.iter())
+        .map(|&(cursor, end, _)| Scan {
+            cursor,
+            end,
+            count: KEYS_MAX,
+        })
         .collect();
-    (Listing::new(None, ranges, Pattern::new(pattern)), asks)
+    let mut listing = Listing::new(Pattern::new(pattern));
+    listing.pieces = pieces;
+    (listing, asks)
 }
 
 impl Listing {
-    fn new(range: Option<usize>, ranges: usize, pattern: Pattern) -> Listing {
+    fn new(pattern: Pattern) -> Listing {
         Listing {
-            range,
-            ranges,
+            scan: None,
+            pieces: Vec::new(),
             pattern,
             keys: Vec::new(),
             seen: 0,
             error: None,
-            resume: None,
             cursor: 0,
+            taken: 0,
         }
     }
 
-    /// Takes one native SCAN reply's payload; returns the bytes of keys kept.
-    pub(super) fn take(&mut self, payload: &Bytes) -> usize {
-        let Some((records, more)) = parse_reply(payload) else {
+    /// Takes one native SCAN reply (`VALUE` or `STALE`); returns the bytes of
+    /// keys kept.
+    pub(super) fn take(&mut self, reply_op: u8, payload: &Bytes) -> usize {
+        let piece = self.taken;
+        self.taken += 1;
+        let parsed = match reply_op {
+            op::VALUE => parse_reply(payload),
+            _ => None,
+        };
+        let Some((records, next)) = parsed else {
+            if let Some(cursor) = self.scan.filter(|&c| c != 0 && reply_op == op::STALE) {
+                self.cursor = cursor;
+            } else if self.scan.is_some() && reply_op == op::STALE {
+                // Cursor 0 again would read as "done".
+                self.error = Some("TRYAGAIN the ring is changing; call SCAN 0 again");
+            } else if reply_op == op::STALE {
+                self.error = Some("ERR the ring is changing; retry KEYS");
+            } else {
+                self.error = Some("ERR a node sent a malformed SCAN reply");
+            }
+            return 0;
+        };
+        self.seen += records.len();
+        let mut bytes = 0;
+        let mut kept = Vec::new();
+        for (k, _) in records {
+            if self.pattern.matches(&k) {
+                bytes += k.len();
+                kept.push(k);
+            }
+        }
+        if self.scan.is_some() {
+            self.cursor = next;
+            self.keys = kept;
+            return bytes;
+        }
+        let Some((_, end, keys)) = self.pieces.get_mut(piece) else {
             self.error = Some("ERR a node sent a malformed SCAN reply");
             return 0;
         };
-        let last = records.last().map(|(k, _)| k.clone());
-        let mut bytes = 0;
-        self.seen += records.len();
-        for (k, _) in records {
-            if self.error.is_none() && self.pattern.matches(&k) {
-                bytes += k.len();
-                self.keys.push(k);
-            }
-        }
-        match self.range {
-            None if more || self.seen > KEYS_MAX => {
-                self.error = Some(
-                    "ERR KEYS answers only while the cluster holds at most 10000 keys; use SCAN",
-                );
-                self.keys = Vec::new();
-            }
-            None => {}
-            Some(r) => match last.filter(|_| more) {
-                Some(after) => self.resume = Some((r, after)),
-                None if r + 1 < self.ranges => self.cursor = r as u64 + 1,
-                None => self.cursor = 0,
-            },
+        *keys = kept;
+        if next != cursor_after(*end) {
+            // The piece was cut short: too many keys, or a node's ring cut it.
+            self.error.get_or_insert(if self.seen >= KEYS_MAX {
+                KEYS_TOO_MANY
+            } else {
+                "ERR the ring is changing; retry KEYS"
+            });
+        } else if self.seen > KEYS_MAX {
+            self.error = Some(KEYS_TOO_MANY);
         }
         bytes
-    }
-
-    /// Turns a place to resume at into a cursor the connection keeps.
-    pub(super) fn settle(&mut self, cursors: &mut Cursors) {
-        if let Some((range, after)) = self.resume.take() {
-            self.cursor = cursors.place(range, after);
-        }
     }
 
     /// Appends the RESP reply.
@@ -199,12 +190,18 @@ impl Listing {
         if let Some(e) = self.error {
             return resp::error(out, e.as_bytes());
         }
-        if self.range.is_some() {
+        if self.scan.is_some() {
             resp::array(out, 2);
             resp::bulk(out, self.cursor.to_string().as_bytes());
+            resp::array(out, self.keys.len());
+            for k in &self.keys {
+                resp::bulk(out, k);
+            }
+            return;
         }
-        resp::array(out, self.keys.len());
-        for k in &self.keys {
+        let keys = self.pieces.iter().flat_map(|p| &p.2);
+        resp::array(out, keys.clone().count());
+        for k in keys {
             resp::bulk(out, k);
         }
     }
@@ -215,8 +212,8 @@ mod tests {
     use super::*;
     use crate::storage::node::scan::put_record;
 
-    fn reply(more: bool, keys: &[&str]) -> Bytes {
-        let mut p = vec![if more { b'1' } else { b'0' }];
+    fn reply(next: u64, keys: &[&str]) -> Bytes {
+        let mut p = format!("{next} ").into_bytes();
         for k in keys {
             put_record(&mut p, k.as_bytes(), b"v");
         }
@@ -236,55 +233,62 @@ mod tests {
     }
 
     #[test]
-    fn scan_cursors_walk_the_ranges() {
-        let bounds = [10, 20, 30];
-        let mut cursors = Cursors::default();
-        let (mut l, ask) = scan(&args(&["SCAN", "0", "COUNT", "2"]), &bounds, &cursors).unwrap();
-        assert_eq!((ask.lo, ask.hi, ask.count), (30, 10, 2));
-        l.take(&reply(true, &["a", "b"]));
-        l.settle(&mut cursors);
+    fn scan_cursors_are_hash_points() {
+        let (mut l, ask) = scan(&args(&["SCAN", "0", "COUNT", "2"])).unwrap();
+        assert_eq!(ask, Scan::walk(0, 2));
+        l.take(op::VALUE, &reply(12345, &["a", "b"]));
         assert_eq!(
             rendered(&l),
-            format!(
-                "*2\r\n${}\r\n{}\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n",
-                10, PLACE_BASE
-            )
+            "*2\r\n$5\r\n12345\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"
         );
-        let c = PLACE_BASE.to_string();
-        let (mut l, ask) = scan(&args(&["SCAN", &c, "MATCH", "c*"]), &bounds, &cursors).unwrap();
-        assert_eq!(
-            (ask.lo, ask.hi, &ask.after[..], ask.count),
-            (30, 10, &b"b"[..], 10)
-        );
-        l.take(&reply(false, &["c1", "d"]));
-        l.settle(&mut cursors);
-        assert_eq!(rendered(&l), "*2\r\n$1\r\n1\r\n*1\r\n$2\r\nc1\r\n");
-        let (mut l, ask) = scan(&args(&["SCAN", "2"]), &bounds, &cursors).unwrap();
-        assert_eq!((ask.lo, ask.hi), (20, 30));
-        l.take(&reply(false, &[]));
-        assert_eq!(rendered(&l), "*2\r\n$1\r\n0\r\n*0\r\n");
+        let (mut l, ask) = scan(&args(&["SCAN", "12345", "MATCH", "c*"])).unwrap();
+        assert_eq!(ask, Scan::walk(12345, DEFAULT_COUNT));
+        l.take(op::VALUE, &reply(0, &["c1", "d"]));
+        assert_eq!(rendered(&l), "*2\r\n$1\r\n0\r\n*1\r\n$2\r\nc1\r\n");
+        // STALE: the same cursor again, no keys.
+        let (mut l, _) = scan(&args(&["SCAN", "77"])).unwrap();
+        l.take(op::STALE, &Bytes::from_static(b"9"));
+        assert_eq!(rendered(&l), "*2\r\n$2\r\n77\r\n*0\r\n");
+        let (mut l, _) = scan(&args(&["SCAN", "0"])).unwrap();
+        l.take(op::STALE, &Bytes::from_static(b"9"));
+        assert!(rendered(&l).starts_with("-TRYAGAIN "));
+        let (mut l, _) = scan(&args(&["SCAN", "77"])).unwrap();
+        l.take(op::VALUE, &Bytes::from_static(b"x"));
+        assert!(rendered(&l).starts_with("-ERR a node sent a malformed"));
         for bad in [
             &["SCAN", "x"][..],
-            &["SCAN", "3"],
+            &["SCAN", "-1"],
+            &["SCAN", "18446744073709551616"],
             &["SCAN", "0", "COUNT", "0"],
             &["SCAN", "0", "MATCH"],
             &["SCAN", "0", "TYPE", "string"],
-            &["SCAN", "4294967297"],
         ] {
-            assert!(scan(&args(bad), &bounds, &cursors).is_err(), "{bad:?}");
+            assert!(scan(&args(bad)).is_err(), "{bad:?}");
         }
     }
 
     #[test]
-    fn keys_is_bounded() {
+    fn keys_asks_every_range_and_is_bounded() {
         let (mut l, asks) = keys(b"a*", &[]);
         assert_eq!(asks.len(), 1);
-        l.take(&reply(false, &["ab", "b", "a"]));
+        assert_eq!((asks[0].cursor, asks[0].end), (0, u64::MAX));
+        l.take(op::VALUE, &reply(0, &["ab", "b", "a"]));
         assert_eq!(rendered(&l), "*2\r\n$2\r\nab\r\n$1\r\na\r\n");
-        let (mut l, asks) = keys(b"*", &[1, 2]);
-        assert_eq!(asks.len(), 2);
-        l.take(&reply(true, &["x"]));
-        l.take(&reply(false, &["y"]));
+        let (mut l, asks) = keys(b"*", &[10, 20]);
+        let spans: Vec<(u64, u64)> = asks.iter().map(|a| (a.cursor, a.end)).collect();
+        assert_eq!(spans, [(0, 10), (11, 20), (21, u64::MAX)]);
+        l.take(op::VALUE, &reply(11, &["x"]));
+        l.take(op::VALUE, &reply(21, &["y"]));
+        l.take(op::VALUE, &reply(0, &[]));
+        assert_eq!(rendered(&l), "*2\r\n$1\r\nx\r\n$1\r\ny\r\n");
+        let (mut l, _) = keys(b"*", &[u64::MAX]);
+        assert_eq!(l.pieces.len(), 1);
+        l.take(op::VALUE, &reply(5, &["x"]));
+        assert!(rendered(&l).starts_with("-ERR the ring is changing"));
+        let (mut l, _) = keys(b"*", &[]);
+        let many: Vec<String> = (0..KEYS_MAX).map(|i| format!("k{i}")).collect();
+        let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        l.take(op::VALUE, &reply(99, &many));
         assert!(rendered(&l).starts_with("-ERR KEYS answers only"));
         assert!(rendered(&l).contains(&KEYS_MAX.to_string()));
     }

@@ -24,8 +24,9 @@
 //!   DECR, INCRBY, DECRBY (INCR with a delta), PING;
 //! - one request per key, aggregated into one reply: MGET (an array), MSET (`+OK`),
 //!   DEL and EXISTS (the count of keys that were there);
-//! - a walk of the ring's ranges with the native SCAN: SCAN (one range per call)
-//!   and KEYS (every range at once, bounded), see `listing`;
+//! - walks of the cluster with the native SCAN: SCAN (one page per call, the
+//!   cursor a point of the hash space) and KEYS (every range at once, bounded),
+//!   see `listing`;
 //! - answered from the node's own facts: DBSIZE (this node's key count, not the
 //!   cluster's), INFO, and CLIENT LIST (this node's RESP connections);
 //! - answered by the session alone: ECHO, COMMAND, CONFIG GET, CLIENT, HELLO,

@@ -2,7 +2,7 @@
 //! is rendered (see the parent module for the design).
 
 use super::client::{ClientState, ListFilter};
-use super::listing::{Cursors, Listing};
+use super::listing::Listing;
 use super::{Item, NodeFacts, HOLD_BYTES, HOLD_ENTRIES, REDIS_VERSION};
 use crate::protocol::resp::{self, Limits, Parser};
 use crate::protocol::{int, op, ErrorCode, Frame};
@@ -106,8 +106,8 @@ impl Pending {
             }
             return;
         }
-        if let (Shape::List(l), op::VALUE) = (&mut self.shape, f.op) {
-            self.bytes += l.take(&f.payload);
+        if let (Shape::List(l), op::VALUE | op::STALE) = (&mut self.shape, f.op) {
+            self.bytes += l.take(f.op, &f.payload);
             return;
         }
         let ok = match (&self.shape, f.op) {
@@ -261,8 +261,6 @@ pub struct RespSession {
     pub(super) touched: bool,
     /// The end tokens of the ring's ranges, as the node routes by (SCAN, KEYS).
     pub(super) ring: Arc<[u64]>,
-    /// The SCAN cursors handed out that name a place inside a range.
-    pub(super) cursors: Cursors,
 }
 
 impl RespSession {
@@ -286,7 +284,6 @@ impl RespSession {
             served: 0,
             touched: false,
             ring: Arc::from(Vec::new()),
-            cursors: Cursors::default(),
         }
     }
 
@@ -413,9 +410,6 @@ impl RespSession {
         if let Some(p) = self.queue.iter_mut().find(|p| p.left > 0) {
             let before = p.bytes;
             p.absorb(frame);
-            if let Shape::List(l) = &mut p.shape {
-                l.settle(&mut self.cursors);
-            }
             self.queued += p.bytes - before;
         }
         self.release();

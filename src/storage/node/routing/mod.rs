@@ -206,7 +206,7 @@ impl StorageNode {
 
     /// Forwards a key-value request to `owner`, which serves its key, unless
     /// `owner` is down or the request has been forwarded too often already.
-    fn forward_request(
+    pub(super) fn forward_request(
         &mut self,
         now: Millis,
         conn: ConnId,
@@ -235,7 +235,7 @@ impl StorageNode {
             conn,
             seq,
             client_id: f.client_id,
-            write: !matches!(f.op, op::GET | op::EXISTS),
+            write: !matches!(f.op, op::GET | op::EXISTS | op::SCAN),
         };
         let deadline = now + self.cfg.request_timeout_ms;
         if let Err(fwd) = self.mesh.forward(owner, f, token, hops + 1, deadline, out) {
