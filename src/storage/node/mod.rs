@@ -86,6 +86,8 @@ mod resp;
 mod routing;
 pub(crate) mod scan;
 #[cfg(test)]
+mod spare_tests;
+#[cfg(test)]
 mod tests;
 mod tombstones;
 
@@ -516,6 +518,9 @@ impl StorageNode {
             TIMER_HEARTBEAT => self.heartbeat(now, out),
             TIMER_LEAVE => self.leave_deadline(out),
             TIMER_ORPHAN => self.orphan_deadline(now, out),
+            id if id >= replication::TIMER_SPARES => {
+                self.spares_due(now, id - replication::TIMER_SPARES, out)
+            }
             _ => {}
         }
     }

@@ -1026,8 +1026,10 @@ fn hot_path_counts() {
             },
         )
     });
+    // R = 2: one other replica is asked (the first of the key's list, link 0).
     let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
-    assert_eq!(asks.len(), 2, "{out:?}");
+    assert_eq!(asks.len(), 1, "{out:?}");
+    assert_eq!(sent_on(&out, links[0]).len(), 1, "{out:?}");
     let read = asks[0].clone();
     let (reply, copies_r, hashes_r) = counting::count(VALUE, || {
         step(

@@ -1,7 +1,9 @@
 //! Replication: with N > 1, a key's lead replica (the first reachable node of
 //! its preference list) serves every request for the key in quorum rounds over
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
-//! [`round`]): reads collect R copies, writes W acknowledgements;
+//! [`round`]): reads collect R copies, writes W acknowledgements; a plain read
+//! asks only R - 1 other replicas, the rest when one of those fails it or after
+//! [`SPECULATIVE_READ_MS`];
 //! read repair writes the newest copy back to stale replicas; conditional ops
 //! are decided against the newest copy and refused by a replica holding
 //! anything newer.
@@ -19,6 +21,16 @@
 pub(super) mod round;
 
 use super::*;
+
+/// How long a plain read (GET, EXISTS) waits for the R - 1 replicas it asked
+/// before it asks the key's other replicas too (it asks them at once when an
+/// asked one fails). With every replica asked up front, each read cost N - 1
+/// remote reads, the slowest of them wasted.
+pub const SPECULATIVE_READ_MS: Millis = 50;
+
+/// Timer ids from here on are [`SPECULATIVE_READ_MS`] timers: the request id
+/// is added.
+pub(super) const TIMER_SPARES: u64 = 1 << 48;
 
 /// The requests this node serves over replicas as their keys' lead replica.
 pub(super) struct Rounds {
@@ -173,16 +185,35 @@ impl StorageNode {
             return self.write_round(now, id, p, write, out);
         }
         let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
+        let mut asked = others;
+        // A plain read asks only the replicas it needs; the rest are spares.
+        // Conditional ops ask every replica: they decide on the newest copy.
+        let spare = match p.request.op {
+            op::GET | op::EXISTS if p.read_need <= 1 => {
+                asked.clear();
+                Vec::new()
+            }
+            op::GET | op::EXISTS => asked.split_off(asked.len().min(p.read_need - 1)),
+            _ => Vec::new(),
+        };
+        if !spare.is_empty() {
+            out.push(Output::Timer {
+                at: now + SPECULATIVE_READ_MS,
+                id: TIMER_SPARES + id,
+            });
+        }
+        let nobody = asked.is_empty() && spare.is_empty();
         p.round = Round::Reading {
             copies: vec![(self.node_id, local)],
-            waiting: others.clone(),
+            waiting: asked.clone(),
+            spare,
         };
         let ask = Message::ReplRead { key: p.key.clone() }.encode();
-        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &others, ask, out);
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &asked, ask, out);
         if p.read_need <= 1 {
             return self.finish_read(now, id, p, out);
         }
-        if others.is_empty() {
+        if nobody {
             // Nobody to wait for: no answer would ever end the round.
             return self.too_few_reachable(p, out);
         }
@@ -386,6 +417,24 @@ impl StorageNode {
                 self.finish(p, result.ok_or_else(Self::no_result), out);
             }
             Progress::Failed => self.round_failed(now, id, p, out),
+            Progress::AskSpares => self.ask_spares(now, id, p, out),
+        }
+    }
+
+    /// A read round's spare replicas are needed (an asked one failed it) or
+    /// due ([`SPECULATIVE_READ_MS`] passed): asks them.
+    fn ask_spares(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
+        let spares = p.take_spares();
+        let ask = Message::ReplRead { key: p.key.clone() }.encode();
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
+        self.unreachable_replicas(now, id, p, failed, out);
+    }
+
+    /// The timer [`TIMER_SPARES`] + `id` fired: if request `id` still reads,
+    /// its spare replicas are asked too.
+    pub(super) fn spares_due(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
+        if let Some(p) = self.rounds.pending.remove(&id) {
+            self.ask_spares(now, id, p, out);
         }
     }
 

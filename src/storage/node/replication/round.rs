@@ -126,6 +126,9 @@ pub enum Round {
         copies: Vec<(u32, Option<Entry>)>,
         /// Nodes asked that have not answered.
         waiting: Vec<u32>,
+        /// Replicas not asked yet: a plain read asks only as many as it needs,
+        /// and these when one of those fails it or is slow to answer.
+        spare: Vec<u32>,
     },
     /// Collecting acknowledgements of a write.
     Writing {
@@ -153,6 +156,8 @@ pub enum Progress {
     WriteDone,
     /// The round can no longer succeed.
     Failed,
+    /// The read round can succeed only with its spare replicas: ask them.
+    AskSpares,
 }
 
 impl Pending {
@@ -177,6 +182,7 @@ impl Pending {
             round: Round::Reading {
                 copies: Vec::new(),
                 waiting: Vec::new(),
+                spare: Vec::new(),
             },
             failure: ErrorCode::Unavailable,
             holds_key: false,
@@ -256,7 +262,12 @@ impl Pending {
     /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
     /// `Some(None)`: the node has no copy).
     pub fn copy_from(&mut self, node: u32, copy: Option<Option<Entry>>) -> Progress {
-        let Round::Reading { copies, waiting } = &mut self.round else {
+        let Round::Reading {
+            copies,
+            waiting,
+            spare,
+        } = &mut self.round
+        else {
             return Progress::Waiting;
         };
         let Some(i) = waiting.iter().position(|&n| n == node) else {
@@ -269,9 +280,25 @@ impl Pending {
         if copies.len() >= self.read_need {
             Progress::ReadDone
         } else if copies.len() + waiting.len() < self.read_need {
-            Progress::Failed
+            if spare.is_empty() {
+                Progress::Failed
+            } else {
+                Progress::AskSpares
+            }
         } else {
             Progress::Waiting
+        }
+    }
+
+    /// Moves a read round's spare replicas to its waiting list and returns
+    /// them, to be asked now (none for a write round).
+    pub fn take_spares(&mut self) -> Vec<u32> {
+        match &mut self.round {
+            Round::Reading { waiting, spare, .. } => {
+                waiting.extend_from_slice(spare);
+                std::mem::take(spare)
+            }
+            Round::Writing { .. } => Vec::new(),
         }
     }
 
@@ -389,6 +416,7 @@ mod tests {
         let round = Round::Reading {
             copies: vec![(1, entry(5, b"old"))],
             waiting: vec![2, 3],
+            spare: Vec::new(),
         };
         let mut p = pending(2, 2, round);
         assert_eq!(p.copy_from(9, Some(None)), Progress::Waiting, "not asked");
@@ -404,11 +432,26 @@ mod tests {
         let round = Round::Reading {
             copies: vec![(1, None)],
             waiting: vec![2, 3],
+            spare: Vec::new(),
         };
         let mut p = pending(3, 2, round);
         assert_eq!(p.copy_from(2, Some(None)), Progress::Waiting);
         assert_eq!(p.copy_from(3, None), Progress::Failed);
         assert_eq!(p.newest(), (0, None));
+    }
+
+    #[test]
+    fn a_read_round_asks_its_spares_when_the_asked_replica_fails_it() {
+        let round = Round::Reading {
+            copies: vec![(1, entry(5, b"v"))],
+            waiting: vec![2],
+            spare: vec![3],
+        };
+        let mut p = pending(2, 2, round);
+        assert_eq!(p.copy_from(2, None), Progress::AskSpares);
+        assert_eq!(p.take_spares(), vec![3]);
+        assert!(p.take_spares().is_empty(), "asked once");
+        assert_eq!(p.copy_from(3, Some(entry(5, b"v"))), Progress::ReadDone);
     }
 
     #[test]
@@ -419,6 +462,7 @@ mod tests {
             Round::Reading {
                 copies: vec![],
                 waiting: vec![2],
+                spare: Vec::new(),
             },
         );
         p.attempts = 1;
@@ -429,6 +473,7 @@ mod tests {
         p.round = Round::Reading {
             copies: vec![],
             waiting: vec![2],
+            spare: Vec::new(),
         };
         let next = p.round_tag();
         assert!(read != write && write != next && read != next);
@@ -471,6 +516,7 @@ mod tests {
         let reading = Round::Reading {
             copies: vec![(1, None)],
             waiting: vec![2, 3, 4],
+            spare: Vec::new(),
         };
         let mut p = pending(3, 2, reading);
         assert_eq!(p.on_answer(2, Answer::CatchingUp), Progress::Waiting);
