@@ -5,6 +5,7 @@ use crate::protocol::{op, Frame};
 use crate::reactor::{Input, Service};
 use crate::storage::engine::Entry;
 use crate::storage::{NodeConfig, StorageNode};
+use std::fs;
 
 use super::tests::TempDir;
 

@@ -80,14 +80,17 @@
 //!   disk), the node goes on logging into the old files, and an older build
 //!   would then cut its log at the first purge or restore.
 
+use super::disk::{with_path, Disk, RealDisk};
 use super::engine::{Engine, Entry};
 use super::wal::{Change, Fsync, Record, Recovery, Wal, WalStats, FORMAT_VERSION};
 use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::Ring;
 use bytes::Bytes;
-use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use super::disk::LOCK_FILE;
 
 /// Timer id the node uses to wake the loop when outputs are held outside a turn.
 /// Ignored when it fires: the turn end that follows it does the work.
@@ -95,8 +98,6 @@ pub const TIMER_COMMIT: u64 = u64::MAX - 1;
 
 /// Name of the identity file in a data directory.
 pub const IDENTITY_FILE: &str = "identity";
-/// Name of the lock file in a data directory.
-pub const LOCK_FILE: &str = "LOCK";
 /// First line of the identity file.
 const IDENTITY_MAGIC: &str = "gtstore-identity 1";
 
@@ -123,8 +124,6 @@ pub struct Recovered {
 #[derive(Debug)]
 pub struct Durable {
     wal: Wal,
-    /// Removed on drop (a clean exit); a crash leaves it for the next start.
-    lock: PathBuf,
     /// Records appended but not yet committed.
     uncommitted: bool,
     /// Outputs waiting for the commit, in the order the node produced them.
@@ -154,21 +153,30 @@ impl Durable {
     /// recovers the log and reads the identity file. The log's records are
     /// returned for the node to replay into its engine.
     pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Durable, Recovery)> {
-        fs::create_dir_all(dir)
+        Durable::open_on(Arc::new(RealDisk), dir, fsync)
+    }
+
+    /// [`Durable::open`] on any [`Disk`] (the simulator's, say).
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        fsync: Fsync,
+    ) -> io::Result<(Durable, Recovery)> {
+        disk.create_dir_all(dir)
             .map_err(|e| with_path(e, dir, "cannot create the data directory"))?;
-        let lock = take_lock(dir)?;
-        let restored = read_identity(dir)?;
-        let (wal, rec) = match Wal::open(dir, fsync) {
+        disk.lock(dir)?;
+        let opened = read_identity(disk.as_ref(), dir)
+            .and_then(|restored| Ok((restored, Wal::open_on(disk.clone(), dir, fsync)?)));
+        let (restored, (wal, rec)) = match opened {
             Ok(v) => v,
             Err(e) => {
-                let _ = fs::remove_file(&lock);
+                disk.unlock(dir);
                 return Err(e);
             }
         };
         let saved = restored.as_ref().map_or((0, 0), |(id, r)| (*id, r.epoch));
         let d = Durable {
             wal,
-            lock,
             uncommitted: false,
             held: Vec::new(),
             holding: false,
@@ -355,7 +363,6 @@ impl Durable {
 
     fn snapshot(&mut self, engine: &Engine) {
         self.snapshot_wanted = false;
-        let started = std::time::Instant::now();
         let live = engine
             .tokens()
             .filter_map(|t| engine.sector_of_token(t))
@@ -367,9 +374,8 @@ impl Durable {
             });
         match self.wal.snapshot(live) {
             Ok(()) => log::info!(
-                "snapshot of {} keys written in {} ms ({} bytes)",
+                "snapshot of {} keys written ({} bytes)",
                 engine.len(),
-                started.elapsed().as_millis(),
                 self.wal.stats().snapshot_bytes
             ),
             Err(e) => {
@@ -401,7 +407,7 @@ impl Durable {
         if self.saved == (node_id, ring.epoch) || self.failed.is_some() {
             return;
         }
-        match write_identity(self.wal.dir(), node_id, &ring) {
+        match write_identity(self.wal.disk().as_ref(), self.wal.dir(), node_id, &ring) {
             Ok(()) => self.saved = (node_id, ring.epoch),
             Err(e) => log::warn!("cannot save the node's identity: {e}"),
         }
@@ -438,8 +444,9 @@ impl Durable {
 }
 
 impl Drop for Durable {
+    /// A clean exit gives the lock up; a crash leaves it for the next start.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.lock);
+        self.wal.disk().unlock(self.wal.dir());
     }
 }
 
@@ -462,46 +469,10 @@ fn replay_change(engine: &mut Engine, change: &Change) {
     }
 }
 
-fn with_path(e: io::Error, path: &Path, what: &str) -> io::Error {
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
-/// Takes `dir/LOCK` for this process, or says which live process holds it.
-fn take_lock(dir: &Path) -> io::Result<PathBuf> {
-    let path = dir.join(LOCK_FILE);
-    let me = std::process::id();
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        format!(
-                            "data directory {} is in use by process {pid} \
-                             (delete {} if that process is not a gtstore node)",
-                            dir.display(),
-                            path.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(with_path(e, &path, "cannot read")),
-    }
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&path)?;
-        writeln!(f, "{me}")?;
-        f.sync_all()
-    };
-    write().map_err(|e| with_path(e, &path, "cannot write"))?;
-    Ok(path)
-}
-
 /// Reads `dir/identity`: `None` if there is none, an error if it is unreadable.
-fn read_identity(dir: &Path) -> io::Result<Option<(u32, Ring)>> {
+fn read_identity(disk: &dyn Disk, dir: &Path) -> io::Result<Option<(u32, Ring)>> {
     let path = dir.join(IDENTITY_FILE);
-    let text = match fs::read(&path) {
+    let text = match disk.read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(with_path(e, &path, "cannot read")),
@@ -527,15 +498,15 @@ fn read_identity(dir: &Path) -> io::Result<Option<(u32, Ring)>> {
 }
 
 /// Replaces `dir/identity` atomically.
-fn write_identity(dir: &Path, node_id: u32, ring: &Ring) -> io::Result<()> {
+fn write_identity(disk: &dyn Disk, dir: &Path, node_id: u32, ring: &Ring) -> io::Result<()> {
     let path = dir.join(IDENTITY_FILE);
     let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let mut f = File::create(&tmp)?;
+    let mut f = disk.create(&tmp)?;
     write!(f, "{IDENTITY_MAGIC}\n{node_id}\n{}", ring.encode())?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()
+    disk.rename(&tmp, &path)?;
+    disk.sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::protocol::Frame;
+use std::fs;
+use std::path::PathBuf;
 
 fn none(_: ConnId) -> bool {
     false

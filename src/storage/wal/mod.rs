@@ -166,15 +166,16 @@ pub use format::{
     SNAP_MAGIC,
 };
 
+use super::disk::{Disk, DiskFile, RealDisk};
 use bytes::Bytes;
 use files::*;
 use format::*;
 use read::*;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Log size below which no snapshot is due, whatever the last snapshot's size.
 pub const SNAPSHOT_FLOOR: u64 = 64 << 20;
@@ -333,13 +334,14 @@ pub struct WalStats {
 /// The durability log of one data directory.
 #[derive(Debug)]
 pub struct Wal {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     fsync: Fsync,
     generation: u64,
     /// The oldest format version among the current generation's files.
     format: u32,
     /// The current log, positioned at its end.
-    file: File,
+    file: Box<dyn DiskFile>,
     /// Bytes written to the current log (header included).
     len: u64,
     /// Encoded records not yet written.
@@ -375,7 +377,12 @@ impl Wal {
     /// missing snapshot) is `InvalidData` with a message naming the file; other I/O
     /// errors carry the directory's name.
     pub fn open(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
-        Wal::open_inner(dir, fsync).map_err(|e| {
+        Wal::open_on(Arc::new(RealDisk), dir, fsync)
+    }
+
+    /// [`Wal::open`] on any [`Disk`] (the simulator's, say).
+    pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
+        Wal::open_inner(disk, dir, fsync).map_err(|e| {
             if e.kind() == io::ErrorKind::InvalidData {
                 e
             } else {
@@ -384,18 +391,11 @@ impl Wal {
         })
     }
 
-    fn open_inner(dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
-        if !dir.is_dir() {
-            // A new data directory's own name must be durable too, or a power loss
-            // could take the whole directory, acknowledged writes and all.
-            fs::create_dir_all(dir)?;
-            let parent = match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            sync_dir(parent)?;
-        }
-        let found = scan(dir)?;
+    fn open_inner(disk: Arc<dyn Disk>, dir: &Path, fsync: Fsync) -> io::Result<(Wal, Recovery)> {
+        let d = disk.as_ref();
+        // A new directory's name is made durable too (see `Disk::create_dir_all`).
+        d.create_dir_all(dir)?;
+        let found = scan(d, dir)?;
         let mut dir_dirty = false;
         let generation = found
             .snaps
@@ -412,7 +412,7 @@ impl Wal {
         let snap_path = dir.join(snap_name(generation));
         let mut format = FORMAT_VERSION;
         let snapshot_bytes = if found.snaps.contains(&generation) {
-            let (bytes, version) = read_snapshot(&snap_path, generation, &mut rec.records)?;
+            let (bytes, version) = read_snapshot(d, &snap_path, generation, &mut rec.records)?;
             format = version;
             bytes
         } else if generation == 1 {
@@ -429,8 +429,8 @@ impl Wal {
 
         let log_path = dir.join(log_name(generation));
         let (mut file, len) = if found.logs.contains(&generation) {
-            let mut file = OpenOptions::new().read(true).write(true).open(&log_path)?;
-            let replay = replay_log(&mut file, &log_path, generation, &mut rec.records)?;
+            let mut file = d.open(&log_path)?;
+            let replay = replay_log(file.as_mut(), &log_path, generation, &mut rec.records)?;
             format = format.min(replay.format);
             if let Some(reason) = replay.cut_reason {
                 rec.cut = replay.file_len - replay.good_len;
@@ -440,29 +440,30 @@ impl Wal {
             }
             (file, replay.good_len)
         } else {
-            (create_log(dir, generation)?, HEADER_LEN)
+            (create_log(d, dir, generation)?, HEADER_LEN)
         };
         file.seek(SeekFrom::Start(len))?;
 
         // The state is recovered: what is left over from interrupted work can go.
         for tmp in &found.tmps {
-            remove_if_present(tmp)?; // create_log may have reused the name
+            remove_if_present(d, tmp)?; // create_log may have reused the name
             dir_dirty = true;
         }
 
         for &g in found.snaps.iter().filter(|&&g| g < generation) {
-            remove_if_present(&dir.join(snap_name(g)))?;
+            remove_if_present(d, &dir.join(snap_name(g)))?;
             dir_dirty = true;
         }
         for &g in found.logs.iter().filter(|&&g| g < generation) {
-            remove_if_present(&dir.join(log_name(g)))?;
+            remove_if_present(d, &dir.join(log_name(g)))?;
             dir_dirty = true;
         }
         if dir_dirty {
-            sync_dir(dir)?;
+            d.sync_dir(dir)?;
         }
 
         let wal = Wal {
+            disk,
             dir: dir.to_path_buf(),
             fsync,
             generation,
@@ -554,9 +555,11 @@ impl Wal {
         self.commit()?;
         let next = self.generation + 1;
         let tmp = self.dir.join(format!("{}.tmp", snap_name(next)));
-        let written = write_snapshot(&tmp, next, live).and_then(|bytes| {
+        let d = self.disk.clone();
+        let d = d.as_ref();
+        let written = write_snapshot(d, &tmp, next, live).and_then(|bytes| {
             if crash_after != Some(Stage::TmpWritten) {
-                fs::rename(&tmp, self.dir.join(snap_name(next)))?;
+                d.rename(&tmp, &self.dir.join(snap_name(next)))?;
             }
             Ok(bytes)
         });
@@ -564,7 +567,7 @@ impl Wal {
             Ok(bytes) => bytes,
             Err(e) => {
                 // Nothing is in place yet: generation G is still the state of record.
-                let _ = fs::remove_file(&tmp);
+                let _ = d.remove(&tmp);
                 self.retry_at = self.log_bytes() + SNAPSHOT_RETRY_BYTES;
                 return Err(e);
             }
@@ -573,11 +576,11 @@ impl Wal {
             return Ok(());
         }
         let switched = (|| {
-            sync_dir(&self.dir)?;
+            d.sync_dir(&self.dir)?;
             if crash_after == Some(Stage::Renamed) {
                 return Ok(None);
             }
-            create_log(&self.dir, next).map(Some)
+            create_log(d, &self.dir, next).map(Some)
         })();
         let file = match switched {
             Ok(Some(file)) => file,
@@ -600,9 +603,9 @@ impl Wal {
         self.stats.snapshots += 1;
         // The new generation is durable; the old files are leftovers that the next
         // open would delete anyway, so failing to delete them is only logged.
-        let cleanup = remove_if_present(&self.dir.join(log_name(old)))
-            .and_then(|()| remove_if_present(&self.dir.join(snap_name(old))))
-            .and_then(|()| sync_dir(&self.dir));
+        let cleanup = remove_if_present(d, &self.dir.join(log_name(old)))
+            .and_then(|()| remove_if_present(d, &self.dir.join(snap_name(old))))
+            .and_then(|()| d.sync_dir(&self.dir));
         if let Err(e) = cleanup {
             log::warn!(
                 "{}: could not delete generation {old}: {e}",
@@ -637,6 +640,11 @@ impl Wal {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The disk the log is on.
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     fn log_bytes(&self) -> u64 {
