@@ -35,7 +35,7 @@ use std::path::Path;
 /// and the two syncs.
 pub trait DiskFile: Read + Write + Seek + Debug + Send {
     /// The file's length in bytes.
-    fn len(&mut self) -> io::Result<u64>;
+    fn size(&mut self) -> io::Result<u64>;
     /// Cuts (or extends with zeros) the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes the file's bytes durable (`fdatasync`).
@@ -78,7 +78,7 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct RealDisk;
 
 impl DiskFile for File {
-    fn len(&mut self) -> io::Result<u64> {
+    fn size(&mut self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 

@@ -117,7 +117,7 @@ pub(super) fn read_snapshot(
     out: &mut Vec<Change>,
 ) -> io::Result<(u64, u32)> {
     let mut file = disk.open(path)?;
-    let len = file.len()?;
+    let len = file.size()?;
     let corrupt = |what: String| {
         invalid(format!(
             "snapshot {} is corrupt ({what}); refusing to start from a partial state. \
@@ -178,7 +178,7 @@ pub(super) fn replay_log(
     generation: u64,
     out: &mut Vec<Change>,
 ) -> io::Result<Replay> {
-    let len = file.len()?;
+    let len = file.size()?;
     let mut h = [0u8; HEADER_LEN as usize];
     let got = read_up_to(file, &mut h)?;
     let format = check_header(&h[..got], LOG_MAGIC, generation, path)?;
