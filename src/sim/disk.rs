@@ -126,8 +126,11 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+/// The message of the error a failed simulated sync returns.
+pub const SIM_FSYNC_FAILURE: &str = "simulated fsync failure";
+
 fn failed_sync() -> io::Error {
-    io::Error::other("simulated fsync failure")
+    io::Error::other(SIM_FSYNC_FAILURE)
 }
 
 impl SimDisk {

@@ -353,7 +353,18 @@ impl StorageNode {
         dir: &std::path::Path,
         fsync: super::wal::Fsync,
     ) -> std::io::Result<Recovered> {
-        let (mut d, rec) = Durable::open(dir, fsync)?;
+        self.open_data_dir_on(std::sync::Arc::new(super::disk::RealDisk), dir, fsync)
+    }
+
+    /// [`StorageNode::open_data_dir`] on any [`super::disk::Disk`] (the
+    /// simulator's keeps it in memory).
+    pub fn open_data_dir_on(
+        &mut self,
+        disk: std::sync::Arc<dyn super::disk::Disk>,
+        dir: &std::path::Path,
+        fsync: super::wal::Fsync,
+    ) -> std::io::Result<Recovered> {
+        let (mut d, rec) = Durable::open_on(disk, dir, fsync)?;
         let (found, newest) = d.replay(rec, &mut self.engine);
         self.hlc.observe(newest);
         self.durable = Some(d);
