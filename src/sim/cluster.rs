@@ -20,6 +20,7 @@ use super::world::{Actor, NetConfig, ProcId, ProcState, World};
 use crate::coordinator::{Manager, ManagerConfig};
 use crate::reactor::Millis;
 use crate::ring::{NodeState, Ring};
+use crate::storage::durable::DurableNode;
 use crate::storage::wal::Fsync;
 use crate::storage::{NodeConfig, StorageNode};
 use bytes::Bytes;
@@ -166,7 +167,7 @@ impl Cluster {
             Box::new(move || {
                 let mut c = NodeConfig::new(node_addr(i).to_string(), manager_addr());
                 c.tokens = tokens;
-                let mut node = StorageNode::new(c);
+                let mut node = DurableNode::new(StorageNode::new(c));
                 if let Some(d) = &disk {
                     open_on_disk(&mut node, i, d);
                 }
@@ -312,7 +313,7 @@ const OPEN_ATTEMPTS: usize = 50;
 /// the last run had not synced is gone first. An open that fails on a failed
 /// fsync is retried like a supervisor restarts the process, each time after
 /// another crash of the disk.
-fn open_on_disk(node: &mut StorageNode, i: usize, disk: &SimDisk) {
+fn open_on_disk(node: &mut DurableNode, i: usize, disk: &SimDisk) {
     let dir = Path::new(DATA_DIR);
     for _ in 0..OPEN_ATTEMPTS {
         disk.crash();

@@ -112,10 +112,10 @@ fn a_version_1_directory_is_rewritten_before_anything_is_logged() {
 const NODE: &str = "127.0.0.1:7001";
 
 /// A node on `dir` registered with a manager that gave it `ring` (id first).
-fn node(dir: &Path, ring: &str, cfg: impl FnOnce(&mut NodeConfig)) -> (StorageNode, Vec<Output>) {
+fn node(dir: &Path, ring: &str, cfg: impl FnOnce(&mut NodeConfig)) -> (DurableNode, Vec<Output>) {
     let mut c = NodeConfig::new(NODE.into(), "127.0.0.1:7000".parse().unwrap());
     cfg(&mut c);
-    let mut n = StorageNode::new(c);
+    let mut n = DurableNode::new(StorageNode::new(c));
     n.open_data_dir(dir, Fsync::Batch).unwrap();
     let mut out = Vec::new();
     let link = ConnId::new(1, 1);
@@ -133,7 +133,7 @@ fn node(dir: &Path, ring: &str, cfg: impl FnOnce(&mut NodeConfig)) -> (StorageNo
     (n, out)
 }
 
-fn frame_in(n: &mut StorageNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Output> {
+fn frame_in(n: &mut DurableNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Output> {
     let mut out = Vec::new();
     n.step(now, Input::Frame { conn, frame: f }, &mut out);
     n.turn_end(now, &mut out);
@@ -233,12 +233,12 @@ fn replies_piling_up_behind_the_commit_yield_the_connection() {
     let dir = TempDir::new("yield");
     let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
     let client = ConnId::new(5, 1);
-    let mut n = StorageNode::new(cfg);
+    let mut n = DurableNode::new(StorageNode::new(cfg));
     n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
     // A node serves client requests only as a member.
     n.join_alone();
     let mut out = Vec::new();
-    let ask = |n: &mut StorageNode, payload: Vec<u8>, op: u8, out: &mut Vec<Output>| {
+    let ask = |n: &mut DurableNode, payload: Vec<u8>, op: u8, out: &mut Vec<Output>| {
         out.clear();
         let frame = Frame::new(op, 1, 0, payload);
         n.step(

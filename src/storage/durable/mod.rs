@@ -80,6 +80,12 @@
 //!   disk), the node goes on logging into the old files, and an older build
 //!   would then cut its log at the first purge or restore.
 
+mod journal;
+mod service;
+
+pub use journal::{Journal, Requests};
+pub use service::{DurableNode, HELD_YIELD_BYTES};
+
 use super::disk::{with_path, Disk, RealDisk};
 use super::engine::{Engine, Entry};
 use super::wal::{Change, Fsync, Record, Recovery, Wal, WalStats, FORMAT_VERSION};
@@ -260,6 +266,20 @@ impl Durable {
             version,
             prev: prev.map(|e| (e.version, e.value.clone())),
         });
+    }
+
+    /// Performs what a step asked for: appends its changes in order, and
+    /// notes the snapshot and the identity for the turn end.
+    pub fn perform(&mut self, req: Requests) {
+        for c in &req.changes {
+            self.log_change(c);
+        }
+        if req.snapshot {
+            self.want_snapshot();
+        }
+        if let Some((id, ring)) = req.identity {
+            self.save_identity(id, &ring);
+        }
     }
 
     fn log_change(&mut self, change: &Change) {

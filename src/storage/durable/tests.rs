@@ -175,7 +175,7 @@ fn a_node_acknowledges_after_the_commit_and_recovers_after_a_restart() {
     let link = ConnId::new(1, 1);
     let ring = "3\nepoch 2\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20\n";
     {
-        let mut n = StorageNode::new(cfg.clone());
+        let mut n = DurableNode::new(StorageNode::new(cfg.clone()));
         n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
         let mut out = Vec::new();
         n.step(0, Input::Timer { id: 0 }, &mut out);
@@ -225,7 +225,7 @@ fn a_node_acknowledges_after_the_commit_and_recovers_after_a_restart() {
     }
     // Restarted: the key is back, and so are the id and the ring, before the
     // manager answers.
-    let mut n = StorageNode::new(cfg);
+    let mut n = DurableNode::new(StorageNode::new(cfg));
     let found = n.open_data_dir(&dir.0, Fsync::Batch).unwrap();
     assert_eq!(
         (found.records, found.keys, found.node_id, found.epoch),
