@@ -1,18 +1,28 @@
 //! A storage node's data directory: the durability log ([`super::wal`]) wired to
-//! the node, plus the node's identity (its id and last ring) and a lock.
+//! the node, plus the node's identity (its id and last ring) and a lock. All
+//! its file I/O goes through a [`Disk`] ([`RealDisk`] in the binary, the
+//! simulator's in-memory disk in `crate::sim::disk`).
+//!
+//! # Durability as outputs
+//!
+//! The node is a state machine and never touches a file. During a step it
+//! records what must reach the disk in its [`Journal`]: every change to the
+//! engine's data (a write through `StorageNode::store`, a collected tombstone
+//! through `StorageNode::purge`, an undone write through `StorageNode::undo`
+//! when a conditional write's replicas refused it), a snapshot after it dropped
+//! keys, and its identity after it installed a ring. [`DurableNode`], the
+//! wrapper both the binary and the simulator run, takes those requests after
+//! each step and performs them here: [`Durable::perform`] appends the changes
+//! (replaying the log in order rebuilds the engine exactly; the one change not
+//! logged is the drop of keys a ring change moved elsewhere, which a snapshot
+//! follows), then [`Durable::after_step`] applies the hold rule.
 //!
 //! # The rule
 //!
-//! Every change to the engine's data is logged here: a write (through the node's
-//! `StorageNode::store`), a collected tombstone (`StorageNode::purge`) and an
-//! undone write (`StorageNode::undo`, when a conditional write's replicas refused
-//! it). Each of those node methods applies the change and, when the engine
-//! changed, appends a [`Change`] here; replaying the log in order rebuilds the
-//! engine exactly. (The one change not logged is the drop of keys a ring change
-//! moved elsewhere; a snapshot follows it, see below.) No output that could
-//! depend on a record leaves the process before the record is committed:
+//! No output that could depend on a record leaves the process before the record
+//! is committed:
 //!
-//! - After each `step` the node calls [`Durable::after_step`]. If records are
+//! - After each step the wrapper calls [`Durable::after_step`]. If records are
 //!   buffered and not yet committed, every output of that step (replies, timers,
 //!   closes, trust and hold changes) is moved into a held list, except what goes
 //!   out on the node's own outbound links (to peers and to the manager). Once
@@ -69,7 +79,15 @@
 //!
 //! - A failed write or fsync is fatal: the node drops every held output (no
 //!   acknowledgement for a write that may not be on disk), stops, and its binary
-//!   exits with an error. A restart recovers what is on disk.
+//!   exits with an error; a restart recovers what is on disk. This is
+//!   PostgreSQL's answer too (it panics on a failed fsync): after one, the
+//!   kernel may have dropped the dirty pages and marked them clean, so a retry
+//!   could succeed for data that is gone. The simulator injects failed fsyncs
+//!   and restarts the stopped node (see `crate::sim::chaos`).
+//! - A failed write of the identity file is only logged: the data is in the
+//!   log, and the next ring installed tries again. A node that crashes before
+//!   then restarts with the older ring and learns the newer one from the
+//!   manager.
 //! - A snapshot is written synchronously at a turn end: the node stalls while the
 //!   whole engine is encoded and synced (see [`super::wal`]).
 //! - Keys dropped after a ring change are gone from disk only once the snapshot

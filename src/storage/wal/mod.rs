@@ -140,7 +140,9 @@
 //!
 //! This file holds the [`Wal`] itself (open, append, group commit, snapshots);
 //! `format.rs` the byte layout, `read.rs` the reader and recovery, `files.rs` the
-//! data directory (names, scan, file creation, snapshot writing, syncs).
+//! data directory (names, scan, file creation, snapshot writing), `tests.rs` the
+//! unit tests. Every file operation goes through a [`Disk`] ([`Wal::open`] uses
+//! the real one, [`Wal::open_on`] any other, such as the simulator's).
 //!
 //! # Caveats
 //!
