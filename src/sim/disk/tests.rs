@@ -194,3 +194,43 @@ fn a_failed_commit_drops_the_held_replies_and_stops() {
     let keys: Vec<&[u8]> = rec.records.iter().map(|c| &c.key()[..]).collect();
     assert_eq!(keys, [&b"a"[..]]);
 }
+
+/// The node's own step records what must reach the disk and writes nothing;
+/// the wrapper performs it after the step (with `--fsync always`, synced before
+/// the step's acknowledgement leaves, so nothing is held).
+#[test]
+fn a_node_step_only_records_durability_requests() {
+    use crate::protocol::{op, Frame};
+    use crate::reactor::{Input, Service};
+    use crate::storage::durable::DurableNode;
+    use crate::storage::{NodeConfig, StorageNode};
+    let d = disk(5, false);
+    let cfg = NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap());
+    let mut n = DurableNode::new(StorageNode::new(cfg));
+    n.open_data_dir_on(Arc::new(d.clone()), &dir(), Fsync::Always)
+        .unwrap();
+    n.join_alone();
+    let client = ConnId::new(5, 1);
+    let put = |v: &'static [u8]| Input::Frame {
+        conn: client,
+        frame: Frame::new(op::PUT, 9, 0, v),
+    };
+    let acked = |out: &[Output]| {
+        out.iter().any(
+            |o| matches!(o, Output::Send { conn, frame } if *conn == client && frame.op == op::OK),
+        )
+    };
+    let syncs = d.stats().syncs;
+    let node: &mut StorageNode = &mut n;
+    let mut out = Vec::new();
+    node.step(1, put(b"1 kv"), &mut out);
+    assert_eq!(d.stats().syncs, syncs, "the node wrote nothing");
+    let asked = node.journal_mut().unwrap().take();
+    assert_eq!(asked.changes.len(), 1, "it asked for one append");
+    // Through the wrapper the append is performed, and synced, before the
+    // acknowledgement is handed on.
+    out.clear();
+    n.step(2, put(b"1 kw"), &mut out);
+    assert_eq!(d.stats().syncs, syncs + 1);
+    assert!(acked(&out), "{out:?}");
+}
