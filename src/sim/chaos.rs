@@ -385,7 +385,11 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
         let now = c.world.now();
         chaos.wake_due(c, now);
         chaos.restart_stopped(c, rng, now);
-        chaos.lacking.retain(|&p| !caught_up(c, p, &keys, copies));
+        // A node waiting for its restart (crashed, or stopped by a failed
+        // fsync, which leaves it `Exited` like a node that left) still lacks.
+        let waiting = &chaos.crashed;
+        (chaos.lacking)
+            .retain(|&p| waiting.iter().any(|e| e.0 == p) || !caught_up(c, p, &keys, copies));
         chaos.note_ring(c, &keys);
         if c.world.partitioned() && rng.chance(0.3) {
             c.world.heal();
