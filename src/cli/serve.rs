@@ -24,6 +24,7 @@ use crate::client::secret;
 use crate::coordinator::{Manager, ManagerConfig, HTTP_LISTENER};
 use crate::protocol::resp::Limits;
 use crate::reactor::{Config, Reactor};
+use crate::storage::durable::DurableNode;
 use crate::storage::wal::{Fsync, MAX_BODY};
 use crate::storage::{NodeConfig, StorageNode};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -335,7 +336,7 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     reactor.handle_signals().map_err(|e| e.to_string())?;
-    let mut node = StorageNode::new(cfg);
+    let mut node = DurableNode::new(StorageNode::new(cfg));
     if let Some(password) = client_password {
         if password.is_empty() {
             return Err("the client password must not be empty".into());
@@ -386,7 +387,7 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
 }
 
 /// Opens `dir` for `node` and replays what it holds.
-fn recover(node: &mut StorageNode, dir: &Path, fsync: Fsync) -> Result<(), String> {
+fn recover(node: &mut DurableNode, dir: &Path, fsync: Fsync) -> Result<(), String> {
     let started = std::time::Instant::now();
     let found = node.open_data_dir(dir, fsync).map_err(|e| e.to_string())?;
     if let Some(why) = &found.cut_reason {

@@ -39,7 +39,8 @@ pub use super::invariants::{
 };
 
 use super::client::{Outcome, Request};
-use super::cluster::{node_addr, Cluster, ClusterConfig};
+use super::cluster::{node_addr, Cluster, ClusterConfig, DataDirs};
+use super::disk::DiskFaults;
 use super::rng::Rng;
 use super::world::{ProcId, ProcState};
 use crate::reactor::{Millis, Signal};
@@ -243,7 +244,15 @@ pub struct Setup {
     pub read_quorum: u32,
     /// Write quorum (W).
     pub write_quorum: u32,
+    /// Which nodes keep a data directory on a simulated disk (see
+    /// [`super::cluster`]); a crash of such a node loses only what its disk had
+    /// not synced.
+    pub data_dirs: DataDirs,
 }
+
+/// Odds that one sync of a simulated disk fails, in runs with data
+/// directories: a few per seed. The node stops; the run restarts it.
+pub const FSYNC_FAIL_CHANCE: f64 = 0.000_5;
 
 impl Setup {
     /// One copy per key (N = R = W = 1).
@@ -255,6 +264,15 @@ impl Setup {
             replicas: 1,
             read_quorum: 1,
             write_quorum: 1,
+            data_dirs: DataDirs::None,
+        }
+    }
+
+    /// The same run with data directories on the nodes `dirs` names.
+    pub fn on_disks(self, dirs: DataDirs) -> Setup {
+        Setup {
+            data_dirs: dirs,
+            ..self
         }
     }
 
@@ -269,12 +287,13 @@ impl Setup {
     }
 
     /// Whether the run must keep every acknowledged write and stay
-    /// linearizable: always without crashes; with crashes only when keys are
-    /// replicated with overlapping quorums (R + W > N) and the crash budget
-    /// keeps fewer than W nodes lacking state at once, so that every
+    /// linearizable: always without crashes or when every node keeps a data
+    /// directory (a crash then loses nothing acknowledged); otherwise only when
+    /// keys are replicated with overlapping quorums (R + W > N) and the crash
+    /// budget keeps fewer than W nodes lacking state at once, so that every
     /// acknowledged write keeps a copy on a node that did not lose it.
     pub fn checks_durability(&self) -> bool {
-        if !self.faults.crashes {
+        if !self.faults.crashes || self.data_dirs == DataDirs::All {
             return true;
         }
         let overlapping = self.read_quorum + self.write_quorum > self.replicas;
@@ -292,6 +311,12 @@ pub struct Report {
     pub faults: usize,
     /// Node crashes among them.
     pub crashes: usize,
+    /// Crashes of nodes with a data directory (they restart with it).
+    pub disk_crashes: usize,
+    /// Syncs the simulated disks failed (each stops its node).
+    pub failed_syncs: u64,
+    /// Crashes that tore a file's unsynced tail.
+    pub torn: u64,
     /// Virtual time at the end, in ms.
     pub end: Millis,
     /// The world's fingerprint (equal runs, equal prints).
@@ -309,6 +334,11 @@ pub fn run_seed(seed: u64, setup: &Setup) -> Result<Report, String> {
     cfg.manager.replicas = setup.replicas;
     cfg.manager.read_quorum = setup.read_quorum;
     cfg.manager.write_quorum = setup.write_quorum;
+    cfg.data_dirs = setup.data_dirs;
+    cfg.disk_faults = DiskFaults {
+        torn: true,
+        fsync_fails: FSYNC_FAIL_CHANCE,
+    };
     let mut c = Cluster::new(cfg);
     // SIM_TRACE=N prints the last N inputs of a failing run.
     let tracing = std::env::var("SIM_TRACE").ok().and_then(|s| s.parse().ok());
@@ -354,14 +384,19 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
         load.run(c, rng.range(50, 400));
         let now = c.world.now();
         chaos.wake_due(c, now);
-        chaos.lacking.retain(|&p| !caught_up(c, p, &keys, copies));
+        chaos.restart_stopped(c, rng, now);
+        // A node waiting for its restart (crashed, or stopped by a failed
+        // fsync, which leaves it `Exited` like a node that left) still lacks.
+        let waiting = &chaos.crashed;
+        (chaos.lacking)
+            .retain(|&p| waiting.iter().any(|e| e.0 == p) || !caught_up(c, p, &keys, copies));
         chaos.note_ring(c, &keys);
         if c.world.partitioned() && rng.chance(0.3) {
             c.world.heal();
         }
         chaos.inject(c, rng, now);
     }
-    chaos.heal_all(c);
+    chaos.heal_all(c, rng);
     if !load.drain(c, 30_000) {
         return Err("requests still in flight 30 s after the faults healed".into());
     }
@@ -395,6 +430,11 @@ fn check_after_healing(
     report.ops = history.len();
     report.end = c.world.now();
     report.fingerprint = c.world.fingerprint();
+    for d in c.disks.values() {
+        let s = d.stats();
+        report.failed_syncs += s.failed_syncs;
+        report.torn += s.torn;
+    }
     // Every request is answered, or fails when its own connection breaks (a
     // node that leaves exits with requests in flight on its client connections).
     check_no_hangs(&history)?;
@@ -418,6 +458,8 @@ struct Chaos {
     crashed: Vec<(ProcId, Millis)>,
     /// Nodes lacking state: crashed, or restarted and not caught up yet.
     lacking: Vec<ProcId>,
+    /// Failed syncs seen per node's disk (a new one stopped the node).
+    failed_syncs: std::collections::BTreeMap<usize, u64>,
     seen_epoch: u64,
     report: Report,
 }
@@ -432,6 +474,7 @@ impl Chaos {
             paused: Vec::new(),
             crashed: Vec::new(),
             lacking: Vec::new(),
+            failed_syncs: Default::default(),
             seen_epoch: 0,
             report: Report::default(),
         }
@@ -451,6 +494,28 @@ impl Chaos {
                 c.world.restart(p);
             } else {
                 self.crashed.push((p, until));
+            }
+        }
+    }
+
+    /// Schedules the restart of nodes whose disk failed a sync (they stopped),
+    /// as an operator or a supervisor would.
+    fn restart_stopped(&mut self, c: &mut Cluster, rng: &mut Rng, now: Millis) {
+        for (&i, d) in &c.disks {
+            let failed = d.stats().failed_syncs;
+            let seen = self.failed_syncs.entry(i).or_default();
+            if failed == *seen {
+                continue;
+            }
+            *seen = failed;
+            let p = c.nodes[&i];
+            let stopped = c.world.proc(p).state == ProcState::Exited;
+            if stopped && !self.crashed.iter().any(|e| e.0 == p) {
+                self.crashed.push((p, now + rng.range(200, 5_000)));
+                // An outage like a crash's, counted against the same budget.
+                if !self.lacking.contains(&p) {
+                    self.lacking.push(p);
+                }
             }
         }
     }
@@ -524,6 +589,13 @@ impl Chaos {
                 let p = victim(rng);
                 c.world.crash(p);
                 self.crashed.push((p, now + rng.range(200, 5_000)));
+                // A node with a data directory keeps what it acknowledged, but
+                // it still counts against the budget until it caught up with
+                // what it missed while down: the budget bounds the outages
+                // repair must cover, not only the losses.
+                if c.number_of(p).is_some_and(|i| c.disks.contains_key(&i)) {
+                    report.disk_crashes += 1;
+                }
                 if !self.lacking.contains(&p) {
                     self.lacking.push(p);
                 }
@@ -555,9 +627,18 @@ impl Chaos {
         }
     }
 
-    /// Heals the partition and wakes every paused and crashed node.
-    fn heal_all(&mut self, c: &mut Cluster) {
+    /// Heals the partition and the disks, and wakes every paused, crashed and
+    /// stopped node.
+    fn heal_all(&mut self, c: &mut Cluster, rng: &mut Rng) {
         c.world.heal();
+        // The disks stop failing; nodes a failed sync stopped come back.
+        for d in c.disks.values() {
+            d.set_faults(DiskFaults {
+                torn: true,
+                fsync_fails: 0.0,
+            });
+        }
+        self.restart_stopped(c, rng, c.world.now());
         for (p, _) in std::mem::take(&mut self.paused) {
             c.world.resume(p);
         }
@@ -596,6 +677,7 @@ pub const KNOWN_FAILURES: &[(u64, &str)] = &[];
 pub fn run_seeds(name: &str, seeds: &[u64], run: impl Fn(u64) -> Result<Report, String>) {
     let mut failed = Vec::new();
     let (mut ops, mut faults, mut crashes) = (0, 0, 0);
+    let (mut disk_crashes, mut failed_syncs, mut torn) = (0, 0, 0);
     let replaying = std::env::var("SIM_SEED").is_ok();
     for &s in seeds {
         if let Some((_, why)) = KNOWN_FAILURES.iter().find(|k| k.0 == s && !replaying) {
@@ -607,6 +689,9 @@ pub fn run_seeds(name: &str, seeds: &[u64], run: impl Fn(u64) -> Result<Report, 
                 ops += r.ops;
                 faults += r.faults;
                 crashes += r.crashes;
+                disk_crashes += r.disk_crashes;
+                failed_syncs += r.failed_syncs;
+                torn += r.torn;
             }
             Err(e) => {
                 eprintln!("{name}: seed {s} failed (replay: SIM_SEED={s}): {e}");
@@ -615,7 +700,8 @@ pub fn run_seeds(name: &str, seeds: &[u64], run: impl Fn(u64) -> Result<Report, 
         }
     }
     eprintln!(
-        "{name}: {} seeds, {ops} ops, {faults} faults ({crashes} crashes), {} failed",
+        "{name}: {} seeds, {ops} ops, {faults} faults ({crashes} crashes, {disk_crashes} \
+         with a data directory; {failed_syncs} failed fsyncs, {torn} torn tails), {} failed",
         seeds.len(),
         failed.len()
     );
@@ -665,6 +751,46 @@ mod tests {
     }
 
     #[test]
+    fn sim_single_copy_on_data_dirs_crashes_lose_nothing() {
+        let seeds = seeds(4_000_000, 30);
+        // No joins or leaves: with one copy, a key whose owner is down when a
+        // join moves it arrives empty at its new owner, data directory or not.
+        let faults = Faults {
+            membership: false,
+            ..Faults::crashy()
+        };
+        run_seeds(
+            "crashy N=1 without joins, every node on a disk",
+            &seeds,
+            |s| run_seed(s, &Setup::single(5, MS, faults).on_disks(DataDirs::All)),
+        );
+    }
+
+    #[test]
+    fn sim_replicated_on_data_dirs_crashes_without_budget_lose_nothing() {
+        let seeds = seeds(5_000_000, 30);
+        // Crashes, pauses, joins and leaves, but no partitions or resets: a
+        // lost link lets two nodes coordinate one key at once, which breaks
+        // linearizability with or without a data directory.
+        let faults = Faults {
+            partitions: false,
+            resets: false,
+            ..Faults::crashy()
+        };
+        run_seeds("crashes N=3, every node on a disk", &seeds, |s| {
+            run_seed(s, &Setup::replicated(5, MS, faults).on_disks(DataDirs::All))
+        });
+    }
+
+    #[test]
+    fn sim_replicated_crashes_within_the_budget_some_nodes_on_disks() {
+        let seeds = seeds(6_000_000, 30);
+        run_seeds("crash N=3 W=2, odd nodes on a disk", &seeds, |s| {
+            run_seed(s, &crash_setup().on_disks(DataDirs::Odd))
+        });
+    }
+
+    #[test]
     fn the_durability_checks_follow_the_budget() {
         let r = |f| Setup::replicated(5, MS, f);
         assert!(r(Faults::benign()).checks_durability());
@@ -673,6 +799,13 @@ mod tests {
         assert!(!r(Faults::crashy()).checks_durability());
         assert!(!Setup::single(5, MS, Faults::within(1)).checks_durability());
         assert!(Setup::single(5, MS, Faults::benign()).checks_durability());
+        let disks = |s: Setup| s.on_disks(DataDirs::All).checks_durability();
+        assert!(disks(Setup::single(5, MS, Faults::crashy())));
+        assert!(disks(r(Faults::crashy())));
+        assert!(!Setup::single(5, MS, Faults::crashy()).checks_durability());
+        assert!(!r(Faults::crashy())
+            .on_disks(DataDirs::Odd)
+            .checks_durability());
     }
 
     fn crash_setup() -> Setup {

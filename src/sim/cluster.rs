@@ -6,16 +6,53 @@
 //! `127.0.0.1:(7000 + i)`, client `j` is `127.0.0.1:(20000 + j)`. Node numbers are
 //! the simulation's names; the manager gives ids in the order nodes register, so
 //! the two agree only when nodes start one at a time.
+//!
+//! Data directories: [`ClusterConfig::data_dirs`] says which nodes keep their
+//! data on a [`SimDisk`] of their own (directory [`DATA_DIR`], `--fsync batch`).
+//! Every (re)start of such a node first crashes its disk, losing what was not
+//! synced, then opens the directory: a restart sees exactly what a power loss
+//! would have left.
 
 use super::client::{Client, Outcome, Record, Request};
+use super::disk::{DiskFaults, SimDisk, SIM_FSYNC_FAILURE};
+use super::rng::hash;
 use super::world::{Actor, NetConfig, ProcId, ProcState, World};
 use crate::coordinator::{Manager, ManagerConfig};
 use crate::reactor::Millis;
 use crate::ring::{NodeState, Ring};
+use crate::storage::durable::DurableNode;
+use crate::storage::wal::Fsync;
 use crate::storage::{NodeConfig, StorageNode};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a node with a data directory keeps it on its simulated disk.
+pub const DATA_DIR: &str = "/data";
+
+/// Which storage nodes keep a data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirs {
+    /// None: every node keeps its data in memory only.
+    None,
+    /// The odd-numbered nodes (1, 3, 5, ...); the others are memory-only.
+    Odd,
+    /// Every node.
+    All,
+}
+
+impl DataDirs {
+    /// Whether node `i` keeps a data directory.
+    pub fn has(self, i: usize) -> bool {
+        match self {
+            DataDirs::None => false,
+            DataDirs::Odd => i % 2 == 1,
+            DataDirs::All => true,
+        }
+    }
+}
 
 /// The manager's address.
 pub fn manager_addr() -> SocketAddr {
@@ -48,6 +85,10 @@ pub struct ClusterConfig {
     pub manager: ManagerConfig,
     /// Tokens each node asks for.
     pub tokens: u32,
+    /// Which nodes keep a data directory on a simulated disk.
+    pub data_dirs: DataDirs,
+    /// The faults of those disks.
+    pub disk_faults: DiskFaults,
 }
 
 impl ClusterConfig {
@@ -59,6 +100,8 @@ impl ClusterConfig {
             net: NetConfig::default(),
             manager: ManagerConfig::default(),
             tokens: 16,
+            data_dirs: DataDirs::None,
+            disk_faults: DiskFaults::default(),
         }
     }
 }
@@ -73,7 +116,12 @@ pub struct Cluster {
     pub nodes: BTreeMap<usize, ProcId>,
     /// Client processes, in creation order.
     pub clients: Vec<ProcId>,
+    /// Storage node number -> its disk, for nodes with a data directory.
+    pub disks: BTreeMap<usize, SimDisk>,
     tokens: u32,
+    seed: u64,
+    data_dirs: DataDirs,
+    disk_faults: DiskFaults,
 }
 
 impl Cluster {
@@ -92,7 +140,11 @@ impl Cluster {
             manager,
             nodes: BTreeMap::new(),
             clients: Vec::new(),
+            disks: BTreeMap::new(),
             tokens: cfg.tokens,
+            seed: cfg.seed,
+            data_dirs: cfg.data_dirs,
+            disk_faults: cfg.disk_faults,
         }
     }
 
@@ -103,6 +155,11 @@ impl Cluster {
             return p;
         }
         let tokens = self.tokens;
+        let disk = self.data_dirs.has(i).then(|| {
+            let d = SimDisk::new(hash(self.seed, &[0xd15c, i as u64]), self.disk_faults);
+            self.disks.insert(i, d.clone());
+            d
+        });
         let p = self.world.spawn(
             &format!("n{i}"),
             node_addr(i),
@@ -110,7 +167,11 @@ impl Cluster {
             Box::new(move || {
                 let mut c = NodeConfig::new(node_addr(i).to_string(), manager_addr());
                 c.tokens = tokens;
-                Actor::Node(Box::new(StorageNode::new(c)))
+                let mut node = DurableNode::new(StorageNode::new(c));
+                if let Some(d) = &disk {
+                    open_on_disk(&mut node, i, d);
+                }
+                Actor::Node(Box::new(node))
             }),
         );
         self.nodes.insert(i, p);
@@ -241,6 +302,30 @@ impl Cluster {
             .map(|(&i, _)| i)
             .collect()
     }
+}
+
+/// Attempts at opening a node's simulated data directory before the run gives
+/// up: each failed one (an fsync the disk failed) is a process that exited and
+/// was started again.
+const OPEN_ATTEMPTS: usize = 50;
+
+/// Opens node `i`'s data directory on `disk` as a restarted process does: what
+/// the last run had not synced is gone first. An open that fails on a failed
+/// fsync is retried like a supervisor restarts the process, each time after
+/// another crash of the disk.
+fn open_on_disk(node: &mut DurableNode, i: usize, disk: &SimDisk) {
+    let dir = Path::new(DATA_DIR);
+    for _ in 0..OPEN_ATTEMPTS {
+        disk.crash();
+        match node.open_data_dir_on(Arc::new(disk.clone()), dir, Fsync::Batch) {
+            Ok(_) => return,
+            Err(e) if e.to_string().contains(SIM_FSYNC_FAILURE) => continue,
+            // Recovery refused what a crash left: a bug in the log or the
+            // data directory, which the run exists to find.
+            Err(e) => panic!("node {i} cannot open its simulated data directory: {e}"),
+        }
+    }
+    panic!("node {i}: {OPEN_ATTEMPTS} opens in a row failed an fsync");
 }
 
 /// A borrowed view for checks run inside `World::run_while`.

@@ -12,6 +12,8 @@
 //! - [`rng`]: the seeded generator and the hash that derives every delay.
 //! - [`world`]: processes, the event queue, the TCP model and the faults.
 //! - [`client`]: sequential clients and their operation records.
+//! - [`disk`]: a disk in memory that loses unsynced writes on a crash (or tears
+//!   them) and can fail fsync; nodes with a data directory keep it there.
 //! - [`cluster`]: a manager, numbered nodes and clients, and settle/ring helpers.
 //! - [`linearizability`]: a per-key register checker (Wing & Gong search with
 //!   Lowe's memoization, bounded).
@@ -30,6 +32,7 @@
 pub mod chaos;
 pub mod client;
 pub mod cluster;
+pub mod disk;
 pub mod invariants;
 pub mod linearizability;
 pub mod rng;

@@ -1,6 +1,7 @@
 //! A storage node's logic: the engine (sectors) and the node state machine that
 //! serves requests, keeps its manager link and (later) its mesh.
 
+pub mod disk;
 pub mod durable;
 pub mod engine;
 pub mod gateway;

@@ -66,6 +66,7 @@ use super::rng::hash;
 use crate::coordinator::Manager;
 use crate::protocol;
 use crate::reactor::{ConnBuf, ConnId, Input, Millis, Output, Service};
+use crate::storage::durable::DurableNode;
 use crate::storage::StorageNode;
 use bytes::{Bytes, BytesMut};
 use std::cmp::Reverse;
@@ -120,7 +121,7 @@ pub enum Actor {
     /// The manager.
     Manager(Manager),
     /// A storage node (boxed: it is much larger than the others).
-    Node(Box<StorageNode>),
+    Node(Box<DurableNode>),
     /// A simulated client.
     Client(Client),
     /// Anything else.

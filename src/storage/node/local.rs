@@ -21,7 +21,7 @@ impl StorageNode {
         base: Option<u64>,
     ) -> Applied {
         let (applied, changed) = self.engine.apply_hashed(hash, key, version, value, base);
-        if let (Some(d), true) = (self.durable.as_mut(), changed) {
+        if let (Some(d), true) = (self.journal.as_mut(), changed) {
             d.log(key, version, value);
         }
         applied
@@ -32,7 +32,7 @@ impl StorageNode {
     pub(super) fn purge(&mut self, key: &[u8], version: u64) {
         if self.engine.remove_tombstone(key, version) {
             self.tombstones.collected += 1;
-            if let Some(d) = self.durable.as_mut() {
+            if let Some(d) = self.journal.as_mut() {
                 d.log_purge(key, version);
             }
         }
@@ -44,7 +44,7 @@ impl StorageNode {
     pub(super) fn undo(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
         let logged = prev.clone();
         if self.engine.restore(key, version, prev) {
-            if let Some(d) = self.durable.as_mut() {
+            if let Some(d) = self.journal.as_mut() {
                 d.log_restore(key, version, logged.as_ref());
             }
         }

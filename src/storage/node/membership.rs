@@ -260,7 +260,7 @@ impl StorageNode {
 
     /// Where this node's data stays when it exits without a handoff (for the log).
     pub(super) fn data_left_behind(&self) -> &'static str {
-        match (self.durable.is_some(), self.ring.replicas > 1) {
+        match (self.journal.is_some(), self.ring.replicas > 1) {
             (true, true) => "its keys stay on disk and on the other replicas",
             (true, false) => "its keys stay on disk until it is started again",
             (false, true) => "the other replicas still hold its keys",
@@ -306,7 +306,7 @@ impl StorageNode {
             let dropped = self.engine.remove_where(|h| !held(h));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
-                if let Some(d) = self.durable.as_mut() {
+                if let Some(d) = self.journal.as_mut() {
                     d.want_snapshot();
                 }
             }
@@ -320,7 +320,7 @@ impl StorageNode {
             .map(|n| n.id)
             .filter(|&id| ring.node(id).is_none())
             .collect();
-        if let Some(d) = self.durable.as_mut() {
+        if let Some(d) = self.journal.as_mut() {
             d.save_identity(me, &ring);
         }
         self.ring = ring;

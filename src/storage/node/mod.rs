@@ -98,7 +98,7 @@ use replication::{answer_of, outcome_unknown};
 use routing::Connections;
 use tombstones::Collector;
 
-use super::durable::{Durable, Recovered};
+use super::durable::Journal;
 use super::engine::{Applied, Engine, Entry};
 use super::hlc::Hlc;
 use super::ops::decide;
@@ -295,8 +295,9 @@ pub struct StorageNode {
     client_auth: Option<Box<client_auth::ClientAuth>>,
     /// The HTTP front, when the node serves HTTP (see [`super::http`]).
     http: Option<Box<super::http::HttpFront>>,
-    /// The data directory, when the node has one (see [`super::durable`]).
-    durable: Option<Durable>,
+    /// What this step asks of the data directory, when the node has one (see
+    /// [`super::durable`]); the wrapper around the node performs it.
+    journal: Option<Journal>,
     /// The manager link and this node's place in the membership: registration,
     /// leaving, and why it stopped for good if it did.
     membership: Membership,
@@ -334,7 +335,7 @@ impl StorageNode {
             resp: None,
             client_auth: None,
             http: None,
-            durable: None,
+            journal: None,
             cfg,
             node_id: 0,
             ring: Ring::empty(),
@@ -358,19 +359,33 @@ impl StorageNode {
         &self.ring
     }
 
-    /// Opens the data directory `dir` (before the node runs) and replays it into
-    /// the engine; from then on every write is logged there before it is
-    /// acknowledged (see [`super::durable`]).
-    pub fn open_data_dir(
-        &mut self,
-        dir: &std::path::Path,
-        fsync: super::wal::Fsync,
-    ) -> std::io::Result<Recovered> {
-        let (mut d, rec) = Durable::open(dir, fsync)?;
-        let (found, newest) = d.replay(rec, &mut self.engine);
-        self.hlc.observe(newest);
-        self.durable = Some(d);
-        Ok(found)
+    /// Gives the node a data directory: from now on it records in `journal`
+    /// every change to its data, and its ring installs (see
+    /// [`super::durable::DurableNode`], which performs them).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The journal of a node with a data directory.
+    pub fn journal_mut(&mut self) -> Option<&mut Journal> {
+        self.journal.as_mut()
+    }
+
+    /// The engine, to replay a data directory into before the node runs.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Moves the node's clock past `version` (the newest one recovered).
+    pub fn observe_version(&mut self, version: u64) {
+        self.hlc.observe(version);
+    }
+
+    /// Whether `conn` is one of this node's own outbound links (to peers and to
+    /// the manager): what a node sends there never acknowledges one of its own
+    /// writes, so it need not wait for a commit (see [`super::durable`]).
+    pub fn is_outbound_link(&self, conn: ConnId) -> bool {
+        self.mesh.is_link(conn) || self.membership.manager.conn() == Some(conn)
     }
 
     /// Test support: makes this node the only member (id 1) of a one-node ring
@@ -388,22 +403,11 @@ impl StorageNode {
     }
 
     /// Why the node stopped on its own, if it did: the manager refused its
-    /// cluster secret, or its data directory failed. The process then exits
-    /// with an error saying so.
+    /// cluster secret (a failed data directory is the wrapper's to say, see
+    /// [`super::durable::DurableNode::failure`]). The process then exits with
+    /// an error saying so.
     pub fn failure(&self) -> Option<String> {
-        let disk = self.durability_failed();
-        (self.membership.fatal.clone())
-            .or_else(|| disk.map(|why| format!("the data directory failed: {why}")))
-    }
-
-    /// Why the data directory stopped working, if it did (the node then stops).
-    pub fn durability_failed(&self) -> Option<&str> {
-        self.durable.as_ref().and_then(Durable::failed)
-    }
-
-    /// The data directory, if the node has one (inspection, tests).
-    pub fn durable_mut(&mut self) -> Option<&mut Durable> {
-        self.durable.as_mut()
+        self.membership.fatal.clone()
     }
 
     /// Whether node `id` is worth sending to: not down in the ring, and (for a
@@ -420,11 +424,7 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
-        let from = match &input {
-            Input::Frame { conn, .. } | Input::Data { conn, .. } => Some(*conn),
-            _ => None,
-        };
-        if let Some((id, ring)) = self.durable.as_mut().and_then(Durable::take_identity) {
+        if let Some((id, ring)) = self.journal.as_mut().and_then(Journal::take_identity) {
             // Restarted with a data directory: route by the last ring at once.
             self.node_id = id;
             self.hlc.set_writer(id);
@@ -442,23 +442,6 @@ impl Service for StorageNode {
         // The fronts' replies (see `gateway.rs`).
         self.end_fronts(now, out);
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
-        // Last: outputs that may depend on uncommitted log records wait for the
-        // turn's commit.
-        let (mesh, manager) = (&self.mesh, self.membership.manager.conn());
-        if let Some(d) = self.durable.as_mut() {
-            d.after_step(now, mark, out, |c| mesh.is_link(c) || manager == Some(c));
-            // Replies held for the turn's commit are out of the reactor's sight:
-            // once they pile up, requests wait for the next turn.
-            if let Some(conn) = from.filter(|_| d.held_bytes() > HOLD_BYTES) {
-                out.push(Output::Yield { conn });
-            }
-        }
-    }
-
-    fn turn_end(&mut self, _now: Millis, out: &mut Vec<Output>) {
-        if let Some(d) = self.durable.as_mut() {
-            d.turn_end(&self.engine, out);
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::format::*;
 use super::Record;
-use std::fs::{self, File, OpenOptions};
+use crate::storage::disk::{Disk, DiskFile};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -31,15 +31,12 @@ pub(super) fn parse_generation(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-pub(super) fn scan(dir: &Path) -> io::Result<Found> {
+pub(super) fn scan(disk: &dyn Disk, dir: &Path) -> io::Result<Found> {
     let mut found = Found::default();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in disk.list(dir)? {
         let (stem, tmp) = match name.strip_suffix(".tmp") {
             Some(stem) => (stem, true),
-            None => (name, false),
+            None => (name.as_str(), false),
         };
         let (is_snap, number) = if let Some(n) = stem.strip_prefix("snap-") {
             (true, n)
@@ -52,7 +49,7 @@ pub(super) fn scan(dir: &Path) -> io::Result<Found> {
             continue;
         };
         if tmp {
-            found.tmps.push(entry.path());
+            found.tmps.push(dir.join(&name));
         } else if is_snap {
             found.snaps.push(generation);
         } else {
@@ -62,12 +59,8 @@ pub(super) fn scan(dir: &Path) -> io::Result<Found> {
     Ok(found)
 }
 
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
+pub(super) fn remove_if_present(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    match disk.remove(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -75,33 +68,29 @@ pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Creates `log-N` durably: a temp file with the header, fsync, rename, fsync the
 /// directory. The returned handle is positioned after the header.
-pub(super) fn create_log(dir: &Path, generation: u64) -> io::Result<File> {
+pub(super) fn create_log(
+    disk: &dyn Disk,
+    dir: &Path,
+    generation: u64,
+) -> io::Result<Box<dyn DiskFile>> {
     let path = dir.join(log_name(generation));
     let tmp = dir.join(format!("{}.tmp", log_name(generation)));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let mut file = disk.create(&tmp)?;
     file.write_all(&header(LOG_MAGIC, generation))?;
     file.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    disk.rename(&tmp, &path)?;
+    disk.sync_dir(dir)?;
     Ok(file)
 }
 
 /// Writes a complete snapshot to `path` and fsyncs it; returns its size.
 pub(super) fn write_snapshot(
+    disk: &dyn Disk,
     path: &Path,
     generation: u64,
     live: impl Iterator<Item = Record>,
 ) -> io::Result<u64> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let file = disk.create(path)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&header(SNAP_MAGIC, generation))?;
     let mut bytes = HEADER_LEN;
@@ -123,7 +112,7 @@ pub(super) fn write_snapshot(
     w.write_all(&h.finalize().to_le_bytes())?;
     w.write_all(&count)?;
     bytes += FOOTER_LEN;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
+    let mut file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(bytes)
 }

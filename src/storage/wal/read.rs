@@ -3,7 +3,7 @@
 
 use super::format::*;
 use super::{invalid, Change, BUF_KEEP};
-use std::fs::File;
+use crate::storage::disk::{Disk, DiskFile};
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
@@ -21,7 +21,7 @@ pub(super) enum Item {
 /// Reads framed records from a file of known length, never trusting a length field
 /// beyond the bytes that remain.
 pub(super) struct Reader<'a> {
-    r: BufReader<&'a mut File>,
+    r: BufReader<&'a mut dyn DiskFile>,
     pos: u64,
     len: u64,
     body: Vec<u8>,
@@ -29,7 +29,7 @@ pub(super) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader over `file` (already past its header) at offset `pos` of `len`.
-    fn new(file: &'a mut File, pos: u64, len: u64) -> Reader<'a> {
+    fn new(file: &'a mut dyn DiskFile, pos: u64, len: u64) -> Reader<'a> {
         Reader {
             r: BufReader::with_capacity(256 << 10, file),
             pos,
@@ -111,12 +111,13 @@ impl<'a> Reader<'a> {
 /// Reads a whole snapshot into `out`; returns the file's size and format version.
 /// Any flaw is an error.
 pub(super) fn read_snapshot(
+    disk: &dyn Disk,
     path: &Path,
     generation: u64,
     out: &mut Vec<Change>,
 ) -> io::Result<(u64, u32)> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
+    let mut file = disk.open(path)?;
+    let len = file.size()?;
     let corrupt = |what: String| {
         invalid(format!(
             "snapshot {} is corrupt ({what}); refusing to start from a partial state. \
@@ -125,11 +126,11 @@ pub(super) fn read_snapshot(
         ))
     };
     let mut h = [0u8; HEADER_LEN as usize];
-    let got = read_up_to(&mut file, &mut h)?;
+    let got = read_up_to(file.as_mut(), &mut h)?;
     let format = check_header(&h[..got], SNAP_MAGIC, generation, path)
         .map_err(|e| corrupt(e.to_string()))?;
     let start = out.len();
-    let mut reader = Reader::new(&mut file, HEADER_LEN, len);
+    let mut reader = Reader::new(file.as_mut(), HEADER_LEN, len);
     loop {
         let at = reader.pos;
         match reader.next(true)? {
@@ -172,12 +173,12 @@ pub(super) struct Replay {
 
 /// Replays a log into `out`, stopping at the first bad record.
 pub(super) fn replay_log(
-    file: &mut File,
+    file: &mut dyn DiskFile,
     path: &Path,
     generation: u64,
     out: &mut Vec<Change>,
 ) -> io::Result<Replay> {
-    let len = file.metadata()?.len();
+    let len = file.size()?;
     let mut h = [0u8; HEADER_LEN as usize];
     let got = read_up_to(file, &mut h)?;
     let format = check_header(&h[..got], LOG_MAGIC, generation, path)?;
@@ -208,7 +209,7 @@ pub(super) fn replay_log(
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
-pub(super) fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_up_to(file: &mut dyn DiskFile, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match file.read(&mut buf[got..]) {
