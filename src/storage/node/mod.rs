@@ -99,7 +99,7 @@ use bytes::{Bytes, BytesMut};
 use mesh::{Forward, Mesh};
 use moves::handoff::Handoff;
 use repair::resync::{gained, newly_responsible, CatchUp, Resync};
-use replication::round::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use replication::round::{Answer, Pending, Phase, Progress, Requester, Round, MAX_ATTEMPTS};
 use routing::order::ReplyOrder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -489,6 +489,8 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
+        // Ballots made before this process started are refused (see `paxos`).
+        (self.rounds.acceptor).begin(self.cfg.clock_base_ms + now);
         let from = match &input {
             Input::Frame { conn, .. } | Input::Data { conn, .. } => Some(*conn),
             _ => None,
@@ -615,6 +617,7 @@ impl StorageNode {
             self.pump_handoff(now, out);
         }
         self.pump_resync(now, out);
+        (self.rounds.acceptor).sweep(self.cfg.clock_base_ms + now);
         for id in std::mem::take(&mut self.rounds.retry_soon) {
             self.restart(now, id, out);
         }
