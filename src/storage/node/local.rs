@@ -46,16 +46,31 @@ impl StorageNode {
         (key, hash): (&[u8], u64),
         f: &Frame,
     ) -> Result<(u8, Bytes), Error> {
+        let (reply, payload, write) = self.decide_kv(now, (key, hash), f)?;
+        if let Some(w) = write {
+            self.store((key, hash), w.version, w.value.as_deref(), None);
+        }
+        Ok((reply, payload))
+    }
+
+    /// Decides a key-value request against this node's own data without
+    /// applying it: the reply, and the write it makes (a new version), if any.
+    pub(super) fn decide_kv(
+        &mut self,
+        now: Millis,
+        (key, hash): (&[u8], u64),
+        f: &Frame,
+    ) -> Result<(u8, Bytes, Option<Entry>), Error> {
         let entry = self.engine.entry_ref_hashed(hash, key);
         let held = entry.map_or(0, |e| e.version);
         let current = entry.and_then(|e| e.value).map(Bytes::copy_from_slice);
         let d = decide(f, current.as_ref())?;
-        if let Some(write) = d.write {
+        let write = d.write.map(|value| {
             let wall = self.cfg.clock_base_ms + now;
             let version = self.hlc.next(wall, held);
-            self.store((key, hash), version, write.as_deref(), None);
-        }
-        Ok((d.reply, d.payload))
+            Entry { version, value }
+        });
+        Ok((d.reply, d.payload, write))
     }
 
     /// Serves a request that is not a key-value one: `PING`, the member handshake

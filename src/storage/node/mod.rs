@@ -158,8 +158,8 @@ enum Waiter {
         /// sent, the client is told the outcome is unknown.
         write: bool,
     },
-    /// A client whose write was applied here and copied to the key's next owner:
-    /// once the copy is acknowledged, send `result`.
+    /// A client whose write was decided here and sent to the key's next owner:
+    /// once the copy is acknowledged, apply `record` here and send `result`.
     Mirror {
         /// The client connection.
         conn: ConnId,
@@ -167,6 +167,8 @@ enum Waiter {
         seq: u64,
         /// The reply decided here.
         result: Frame,
+        /// The write.
+        record: Record,
     },
     /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
