@@ -761,3 +761,6 @@ pub(super) fn answer_of(f: &Frame) -> Answer {
         Ok(Reply::Failed(_)) | Err(_) => Answer::Failed(ErrorCode::Unavailable),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -261,10 +261,14 @@ impl StorageNode {
         // With a move pending, a write goes to the next owner first and is
         // applied here only once it took it (see `mirror_write`), so no read
         // here sees a write the next owner may yet refuse.
-        let next = owners.settled.filter(|&n| n != me && owners.serving == Some(me));
+        let next = owners
+            .settled
+            .filter(|&n| n != me && owners.serving == Some(me));
         let decided = match next {
             Some(_) => self.decide_kv(now, (&key, hash), &f),
-            None => self.execute_kv(now, (&key, hash), &f).map(|(o, p)| (o, p, None)),
+            None => self
+                .execute_kv(now, (&key, hash), &f)
+                .map(|(o, p)| (o, p, None)),
         };
         let (reply, write) = match decided {
             Ok((op, payload, write)) => (Frame::new(op, f.client_id, me, payload), write),
