@@ -426,8 +426,8 @@ impl StorageNode {
     fn round_failed(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
         let again = p.attempts < MAX_ATTEMPTS;
         let phase = p.phase();
-        if phase == Some(Phase::Accept) && p.acceptances() > 0 && !p.completing {
-            // Some replica accepted this op's proposal: a later prepare may
+        if phase == Some(Phase::Accept) && p.maybe_accepted() && !p.completing {
+            // Some replica may hold this op's proposal: a later prepare may
             // find it and finish it, so it must not be decided again.
             p.maybe_applied = true;
         } else if phase == Some(Phase::Accept) || (phase.is_none() && p.conditional()) {
@@ -590,6 +590,7 @@ impl StorageNode {
         };
         let ask = Message::Accept { record }.encode();
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &targets, ask, out);
+        p.accept_asked = (targets.len() - failed.len(), 0);
         if done {
             return self.commit(now, id, p, out);
         }

@@ -130,6 +130,9 @@ pub struct Pending {
     pub nacked: u64,
     /// The proposal of the accept round in progress (version: the ballot).
     pub proposal: Option<Entry>,
+    /// Replicas the accept round in progress sent `ACCEPT` to, and how many of
+    /// them refused it outright: the others may hold the proposal.
+    pub accept_asked: (usize, usize),
     /// The accept and commit rounds in progress finish another proposer's
     /// accepted proposal: once committed, this op starts again.
     pub completing: bool,
@@ -228,6 +231,7 @@ impl Pending {
             accepted: None,
             nacked: 0,
             proposal: None,
+            accept_asked: (0, 0),
             completing: false,
             lagging: Vec::new(),
             off_list: false,
@@ -254,22 +258,33 @@ impl Pending {
         !matches!(self.request.op, op::GET | op::EXISTS | op::PUT)
     }
 
-    /// Acceptances the accept round in progress has (0 outside one).
-    pub fn acceptances(&self) -> usize {
-        match &self.round {
+    /// Whether some replica may hold the proposal of the accept round in
+    /// progress: it accepted, or it was sent the proposal and did not refuse
+    /// it outright (it may have accepted and its answer been lost).
+    pub fn maybe_accepted(&self) -> bool {
+        let acks = match &self.round {
             Round::Writing {
                 phase: Phase::Accept,
                 acks,
                 ..
             } => *acks,
-            _ => 0,
-        }
+            _ => return false,
+        };
+        let (asked, refused) = self.accept_asked;
+        acks > 0 || asked > refused
     }
 
     /// Records `peer`'s answer to the round in progress.
     pub fn on_answer(&mut self, peer: u32, answer: Answer) -> Progress {
         if answer == Answer::Failed(ErrorCode::Timeout) {
             self.failure = ErrorCode::Timeout;
+        }
+        let outright = matches!(
+            answer,
+            Answer::Newer(_) | Answer::CatchingUp | Answer::OffList
+        );
+        if self.phase() == Some(Phase::Accept) && outright {
+            self.accept_asked.1 += 1;
         }
         if let Some(phase) = self.phase() {
             return self.ack_from(
