@@ -117,8 +117,7 @@ impl StorageNode {
             // at least R and W (this node's own promise counts only if it is
             // not catching up: it then makes none).
             let majority = listed / 2 + 1;
-            p.read_need = majority.max(read_need - behind);
-            p.accept_need = majority.max(write_need);
+            p.set_paxos_needs(majority.max(read_need - behind), majority.max(write_need));
         }
         // Requests for one key run in arrival order: a write holds the key until
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
@@ -408,9 +407,9 @@ impl StorageNode {
             }
             Progress::ReadDone => self.finish_read(now, id, p, out),
             Progress::WriteDone if p.phase() == Some(Phase::Accept) => self.commit(now, id, p, out),
-            Progress::WriteDone if p.completing => {
+            Progress::WriteDone if p.completing() => {
                 // Another proposer's accepted proposal is committed: now this op.
-                p.completing = false;
+                p.set_completing(false);
                 self.start_round(now, id, p, out);
             }
             Progress::WriteDone => {
@@ -426,14 +425,14 @@ impl StorageNode {
     fn round_failed(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
         let again = p.attempts < MAX_ATTEMPTS;
         let phase = p.phase();
-        if phase == Some(Phase::Accept) && p.maybe_accepted() && !p.completing {
+        if phase == Some(Phase::Accept) && p.maybe_accepted() && !p.completing() {
             // Some replica may hold this op's proposal: a later prepare may
             // find it and finish it, so it must not be decided again.
             p.maybe_applied = true;
         } else if phase == Some(Phase::Accept) || (phase.is_none() && p.conditional()) {
             // A higher ballot or a newer version refused this attempt before
             // anything of this op was accepted: try again above it.
-            if p.nacked > 0 && again {
+            if p.refused() && again {
                 return self.start_round(now, id, p, out);
             }
         } else if phase == Some(Phase::Write) && p.request.op == op::PUT {
@@ -481,10 +480,8 @@ impl StorageNode {
         let wall = self.cfg.clock_base_ms + now;
         let entry = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         let stored = entry.as_ref().map_or(0, |e| e.version);
-        let ballot = self.hlc.next(wall, stored.max(p.nacked).max(p.ballot));
-        p.ballot = ballot;
-        p.accepted = None;
-        p.nacked = 0;
+        let ballot = self.hlc.next(wall, stored.max(p.ballot_floor()));
+        p.begin_prepare(ballot);
         let mut copies = Vec::new();
         if self.accepts_for(p.hash) {
             match (self.rounds.acceptor).prepare(&p.key, ballot, stored, wall) {
@@ -494,7 +491,7 @@ impl StorageNode {
                 }
                 Err(higher) => {
                     self.hlc.observe(higher);
-                    p.nacked = higher;
+                    p.refused_by(higher);
                 }
             }
         }
@@ -525,7 +522,7 @@ impl StorageNode {
         if p.conditional() {
             if let Some(unfinished) = p.unfinished() {
                 let (mut p, result) = (p, Frame::new(op::OK, 0, 0, Bytes::new()));
-                p.completing = true;
+                p.set_completing(true);
                 return self.accept_round(now, id, p, unfinished.value, result, out);
             }
         }
@@ -555,13 +552,13 @@ impl StorageNode {
     ) {
         let (_, mut targets, newcomers) = self.replica_targets(p.hash);
         let mine = self.accepts_for(p.hash);
-        if usize::from(mine) + targets.len() < p.accept_need {
+        if usize::from(mine) + targets.len() < p.accept_need() {
             // Refused before anything of it is accepted: applied nowhere.
             return self.refuse_write(p, out);
         }
         let record = Record {
             key: p.key.clone(),
-            version: p.ballot,
+            version: p.ballot(),
             value,
         };
         let mut acks = 0;
@@ -572,15 +569,16 @@ impl StorageNode {
                 Ok(()) => acks = 1,
                 Err(higher) => {
                     self.hlc.observe(higher);
-                    p.nacked = higher;
+                    p.refused_by(higher);
                 }
             }
         }
-        p.proposal = Some(entry_of(record.clone()));
         targets.extend(newcomers.iter().copied());
-        let done = acks >= p.accept_need && newcomers.is_empty();
+        let done = acks >= p.accept_need() && newcomers.is_empty();
         let alone = targets.is_empty();
-        p.round = Round::Writing {
+        let proposal = entry_of(record.clone());
+        let ask = Message::Accept { record }.encode();
+        let round = Round::Writing {
             phase: Phase::Accept,
             result,
             acks,
@@ -588,9 +586,10 @@ impl StorageNode {
             newcomers,
             newest_refusal: 0,
         };
-        let ask = Message::Accept { record }.encode();
+        // The tag is the accept round's: set the round before sending.
+        p.begin_accept(proposal, round, targets.len());
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &targets, ask, out);
-        p.accept_asked = (targets.len() - failed.len(), 0);
+        p.begin_accept_sent(targets.len() - failed.len());
         if done {
             return self.commit(now, id, p, out);
         }
@@ -603,7 +602,7 @@ impl StorageNode {
     /// A conditional op's proposal is accepted by enough replicas (it is
     /// chosen): apply it here and send it as `REPLICATE` to the others.
     fn commit(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
-        let Some(entry) = p.proposal.take() else {
+        let Some(entry) = p.take_proposal() else {
             return self.finish(p, Err(Self::no_result()), out);
         };
         let Some(result) = p.take_result() else {
@@ -617,7 +616,7 @@ impl StorageNode {
             None,
         );
         self.rounds.acceptor.committed(&p.key, entry.version);
-        if !p.completing {
+        if !p.completing() {
             p.maybe_applied = true;
         }
         let (_, mut targets, newcomers) = self.replica_targets(p.hash);

@@ -118,24 +118,8 @@ pub struct Pending {
     /// This request holds its key at the lead: later requests for the key
     /// wait until it finishes.
     pub holds_key: bool,
-    /// A conditional op: acceptances its accept round needs (a majority of
-    /// the key's list, and at least W).
-    pub accept_need: usize,
-    /// A conditional op's ballot in the attempt in progress (0: none yet).
-    pub ballot: u64,
-    /// The newest accepted proposal the prepare round's promises reported.
-    pub accepted: Option<Entry>,
-    /// The highest ballot or version that refused this attempt's prepare or
-    /// accept (0: none): the next ballot goes past it.
-    pub nacked: u64,
-    /// The proposal of the accept round in progress (version: the ballot).
-    pub proposal: Option<Entry>,
-    /// Replicas the accept round in progress sent `ACCEPT` to, and how many of
-    /// them refused it outright: the others may hold the proposal.
-    pub accept_asked: (usize, usize),
-    /// The accept and commit rounds in progress finish another proposer's
-    /// accepted proposal: once committed, this op starts again.
-    pub completing: bool,
+    /// A conditional op's Paxos state (see [`Proposer`]).
+    paxos: Proposer,
     /// Replicas that refused a read of this request because they are catching
     /// up: a read that finds a copy sends it to them too.
     pub lagging: Vec<u32>,
@@ -147,6 +131,30 @@ pub struct Pending {
     /// even a write refused and undone here may have been read by another lead
     /// meanwhile and built upon.
     pub maybe_applied: bool,
+}
+
+/// A conditional op's state as a Paxos proposer, owned by its [`Pending`]
+/// and changed only through its methods.
+#[derive(Debug, Default)]
+struct Proposer {
+    /// Acceptances an accept round needs (a majority of the key's list, and at
+    /// least W).
+    accept_need: usize,
+    /// The ballot of the attempt in progress (0: none yet).
+    ballot: u64,
+    /// The newest accepted proposal the prepare round's promises reported.
+    accepted: Option<Entry>,
+    /// The highest ballot or version that refused this attempt's prepare or
+    /// accept (0: none): the next ballot goes past it.
+    nacked: u64,
+    /// The proposal of the accept round in progress (version: the ballot).
+    proposal: Option<Entry>,
+    /// Replicas the accept round in progress sent `ACCEPT` to, and how many of
+    /// them refused it outright: the others may hold the proposal.
+    asked: (usize, usize),
+    /// The accept and commit rounds in progress finish another proposer's
+    /// accepted proposal: once committed, this op starts again.
+    completing: bool,
 }
 
 /// A round of a request served over replicas.
@@ -226,13 +234,10 @@ impl Pending {
             },
             failure: ErrorCode::Unavailable,
             holds_key: false,
-            accept_need: write_need,
-            ballot: 0,
-            accepted: None,
-            nacked: 0,
-            proposal: None,
-            accept_asked: (0, 0),
-            completing: false,
+            paxos: Proposer {
+                accept_need: write_need,
+                ..Proposer::default()
+            },
             lagging: Vec::new(),
             off_list: false,
             maybe_applied: false,
@@ -270,8 +275,78 @@ impl Pending {
             } => *acks,
             _ => return false,
         };
-        let (asked, refused) = self.accept_asked;
+        let (asked, refused) = self.paxos.asked;
         acks > 0 || asked > refused
+    }
+
+    /// Sets what a conditional op needs: `promises` for its prepare round and
+    /// `acceptances` for its accept round.
+    pub fn set_paxos_needs(&mut self, promises: usize, acceptances: usize) {
+        self.read_need = promises;
+        self.paxos.accept_need = acceptances;
+    }
+
+    /// Acceptances an accept round needs.
+    pub fn accept_need(&self) -> usize {
+        self.paxos.accept_need
+    }
+
+    /// The floor of this op's next ballot: above its last one and above
+    /// whatever refused it.
+    pub fn ballot_floor(&self) -> u64 {
+        self.paxos.ballot.max(self.paxos.nacked)
+    }
+
+    /// A new attempt's prepare round under `ballot`.
+    pub fn begin_prepare(&mut self, ballot: u64) {
+        self.paxos.ballot = ballot;
+        self.paxos.accepted = None;
+        self.paxos.nacked = 0;
+    }
+
+    /// The ballot of the attempt in progress.
+    pub fn ballot(&self) -> u64 {
+        self.paxos.ballot
+    }
+
+    /// Notes that `higher` (a ballot or a version) refused this attempt.
+    pub fn refused_by(&mut self, higher: u64) {
+        self.paxos.nacked = self.paxos.nacked.max(higher);
+    }
+
+    /// Whether something refused this attempt's prepare or accept.
+    pub fn refused(&self) -> bool {
+        self.paxos.nacked > 0
+    }
+
+    /// Starts an accept round (`round`, an [`Phase::Accept`] write) of
+    /// `proposal` (its version is the ballot), about to ask `asked` replicas.
+    pub fn begin_accept(&mut self, proposal: Entry, round: Round, asked: usize) {
+        self.paxos.proposal = Some(proposal);
+        self.paxos.asked = (asked, 0);
+        self.round = round;
+    }
+
+    /// How many replicas the accept round's `ACCEPT` actually reached the
+    /// links of (the others were unreachable: they cannot hold it).
+    pub fn begin_accept_sent(&mut self, sent: usize) {
+        self.paxos.asked.0 = sent;
+    }
+
+    /// Takes the proposal of a finished accept round, to commit it.
+    pub fn take_proposal(&mut self) -> Option<Entry> {
+        self.paxos.proposal.take()
+    }
+
+    /// Marks the accept and commit rounds about to start as finishing another
+    /// proposer's proposal (`true`), or this op's own (`false`).
+    pub fn set_completing(&mut self, completing: bool) {
+        self.paxos.completing = completing;
+    }
+
+    /// Whether the rounds in progress finish another proposer's proposal.
+    pub fn completing(&self) -> bool {
+        self.paxos.completing
     }
 
     /// Records `peer`'s answer to the round in progress.
@@ -284,7 +359,7 @@ impl Pending {
             Answer::Newer(_) | Answer::CatchingUp | Answer::OffList
         );
         if self.phase() == Some(Phase::Accept) && outright {
-            self.accept_asked.1 += 1;
+            self.paxos.asked.1 += 1;
         }
         if let Some(phase) = self.phase() {
             return self.ack_from(
@@ -300,7 +375,7 @@ impl Pending {
         match &answer {
             Answer::CatchingUp => self.lagging.push(peer),
             Answer::OffList => self.off_list = true,
-            Answer::Newer(v) => self.nacked = self.nacked.max(*v),
+            Answer::Newer(v) => self.refused_by(*v),
             Answer::Promise {
                 accepted: Some(a), ..
             } => self.note_accepted(Some(a.clone())),
@@ -316,8 +391,8 @@ impl Pending {
     /// Keeps `accepted` if it is the newest accepted proposal seen.
     pub fn note_accepted(&mut self, accepted: Option<Entry>) {
         if let Some(a) = accepted {
-            if self.accepted.as_ref().is_none_or(|b| a.version > b.version) {
-                self.accepted = Some(a);
+            if (self.paxos.accepted.as_ref()).is_none_or(|b| a.version > b.version) {
+                self.paxos.accepted = Some(a);
             }
         }
     }
@@ -326,7 +401,10 @@ impl Pending {
     /// newest one, if it is newer than every committed copy.
     pub fn unfinished(&self) -> Option<Entry> {
         let committed = self.highest();
-        self.accepted.clone().filter(|a| a.version > committed)
+        self.paxos
+            .accepted
+            .clone()
+            .filter(|a| a.version > committed)
     }
 
     /// The highest version a refusal of the write round named (0: none).
