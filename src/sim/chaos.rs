@@ -778,6 +778,36 @@ mod tests {
         run_seed(2_000_423, &Setup::replicated(5, MS, Faults::benign())).unwrap();
     }
 
+    /// N = 1, a move pending: the old owner applied an INCR and copied it to
+    /// the next owner; a GET read it there; the next owner, already the owner
+    /// after the flip, had taken another INCR and refused the copy, so the
+    /// read value vanished. Fixed: the old owner applies a moving key's write
+    /// only once the next owner took it. (No unit test: the N = 1 move path
+    /// is covered by this seed and by the integration tests of moves.)
+    #[test]
+    fn fixed_uncommitted_write_read_during_a_move_438() {
+        run_seed(438, &Setup::single(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// Two leads of one counter while nodes crashed and a node joined: a DELETE
+    /// acknowledged by one lead was missed by the other's INCR, decided on a
+    /// copy from before it. Fixed by Paxos for conditional ops
+    /// (`replication::tests`).
+    #[test]
+    fn fixed_two_leads_decide_one_key_3000144() {
+        run_seed(3_000_144, &crash_setup()).unwrap();
+    }
+
+    /// Found while building Paxos: a DELETE's accept round failed as soon as
+    /// a newcomer refused, before another replica's acceptance arrived, and was
+    /// answered UNAVAILABLE; a later lead found the accepted DELETE and
+    /// finished it. Fixed: an accept that may have reached a replica is
+    /// UNKNOWN (`replication::tests::an_accept_refused_after_this_node_accepted_is_unknown_and_never_stored`).
+    #[test]
+    fn fixed_failed_accept_finished_by_another_lead_3000606() {
+        run_seed(3_000_606, &crash_setup()).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));
