@@ -351,9 +351,14 @@ impl StorageNode {
                     let reply = Frame::error(result.client_id, self.node_id, &e);
                     self.conns.order.fill(conn, seq, reply, out);
                 } else {
+                    // Applied here too while this node still owns the key; after
+                    // the flip (which may have dropped it here) the next owner
+                    // alone holds it.
                     let hash = hash64(&record.key);
-                    let value = record.value.as_deref();
-                    self.store((&record.key, hash), record.version, value, None);
+                    if self.serving.owner_of_hash(hash) == Some(self.node_id) {
+                        let value = record.value.as_deref();
+                        self.store((&record.key, hash), record.version, value, None);
+                    }
                     self.conns.order.fill(conn, seq, result, out);
                 }
             }
