@@ -810,6 +810,17 @@ mod tests {
         run_seed(3_000_606, &crash_setup()).unwrap();
     }
 
+    /// Two leads of one counter: node 3 found node 5's accepted 19, and its
+    /// accept of it (to finish it) was refused by node 5's higher ballot; its
+    /// next attempt decided and committed 20 but still counted as finishing
+    /// another proposal, so it started again and applied the INCR a second
+    /// time (21). Fixed: each attempt starts as this op's own
+    /// (`replication::tests::an_op_whose_finishing_of_another_proposal_was_refused_is_applied_once`).
+    #[test]
+    fn fixed_incr_applied_twice_after_finishing_another_proposal_2003918() {
+        run_seed(2_003_918, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));

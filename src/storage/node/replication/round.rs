@@ -297,11 +297,13 @@ impl Pending {
         self.paxos.ballot.max(self.paxos.nacked)
     }
 
-    /// A new attempt's prepare round under `ballot`.
+    /// A new attempt's prepare round under `ballot`: whatever the last attempt
+    /// was doing (finishing another proposal included) is over.
     pub fn begin_prepare(&mut self, ballot: u64) {
         self.paxos.ballot = ballot;
         self.paxos.accepted = None;
         self.paxos.nacked = 0;
+        self.paxos.completing = false;
     }
 
     /// The ballot of the attempt in progress.
@@ -361,6 +363,9 @@ impl Pending {
         if self.phase() == Some(Phase::Accept) && outright {
             self.paxos.asked.1 += 1;
         }
+        if let (None | Some(Phase::Accept), Answer::Newer(v)) = (self.phase(), &answer) {
+            self.refused_by(*v);
+        }
         if let Some(phase) = self.phase() {
             return self.ack_from(
                 peer,
@@ -375,7 +380,6 @@ impl Pending {
         match &answer {
             Answer::CatchingUp => self.lagging.push(peer),
             Answer::OffList => self.off_list = true,
-            Answer::Newer(v) => self.refused_by(*v),
             Answer::Promise {
                 accepted: Some(a), ..
             } => self.note_accepted(Some(a.clone())),

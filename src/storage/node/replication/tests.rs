@@ -220,3 +220,34 @@ fn one_reply(out: &[Output], conn: ConnId) -> Frame {
     assert_eq!(sent.len(), 1, "{out:?}");
     sent[0].clone()
 }
+
+#[test]
+fn an_op_whose_finishing_of_another_proposal_was_refused_is_applied_once() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let incr = Frame::new(op::INCR, 9, 0, format!("{} {key} 1", key.len()));
+    let out = frame_in(&mut n, 10, client, incr);
+    let prepare = one(&out, links[0], op::PREPARE);
+    let reply = promise(
+        Some(record(&key, 5 << 16, b"6")),
+        Some(record(&key, 6 << 16, b"7")),
+    );
+    let out = frame_in(&mut n, 11, links[0], answer(&prepare, 2, reply));
+    // Finishing the other lead's 7 is refused by both replicas: start again.
+    let accepts: Vec<Frame> = links.iter().map(|&l| one(&out, l, op::ACCEPT)).collect();
+    let higher = Reply::Conflict { version: 1 << 40 };
+    frame_in(&mut n, 12, links[0], answer(&accepts[0], 2, higher.clone()));
+    let out = frame_in(&mut n, 13, links[1], answer(&accepts[1], 3, higher));
+    let prepare = one(&out, links[0], op::PREPARE);
+    // The other lead committed 7 meanwhile; the INCR decides 8 and is answered
+    // once committed, not decided again.
+    let reply = promise(Some(record(&key, 1 << 40, b"7")), None);
+    let out = frame_in(&mut n, 14, links[0], answer(&prepare, 2, reply));
+    let accept = one(&out, links[0], op::ACCEPT);
+    assert!(accept.payload.ends_with(b"8"), "{accept:?}");
+    let out = frame_in(&mut n, 15, links[0], answer(&accept, 2, Reply::Ok));
+    let commit = one(&out, links[0], op::REPLICATE);
+    let out = frame_in(&mut n, 16, links[0], answer(&commit, 2, Reply::Ok));
+    let reply = one(&out, client, op::VALUE);
+    assert_eq!(&reply.payload[..], b"8");
+}
