@@ -17,7 +17,8 @@
 //!   manager's messages (`MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`, `JOINED`, `HEARTBEAT`, `HANDOFF_DONE`,
 //!   `RING_UPDATE`, `DROP`) and the catch-up rounds (`SYNC_REQ`, `SYNC_DONE`);
 //! - binary where they carry data: [`Record`]s (`MIGRATE`, `REPLICATE`, a
-//!   `REPL_READ` hit), and the versions of `REPLICATE` and `PURGE`.
+//!   `REPL_READ` hit, `ACCEPT`, `PROMISE`), and the versions of `REPLICATE`,
+//!   `PURGE` and `PREPARE`.
 //!
 //! A record (`KLEN(u32 BE) KEY VERSION(u64 BE) FLAG(u8) [VLEN(u32 BE) VALUE]`,
 //! FLAG 1 with a value, 0 for a tombstone) is written by [`put_record`] and read by
@@ -217,6 +218,24 @@ pub enum Message {
         /// The entry to store.
         record: Record,
     },
+    /// 65, proposer -> replica, the first phase of a conditional op:
+    /// `BALLOT(u64 BE) KEY`. The replica promises to take no ballot at or below
+    /// this one for the key and answers [`Reply::Promise`], or refuses with
+    /// [`Reply::Conflict`] naming a ballot or version at least as high.
+    Prepare {
+        /// The ballot (a version from the proposer's clock).
+        ballot: u64,
+        /// The key.
+        key: Bytes,
+    },
+    /// 66, proposer -> replica, the second phase: `RECORD`, whose version is
+    /// the ballot. The replica holds it apart from its data (no read sees it)
+    /// unless it promised a higher ballot or holds a version at least as high
+    /// (`CONFLICT`). Its commit is a `REPLICATE` of the same record.
+    Accept {
+        /// The proposal: the key, the ballot as its version, the value.
+        record: Record,
+    },
     /// 56, coordinator -> replica: the key's entry. The payload is the key.
     ReplRead {
         /// The key.
@@ -266,6 +285,8 @@ impl Message {
             Message::Migrate { .. } => op::MIGRATE,
             Message::Replicate { .. } => op::REPLICATE,
             Message::ReplRead { .. } => op::REPL_READ,
+            Message::Prepare { .. } => op::PREPARE,
+            Message::Accept { .. } => op::ACCEPT,
             Message::Purge { .. } => op::PURGE,
             Message::SyncReq { .. } => op::SYNC_REQ,
             Message::SyncDone { .. } => op::SYNC_DONE,
@@ -288,6 +309,8 @@ impl Message {
                 | op::MIGRATE
                 | op::REPLICATE
                 | op::REPL_READ
+                | op::PREPARE
+                | op::ACCEPT
                 | op::PURGE
                 | op::SYNC_REQ
                 | op::SYNC_DONE
@@ -358,9 +381,23 @@ impl Message {
                 buf.freeze()
             }
             Message::ReplRead { key } => key.clone(),
-            Message::Purge { version, key } => {
+            Message::Accept { record } => {
+                let mut buf = BytesMut::new();
+                put_record(
+                    &mut buf,
+                    &record.key,
+                    record.version,
+                    record.value.as_deref(),
+                );
+                buf.freeze()
+            }
+            Message::Prepare { ballot, key }
+            | Message::Purge {
+                version: ballot,
+                key,
+            } => {
                 let mut buf = BytesMut::with_capacity(8 + key.len());
-                buf.put_u64(*version);
+                buf.put_u64(*ballot);
                 buf.put_slice(key);
                 buf.freeze()
             }
@@ -425,17 +462,26 @@ impl Message {
                 check_key(p)?;
                 Message::ReplRead { key: p.clone() }
             }
-            op::PURGE => {
+            op::PURGE | op::PREPARE => {
+                let what = op::name(frame.op);
                 if p.len() < 8 {
-                    return Err(malformed("PURGE", "shorter than its VERSION"));
+                    return Err(malformed(what, "shorter than its version"));
                 }
                 let key = p.slice(8..);
                 check_key(&key)?;
-                Message::Purge {
-                    version: be_u64(&p[..8]),
-                    key,
+                let version = be_u64(&p[..8]);
+                if frame.op == op::PURGE {
+                    Message::Purge { version, key }
+                } else {
+                    Message::Prepare {
+                        ballot: version,
+                        key,
+                    }
                 }
             }
+            op::ACCEPT => Message::Accept {
+                record: parse_one_record(p, 0, "ACCEPT")?,
+            },
             op::SYNC_REQ => {
                 let what = "SYNC_REQ (NODEID ROUND EPOCH)";
                 let [node_id, round, epoch] = words::<3>(p).ok_or_else(|| malformed(what, ""))?;
@@ -533,6 +579,15 @@ pub enum Reply {
         /// The newer version held.
         version: u64,
     },
+    /// 67 PROMISE, the answer to `PREPARE`: `HAS(u8) [RECORD] HAS(u8)
+    /// [RECORD]`, the replica's committed entry of the key (if it has one) and
+    /// the proposal it accepted for the key and has not seen committed (if any).
+    Promise {
+        /// The replica's entry of the key.
+        committed: Option<Record>,
+        /// The accepted proposal (its version is its ballot).
+        accepted: Option<Record>,
+    },
     /// 62 REFUSED: the replica will not let its copy count (see [`Refusal`]).
     Refused(Refusal),
     /// 29 ERR: anything else that went wrong.
@@ -553,6 +608,22 @@ impl Reply {
             Reply::Conflict { version } => {
                 Frame::new(op::CONFLICT, 0, 0, Bytes::from(version.to_string()))
             }
+            Reply::Promise {
+                committed,
+                accepted,
+            } => {
+                let mut buf = BytesMut::new();
+                for r in [committed, accepted] {
+                    match r {
+                        Some(r) => {
+                            buf.put_u8(1);
+                            put_record(&mut buf, &r.key, r.version, r.value.as_deref());
+                        }
+                        None => buf.put_u8(0),
+                    }
+                }
+                Frame::new(op::PROMISE, 0, 0, buf.freeze())
+            }
             Reply::Refused(r) => r.encode(),
             Reply::Failed(e) => Frame::error(0, 0, e),
         }
@@ -569,6 +640,7 @@ impl Reply {
             op::CONFLICT => Reply::Conflict {
                 version: decimal(p, u64::MAX, "CONFLICT (VERSION)")?,
             },
+            op::PROMISE => decode_promise(p)?,
             op::REFUSED => Reply::Refused(Refusal::decode(frame)?),
             op::ERR => Reply::Failed(Error::from_payload(p)),
             op::OK | op::NOT_FOUND => {
@@ -582,6 +654,32 @@ impl Reply {
             }
         })
     }
+}
+
+/// A `PROMISE` payload: two optional records, each behind a flag byte.
+fn decode_promise(p: &Bytes) -> Result<Reply, Error> {
+    let mut at = 0;
+    let mut take = || -> Result<Option<Record>, Error> {
+        let flag = *p.get(at).ok_or_else(|| malformed("PROMISE", "cut short"))?;
+        at += 1;
+        match flag {
+            0 => Ok(None),
+            1 => parse_record(p, &mut at).map(Some),
+            f => Err(malformed(
+                "PROMISE",
+                &format!("flag {f} is neither 0 nor 1"),
+            )),
+        }
+    };
+    let committed = take()?;
+    let accepted = take()?;
+    if at != p.len() {
+        return Err(malformed("PROMISE", "bytes after its entries"));
+    }
+    Ok(Reply::Promise {
+        committed,
+        accepted,
+    })
 }
 
 /// Why a replica will not let its copy count toward a quorum. Sent as op 62

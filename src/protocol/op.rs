@@ -119,6 +119,15 @@ pub const MEMBER_HELLO: u8 = 63;
 /// `NONCE SP PROOF` (hex), the accepting side's nonce and its own proof of the
 /// cluster secret over both nonces.
 pub const MEMBER_CHALLENGE: u8 = 64;
+/// Proposer -> replica, a conditional op's first phase: `BALLOT(u64 BE) KEY`;
+/// promise to take no lower ballot for the key (see [`super::cluster::Message::Prepare`]).
+pub const PREPARE: u8 = 65;
+/// Proposer -> replica, a conditional op's second phase: one record whose
+/// version is the ballot; hold it apart from the data until its commit.
+pub const ACCEPT: u8 = 66;
+/// Replica -> proposer, the answer to `PREPARE`: the replica's committed entry
+/// and the proposal it accepted, if any (see [`super::cluster::Reply::Promise`]).
+pub const PROMISE: u8 = 67;
 
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
@@ -170,6 +179,9 @@ pub fn name(op: u8) -> &'static str {
         REFUSED => "REFUSED",
         MEMBER_HELLO => "MEMBER_HELLO",
         MEMBER_CHALLENGE => "MEMBER_CHALLENGE",
+        PREPARE => "PREPARE",
+        ACCEPT => "ACCEPT",
+        PROMISE => "PROMISE",
         _ => "UNKNOWN",
     }
 }

@@ -911,6 +911,52 @@ mod tests {
         run_seed(2_000_423, &Setup::replicated(5, MS, Faults::benign())).unwrap();
     }
 
+    /// N = 1, a move pending: the old owner applied an INCR and copied it to
+    /// the next owner; a GET read it there; the next owner, already the owner
+    /// after the flip, had taken another INCR and refused the copy, so the
+    /// read value vanished. Fixed: the old owner applies a moving key's write
+    /// only once the next owner took it. (No unit test: the N = 1 move path
+    /// is covered by this seed and by the integration tests of moves.)
+    #[test]
+    fn fixed_uncommitted_write_read_during_a_move_438() {
+        run_seed(438, &Setup::single(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// Two rings serving one counter while nodes crashed and a node joined: a
+    /// DELETE acknowledged by the new ring's lead was missed by a GET that a
+    /// node the manager had marked down served by its old ring, from itself
+    /// and another such node. Not fixed: stale-ring quorums remain a caveat
+    /// (docs/architecture.md, "Two leads of one key"). It passed on the Paxos
+    /// branch only because its schedule moved; once plain reads asked fewer
+    /// replicas it failed again (an INCR on a stale ring's quorum missed an
+    /// acknowledged value). Run it with `--ignored` when working on rings.
+    #[test]
+    #[ignore = "stale-ring quorums: a known caveat, not fixed"]
+    fn two_rings_serving_one_key_3000144() {
+        run_seed(3_000_144, &crash_setup()).unwrap();
+    }
+
+    /// Found while building Paxos: a DELETE's accept round failed as soon as
+    /// a newcomer refused, before another replica's acceptance arrived, and was
+    /// answered UNAVAILABLE; a later lead found the accepted DELETE and
+    /// finished it. Fixed: an accept that may have reached a replica is
+    /// UNKNOWN (`replication::tests::an_accept_refused_after_this_node_accepted_is_unknown_and_never_stored`).
+    #[test]
+    fn fixed_failed_accept_finished_by_another_lead_3000606() {
+        run_seed(3_000_606, &crash_setup()).unwrap();
+    }
+
+    /// Two leads of one counter: node 3 found node 5's accepted 19, and its
+    /// accept of it (to finish it) was refused by node 5's higher ballot; its
+    /// next attempt decided and committed 20 but still counted as finishing
+    /// another proposal, so it started again and applied the INCR a second
+    /// time (21). Fixed: each attempt starts as this op's own
+    /// (`replication::tests::an_op_whose_finishing_of_another_proposal_was_refused_is_applied_once`).
+    #[test]
+    fn fixed_incr_applied_twice_after_finishing_another_proposal_2003918() {
+        run_seed(2_003_918, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));

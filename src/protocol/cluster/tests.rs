@@ -288,6 +288,58 @@ fn repl_read_and_purge() {
 }
 
 #[test]
+fn paxos_prepare_accept_and_promise() {
+    let m = Message::Prepare {
+        ballot: 3,
+        key: b(b"k"),
+    };
+    check(m, &[0, 0, 0, 0, 0, 0, 0, 3, b'k']);
+    assert_eq!(bad(op::PREPARE, &[0; 7]), ErrorCode::BadOp);
+    assert_eq!(bad(op::PREPARE, &[0; 8]), ErrorCode::BadKey);
+    let r = record(b"k", 9, Some(b"v"));
+    let mut entry = BytesMut::new();
+    put_record(&mut entry, b"k", 9, Some(b"v"));
+    check(Message::Accept { record: r.clone() }, &entry);
+    assert_eq!(bad(op::ACCEPT, b""), ErrorCode::BadOp);
+    assert_eq!(
+        bad(op::ACCEPT, &[&entry[..], b"x"].concat()),
+        ErrorCode::BadOp
+    );
+
+    let tomb = record(b"k", 4, None);
+    for (committed, accepted) in [
+        (None, None),
+        (Some(r.clone()), None),
+        (None, Some(tomb.clone())),
+        (Some(tomb.clone()), Some(r.clone())),
+    ] {
+        let promise = Reply::Promise {
+            committed,
+            accepted,
+        };
+        let f = promise.encode();
+        assert_eq!(f.op, op::PROMISE);
+        assert_eq!(Reply::decode(&f), Ok(promise));
+    }
+    let f = Reply::Promise {
+        committed: Some(r.clone()),
+        accepted: None,
+    }
+    .encode();
+    assert_eq!(&f.payload[..], &[&[1u8][..], &entry, &[0u8]].concat()[..]);
+    for p in [
+        &b""[..],
+        &[0u8][..],
+        &[2u8, 0][..],
+        &[0u8, 0, 0][..],
+        &[1u8, 0][..],
+    ] {
+        let got = Reply::decode(&Frame::new(op::PROMISE, 0, 0, Bytes::copy_from_slice(p)));
+        assert_eq!(got.map_err(|e| e.code), Err(ErrorCode::BadOp), "{p:?}");
+    }
+}
+
+#[test]
 fn sync_rounds() {
     let m = Message::SyncReq {
         node_id: 2,
@@ -460,6 +512,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (prop::option::of(any::<u64>()), arb_record())
             .prop_map(|(base, record)| Message::Replicate { base, record }),
         arb_key().prop_map(|key| Message::ReplRead { key }),
+        (any::<u64>(), arb_key()).prop_map(|(ballot, key)| Message::Prepare { ballot, key }),
+        arb_record().prop_map(|record| Message::Accept { record }),
         (any::<u64>(), arb_key()).prop_map(|(version, key)| Message::Purge { version, key }),
         (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(node_id, round, epoch)| {
             Message::SyncReq {
@@ -478,6 +532,14 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         Just(Reply::Ok),
         Just(Reply::NotFound),
         arb_record().prop_map(Reply::Found),
+        (
+            prop::option::of(arb_record()),
+            prop::option::of(arb_record())
+        )
+            .prop_map(|(committed, accepted)| Reply::Promise {
+                committed,
+                accepted
+            }),
         any::<u64>().prop_map(|version| Reply::Conflict { version }),
         Just(Reply::Refused(Refusal::CatchingUp)),
         any::<u64>().prop_map(|epoch| Reply::Refused(Refusal::OffList { epoch })),

@@ -176,7 +176,7 @@ fn a_collected_tombstone_stays_collected_after_a_restart() {
 }
 
 #[test]
-fn a_refused_conditional_write_stays_undone_after_a_restart() {
+fn a_refused_conditional_write_is_never_stored_nor_back_after_a_restart() {
     let dir = TempDir::new("undo");
     // Node 1 (this one) holds every hash but 0, so it leads "k"; node
     // 2 is its replica.
@@ -205,23 +205,27 @@ fn a_refused_conditional_write_stays_undone_after_a_restart() {
             client,
             Frame::new(op::CREATE, 1, 0, &b"1 kv"[..]),
         );
-        let read = sent(&out, link, op::REPL_READ);
-        let none = Frame::new(op::NOT_FOUND, read.client_id, 2, Bytes::new());
-        let out = frame_in(&mut n, 5, link, none);
-        let write = sent(&out, link, op::REPLICATE);
-        assert_eq!(n.engine().get(b"k").as_deref(), Some(&b"v"[..]));
-        // Node 2 holds a newer write: the CREATE is refused and undone here.
+        let prepare = sent(&out, link, op::PREPARE);
+        let mut promise = crate::protocol::cluster::Reply::Promise {
+            committed: None,
+            accepted: None,
+        }
+        .encode();
+        promise.client_id = prepare.client_id;
+        let out = frame_in(&mut n, 5, link, promise);
+        let accept = sent(&out, link, op::ACCEPT);
+        assert_eq!(n.engine().entry(b"k"), None, "a proposal is not data");
+        // Node 2 promised a higher ballot: the CREATE is refused there.
         let newer = (1u64 << 40).to_string();
-        let refusal = Frame::new(op::CONFLICT, write.client_id, 2, newer);
-        let out = frame_in(&mut n, 6, link, refusal);
-        sent(&out, link, op::REPL_READ); // the next attempt starts
-        assert_eq!(n.engine().entry(b"k"), None, "undone in memory");
+        let refusal = Frame::new(op::CONFLICT, accept.client_id, 2, newer);
+        frame_in(&mut n, 6, link, refusal);
+        assert_eq!(n.engine().entry(b"k"), None, "never stored");
     }
     let (n, _) = node(&dir.0, &ring, |_| {});
     assert_eq!(
         n.engine().entry(b"k"),
         None,
-        "and still undone after a restart"
+        "and not there after a restart"
     );
 }
 

@@ -1,15 +1,15 @@
 //! Serving from this node's own data: client ops on keys it serves alone (N = 1),
-//! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `SYNC_REQ`,
-//! `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded by
-//! [`crate::protocol::cluster`], refusals typed as [`Refusal`]), and the only three ways its data
-//! changes: [`StorageNode::store`], [`StorageNode::purge`] and
-//! [`StorageNode::undo`], each logged when the node has a data directory.
+//! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `PREPARE`,
+//! `ACCEPT`, `SYNC_REQ`, `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded
+//! by [`crate::protocol::cluster`], refusals typed as [`Refusal`]), and the only
+//! two ways its data changes: [`StorageNode::store`] and
+//! [`StorageNode::purge`], each logged when the node has a data directory.
 
 use super::*;
 
 impl StorageNode {
     /// Applies a write to the engine and, if it was stored, logs it. With
-    /// [`StorageNode::purge`] and [`StorageNode::undo`], the only ways the node's
+    /// [`StorageNode::purge`], the only ways the node's
     /// data changes (besides dropping keys a ring change moved away, which a
     /// snapshot follows): each logs what it changed (see [`crate::storage::durable`]).
     /// `hash` is the key's ring hash.
@@ -38,18 +38,6 @@ impl StorageNode {
         }
     }
 
-    /// Undoes this node's own write of `key` at `version`, which its replicas
-    /// refused: the entry goes back to `prev` (`None`: no entry) if it is still
-    /// that write, and that is logged, so a restart does not bring the write back.
-    pub(super) fn undo(&mut self, key: &[u8], version: u64, prev: Option<Entry>) {
-        let logged = prev.clone();
-        if self.engine.restore(key, version, prev) {
-            if let Some(d) = self.journal.as_mut() {
-                d.log_restore(key, version, logged.as_ref());
-            }
-        }
-    }
-
     /// Serves a key-value request on this node's own data (a key it serves
     /// alone): decides it against the stored value and applies its write.
     pub(super) fn execute_kv(
@@ -58,16 +46,31 @@ impl StorageNode {
         (key, hash): (&[u8], u64),
         f: &Frame,
     ) -> Result<(u8, Bytes), Error> {
+        let (reply, payload, write) = self.decide_kv(now, (key, hash), f)?;
+        if let Some(w) = write {
+            self.store((key, hash), w.version, w.value.as_deref(), None);
+        }
+        Ok((reply, payload))
+    }
+
+    /// Decides a key-value request against this node's own data without
+    /// applying it: the reply, and the write it makes (a new version), if any.
+    pub(super) fn decide_kv(
+        &mut self,
+        now: Millis,
+        (key, hash): (&[u8], u64),
+        f: &Frame,
+    ) -> Result<(u8, Bytes, Option<Entry>), Error> {
         let entry = self.engine.entry_ref_hashed(hash, key);
         let held = entry.map_or(0, |e| e.version);
         let current = entry.and_then(|e| e.value).map(Bytes::copy_from_slice);
         let d = decide(f, current.as_ref())?;
-        if let Some(write) = d.write {
+        let write = d.write.map(|value| {
             let wall = self.cfg.clock_base_ms + now;
             let version = self.hlc.next(wall, held);
-            self.store((key, hash), version, write.as_deref(), None);
-        }
-        Ok((d.reply, d.payload))
+            Entry { version, value }
+        });
+        Ok((d.reply, d.payload, write))
     }
 
     /// Serves a request that is not a key-value one: `PING`, the member handshake
@@ -146,7 +149,11 @@ impl StorageNode {
             Message::Migrate { records } => records,
             _ => &[],
         };
-        if let Some(v) = versions.iter().map(|r| r.version).max() {
+        let ballot = match &message {
+            Message::Prepare { ballot, .. } => *ballot,
+            _ => 0,
+        };
+        if let Some(v) = versions.iter().map(|r| r.version).chain([ballot]).max() {
             if let Some(e) = self.version_ahead(now, conn, v) {
                 return Some(Err(e));
             }
@@ -154,6 +161,8 @@ impl StorageNode {
         Some(Ok(match message {
             Message::Replicate { base, record } => self.replicate(base, &record),
             Message::ReplRead { key } => self.replica_read(&key),
+            Message::Prepare { ballot, key } => self.paxos_prepare(now, ballot, &key),
+            Message::Accept { record } => self.paxos_accept(now, &record),
             Message::SyncReq {
                 node_id: peer,
                 round,
@@ -221,10 +230,76 @@ impl StorageNode {
         }
         self.hlc.observe(r.version);
         let value = r.value.as_deref();
-        match self.store((&r.key, hash), r.version, value, base) {
+        let applied = self.store((&r.key, hash), r.version, value, base);
+        // A commit of a conditional op's proposal (or anything newer) ends
+        // the key's Paxos slot.
+        let held = match applied {
+            Applied::Stored => r.version,
+            Applied::Newer(version) => version,
+        };
+        self.rounds.acceptor.committed(&r.key, held);
+        match applied {
             Applied::Stored => (op::OK, Bytes::new()),
             Applied::Newer(version) => reply(Reply::Conflict { version }),
         }
+    }
+
+    /// `PREPARE`: a proposer's ballot for `key` (see `replication::paxos`):
+    /// this replica's promise with its committed entry and any accepted
+    /// proposal, or `CONFLICT` with a higher ballot or version.
+    fn paxos_prepare(&mut self, now: Millis, ballot: u64, key: &Bytes) -> (u8, Bytes) {
+        let hash = hash64(key);
+        if let Err(refusal) = self.paxos_refusal(hash) {
+            return refused(refusal);
+        }
+        self.hlc.observe(ballot);
+        let wall = self.cfg.clock_base_ms + now;
+        let entry = self.engine.entry_ref_hashed(hash, key);
+        let stored = entry.map_or(0, |e| e.version);
+        let committed = entry.map(|e| Record {
+            key: key.clone(),
+            version: e.version,
+            value: e.value.map(Bytes::copy_from_slice),
+        });
+        match self.rounds.acceptor.prepare(key, ballot, stored, wall) {
+            Ok(accepted) => reply(Reply::Promise {
+                committed,
+                accepted,
+            }),
+            Err(version) => reply(Reply::Conflict { version }),
+        }
+    }
+
+    /// `ACCEPT`: a proposer's proposal (its version is the ballot), held apart
+    /// from the data until its commit, or `CONFLICT` with a higher ballot or
+    /// version.
+    fn paxos_accept(&mut self, now: Millis, r: &Record) -> (u8, Bytes) {
+        let hash = hash64(&r.key);
+        if let Err(refusal) = self.paxos_refusal(hash) {
+            return refused(refusal);
+        }
+        self.hlc.observe(r.version);
+        let wall = self.cfg.clock_base_ms + now;
+        let stored = self.engine.version_hashed(hash, &r.key);
+        let proposal = Record {
+            key: Bytes::copy_from_slice(&r.key),
+            version: r.version,
+            value: r.value.as_deref().map(Bytes::copy_from_slice),
+        };
+        match self.rounds.acceptor.accept(&proposal, stored, wall) {
+            Ok(()) => (op::OK, Bytes::new()),
+            Err(version) => reply(Reply::Conflict { version }),
+        }
+    }
+
+    /// Why this node takes no part in a key's Paxos rounds, if it does not: it
+    /// is off the key's lists, or catching up (its copy may lack writes).
+    fn paxos_refusal(&self, hash: u64) -> Result<(), Refusal> {
+        self.check_replica_of(hash)?;
+        if self.behind(hash) {
+            return Err(Refusal::CatchingUp);
+        }
+        Ok(())
     }
 
     /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a

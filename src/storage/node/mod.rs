@@ -112,7 +112,7 @@ use bytes::{Bytes, BytesMut};
 use mesh::{Forward, Mesh};
 use moves::handoff::Handoff;
 use repair::resync::{gained, newly_responsible, CatchUp, Resync};
-use replication::round::{Answer, Pending, Progress, Requester, Round, MAX_ATTEMPTS};
+use replication::round::{Answer, Pending, Phase, Progress, Requester, Round, MAX_ATTEMPTS};
 use routing::order::ReplyOrder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -171,8 +171,8 @@ enum Waiter {
         /// sent, the client is told the outcome is unknown.
         write: bool,
     },
-    /// A client whose write was applied here and copied to the key's next owner:
-    /// once the copy is acknowledged, send `result`.
+    /// A client whose write was decided here and sent to the key's next owner:
+    /// once the copy is acknowledged, apply `record` here and send `result`.
     Mirror {
         /// The client connection.
         conn: ConnId,
@@ -180,6 +180,8 @@ enum Waiter {
         seq: u64,
         /// The reply decided here.
         result: Frame,
+        /// The write.
+        record: Record,
     },
     /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
@@ -424,6 +426,8 @@ impl StorageNode {
 impl Service for StorageNode {
     fn step(&mut self, now: Millis, input: Input, out: &mut Vec<Output>) {
         let mark = out.len();
+        // Ballots made before this process started are refused (see `paxos`).
+        (self.rounds.acceptor).begin(self.cfg.clock_base_ms + now);
         if let Some((id, ring)) = self.journal.as_mut().and_then(Journal::take_identity) {
             // Restarted with a data directory: route by the last ring at once.
             self.node_id = id;
@@ -519,6 +523,7 @@ impl StorageNode {
             self.pump_handoff(now, out);
         }
         self.pump_resync(now, out);
+        (self.rounds.acceptor).sweep(self.cfg.clock_base_ms + now);
         for id in std::mem::take(&mut self.rounds.retry_soon) {
             self.restart(now, id, out);
         }

@@ -65,7 +65,7 @@ fn a_read_round_that_times_out_applied_nothing() {
     let out = request(&mut n, 10, client, incr);
     let asks: Vec<Frame> = links.iter().flat_map(|&l| sent_on(&out, l)).collect();
     assert_eq!(asks.len(), 2, "{out:?}");
-    assert!(asks.iter().all(|f| f.op == op::REPL_READ), "{asks:?}");
+    assert!(asks.iter().all(|f| f.op == op::PREPARE), "{asks:?}");
     let out = tick_until_reply(&mut n, 100, client);
     let e = error_to(&out, client);
     assert_eq!(e.code, ErrorCode::Timeout, "{e}");

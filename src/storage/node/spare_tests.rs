@@ -110,7 +110,7 @@ fn the_speculative_timer_of_an_answered_get_does_nothing() {
 }
 
 #[test]
-fn a_conditional_op_still_asks_every_replica() {
+fn a_conditional_op_prepares_at_every_replica() {
     let (mut n, links, key) = lead_of_three();
     let incr = Frame::new(op::INCR, 9, 0, format!("{} {key} 1", key.len()));
     let out = step(
@@ -121,5 +121,9 @@ fn a_conditional_op_still_asks_every_replica() {
             frame: incr,
         },
     );
-    assert!(links.iter().all(|&l| asks_on(&out, l) == 1), "{out:?}");
+    for l in links {
+        let sent = sent_on(&out, l);
+        assert_eq!(sent.len(), 1, "{out:?}");
+        assert_eq!(sent[0].op, op::PREPARE, "{out:?}");
+    }
 }

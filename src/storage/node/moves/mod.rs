@@ -69,32 +69,30 @@ impl StorageNode {
         }
     }
 
-    /// With a move pending (N = 1), sends the next owner `next` a copy of the
-    /// write this node just applied to `key` (ring hash `hash`), and answers
-    /// the client (`reply`) once it is acknowledged. The copy is conditional on
-    /// what this node held before the write (`before`): if the next owner already
-    /// took a newer write (the flip reached it first), the copy is refused and
-    /// the client gets an error, not a lost update.
+    /// With a move pending (N = 1), sends the next owner `next` the write
+    /// this node decided for `key` (for the client on `conn`), and
+    /// once it is acknowledged applies it here and answers the client
+    /// (`reply`). The copy is conditional on what this node holds (`before`):
+    /// if the next owner already took a newer write (the flip reached it
+    /// first), the copy is refused and the write applied nowhere. Until the
+    /// acknowledgement no read here sees the write.
     pub(super) fn mirror_write(
         &mut self,
         now: Millis,
-        conn: ConnId,
-        next: u32,
-        (key, hash, before): (&[u8], u64, u64),
+        (conn, next): (ConnId, u32),
+        (key, before): (&[u8], u64),
+        write: Entry,
         reply: Frame,
         out: &mut Vec<Output>,
     ) {
-        let Some(e) = self.engine.entry_ref_hashed(hash, key) else {
-            return self.conns.order.ready(conn, reply, out);
-        };
         let record = Record {
             key: Bytes::copy_from_slice(key),
-            version: e.version,
-            value: e.value.map(Bytes::copy_from_slice),
+            version: write.version,
+            value: write.value,
         };
         let copy = Message::Replicate {
             base: Some(before),
-            record,
+            record: record.clone(),
         }
         .encode();
         let seq = self.conns.order.reserve(conn);
@@ -102,6 +100,7 @@ impl StorageNode {
             conn,
             seq,
             result: reply,
+            record,
         };
         let deadline = now + self.cfg.request_timeout_ms;
         if let Err(fwd) = self.mesh.forward(next, copy, token, 1, deadline, out) {

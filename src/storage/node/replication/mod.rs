@@ -3,21 +3,24 @@
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
 //! [`round`]): reads collect R copies, writes W acknowledgements; a plain read
 //! asks only R - 1 other replicas, the rest when one of those fails it or after
-//! [`SPECULATIVE_READ_MS`];
-//! read repair writes the newest copy back to stale replicas; conditional ops
-//! are decided against the newest copy and refused by a replica holding
-//! anything newer.
+//! [`SPECULATIVE_READ_MS`]; read repair writes the newest copy back to stale
+//! replicas; conditional ops (CREATE, UPDATE, INCR, DELETE) run single-decree
+//! Paxos over the key's replicas (prepare, accept, commit; this node's acceptor
+//! state is [`paxos`]).
 //!
 //! A request is taken out of `pending` while a step works on it and put back if
 //! it still waits for answers, so each transition has the request in hand.
 //! Requests for one key run one write at a time, in arrival order (`busy`).
 //!
-//! Honest outcomes: a write is refused before it is stored when fewer than W of
-//! its key's replicas (this node included) are reachable, with `ERR
-//! UNAVAILABLE`: applied nowhere. Once a write of the request is stored here
+//! Honest outcomes: a write is refused before anything of it is stored or
+//! accepted when fewer than W (for a conditional op, a majority) of its key's
+//! replicas are reachable, with `ERR UNAVAILABLE`: applied nowhere. Once a
+//! write of the request is stored here or a proposal of it accepted anywhere
 //! (`Pending::maybe_applied`), any failure is answered `ERR UNKNOWN` (see
-//! `finish`): the copy here, or on a replica that took it, may be read later.
+//! `finish`): the copy, or the proposal another lead may finish, may be read
+//! later.
 
+pub(super) mod paxos;
 pub(super) mod round;
 
 use super::*;
@@ -47,6 +50,8 @@ pub(super) struct Rounds {
     /// Requests to start again at the next tick (a replica's newer ring said
     /// the key moved: this node's ring should catch up first).
     pub(super) retry_soon: Vec<u64>,
+    /// This node's promises and accepted proposals, as a replica.
+    pub(super) acceptor: paxos::Acceptor,
 }
 
 impl Rounds {
@@ -58,12 +63,15 @@ impl Rounds {
             busy: Default::default(),
             ready_turns: Default::default(),
             retry_soon: Default::default(),
+            acceptor: Default::default(),
         }
     }
 }
 
 /// A write round about to start: what it sends and to whom.
 struct WriteRound {
+    /// A commit or a plain write.
+    phase: Phase,
     /// The entry every target gets.
     entry: Entry,
     /// The version the write was decided against (a conditional write).
@@ -116,6 +124,13 @@ impl StorageNode {
         let read_need = (self.ring.read_quorum as usize).clamp(1, listed) + behind;
         let write_need = (self.ring.write_quorum as usize).clamp(1, listed);
         let mut p = Pending::new(requester, request, (key, hash), read_need, write_need);
+        if p.conditional() {
+            // Paxos: promises and acceptances from a majority of the list, and
+            // at least R and W (this node's own promise counts only if it is
+            // not catching up: it then makes none).
+            let majority = listed / 2 + 1;
+            p.set_paxos_needs(majority.max(read_need - behind), majority.max(write_need));
+        }
         // Requests for one key run in arrival order: a write holds the key until
         // it is answered, and whatever arrives meanwhile waits its turn. Reads that
         // find the key free run at once (they see every write applied here).
@@ -172,6 +187,7 @@ impl StorageNode {
             let mut targets = others;
             targets.extend(newcomers.iter().copied());
             let write = WriteRound {
+                phase: Phase::Write,
                 entry: Entry {
                     version,
                     value: Some(value),
@@ -184,10 +200,12 @@ impl StorageNode {
             };
             return self.write_round(now, id, p, write, out);
         }
+        if p.conditional() {
+            return self.start_prepare(now, id, p, others, out);
+        }
         let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         let mut asked = others;
         // A plain read asks only the replicas it needs; the rest are spares.
-        // Conditional ops ask every replica: they decide on the newest copy.
         let spare = match p.request.op {
             op::GET | op::EXISTS if p.read_need <= 1 => {
                 asked.clear();
@@ -255,7 +273,7 @@ impl StorageNode {
     ) {
         for peer in peers {
             let answer = Answer::Failed(ErrorCode::Unavailable);
-            if p.writing() {
+            if p.storing() {
                 self.repair.resync.hint(peer, &p.key);
             }
             match p.on_answer(peer, answer) {
@@ -289,6 +307,7 @@ impl StorageNode {
         let done = w.acks >= p.write_need && w.newcomers.is_empty();
         let alone = w.targets.is_empty();
         p.round = Round::Writing {
+            phase: w.phase,
             result: w.result,
             acks: w.acks,
             waiting: w.targets.clone(),
@@ -372,14 +391,19 @@ impl StorageNode {
             self.rounds.pending.insert(id, p);
             return self.late_answer(round, peer, &key, &answer);
         }
-        match (&answer, p.writing()) {
-            (Answer::Copy(Some(e)), false) => self.hlc.observe(e.version),
-            (Answer::Newer(v), true) => self.hlc.observe(*v),
+        match &answer {
+            Answer::Copy(Some(e)) => self.hlc.observe(e.version),
+            Answer::Promise { copy, accepted } => {
+                let versions = [copy, accepted].map(|e| e.as_ref().map_or(0, |e| e.version));
+                self.hlc.observe(versions[0].max(versions[1]));
+            }
+            Answer::Newer(v) => self.hlc.observe(*v),
+            _ => {}
+        }
+        if p.storing() && !answer.holds_write() {
             // No answer (its link broke, it timed out) or a refusal: it may lack
             // the write, and the round no longer waits for it.
-            (Answer::Stored, true) => {}
-            (_, true) => self.repair.resync.hint(peer, &p.key),
-            (_, false) => {}
+            self.repair.resync.hint(peer, &p.key);
         }
         match p.on_answer(peer, answer) {
             Progress::Waiting => {
@@ -412,6 +436,12 @@ impl StorageNode {
                 self.rounds.pending.insert(id, p);
             }
             Progress::ReadDone => self.finish_read(now, id, p, out),
+            Progress::WriteDone if p.phase() == Some(Phase::Accept) => self.commit(now, id, p, out),
+            Progress::WriteDone if p.completing() => {
+                // Another proposer's accepted proposal is committed: now this op.
+                p.set_completing(false);
+                self.start_round(now, id, p, out);
+            }
             Progress::WriteDone => {
                 let result = p.take_result();
                 self.finish(p, result.ok_or_else(Self::no_result), out);
@@ -441,92 +471,209 @@ impl StorageNode {
     /// A round that can no longer succeed: start again, retry at the next tick,
     /// or answer the error.
     fn round_failed(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
-        let refused = p.newest_refusal() > 0;
-        if refused {
-            // A replica holds something newer than this write's base: the write
-            // lost. Its copies (here and on replicas that took it) must not count
-            // as the newest when the key is decided again. Its own copy goes back
-            // to what it was.
-            if let Some((version, prev)) = p.undo.take() {
-                p.refused.push(version);
-                self.undo(&p.key, version, prev);
+        let again = p.attempts < MAX_ATTEMPTS;
+        let phase = p.phase();
+        if phase == Some(Phase::Accept) && p.maybe_accepted() && !p.completing() {
+            // Some replica may hold this op's proposal: a later prepare may
+            // find it and finish it, so it must not be decided again.
+            p.maybe_applied = true;
+        } else if phase == Some(Phase::Accept) || (phase.is_none() && p.conditional()) {
+            // A higher ballot or a newer version refused this attempt before
+            // anything of this op was accepted: try again above it.
+            if p.refused() && again {
+                return self.start_round(now, id, p, out);
+            }
+        } else if phase == Some(Phase::Write) && p.request.op == op::PUT {
+            // A replica holds a newer version than this PUT: write it again
+            // with a version above it.
+            if p.newest_refusal() > 0 && again {
+                return self.start_round(now, id, p, out);
             }
         }
-        if refused && p.attempts < MAX_ATTEMPTS {
-            self.start_round(now, id, p, out);
-        } else if p.off_list && p.attempts < MAX_ATTEMPTS {
+        if p.off_list && again && !p.maybe_applied {
             // A replica's ring no longer has it on the key's list: this node's
             // ring is about to change too (a leave or drop just flipped). Try
             // again at the next tick, with that ring.
             p.off_list = false;
             self.rounds.pending.insert(id, p);
             self.rounds.retry_soon.push(id);
-        } else {
-            let e = Error::new(
-                p.failure,
-                format!(
-                    "too few of the key's replicas answered (round {})",
-                    p.attempts
-                ),
-            );
-            self.finish(p, Err(e), out);
+            return;
         }
+        let e = Error::new(
+            p.failure,
+            format!(
+                "too few of the key's replicas answered (round {})",
+                p.attempts
+            ),
+        );
+        self.finish(p, Err(e), out);
     }
 
-    /// A read round has its copies: answer, repair, or decide and write.
-    fn finish_read(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
-        let (version, value) = p.newest();
-        if p.refused.iter().max().is_some_and(|&mine| version > mine) {
-            // This request's write was refused, and a copy newer than that write
-            // exists: another lead wrote the key since, maybe deciding on this
-            // very write (read from a replica that took it). Deciding again could
-            // apply it twice, so the outcome stays unknown to the client.
-            let e = Error::new(
-                ErrorCode::Unknown,
-                "the key changed elsewhere while this write was refused; it may have been applied",
-            );
-            return self.finish(p, Err(e), out);
+    /// Whether this node's own acceptor takes part in the Paxos rounds of the
+    /// key with ring hash `hash`: it is on the key's lists and not catching up.
+    fn accepts_for(&self, hash: u64) -> bool {
+        self.check_replica_of(hash).is_ok() && !self.behind(hash)
+    }
+
+    /// A conditional op's prepare round: a new ballot, this node's own promise
+    /// and `PREPARE` to the other live replicas (`others`).
+    fn start_prepare(
+        &mut self,
+        now: Millis,
+        id: u64,
+        mut p: Pending,
+        others: Vec<u32>,
+        out: &mut Vec<Output>,
+    ) {
+        let wall = self.cfg.clock_base_ms + now;
+        let entry = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
+        let stored = entry.as_ref().map_or(0, |e| e.version);
+        let ballot = self.hlc.next(wall, stored.max(p.ballot_floor()));
+        p.begin_prepare(ballot);
+        let mut copies = Vec::new();
+        if self.accepts_for(p.hash) {
+            match (self.rounds.acceptor).prepare(&p.key, ballot, stored, wall) {
+                Ok(accepted) => {
+                    copies.push((self.node_id, entry));
+                    p.note_accepted(accepted.map(entry_of));
+                }
+                Err(higher) => {
+                    self.hlc.observe(higher);
+                    p.refused_by(higher);
+                }
+            }
         }
-        let base = p.highest();
+        let enough = copies.len() >= p.read_need;
+        p.round = Round::Reading {
+            copies,
+            waiting: others.clone(),
+            spare: Vec::new(),
+        };
+        let ask = Message::Prepare {
+            ballot,
+            key: p.key.clone(),
+        }
+        .encode();
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &others, ask, out);
+        if enough {
+            return self.finish_read(now, id, p, out);
+        }
+        if others.is_empty() {
+            return self.round_failed(now, id, p, out);
+        }
+        self.unreachable_replicas(now, id, p, failed, out);
+    }
+
+    /// A read round has its copies: answer or repair; or a prepare round has
+    /// its promises: finish an accepted proposal, or decide the op.
+    fn finish_read(&mut self, now: Millis, id: u64, p: Pending, out: &mut Vec<Output>) {
+        let (version, value) = p.newest();
+        if p.conditional() {
+            if let Some(unfinished) = p.unfinished() {
+                let (mut p, result) = (p, Frame::new(op::OK, 0, 0, Bytes::new()));
+                p.set_completing(true);
+                return self.accept_round(now, id, p, unfinished.value, result, out);
+            }
+        }
         let decision = match decide(&p.request, value.as_ref()) {
             Ok(d) => d,
             Err(e) => return self.finish(p, Err(e), out),
         };
         let result = Frame::new(decision.reply, 0, 0, decision.payload);
-        let Some(write) = decision.write else {
-            return self.repair(now, id, p, Entry { version, value }, result, out);
-        };
+        match decision.write {
+            Some(write) if p.conditional() => self.accept_round(now, id, p, write, result, out),
+            _ => self.repair(now, id, p, Entry { version, value }, result, out),
+        }
+    }
+
+    /// A conditional op's accept round: `value` under the prepared ballot,
+    /// accepted here (if this node is an acceptor) and sent as `ACCEPT` to the
+    /// other live replicas and the nodes a pending move adds; `result` is the
+    /// reply once committed.
+    fn accept_round(
+        &mut self,
+        now: Millis,
+        id: u64,
+        mut p: Pending,
+        value: Option<Bytes>,
+        result: Frame,
+        out: &mut Vec<Output>,
+    ) {
         let (_, mut targets, newcomers) = self.replica_targets(p.hash);
-        if 1 + targets.len() < p.write_need {
-            // Refused before anything is stored: applied nowhere (unless an
-            // earlier attempt's write was: see `finish`).
+        let mine = self.accepts_for(p.hash);
+        if usize::from(mine) + targets.len() < p.accept_need() {
+            // Refused before anything of it is accepted: applied nowhere.
             return self.refuse_write(p, out);
         }
-        let wall = self.cfg.clock_base_ms + now;
-        let next = self.hlc.next(wall, base);
-        let prev = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
-        match self.store((&p.key, p.hash), next, write.as_deref(), Some(base)) {
-            Applied::Stored => {
-                p.undo = Some((next, prev));
-                p.maybe_applied = true;
-            }
-            Applied::Newer(v) => {
-                // Something newer reached this node meanwhile: decide again.
-                self.hlc.observe(v);
-                if p.attempts < MAX_ATTEMPTS {
-                    return self.start_round(now, id, p, out);
+        let record = Record {
+            key: p.key.clone(),
+            version: p.ballot(),
+            value,
+        };
+        let mut acks = 0;
+        if mine {
+            let wall = self.cfg.clock_base_ms + now;
+            let stored = self.engine.version_hashed(p.hash, &p.key);
+            match self.rounds.acceptor.accept(&record, stored, wall) {
+                Ok(()) => acks = 1,
+                Err(higher) => {
+                    self.hlc.observe(higher);
+                    p.refused_by(higher);
                 }
-                let e = Error::new(ErrorCode::Unavailable, "the key kept changing");
-                return self.finish(p, Err(e), out);
             }
         }
         targets.extend(newcomers.iter().copied());
+        let done = acks >= p.accept_need() && newcomers.is_empty();
+        let alone = targets.is_empty();
+        let proposal = entry_of(record.clone());
+        let ask = Message::Accept { record }.encode();
+        let round = Round::Writing {
+            phase: Phase::Accept,
+            result,
+            acks,
+            waiting: targets.clone(),
+            newcomers,
+            newest_refusal: 0,
+        };
+        // The tag is the accept round's: set the round before sending.
+        p.begin_accept(proposal, round, targets.len());
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &targets, ask, out);
+        p.begin_accept_sent(targets.len() - failed.len());
+        if done {
+            return self.commit(now, id, p, out);
+        }
+        if alone {
+            return self.round_failed(now, id, p, out);
+        }
+        self.unreachable_replicas(now, id, p, failed, out);
+    }
+
+    /// A conditional op's proposal is accepted by enough replicas (it is
+    /// chosen): apply it here and send it as `REPLICATE` to the others.
+    fn commit(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
+        let Some(entry) = p.take_proposal() else {
+            return self.finish(p, Err(Self::no_result()), out);
+        };
+        let Some(result) = p.take_result() else {
+            return self.finish(p, Err(Self::no_result()), out);
+        };
+        // Stored, or ordered before a newer version here: committed either way.
+        self.store(
+            (&p.key, p.hash),
+            entry.version,
+            entry.value.as_deref(),
+            None,
+        );
+        self.rounds.acceptor.committed(&p.key, entry.version);
+        if !p.completing() {
+            p.maybe_applied = true;
+        }
+        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
+        targets.extend(newcomers.iter().copied());
         let write = WriteRound {
-            entry: Entry {
-                version: next,
-                value: write,
-            },
-            base: Some(base),
+            phase: Phase::Commit,
+            entry,
+            base: None,
             result,
             targets,
             newcomers,
@@ -570,6 +717,7 @@ impl StorageNode {
         // Replicas that are catching up get the newest copy too.
         targets.extend(p.lagging.iter().copied());
         let write = WriteRound {
+            phase: Phase::Write,
             entry: newest,
             base: None,
             result,
@@ -623,6 +771,22 @@ pub(super) fn outcome_unknown(why: &Error) -> Error {
     )
 }
 
+/// `r` with its value copied out of the frame it was read from.
+fn copy_record(r: Record) -> Record {
+    Record {
+        value: r.value.map(|v| Bytes::copy_from_slice(&v)),
+        ..r
+    }
+}
+
+/// An entry made of a record (its key dropped).
+fn entry_of(r: Record) -> Entry {
+    Entry {
+        version: r.version,
+        value: r.value,
+    }
+}
+
 /// A replica's reply to a round's ask, decoded. A value is copied out of the
 /// reply, so a round waiting for other replicas does not pin the read buffer.
 pub(super) fn answer_of(f: &Frame) -> Answer {
@@ -634,8 +798,18 @@ pub(super) fn answer_of(f: &Frame) -> Answer {
             value: r.value.map(|v| Bytes::copy_from_slice(&v)),
         })),
         Ok(Reply::Conflict { version }) => Answer::Newer(version),
+        Ok(Reply::Promise {
+            committed,
+            accepted,
+        }) => Answer::Promise {
+            copy: committed.map(|r| entry_of(copy_record(r))),
+            accepted: accepted.map(|r| entry_of(copy_record(r))),
+        },
         Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
         Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
         Ok(Reply::Failed(_)) | Err(_) => Answer::Failed(ErrorCode::Unavailable),
     }
 }
+
+#[cfg(test)]
+mod tests;

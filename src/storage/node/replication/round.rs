@@ -1,36 +1,47 @@
-//! One request served over a key's replicas: the bookkeeping of a quorum read or
-//! write, with no I/O. The node (see its `replication` module) sends the asks,
-//! turns each replica's reply into an [`Answer`], and acts on the [`Progress`]
-//! that [`Pending::on_answer`] returns.
+//! One request served over a key's replicas: the bookkeeping of a quorum read,
+//! write or conditional op, with no I/O. The node (see its `replication`
+//! module) sends the asks, turns each replica's reply into an [`Answer`], and
+//! acts on the [`Progress`] that [`Pending::on_answer`] returns.
 //!
 //! The lead replica of a key (the first node of its preference list that is
-//! reachable) serves every request for it in up to two rounds:
-//! - a read round, for GET and EXISTS and for the ops whose outcome depends on
-//!   the current value (DELETE, CREATE, UPDATE, INCR): its own copy plus
-//!   `REPL_READ` to the other live replicas, until `R` copies are in. The newest
-//!   copy by version is the current value;
-//! - a write round, for PUT and for a decided change: a new version from the
-//!   lead's clock, applied locally and sent as `REPLICATE` to every other
-//!   live replica (and to the nodes a pending move adds to the key's preference
-//!   list), until `W` replicas (the lead included) and every such newcomer
-//!   have acknowledged it. A change decided in a read round carries the version it
-//!   was decided against (its base), and a replica holding anything newer refuses
-//!   it; so two leads (during a ring change) cannot both apply an INCR to
-//!   the same count. A refused write is retried from the start, a few times;
-//! - a GET or EXISTS whose read round found replicas that disagree writes the
-//!   newest copy back to the stale ones (read repair) and answers only once `W`
-//!   replicas hold it, so no later read can return anything older.
+//! reachable) serves every request for it:
+//! - GET and EXISTS: a read round, its own copy plus `REPL_READ` to the other
+//!   live replicas, until `R` copies are in. The newest copy by version is the
+//!   current value. Replicas that disagree get the newest copy written back
+//!   (read repair) before the answer, once `W` replicas hold it, so no later
+//!   read can return anything older;
+//! - PUT: a write round, a new version from the lead's clock, applied locally
+//!   and sent as `REPLICATE` to every other live replica (and to the nodes a
+//!   pending move adds to the key's preference list), until `W` replicas (the
+//!   lead included) and every such newcomer have acknowledged it;
+//! - CREATE, UPDATE, INCR, DELETE (their outcome depends on the current value):
+//!   single-decree Paxos over the key's replicas (acceptors: see
+//!   [`super::paxos`]). A prepare round (`PREPARE` with a ballot from the
+//!   lead's clock) until a majority of the list (and at least `R`) promised,
+//!   each with its committed copy and any accepted proposal; if an accepted
+//!   proposal is newer than every committed copy it is finished first (accepted
+//!   and committed under this ballot) and the op starts again; otherwise the op
+//!   is decided against the newest committed copy. An accept round (`ACCEPT`)
+//!   until a majority (and at least `W`) and every newcomer accepted; then a
+//!   commit round (`REPLICATE`, version = ballot) until `W` replicas and every
+//!   newcomer hold it. Nothing is applied to the data before the commit, so no
+//!   read sees a value that may yet lose. Two leads of one key (while a ring
+//!   changes) cannot both decide: their ballots are ordered and a majority
+//!   promised the higher one.
 //!
-//! Late replies (after a round has what it needs) change nothing here; the node
-//! hints a replica whose write never arrived (see [`Answer::holds_write`]).
+//! Round tags: every ask carries its request's attempt and phase (see
+//! [`Pending::round_tag`]); answers to an earlier round change nothing here,
+//! and the node hints a replica whose write never arrived (see
+//! [`Answer::holds_write`]).
 
-use crate::protocol::{ErrorCode, Frame};
+use crate::protocol::{op, ErrorCode, Frame};
 use crate::reactor::ConnId;
 use crate::storage::engine::Entry;
 use bytes::Bytes;
 
-/// How many times a refused or failed write round starts over.
-pub const MAX_ATTEMPTS: u32 = 3;
+/// How many times a request's rounds start over: a refused PUT, a prepare or
+/// accept refused by a higher ballot, another proposal finished first.
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Where the answer goes.
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +59,18 @@ pub struct Requester {
 pub enum Answer {
     /// Its copy of the key (`None`: it holds no entry), to a read.
     Copy(Option<Entry>),
+    /// Its promise, to a prepare: its committed copy and the proposal it
+    /// accepted and has not seen committed.
+    Promise {
+        /// Its copy of the key.
+        copy: Option<Entry>,
+        /// Its accepted proposal (version: the ballot).
+        accepted: Option<Entry>,
+    },
     /// It stored the write.
     Stored,
-    /// It refused the write: it holds this newer version.
+    /// It refused the write, the prepare or the accept: it holds (or promised)
+    /// this version or ballot, at least as high.
     Newer(u64),
     /// It refused the read: it is catching up and may lack writes.
     CatchingUp,
@@ -98,12 +118,8 @@ pub struct Pending {
     /// This request holds its key at the lead: later requests for the key
     /// wait until it finishes.
     pub holds_key: bool,
-    /// Versions this request wrote that a replica refused: copies at these
-    /// versions are ignored when its next round decides (they lost).
-    pub refused: Vec<u64>,
-    /// The lead's own entry before this request's conditional write, and
-    /// the version that write has: put back if the write is refused for good.
-    pub undo: Option<(u64, Option<Entry>)>,
+    /// A conditional op's Paxos state (see [`Proposer`]).
+    paxos: Proposer,
     /// Replicas that refused a read of this request because they are catching
     /// up: a read that finds a copy sends it to them too.
     pub lagging: Vec<u32>,
@@ -115,6 +131,30 @@ pub struct Pending {
     /// even a write refused and undone here may have been read by another lead
     /// meanwhile and built upon.
     pub maybe_applied: bool,
+}
+
+/// A conditional op's state as a Paxos proposer, owned by its [`Pending`]
+/// and changed only through its methods.
+#[derive(Debug, Default)]
+struct Proposer {
+    /// Acceptances an accept round needs (a majority of the key's list, and at
+    /// least W).
+    accept_need: usize,
+    /// The ballot of the attempt in progress (0: none yet).
+    ballot: u64,
+    /// The newest accepted proposal the prepare round's promises reported.
+    accepted: Option<Entry>,
+    /// The highest ballot or version that refused this attempt's prepare or
+    /// accept (0: none): the next ballot goes past it.
+    nacked: u64,
+    /// The proposal of the accept round in progress (version: the ballot).
+    proposal: Option<Entry>,
+    /// Replicas the accept round in progress sent `ACCEPT` to, and how many of
+    /// them refused it outright: the others may hold the proposal.
+    asked: (usize, usize),
+    /// The accept and commit rounds in progress finish another proposer's
+    /// accepted proposal: once committed, this op starts again.
+    completing: bool,
 }
 
 /// A round of a request served over replicas.
@@ -130,8 +170,10 @@ pub enum Round {
         /// and these when one of those fails it or is slow to answer.
         spare: Vec<u32>,
     },
-    /// Collecting acknowledgements of a write.
+    /// Collecting acknowledgements of a write (or acceptances of a proposal).
     Writing {
+        /// Which kind of write.
+        phase: Phase,
         /// The reply to send once the write is acknowledged.
         result: Frame,
         /// Replicas that stored it (the lead included).
@@ -143,6 +185,18 @@ pub enum Round {
         /// The highest version a refusal named.
         newest_refusal: u64,
     },
+}
+
+/// The kind of a write round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A conditional op's accept round: a refusal counts against it.
+    Accept,
+    /// A conditional op's commit round: a replica holding a newer version
+    /// counts as holding it (the commit is ordered before that version).
+    Commit,
+    /// A PUT or a read repair: a replica holding a newer version refused it.
+    Write,
 }
 
 /// What a reply did to a request.
@@ -186,17 +240,121 @@ impl Pending {
             },
             failure: ErrorCode::Unavailable,
             holds_key: false,
-            refused: Vec::new(),
-            undo: None,
+            paxos: Proposer {
+                accept_need: write_need,
+                ..Proposer::default()
+            },
             lagging: Vec::new(),
             off_list: false,
             maybe_applied: false,
         }
     }
 
-    /// Whether the round in progress is a write.
-    pub fn writing(&self) -> bool {
-        matches!(self.round, Round::Writing { .. })
+    /// The phase of the write round in progress (`None`: a read or prepare).
+    pub fn phase(&self) -> Option<Phase> {
+        match &self.round {
+            Round::Writing { phase, .. } => Some(*phase),
+            Round::Reading { .. } => None,
+        }
+    }
+
+    /// Whether the round in progress stores data on replicas (a commit or a
+    /// plain write): a replica that may lack it is hinted.
+    pub fn storing(&self) -> bool {
+        matches!(self.phase(), Some(Phase::Commit | Phase::Write))
+    }
+
+    /// Whether the request is a conditional op (served by Paxos).
+    pub fn conditional(&self) -> bool {
+        !matches!(self.request.op, op::GET | op::EXISTS | op::PUT)
+    }
+
+    /// Whether some replica may hold the proposal of the accept round in
+    /// progress: it accepted, or it was sent the proposal and did not refuse
+    /// it outright (it may have accepted and its answer been lost).
+    pub fn maybe_accepted(&self) -> bool {
+        let acks = match &self.round {
+            Round::Writing {
+                phase: Phase::Accept,
+                acks,
+                ..
+            } => *acks,
+            _ => return false,
+        };
+        let (asked, refused) = self.paxos.asked;
+        acks > 0 || asked > refused
+    }
+
+    /// Sets what a conditional op needs: `promises` for its prepare round and
+    /// `acceptances` for its accept round.
+    pub fn set_paxos_needs(&mut self, promises: usize, acceptances: usize) {
+        self.read_need = promises;
+        self.paxos.accept_need = acceptances;
+    }
+
+    /// Acceptances an accept round needs.
+    pub fn accept_need(&self) -> usize {
+        self.paxos.accept_need
+    }
+
+    /// The floor of this op's next ballot: above its last one and above
+    /// whatever refused it.
+    pub fn ballot_floor(&self) -> u64 {
+        self.paxos.ballot.max(self.paxos.nacked)
+    }
+
+    /// A new attempt's prepare round under `ballot`: whatever the last attempt
+    /// was doing (finishing another proposal included) is over.
+    pub fn begin_prepare(&mut self, ballot: u64) {
+        self.paxos.ballot = ballot;
+        self.paxos.accepted = None;
+        self.paxos.nacked = 0;
+        self.paxos.completing = false;
+    }
+
+    /// The ballot of the attempt in progress.
+    pub fn ballot(&self) -> u64 {
+        self.paxos.ballot
+    }
+
+    /// Notes that `higher` (a ballot or a version) refused this attempt.
+    pub fn refused_by(&mut self, higher: u64) {
+        self.paxos.nacked = self.paxos.nacked.max(higher);
+    }
+
+    /// Whether something refused this attempt's prepare or accept.
+    pub fn refused(&self) -> bool {
+        self.paxos.nacked > 0
+    }
+
+    /// Starts an accept round (`round`, an [`Phase::Accept`] write) of
+    /// `proposal` (its version is the ballot), about to ask `asked` replicas.
+    pub fn begin_accept(&mut self, proposal: Entry, round: Round, asked: usize) {
+        self.paxos.proposal = Some(proposal);
+        self.paxos.asked = (asked, 0);
+        self.round = round;
+    }
+
+    /// How many replicas the accept round's `ACCEPT` actually reached the
+    /// links of (the others were unreachable: they cannot hold it).
+    pub fn begin_accept_sent(&mut self, sent: usize) {
+        self.paxos.asked.0 = sent;
+    }
+
+    /// Takes the proposal of a finished accept round, to commit it.
+    pub fn take_proposal(&mut self) -> Option<Entry> {
+        self.paxos.proposal.take()
+    }
+
+    /// Marks the accept and commit rounds about to start as finishing another
+    /// proposer's proposal (`true`), or this op's own (`false`).
+    pub fn set_completing(&mut self, completing: bool) {
+        self.paxos.completing = completing;
+    }
+
+    /// Whether the rounds in progress finish another proposer's proposal.
+    pub fn completing(&self) -> bool {
+        self.paxos.completing
     }
 
     /// Records `peer`'s answer to the round in progress.
@@ -204,26 +362,59 @@ impl Pending {
         if answer == Answer::Failed(ErrorCode::Timeout) {
             self.failure = ErrorCode::Timeout;
         }
-        if self.writing() {
+        let outright = matches!(
+            answer,
+            Answer::Newer(_) | Answer::CatchingUp | Answer::OffList
+        );
+        if self.phase() == Some(Phase::Accept) && outright {
+            self.paxos.asked.1 += 1;
+        }
+        if let (None | Some(Phase::Accept), Answer::Newer(v)) = (self.phase(), &answer) {
+            self.refused_by(*v);
+        }
+        if let Some(phase) = self.phase() {
             return self.ack_from(
                 peer,
                 match answer {
                     Answer::Stored => Ok(()),
+                    Answer::Newer(_) if phase == Phase::Commit => Ok(()),
                     Answer::Newer(v) => Err(Some(v)),
                     _ => Err(None),
                 },
             );
         }
-        match answer {
+        match &answer {
             Answer::CatchingUp => self.lagging.push(peer),
             Answer::OffList => self.off_list = true,
+            Answer::Promise {
+                accepted: Some(a), ..
+            } => self.note_accepted(Some(a.clone())),
             _ => {}
         }
         let copy = match answer {
-            Answer::Copy(c) => Some(c),
+            Answer::Copy(c) | Answer::Promise { copy: c, .. } => Some(c),
             _ => None,
         };
         self.copy_from(peer, copy)
+    }
+
+    /// Keeps `accepted` if it is the newest accepted proposal seen.
+    pub fn note_accepted(&mut self, accepted: Option<Entry>) {
+        if let Some(a) = accepted {
+            if (self.paxos.accepted.as_ref()).is_none_or(|b| a.version > b.version) {
+                self.paxos.accepted = Some(a);
+            }
+        }
+    }
+
+    /// The accepted proposal a finished prepare round must finish first: the
+    /// newest one, if it is newer than every committed copy.
+    pub fn unfinished(&self) -> Option<Entry> {
+        let committed = self.highest();
+        self.paxos
+            .accepted
+            .clone()
+            .filter(|a| a.version > committed)
     }
 
     /// The highest version a refusal of the write round named (0: none).
@@ -251,12 +442,18 @@ impl Pending {
     /// as that replica's answer to the write (it would be taken for a refusal
     /// and the replica's real acknowledgement ignored).
     pub fn round_tag(&self) -> u32 {
-        self.attempts * 2 + matches!(self.round, Round::Writing { .. }) as u32
+        let phase = match self.phase() {
+            None => 0,
+            Some(Phase::Accept) => 1,
+            Some(Phase::Commit | Phase::Write) => 2,
+        };
+        self.attempts.wrapping_mul(4).wrapping_add(phase)
     }
 
-    /// Whether a round tag (see [`Pending::round_tag`]) is a write round's.
+    /// Whether a round tag (see [`Pending::round_tag`]) is that of a round
+    /// that stores data (a commit or a plain write).
     pub fn is_write_tag(tag: u32) -> bool {
-        tag % 2 == 1
+        tag % 4 == 2
     }
 
     /// Records a read-round answer from `node` (`None`: no answer, e.g. a timeout;
@@ -356,14 +553,11 @@ impl Pending {
         copies
             .iter()
             .filter_map(|(_, c)| c.as_ref())
-            .filter(|e| !self.refused.contains(&e.version))
             .max_by_key(|e| e.version)
             .map_or((0, None), |e| (e.version, e.value.clone()))
     }
 
-    /// The highest version any copy of a finished read round has, refused ones
-    /// included: the base of a write decided in it, so that replicas still
-    /// holding this request's refused writes accept the retry.
+    /// The highest version any copy of a finished read round has.
     pub fn highest(&self) -> u64 {
         let Round::Reading { copies, .. } = &self.round else {
             return 0;
@@ -388,7 +582,6 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::op;
 
     fn pending(read_need: usize, write_need: usize, round: Round) -> Pending {
         let requester = Requester {
@@ -481,6 +674,7 @@ mod tests {
 
     fn writing(waiting: Vec<u32>, newcomers: Vec<u32>) -> Round {
         Round::Writing {
+            phase: Phase::Write,
             result: Frame::new(op::OK, 7, 1, Bytes::new()),
             acks: 1,
             waiting,
@@ -532,7 +726,7 @@ mod tests {
 
         // In a write round only a store counts; a copy or a refusal is no ack.
         let mut p = pending(2, 2, writing(vec![2, 3], vec![]));
-        assert!(p.writing() && Pending::is_write_tag(p.round_tag()));
+        assert!(p.storing() && Pending::is_write_tag(p.round_tag()));
         assert_eq!(p.on_answer(2, Answer::Copy(None)), Progress::Waiting);
         assert_eq!(p.on_answer(3, Answer::Newer(77)), Progress::Failed);
         assert_eq!(p.newest_refusal(), 77);

@@ -75,8 +75,10 @@ impl StorageNode {
                     let frame = Frame::error(client_id, self.node_id, &err);
                     self.conns.order.fill(conn, seq, frame, out);
                 }
-                Waiter::Mirror { conn, seq, result } => {
-                    // The write was applied here: its copy's fate is unknown.
+                Waiter::Mirror {
+                    conn, seq, result, ..
+                } => {
+                    // The next owner may have taken the write: its fate is unknown.
                     let frame =
                         Frame::error(result.client_id, self.node_id, &outcome_unknown(&err));
                     self.conns.order.fill(conn, seq, frame, out);
@@ -256,27 +258,30 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) {
         let me = self.node_id;
-        // The version a pending move's copy of this write is decided against.
-        let next = owners.settled.filter(|&n| n != me);
-        let before = match next {
-            Some(_) => self.engine.version_hashed(hash, &key),
-            None => 0,
+        // With a move pending, a write goes to the next owner first and is
+        // applied here only once it took it (see `mirror_write`), so no read
+        // here sees a write the next owner may yet refuse.
+        let next = owners
+            .settled
+            .filter(|&n| n != me && owners.serving == Some(me));
+        let decided = match next {
+            Some(_) => self.decide_kv(now, (&key, hash), &f),
+            None => self
+                .execute_kv(now, (&key, hash), &f)
+                .map(|(o, p)| (o, p, None)),
         };
-        let reply = match self.execute_kv(now, (&key, hash), &f) {
-            Ok((op, payload)) => Frame::new(op, f.client_id, me, payload),
+        let (reply, write) = match decided {
+            Ok((op, payload, write)) => (Frame::new(op, f.client_id, me, payload), write),
             Err(e) if e.code.closes_connection() => {
                 let frame = Frame::error(f.client_id, me, &e);
                 return self.conns.order.last(conn, frame, out);
             }
-            Err(e) => Frame::error(f.client_id, me, &e),
+            Err(e) => (Frame::error(f.client_id, me, &e), None),
         };
-        let mutated = matches!(
-            (f.op, reply.op),
-            (op::PUT | op::CREATE | op::UPDATE | op::DELETE, op::OK) | (op::INCR, op::VALUE)
-        );
-        match next {
-            Some(next) if mutated && owners.serving == Some(me) => {
-                self.mirror_write(now, conn, next, (&key, hash, before), reply, out)
+        match (next, write) {
+            (Some(next), Some(write)) => {
+                let before = self.engine.version_hashed(hash, &key);
+                self.mirror_write(now, (conn, next), (&key, before), write, reply, out)
             }
             // Peers match replies by tag, not by order: answering a member at once
             // keeps a replica's answer from waiting behind requests this node is
@@ -330,18 +335,30 @@ impl StorageNode {
                 let reply = Frame::new(frame.op, client_id, self.node_id, frame.payload);
                 self.conns.order.fill(conn, seq, reply, out);
             }
-            Waiter::Mirror { conn, seq, result } => {
+            Waiter::Mirror {
+                conn,
+                seq,
+                result,
+                record,
+            } => {
                 if frame.op != op::OK {
-                    // Applied here, refused by the next owner: this copy goes
-                    // when the ring flips, unless the handoff carries it first.
+                    // Refused by the next owner (it holds a newer write) and
+                    // never applied here: applied nowhere.
                     let e = Error::new(
-                        ErrorCode::Unknown,
-                        "the key is moving and its new owner refused the copy of \
-                         the write applied here; it may or may not have been applied",
+                        ErrorCode::Unavailable,
+                        "the key is moving and its new owner holds a newer write; retry",
                     );
                     let reply = Frame::error(result.client_id, self.node_id, &e);
                     self.conns.order.fill(conn, seq, reply, out);
                 } else {
+                    // Applied here too while this node still owns the key; after
+                    // the flip (which may have dropped it here) the next owner
+                    // alone holds it.
+                    let hash = hash64(&record.key);
+                    if self.serving.owner_of_hash(hash) == Some(self.node_id) {
+                        let value = record.value.as_deref();
+                        self.store((&record.key, hash), record.version, value, None);
+                    }
                     self.conns.order.fill(conn, seq, result, out);
                 }
             }
