@@ -35,7 +35,9 @@
 //! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
 //!   this node leads (see `replication/round.rs`), read repair and conditional ops.
 //! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
-//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`).
+//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`);
+//!   anti-entropy (`AntiEntropy`): digests of the data per range, compared with
+//!   the other replicas in the background (see `repair/anti_entropy.rs`).
 //! - `moves`: the handoff of keys a ring change moves (see `moves/handoff.rs`),
 //!   and with N = 1 the write fence and the copy of each write to a moving key's
 //!   next owner.
@@ -79,6 +81,7 @@ mod tests;
 mod tombstones;
 
 use membership::Membership;
+use repair::anti_entropy::AntiEntropy;
 use repair::Repair;
 use replication::Rounds;
 use replication::{answer_of, outcome_unknown};
@@ -141,6 +144,9 @@ const AHEAD_LOG_MS: Millis = 60_000;
 const CATCH_UP_ASK_MS: Millis = 3_000;
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
+/// Anti-entropy comparisons started per second by default
+/// ([`NodeConfig::anti_entropy_rate`]).
+pub const DEFAULT_ANTI_ENTROPY_RATE: u32 = 10;
 
 /// Who waits for the answer to a message this node sent over the mesh: the
 /// token each forward carries (see [`Mesh`]).
@@ -189,6 +195,11 @@ enum Waiter {
     },
     /// A message whose answer changes nothing (PURGE, SYNC_REQ).
     Ignore,
+    /// A step of an anti-entropy comparison (see `repair/anti_entropy.rs`).
+    AntiEntropy {
+        /// The comparison's id.
+        id: u64,
+    },
     /// A chunk of hints or resync (see [`Resync`]).
     Resync {
         /// The keys it carries, owed again if it fails.
@@ -228,6 +239,9 @@ pub struct NodeConfig {
     /// (the binary fills it from the OS); by default derived from `advertise`, so
     /// tests and the simulator stay deterministic.
     pub nonce_key: [u8; 32],
+    /// Anti-entropy comparisons (one token range with one peer) this node
+    /// starts per second at most; 0 turns anti-entropy off.
+    pub anti_entropy_rate: u32,
 }
 
 impl NodeConfig {
@@ -246,6 +260,7 @@ impl NodeConfig {
             tick_ms: 100,
             clock_base_ms: 0,
             tombstone_grace_ms: 60_000,
+            anti_entropy_rate: DEFAULT_ANTI_ENTROPY_RATE,
         }
     }
 }
@@ -294,6 +309,8 @@ pub struct StorageNode {
     repair: Repair,
     /// Tombstone collection in progress.
     tombstones: Collector,
+    /// Digests of this node's data and background comparisons with its peers.
+    anti_entropy: AntiEntropy,
     /// The connections this node serves: which are proven members, each client's
     /// reply order, and which are held (not read) for their reply backlog.
     conns: Connections,
@@ -310,6 +327,7 @@ impl StorageNode {
             rounds: Rounds::new(),
             repair: Repair::new(),
             tombstones: Collector::new(),
+            anti_entropy: AntiEntropy::new(),
             conns: Connections::new(),
             handshakes: handshake::Handshakes::new(cfg.nonce_key),
             mesh,
@@ -585,6 +603,8 @@ impl StorageNode {
     fn on_timer(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
         match id {
             TIMER_INIT => {
+                let wall = self.cfg.clock_base_ms + now;
+                (self.anti_entropy).started(wall, self.cfg.tombstone_grace_ms);
                 self.connect_manager(out);
                 out.push(Output::Timer {
                     at: now + self.cfg.heartbeat_ms,
@@ -623,6 +643,7 @@ impl StorageNode {
             self.ask_catch_up(now, out);
         }
         self.sweep_tombstones(now, out);
+        self.pump_anti_entropy(now, out);
         self.apply_holds(None, out);
         out.push(Output::Timer {
             at: now + self.cfg.tick_ms,

@@ -587,6 +587,8 @@ pub(super) fn answer_of(f: &Frame) -> Answer {
         Ok(Reply::Conflict { version }) => Answer::Newer(version),
         Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
         Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
-        Ok(Reply::Failed(_)) | Err(_) => Answer::Failed(ErrorCode::Unavailable),
+        Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. }) | Err(_) => {
+            Answer::Failed(ErrorCode::Unavailable)
+        }
     }
 }
