@@ -1,0 +1,206 @@
+//! Anti-entropy with the real binaries: replicas made to differ on purpose, with
+//! no read of any key (reads repair), converge by themselves.
+//!
+//! How they are made to differ: a node of a three-node cluster (N = 3) is killed
+//! and, while it is down, its data directory gets writes nobody else has (new
+//! keys and deletes, at versions newer than the cluster's), as a write that
+//! reached one replica and whose lead crashed before copying it would leave
+//! it. When the node comes back it catches up (its peers push their keys to it),
+//! but nothing pushes its own extra writes to them: only anti-entropy does. The
+//! test watches each node's own STATUS (`keys`), never a GET.
+
+mod common;
+
+use common::{Cluster, TIMEOUT};
+use gtstore::client::node_status;
+use gtstore::storage::durable::Durable;
+use gtstore::storage::engine::Engine;
+use gtstore::storage::wal::Fsync;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Keys written through the cluster.
+const KEYS: usize = 300;
+/// Keys only the killed node gets (new keys).
+const EXTRA: usize = 20;
+/// Keys only the killed node deletes.
+const DELETED: usize = 10;
+
+/// A data directory under the system temp dir, removed on drop (declare it
+/// before the cluster, so it drops after the processes using it are gone).
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p =
+            std::env::temp_dir().join(format!("gtstore-ae-{tag}-{}-{nanos}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Dir(p)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("ae:{i:05}").into_bytes()
+}
+
+/// A node's own STATUS.
+fn status(addr: &str) -> serde_json::Value {
+    let bytes = node_status(addr, TIMEOUT).expect("node STATUS");
+    serde_json::from_slice(&bytes).expect("STATUS is JSON")
+}
+
+/// Live keys each node holds, by its own STATUS.
+fn counts(c: &Cluster) -> Vec<u64> {
+    (c.nodes.iter())
+        .map(|n| status(&n.addr)["keys"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Waits until every node holds `want` live keys; panics with the counts after
+/// `within`.
+fn wait_counts(c: &Cluster, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = counts(c);
+        if now.iter().all(|&k| k == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copies did not converge to {want} keys each: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes into a stopped node's data directory what no other replica has:
+/// `EXTRA` new keys and `DELETED` deletes of keys it holds, each at a version
+/// newer than the cluster's.
+fn diverge(dir: &str) {
+    let (mut d, rec) = Durable::open(dir.as_ref(), Fsync::Always).expect("open the data dir");
+    let mut engine = Engine::default();
+    d.replay(rec, &mut engine);
+    assert_eq!(engine.len(), KEYS, "the stopped node had every key");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    // A version of this millisecond, writer byte 0xfe (no node of the test).
+    let version = (wall << 16) | 0xfe;
+    for i in KEYS..KEYS + EXTRA {
+        let value = format!("only-here-{i}");
+        engine.apply(&key(i), version, Some(value.as_bytes()), None);
+        d.log(&key(i), version, Some(value.as_bytes()));
+    }
+    for i in 0..DELETED {
+        let old = engine.version(&key(i));
+        assert!(old < version);
+        engine.apply(&key(i), version, None, None);
+        d.log(&key(i), version, None);
+    }
+    d.turn_end(&engine, &mut Vec::new());
+    assert!(d.failed().is_none(), "the writes reached the disk");
+}
+
+/// Starts three nodes (N = 3, the third with a data directory) with
+/// anti-entropy at `rate`, writes `KEYS` keys, makes the third node's copy
+/// differ while it is down, and restarts it; returns the cluster once the
+/// node is back and caught up.
+fn diverged_cluster(dir: &Dir, rate: &str) -> Cluster {
+    let flags = ["--anti-entropy-rate", rate];
+    let mut c = Cluster::start_full(
+        2,
+        &[
+            "--replicas",
+            "3",
+            "--read-quorum",
+            "2",
+            "--write-quorum",
+            "2",
+        ],
+        &flags,
+    );
+    let mut third = vec!["--data-dir", dir.arg()];
+    third.extend_from_slice(&flags);
+    c.add_node(&third);
+    c.wait_live(3);
+    let mut client = c.node_client(0);
+    for i in 0..KEYS {
+        client.put(&key(i), b"v").expect("PUT");
+    }
+    wait_counts(&c, KEYS as u64, Duration::from_secs(30));
+    let _ = c.nodes[2].child.kill();
+    let _ = c.nodes[2].child.wait();
+    diverge(dir.arg());
+    let mut restart = vec!["--data-dir", dir.arg()];
+    restart.extend_from_slice(&flags);
+    c.restart_node(2, &restart);
+    c.wait_live(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&c.nodes[2].addr)["catching_up"] != false {
+        assert!(Instant::now() < deadline, "node 2 never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+#[test]
+fn replicas_made_to_differ_converge_with_no_reads() {
+    let dir = Dir::new("converge");
+    let c = diverged_cluster(&dir, "50");
+    let want = (KEYS + EXTRA - DELETED) as u64;
+    assert_eq!(
+        status(&c.nodes[2].addr)["keys"],
+        want,
+        "the third node's own writes"
+    );
+    wait_counts(&c, want, Duration::from_secs(60));
+    // The repairs show in STATUS: node counters and per range.
+    let repaired: u64 = (c.nodes.iter())
+        .map(|n| {
+            status(&n.addr)["anti_entropy"]["keys_repaired"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        repaired >= (EXTRA + DELETED) as u64,
+        "{repaired} keys repaired"
+    );
+    let s = status(&c.nodes[0].addr);
+    let ae = &s["anti_entropy"];
+    assert_eq!(ae["rate"], 50);
+    assert!(ae["comparisons"].as_u64().unwrap() > 0, "{ae}");
+    let ranges = ae["ranges"].as_array().unwrap();
+    assert!(!ranges.is_empty(), "node 0 leads some ranges: {ae}");
+    assert!(ranges.iter().any(|r| r["age_ms"].is_u64()), "{ae}");
+}
+
+/// With anti-entropy off, the same divergence stays: the other two nodes never
+/// learn the third node's writes (within a window long enough for anti-entropy
+/// to repair them at the rate of the test above).
+#[test]
+fn without_anti_entropy_the_copies_stay_different() {
+    let dir = Dir::new("off");
+    let c = diverged_cluster(&dir, "0");
+    let want = (KEYS + EXTRA - DELETED) as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let now = counts(&c);
+        assert_eq!(now, vec![KEYS as u64, KEYS as u64, want], "nothing repairs");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
