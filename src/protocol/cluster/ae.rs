@@ -128,7 +128,7 @@ pub(super) fn leaves_payload(leaves: &[u64]) -> Bytes {
 }
 
 pub(super) fn decode_leaves(p: &Bytes) -> Result<Vec<u64>, Error> {
-    if p.len() % 8 != 0 || p.len() / 8 > MAX_LEAVES {
+    if !p.len().is_multiple_of(8) || p.len() / 8 > MAX_LEAVES {
         return Err(malformed("AE_LEAVES", "expected at most 4096 u64 leaves"));
     }
     Ok(p.chunks_exact(8).map(be_u64).collect())

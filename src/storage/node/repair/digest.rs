@@ -199,19 +199,23 @@ mod tests {
     #[test]
     fn leaves_split_each_range_and_cover_it() {
         let mut d = Digests::default();
-        let bounds = [100u64, 1 << 40, u64::MAX - 5];
+        let top = u64::MAX - (1 << 30);
+        let bounds = [1 << 20, 1 << 40, top];
         d.rebuild(&bounds, &Engine::default());
-        // Range 0 wraps: (MAX - 5, 100].
+        // Range 0 wraps: (top, 2^20].
         assert_eq!(d.range_of(50), Some(0));
         assert_eq!(d.range_of(u64::MAX), Some(0));
-        assert_eq!(d.range_of(101), Some(1));
-        assert_eq!(d.range_of(u64::MAX - 5), Some(2));
-        assert_eq!(d.leaf_of(0, u64::MAX - 4), 0);
-        assert_eq!(d.leaf_of(0, 100), LEAVES - 1);
-        assert_eq!(d.leaf_of(1, 101), 0);
+        assert_eq!(d.range_of((1 << 20) + 1), Some(1));
+        assert_eq!(d.range_of(top), Some(2));
+        assert_eq!(d.leaf_of(0, top + 1), 0);
+        assert_eq!(d.leaf_of(0, 1 << 20), LEAVES - 1);
+        assert_eq!(d.leaf_of(1, (1 << 20) + 1), 0);
         assert_eq!(d.leaf_of(1, 1 << 40), LEAVES - 1);
         assert_eq!(d.leaf_of(2, (1 << 40) + 1), 0);
-        assert_eq!(d.leaf_of(2, u64::MAX - 5), LEAVES - 1);
+        assert_eq!(d.leaf_of(2, top), LEAVES - 1);
+        // A range shorter than its leaves uses some of them.
+        d.rebuild(&[100, 200], &Engine::default());
+        assert_eq!(d.leaf_of(1, 200), 99 * LEAVES / 100);
         // One range: the whole ring.
         d.rebuild(&[7], &Engine::default());
         assert_eq!(d.leaf_of(0, 8), 0);
