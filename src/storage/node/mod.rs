@@ -117,8 +117,10 @@ const TIMER_HEARTBEAT: u64 = 2;
 const TIMER_TICK: u64 = 3;
 /// a departure's deadline ([`LEAVE_DEADLINE_MS`], [`EXIT_GRACE_MS`]),
 const TIMER_LEAVE: u64 = 4;
-/// and a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]).
+/// a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]),
 const TIMER_ORPHAN: u64 = 5;
+/// and the next anti-entropy comparison is due ([`NodeConfig::anti_entropy_rate`]).
+const TIMER_ANTI_ENTROPY: u64 = 6;
 /// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
@@ -620,6 +622,7 @@ impl StorageNode {
             TIMER_HEARTBEAT => self.heartbeat(now, out),
             TIMER_LEAVE => self.leave_deadline(out),
             TIMER_ORPHAN => self.orphan_deadline(now, out),
+            TIMER_ANTI_ENTROPY => self.pump_anti_entropy(now, out),
             _ => {}
         }
     }

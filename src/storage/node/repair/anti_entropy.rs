@@ -19,7 +19,9 @@
 //! 4. The lead stores the peer's entries and pushes the wanted ones in
 //!    `MIGRATE` chunks. Both go through the node's one write path (`store`:
 //!    the newer version wins, an equal one is a repeat, tombstones stay), with
-//!    the HLC moved past every version taken, as for any peer's records.
+//!    the HLC moved past every version taken, as for any peer's records. The
+//!    keys it took from the peer are owed to the range's other replicas, like
+//!    hints (see `resync.rs`), so they need not wait for their own comparison.
 //!
 //! With N replicas each range's lead converges with every other replica, so
 //! all of them converge with each other. A comparison that repaired something
@@ -29,8 +31,9 @@
 //! Nothing is compared without an id and a ring, with N = 1, while any move is
 //! pending (the ring has joining or leaving nodes, or this node hands keys
 //! over), or while this node catches up. A peer answers only for a range its
-//! ring (of the same epoch) has and it replicates; otherwise it refuses
-//! (`off-list`) and the comparison is dropped.
+//! ring (of the same epoch) has and it replicates, and not while it catches up
+//! (its peers are pushing it every key anyway); otherwise it refuses
+//! (`off-list`, `catching-up`) and the comparison is dropped.
 //!
 //! Tombstone collection and anti-entropy agree through the purge floors (see
 //! [`super::digest`]): a live entry is never created by anti-entropy on a node
@@ -186,12 +189,16 @@ impl StorageNode {
         pairs
     }
 
-    /// Starts the next comparison if one is due (called every tick and when
-    /// one completes).
+    /// Starts the next comparison if one is due (called every tick, when one
+    /// completes, and by a timer when one completed before the next was due).
     pub(in super::super) fn pump_anti_entropy(&mut self, now: Millis, out: &mut Vec<Output>) {
         let ae = &self.anti_entropy;
-        if ae.in_flight.is_some() || now < ae.next_at || !self.ae_may_compare() {
+        if ae.in_flight.is_some() || !self.ae_may_compare() {
             return;
+        }
+        if now < ae.next_at {
+            let id = TIMER_ANTI_ENTROPY;
+            return out.push(Output::Timer { at: ae.next_at, id });
         }
         let pairs = self.ae_pairs();
         if pairs.is_empty() {
@@ -350,7 +357,7 @@ impl StorageNode {
             return 0;
         };
         let wall = self.cfg.clock_base_ms + now;
-        let mut n = 0;
+        let mut pulled = Vec::new();
         for r in records {
             let h = hash64(&r.key);
             let d = &self.anti_entropy.digests;
@@ -367,10 +374,18 @@ impl StorageNode {
             }
             self.hlc.observe(r.version);
             if self.store((&r.key, h), r.version, r.value.as_deref(), None) == Applied::Stored {
-                n += 1;
+                pulled.push(r.key);
             }
         }
-        n + self.ae_push(now, c, range, wants, out)
+        // What the peer had, the range's other replicas may lack too: they are
+        // owed it like a hint, without waiting for their own comparison.
+        let me = self.node_id;
+        for &other in self.serving_pref.get(c.end) {
+            if other != me && other != c.peer && !pulled.is_empty() {
+                self.repair.resync.owe(other, pulled.iter().cloned());
+            }
+        }
+        pulled.len() as u64 + self.ae_push(now, c, range, wants, out)
     }
 
     /// Pushes this node's entries of `wants` (keys of the compared leaves) to
@@ -430,9 +445,12 @@ impl StorageNode {
         reply(Reply::Leaves(d.leaves(range).to_vec()))
     }
 
-    /// The range ending at `end` if this node answers comparisons of it: same
-    /// ring epoch, a range of its ring, and a replica of it.
+    /// The range ending at `end` if this node answers comparisons of it: not
+    /// catching up, same ring epoch, a range of its ring, and a replica of it.
     fn ae_serving_range(&self, end: Token, epoch: u64) -> Result<usize, Refusal> {
+        if self.repair.catch_up.is_some() {
+            return Err(Refusal::CatchingUp);
+        }
         let off = Refusal::OffList {
             epoch: self.ring.epoch,
         };
