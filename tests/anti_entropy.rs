@@ -56,22 +56,37 @@ fn key(i: usize) -> Vec<u8> {
     format!("ae:{i:05}").into_bytes()
 }
 
-/// A node's own STATUS.
+/// A node's own STATUS (a node busy with a million keys may take a while).
 fn status(addr: &str) -> serde_json::Value {
-    let bytes = node_status(addr, TIMEOUT).expect("node STATUS");
+    let bytes = node_status(addr, 6 * TIMEOUT).expect("node STATUS");
     serde_json::from_slice(&bytes).expect("STATUS is JSON")
 }
 
 /// Live keys each node holds, by its own STATUS.
 fn counts(c: &Cluster) -> Vec<u64> {
-    (c.nodes.iter())
-        .map(|n| status(&n.addr)["keys"].as_u64().unwrap_or(0))
+    (c.nodes.iter().enumerate())
+        .map(|(i, n)| match node_status(&n.addr, 6 * TIMEOUT) {
+            Ok(bytes) => {
+                let s: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+                s["keys"].as_u64().unwrap_or(0)
+            }
+            Err(e) => {
+                let log = n.log();
+                let tail = &log[log.len().saturating_sub(30)..];
+                panic!("node {i} did not answer STATUS ({e:?}); its log ends: {tail:#?}")
+            }
+        })
         .collect()
 }
 
-/// Waits until every node holds `want` live keys; panics with the counts after
-/// `within`.
+/// Waits until every node holds `want` live keys, asking every `every`; panics
+/// with the counts after `within`.
 fn wait_counts(c: &Cluster, want: u64, within: Duration) {
+    wait_counts_every(c, want, within, Duration::from_millis(100));
+}
+
+/// [`wait_counts`], asking every `every`.
+fn wait_counts_every(c: &Cluster, want: u64, within: Duration, every: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let now = counts(c);
@@ -82,7 +97,7 @@ fn wait_counts(c: &Cluster, want: u64, within: Duration) {
             Instant::now() < deadline,
             "the copies did not converge to {want} keys each: {now:?}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 
@@ -273,18 +288,20 @@ fn measure_convergence() {
     let extra = keys / 100;
     let dir = Dir::new("measure");
     let flags = ["--anti-entropy-rate", rate.as_str()];
-    let mut c = Cluster::start_full(
-        2,
-        &[
-            "--replicas",
-            "3",
-            "--read-quorum",
-            "2",
-            "--write-quorum",
-            "2",
-        ],
-        &flags,
-    );
+    // A node busy installing a ring over a million keys on a loaded machine
+    // can miss heartbeats for seconds; marked down, it would make every node
+    // install another ring, and so on.
+    let manager = [
+        "--replicas",
+        "3",
+        "--read-quorum",
+        "2",
+        "--write-quorum",
+        "2",
+        "--down-after",
+        "60000",
+    ];
+    let mut c = Cluster::start_full(2, &manager, &flags);
     let mut third = vec!["--data-dir", dir.arg(), "--fsync", "never"];
     third.extend_from_slice(&flags);
     c.add_node(&third);
@@ -292,7 +309,9 @@ fn measure_convergence() {
     let t = Instant::now();
     fill(&c, keys);
     eprintln!("wrote {keys} keys in {:.1} s", t.elapsed().as_secs_f64());
-    wait_counts(&c, keys as u64, Duration::from_secs(600));
+    let second = Duration::from_secs(1);
+    wait_counts_every(&c, keys as u64, Duration::from_secs(600), second);
+    eprintln!("every node holds {keys} keys");
     let _ = c.nodes[2].child.kill();
     let _ = c.nodes[2].child.wait();
     diverge(dir.arg(), keys, extra, 0);
@@ -308,13 +327,14 @@ fn measure_convergence() {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(900), "no catch-up: {s}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(500));
     }
     let resync_s = t.elapsed().as_secs_f64();
+    eprintln!("the third node caught up in {resync_s:.1} s");
     let resync_bytes = received(&pids(&c)) - before;
     let t = Instant::now();
     let mark = received(&pids(&c));
-    wait_counts(&c, (keys + extra) as u64, Duration::from_secs(1800));
+    wait_counts_every(&c, (keys + extra) as u64, Duration::from_secs(1800), second);
     let ae_s = t.elapsed().as_secs_f64();
     let ae_bytes = received(&pids(&c)) - mark;
     let repaired: u64 = (c.nodes.iter())

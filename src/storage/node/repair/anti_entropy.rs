@@ -24,9 +24,9 @@
 //!    hints (see `resync.rs`), so they need not wait for their own comparison.
 //!
 //! With N replicas each range's lead converges with every other replica, so
-//! all of them converge with each other. A comparison that repaired something
-//! is repeated at once (at the same rate) until the range matches or nothing
-//! more can be repaired; then the lead moves to the next (range, peer) pair.
+//! all of them converge with each other. The lead takes its (range, peer)
+//! pairs in turn; a comparison whose differing leaves did not all fit in one
+//! `AE_KEYS` is repeated at once (at the same rate) before it moves on.
 //!
 //! Nothing is compared without an id and a ring, with N = 1, while any move is
 //! pending (the ring has joining or leaving nodes, or this node hands keys
@@ -279,7 +279,7 @@ impl StorageNode {
         stat.repaired += n;
         ae.compared += 1;
         ae.repaired += n;
-        if n == 0 && !c.truncated {
+        if !c.truncated {
             ae.cursor += 1;
         }
     }
