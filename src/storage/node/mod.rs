@@ -63,6 +63,8 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
+#[cfg(test)]
+mod ae_tests;
 mod client_auth;
 mod handshake;
 mod http;

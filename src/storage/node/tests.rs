@@ -191,7 +191,7 @@ fn registers_with_backoff_and_serves_no_key_meanwhile() {
 }
 
 /// A cluster member's connection to `n`, proven with NODE_JOIN.
-fn member(n: &mut StorageNode, idx: u32) -> ConnId {
+pub(super) fn member(n: &mut StorageNode, idx: u32) -> ConnId {
     let c = ConnId::new(idx, 1);
     let join = peer_join(n, c, "127.0.0.1:7009", crate::DEFAULT_SECRET);
     step(
