@@ -31,9 +31,10 @@
 //! Nothing is compared without an id and a ring, with N = 1, while any move is
 //! pending (the ring has joining or leaving nodes, or this node hands keys
 //! over), or while this node catches up. A peer answers only for a range its
-//! ring (of the same epoch) has and it replicates, and not while it catches up
-//! (its peers are pushing it every key anyway); otherwise it refuses
-//! (`off-list`, `catching-up`) and the comparison is dropped.
+//! ring (of the same epoch) has and it replicates; otherwise it refuses
+//! (`off-list`) and the comparison is dropped. A peer that is catching up
+//! answers: its copies are real, and a catch-up that never ends (a peer that
+//! never pushes) is exactly what anti-entropy must still repair.
 //!
 //! Tombstone collection and anti-entropy agree through the purge floors (see
 //! [`super::digest`]): a live entry is never created by anti-entropy on a node
@@ -100,6 +101,9 @@ pub(in super::super) struct AntiEntropy {
     compared: u64,
     /// Keys repaired, all ranges.
     repaired: u64,
+    /// Payload bytes of the messages and replies anti-entropy sent, and of
+    /// the records it owed to other replicas.
+    bytes: u64,
 }
 
 impl AntiEntropy {
@@ -115,11 +119,17 @@ impl AntiEntropy {
             stats: BTreeMap::new(),
             compared: 0,
             repaired: 0,
+            bytes: 0,
         }
     }
 
     /// The process started at wall clock `wall_ms`: tombstones its earlier
     /// lives collected are at most `grace_ms` older.
+    /// Counts `n` payload bytes sent.
+    fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+
     pub(in super::super) fn started(&mut self, wall_ms: u64, grace_ms: u64) {
         let start = match wall_ms.checked_sub(grace_ms) {
             Some(ms) if ms > 0 => (ms << 16) | 0xffff,
@@ -226,6 +236,7 @@ impl StorageNode {
             listed: Vec::new(),
             truncated: false,
         });
+        ae.sent(frame.payload.len());
         let deadline = now + self.cfg.request_timeout_ms;
         let token = Waiter::AntiEntropy { id };
         if self
@@ -330,6 +341,7 @@ impl StorageNode {
             }
         }
         let frame = keys_frame(c.end, &c.listed, &buf);
+        self.anti_entropy.sent(frame.payload.len());
         let (id, peer) = (c.id, c.peer);
         self.anti_entropy.in_flight = Some(c);
         let deadline = now + self.cfg.request_timeout_ms;
@@ -383,6 +395,11 @@ impl StorageNode {
         for &other in self.serving_pref.get(c.end) {
             if other != me && other != c.peer && !pulled.is_empty() {
                 self.repair.resync.owe(other, pulled.iter().cloned());
+                let size: usize = (pulled.iter())
+                    .filter_map(|k| self.engine.entry_ref(k))
+                    .map(|e| record_len(e.key.len(), e.value.map(<[u8]>::len)))
+                    .sum();
+                self.anti_entropy.sent(size);
             }
         }
         pulled.len() as u64 + self.ae_push(now, c, range, wants, out)
@@ -421,6 +438,7 @@ impl StorageNode {
         }
         let deadline = now + self.cfg.request_timeout_ms;
         for payload in chunks {
+            self.anti_entropy.sent(payload.len());
             let frame = Frame::new(op::MIGRATE, 0, 0, payload);
             let _ = (self.mesh).forward(c.peer, frame, Waiter::Ignore, 1, deadline, out);
         }
@@ -429,7 +447,7 @@ impl StorageNode {
 
     /// A peer's `AE_DIGEST`: `OK` if the roots match, else our leaves.
     pub(in super::super) fn ae_serve_digest(
-        &self,
+        &mut self,
         end: Token,
         epoch: u64,
         root: u64,
@@ -442,15 +460,14 @@ impl StorageNode {
         if d.root(range) == root {
             return reply(Reply::Ok);
         }
-        reply(Reply::Leaves(d.leaves(range).to_vec()))
+        let answer = reply(Reply::Leaves(d.leaves(range).to_vec()));
+        self.anti_entropy.sent(answer.1.len());
+        answer
     }
 
-    /// The range ending at `end` if this node answers comparisons of it: not
-    /// catching up, same ring epoch, a range of its ring, and a replica of it.
+    /// The range ending at `end` if this node answers comparisons of it: same
+    /// ring epoch, a range of its ring, and a replica of it.
     fn ae_serving_range(&self, end: Token, epoch: u64) -> Result<usize, Refusal> {
-        if self.repair.catch_up.is_some() {
-            return Err(Refusal::CatchingUp);
-        }
         let off = Refusal::OffList {
             epoch: self.ring.epoch,
         };
@@ -465,7 +482,7 @@ impl StorageNode {
     /// A peer's `AE_KEYS`: our entries under those leaves that are newer or
     /// that it lacks, and the keys we want from it.
     pub(in super::super) fn ae_serve_keys(
-        &self,
+        &mut self,
         end: Token,
         leaves: &[u16],
         stubs: &[Stub],
@@ -514,10 +531,13 @@ impl StorageNode {
                 wants.push(Bytes::copy_from_slice(key));
             }
         }
-        reply(Reply::Diff { records, wants })
+        let answer = reply(Reply::Diff { records, wants });
+        self.anti_entropy.sent(answer.1.len());
+        answer
     }
 
-    /// The `anti_entropy` object of STATUS: the rate, the node's counters, and
+    /// The `anti_entropy` object of STATUS: the rate, the node's counters (the
+    /// payload bytes it sent for anti-entropy among them), and
     /// per range this node leads the age of its last comparison and the keys
     /// its comparisons repaired.
     pub(in super::super) fn ae_status(&self, now: Millis) -> serde_json::Value {
@@ -538,6 +558,7 @@ impl StorageNode {
             "rate": self.cfg.anti_entropy_rate,
             "comparisons": ae.compared,
             "keys_repaired": ae.repaired,
+            "bytes_sent": ae.bytes,
             "ranges": ranges,
         })
     }
