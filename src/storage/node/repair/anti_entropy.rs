@@ -30,7 +30,9 @@
 //!
 //! Nothing is compared without an id and a ring, with N = 1, while any move is
 //! pending (the ring has joining or leaving nodes, or this node hands keys
-//! over), or while this node catches up. A peer answers only for a range its
+//! over), or while this node leaves. A node catching up compares as any other
+//! (newer versions win, so what it lacks costs nothing; and a catch-up that
+//! never ends must not leave its ranges uncompared). A peer answers only for a range its
 //! ring (of the same epoch) has and it replicates; otherwise it refuses
 //! (`off-list`) and the comparison is dropped. A peer that is catching up
 //! answers: its copies are real, and a catch-up that never ends (a peer that
@@ -177,7 +179,6 @@ impl StorageNode {
             && self.cfg.anti_entropy_rate > 0
             && !self.ring.has_moves()
             && self.handoff.is_none()
-            && self.repair.catch_up.is_none()
             && !self.membership.leaving
     }
 
