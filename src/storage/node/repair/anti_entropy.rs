@@ -127,6 +127,11 @@ impl AntiEntropy {
 
     /// The process started at wall clock `wall_ms`: tombstones its earlier
     /// lives collected are at most `grace_ms` older.
+    /// Comparisons completed, keys repaired, payload bytes sent (`/metrics`).
+    pub(in super::super) fn counters(&self) -> [u64; 3] {
+        [self.compared, self.repaired, self.bytes]
+    }
+
     /// Counts `n` payload bytes sent.
     fn sent(&mut self, n: usize) {
         self.bytes += n as u64;
