@@ -35,7 +35,11 @@
 //! disk. The price: a live key lost from a replica is not recreated there by
 //! anti-entropy if a newer tombstone was collected in the same bucket (or, after a
 //! restart, if it is older than the start less the grace); catch-up after a
-//! restart and read repair still bring it.
+//! restart and read repair still bring it. Caveat: floors are per node, and
+//! only the lead of a comparison and the peer check theirs; keys the lead
+//! pulled are owed to the range's third replica without that replica's floor.
+//! So a node that was not among a key's replicas when its tombstone was
+//! collected, and started before that, may still take a restored stale copy.
 
 use crate::ring::{hash64, Token};
 use crate::storage::engine::Engine;
