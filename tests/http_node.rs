@@ -381,6 +381,8 @@ fn metrics_count_the_node_s_work_and_promtool_accepts_them() {
         "gtstore_node_frames_received_total{op=\"RING_UPDATE\"} ",
         "gtstore_node_hints_pending 0\n",
         "gtstore_node_catching_up 0\n",
+        "gtstore_node_anti_entropy_keys_repaired_total ",
+        "gtstore_node_anti_entropy_comparisons_total ",
     ] {
         assert!(text.contains(want), "no {want:?} in\n{text}");
     }

@@ -154,6 +154,12 @@ pub struct StorageArgs {
     /// of the key still in flight.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     pub tombstone_grace: u64,
+    /// Anti-entropy: how many background comparisons (one token range with one
+    /// other replica: digests, then the keys under differing leaves) this node
+    /// starts per second at most, as the lead replica of its ranges; 0 turns
+    /// them off (replicas then converge only by hints, catch-up and read repair).
+    #[arg(long, value_name = "N", default_value_t = crate::storage::node::DEFAULT_ANTI_ENTROPY_RATE)]
+    pub anti_entropy_rate: u32,
     /// Keep the data on disk in DIR (created if missing): an append-only log of
     /// every write plus snapshots, replayed on start, and the node's id and last
     /// ring. One node per directory. Without it the node keeps data in memory only.
@@ -330,6 +336,7 @@ pub fn run_storage(args: StorageArgs) -> Result<(), String> {
     cfg.secret = cluster_secret;
     cfg.tokens = args.tokens;
     cfg.tombstone_grace_ms = args.tombstone_grace;
+    cfg.anti_entropy_rate = args.anti_entropy_rate;
     cfg.nonce_key = crate::protocol::auth::os_random()?;
     // Versions follow the wall clock; the reactor's clock starts about now.
     cfg.clock_base_ms = std::time::SystemTime::now()

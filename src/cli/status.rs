@@ -6,13 +6,15 @@
 //! `distinct_keys_estimate`, `max_over_mean_keys`, optionally `source`,
 //! `view_of`, `manager_error` and `recovering_ms_left`, and `nodes`, each node with
 //! `id`, `addr`, `state`, `token_count`, `tokens`, `share` (a fraction of the ring,
-//! 0 to 1), `keys`, `primary_keys`, `catching_up` and `current`. The whole object
-//! is described in docs/operations.md.
+//! 0 to 1), `keys`, `primary_keys`, `catching_up`, `anti_entropy` and `current`.
+//! The whole object is described in docs/operations.md.
 //!
 //! The table: a note when the view is a node's (the manager being away) or the
 //! manager is recovering its membership, a summary line (`keys 6 distinct, 18
 //! copies`, with `~` and `(estimate)` when the distinct count is one), and a row
-//! per node (KEYS: live keys it holds; PRIMARY: those it is the first replica of).
+//! per node (KEYS: live keys it holds; PRIMARY: those it is the first replica of),
+//! then a line per node on its anti-entropy (comparisons, keys repaired, the age
+//! of its least recently compared range).
 //! A field that is missing shows as `?`, so an older or newer manager still gives a
 //! table; the manager's raw STATUS (no distinct count) shows its `total_keys`.
 //! Control characters in the cells show as `?`: nothing a peer sends reaches the
@@ -213,6 +215,38 @@ pub fn format_status(status: &Value) -> String {
             &[true, false, false, true, true, true, true],
             &rows,
         )
+        + &anti_entropy_lines(list)
+}
+
+/// One line per node that reported anti-entropy figures: comparisons and keys
+/// repaired, and the age of its least recently compared range (or how many of
+/// its ranges were never compared).
+fn anti_entropy_lines(nodes: &[Value]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        let Some(ae) = node.get("anti_entropy").filter(|a| a.is_object()) else {
+            continue;
+        };
+        let ranges = ae.get("ranges").and_then(Value::as_array);
+        let ages: Vec<Option<u64>> = (ranges.into_iter().flatten())
+            .map(|r| r.get("age_ms").and_then(Value::as_u64))
+            .collect();
+        let never = ages.iter().filter(|a| a.is_none()).count();
+        let oldest = ages.iter().flatten().max();
+        let age = match (never, oldest) {
+            (0, Some(ms)) => format!("oldest range compared {:.1} s ago", *ms as f64 / 1000.0),
+            (0, None) => "leads no range".to_string(),
+            (n, _) => format!("{n} of {} ranges not compared yet", ages.len()),
+        };
+        out.push_str(&format!(
+            "anti-entropy node {}: {} comparisons, {} keys repaired, {age}{}\n",
+            num(node, "id"),
+            num(ae, "comparisons"),
+            num(ae, "keys_repaired"),
+            if num(ae, "rate") == "0" { " (off)" } else { "" },
+        ));
+    }
+    out
 }
 
 /// Renders rows under headers, columns two spaces apart, numbers (`right[i]`)
@@ -276,6 +310,28 @@ ID  ADDRESS          STATE            TOKENS  SHARE(%)  KEYS  PRIMARY
 12  127.0.0.1:17003  down                  8      25.0     0        ?
 ";
         assert_eq!(format_status(&v), want);
+    }
+
+    #[test]
+    fn anti_entropy_lines_per_node() {
+        let v = parse_status(
+            br#"{"epoch":1,"nodes":[
+            {"id":1,"anti_entropy":{"rate":10,"comparisons":7,"keys_repaired":3,
+             "ranges":[{"end":5,"age_ms":1500,"keys_repaired":3},{"end":9,"age_ms":200}]}},
+            {"id":2,"anti_entropy":{"rate":0,"comparisons":0,"keys_repaired":0,
+             "ranges":[{"end":7,"age_ms":null}]}},
+            {"id":3}]}"#,
+        )
+        .unwrap();
+        let text = format_status(&v);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("anti")).collect();
+        assert_eq!(
+            lines,
+            [
+                "anti-entropy node 1: 7 comparisons, 3 keys repaired, oldest range compared 1.5 s ago",
+                "anti-entropy node 2: 0 comparisons, 0 keys repaired, 1 of 1 ranges not compared yet (off)",
+            ]
+        );
     }
 
     #[test]

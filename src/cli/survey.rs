@@ -239,6 +239,7 @@ pub fn merge(mut status: Value, replies: &Replies) -> Value {
                         "ring_received",
                         "moving",
                         "leaving",
+                        "anti_entropy",
                     ];
                     for field in fields {
                         if let Some(v) = r.get(field) {

@@ -267,6 +267,38 @@ pub enum Message {
         /// The round answered.
         round: u64,
     },
+    /// 65, node -> node (anti-entropy): the sender's digest root of a token
+    /// range. `END(u64 BE) EPOCH(u64 BE) ROOT(u64 BE)`.
+    AeDigest {
+        /// The range's last token.
+        end: u64,
+        /// The epoch of the sender's ring (the receiver's must cut the same range).
+        epoch: u64,
+        /// The XOR of the sender's leaves of the range.
+        root: u64,
+    },
+    /// 66, node -> node (anti-entropy): the sender's entries under some leaves of
+    /// a range. `END(u64 BE) COUNT(u16 BE) LEAF(u16 BE)*` then [`Stub`]s.
+    AeKeys {
+        /// The range's last token.
+        end: u64,
+        /// The leaves listed.
+        leaves: Vec<u16>,
+        /// Every entry the sender holds under them.
+        stubs: Vec<Stub>,
+    },
+}
+
+/// An entry named by its key and version, without its value: what anti-entropy
+/// lists. `KLEN(u32 BE) KEY VERSION(u64 BE) LIVE(u8: 0 or 1)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stub {
+    /// The key.
+    pub key: Bytes,
+    /// Its version.
+    pub version: u64,
+    /// Whether it has a value (false: a tombstone).
+    pub live: bool,
 }
 
 impl Message {
@@ -290,6 +322,8 @@ impl Message {
             Message::Purge { .. } => op::PURGE,
             Message::SyncReq { .. } => op::SYNC_REQ,
             Message::SyncDone { .. } => op::SYNC_DONE,
+            Message::AeDigest { .. } => op::AE_DIGEST,
+            Message::AeKeys { .. } => op::AE_KEYS,
         }
     }
 
@@ -314,6 +348,8 @@ impl Message {
                 | op::PURGE
                 | op::SYNC_REQ
                 | op::SYNC_DONE
+                | op::AE_DIGEST
+                | op::AE_KEYS
         )
     }
 
@@ -407,6 +443,8 @@ impl Message {
                 epoch,
             } => Bytes::from(format!("{node_id} {round} {epoch}")),
             Message::SyncDone { node_id, round } => Bytes::from(format!("{node_id} {round}")),
+            Message::AeDigest { end, epoch, root } => ae::digest_payload(*end, *epoch, *root),
+            Message::AeKeys { end, leaves, stubs } => ae::keys_payload(*end, leaves, stubs),
         }
     }
 
@@ -499,6 +537,8 @@ impl Message {
                     round: decimal(round, u64::MAX, what)?,
                 }
             }
+            op::AE_DIGEST => ae::decode_digest(p)?,
+            op::AE_KEYS => ae::decode_keys(p)?,
             other => {
                 return Err(Error::new(
                     ErrorCode::BadOp,
@@ -564,7 +604,7 @@ fn decode_drop(p: &Bytes) -> Result<Message, Error> {
 }
 
 /// A replica's answer to `REPLICATE`, `REPL_READ`, `MIGRATE`, `PURGE`,
-/// `SYNC_REQ` and `SYNC_DONE` (and the manager's to `LEAVE`).
+/// `SYNC_REQ`, `SYNC_DONE`, `AE_DIGEST` and `AE_KEYS` (and the manager's to `LEAVE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// 21 OK, empty: done.
@@ -592,6 +632,18 @@ pub enum Reply {
     Refused(Refusal),
     /// 29 ERR: anything else that went wrong.
     Failed(Error),
+    /// 67 AE_LEAVES: the replica's leaves of the range an `AE_DIGEST` named
+    /// (`u64 BE` each; at most [`ae::MAX_LEAVES`]).
+    Leaves(Vec<u64>),
+    /// 68 AE_DIFF, the answer to `AE_KEYS`: `COUNT(u32 BE)` records the replica
+    /// holds newer than the sender (or the sender lacks), then the keys whose
+    /// entries it wants from the sender (`KLEN(u32 BE) KEY` each).
+    Diff {
+        /// The replica's newer entries.
+        records: Vec<Record>,
+        /// The keys it wants.
+        wants: Vec<Bytes>,
+    },
 }
 
 impl Reply {
@@ -626,6 +678,10 @@ impl Reply {
             }
             Reply::Refused(r) => r.encode(),
             Reply::Failed(e) => Frame::error(0, 0, e),
+            Reply::Leaves(leaves) => Frame::new(op::AE_LEAVES, 0, 0, ae::leaves_payload(leaves)),
+            Reply::Diff { records, wants } => {
+                Frame::new(op::AE_DIFF, 0, 0, ae::diff_payload(records, wants))
+            }
         }
     }
 
@@ -643,6 +699,8 @@ impl Reply {
             op::PROMISE => decode_promise(p)?,
             op::REFUSED => Reply::Refused(Refusal::decode(frame)?),
             op::ERR => Reply::Failed(Error::from_payload(p)),
+            op::AE_LEAVES => Reply::Leaves(ae::decode_leaves(p)?),
+            op::AE_DIFF => ae::decode_diff(p)?,
             op::OK | op::NOT_FOUND => {
                 return Err(malformed(op::name(frame.op), "its payload must be empty"))
             }
@@ -791,5 +849,6 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
         .ok_or_else(|| malformed(what, "expected a non-empty UTF-8 word"))
 }
 
+pub mod ae;
 #[cfg(test)]
 mod tests;

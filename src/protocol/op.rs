@@ -129,6 +129,22 @@ pub const ACCEPT: u8 = 66;
 /// and the proposal it accepted, if any (see [`super::cluster::Reply::Promise`]).
 pub const PROMISE: u8 = 67;
 
+/// Node -> node (anti-entropy): `END(u64 BE) EPOCH(u64 BE) ROOT(u64 BE)`: the
+/// sender's digest root of the token range ending at `END` by its ring of that
+/// epoch. Reply OK (the same root), `AE_LEAVES` (the receiver's leaves), or
+/// REFUSED (`off-list`: not a replica of that range, or another ring).
+pub const AE_DIGEST: u8 = 68;
+/// Node -> node (anti-entropy): `END(u64 BE) COUNT(u16 BE) LEAF(u16 BE)*` then
+/// stubs (`KLEN(u32 BE) KEY VERSION(u64 BE) LIVE(u8)`): the sender's entries under
+/// those leaves of the range. Reply `AE_DIFF`, or REFUSED.
+pub const AE_KEYS: u8 = 69;
+/// Reply to `AE_DIGEST`: the receiver's leaves of the range, `u64 BE` each.
+pub const AE_LEAVES: u8 = 70;
+/// Reply to `AE_KEYS`: `COUNT(u32 BE)` records the receiver holds newer (or the
+/// sender lacks), then the keys it wants the sender's entries of
+/// (`KLEN(u32 BE) KEY` each).
+pub const AE_DIFF: u8 = 71;
+
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
     (50..=99).contains(&op)
@@ -178,6 +194,10 @@ pub fn name(op: u8) -> &'static str {
         RING_UPDATE => "RING_UPDATE",
         REFUSED => "REFUSED",
         MEMBER_HELLO => "MEMBER_HELLO",
+        AE_DIGEST => "AE_DIGEST",
+        AE_KEYS => "AE_KEYS",
+        AE_LEAVES => "AE_LEAVES",
+        AE_DIFF => "AE_DIFF",
         MEMBER_CHALLENGE => "MEMBER_CHALLENGE",
         PREPARE => "PREPARE",
         ACCEPT => "ACCEPT",

@@ -349,6 +349,11 @@ impl Engine {
         self.sectors.keys().copied()
     }
 
+    /// The sector holding the key hash `hash`.
+    pub fn sector_for(&self, hash: u64) -> &Sector {
+        self.sector(hash)
+    }
+
     /// A sector by token.
     pub fn sector_of_token(&self, token: Token) -> Option<&Sector> {
         self.sectors.get(&token)

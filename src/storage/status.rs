@@ -48,6 +48,8 @@ pub struct Facts<'a> {
     pub leaving: bool,
     /// Its link to the manager is up.
     pub manager_link: bool,
+    /// Anti-entropy's figures (built by the node: rate, counters, per range).
+    pub anti_entropy: serde_json::Value,
 }
 
 /// Live keys this node is the first replica of by `serving` (every live key when
@@ -107,6 +109,7 @@ pub fn status_json(f: &Facts<'_>) -> serde_json::Value {
         "moving": f.moving || f.ring.has_moves(),
         "leaving": f.leaving,
         "manager_link": f.manager_link,
+        "anti_entropy": f.anti_entropy,
         "nodes": nodes,
     })
 }
@@ -216,6 +219,7 @@ mod tests {
             moving: false,
             leaving: false,
             manager_link: false,
+            anti_entropy: json!({"rate": 10}),
         };
         let v: serde_json::Value = serde_json::from_slice(&reply(&facts)).unwrap();
         assert_eq!(v["node_id"], 2);
@@ -228,6 +232,7 @@ mod tests {
         assert_eq!(v["ring_received"], true);
         assert_eq!(v["moving"], false);
         assert_eq!(v["manager_link"], false);
+        assert_eq!(v["anti_entropy"]["rate"], 10);
         let nodes = v["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 3);
         assert_eq!(nodes[2]["addr"], "127.0.0.1:7003");

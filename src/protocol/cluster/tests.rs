@@ -426,6 +426,74 @@ fn replies() {
     assert!(e.message.contains("epoch 3"), "{e}");
 }
 
+#[test]
+fn anti_entropy_messages() {
+    let mut wire = Vec::new();
+    wire.extend_from_slice(&7u64.to_be_bytes());
+    wire.extend_from_slice(&3u64.to_be_bytes());
+    wire.extend_from_slice(&0xabu64.to_be_bytes());
+    check(
+        Message::AeDigest {
+            end: 7,
+            epoch: 3,
+            root: 0xab,
+        },
+        &wire,
+    );
+    assert_eq!(bad(op::AE_DIGEST, &wire[..23]), ErrorCode::BadOp);
+    let stub = Stub {
+        key: b(b"k"),
+        version: 9,
+        live: true,
+    };
+    let mut wire = Vec::new();
+    wire.extend_from_slice(&7u64.to_be_bytes());
+    wire.extend_from_slice(&[0, 2, 0, 1, 0, 255]);
+    wire.extend_from_slice(&[0, 0, 0, 1, b'k']);
+    wire.extend_from_slice(&9u64.to_be_bytes());
+    wire.push(1);
+    check(
+        Message::AeKeys {
+            end: 7,
+            leaves: vec![1, 255],
+            stubs: vec![stub],
+        },
+        &wire,
+    );
+    let mut flag = wire.clone();
+    *flag.last_mut().unwrap() = 2;
+    assert_eq!(bad(op::AE_KEYS, &flag), ErrorCode::BadOp);
+    assert_eq!(bad(op::AE_KEYS, &wire[..wire.len() - 1]), ErrorCode::BadOp);
+    // An empty key is a bad key; a leaf count past the payload is cut short.
+    let mut empty = wire[..14].to_vec();
+    empty.extend_from_slice(&[0, 0, 0, 0]);
+    empty.extend_from_slice(&9u64.to_be_bytes());
+    empty.push(0);
+    assert_eq!(bad(op::AE_KEYS, &empty), ErrorCode::BadKey);
+    assert_eq!(
+        bad(op::AE_KEYS, &[0, 0, 0, 0, 0, 0, 0, 7, 0x10, 0]),
+        ErrorCode::BadOp
+    );
+
+    let leaves = Reply::Leaves(vec![1, 2]);
+    let f = leaves.encode();
+    assert_eq!((f.op, f.payload.len()), (op::AE_LEAVES, 16));
+    assert_eq!(Reply::decode(&f), Ok(leaves));
+    assert!(Reply::decode(&frame(op::AE_LEAVES, &[0; 9])).is_err());
+    assert!(Reply::decode(&frame(op::AE_LEAVES, &vec![0; 8 * 4097])).is_err());
+    let diff = Reply::Diff {
+        records: vec![record(b"a", 3, None), record(b"b", 4, Some(b"v"))],
+        wants: vec![b(b"c")],
+    };
+    let f = diff.encode();
+    assert_eq!(f.op, op::AE_DIFF);
+    assert_eq!(&f.payload[..4], &[0, 0, 0, 2]);
+    assert_eq!(Reply::decode(&f), Ok(diff));
+    // A count larger than the records there is malformed, not a long loop.
+    assert!(Reply::decode(&frame(op::AE_DIFF, &[255, 255, 255, 255])).is_err());
+    assert!(Reply::decode(&frame(op::AE_DIFF, &[0, 0, 0, 1])).is_err());
+}
+
 fn arb_ring() -> impl Strategy<Value = Ring> {
     let state = prop::sample::select(NodeState::ALL.to_vec());
     (
@@ -524,7 +592,23 @@ fn arb_message() -> impl Strategy<Value = Message> {
         }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(node_id, round)| Message::SyncDone { node_id, round }),
+        (any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(end, epoch, root)| Message::AeDigest { end, epoch, root }),
+        (
+            any::<u64>(),
+            prop::collection::vec(any::<u16>(), 0..6),
+            prop::collection::vec(arb_stub(), 0..5)
+        )
+            .prop_map(|(end, leaves, stubs)| Message::AeKeys { end, leaves, stubs }),
     ]
+}
+
+fn arb_stub() -> impl Strategy<Value = Stub> {
+    (arb_key(), any::<u64>(), any::<bool>()).prop_map(|(key, version, live)| Stub {
+        key,
+        version,
+        live,
+    })
 }
 
 fn arb_reply() -> impl Strategy<Value = Reply> {
@@ -545,6 +629,12 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         any::<u64>().prop_map(|epoch| Reply::Refused(Refusal::OffList { epoch })),
         (prop::sample::select(ErrorCode::ALL.to_vec()), "[ -~]{0,30}")
             .prop_map(|(code, text)| Reply::Failed(Error::new(code, text))),
+        prop::collection::vec(any::<u64>(), 0..300).prop_map(Reply::Leaves),
+        (
+            prop::collection::vec(arb_record(), 0..4),
+            prop::collection::vec(arb_key(), 0..4)
+        )
+            .prop_map(|(records, wants)| Reply::Diff { records, wants }),
     ]
 }
 

@@ -279,6 +279,9 @@ pub struct NodeFacts {
     pub forwards_in_flight: usize,
     /// Each peer's link.
     pub links: Vec<(u32, LinkState)>,
+    /// Anti-entropy's counters: comparisons completed, keys repaired, payload
+    /// bytes sent.
+    pub anti_entropy: [u64; 3],
 }
 
 /// The names the node's listeners are labelled with, by index.
@@ -350,6 +353,24 @@ pub fn exposition(stats: &Stats, facts: &NodeFacts, http: usize) -> String {
     );
     for (o, h) in &stats.latency {
         e.histogram(name, &[("op", o)], h);
+    }
+    let counters = [
+        (
+            "gtstore_node_anti_entropy_comparisons_total",
+            "Anti-entropy comparisons (a token range with a peer) this node completed.",
+        ),
+        (
+            "gtstore_node_anti_entropy_keys_repaired_total",
+            "Keys anti-entropy took from peers or pushed to them.",
+        ),
+        (
+            "gtstore_node_anti_entropy_sent_bytes_total",
+            "Payload bytes anti-entropy sent (digests, leaves, key lists, entries).",
+        ),
+    ];
+    for ((name, help), v) in counters.into_iter().zip(facts.anti_entropy) {
+        e.family(name, Kind::Counter, help)
+            .sample(name, &[], v as f64);
     }
     e.finish()
 }

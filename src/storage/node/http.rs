@@ -137,6 +137,7 @@ impl StorageNode {
             rounds_in_flight: self.rounds.pending.len(),
             forwards_in_flight: self.mesh.in_flight(),
             links,
+            anti_entropy: self.anti_entropy.counters(),
         }
     }
 }

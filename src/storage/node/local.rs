@@ -1,8 +1,9 @@
 //! Serving from this node's own data: client ops on keys it serves alone (N = 1),
 //! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `PREPARE`,
 //! `ACCEPT`, `SYNC_REQ`, `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded
-//! by [`crate::protocol::cluster`], refusals typed as [`Refusal`]), and the only
-//! two ways its data changes: [`StorageNode::store`] and
+//! by [`crate::protocol::cluster`], refusals typed as [`Refusal`]; anti-entropy's
+//! `AE_DIGEST` and `AE_KEYS` are answered in `repair/anti_entropy.rs`), and the
+//! only two ways its data changes: [`StorageNode::store`] and
 //! [`StorageNode::purge`], each logged when the node has a data directory.
 
 use super::*;
@@ -20,7 +21,11 @@ impl StorageNode {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
+        let old = (self.engine.entry_ref_hashed(hash, key)).map(|e| (e.version, e.value.is_some()));
         let (applied, changed) = self.engine.apply_hashed(hash, key, version, value, base);
+        if changed {
+            self.ae_changed(hash, old, Some((version, value.is_some())));
+        }
         if let (Some(d), true) = (self.journal.as_mut(), changed) {
             d.log(key, version, value);
         }
@@ -31,6 +36,9 @@ impl StorageNode {
     /// collection), and logs that it did; counts it for the sweep's log line.
     pub(super) fn purge(&mut self, key: &[u8], version: u64) {
         if self.engine.remove_tombstone(key, version) {
+            let hash = hash64(key);
+            self.ae_changed(hash, Some((version, false)), None);
+            self.anti_entropy.floors.collected(hash, version);
             self.tombstones.collected += 1;
             if let Some(d) = self.journal.as_mut() {
                 d.log_purge(key, version);
@@ -102,6 +110,7 @@ impl StorageNode {
                     moving: self.handoff.is_some(),
                     leaving: self.membership.leaving,
                     manager_link: self.membership.manager.conn().is_some(),
+                    anti_entropy: self.ae_status(now),
                 };
                 if &f.payload[..] == b"keys" {
                     (
@@ -185,6 +194,8 @@ impl StorageNode {
                 self.purge(&key, version);
                 ok
             }
+            Message::AeDigest { end, epoch, root } => self.ae_serve_digest(end, epoch, root),
+            Message::AeKeys { end, leaves, stubs } => self.ae_serve_keys(end, &leaves, &stubs),
             Message::Migrate { records } => {
                 for r in records {
                     self.hlc.observe(r.version);

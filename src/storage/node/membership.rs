@@ -301,9 +301,10 @@ impl StorageNode {
         let n = ring.replicas.max(1) as usize;
         let (serving_pref, settled_pref) = (serving.pref_table(n), settled.pref_table(n));
         let catch_up = self.needs_catch_up(&ring, &serving, &serving_pref);
+        let mut dropped = 0;
         if me != 0 && ring.node(me).is_some() {
             let held = |h| serving_pref.get(h).contains(&me) || settled_pref.get(h).contains(&me);
-            let dropped = self.engine.remove_where(|h| !held(h));
+            dropped = self.engine.remove_where(|h| !held(h));
             if dropped > 0 {
                 log::info!("dropped {dropped} keys now held by other nodes");
                 if let Some(d) = self.journal.as_mut() {
@@ -328,6 +329,7 @@ impl StorageNode {
         self.settled = settled;
         self.serving_pref = serving_pref;
         self.settled_pref = settled_pref;
+        self.ae_ring_installed(dropped > 0);
         self.fail_forwards(now, failed, ErrorCode::Unavailable, out);
         for id in gone {
             self.repair.resync.forget(id);

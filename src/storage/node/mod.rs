@@ -35,7 +35,9 @@
 //! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
 //!   this node leads (see `replication/round.rs`), read repair and conditional ops.
 //! - `repair` (`Repair`): hints and resync to peers that missed writes, and this
-//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`).
+//!   node's catch-up when it may lack writes itself (see `repair/resync.rs`);
+//!   anti-entropy (`AntiEntropy`): digests of the data per range, compared with
+//!   the other replicas in the background (see `repair/anti_entropy.rs`).
 //! - `moves`: the handoff of keys a ring change moves (see `moves/handoff.rs`),
 //!   and with N = 1 the write fence and the copy of each write to a moving key's
 //!   next owner.
@@ -70,6 +72,8 @@
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
 mod batch;
+#[cfg(test)]
+mod ae_tests;
 mod client_auth;
 mod gateway;
 mod handshake;
@@ -92,6 +96,7 @@ mod tests;
 mod tombstones;
 
 use membership::Membership;
+use repair::anti_entropy::AntiEntropy;
 use repair::Repair;
 use replication::Rounds;
 use replication::{answer_of, outcome_unknown};
@@ -127,8 +132,10 @@ const TIMER_HEARTBEAT: u64 = 2;
 const TIMER_TICK: u64 = 3;
 /// a departure's deadline ([`LEAVE_DEADLINE_MS`], [`EXIT_GRACE_MS`]),
 const TIMER_LEAVE: u64 = 4;
-/// and a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]).
+/// a leaving node's lost manager ([`LEAVE_ORPHAN_MS`]),
 const TIMER_ORPHAN: u64 = 5;
+/// and the next anti-entropy comparison is due ([`NodeConfig::anti_entropy_rate`]).
+const TIMER_ANTI_ENTROPY: u64 = 6;
 /// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
@@ -154,6 +161,9 @@ const AHEAD_LOG_MS: Millis = 60_000;
 const CATCH_UP_ASK_MS: Millis = 3_000;
 /// Tombstone collection checks in flight at most.
 const MAX_PURGES: usize = 256;
+/// Anti-entropy comparisons started per second by default
+/// ([`NodeConfig::anti_entropy_rate`]).
+pub const DEFAULT_ANTI_ENTROPY_RATE: u32 = 10;
 
 /// Who waits for the answer to a message this node sent over the mesh: the
 /// token each forward carries (see [`Mesh`]).
@@ -204,6 +214,11 @@ enum Waiter {
     },
     /// A message whose answer changes nothing (PURGE, SYNC_REQ).
     Ignore,
+    /// A step of an anti-entropy comparison (see `repair/anti_entropy.rs`).
+    AntiEntropy {
+        /// The comparison's id.
+        id: u64,
+    },
     /// A chunk of hints or resync (see [`Resync`]).
     Resync {
         /// The keys it carries, owed again if it fails.
@@ -243,6 +258,9 @@ pub struct NodeConfig {
     /// (the binary fills it from the OS); by default derived from `advertise`, so
     /// tests and the simulator stay deterministic.
     pub nonce_key: [u8; 32],
+    /// Anti-entropy comparisons (one token range with one peer) this node
+    /// starts per second at most; 0 turns anti-entropy off.
+    pub anti_entropy_rate: u32,
 }
 
 impl NodeConfig {
@@ -261,6 +279,7 @@ impl NodeConfig {
             tick_ms: 100,
             clock_base_ms: 0,
             tombstone_grace_ms: 60_000,
+            anti_entropy_rate: DEFAULT_ANTI_ENTROPY_RATE,
         }
     }
 }
@@ -310,6 +329,8 @@ pub struct StorageNode {
     repair: Repair,
     /// Tombstone collection in progress.
     tombstones: Collector,
+    /// Digests of this node's data and background comparisons with its peers.
+    anti_entropy: AntiEntropy,
     /// The connections this node serves: which are proven members, each client's
     /// reply order, and which are held (not read) for their reply backlog.
     conns: Connections,
@@ -326,6 +347,7 @@ impl StorageNode {
             rounds: Rounds::new(),
             repair: Repair::new(),
             tombstones: Collector::new(),
+            anti_entropy: AntiEntropy::new(),
             conns: Connections::new(),
             handshakes: handshake::Handshakes::new(cfg.nonce_key),
             mesh,
@@ -490,6 +512,8 @@ impl StorageNode {
     fn on_timer(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
         match id {
             TIMER_INIT => {
+                let wall = self.cfg.clock_base_ms + now;
+                (self.anti_entropy).started(wall, self.cfg.tombstone_grace_ms);
                 self.connect_manager(out);
                 out.push(Output::Timer {
                     at: now + self.cfg.heartbeat_ms,
@@ -505,6 +529,7 @@ impl StorageNode {
             TIMER_HEARTBEAT => self.heartbeat(now, out),
             TIMER_LEAVE => self.leave_deadline(out),
             TIMER_ORPHAN => self.orphan_deadline(now, out),
+            TIMER_ANTI_ENTROPY => self.pump_anti_entropy(now, out),
             id if id >= replication::TIMER_SPARES => {
                 self.spares_due(now, id - replication::TIMER_SPARES, out)
             }
@@ -532,6 +557,7 @@ impl StorageNode {
             self.ask_catch_up(now, out);
         }
         self.sweep_tombstones(now, out);
+        self.pump_anti_entropy(now, out);
         self.apply_holds(None, out);
         out.push(Output::Timer {
             at: now + self.cfg.tick_ms,

@@ -7,6 +7,13 @@
 //! `PURGE` to each, which forgets the key only if its entry is still that
 //! tombstone. Nothing is collected while a move is pending, or while any replica
 //! is unreachable. With N = 1 the owner collects its own tombstones.
+//!
+//! Anti-entropy (`repair/anti_entropy.rs`) copies a key one replica has and
+//! another lacks, which is also what an old copy of a collected key looks like
+//! (an old data directory restored). The two agree through the purge floors
+//! (`repair/digest.rs`): every collection here raises the floor of the key's
+//! bucket to the tombstone's version, and anti-entropy never creates a live key
+//! on a node that holds nothing for it at or below that floor.
 
 use super::*;
 

@@ -4,6 +4,8 @@
 //! writes other replicas missed (hints) and the keys nodes became responsible for
 //! are pushed to them in `MIGRATE` chunks (see [`resync`]).
 
+pub(super) mod anti_entropy;
+pub(super) mod digest;
 pub(super) mod resync;
 
 use super::*;

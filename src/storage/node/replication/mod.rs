@@ -807,7 +807,9 @@ pub(super) fn answer_of(f: &Frame) -> Answer {
         },
         Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
         Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
-        Ok(Reply::Failed(_)) | Err(_) => Answer::Failed(ErrorCode::Unavailable),
+        Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. }) | Err(_) => {
+            Answer::Failed(ErrorCode::Unavailable)
+        }
     }
 }
 

@@ -93,6 +93,7 @@ impl StorageNode {
                     self.tombstones.purges.remove(&id);
                 }
                 Waiter::Ignore => {}
+                Waiter::AntiEntropy { id } => self.ae_failed(id),
             }
         }
     }
@@ -374,6 +375,7 @@ impl StorageNode {
             }
             Waiter::Purge { id } => self.purge_answer(now, id, fwd.peer, &frame, out),
             Waiter::Ignore => {}
+            Waiter::AntiEntropy { id } => self.ae_answer(now, id, &frame, out),
             Waiter::Resync { keys } => {
                 if frame.op == op::OK {
                     self.repair.resync.acked(fwd.peer);
