@@ -71,9 +71,9 @@
 //! Caveats: with N = 1 a forwarded request to a down owner fails with `ERR
 //! UNAVAILABLE`; the rest are in docs/architecture.md, "Known caveats".
 
-mod batch;
 #[cfg(test)]
 mod ae_tests;
+mod batch;
 mod client_auth;
 mod gateway;
 mod handshake;
