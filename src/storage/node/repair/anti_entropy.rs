@@ -243,6 +243,18 @@ impl StorageNode {
             truncated: false,
         });
         ae.sent(frame.payload.len());
+        self.send_comparison(now, (id, peer), frame, out);
+    }
+
+    /// Sends the comparison in flight's next message to its peer; a link that
+    /// cannot take it ends the comparison.
+    fn send_comparison(
+        &mut self,
+        now: Millis,
+        (id, peer): (u64, u32),
+        frame: Frame,
+        out: &mut Vec<Output>,
+    ) {
         let deadline = now + self.cfg.request_timeout_ms;
         let token = Waiter::AntiEntropy { id };
         if self
@@ -350,15 +362,7 @@ impl StorageNode {
         self.anti_entropy.sent(frame.payload.len());
         let (id, peer) = (c.id, c.peer);
         self.anti_entropy.in_flight = Some(c);
-        let deadline = now + self.cfg.request_timeout_ms;
-        let token = Waiter::AntiEntropy { id };
-        if self
-            .mesh
-            .forward(peer, frame, token, 1, deadline, out)
-            .is_err()
-        {
-            self.anti_entropy.in_flight = None;
-        }
+        self.send_comparison(now, (id, peer), frame, out);
     }
 
     /// Stores the peer's newer entries and pushes the ones it wants; returns
