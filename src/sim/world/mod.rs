@@ -667,33 +667,65 @@ impl World {
         self.procs[p].conns.get(&conn).copied()
     }
 
+    /// Process `p` sends `frame` on `conn`: encoded, then carried as bytes.
+    fn send_frame(&mut self, p: ProcId, conn: ConnId, frame: protocol::Frame) {
+        self.trace_line(|w| {
+            format!(
+                "{:>7} {:<8} => {} {} cid {} nid {} {}",
+                w.now,
+                w.procs[p].name,
+                w.peer_name(p, conn),
+                protocol::op::name(frame.op),
+                frame.client_id,
+                frame.node_id,
+                brief_payload(frame.op, &frame.payload)
+            )
+        });
+        let mut b = BytesMut::with_capacity(frame.wire_len());
+        protocol::encode(
+            &mut b,
+            frame.op,
+            frame.client_id,
+            frame.node_id,
+            &frame.payload,
+        );
+        self.send_bytes(p, conn, b.freeze());
+    }
+
+    /// Process `p` connects to `addr`: a SYN after a delay, or a refusal when
+    /// no process listens there.
+    fn connect(&mut self, p: ProcId, addr: std::net::SocketAddr, tag: u64) {
+        let now = self.now;
+        self.trace_line(|w| {
+            format!(
+                "{:>7} {:<8} => connect {addr} tag {tag}",
+                w.now, w.procs[p].name
+            )
+        });
+        let proc = &mut self.procs[p];
+        proc.connects += 1;
+        let (n, life) = (proc.connects, proc.life);
+        let d = self.delay(3, p as u64, tag, n);
+        match self.by_addr.get(&addr).copied() {
+            Some(to) => self.at(
+                now + d,
+                Ev::Syn {
+                    from: p,
+                    life,
+                    tag,
+                    to,
+                    n,
+                },
+            ),
+            None => self.at(now + d, Ev::Refused { from: p, life, tag }),
+        }
+    }
+
     /// Carries out one output of process `p`.
     fn apply(&mut self, p: ProcId, out: Output) {
         let now = self.now;
         match out {
-            Output::Send { conn, frame } => {
-                self.trace_line(|w| {
-                    format!(
-                        "{:>7} {:<8} => {} {} cid {} nid {} {}",
-                        w.now,
-                        w.procs[p].name,
-                        w.peer_name(p, conn),
-                        protocol::op::name(frame.op),
-                        frame.client_id,
-                        frame.node_id,
-                        brief_payload(frame.op, &frame.payload)
-                    )
-                });
-                let mut b = BytesMut::with_capacity(frame.wire_len());
-                protocol::encode(
-                    &mut b,
-                    frame.op,
-                    frame.client_id,
-                    frame.node_id,
-                    &frame.payload,
-                );
-                self.send_bytes(p, conn, b.freeze());
-            }
+            Output::Send { conn, frame } => self.send_frame(p, conn, frame),
             Output::SendBytes { conn, bytes } => self.send_bytes(p, conn, bytes),
             Output::Raw { conn } => {
                 if let Some((c, e)) = self.lookup(p, conn) {
@@ -734,31 +766,7 @@ impl World {
                     }
                 }
             }
-            Output::Connect { addr, tag } => {
-                self.trace_line(|w| {
-                    format!(
-                        "{:>7} {:<8} => connect {addr} tag {tag}",
-                        w.now, w.procs[p].name
-                    )
-                });
-                let proc = &mut self.procs[p];
-                proc.connects += 1;
-                let (n, life) = (proc.connects, proc.life);
-                let d = self.delay(3, p as u64, tag, n);
-                match self.by_addr.get(&addr).copied() {
-                    Some(to) => self.at(
-                        now + d,
-                        Ev::Syn {
-                            from: p,
-                            life,
-                            tag,
-                            to,
-                            n,
-                        },
-                    ),
-                    None => self.at(now + d, Ev::Refused { from: p, life, tag }),
-                }
-            }
+            Output::Connect { addr, tag } => self.connect(p, addr, tag),
             Output::Timer { at, id } => {
                 let life = self.procs[p].life;
                 self.at(at, Ev::Timer { proc: p, life, id });
