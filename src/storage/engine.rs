@@ -482,7 +482,9 @@ impl Engine {
     }
 
     /// Puts back `prev` (`None`: no entry) if the key's entry is still the one at
-    /// `version`: undoes a write that its replicas refused. Returns whether it did.
+    /// `version`: replays a restore record of an older log (nodes no longer
+    /// write them: a conditional write is stored only at its commit). Returns
+    /// whether it did.
     pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) -> bool {
         let hash = hash64(key);
         let s = self.sector_mut(hash);

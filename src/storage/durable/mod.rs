@@ -8,8 +8,9 @@
 //! The node is a state machine and never touches a file. During a step it
 //! records what must reach the disk in its [`Journal`]: every change to the
 //! engine's data (a write through `StorageNode::store`, a collected tombstone
-//! through `StorageNode::purge`, an undone write through `StorageNode::undo`
-//! when a conditional write's replicas refused it), a snapshot after it dropped
+//! through `StorageNode::purge`; a conditional write stores nothing before its
+//! commit, so nothing is ever undone, though logs that hold restore records from
+//! older versions still replay them), a snapshot after it dropped
 //! keys, and its identity after it installed a ring. [`DurableNode`], the
 //! wrapper both the binary and the simulator run, takes those requests after
 //! each step and performs them here: [`Durable::perform`] appends the changes

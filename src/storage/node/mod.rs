@@ -30,7 +30,7 @@
 //! - `local`: serving from this node's own data: key-value ops on keys it serves
 //!   alone, and the cluster messages peers send it (`REPLICATE`, `REPL_READ`,
 //!   `MIGRATE`, ...), which never pass through routing. The only writes to the
-//!   engine are here (store, purge, undo), each logged with a data directory (see
+//!   engine are here (store, purge), each logged with a data directory (see
 //!   [`super::durable`]).
 //! - `replication` (`Rounds`): with N > 1, the quorum rounds of the requests
 //!   this node leads (see `replication/round.rs`), read repair and conditional ops.

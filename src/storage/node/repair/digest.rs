@@ -8,8 +8,8 @@
 //! range's hashes into equal slices. A leaf is the XOR of [`entry_hash`] over
 //! every entry (tombstones included) the engine holds in its slice. XOR makes an
 //! update O(1): a write toggles the old entry's hash out and the new one's in, a
-//! collected tombstone toggles out. The node does that in its three data-changing
-//! methods (`store`, `purge`, `undo`); dropping keys after a ring change, or a
+//! collected tombstone toggles out. The node does that in its two data-changing
+//! methods (`store`, `purge`); dropping keys after a ring change, or a
 //! change of the ring's tokens, rebuilds every digest from the engine (one pass
 //! over the keys, at a moment the node already makes one). Memory is fixed per
 //! range (`LEAVES * 8` bytes), nothing per key.

@@ -128,8 +128,8 @@ pub struct Pending {
     /// A write of this request was stored here (and so may have been sent
     /// on, read by another lead, or kept): if the request fails now, its
     /// outcome is unknown (`ERR UNKNOWN`), never `UNAVAILABLE`. Never cleared:
-    /// even a write refused and undone here may have been read by another lead
-    /// meanwhile and built upon.
+    /// once stored, the write may have been read by another lead and built
+    /// upon.
     pub maybe_applied: bool,
 }
 
