@@ -169,33 +169,9 @@ impl Report {
         })
     }
 
-    /// The report as a table for people.
-    pub fn human(&self) -> String {
+    /// The report's per-op table and its error line.
+    fn ops_and_errors(&self, o: &mut String) {
         let s = &self.settings;
-        let h = &self.stats.latency;
-        let mut o = String::new();
-        let _ = writeln!(o, "target    {}", self.target);
-        let _ = writeln!(
-            o,
-            "workload  {} clients x pipeline {}, {} thread(s), mix {}, {} keys {}, values {} B, seed {}",
-            s.clients, s.pipeline, s.threads, s.mix, s.keys, s.key_dist, s.value_size, s.seed
-        );
-        let _ = writeln!(
-            o,
-            "measured  {:.2} s, {} requests, {} req/s",
-            self.stats.measured_ns as f64 / 1e9,
-            thousands(self.stats.requests),
-            thousands(self.throughput().round() as u64)
-        );
-        let _ = writeln!(
-            o,
-            "latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (HdrHistogram, 3 digits)",
-            fmt_ns(h.value_at_quantile(0.5)),
-            fmt_ns(h.value_at_quantile(0.9)),
-            fmt_ns(h.value_at_quantile(0.99)),
-            fmt_ns(h.value_at_quantile(0.999)),
-            fmt_ns(h.max())
-        );
         let _ = writeln!(
             o,
             "ops       {:<7} {:>12} {:>12} {:>12} {:>10} {:>8}",
@@ -228,6 +204,36 @@ impl Report {
                 .collect();
             let _ = writeln!(o, "errors    {}", list.join(", "));
         }
+    }
+
+    /// The report as a table for people.
+    pub fn human(&self) -> String {
+        let s = &self.settings;
+        let h = &self.stats.latency;
+        let mut o = String::new();
+        let _ = writeln!(o, "target    {}", self.target);
+        let _ = writeln!(
+            o,
+            "workload  {} clients x pipeline {}, {} thread(s), mix {}, {} keys {}, values {} B, seed {}",
+            s.clients, s.pipeline, s.threads, s.mix, s.keys, s.key_dist, s.value_size, s.seed
+        );
+        let _ = writeln!(
+            o,
+            "measured  {:.2} s, {} requests, {} req/s",
+            self.stats.measured_ns as f64 / 1e9,
+            thousands(self.stats.requests),
+            thousands(self.throughput().round() as u64)
+        );
+        let _ = writeln!(
+            o,
+            "latency   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (HdrHistogram, 3 digits)",
+            fmt_ns(h.value_at_quantile(0.5)),
+            fmt_ns(h.value_at_quantile(0.9)),
+            fmt_ns(h.value_at_quantile(0.99)),
+            fmt_ns(h.value_at_quantile(0.999)),
+            fmt_ns(h.max())
+        );
+        self.ops_and_errors(&mut o);
         let total = self.stats.requests.max(1) as f64;
         for (i, (k, v)) in self.stats.nodes.iter().enumerate() {
             let _ = writeln!(
