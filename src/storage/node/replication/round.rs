@@ -25,9 +25,15 @@
 //!   until a majority (and at least `W`) and every newcomer accepted; then a
 //!   commit round (`REPLICATE`, version = ballot) until `W` replicas and every
 //!   newcomer hold it. Nothing is applied to the data before the commit, so no
-//!   read sees a value that may yet lose. Two leads of one key (while a ring
-//!   changes) cannot both decide: their ballots are ordered and a majority
-//!   promised the higher one.
+//!   read sees a value that may yet lose. Two leads of one key that see the
+//!   same list of replicas cannot both decide: their ballots are ordered and a
+//!   majority promised the higher one. (Two leads on two rings during a move
+//!   count majorities of different lists and can: a known caveat, see
+//!   docs/architecture.md.)
+//!
+//! A [`Pending`]'s fields are visible to the replication module only (its
+//! transitions live there and here); the rest of the node sees requests through
+//! `Rounds`.
 //!
 //! Round tags: every ask carries its request's attempt and phase (see
 //! [`Pending::round_tag`]); answers to an earlier round change nothing here,
@@ -93,44 +99,44 @@ impl Answer {
 #[derive(Debug)]
 pub struct Pending {
     /// Who asked.
-    pub requester: Requester,
+    pub(super) requester: Requester,
     /// The request as the client sent it. Its payload is owned (not a slice of
     /// a read buffer) except a PUT's until its first write round is sent; from
     /// then on the PUT's value is `value`.
-    pub request: Frame,
+    pub(super) request: Frame,
     /// A PUT's value once its first write round is sent: a slice of that round's
     /// `REPLICATE` payload, which owns it.
-    pub value: Option<Bytes>,
+    pub(super) value: Option<Bytes>,
     /// Its key.
-    pub key: Bytes,
+    pub(super) key: Bytes,
     /// The key's ring hash.
-    pub hash: u64,
+    pub(super) hash: u64,
     /// Copies a read round needs (the lead's own included).
-    pub read_need: usize,
+    pub(super) read_need: usize,
     /// Acknowledgements a write round needs (the lead's own included).
-    pub write_need: usize,
+    pub(super) write_need: usize,
     /// Rounds started so far.
-    pub attempts: u32,
+    pub(super) attempts: u32,
     /// The round in progress.
-    pub round: Round,
+    pub(super) round: Round,
     /// The worst failure seen, for the error if the request fails.
-    pub failure: ErrorCode,
+    pub(super) failure: ErrorCode,
     /// This request holds its key at the lead: later requests for the key
     /// wait until it finishes.
-    pub holds_key: bool,
+    pub(super) holds_key: bool,
     /// A conditional op's Paxos state (see [`Proposer`]).
     paxos: Proposer,
     /// Replicas that refused a read of this request because they are catching
     /// up: a read that finds a copy sends it to them too.
-    pub lagging: Vec<u32>,
+    pub(super) lagging: Vec<u32>,
     /// A replica refused a read because its ring has it off the key's lists.
-    pub off_list: bool,
+    pub(super) off_list: bool,
     /// A write of this request was stored here (and so may have been sent
     /// on, read by another lead, or kept): if the request fails now, its
     /// outcome is unknown (`ERR UNKNOWN`), never `UNAVAILABLE`. Never cleared:
     /// once stored, the write may have been read by another lead and built
     /// upon.
-    pub maybe_applied: bool,
+    pub(super) maybe_applied: bool,
 }
 
 /// A conditional op's state as a Paxos proposer, owned by its [`Pending`]
