@@ -14,14 +14,7 @@ use gtstore::ring::{hash64, Ring};
 use std::process::Output;
 
 /// One copy per key, so a key whose node is down cannot be served at all.
-const SINGLE: [&str; 6] = [
-    "--replicas",
-    "1",
-    "--read-quorum",
-    "1",
-    "--write-quorum",
-    "1",
-];
+const SINGLE: &[&str] = common::SINGLE_COPY;
 
 /// Runs `gtstore --manager M ARGS` with `input` on stdin and no node cache.
 fn run(manager: &str, args: &[&str], input: &[u8]) -> Output {
@@ -102,7 +95,7 @@ fn a_bad_or_oversized_batch_is_refused_whole_and_the_connection_stays() {
 
 #[test]
 fn a_key_whose_replica_is_down_fails_alone() {
-    let c = Cluster::start_full(3, &SINGLE, &[]);
+    let c = Cluster::start_full(3, SINGLE, &[]);
     let mut client = c.node_client(0);
     let keys: Vec<Vec<u8>> = (0..60).map(|i| format!("p{i}").into_bytes()).collect();
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = keys.iter().map(|k| (k.clone(), k.clone())).collect();

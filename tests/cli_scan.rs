@@ -35,15 +35,8 @@ fn lines(out: &Output) -> Vec<String> {
 #[test]
 fn scan_prints_every_key_once() {
     // One copy per key: the range's lead replica holds every key of its range.
-    let single = [
-        "--replicas",
-        "1",
-        "--read-quorum",
-        "1",
-        "--write-quorum",
-        "1",
-    ];
-    let c = Cluster::start_full(3, &single, &[]);
+    let single = common::SINGLE_COPY;
+    let c = Cluster::start_full(3, single, &[]);
     let mut client = c.node_client(0);
     let mut want: Vec<String> = Vec::new();
     for i in 0..150 {

@@ -10,16 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Manager flags for one copy per key (N = R = W = 1).
-const SINGLE_COPY: &[&str] = &[
-    "--replicas",
-    "1",
-    "--read-quorum",
-    "1",
-    "--write-quorum",
-    "1",
-];
-
 fn key(i: usize) -> Vec<u8> {
     format!("key:{i:06}").into_bytes()
 }
@@ -105,7 +95,7 @@ fn drop_node(c: &Cluster, what: &str) {
 fn join_and_leaves_move_only_what_they_must() {
     const N: usize = 20_000;
     // One copy per key, so the counts show exactly what moved.
-    let mut c = Cluster::start_full(5, SINGLE_COPY, &[]);
+    let mut c = Cluster::start_full(5, common::SINGLE_COPY, &[]);
     // Several clients, each through a different node.
     std::thread::scope(|s| {
         for (t, node) in c.nodes.iter().enumerate() {
@@ -227,7 +217,7 @@ fn steady_load_through_a_join_and_a_leave_loses_nothing() {
 #[test]
 fn hundred_thousand_keys_spread_evenly_over_eight_nodes() {
     const N: usize = 100_000;
-    let c = Cluster::start_full(8, SINGLE_COPY, &[]);
+    let c = Cluster::start_full(8, common::SINGLE_COPY, &[]);
     std::thread::scope(|s| {
         for t in 0..4 {
             let addr = c.nodes[t * 2].addr.clone();
@@ -319,7 +309,7 @@ fn wait_settled(c: &Cluster, started: Instant) -> Duration {
 fn move_rate_for_one_gibibyte() {
     const VALUE: usize = 4096;
     const KEYS: usize = (1 << 30) / VALUE;
-    let mut c = Cluster::start_full(1, SINGLE_COPY, &[]);
+    let mut c = Cluster::start_full(1, common::SINGLE_COPY, &[]);
     let val = vec![b'v'; VALUE];
     let mut conn = c.raw(0);
     let ids: Vec<usize> = (0..KEYS).collect();

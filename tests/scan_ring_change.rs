@@ -249,14 +249,7 @@ fn walk_through_ring_changes(manager_args: &[&str]) {
 
 #[test]
 fn walks_list_every_key_once_through_joins_and_leaves_with_one_copy() {
-    walk_through_ring_changes(&[
-        "--replicas",
-        "1",
-        "--read-quorum",
-        "1",
-        "--write-quorum",
-        "1",
-    ]);
+    walk_through_ring_changes(common::SINGLE_COPY);
 }
 
 #[test]
@@ -329,15 +322,8 @@ fn a_stream_the_client_does_not_read_stops_fetching_pages() {
     // One node, one copy: a page is one of its 64 ranges (about 750 KB here),
     // and the store (48 MB) is far larger than what the kernel's socket
     // buffers and the reactor's low-water mark (1 MB) can hold together.
-    let single = [
-        "--replicas",
-        "1",
-        "--read-quorum",
-        "1",
-        "--write-quorum",
-        "1",
-    ];
-    let c = Cluster::start_full(1, &single, &["--http-port", "0"]);
+    let single = common::SINGLE_COPY;
+    let c = Cluster::start_full(1, single, &["--http-port", "0"]);
     let value = vec![b'x'; 16 << 10];
     load_values(&c.nodes[0].addr, &value);
     let http = http_addr(&c.nodes[0]);

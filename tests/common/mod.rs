@@ -12,6 +12,16 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Reply timeout used by test clients.
+/// Manager flags for one copy per key (N = R = W = 1).
+pub const SINGLE_COPY: &[&str] = &[
+    "--replicas",
+    "1",
+    "--read-quorum",
+    "1",
+    "--write-quorum",
+    "1",
+];
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A child process killed on drop.
