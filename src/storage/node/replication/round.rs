@@ -205,6 +205,18 @@ pub enum Phase {
     Write,
 }
 
+/// Takes `node` off a round's waiting list; false if it was not on it (an
+/// answer to an earlier round, or one already counted).
+fn answered(waiting: &mut Vec<u32>, node: u32) -> bool {
+    match waiting.iter().position(|&n| n == node) {
+        Some(i) => {
+            waiting.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 /// What a reply did to a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -473,10 +485,9 @@ impl Pending {
         else {
             return Progress::Waiting;
         };
-        let Some(i) = waiting.iter().position(|&n| n == node) else {
+        if !answered(waiting, node) {
             return Progress::Waiting;
-        };
-        waiting.swap_remove(i);
+        }
         if let Some(c) = copy {
             copies.push((node, c));
         }
@@ -519,10 +530,9 @@ impl Pending {
         else {
             return Progress::Waiting;
         };
-        let Some(i) = waiting.iter().position(|&n| n == node) else {
+        if !answered(waiting, node) {
             return Progress::Waiting;
-        };
-        waiting.swap_remove(i);
+        }
         let newcomer = newcomers.iter().position(|&n| n == node);
         match answer {
             Ok(()) => match newcomer {
