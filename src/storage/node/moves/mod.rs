@@ -184,3 +184,6 @@ impl StorageNode {
         self.conns.order.fill(conn, seq, reply, out);
     }
 }
+
+#[cfg(test)]
+mod tests;
