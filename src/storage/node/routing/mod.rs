@@ -347,13 +347,15 @@ impl StorageNode {
                 again,
                 ..
             } if frame.op != op::OK => {
-                // Refused by the next owner (it holds a newer write) and never
-                // applied here: applied nowhere, unless a first copy went to
-                // the key's earlier next owner (`again`).
-                let e = Error::new(
-                    ErrorCode::Unavailable,
-                    "the key is moving and its new owner holds a newer write; retry",
-                );
+                // Refused by the next owner (it holds a newer write, or its
+                // ring does not give it the key yet) and never applied here:
+                // applied nowhere, unless a first copy went to the key's
+                // earlier next owner (`again`).
+                let why = match frame.op {
+                    op::REFUSED => "the key is moving and its new owner is not ready for it; retry",
+                    _ => "the key is moving and its new owner holds a newer write; retry",
+                };
+                let e = Error::new(ErrorCode::Unavailable, why);
                 let e = if again { outcome_unknown(&e) } else { e };
                 let reply = Frame::error(result.client_id, self.node_id, &e);
                 self.conns.order.fill(conn, seq, reply, out);
