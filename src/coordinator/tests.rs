@@ -277,6 +277,42 @@ fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
 }
 
 #[test]
+fn with_one_copy_a_move_waits_for_a_down_node_to_hand_over() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
+    let done = |m: &mut Manager, now, conn| {
+        let frame = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
+        step(m, now, Input::Frame { conn, frame });
+    };
+    let hb = |m: &mut Manager, now, conn| {
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        step(m, now, Input::Frame { conn, frame });
+    };
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    join(&mut m, 0, b, "127.0.0.1:7002");
+    done(&mut m, 0, a);
+    assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
+    // Node 2 falls silent and is marked down; node 3 joins.
+    hb(&mut m, 2_500, a);
+    step(&mut m, 2_500, Input::Timer { id: TIMER_TICK });
+    assert_eq!(m.ring().node(2).unwrap().state, NodeState::Down);
+    join(&mut m, 2_500, c, "127.0.0.1:7003");
+    done(&mut m, 2_500, a);
+    assert_eq!(
+        m.ring().node(3).unwrap().state,
+        NodeState::Joining,
+        "node 2 alone holds its keys: the move waits for it"
+    );
+    // Node 2 is back and hands over: the move settles.
+    hb(&mut m, 2_600, b);
+    assert_eq!(m.ring().node(2).unwrap().state, NodeState::Up);
+    done(&mut m, 2_600, a);
+    assert_eq!(m.ring().node(3).unwrap().state, NodeState::Joining);
+    done(&mut m, 2_600, b);
+    assert_eq!(m.ring().node(3).unwrap().state, NodeState::Up);
+}
+
+#[test]
 fn a_new_node_waits_until_the_recovery_window_is_over() {
     let mut m = Manager::new(ManagerConfig {
         recovery_ms: 3_000,

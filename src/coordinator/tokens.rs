@@ -56,13 +56,22 @@ impl Manager {
         if !ring.has_moves() {
             return;
         }
+        let single = self.cfg.replicas == 1;
         let waiting = self
             .nodes
             .values()
-            .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
-            // While recovering, a node that must hand over but has not registered
-            // yet is waited for too: it may be the only holder of the keys.
-            .filter(|n| n.conn.is_some() || self.recovering)
+            .filter(|n| match n.entry.state {
+                // While recovering, a node that must hand over but has not
+                // registered yet is waited for too: it may be the only holder
+                // of the keys.
+                NodeState::Up | NodeState::Leaving => n.conn.is_some() || self.recovering,
+                // With one copy a down node is the only holder of its keys:
+                // the move waits for it to come back (or to be dropped), or
+                // the keys it moves would arrive empty at their new owners
+                // while it still holds them.
+                NodeState::Down => single,
+                NodeState::Joining => false,
+            })
             .any(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch));
         if waiting {
             return;

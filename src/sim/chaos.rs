@@ -922,6 +922,70 @@ mod tests {
         run_seed(438, &Setup::single(5, MS, Faults::benign())).unwrap();
     }
 
+    /// N = 1: node 5, leaving, handed counter n3 to node 6 and from then on
+    /// forwarded n3's requests there (the write fence), so its own copy
+    /// stayed at 19 while node 6 counted on to 31. Node 3 went down: a new
+    /// epoch with the same move started a new handoff, the fence was gone
+    /// until it was acknowledged, and node 5 served GETs from its old copy
+    /// (19). Fixed: the fence outlives an epoch that keeps the key's next
+    /// owner (`moves/handoff.rs`; `moves::tests::the_fence_outlives_...`).
+    /// Seed 9403 shows it with the other fixes of this group in place (a
+    /// move that waits for a down node spans more epochs) and fails without
+    /// this one; 6552 also passes with only the manager's fix below.
+    #[test]
+    fn fixed_fence_lost_at_a_ring_change_that_keeps_the_move_6552_9403() {
+        for seed in [6_552, 9_403] {
+            run_seed(seed, &Setup::single(5, MS, Faults::benign())).unwrap();
+        }
+    }
+
+    /// N = 1: node 1, leaving, copied an UPDATE of k5 to its next owner,
+    /// node 5; before the acknowledgement came, node 6 joined and took k5
+    /// over, and node 1's handoff for that ring sent node 6 k5 without the
+    /// UPDATE (not applied yet). The acknowledgement then applied it on node
+    /// 1 alone and answered OK; at the flip node 6 served the older value.
+    /// Fixed: an acknowledged copy whose key now moves to another node is
+    /// copied there too before it is applied and answered
+    /// (`moves::tests::a_copy_taken_after_the_next_owner_changed_...`, which
+    /// fails without it; this seed's schedule also passes with any one of the
+    /// other fixes of this group).
+    #[test]
+    fn fixed_write_copied_to_a_replaced_next_owner_6736() {
+        run_seed(6_736, &Setup::single(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// N = 1: node 4, leaving, sent counter n7 (5) to node 1, which still had
+    /// a ring two epochs old (its manager link was slow), took it and
+    /// acknowledged; installing the next ring, which did not give it n7 yet,
+    /// it dropped n7, and at the flip it owned n7 empty (an INCR 1 gave 1).
+    /// Fixed: a node refuses moved data for keys its ring does not give it,
+    /// and the sender sends again (`local.rs`, `check_replica_of`).
+    #[test]
+    fn fixed_moved_key_dropped_by_a_late_ring_9152() {
+        run_seed(9_152, &Setup::single(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// N = 1: node 1, paused, owned k0 when node 6 joined; the manager
+    /// marked node 1 down and flipped the ring without its handoff, so node
+    /// 6 answered a CREATE of k0 OK as if absent while node 1, back, still
+    /// held k0's acknowledged value. Fixed: with one copy the manager waits
+    /// for down nodes' handoffs too (`coordinator/tokens.rs`).
+    #[test]
+    fn fixed_flip_past_a_down_single_owner_9722() {
+        run_seed(9_722, &Setup::single(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// A simulator bug, not the node's: node 2 answered the client's DELETE
+    /// and exited (its leave done); a reset of that connection then dropped
+    /// the reply and the FIN in flight and, node 2's end being gone, gave the
+    /// client nothing, so it waited out its 12 s timeout. A real client sees
+    /// the connection close. Fixed in `World::reset` (seeds 1003756,
+    /// 3003072 and 3008594 had the same shape, with a crash or a leave).
+    #[test]
+    fn fixed_reset_after_the_peer_died_hides_the_close_6004882() {
+        run_seed(6_004_882, &crash_setup().on_disks(DataDirs::Odd)).unwrap();
+    }
+
     /// Two rings serving one counter while nodes crashed and a node joined: a
     /// DELETE acknowledged by the new ring's lead was missed by a GET that a
     /// node the manager had marked down served by its old ring, from itself

@@ -173,7 +173,10 @@ impl World {
         }
     }
 
-    /// Resets connection `c`: bytes in flight are lost, both ends get `Closed`.
+    /// Resets connection `c`: bytes in flight are lost, and each end whose
+    /// process is still there gets `Closed`, even when the other end's process
+    /// is gone (its FIN or RST in flight is lost with the rest, and the reset
+    /// stands for it: the live end learns the connection broke).
     pub fn reset(&mut self, c: u64) {
         let Some(conn) = self.conns.get(&c) else {
             return;
@@ -188,7 +191,8 @@ impl World {
             p.chunks.clear();
         }
         for e in 0..2 {
-            if !self.conns[&c].ends[e].gone {
+            // Towards end 1 - e, from end e whether or not its process lives.
+            if !self.conns[&c].ends[1 - e].gone {
                 self.push_chunk(c, e, Chunk::Rst);
             }
         }

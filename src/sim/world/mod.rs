@@ -37,7 +37,8 @@
 //! to it still complete); [`World::partition`] holds every byte across the cut
 //! and fails connects across it, optionally resetting the cut connections after a
 //! while; [`World::reset`] resets one connection and loses its bytes in flight
-//! (TCP's form of message loss).
+//! (TCP's form of message loss); each end whose process lives gets `Closed`,
+//! also when the other end's process is gone.
 //!
 //! Determinism: everything the world iterates is ordered (`BTreeMap`, vectors),
 //! events at one instant are ordered by their content, not by when they were
@@ -983,6 +984,21 @@ mod tests {
         w.inject(a, vec![send(ca, "after")]);
         w.run_for(1_000);
         assert_eq!(take(&lb), [format!("closed {cb}")]);
+    }
+
+    #[test]
+    fn a_reset_after_the_peer_crashed_still_closes_the_live_end() {
+        let (mut w, a, b, la, _lb) = world();
+        let (ca, _) = connect(&mut w, a, b);
+        take(&la);
+        (w.net.min_delay, w.net.max_delay, w.net.slow_chance) = (5, 5, 0.0);
+        // `b` crashes; its reset is in flight when the connection is reset
+        // too, which loses it: the reset itself must reach `a`.
+        w.crash(b);
+        let c = w.connection_numbers()[0];
+        w.reset(c);
+        w.run_for(1_000);
+        assert_eq!(take(&la), [format!("closed {ca}")]);
     }
 
     #[test]

@@ -197,6 +197,12 @@ impl StorageNode {
             Message::AeDigest { end, epoch, root } => self.ae_serve_digest(end, epoch, root),
             Message::AeKeys { end, leaves, stubs } => self.ae_serve_keys(end, &leaves, &stubs),
             Message::Migrate { records } => {
+                let offlist = records
+                    .iter()
+                    .map(|r| self.check_replica_of(hash64(&r.key)));
+                if let Some(Err(refusal)) = offlist.into_iter().find(Result::is_err) {
+                    return Some(Ok(refused(refusal)));
+                }
                 for r in records {
                     self.hlc.observe(r.version);
                     let hash = hash64(&r.key);
@@ -340,11 +346,18 @@ impl StorageNode {
     /// list) stopped getting the key's writes, or dropped the key, so its copy
     /// must not count toward a quorum: a lead still routing by an older ring
     /// (paused through the change, say) would take it for a current copy and
-    /// decide against it, and acknowledged writes would be lost. With N = 1, or
-    /// before this node has a ring, nothing is refused.
+    /// decide against it, and acknowledged writes would be lost.
+    ///
+    /// The same check guards the data a move brings (`MIGRATE`, and with N = 1
+    /// a write copied to a moving key's next owner): a node that takes a key
+    /// its ring does not give it (a peer's newer ring reached it first) drops
+    /// it when it installs the next ring, perhaps an intermediate one that
+    /// still does not give it the key, while the sender counts it delivered.
+    /// Refused, the sender tries again. Before this node has a ring, nothing
+    /// is refused.
     pub(super) fn check_replica_of(&self, hash: u64) -> Result<(), Refusal> {
         let me = self.node_id;
-        if me == 0 || self.ring.replicas < 2 || self.ring.is_empty() {
+        if me == 0 || self.ring.is_empty() {
             return Ok(());
         }
         if self.serving_pref.get(hash).contains(&me) || self.settled_pref.get(hash).contains(&me) {

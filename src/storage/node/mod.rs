@@ -192,6 +192,9 @@ enum Waiter {
         result: Frame,
         /// The write.
         record: Record,
+        /// A copy went to the key's earlier next owner already (a ring
+        /// change moved the key to another one meanwhile).
+        again: bool,
     },
     /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {

@@ -11,10 +11,19 @@
 //! acknowledged the node tells the manager (`HANDOFF_DONE`), which flips the ring
 //! once every serving node has.
 //!
+//! The write fence outlives its epoch. Once a handoff is acknowledged, the keys it
+//! moved are served by their next owner (the sender forwards them there), so the
+//! sender's copies fall behind. A ring change that keeps the move going (another
+//! node joins, one goes down) starts a new handoff, but the sender must not serve
+//! those keys from its old copies meanwhile: each handoff keeps the settled rings
+//! since the last one that was acknowledged ([`Handoff::fence`]), and a key stays
+//! fenced while every one of them gives it the same next owner as now.
+//!
 //! A chunk is a run of records ([`crate::protocol::cluster::put_record`]); the receiver
 //! applies each by version, so a chunk can arrive late or twice.
 
 use crate::protocol::cluster::put_record;
+use crate::ring::Ring;
 use crate::storage::engine::Engine;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -39,11 +48,36 @@ pub struct Handoff {
     pub failed: bool,
     /// HANDOFF_DONE was sent.
     pub reported: bool,
+    /// The ring once the moves of this handoff's epoch settle.
+    pub settled: Ring,
+    /// The settled rings of the epochs since the last acknowledged handoff,
+    /// that one's first (empty when none was acknowledged since the moves
+    /// began): a key whose next owner is the same in all of them and now was
+    /// handed over and is served there.
+    pub fence: Vec<Ring>,
 }
 
 impl Handoff {
-    /// A handoff of `keys` (each with its new owner).
-    pub fn new(epoch: u64, keys: Vec<(u32, Bytes)>) -> Handoff {
+    /// A handoff of `keys` (each with its new owner) for the ring whose
+    /// settled form is `settled`, after the handoff `prior` (of this epoch or
+    /// an earlier one), whose fence it carries on.
+    pub fn new(
+        epoch: u64,
+        keys: Vec<(u32, Bytes)>,
+        settled: Ring,
+        prior: Option<Handoff>,
+    ) -> Handoff {
+        let fence = match prior {
+            None => Vec::new(),
+            // A retry of this epoch's handoff: nothing changed.
+            Some(p) if p.epoch == epoch => p.fence,
+            Some(p) if p.done() => vec![p.settled],
+            Some(mut p) if !p.fence.is_empty() => {
+                p.fence.push(p.settled);
+                p.fence
+            }
+            Some(_) => Vec::new(),
+        };
         let mut targets: BTreeMap<u32, Outgoing> = BTreeMap::new();
         for (t, k) in keys {
             targets
@@ -61,7 +95,20 @@ impl Handoff {
             targets,
             failed: false,
             reported: false,
+            settled,
+            fence,
         }
+    }
+
+    /// Whether the key with ring hash `hash`, whose next owner is `next`, was
+    /// handed over to it already: by this handoff (once it is done) or by an
+    /// earlier one whose fence still holds (see the module docs). Its writes
+    /// then belong to `next` alone.
+    pub fn fenced(&self, hash: u64, next: u32) -> bool {
+        if self.done() {
+            return true;
+        }
+        !self.fence.is_empty() && (self.fence.iter()).all(|r| r.owner_of_hash(hash) == Some(next))
     }
 
     /// Keys still to send or unacknowledged.
@@ -136,7 +183,7 @@ mod tests {
             e.apply(k.as_bytes(), 1 + i as u64, v, None);
             keys.push((1 + i % 2, Bytes::from(k)));
         }
-        let mut h = Handoff::new(5, keys);
+        let mut h = Handoff::new(5, keys, Ring::empty(), None);
         let first = h.next_chunks(&e);
         assert_eq!(first.len(), 2 * WINDOW, "window per target");
         assert!(h.next_chunks(&e).is_empty());

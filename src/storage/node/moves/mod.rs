@@ -10,7 +10,7 @@ impl StorageNode {
     /// Lists what this node must hand over for the current ring and starts sending.
     pub(super) fn start_handoff(&mut self, now: Millis, out: &mut Vec<Output>) {
         let me = self.node_id;
-        self.handoff = None;
+        let prior = self.handoff.take();
         if me == 0 || !self.ring.has_moves() || self.serving.node(me).is_none() {
             return;
         }
@@ -36,7 +36,8 @@ impl StorageNode {
             self.ring.epoch,
             keys.len()
         );
-        self.handoff = Some(Handoff::new(self.ring.epoch, keys));
+        let settled = self.settled.clone();
+        self.handoff = Some(Handoff::new(self.ring.epoch, keys, settled, prior));
         self.pump_handoff(now, out);
     }
 
@@ -90,21 +91,99 @@ impl StorageNode {
             version: write.version,
             value: write.value,
         };
+        let seq = self.conns.order.reserve(conn);
+        let mirror = Waiter::Mirror {
+            conn,
+            seq,
+            result: reply,
+            record,
+            again: false,
+        };
+        self.send_mirror(now, next, before, mirror, out);
+    }
+
+    /// Sends the write of `mirror` (a [`Waiter::Mirror`]) to `next`,
+    /// conditional on `before`.
+    fn send_mirror(
+        &mut self,
+        now: Millis,
+        next: u32,
+        before: u64,
+        mirror: Waiter,
+        out: &mut Vec<Output>,
+    ) {
+        let Waiter::Mirror { record, .. } = &mirror else {
+            return;
+        };
         let copy = Message::Replicate {
             base: Some(before),
             record: record.clone(),
         }
         .encode();
-        let seq = self.conns.order.reserve(conn);
-        let token = Waiter::Mirror {
-            conn,
-            seq,
-            result: reply,
-            record,
-        };
         let deadline = now + self.cfg.request_timeout_ms;
-        if let Err(fwd) = self.mesh.forward(next, copy, token, 1, deadline, out) {
+        if let Err(fwd) = self.mesh.forward(next, copy, mirror, 1, deadline, out) {
             self.fail_forwards(now, vec![*fwd], ErrorCode::Unavailable, out);
         }
     }
+
+    /// Node `peer` took the copy of a write (`mirror`, a
+    /// [`Waiter::Mirror`]). While this node still serves the key, it applies
+    /// the write and answers, unless a ring that came meanwhile moves the key
+    /// to another node: the write goes there too first (this ring's handoff
+    /// may have sent it the key without the write). Once the key is served
+    /// elsewhere, the write stands only if `peer` is that node; otherwise it
+    /// sits on a node that serves nothing of the key, and the client is told
+    /// the outcome is unknown.
+    pub(super) fn mirror_taken(
+        &mut self,
+        now: Millis,
+        peer: u32,
+        mirror: Waiter,
+        out: &mut Vec<Output>,
+    ) {
+        let Waiter::Mirror {
+            conn,
+            seq,
+            result,
+            record,
+            ..
+        } = mirror
+        else {
+            return;
+        };
+        let me = self.node_id;
+        let hash = hash64(&record.key);
+        let serving = self.serving.owner_of_hash(hash);
+        let next = self.settled.owner_of_hash(hash);
+        let reply = match next {
+            Some(n) if serving == Some(me) && n != me && n != peer => {
+                let before = self.engine.version_hashed(hash, &record.key);
+                let again = Waiter::Mirror {
+                    conn,
+                    seq,
+                    result,
+                    record,
+                    again: true,
+                };
+                return self.send_mirror(now, n, before, again, out);
+            }
+            _ if serving == Some(me) => {
+                let value = record.value.as_deref();
+                self.store((&record.key, hash), record.version, value, None);
+                result
+            }
+            _ if serving == Some(peer) => result,
+            _ => {
+                let e = Error::new(
+                    ErrorCode::Unavailable,
+                    "the key moved on while its write was copied to its next owner",
+                );
+                Frame::error(result.client_id, me, &outcome_unknown(&e))
+            }
+        };
+        self.conns.order.fill(conn, seq, reply, out);
+    }
 }
+
+#[cfg(test)]
+mod tests;

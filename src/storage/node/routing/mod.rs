@@ -155,12 +155,16 @@ impl StorageNode {
         // The write fence of a move (N = 1): once this node's handoff for the
         // epoch is acknowledged, the next owner holds everything, so the keys
         // moving away are served there (it takes forwarded requests before the
-        // flip), never again here. Two nodes never both accept writes to a key.
+        // flip), never again here, nor after a ring change that keeps the
+        // key's next owner (see `moves/handoff.rs`). Two nodes never both
+        // accept writes to a key.
         let replicated = self.ring.replicas > 1;
         let fenced = !replicated
             && owners.serving == Some(me)
-            && owners.settled.is_some_and(|n| n != me)
-            && (self.handoff.as_ref()).is_some_and(|h| h.epoch == self.ring.epoch && h.done());
+            && owners.settled.is_some_and(|n| {
+                let handed = |h: &Handoff| h.epoch == self.ring.epoch && h.fenced(hash, n);
+                n != me && self.handoff.as_ref().is_some_and(handed)
+            });
         if fenced {
             let next = owners.settled.expect("fenced means a next owner");
             return self.forward_request(now, conn, member, f, next, out);
@@ -340,29 +344,23 @@ impl StorageNode {
                 conn,
                 seq,
                 result,
-                record,
-            } => {
-                if frame.op != op::OK {
-                    // Refused by the next owner (it holds a newer write) and
-                    // never applied here: applied nowhere.
-                    let e = Error::new(
-                        ErrorCode::Unavailable,
-                        "the key is moving and its new owner holds a newer write; retry",
-                    );
-                    let reply = Frame::error(result.client_id, self.node_id, &e);
-                    self.conns.order.fill(conn, seq, reply, out);
-                } else {
-                    // Applied here too while this node still owns the key; after
-                    // the flip (which may have dropped it here) the next owner
-                    // alone holds it.
-                    let hash = hash64(&record.key);
-                    if self.serving.owner_of_hash(hash) == Some(self.node_id) {
-                        let value = record.value.as_deref();
-                        self.store((&record.key, hash), record.version, value, None);
-                    }
-                    self.conns.order.fill(conn, seq, result, out);
-                }
+                again,
+                ..
+            } if frame.op != op::OK => {
+                // Refused by the next owner (it holds a newer write, or its
+                // ring does not give it the key yet) and never applied here:
+                // applied nowhere, unless a first copy went to the key's
+                // earlier next owner (`again`).
+                let why = match frame.op {
+                    op::REFUSED => "the key is moving and its new owner is not ready for it; retry",
+                    _ => "the key is moving and its new owner holds a newer write; retry",
+                };
+                let e = Error::new(ErrorCode::Unavailable, why);
+                let e = if again { outcome_unknown(&e) } else { e };
+                let reply = Frame::error(result.client_id, self.node_id, &e);
+                self.conns.order.fill(conn, seq, reply, out);
             }
+            mirror @ Waiter::Mirror { .. } => self.mirror_taken(now, fwd.peer, mirror, out),
             Waiter::Migrate { epoch } => {
                 if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                     if frame.op == op::OK {
