@@ -222,6 +222,25 @@ impl Sector {
         self.table.is_empty()
     }
 
+    /// Bytes the sector's table takes (its buckets and control bytes), not
+    /// counting the entries it points to.
+    pub fn table_bytes(&self) -> usize {
+        // hashbrown keeps 7/8 of its power-of-two buckets usable (all of
+        // them below 8), plus a control byte per bucket and one group's
+        // worth more.
+        let cap = self.table.capacity();
+        let buckets = if cap < 8 {
+            cap.next_power_of_two()
+        } else {
+            cap / 7 * 8
+        };
+        if buckets == 0 {
+            0
+        } else {
+            buckets * (std::mem::size_of::<Record>() + 1) + 16
+        }
+    }
+
     /// Iterates over the entries, tombstones included.
     pub fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> {
         self.table.iter().map(Record::view)
