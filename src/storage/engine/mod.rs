@@ -18,18 +18,23 @@
 //! decide against the newest copy it read from any replica.
 //!
 //! Memory layout. An entry is one heap allocation (`engine/record.rs`) holding
-//! the version, its lengths, the key and the value; the sector's table
-//! (hashbrown's `HashTable`) holds only an 8-byte pointer to it, and reads the
+//! the version, its lengths, the key and the value; a sector's tables
+//! (hashbrown's `HashTable`) hold only an 8-byte pointer to it, and read the
 //! lengths from the entry's header. A 13-byte key with a 100-byte value costs
 //! one allocation of 123 bytes (mimalloc's 128-byte class) plus a table bucket
-//! of 9 bytes (the pointer and hashbrown's control byte); the table keeps at most
-//! 7/8 of its power-of-two buckets full, so a key costs between about 10 and 21
-//! bytes of table. The table is hashed with the key's ring hash
-//! ([`hash64`], computed once to find the sector anyway) times an odd constant:
-//! within a sector the ring hashes share their top bits, and the table takes its
-//! 7-bit tags from the top, so they are mixed first. A read copies the value out
-//! ([`Engine::get`] returns an owned `Bytes`); an overwrite with a value of the
-//! same length rewrites the entry in place.
+//! of 9 bytes (the pointer and hashbrown's control byte). A hashbrown table
+//! keeps at most 7/8 of its power-of-two buckets full, so one table per sector
+//! would cost between 10 and 21 bytes a key, the most just past a doubling; a
+//! sector splits its keys by hash among `PARTS` (4) tables of unequal shares,
+//! which double at different sizes, so the worst case is about 16 (14 at
+//! scenario 4's million keys in 64 sectors, against 19 for one table).
+//!
+//! The tables are hashed with the key's ring hash ([`hash64`], computed once to
+//! find the sector anyway) times an odd constant: within a sector the ring
+//! hashes share their top bits, and a table takes its 7-bit tags from the top,
+//! so they are mixed first. A read copies the value out ([`Engine::get`]
+//! returns an owned `Bytes`); an overwrite with a value of the same length
+//! rewrites the entry in place.
 //!
 //! Caveat: tombstones are kept (they cost a key and a version each).
 
@@ -84,53 +89,89 @@ fn record_hash(r: &Record) -> u64 {
     table_hash(hash64(r.key()))
 }
 
+/// Tables a sector's keys are split among, by hash. Each table doubles on its
+/// own, at a different key count, so a sector's buckets grow in steps of about
+/// 2^(1/4) rather than 2: at no key count are all of a sector's tables just
+/// past a doubling (where a single table would have 56% of its buckets empty).
+const PARTS: usize = 4;
+
+/// Where each table's share of the hash ends, in 65536ths of bits 32..48 of
+/// the table hash: shares in the ratios 1 : 2^(1/4) : 2^(1/2) : 2^(3/4)
+/// (0.189, 0.225, 0.268, 0.318), so each doubles a quarter octave of sector
+/// size after the one before.
+const PART_ENDS: [u16; PARTS - 1] = [12_400, 27_146, 44_682];
+
+/// Which of a sector's tables holds table hash `th`. Bits 32..48 of the table
+/// hash are independent of the low bits its table uses for the bucket and of
+/// the top seven it takes for tags.
+#[inline]
+fn part(th: u64) -> usize {
+    let s = (th >> 32) as u16;
+    PART_ENDS.iter().map(|&end| (s >= end) as usize).sum()
+}
+
 /// One token's keys.
 #[derive(Default, Debug, Clone)]
 pub struct Sector {
-    table: HashTable<Record>,
+    parts: [HashTable<Record>; PARTS],
 }
 
 impl Sector {
     /// Number of entries, tombstones included.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.parts.iter().map(HashTable::len).sum()
     }
 
     /// Whether it holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.parts.iter().all(HashTable::is_empty)
     }
 
-    /// Bytes the sector's table takes (its buckets and control bytes), not
-    /// counting the entries it points to.
+    /// Bytes the sector's tables take (their buckets and control bytes), not
+    /// counting the entries they point to.
     pub fn table_bytes(&self) -> usize {
         // hashbrown keeps 7/8 of its power-of-two buckets usable (all of
         // them below 8), plus a control byte per bucket and one group's
         // worth more.
-        let cap = self.table.capacity();
-        let buckets = if cap < 8 {
-            cap.next_power_of_two()
-        } else {
-            cap / 7 * 8
+        let bytes = |cap: usize| {
+            let buckets = if cap < 8 {
+                cap.next_power_of_two()
+            } else {
+                cap / 7 * 8
+            };
+            if buckets == 0 {
+                0
+            } else {
+                buckets * (std::mem::size_of::<Record>() + 1) + 16
+            }
         };
-        if buckets == 0 {
-            0
-        } else {
-            buckets * (std::mem::size_of::<Record>() + 1) + 16
-        }
+        self.parts.iter().map(|t| bytes(t.capacity())).sum()
     }
 
     /// Iterates over the entries, tombstones included.
     pub fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> {
-        self.table.iter().map(Record::view)
+        self.records().map(Record::view)
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Record> {
+        self.parts.iter().flat_map(HashTable::iter)
+    }
+
+    /// The table hash of ring hash `hash`, and the table that holds it.
+    #[inline]
+    fn table_mut(&mut self, hash: u64) -> (u64, &mut HashTable<Record>) {
+        let th = table_hash(hash);
+        (th, &mut self.parts[part(th)])
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<&Record> {
-        self.table.find(table_hash(hash), |r| r.key() == key)
+        let th = table_hash(hash);
+        self.parts[part(th)].find(th, |r| r.key() == key)
     }
 
     fn insert(&mut self, hash: u64, r: Record) {
-        self.table.insert_unique(table_hash(hash), r, record_hash);
+        let (th, table) = self.table_mut(hash);
+        table.insert_unique(th, r, record_hash);
     }
 }
 
@@ -207,7 +248,7 @@ impl Engine {
         let fresh = Engine::new(tokens);
         self.sectors = fresh.sectors;
         for (_, sector) in old {
-            for r in sector.table {
+            for r in sector.parts.into_iter().flatten() {
                 let hash = hash64(r.key());
                 self.sector_mut(hash).insert(hash, r);
             }
@@ -218,7 +259,7 @@ impl Engine {
     pub fn keys_where(&self, mut pred: impl FnMut(u64) -> bool) -> Vec<Bytes> {
         self.sectors
             .values()
-            .flat_map(|s| s.table.iter())
+            .flat_map(Sector::records)
             .map(Record::key)
             .filter(|k| pred(hash64(k)))
             .map(Bytes::copy_from_slice)
@@ -230,12 +271,14 @@ impl Engine {
     pub fn remove_where(&mut self, mut pred: impl FnMut(u64) -> bool) -> usize {
         let (mut gone, mut bytes) = (0, 0);
         for s in self.sectors.values_mut() {
-            s.table.retain(|r| {
-                let remove = pred(hash64(r.key()));
-                gone += (remove && r.live()) as usize;
-                bytes += if remove { r.live_bytes() } else { 0 };
-                !remove
-            });
+            for table in &mut s.parts {
+                table.retain(|r| {
+                    let remove = pred(hash64(r.key()));
+                    gone += (remove && r.live()) as usize;
+                    bytes += if remove { r.live_bytes() } else { 0 };
+                    !remove
+                });
+            }
         }
         self.keys -= gone;
         self.bytes -= bytes;
@@ -339,7 +382,8 @@ impl Engine {
         let live = value.is_some() as isize;
         let now_bytes = value.map_or(0, |v| key.len() + v.len());
         let mut was_bytes = 0;
-        let was = match s.table.find_mut(table_hash(hash), |r| r.key() == key) {
+        let (th, table) = s.table_mut(hash);
+        let was = match table.find_mut(th, |r| r.key() == key) {
             Some(r) => {
                 let held = r.version();
                 if held == version && held != 0 {
@@ -354,7 +398,7 @@ impl Engine {
                 was
             }
             None => {
-                s.insert(hash, Record::new(key, version, value));
+                table.insert_unique(th, Record::new(key, version, value), record_hash);
                 0
             }
         };
@@ -369,8 +413,8 @@ impl Engine {
     /// whether it did. (Tombstone collection: see the node's sweep.)
     pub fn remove_tombstone(&mut self, key: &[u8], version: u64) -> bool {
         let hash = hash64(key);
-        let s = self.sector_mut(hash);
-        match s.table.find_entry(table_hash(hash), |r| r.key() == key) {
+        let (th, table) = self.sector_mut(hash).table_mut(hash);
+        match table.find_entry(th, |r| r.key() == key) {
             Ok(e) if e.get().version() == version && !e.get().live() => {
                 e.remove();
                 true
@@ -386,7 +430,11 @@ impl Engine {
     pub fn restore(&mut self, key: &[u8], version: u64, prev: Option<Entry>) -> bool {
         let hash = hash64(key);
         let s = self.sector_mut(hash);
-        let Ok(e) = s.table.find_entry(table_hash(hash), |r| r.key() == key) else {
+        let Ok(e) = s
+            .table_mut(hash)
+            .1
+            .find_entry(table_hash(hash), |r| r.key() == key)
+        else {
             return false;
         };
         if e.get().version() != version {

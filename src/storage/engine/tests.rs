@@ -199,6 +199,42 @@ fn edge_entries_survive_overwrites_moves_and_drops() {
     assert_eq!(ledger::live(), records, "every record freed once");
 }
 
+#[test]
+fn part_shares_grow_by_quarter_octaves() {
+    let weights: Vec<f64> = (0..PARTS)
+        .map(|j| (j as f64 / PARTS as f64).exp2())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut end = 0.0;
+    for (j, w) in weights.iter().take(PARTS - 1).enumerate() {
+        end += w / total;
+        assert_eq!(PART_ENDS[j], (end * 65536.0).round() as u16, "end {j}");
+    }
+    // Keys spread over the parts in those shares.
+    let mut counts = [0usize; PARTS];
+    for i in 0..100_000u32 {
+        counts[part(table_hash(hash64(&i.to_le_bytes())))] += 1;
+    }
+    for (c, w) in counts.iter().zip(&weights) {
+        let want = 100_000.0 * w / total;
+        assert!((*c as f64 - want).abs() < want * 0.05, "{counts:?}");
+    }
+}
+
+#[test]
+fn a_sector_just_past_a_doubling_is_not_half_empty() {
+    // 15,625 keys (a million over 64 sectors) need 32,768 buckets in one
+    // hashbrown table (at most 7/8 full), 48% used; split in parts that
+    // double at different sizes, they need about a quarter less.
+    let mut e = Engine::default();
+    for i in 0..15_625u32 {
+        put(&mut e, format!("key:{i:09}").as_bytes(), b"v", 1);
+    }
+    let one_table = 32_768 * (std::mem::size_of::<Record>() + 1);
+    let bytes = e.sector_of_token(Token::MAX).unwrap().table_bytes();
+    assert!(bytes * 5 <= one_table * 4, "{bytes} of {one_table}");
+}
+
 /// What the engine did before it packed entries: a map of key to entry.
 #[derive(Default)]
 struct Model {
