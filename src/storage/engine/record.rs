@@ -204,17 +204,11 @@ impl Record {
         let vlen = value.map_or(0, <[u8]>::len);
         let (b, s) = self.bytes_mut();
         if s.vlen == vlen {
-            // The key length stays, so the tag's varint keeps its length (the
-            // live bit is its lowest bit; with an empty key the tag is 0 or 1),
-            // and so does the value length's: the header is rewritten over
-            // itself, and the record keeps its length.
-            let tag = (s.klen as u64) << 1 | value.is_some() as u64;
-            let mut header = Vec::with_capacity(s.at);
-            header.extend_from_slice(&version.to_le_bytes());
-            put_varint(&mut header, tag);
-            put_varint(&mut header, vlen as u64);
-            debug_assert_eq!(header.len(), s.at);
-            b[..s.at].copy_from_slice(&header);
+            // The lengths stay, so of the header only the version changes,
+            // and the live bit: the lowest bit of the tag's first varint byte
+            // (LEB128 puts the low bits first).
+            b[..VERSION_LEN].copy_from_slice(&version.to_le_bytes());
+            b[VERSION_LEN] = b[VERSION_LEN] & !1 | value.is_some() as u8;
             b[s.at + s.klen..].copy_from_slice(value.unwrap_or_default());
         } else {
             let fresh = Record::new(&b[s.at..s.at + s.klen], version, value);
