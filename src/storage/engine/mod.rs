@@ -26,8 +26,8 @@
 //! keeps at most 7/8 of its power-of-two buckets full, so one table per sector
 //! would cost between 10 and 21 bytes a key, the most just past a doubling; a
 //! sector splits its keys by hash among `PARTS` (4) tables of unequal shares,
-//! which double at different sizes, so the worst case is about 16 (14 at
-//! scenario 4's million keys in 64 sectors, against 19 for one table).
+//! which double at different sizes, so a key costs between about 13 and 17
+//! (14 at scenario 4's million keys in 64 sectors, against 19 for one table).
 //!
 //! The tables are hashed with the key's ring hash ([`hash64`], computed once to
 //! find the sector anyway) times an odd constant: within a sector the ring
