@@ -4,9 +4,9 @@
 //! allocator of their own (the node's tests count value copies).
 //!
 //! Why not the system's malloc: glibc puts a header before each block and
-//! rounds to 16 bytes, so an engine record of 122 bytes (version, tag, a 13-byte
-//! key, a 100-byte value) takes 144; mimalloc keeps no per-object header and has
-//! a 128-byte size class. Its small-object paths are also cheaper, and a node
+//! rounds to 16 bytes, so an engine record of 123 bytes (version, two lengths,
+//! a 13-byte key, a 100-byte value) takes 144; mimalloc keeps no per-object
+//! header and has a 128-byte size class. Its small-object paths are also cheaper, and a node
 //! allocates on every request.
 //!
 //! One setting differs from mimalloc's default: freed pages go back to the
