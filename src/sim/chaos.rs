@@ -957,6 +957,35 @@ mod tests {
         run_seed(2_003_918, &Setup::replicated(5, MS, Faults::benign())).unwrap();
     }
 
+    /// Node 6 joined while nodes 2 and 4, which held k0's two newest
+    /// acknowledged PUTs, were paused and marked down and node 3, the third
+    /// holder, had crashed: the join flipped, node 6 served k0 without them,
+    /// and a GET from node 6 and the restarted, empty node 3 returned an older
+    /// value. Fixed: the manager flips a move only while N - W + 1 holders of
+    /// every moving range are up to hand it over
+    /// (`coordinator::tests::a_move_flips_only_while_enough_holders_of_each_range_are_up`).
+    /// Sixteen other seeds of the 10,000-seed N = 3 runs (3002299, 5007885,
+    /// ...) held a flip the same way and pass with it.
+    #[test]
+    fn fixed_join_flipped_with_the_holders_down_3001267() {
+        run_seed(3_001_267, &crash_setup()).unwrap();
+    }
+
+    /// The same with every node on a disk: n11's holders (nodes 1, 2, 3) were
+    /// all down when node 6's join flipped, then node 7's took nodes 1 and 3
+    /// off its list; an acknowledged INCR's 3 was gone and a GET said
+    /// NOT_FOUND.
+    #[test]
+    fn fixed_join_flipped_with_the_holders_down_on_disks_5007885() {
+        let faults = Faults {
+            partitions: false,
+            resets: false,
+            ..Faults::crashy()
+        };
+        let setup = Setup::replicated(5, MS, faults).on_disks(DataDirs::All);
+        run_seed(5_007_885, &setup).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));
