@@ -986,6 +986,20 @@ mod tests {
         run_seed(5_007_885, &setup).unwrap();
     }
 
+    /// Node 2 led an INCR on n11 (list 2, 3, 1; node 3 crashed) and paused
+    /// after nodes 2 and 1 accepted its proposal 3: chosen, not committed.
+    /// Node 6's join then took node 1 off n11's list and, with node 2 down,
+    /// node 6 led the next INCR with node 3: neither had the proposal (a move
+    /// carried only committed entries), so it decided 2 on the empty key and
+    /// the chosen 3 was lost. Fixed: a move hands over accepted proposals too
+    /// (`ACCEPT` of the same ballot to the nodes it adds), and a newcomer
+    /// takes and keeps those from before it started
+    /// (`paxos::tests::a_newcomer_takes_and_keeps_a_handed_over_proposal_from_before_its_start`).
+    #[test]
+    fn fixed_accepted_proposal_left_behind_by_a_move_3003497() {
+        run_seed(3_003_497, &crash_setup()).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));
