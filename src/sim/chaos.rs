@@ -1000,6 +1000,32 @@ mod tests {
         run_seed(3_003_497, &crash_setup()).unwrap();
     }
 
+    /// A PUT of c3-19 was stored by its lead and read; a DELETE (Paxos, on
+    /// another lead) removed it; a replica holding the DELETE's newer version
+    /// then refused the PUT's write round, and the PUT was written again with
+    /// a version above the DELETE: c3-19 came back after an acknowledged
+    /// DELETE. Fixed: a PUT refused by a newer version fails `ERR UNKNOWN`
+    /// and is not written again
+    /// (`replication::tests::a_put_refused_by_a_newer_version_is_unknown_and_not_written_again`).
+    /// Seeds 3002685 and 5002237 were the same.
+    #[test]
+    fn fixed_put_written_again_above_a_delete_5001912() {
+        let faults = Faults {
+            partitions: false,
+            resets: false,
+            ..Faults::crashy()
+        };
+        let setup = Setup::replicated(5, MS, faults).on_disks(DataDirs::All);
+        run_seed(5_001_912, &setup).unwrap();
+    }
+
+    /// [`fixed_put_written_again_above_a_delete_5001912`] in a budgeted crash
+    /// run: c2-33 read, overwritten by c0-38, then written again.
+    #[test]
+    fn fixed_put_written_again_3002685() {
+        run_seed(3_002_685, &crash_setup()).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));
