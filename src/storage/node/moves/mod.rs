@@ -54,17 +54,18 @@ impl StorageNode {
             keys.len(),
             proposals.len()
         );
-        let mut handoff = Handoff::new(self.ring.epoch, keys);
-        // Sent before the chunks on the same links, so acknowledged before the
-        // handoff is done; a failed send starts the handoff again.
+        let epoch = self.ring.epoch;
+        let mut handoff = Handoff::new(epoch, keys);
+        // Sent before the chunks on the same links; the handoff is done only
+        // once each is answered (any answer: a refusal means the newcomer
+        // promised higher or takes no part yet), and a lost one starts it again.
         for (target, record) in proposals {
             let frame = Message::Accept { record }.encode();
             let deadline = now + self.cfg.request_timeout_ms;
-            if (self.mesh)
-                .forward(target, frame, Waiter::Ignore, 1, deadline, out)
-                .is_err()
-            {
-                handoff.failed = true;
+            let token = Waiter::HandedProposal { epoch };
+            match self.mesh.forward(target, frame, token, 1, deadline, out) {
+                Ok(()) => handoff.sent_other(target),
+                Err(_) => handoff.failed = true,
             }
         }
         self.handoff = Some(handoff);
