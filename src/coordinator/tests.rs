@@ -276,6 +276,47 @@ fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
     assert_eq!(m.status_json()["live_nodes"], 2);
 }
 
+/// `HANDOFF_DONE` for the manager's current epoch from each of `conns`.
+fn handoffs_done(m: &mut Manager, now: Millis, conns: &[ConnId]) {
+    for &conn in conns {
+        let frame = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
+        step(m, now, Input::Frame { conn, frame });
+    }
+}
+
+/// N = 3, W = 2 on three nodes, `down` of them then cut off; node 4 joins and
+/// the others report their handoff: whether the join flipped (node 4 serves).
+fn join_with_holders_down(down: usize) -> bool {
+    let mut m = Manager::new(ManagerConfig {
+        replicas: 3,
+        read_quorum: 2,
+        write_quorum: 2,
+        ..ManagerConfig::default()
+    });
+    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
+    for (i, &conn) in conns[..3].iter().enumerate() {
+        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
+        handoffs_done(&mut m, 0, &conns[..i]);
+    }
+    assert!(!m.ring().has_moves());
+    for &conn in &conns[3 - down..3] {
+        step(&mut m, 10, Input::Closed { conn });
+    }
+    join(&mut m, 20, conns[3], "127.0.0.1:7004");
+    handoffs_done(&mut m, 30, &conns[..3 - down]);
+    m.ring().node(4).unwrap().state == NodeState::Up
+}
+
+#[test]
+fn a_move_flips_only_while_enough_holders_of_each_range_are_up() {
+    // Every range's list is nodes 1, 2, 3, and the join adds node 4 to some.
+    // With one holder down, the two others (N - W + 1) hand every write over.
+    assert!(join_with_holders_down(0));
+    assert!(join_with_holders_down(1));
+    // With two down, node 1 alone may lack an acknowledged write: no flip.
+    assert!(!join_with_holders_down(2));
+}
+
 #[test]
 fn with_one_copy_a_move_waits_for_a_down_node_to_hand_over() {
     let mut m = Manager::new(ManagerConfig::default());

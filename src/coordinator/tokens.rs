@@ -73,7 +73,7 @@ impl Manager {
                 NodeState::Joining => false,
             })
             .any(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch));
-        if waiting {
+        if waiting || self.holders_missing(&ring) {
             return;
         }
         self.end_recovery();
@@ -96,6 +96,36 @@ impl Manager {
             }
         }
         self.epoch += 1;
+    }
+
+    /// Whether some range the pending moves give to a new node has too few of
+    /// its current holders up to hand it over: fewer than N - W + 1 of its
+    /// serving list, the fewest that meet every write quorum of that list. The
+    /// newcomer would then count as a replica without the range's newest
+    /// writes, and a quorum of it and another holder that lacks them could
+    /// miss an acknowledged write. The flip waits until enough holders are
+    /// back (or a down one is dropped, which copies its ranges again).
+    fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
+        let n = ring.replicas.max(1) as usize;
+        let need_of = |len: usize| {
+            (n + 1)
+                .saturating_sub(ring.write_quorum.max(1) as usize)
+                .min(len)
+        };
+        let (serving, settled) = (ring.serving(), ring.settled());
+        let (from, to) = (serving.pref_table(n), settled.pref_table(n));
+        let live = |id: &u32| {
+            self.nodes.get(id).is_some_and(|r| {
+                matches!(r.entry.state, NodeState::Up | NodeState::Leaving)
+                    && (r.conn.is_some() || self.recovering)
+            })
+        };
+        let bounds = from.bounds().iter().chain(to.bounds().iter());
+        bounds.into_iter().any(|&t| {
+            let (old, new) = (from.get(t), to.get(t));
+            let adds = new.iter().any(|id| !old.contains(id));
+            adds && old.iter().filter(|id| live(id)).count() < need_of(old.len())
+        })
     }
 
     /// Sends the ring to every linked node if it changed since the last push.

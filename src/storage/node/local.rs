@@ -303,7 +303,14 @@ impl StorageNode {
             version: r.version,
             value: r.value.as_deref().map(Bytes::copy_from_slice),
         };
-        match self.rounds.acceptor.accept(&proposal, stored, wall) {
+        let me = self.node_id;
+        let newcomer = !self.serving_pref.get(hash).contains(&me);
+        let accepted = if newcomer {
+            (self.rounds.acceptor).accept_as_newcomer(&proposal, stored, wall)
+        } else {
+            self.rounds.acceptor.accept(&proposal, stored, wall)
+        };
+        match accepted {
             Ok(()) => (op::OK, Bytes::new()),
             Err(version) => reply(Reply::Conflict { version }),
         }

@@ -210,6 +210,11 @@ enum Waiter {
         /// The ring epoch the handoff belongs to.
         epoch: u64,
     },
+    /// An accepted proposal a handoff sent ahead of its chunks (see `moves`).
+    HandedProposal {
+        /// The ring epoch the handoff belongs to.
+        epoch: u64,
+    },
     /// A replica's copy of a tombstone this node wants to collect.
     Purge {
         /// The check's id.

@@ -155,6 +155,18 @@ impl Handoff {
         chunks
     }
 
+    /// One message other than a chunk (an accepted proposal) was sent to
+    /// `target` ahead of its chunks: the handoff is done only once it is
+    /// answered too ([`Handoff::acked`]).
+    pub fn sent_other(&mut self, target: u32) {
+        let o = self.targets.entry(target).or_insert_with(|| Outgoing {
+            keys: Vec::new(),
+            next: 0,
+            in_flight: 0,
+        });
+        o.in_flight += 1;
+    }
+
     /// A chunk to `target` was acknowledged.
     pub fn acked(&mut self, target: u32) {
         if let Some(o) = self.targets.get_mut(&target) {
@@ -204,5 +216,16 @@ mod tests {
         }
         assert_eq!(seen, 2000);
         assert!(parse_records(&Bytes::from_static(&[0, 0, 0, 9, 1])).is_err());
+    }
+
+    #[test]
+    fn a_handed_proposal_keeps_the_handoff_open_until_answered() {
+        let e = Engine::default();
+        let mut h = Handoff::new(5, Vec::new(), Ring::empty(), None);
+        assert!(h.done(), "nothing to hand over");
+        h.sent_other(3);
+        assert!(!h.done() && h.next_chunks(&e).is_empty());
+        h.acked(3);
+        assert!(h.done());
     }
 }

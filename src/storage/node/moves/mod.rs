@@ -31,13 +31,44 @@ impl StorageNode {
                     .map(move |&t| (t, k.clone()))
             })
             .collect();
+        // Proposals this node accepted for those keys go too, as `ACCEPT`s of
+        // the same ballot (one ballot has one value, so any acceptor may take
+        // it): a proposal a majority of the old list accepted, chosen but not
+        // yet committed, must be found by a majority of the new list, which may
+        // lack this node.
+        let proposals: Vec<(u32, Record)> = (self.rounds.acceptor)
+            .accepted(|k| serving.get(hash64(k)).contains(&me))
+            .into_iter()
+            .flat_map(|r| {
+                let h = hash64(&r.key);
+                let now = serving.get(h);
+                let adds: Vec<u32> = (settled.get(h).iter().copied())
+                    .filter(|t| !now.contains(t))
+                    .collect();
+                adds.into_iter().map(move |t| (t, r.clone()))
+            })
+            .collect();
         log::info!(
-            "epoch {}: handing {} keys over",
+            "epoch {}: handing {} keys and {} accepted proposals over",
             self.ring.epoch,
-            keys.len()
+            keys.len(),
+            proposals.len()
         );
-        let settled = self.settled.clone();
-        self.handoff = Some(Handoff::new(self.ring.epoch, keys, settled, prior));
+        let epoch = self.ring.epoch;
+        let mut handoff = Handoff::new(epoch, keys, self.settled.clone(), prior);
+        // Sent before the chunks on the same links; the handoff is done only
+        // once each is answered (any answer: a refusal means the newcomer
+        // promised higher or takes no part yet), and a lost one starts it again.
+        for (target, record) in proposals {
+            let frame = Message::Accept { record }.encode();
+            let deadline = now + self.cfg.request_timeout_ms;
+            let token = Waiter::HandedProposal { epoch };
+            match self.mesh.forward(target, frame, token, 1, deadline, out) {
+                Ok(()) => handoff.sent_other(target),
+                Err(_) => handoff.failed = true,
+            }
+        }
+        self.handoff = Some(handoff);
         self.pump_handoff(now, out);
     }
 

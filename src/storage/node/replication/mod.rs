@@ -483,13 +483,13 @@ impl StorageNode {
             if p.refused() && again {
                 return self.start_round(now, id, p, out);
             }
-        } else if phase == Some(Phase::Write) && p.request.op == op::PUT {
-            // A replica holds a newer version than this PUT: write it again
-            // with a version above it.
-            if p.newest_refusal() > 0 && again {
-                return self.start_round(now, id, p, out);
-            }
         }
+        // A PUT refused by a replica holding a newer version is not written
+        // again above it: its first version is stored here and may have been
+        // read, and the newer write may be built on it (a DELETE), so a second
+        // version would apply the PUT twice (seeds 3002685, 5001912). It fails
+        // with `ERR UNKNOWN` (it is ordered before the newer version, or never
+        // seen).
         if p.off_list && again && !p.maybe_applied {
             // A replica's ring no longer has it on the key's list: this node's
             // ring is about to change too (a leave or drop just flipped). Try

@@ -24,7 +24,13 @@
 //! A restarted process has forgotten its promises (they are not logged). It
 //! refuses every ballot made before it started (by the ballot's clock part):
 //! a promise it made before the restart was for such a ballot. This assumes
-//! the nodes' clocks differ by less than a restart takes.
+//! the nodes' clocks differ by less than a restart takes. The exception is a
+//! key whose lists a pending move adds this node to: it held no promise for
+//! it, and the move hands it the proposals the key's holders accepted
+//! (`ACCEPT` of the same ballot: one ballot has one value), so that a
+//! proposal chosen by a majority of the old list and not yet committed is
+//! found by a majority of the new one. Those are taken whatever their age
+//! below [`BALLOT_TTL_MS`], and slots expire by age only.
 
 use crate::protocol::cluster::Record;
 use bytes::Bytes;
@@ -40,6 +46,13 @@ pub const MAX_SLOTS: usize = 100_000;
 
 /// Bits of a version below its milliseconds (as in [`crate::storage::hlc`]).
 const MS_SHIFT: u32 = 16;
+
+/// The lowest ballot not yet [`BALLOT_TTL_MS`] old at wall clock `wall_ms`.
+fn ttl_floor(wall_ms: u64) -> u64 {
+    wall_ms
+        .saturating_sub(BALLOT_TTL_MS)
+        .saturating_mul(1 << MS_SHIFT)
+}
 
 /// One key's promise and accepted proposal.
 #[derive(Debug, Default)]
@@ -128,8 +141,27 @@ impl Acceptor {
     /// `ACCEPT` of `proposal` (its version is the ballot), for a key whose
     /// stored version here is `stored`: `Ok` once held.
     pub fn accept(&mut self, proposal: &Record, stored: u64, wall_ms: u64) -> Result<(), Higher> {
-        let ballot = proposal.version;
         let floor = self.floor(wall_ms);
+        self.accept_above(proposal, stored, floor)
+    }
+
+    /// [`Acceptor::accept`] for a key whose lists a pending move adds this
+    /// node to: ballots from before this process started are taken too (if
+    /// not too old). The node was on none of the key's lists, so it cannot
+    /// have promised anything for the key that a restart made it forget; and
+    /// a move hands it the proposals the old holders accepted, whatever their
+    /// age (see the node's `moves`).
+    pub fn accept_as_newcomer(
+        &mut self,
+        proposal: &Record,
+        stored: u64,
+        wall_ms: u64,
+    ) -> Result<(), Higher> {
+        self.accept_above(proposal, stored, ttl_floor(wall_ms))
+    }
+
+    fn accept_above(&mut self, proposal: &Record, stored: u64, floor: u64) -> Result<(), Higher> {
+        let ballot = proposal.version;
         if ballot < floor {
             return Err(floor);
         }
@@ -147,6 +179,15 @@ impl Acceptor {
         Ok(())
     }
 
+    /// The accepted proposals of the keys `keep` picks (a move hands them to
+    /// the nodes it adds to their lists, as `ACCEPT`s of the same ballot).
+    pub fn accepted(&self, mut keep: impl FnMut(&[u8]) -> bool) -> Vec<Record> {
+        (self.slots.iter())
+            .filter(|(k, _)| keep(k))
+            .filter_map(|(_, s)| s.accepted.clone())
+            .collect()
+    }
+
     /// A version of `key` was committed here: the slot goes if that version
     /// covers everything in it.
     pub fn committed(&mut self, key: &[u8], version: u64) {
@@ -157,7 +198,9 @@ impl Acceptor {
 
     /// Drops the slots whose highest ballot is too old to be taken any more.
     pub fn sweep(&mut self, wall_ms: u64) {
-        let floor = self.floor(wall_ms);
+        // By age only: a proposal from before this process started is here
+        // because a move handed it over, and must be reported until it expires.
+        let floor = ttl_floor(wall_ms);
         self.slots.retain(|_, s| s.highest() >= floor);
     }
 }
@@ -230,6 +273,24 @@ mod tests {
         assert!(a.is_empty(), "expired");
         let late = 50_002 + BALLOT_TTL_MS;
         assert!(a.accept(&proposal(b, b"x"), 0, late).is_err());
+    }
+
+    #[test]
+    fn a_newcomer_takes_and_keeps_a_handed_over_proposal_from_before_its_start() {
+        let mut a = Acceptor::default();
+        a.begin(50_000);
+        let old = proposal(49_000 * MS + 2, b"3");
+        assert!(a.accept(&old, 0, 50_000).is_err(), "a member refuses it");
+        assert_eq!(a.accept_as_newcomer(&old, 0, 50_000), Ok(()));
+        assert_eq!(a.accepted(|_| true), vec![old.clone()]);
+        assert!(a.accepted(|k| k != b"k").is_empty());
+        // Kept by the sweep (by age only) and reported to a later prepare.
+        a.sweep(50_001);
+        let b = 50_001 * MS;
+        assert_eq!(a.prepare(&key(), b, 0, 50_001), Ok(Some(old)));
+        // Too old is too old, even for a newcomer.
+        let stale = proposal(1_000 * MS, b"x");
+        assert!(a.accept_as_newcomer(&stale, 0, 50_000).is_err());
     }
 
     #[test]

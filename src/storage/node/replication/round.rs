@@ -45,7 +45,7 @@ use crate::reactor::ConnId;
 use crate::storage::engine::Entry;
 use bytes::Bytes;
 
-/// How many times a request's rounds start over: a refused PUT, a prepare or
+/// How many times a request's rounds start over: a prepare or
 /// accept refused by a higher ballot, another proposal finished first.
 pub const MAX_ATTEMPTS: u32 = 4;
 
@@ -436,6 +436,7 @@ impl Pending {
     }
 
     /// The highest version a refusal of the write round named (0: none).
+    #[cfg(test)]
     pub fn newest_refusal(&self) -> u64 {
         match &self.round {
             Round::Writing { newest_refusal, .. } => *newest_refusal,

@@ -251,3 +251,24 @@ fn an_op_whose_finishing_of_another_proposal_was_refused_is_applied_once() {
     let reply = one(&out, client, op::VALUE);
     assert_eq!(&reply.payload[..], b"8");
 }
+
+#[test]
+fn a_put_refused_by_a_newer_version_is_unknown_and_not_written_again() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let put = Frame::new(op::PUT, 9, 0, format!("{} {key}v", key.len()));
+    let out = frame_in(&mut n, 10, client, put);
+    let writes: Vec<Frame> = links.iter().map(|&l| one(&out, l, op::REPLICATE)).collect();
+    // Both replicas hold a newer version (another lead's DELETE, say, that
+    // may have read this PUT's value here): writing the PUT again above it
+    // would apply it twice.
+    let newer = Reply::Conflict { version: 1 << 40 };
+    let out = frame_in(&mut n, 11, links[0], answer(&writes[0], 2, newer.clone()));
+    assert!(sent_on(&out, links[0]).is_empty());
+    let out = frame_in(&mut n, 12, links[1], answer(&writes[1], 3, newer));
+    for &l in &links {
+        assert!(sent_on(&out, l).is_empty(), "written again: {out:?}");
+    }
+    let e = Error::from_payload(&one(&out, client, op::ERR).payload);
+    assert_eq!(e.code, ErrorCode::Unknown, "{e}");
+}

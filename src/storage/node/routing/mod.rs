@@ -83,7 +83,7 @@ impl StorageNode {
                         Frame::error(result.client_id, self.node_id, &outcome_unknown(&err));
                     self.conns.order.fill(conn, seq, frame, out);
                 }
-                Waiter::Migrate { epoch } => {
+                Waiter::Migrate { epoch } | Waiter::HandedProposal { epoch } => {
                     if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                         h.failed = true;
                     }
@@ -361,6 +361,12 @@ impl StorageNode {
                 self.conns.order.fill(conn, seq, reply, out);
             }
             mirror @ Waiter::Mirror { .. } => self.mirror_taken(now, fwd.peer, mirror, out),
+            Waiter::HandedProposal { epoch } => {
+                if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
+                    h.acked(fwd.peer);
+                }
+                self.pump_handoff(now, out);
+            }
             Waiter::Migrate { epoch } => {
                 if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
                     if frame.op == op::OK {
