@@ -530,9 +530,7 @@ impl StorageNode {
             TIMER_LEAVE => self.leave_deadline(out),
             TIMER_ORPHAN => self.orphan_deadline(now, out),
             TIMER_ANTI_ENTROPY => self.pump_anti_entropy(now, out),
-            id if id >= replication::TIMER_SPARES => {
-                self.spares_due(now, id - replication::TIMER_SPARES, out)
-            }
+            replication::TIMER_SPARES => self.spares_due(now, out),
             _ => {}
         }
     }

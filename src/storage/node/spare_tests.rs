@@ -1,6 +1,7 @@
 //! Unit tests of plain reads over replicas: a GET asks only the replicas its
 //! read quorum needs; the others are spares, asked when an asked one fails the
-//! round or after [`SPECULATIVE_READ_MS`](super::replication::SPECULATIVE_READ_MS).
+//! round or after [`SPECULATIVE_READ_MS`](super::replication::SPECULATIVE_READ_MS)
+//! (one timer at a time serves every read waiting for that delay).
 
 use super::replication::{SPECULATIVE_READ_MS, TIMER_SPARES};
 use super::tests::{lead_of_three, sent_on, step};
@@ -74,7 +75,7 @@ fn a_get_whose_replica_is_slow_asks_the_spare_after_the_speculative_delay() {
     let timer = out
         .iter()
         .find_map(|o| match o {
-            Output::Timer { at, id } if *id >= TIMER_SPARES => Some((*at, *id)),
+            Output::Timer { at, id } if *id == TIMER_SPARES => Some((*at, *id)),
             _ => None,
         })
         .expect("a speculative-read timer");
@@ -91,7 +92,7 @@ fn the_speculative_timer_of_an_answered_get_does_nothing() {
     let id = out
         .iter()
         .find_map(|o| match o {
-            Output::Timer { id, .. } if *id >= TIMER_SPARES => Some(*id),
+            Output::Timer { id, .. } if *id == TIMER_SPARES => Some(*id),
             _ => None,
         })
         .expect("a timer");
@@ -126,4 +127,39 @@ fn a_conditional_op_prepares_at_every_replica() {
         assert_eq!(sent.len(), 1, "{out:?}");
         assert_eq!(sent[0].op, op::PREPARE, "{out:?}");
     }
+}
+
+#[test]
+fn one_speculative_timer_at_a_time_serves_every_read_in_turn() {
+    let (mut n, links, key) = lead_of_three();
+    let timers = |out: &[Output]| -> Vec<Millis> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Timer { at, id } if *id == TIMER_SPARES => Some(*at),
+                _ => None,
+            })
+            .collect()
+    };
+    let (out, asked) = get(&mut n, 10, &key, links);
+    assert_eq!(timers(&out), vec![10 + SPECULATIVE_READ_MS]);
+    let (out, asked2) = get(&mut n, 20, &key, links);
+    assert!(timers(&out).is_empty(), "one timer is set: {out:?}");
+    assert_eq!(asked, asked2, "both reads ask the same replica first");
+    let spare = links[1 - asked[0]];
+    // The first read's spare is due; the second's is not yet: the timer is
+    // set again for it.
+    let out = step(
+        &mut n,
+        10 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_SPARES },
+    );
+    assert_eq!(asks_on(&out, spare), 1, "{out:?}");
+    assert_eq!(timers(&out), vec![20 + SPECULATIVE_READ_MS], "{out:?}");
+    let out = step(
+        &mut n,
+        20 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_SPARES },
+    );
+    assert_eq!(asks_on(&out, spare), 1, "{out:?}");
+    assert!(timers(&out).is_empty(), "none left: {out:?}");
 }

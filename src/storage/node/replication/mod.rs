@@ -31,14 +31,14 @@ use super::*;
 /// remote reads, the slowest of them wasted.
 pub const SPECULATIVE_READ_MS: Millis = 50;
 
-/// Timer ids from here on are [`SPECULATIVE_READ_MS`] timers: the request id
-/// is added.
+/// The timer id of the [`SPECULATIVE_READ_MS`] deadlines: one timer at a time,
+/// set for the oldest read still due (see `Rounds::spare_due`).
 pub(super) const TIMER_SPARES: u64 = 1 << 48;
 
 /// The requests this node serves over replicas as their keys' lead replica.
 pub(super) struct Rounds {
     /// Requests this node serves over replicas, by id.
-    pub(super) pending: HashMap<u64, Pending>,
+    pub(super) pending: super::mesh::IdMap<Pending>,
     /// The id the next request gets.
     pub(super) next_pending: u64,
     /// Keys with a write in progress here, and the requests waiting their turn:
@@ -52,6 +52,14 @@ pub(super) struct Rounds {
     pub(super) retry_soon: Vec<u64>,
     /// This node's promises and accepted proposals, as a replica.
     pub(super) acceptor: paxos::Acceptor,
+    /// Plain reads with spare replicas, by the time their spares are due
+    /// ([`SPECULATIVE_READ_MS`] after they started), oldest first: every read
+    /// gets the same delay, so the queue is in order and one timer (for its
+    /// front) serves them all, instead of a timer per read. A read answered
+    /// before its time stays queued and is skipped when it comes due.
+    pub(super) spare_due: std::collections::VecDeque<(Millis, u64)>,
+    /// The [`TIMER_SPARES`] timer is set.
+    pub(super) spare_timer: bool,
 }
 
 impl Rounds {
@@ -64,6 +72,8 @@ impl Rounds {
             ready_turns: Default::default(),
             retry_soon: Default::default(),
             acceptor: Default::default(),
+            spare_due: Default::default(),
+            spare_timer: false,
         }
     }
 }
@@ -139,7 +149,14 @@ impl StorageNode {
         // so it does not pin the read buffer it arrived in (a client that never
         // reads would pin many). A PUT that starts at once is copied only into
         // its write round's REPLICATE payload.
-        let own = |p: &mut Pending| p.request.payload = Bytes::copy_from_slice(&p.request.payload);
+        // A payload that is just the key (GET, EXISTS) shares the key's copy.
+        let own = |p: &mut Pending| {
+            p.request.payload = if p.request.payload == p.key {
+                p.key.clone()
+            } else {
+                Bytes::copy_from_slice(&p.request.payload)
+            }
+        };
         if let Some(queue) = self.rounds.busy.get_mut(&p.key) {
             own(&mut p);
             p.holds_key = true;
@@ -215,10 +232,7 @@ impl StorageNode {
             _ => Vec::new(),
         };
         if !spare.is_empty() {
-            out.push(Output::Timer {
-                at: now + SPECULATIVE_READ_MS,
-                id: TIMER_SPARES + id,
-            });
+            self.spares_later(now + SPECULATIVE_READ_MS, id, out);
         }
         let nobody = asked.is_empty() && spare.is_empty();
         p.round = Round::Reading {
@@ -249,17 +263,29 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) -> Vec<u32> {
         let deadline = now + self.cfg.request_timeout_ms;
-        (peers.iter().copied())
-            .filter(|&peer| {
-                let token = Waiter::Replica {
-                    id,
-                    round,
-                    key: key.clone(),
-                };
-                let sent = (self.mesh).forward(peer, ask.clone(), token, 1, deadline, out);
-                sent.is_err()
-            })
-            .collect()
+        let mut failed = Vec::new();
+        let mut ask = Some(ask);
+        for (i, &peer) in peers.iter().enumerate() {
+            let token = Waiter::Replica {
+                id,
+                round,
+                key: key.clone(),
+            };
+            // The last peer takes the frame itself (most rounds ask one).
+            let frame = if i + 1 == peers.len() {
+                ask.take()
+            } else {
+                ask.clone()
+            };
+            let Some(frame) = frame else { break };
+            if (self.mesh)
+                .forward(peer, frame, token, 1, deadline, out)
+                .is_err()
+            {
+                failed.push(peer);
+            }
+        }
+        failed
     }
 
     /// Counts `peers` as answering nothing in the round of request `p`.
@@ -407,9 +433,14 @@ impl StorageNode {
         }
         match p.on_answer(peer, answer) {
             Progress::Waiting => {
+                p.own_values();
                 self.rounds.pending.insert(id, p);
             }
-            progress => self.advance(now, id, p, progress, out),
+            Progress::ReadDone => self.finish_read(now, id, p, out),
+            progress => {
+                p.own_values();
+                self.advance(now, id, p, progress, out)
+            }
         }
     }
 
@@ -460,11 +491,36 @@ impl StorageNode {
         self.unreachable_replicas(now, id, p, failed, out);
     }
 
-    /// The timer [`TIMER_SPARES`] + `id` fired: if request `id` still reads,
-    /// its spare replicas are asked too.
-    pub(super) fn spares_due(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
-        if let Some(p) = self.rounds.pending.remove(&id) {
-            self.ask_spares(now, id, p, out);
+    /// Queues request `id`'s spare replicas to be asked at `at`, setting the
+    /// [`TIMER_SPARES`] timer if none is set.
+    fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
+        self.rounds.spare_due.push_back((at, id));
+        if !self.rounds.spare_timer {
+            self.rounds.spare_timer = true;
+            out.push(Output::Timer {
+                at,
+                id: TIMER_SPARES,
+            });
+        }
+    }
+
+    /// The [`TIMER_SPARES`] timer fired: every read whose spares are due and
+    /// that still reads asks them too; the timer is set again for the next.
+    pub(super) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.rounds.spare_timer = false;
+        while let Some(&(at, id)) = self.rounds.spare_due.front() {
+            if at > now {
+                self.rounds.spare_timer = true;
+                out.push(Output::Timer {
+                    at,
+                    id: TIMER_SPARES,
+                });
+                return;
+            }
+            self.rounds.spare_due.pop_front();
+            if let Some(p) = self.rounds.pending.remove(&id) {
+                self.ask_spares(now, id, p, out);
+            }
         }
     }
 
@@ -703,6 +759,11 @@ impl StorageNode {
         if stale.is_empty() && (version == 0 || p.lagging.is_empty()) {
             return self.finish(p, Ok(result), out);
         }
+        // The round waits for the repair: what it keeps must not pin the
+        // buffers its answers were read into.
+        let (mut p, mut result) = (p, result);
+        p.own_values();
+        result.payload = Bytes::copy_from_slice(&result.payload);
         let holders = match &p.round {
             Round::Reading { copies, .. } => copies.len() - stale.len(),
             Round::Writing { .. } => 0,
@@ -787,16 +848,14 @@ fn entry_of(r: Record) -> Entry {
     }
 }
 
-/// A replica's reply to a round's ask, decoded. A value is copied out of the
-/// reply, so a round waiting for other replicas does not pin the read buffer.
+/// A replica's reply to a round's ask, decoded. A copy's value is a slice of
+/// the reply (see [`Pending::own_values`]: a round that keeps waiting copies
+/// it out, so it does not pin the read buffer); a promise's are copied.
 pub(super) fn answer_of(f: &Frame) -> Answer {
     match Reply::decode(f) {
         Ok(Reply::Ok) => Answer::Stored,
         Ok(Reply::NotFound) => Answer::Copy(None),
-        Ok(Reply::Found(r)) => Answer::Copy(Some(Entry {
-            version: r.version,
-            value: r.value.map(|v| Bytes::copy_from_slice(&v)),
-        })),
+        Ok(Reply::Found(r)) => Answer::Copy(Some(entry_of(r))),
         Ok(Reply::Conflict { version }) => Answer::Newer(version),
         Ok(Reply::Promise {
             committed,
