@@ -170,6 +170,16 @@ impl StorageNode {
         Some(Ok(match message {
             Message::Replicate { base, record } => self.replicate(base, &record),
             Message::ReplRead { key } => self.replica_read(&key),
+            Message::ReplReads { keys } => {
+                let answers = (keys.iter())
+                    .map(|key| {
+                        let (op, payload) = self.replica_read(key);
+                        Frame::new(op, 0, 0, payload)
+                    })
+                    .collect();
+                let frame = Reply::Copies(answers).encode();
+                (frame.op, frame.payload)
+            }
             Message::Prepare { ballot, key } => self.paxos_prepare(now, ballot, &key),
             Message::Accept { record } => self.paxos_accept(now, &record),
             Message::SyncReq {

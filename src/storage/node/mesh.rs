@@ -315,6 +315,12 @@ impl<T> Mesh<T> {
         self.by_conn.contains_key(&conn)
     }
 
+    /// Whether `id` is a peer of the mesh (a forward to it is taken, sent or
+    /// waiting for its link).
+    pub fn knows(&self, id: u32) -> bool {
+        self.peers.get(&id).is_some_and(|p| !p.retired)
+    }
+
     /// Whether `id` is a peer with a link that is up.
     pub fn is_up(&self, id: u32) -> bool {
         self.peers.get(&id).is_some_and(|p| p.link.conn().is_some())

@@ -193,6 +193,12 @@ enum Waiter {
         /// The write.
         record: Record,
     },
+    /// Replicas' answers to a batch of plain reads (`REPL_READS`, see
+    /// `replication/reads.rs`): (request id, round tag, key) per key, in order.
+    Replicas {
+        /// The asks, in the order of the keys sent.
+        asks: Vec<replication::ReadAsk>,
+    },
     /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
         /// The request's id at this node.
@@ -466,6 +472,18 @@ impl Service for StorageNode {
         }
         self.count_replies(now, mark, out);
         // The fronts' replies (see `gateway.rs`).
+        self.end_fronts(now, out);
+        debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
+    }
+
+    fn turn_end(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let mark = out.len();
+        // The turn's plain reads ask their replicas (see `replication/reads.rs`).
+        self.send_reads(now, out);
+        while let Some(id) = self.rounds.ready_turns.pop() {
+            self.restart(now, id, out);
+        }
+        self.count_replies(now, mark, out);
         self.end_fronts(now, out);
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
     }

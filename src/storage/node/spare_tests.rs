@@ -163,3 +163,135 @@ fn one_speculative_timer_at_a_time_serves_every_read_in_turn() {
     assert_eq!(asks_on(&out, spare), 1, "{out:?}");
     assert!(timers(&out).is_empty(), "none left: {out:?}");
 }
+
+/// Two keys node 1 leads whose first other replica is the same node; the
+/// index in `links` of that replica's link.
+fn two_keys_asking_one_replica(n: &StorageNode) -> ([String; 2], usize) {
+    let pref = |k: &String| n.serving_pref.get(hash64(k.as_bytes())).to_vec();
+    let led: Vec<String> = (0..1000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| pref(k)[0] == 1)
+        .collect();
+    let first = led[0].clone();
+    let second = (led[1..].iter())
+        .find(|k| pref(k)[1] == pref(&first)[1])
+        .expect("a second key")
+        .clone();
+    let link = (pref(&first)[1] - 2) as usize;
+    ([first, second], link)
+}
+
+/// Two clients' GETs of `keys` in one loop turn: the turn's outputs.
+fn two_gets_in_one_turn(n: &mut StorageNode, keys: &[String; 2]) -> Vec<Output> {
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let frame = Frame::new(op::GET, 9, 0, key.clone());
+        let conn = ConnId::new(30 + i as u32, 1);
+        n.step(10, Input::Frame { conn, frame }, &mut out);
+    }
+    assert!(
+        links_of(&out).is_empty(),
+        "nothing is asked before the turn ends: {out:?}"
+    );
+    n.turn_end(10, &mut out);
+    out
+}
+
+fn links_of(out: &[Output]) -> Vec<Frame> {
+    [ConnId::new(12, 1), ConnId::new(13, 1)]
+        .iter()
+        .flat_map(|&l| sent_on(out, l))
+        .collect()
+}
+
+#[test]
+fn the_reads_of_one_turn_to_one_replica_leave_as_one_message() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let asks = sent_on(&out, links[link]);
+    assert_eq!(asks.len(), 1, "{out:?}");
+    let Ok(Message::ReplReads { keys: asked }) = Message::decode(&asks[0]) else {
+        panic!("not a REPL_READS: {:?}", asks[0]);
+    };
+    assert_eq!(asked, keys.map(Bytes::from).to_vec());
+    // One COPIES answers both, in order.
+    let found = Reply::Found(Record {
+        key: asked[1].clone(),
+        version: 7,
+        value: Some(Bytes::from_static(b"v")),
+    });
+    let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), found.encode()]).encode();
+    copies.client_id = asks[0].client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: copies,
+        },
+    );
+    let replies = [30, 31].map(|c| sent_on(&out, ConnId::new(c, 1)));
+    assert_eq!(replies[0][0].op, op::NOT_FOUND, "{out:?}");
+    assert_eq!(replies[1][0].op, op::VALUE, "{out:?}");
+    assert_eq!(&replies[1][0].payload[..], b"v");
+}
+
+#[test]
+fn a_batch_of_reads_the_replica_refuses_asks_each_read_s_spare() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let ask = &sent_on(&out, links[link])[0];
+    // A replica that does not know REPL_READS answers ERR BADOP.
+    let e = Error::new(ErrorCode::BadOp, "unknown op");
+    let mut refusal = Reply::Failed(e).encode();
+    refusal.client_id = ask.client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: refusal,
+        },
+    );
+    assert_eq!(asks_on(&out, links[1 - link]), 2, "{out:?}");
+}
+
+#[test]
+fn a_replica_answers_a_batch_of_reads_key_by_key() {
+    let (mut r, _, _) = lead_of_three();
+    let peer = super::tests::member(&mut r, 40);
+    let (keys, _) = two_keys_asking_one_replica(&r);
+    r.store(
+        (keys[1].as_bytes(), hash64(keys[1].as_bytes())),
+        5,
+        Some(b"x"),
+        None,
+    );
+    let mut ask = Message::ReplReads {
+        keys: keys.clone().map(Bytes::from).to_vec(),
+    }
+    .encode();
+    ask.client_id = 77;
+    let out = step(
+        &mut r,
+        12,
+        Input::Frame {
+            conn: peer,
+            frame: ask,
+        },
+    );
+    let reply = sent_on(&out, peer);
+    assert_eq!(reply.len(), 1, "{out:?}");
+    assert_eq!(reply[0].client_id, 77);
+    let Ok(Reply::Copies(answers)) = Reply::decode(&reply[0]) else {
+        panic!("not a COPIES: {:?}", reply[0]);
+    };
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].op, op::NOT_FOUND);
+    let Ok(Reply::Found(rec)) = Reply::decode(&answers[1]) else {
+        panic!("{answers:?}");
+    };
+    assert_eq!((rec.version, rec.value.as_deref()), (5, Some(&b"x"[..])));
+}

@@ -3,7 +3,9 @@
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
 //! [`round`]): reads collect R copies, writes W acknowledgements; a plain read
 //! asks only R - 1 other replicas, the rest when one of those fails it or after
-//! [`SPECULATIVE_READ_MS`]; read repair writes the newest copy back to stale
+//! [`SPECULATIVE_READ_MS`], and its asks leave at the end of the loop turn,
+//! one message per replica for the whole turn (see `reads.rs`); read repair
+//! writes the newest copy back to stale
 //! replicas; conditional ops (CREATE, UPDATE, INCR, DELETE) run single-decree
 //! Paxos over the key's replicas (prepare, accept, commit; this node's acceptor
 //! state is [`paxos`]).
@@ -21,7 +23,10 @@
 //! later.
 
 pub(super) mod paxos;
+mod reads;
 pub(super) mod round;
+
+pub(super) use reads::{answer_of, ReadAsk};
 
 use super::*;
 
@@ -60,6 +65,9 @@ pub(super) struct Rounds {
     pub(super) spare_due: std::collections::VecDeque<(Millis, u64)>,
     /// The [`TIMER_SPARES`] timer is set.
     pub(super) spare_timer: bool,
+    /// Plain reads' asks to other replicas, by replica, sent at the end of the
+    /// loop turn (see `reads.rs`).
+    pub(super) reads: Vec<(u32, reads::ReadAsk)>,
 }
 
 impl Rounds {
@@ -74,6 +82,7 @@ impl Rounds {
             acceptor: Default::default(),
             spare_due: Default::default(),
             spare_timer: false,
+            reads: Vec::new(),
         }
     }
 }
@@ -240,6 +249,15 @@ impl StorageNode {
             waiting: asked.clone(),
             spare,
         };
+        // A plain read's asks leave at the end of the turn, with the turn's
+        // other asks to the same replicas (see `reads.rs`), unless the replica
+        // is not in the mesh (the ask fails now).
+        let plain = matches!(p.request.op, op::GET | op::EXISTS);
+        let (queued, asked): (Vec<u32>, Vec<u32>) =
+            (asked.into_iter()).partition(|&peer| plain && self.mesh.knows(peer));
+        for peer in queued {
+            self.queue_read(peer, (id, p.round_tag(), p.key.clone()));
+        }
         let ask = Message::ReplRead { key: p.key.clone() }.encode();
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &asked, ask, out);
         if p.read_need <= 1 {
@@ -489,39 +507,6 @@ impl StorageNode {
         let ask = Message::ReplRead { key: p.key.clone() }.encode();
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
         self.unreachable_replicas(now, id, p, failed, out);
-    }
-
-    /// Queues request `id`'s spare replicas to be asked at `at`, setting the
-    /// [`TIMER_SPARES`] timer if none is set.
-    fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
-        self.rounds.spare_due.push_back((at, id));
-        if !self.rounds.spare_timer {
-            self.rounds.spare_timer = true;
-            out.push(Output::Timer {
-                at,
-                id: TIMER_SPARES,
-            });
-        }
-    }
-
-    /// The [`TIMER_SPARES`] timer fired: every read whose spares are due and
-    /// that still reads asks them too; the timer is set again for the next.
-    pub(super) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
-        self.rounds.spare_timer = false;
-        while let Some(&(at, id)) = self.rounds.spare_due.front() {
-            if at > now {
-                self.rounds.spare_timer = true;
-                out.push(Output::Timer {
-                    at,
-                    id: TIMER_SPARES,
-                });
-                return;
-            }
-            self.rounds.spare_due.pop_front();
-            if let Some(p) = self.rounds.pending.remove(&id) {
-                self.ask_spares(now, id, p, out);
-            }
-        }
     }
 
     /// A round that can no longer succeed: start again, retry at the next tick,
@@ -845,30 +830,6 @@ fn entry_of(r: Record) -> Entry {
     Entry {
         version: r.version,
         value: r.value,
-    }
-}
-
-/// A replica's reply to a round's ask, decoded. A copy's value is a slice of
-/// the reply (see [`Pending::own_values`]: a round that keeps waiting copies
-/// it out, so it does not pin the read buffer); a promise's are copied.
-pub(super) fn answer_of(f: &Frame) -> Answer {
-    match Reply::decode(f) {
-        Ok(Reply::Ok) => Answer::Stored,
-        Ok(Reply::NotFound) => Answer::Copy(None),
-        Ok(Reply::Found(r)) => Answer::Copy(Some(entry_of(r))),
-        Ok(Reply::Conflict { version }) => Answer::Newer(version),
-        Ok(Reply::Promise {
-            committed,
-            accepted,
-        }) => Answer::Promise {
-            copy: committed.map(|r| entry_of(copy_record(r))),
-            accepted: accepted.map(|r| entry_of(copy_record(r))),
-        },
-        Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
-        Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
-        Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. }) | Err(_) => {
-            Answer::Failed(ErrorCode::Unavailable)
-        }
     }
 }
 

@@ -1,0 +1,174 @@
+//! Plain reads' asks to other replicas, sent once per loop turn, and their
+//! speculative deadlines.
+//!
+//! A GET or EXISTS this node leads asks R - 1 other replicas for their copy.
+//! The asks are not sent at once: they are queued (`Rounds::reads`) and sent
+//! at the end of the reactor's loop turn ([`StorageNode::send_reads`], called
+//! from the node's `turn_end`), every ask to one replica in one message: a
+//! lone ask as `REPL_READ`, several as one `REPL_READS`, answered by one
+//! `COPIES` carrying each key's `REPL_READ` answer in order. Under pipelined
+//! load a turn serves many clients' reads, so one message and one answer
+//! carry what was a message and an answer per read. Each answer in a `COPIES`
+//! goes to its round as a lone `REPL_READ`'s would; a batch that fails (its
+//! link broke, it timed out, the replica refused the whole message) fails each
+//! of its reads, which then ask their spares.
+//!
+//! A read with spare replicas (the key's other replicas, not asked) asks them
+//! too after [`SPECULATIVE_READ_MS`]; every read waits the same delay, so the
+//! deadlines are queued in order and one timer serves them all.
+
+use super::*;
+
+/// A queued or batched ask of a plain read: (request id, round tag, key).
+pub(in crate::storage::node) type ReadAsk = (u64, u32, Bytes);
+
+impl StorageNode {
+    /// Queues a plain read's ask (request `id`, round tag `round`, `key`) to
+    /// `peer`, to go out at the end of the turn with the turn's other asks to
+    /// it.
+    pub(super) fn queue_read(&mut self, peer: u32, (id, round, key): ReadAsk) {
+        self.rounds.reads.push((peer, (id, round, key)));
+    }
+
+    /// The end of a loop turn: sends the queued reads' asks, one message per
+    /// replica.
+    pub(in crate::storage::node) fn send_reads(&mut self, now: Millis, out: &mut Vec<Output>) {
+        // A failed batch may start rounds again, which queue more asks.
+        while !self.rounds.reads.is_empty() {
+            let mut reads = std::mem::take(&mut self.rounds.reads);
+            self.send_queued(now, &mut reads, out);
+            reads.clear();
+            if self.rounds.reads.is_empty() {
+                // Keep the queue's room for the next turn.
+                self.rounds.reads = reads;
+            }
+        }
+    }
+
+    /// Sends `reads`, one message per replica.
+    fn send_queued(&mut self, now: Millis, reads: &mut [(u32, ReadAsk)], out: &mut Vec<Output>) {
+        // Stable: each replica gets its asks in the order they were made.
+        reads.sort_by_key(|&(peer, _)| peer);
+        let deadline = now + self.cfg.request_timeout_ms;
+        let mut rest = &reads[..];
+        while let Some(&(peer, _)) = rest.first() {
+            let n = rest.iter().take_while(|(p, _)| *p == peer).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let mut asks: Vec<ReadAsk> = group.iter().map(|(_, a)| a.clone()).collect();
+            let (frame, token) = if asks.len() == 1 {
+                let (id, round, key) = asks.pop().expect("one ask");
+                let frame = Message::ReplRead { key: key.clone() }.encode();
+                (frame, Waiter::Replica { id, round, key })
+            } else {
+                let keys = asks.iter().map(|(_, _, k)| k.clone()).collect();
+                (
+                    Message::ReplReads { keys }.encode(),
+                    Waiter::Replicas { asks },
+                )
+            };
+            if let Err(fwd) = (self.mesh).forward(peer, frame, token, 1, deadline, out) {
+                // The replica left the mesh during the turn.
+                self.reads_failed(now, peer, fwd.token, ErrorCode::Unavailable, out);
+            }
+        }
+    }
+
+    /// `peer` answered a batch of asks (`asks`) with `frame`: each ask gets its
+    /// answer, or a failure if the frame is no `COPIES` of as many answers.
+    pub(in crate::storage::node) fn reads_answered(
+        &mut self,
+        now: Millis,
+        peer: u32,
+        asks: Vec<ReadAsk>,
+        frame: &Frame,
+        out: &mut Vec<Output>,
+    ) {
+        let answers = match Reply::decode(frame) {
+            Ok(Reply::Copies(answers)) if answers.len() == asks.len() => answers,
+            _ => {
+                let token = Waiter::Replicas { asks };
+                return self.reads_failed(now, peer, token, ErrorCode::Unavailable, out);
+            }
+        };
+        for (ask, answer) in asks.into_iter().zip(answers) {
+            self.replica_answer(now, ask, peer, answer_of(&answer), out);
+        }
+    }
+
+    /// The asks `token` carries (a lone read's or a batch's) will get no
+    /// answer from `peer`: each of their rounds counts it as failed (`code`).
+    pub(in crate::storage::node) fn reads_failed(
+        &mut self,
+        now: Millis,
+        peer: u32,
+        token: Waiter,
+        code: ErrorCode,
+        out: &mut Vec<Output>,
+    ) {
+        let asks = match token {
+            Waiter::Replica { id, round, key } => vec![(id, round, key)],
+            Waiter::Replicas { asks } => asks,
+            _ => return,
+        };
+        for ask in asks {
+            self.replica_answer(now, ask, peer, Answer::Failed(code), out);
+        }
+    }
+
+    /// Queues request `id`'s spare replicas to be asked at `at`, setting the
+    /// [`TIMER_SPARES`] timer if none is set.
+    pub(super) fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
+        self.rounds.spare_due.push_back((at, id));
+        if !self.rounds.spare_timer {
+            self.rounds.spare_timer = true;
+            out.push(Output::Timer {
+                at,
+                id: TIMER_SPARES,
+            });
+        }
+    }
+
+    /// The [`TIMER_SPARES`] timer fired: every read whose spares are due and
+    /// that still reads asks them too; the timer is set again for the next.
+    pub(in crate::storage::node) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.rounds.spare_timer = false;
+        while let Some(&(at, id)) = self.rounds.spare_due.front() {
+            if at > now {
+                self.rounds.spare_timer = true;
+                out.push(Output::Timer {
+                    at,
+                    id: TIMER_SPARES,
+                });
+                return;
+            }
+            self.rounds.spare_due.pop_front();
+            if let Some(p) = self.rounds.pending.remove(&id) {
+                self.ask_spares(now, id, p, out);
+            }
+        }
+    }
+}
+
+/// A replica's reply to a round's ask, decoded. A copy's value is a slice of
+/// the reply (see [`Pending::own_values`]: a round that keeps waiting copies
+/// it out, so it does not pin the read buffer); a promise's are copied.
+pub(in crate::storage::node) fn answer_of(f: &Frame) -> Answer {
+    match Reply::decode(f) {
+        Ok(Reply::Ok) => Answer::Stored,
+        Ok(Reply::NotFound) => Answer::Copy(None),
+        Ok(Reply::Found(r)) => Answer::Copy(Some(entry_of(r))),
+        Ok(Reply::Conflict { version }) => Answer::Newer(version),
+        Ok(Reply::Promise {
+            committed,
+            accepted,
+        }) => Answer::Promise {
+            copy: committed.map(|r| entry_of(copy_record(r))),
+            accepted: accepted.map(|r| entry_of(copy_record(r))),
+        },
+        Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
+        Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
+        Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. } | Reply::Copies(_))
+        | Err(_) => Answer::Failed(ErrorCode::Unavailable),
+    }
+}
