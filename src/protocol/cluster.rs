@@ -780,6 +780,7 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 
 pub mod ae;
 mod reads;
+pub use reads::CopiesWriter;
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

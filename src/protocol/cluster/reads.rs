@@ -5,7 +5,7 @@
 //! bounded by the payload's size, and it never panics; keys and answers stay
 //! views of the frame's payload.
 
-use super::{malformed, Message, Reply};
+use super::{malformed, put_record, record_len, Message, Reply};
 use crate::protocol::error::Error;
 use crate::protocol::frame::Frame;
 use crate::protocol::kv::check_key;
@@ -80,6 +80,43 @@ pub(super) fn copies_payload(answers: &[Frame]) -> Bytes {
         buf.put_slice(&f.payload);
     }
     buf.freeze()
+}
+
+/// Writes a `COPIES` reply answer by answer, straight into its payload (no
+/// frame per answer): what [`Reply::Copies`] encodes, for a replica
+/// answering many keys.
+pub struct CopiesWriter {
+    buf: BytesMut,
+}
+
+impl CopiesWriter {
+    /// A reply of `count` answers (exactly that many must follow).
+    pub fn new(count: usize) -> CopiesWriter {
+        let mut buf = BytesMut::with_capacity(4 + count * 32);
+        buf.put_u32(count as u32);
+        CopiesWriter { buf }
+    }
+
+    /// Adds an answer of op `code` with `payload`.
+    pub fn answer(&mut self, code: u8, payload: &[u8]) {
+        self.buf.put_u8(code);
+        self.buf.put_u32(payload.len() as u32);
+        self.buf.put_slice(payload);
+    }
+
+    /// Adds a `VALUE` answer: the entry of `key` at `version` (no value: a
+    /// tombstone).
+    pub fn found(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
+        let len = record_len(key.len(), value.map(<[u8]>::len));
+        self.buf.put_u8(op::VALUE);
+        self.buf.put_u32(len as u32);
+        put_record(&mut self.buf, key, version, value);
+    }
+
+    /// The `COPIES` frame (`CLIENTID` and `NODEID` 0).
+    pub fn finish(self) -> Frame {
+        Frame::new(op::COPIES, 0, 0, self.buf.freeze())
+    }
 }
 
 pub(super) fn decode_copies(p: &Bytes) -> Result<Reply, Error> {

@@ -317,6 +317,13 @@ fn repl_reads_and_copies() {
     assert_eq!(f.op, op::COPIES);
     assert_eq!(&f.payload[..9], &[0, 0, 0, 3, op::NOT_FOUND, 0, 0, 0, 0]);
     assert_eq!(Reply::decode(&f), Ok(copies));
+    // Written answer by answer, the same bytes.
+    let mut w = super::CopiesWriter::new(3);
+    w.answer(op::NOT_FOUND, b"");
+    w.found(b"k", 4, Some(b"v"));
+    let refusal = Reply::Refused(Refusal::CatchingUp).encode();
+    w.answer(refusal.op, &refusal.payload);
+    assert_eq!(w.finish(), f);
     for p in [
         &[0, 0, 0, 1][..],
         &[0, 0, 0, 1, op::OK, 0, 0, 0, 1],

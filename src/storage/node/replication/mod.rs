@@ -246,20 +246,30 @@ impl StorageNode {
         let nobody = asked.is_empty() && spare.is_empty();
         p.round = Round::Reading {
             copies: vec![(self.node_id, local)],
-            waiting: asked.clone(),
+            waiting: asked,
             spare,
         };
         // A plain read's asks leave at the end of the turn, with the turn's
         // other asks to the same replicas (see `reads.rs`), unless the replica
         // is not in the mesh (the ask fails now).
         let plain = matches!(p.request.op, op::GET | op::EXISTS);
-        let (queued, asked): (Vec<u32>, Vec<u32>) =
-            (asked.into_iter()).partition(|&peer| plain && self.mesh.knows(peer));
-        for peer in queued {
-            self.queue_read(peer, (id, p.round_tag(), p.key.clone()));
+        let tag = p.round_tag();
+        let mut direct = Vec::new();
+        if let Round::Reading { waiting, .. } = &p.round {
+            for &peer in waiting {
+                if plain && self.mesh.knows(peer) {
+                    self.queue_read(peer, (id, tag, p.key.clone()));
+                } else {
+                    direct.push(peer);
+                }
+            }
         }
-        let ask = Message::ReplRead { key: p.key.clone() }.encode();
-        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &asked, ask, out);
+        let failed = if direct.is_empty() {
+            Vec::new()
+        } else {
+            let ask = Message::ReplRead { key: p.key.clone() }.encode();
+            self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
+        };
         if p.read_need <= 1 {
             return self.finish_read(now, id, p, out);
         }
