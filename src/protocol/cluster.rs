@@ -337,7 +337,7 @@ impl Message {
                 buf.freeze()
             }
             Message::ReplRead { key } => key.clone(),
-            Message::ReplReads { keys } => reads::keys_payload(keys),
+            Message::ReplReads { keys } => reads::keys_payload(keys.iter().map(|k| &k[..])),
             Message::Accept { record } => {
                 let mut buf = BytesMut::new();
                 put_record(
@@ -780,7 +780,7 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 
 pub mod ae;
 mod reads;
-pub use reads::CopiesWriter;
+pub use reads::{repl_reads, CopiesWriter};
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

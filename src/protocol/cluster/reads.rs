@@ -13,8 +13,8 @@ use crate::protocol::op;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// `COUNT(u32 BE)` then `KLEN(u32 BE) KEY` for each key.
-pub(super) fn keys_payload(keys: &[Bytes]) -> Bytes {
-    let len = 4 + keys.iter().map(|k| 4 + k.len()).sum::<usize>();
+pub(super) fn keys_payload<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let len = 4 + keys.clone().map(|k| 4 + k.len()).sum::<usize>();
     let mut buf = BytesMut::with_capacity(len);
     buf.put_u32(keys.len() as u32);
     for k in keys {
@@ -22,6 +22,12 @@ pub(super) fn keys_payload(keys: &[Bytes]) -> Bytes {
         buf.put_slice(k);
     }
     buf.freeze()
+}
+
+/// The frame of a [`Message::ReplReads`] of `keys`, written from borrowed
+/// keys (the same bytes as the message's `encode`).
+pub fn repl_reads<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Frame {
+    Frame::new(op::REPL_READS, 0, 0, keys_payload(keys))
 }
 
 /// Reads a big-endian `u32` at `*at` and moves past it.

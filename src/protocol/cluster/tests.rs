@@ -291,6 +291,8 @@ fn repl_read_and_purge() {
 fn repl_reads_and_copies() {
     let keys = vec![b(b"k1"), b(b"key2")];
     let wire = [&[0, 0, 0, 2, 0, 0, 0, 2][..], b"k1", &[0, 0, 0, 4], b"key2"].concat();
+    let borrowed = super::repl_reads(keys.iter().map(|k| &k[..]));
+    assert_eq!(borrowed, Message::ReplReads { keys: keys.clone() }.encode());
     check(Message::ReplReads { keys }, &wire);
     check(Message::ReplReads { keys: vec![] }, &[0, 0, 0, 0]);
     // A count larger than the keys that follow, bytes after the last key, a

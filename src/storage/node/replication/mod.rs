@@ -158,10 +158,10 @@ impl StorageNode {
         // so it does not pin the read buffer it arrived in (a client that never
         // reads would pin many). A PUT that starts at once is copied only into
         // its write round's REPLICATE payload.
-        // A payload that is just the key (GET, EXISTS) shares the key's copy.
+        // A plain read's payload is its key, kept in `key`: not kept twice.
         let own = |p: &mut Pending| {
-            p.request.payload = if p.request.payload == p.key {
-                p.key.clone()
+            p.request.payload = if matches!(p.request.op, op::GET | op::EXISTS) {
+                Bytes::new()
             } else {
                 Bytes::copy_from_slice(&p.request.payload)
             }

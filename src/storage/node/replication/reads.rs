@@ -18,6 +18,7 @@
 //! deadlines are queued in order and one timer serves them all.
 
 use super::*;
+use crate::protocol::cluster::repl_reads;
 
 /// A queued or batched ask of a plain read: (request id, round tag, key).
 pub(in crate::storage::node) type ReadAsk = (u64, u32, Bytes);
@@ -37,7 +38,6 @@ impl StorageNode {
         while !self.rounds.reads.is_empty() {
             let mut reads = std::mem::take(&mut self.rounds.reads);
             self.send_queued(now, &mut reads, out);
-            reads.clear();
             if self.rounds.reads.is_empty() {
                 // Keep the queue's room for the next turn.
                 self.rounds.reads = reads;
@@ -45,27 +45,24 @@ impl StorageNode {
         }
     }
 
-    /// Sends `reads`, one message per replica.
-    fn send_queued(&mut self, now: Millis, reads: &mut [(u32, ReadAsk)], out: &mut Vec<Output>) {
+    /// Sends `reads` (left empty), one message per replica.
+    fn send_queued(&mut self, now: Millis, reads: &mut Vec<(u32, ReadAsk)>, out: &mut Vec<Output>) {
         // Stable: each replica gets its asks in the order they were made.
         reads.sort_by_key(|&(peer, _)| peer);
         let deadline = now + self.cfg.request_timeout_ms;
-        let mut rest = &reads[..];
-        while let Some(&(peer, _)) = rest.first() {
-            let n = rest.iter().take_while(|(p, _)| *p == peer).count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            let mut asks: Vec<ReadAsk> = group.iter().map(|(_, a)| a.clone()).collect();
+        let mut reads = reads.drain(..).peekable();
+        while let Some((peer, first)) = reads.next() {
+            let mut asks = vec![first];
+            while let Some((_, ask)) = reads.next_if(|(p, _)| *p == peer) {
+                asks.push(ask);
+            }
             let (frame, token) = if asks.len() == 1 {
                 let (id, round, key) = asks.pop().expect("one ask");
                 let frame = Message::ReplRead { key: key.clone() }.encode();
                 (frame, Waiter::Replica { id, round, key })
             } else {
-                let keys = asks.iter().map(|(_, _, k)| k.clone()).collect();
-                (
-                    Message::ReplReads { keys }.encode(),
-                    Waiter::Replicas { asks },
-                )
+                let frame = repl_reads(asks.iter().map(|(_, _, k)| &k[..]));
+                (frame, Waiter::Replicas { asks })
             };
             if let Err(fwd) = (self.mesh).forward(peer, frame, token, 1, deadline, out) {
                 // The replica left the mesh during the turn.
