@@ -194,7 +194,7 @@ enum Waiter {
         record: Record,
     },
     /// Replicas' answers to a batch of plain reads (`REPL_READS`, see
-    /// `replication/reads.rs`): (request id, round tag, key) per key, in order.
+    /// `replication/reads.rs`): (request id, round tag) per key, in order.
     Replicas {
         /// The asks, in the order of the keys sent.
         asks: Vec<replication::ReadAsk>,

@@ -258,7 +258,7 @@ impl StorageNode {
         if let Round::Reading { waiting, .. } = &p.round {
             for &peer in waiting {
                 if plain && self.mesh.knows(peer) {
-                    self.queue_read(peer, (id, tag, p.key.clone()));
+                    self.queue_read(peer, (id, tag));
                 } else {
                     direct.push(peer);
                 }

@@ -20,15 +20,16 @@
 use super::*;
 use crate::protocol::cluster::repl_reads;
 
-/// A queued or batched ask of a plain read: (request id, round tag, key).
-pub(in crate::storage::node) type ReadAsk = (u64, u32, Bytes);
+/// A queued or batched ask of a plain read: (request id, round tag). Its key
+/// is its request's (a read's key is needed only to send the ask, and a
+/// read that is not answered is not hinted).
+pub(in crate::storage::node) type ReadAsk = (u64, u32);
 
 impl StorageNode {
-    /// Queues a plain read's ask (request `id`, round tag `round`, `key`) to
-    /// `peer`, to go out at the end of the turn with the turn's other asks to
-    /// it.
-    pub(super) fn queue_read(&mut self, peer: u32, (id, round, key): ReadAsk) {
-        self.rounds.reads.push((peer, (id, round, key)));
+    /// Queues a plain read's ask (request `id`, round tag `round`) to `peer`,
+    /// to go out at the end of the turn with the turn's other asks to it.
+    pub(super) fn queue_read(&mut self, peer: u32, ask: ReadAsk) {
+        self.rounds.reads.push((peer, ask));
     }
 
     /// The end of a loop turn: sends the queued reads' asks, one message per
@@ -51,23 +52,36 @@ impl StorageNode {
         reads.sort_by_key(|&(peer, _)| peer);
         let deadline = now + self.cfg.request_timeout_ms;
         let mut reads = reads.drain(..).peekable();
+        let pending = &self.rounds.pending;
+        let mut failed = Vec::new();
         while let Some((peer, first)) = reads.next() {
             let mut asks = vec![first];
             while let Some((_, ask)) = reads.next_if(|(p, _)| *p == peer) {
                 asks.push(ask);
             }
-            let (frame, token) = if asks.len() == 1 {
-                let (id, round, key) = asks.pop().expect("one ask");
-                let frame = Message::ReplRead { key: key.clone() }.encode();
-                (frame, Waiter::Replica { id, round, key })
-            } else {
-                let frame = repl_reads(asks.iter().map(|(_, _, k)| &k[..]));
-                (frame, Waiter::Replicas { asks })
+            // A request that ended meanwhile needs no ask.
+            asks.retain(|(id, _)| pending.contains_key(id));
+            let key = |id: &u64| pending.get(id).map_or(&[][..], |p| &p.key[..]);
+            let (frame, token) = match asks[..] {
+                [] => continue,
+                [(id, round)] => {
+                    let key = pending.get(&id).map_or_else(Bytes::new, |p| p.key.clone());
+                    let frame = Message::ReplRead { key: key.clone() }.encode();
+                    (frame, Waiter::Replica { id, round, key })
+                }
+                _ => {
+                    let frame = repl_reads(asks.iter().map(|(id, _)| key(id)));
+                    (frame, Waiter::Replicas { asks })
+                }
             };
             if let Err(fwd) = (self.mesh).forward(peer, frame, token, 1, deadline, out) {
                 // The replica left the mesh during the turn.
-                self.reads_failed(now, peer, fwd.token, ErrorCode::Unavailable, out);
+                failed.push((peer, fwd.token));
             }
+        }
+        drop(reads);
+        for (peer, token) in failed {
+            self.reads_failed(now, peer, token, ErrorCode::Unavailable, out);
         }
     }
 
@@ -88,7 +102,8 @@ impl StorageNode {
                 return self.reads_failed(now, peer, token, ErrorCode::Unavailable, out);
             }
         };
-        for (ask, answer) in asks.into_iter().zip(answers) {
+        for ((id, round), answer) in asks.into_iter().zip(answers) {
+            let ask = (id, round, Bytes::new());
             self.replica_answer(now, ask, peer, answer_of(&answer), out);
         }
     }
@@ -105,7 +120,10 @@ impl StorageNode {
     ) {
         let asks = match token {
             Waiter::Replica { id, round, key } => vec![(id, round, key)],
-            Waiter::Replicas { asks } => asks,
+            Waiter::Replicas { asks } => asks
+                .into_iter()
+                .map(|(id, round)| (id, round, Bytes::new()))
+                .collect(),
             _ => return,
         };
         for ask in asks {
