@@ -559,7 +559,8 @@ pub enum Reply {
     Leaves(Vec<u64>),
     /// 73 COPIES, the answer to `REPL_READS`: one `REPL_READ` answer
     /// (`VALUE`, `NOT_FOUND`, `REFUSED` or `ERR`, with `CLIENTID` and `NODEID`
-    /// 0) per key asked, in order. `COUNT(u32 BE)` then `OP(u8) LEN(u32 BE)
+    /// 0) per key asked, in order, or an empty `REPL_READ`: the value did not
+    /// fit in [`COPIES_BUDGET`], ask for it alone. `COUNT(u32 BE)` then `OP(u8) LEN(u32 BE)
     /// PAYLOAD` each.
     Copies(Vec<Frame>),
     /// 68 AE_DIFF, the answer to `AE_KEYS`: `COUNT(u32 BE)` records the replica
@@ -780,7 +781,7 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 
 pub mod ae;
 mod reads;
-pub use reads::{repl_reads, CopiesWriter};
+pub use reads::{repl_reads, CopiesWriter, COPIES_BUDGET, REPL_READS_BUDGET};
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

@@ -148,7 +148,8 @@ pub const AE_DIFF: u8 = 71;
 /// `COUNT(u32 BE)` then `KLEN(u32 BE) KEY` per key. Reply `COPIES`.
 pub const REPL_READS: u8 = 72;
 /// Reply to `REPL_READS`: `COUNT(u32 BE)` then, per key in order, the
-/// `REPL_READ` answer as `OP(u8) LEN(u32 BE) PAYLOAD`.
+/// `REPL_READ` answer as `OP(u8) LEN(u32 BE) PAYLOAD` (an empty `REPL_READ`:
+/// the value did not fit, ask for it alone).
 pub const COPIES: u8 = 73;
 
 /// Whether `op` is in the range reserved for cluster-internal traffic.

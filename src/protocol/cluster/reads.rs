@@ -88,6 +88,16 @@ pub(super) fn copies_payload(answers: &[Frame]) -> Bytes {
     buf.freeze()
 }
 
+/// Bytes of answers past which a `COPIES` carries no more values: each
+/// further entry is answered `REPL_READ` (empty), "ask for it alone", so a
+/// batch of large values never becomes one huge frame (each comes back in
+/// its own `VALUE`, as a lone `REPL_READ`'s would).
+pub const COPIES_BUDGET: usize = 256 << 10;
+
+/// Bytes of keys a `REPL_READS` carries at most (past its first key): a lead
+/// with more asks for one replica in a turn sends several.
+pub const REPL_READS_BUDGET: usize = 256 << 10;
+
 /// Writes a `COPIES` reply answer by answer, straight into its payload (no
 /// frame per answer): what [`Reply::Copies`] encodes, for a replica
 /// answering many keys.
@@ -111,9 +121,13 @@ impl CopiesWriter {
     }
 
     /// Adds a `VALUE` answer: the entry of `key` at `version` (no value: a
-    /// tombstone).
+    /// tombstone); or, if it would take the reply past [`COPIES_BUDGET`], an
+    /// empty `REPL_READ`: ask for this key alone.
     pub fn found(&mut self, key: &[u8], version: u64, value: Option<&[u8]>) {
         let len = record_len(key.len(), value.map(<[u8]>::len));
+        if self.buf.len() + 5 + len > COPIES_BUDGET {
+            return self.answer(op::REPL_READ, &[]);
+        }
         self.buf.put_u8(op::VALUE);
         self.buf.put_u32(len as u32);
         put_record(&mut self.buf, key, version, value);

@@ -326,6 +326,18 @@ fn repl_reads_and_copies() {
     let refusal = Reply::Refused(Refusal::CatchingUp).encode();
     w.answer(refusal.op, &refusal.payload);
     assert_eq!(w.finish(), f);
+    // A value that would take the reply past its budget: "ask for it alone".
+    let mut w = super::CopiesWriter::new(2);
+    w.found(b"k", 4, Some(b"v"));
+    w.found(b"big", 5, Some(&vec![7; super::COPIES_BUDGET][..]));
+    let Ok(Reply::Copies(answers)) = Reply::decode(&w.finish()) else {
+        panic!("not a COPIES");
+    };
+    assert_eq!(answers[0].op, op::VALUE);
+    assert_eq!(
+        (answers[1].op, answers[1].payload.len()),
+        (op::REPL_READ, 0)
+    );
     for p in [
         &[0, 0, 0, 1][..],
         &[0, 0, 0, 1, op::OK, 0, 0, 0, 1],

@@ -295,3 +295,44 @@ fn a_replica_answers_a_batch_of_reads_key_by_key() {
     };
     assert_eq!((rec.version, rec.value.as_deref()), (5, Some(&b"x"[..])));
 }
+
+#[test]
+fn a_value_too_large_for_a_batch_is_asked_for_alone() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let ask = &sent_on(&out, links[link])[0];
+    // The second key's value did not fit: an empty REPL_READ in its place.
+    let alone = Frame::new(op::REPL_READ, 0, 0, Bytes::new());
+    let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), alone]).encode();
+    copies.client_id = ask.client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: copies,
+        },
+    );
+    assert_eq!(sent_on(&out, ConnId::new(30, 1))[0].op, op::NOT_FOUND);
+    let again = sent_on(&out, links[link]);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert_eq!(again[0].op, op::REPL_READ);
+    assert_eq!(&again[0].payload[..], keys[1].as_bytes());
+    assert!(
+        sent_on(&out, links[1 - link]).is_empty(),
+        "no spare: {out:?}"
+    );
+    // Its answer completes the second read.
+    let mut found = Reply::NotFound.encode();
+    found.client_id = again[0].client_id;
+    let out = step(
+        &mut n,
+        12,
+        Input::Frame {
+            conn: links[link],
+            frame: found,
+        },
+    );
+    assert_eq!(sent_on(&out, ConnId::new(31, 1))[0].op, op::NOT_FOUND);
+}

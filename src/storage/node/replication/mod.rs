@@ -229,55 +229,7 @@ impl StorageNode {
         if p.conditional() {
             return self.start_prepare(now, id, p, others, out);
         }
-        let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
-        let mut asked = others;
-        // A plain read asks only the replicas it needs; the rest are spares.
-        let spare = match p.request.op {
-            op::GET | op::EXISTS if p.read_need <= 1 => {
-                asked.clear();
-                Vec::new()
-            }
-            op::GET | op::EXISTS => asked.split_off(asked.len().min(p.read_need - 1)),
-            _ => Vec::new(),
-        };
-        if !spare.is_empty() {
-            self.spares_later(now + SPECULATIVE_READ_MS, id, out);
-        }
-        let nobody = asked.is_empty() && spare.is_empty();
-        p.round = Round::Reading {
-            copies: vec![(self.node_id, local)],
-            waiting: asked,
-            spare,
-        };
-        // A plain read's asks leave at the end of the turn, with the turn's
-        // other asks to the same replicas (see `reads.rs`), unless the replica
-        // is not in the mesh (the ask fails now).
-        let plain = matches!(p.request.op, op::GET | op::EXISTS);
-        let tag = p.round_tag();
-        let mut direct = Vec::new();
-        if let Round::Reading { waiting, .. } = &p.round {
-            for &peer in waiting {
-                if plain && self.mesh.knows(peer) {
-                    self.queue_read(peer, (id, tag));
-                } else {
-                    direct.push(peer);
-                }
-            }
-        }
-        let failed = if direct.is_empty() {
-            Vec::new()
-        } else {
-            let ask = Message::ReplRead { key: p.key.clone() }.encode();
-            self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
-        };
-        if p.read_need <= 1 {
-            return self.finish_read(now, id, p, out);
-        }
-        if nobody {
-            // Nobody to wait for: no answer would ever end the round.
-            return self.too_few_reachable(p, out);
-        }
-        self.unreachable_replicas(now, id, p, failed, out);
+        self.start_read(now, id, p, others, out);
     }
 
     /// Sends `ask` to each of `peers` for a round (request id, round tag) of
@@ -508,15 +460,6 @@ impl StorageNode {
             Progress::Failed => self.round_failed(now, id, p, out),
             Progress::AskSpares => self.ask_spares(now, id, p, out),
         }
-    }
-
-    /// A read round's spare replicas are needed (an asked one failed it) or
-    /// due ([`SPECULATIVE_READ_MS`] passed): asks them.
-    fn ask_spares(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
-        let spares = p.take_spares();
-        let ask = Message::ReplRead { key: p.key.clone() }.encode();
-        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
-        self.unreachable_replicas(now, id, p, failed, out);
     }
 
     /// A round that can no longer succeed: start again, retry at the next tick,

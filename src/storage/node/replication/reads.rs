@@ -18,7 +18,7 @@
 //! deadlines are queued in order and one timer serves them all.
 
 use super::*;
-use crate::protocol::cluster::repl_reads;
+use crate::protocol::cluster::{repl_reads, REPL_READS_BUDGET};
 
 /// A queued or batched ask of a plain read: (request id, round tag). Its key
 /// is its request's (a read's key is needed only to send the ask, and a
@@ -26,6 +26,83 @@ use crate::protocol::cluster::repl_reads;
 pub(in crate::storage::node) type ReadAsk = (u64, u32);
 
 impl StorageNode {
+    /// A plain read's round (GET, EXISTS): this node's own copy and asks to
+    /// R - 1 of the key's other live replicas (`others`), queued for the end
+    /// of the turn; the rest are spares.
+    pub(super) fn start_read(
+        &mut self,
+        now: Millis,
+        id: u64,
+        mut p: Pending,
+        others: Vec<u32>,
+        out: &mut Vec<Output>,
+    ) {
+        let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
+        let mut asked = others;
+        // A plain read asks only the replicas it needs; the rest are spares.
+        let spare = match p.request.op {
+            op::GET | op::EXISTS if p.read_need <= 1 => {
+                asked.clear();
+                Vec::new()
+            }
+            op::GET | op::EXISTS => asked.split_off(asked.len().min(p.read_need - 1)),
+            _ => Vec::new(),
+        };
+        if !spare.is_empty() {
+            self.spares_later(now + SPECULATIVE_READ_MS, id, out);
+        }
+        let nobody = asked.is_empty() && spare.is_empty();
+        p.round = Round::Reading {
+            copies: vec![(self.node_id, local)],
+            waiting: asked,
+            spare,
+        };
+        // A plain read's asks leave at the end of the turn, with the turn's
+        // other asks to the same replicas (see the module doc), unless the replica
+        // is not in the mesh (the ask fails now).
+        let plain = matches!(p.request.op, op::GET | op::EXISTS);
+        let tag = p.round_tag();
+        let mut direct = Vec::new();
+        if let Round::Reading { waiting, .. } = &p.round {
+            for &peer in waiting {
+                if plain && self.mesh.knows(peer) {
+                    self.queue_read(peer, (id, tag));
+                } else {
+                    direct.push(peer);
+                }
+            }
+        }
+        let failed = if direct.is_empty() {
+            Vec::new()
+        } else {
+            let ask = Message::ReplRead { key: p.key.clone() }.encode();
+            self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
+        };
+        if p.read_need <= 1 {
+            return self.finish_read(now, id, p, out);
+        }
+        if nobody {
+            // Nobody to wait for: no answer would ever end the round.
+            return self.too_few_reachable(p, out);
+        }
+        self.unreachable_replicas(now, id, p, failed, out);
+    }
+
+    /// A read round's spare replicas are needed (an asked one failed it) or
+    /// due ([`SPECULATIVE_READ_MS`] passed): asks them.
+    pub(super) fn ask_spares(
+        &mut self,
+        now: Millis,
+        id: u64,
+        mut p: Pending,
+        out: &mut Vec<Output>,
+    ) {
+        let spares = p.take_spares();
+        let ask = Message::ReplRead { key: p.key.clone() }.encode();
+        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
+        self.unreachable_replicas(now, id, p, failed, out);
+    }
+
     /// Queues a plain read's ask (request `id`, round tag `round`) to `peer`,
     /// to go out at the end of the turn with the turn's other asks to it.
     pub(super) fn queue_read(&mut self, peer: u32, ask: ReadAsk) {
@@ -54,9 +131,13 @@ impl StorageNode {
         let mut reads = reads.drain(..).peekable();
         let pending = &self.rounds.pending;
         let mut failed = Vec::new();
+        let size = |id: &u64| 4 + pending.get(id).map_or(0, |p| p.key.len());
         while let Some((peer, first)) = reads.next() {
-            let mut asks = vec![first];
-            while let Some((_, ask)) = reads.next_if(|(p, _)| *p == peer) {
+            let (mut asks, mut bytes) = (vec![first], size(&first.0));
+            while let Some((_, ask)) =
+                reads.next_if(|(p, (id, _))| *p == peer && bytes + size(id) <= REPL_READS_BUDGET)
+            {
+                bytes += size(&ask.0);
                 asks.push(ask);
             }
             // A request that ended meanwhile needs no ask.
@@ -102,10 +183,28 @@ impl StorageNode {
                 return self.reads_failed(now, peer, token, ErrorCode::Unavailable, out);
             }
         };
+        let deadline = now + self.cfg.request_timeout_ms;
         for ((id, round), answer) in asks.into_iter().zip(answers) {
+            if answer.op == op::REPL_READ && answer.payload.is_empty() {
+                // Too large for the batch: asked again, alone.
+                let key = self.rounds.pending.get(&id).map(|p| p.key.clone());
+                if let Some(key) = key.filter(|_| self.reading(id, round)) {
+                    let frame = Message::ReplRead { key: key.clone() }.encode();
+                    let token = Waiter::Replica { id, round, key };
+                    if let Err(fwd) = (self.mesh).forward(peer, frame, token, 1, deadline, out) {
+                        self.reads_failed(now, peer, fwd.token, ErrorCode::Unavailable, out);
+                    }
+                    continue;
+                }
+            }
             let ask = (id, round, Bytes::new());
             self.replica_answer(now, ask, peer, answer_of(&answer), out);
         }
+    }
+
+    /// Whether request `id` is still in the round `round` tags.
+    fn reading(&self, id: u64, round: u32) -> bool {
+        (self.rounds.pending.get(&id)).is_some_and(|p| p.round_tag() == round)
     }
 
     /// The asks `token` carries (a lone read's or a batch's) will get no
