@@ -336,3 +336,23 @@ fn a_value_too_large_for_a_batch_is_asked_for_alone() {
     );
     assert_eq!(sent_on(&out, ConnId::new(31, 1))[0].op, op::NOT_FOUND);
 }
+
+#[test]
+fn a_read_queued_for_the_turn_end_leaves_before_a_later_write_of_its_key() {
+    let (mut n, links, key) = lead_of_three();
+    let mut out = Vec::new();
+    let get = Frame::new(op::GET, 9, 0, key.clone());
+    let put = Frame::new(op::PUT, 10, 0, format!("{} {key}v", key.len()));
+    for frame in [get, put] {
+        let conn = ConnId::new(30, 1);
+        n.step(10, Input::Frame { conn, frame }, &mut out);
+    }
+    n.turn_end(10, &mut out);
+    // On the link the read was asked on, its ask comes first.
+    let asked = links
+        .iter()
+        .map(|&l| sent_on(&out, l))
+        .find(|sent| sent.iter().any(|f| f.op == op::REPL_READ));
+    let ops: Vec<u8> = asked.expect("a read ask").iter().map(|f| f.op).collect();
+    assert_eq!(ops, vec![op::REPL_READ, op::REPLICATE], "{out:?}");
+}

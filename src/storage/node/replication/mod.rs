@@ -242,6 +242,10 @@ impl StorageNode {
         ask: Frame,
         out: &mut Vec<Output>,
     ) -> Vec<u32> {
+        // Reads queued for the turn's end leave first: a replica must see the
+        // asks of requests in the order they arrived (a GET's ask after a
+        // later PUT's write would read the PUT's value).
+        self.send_reads(now, out);
         let deadline = now + self.cfg.request_timeout_ms;
         let mut failed = Vec::new();
         let mut ask = Some(ask);

@@ -11,7 +11,9 @@
 //! carry what was a message and an answer per read. Each answer in a `COPIES`
 //! goes to its round as a lone `REPL_READ`'s would; a batch that fails (its
 //! link broke, it timed out, the replica refused the whole message) fails each
-//! of its reads, which then ask their spares.
+//! of its reads, which then ask their spares. The queue is also sent before
+//! any other round's ask (a write, a prepare): a replica sees the asks in the
+//! order their requests arrived, so a GET never reads a later PUT's value.
 //!
 //! A read with spare replicas (the key's other replicas, not asked) asks them
 //! too after [`SPECULATIVE_READ_MS`]; every read waits the same delay, so the
