@@ -152,6 +152,13 @@ pub enum Message {
         /// The key.
         key: Bytes,
     },
+    /// 72, coordinator -> replica: several `REPL_READ`s in one message (the
+    /// reads a lead asks this replica for in one loop turn). `COUNT(u32 BE)`
+    /// then `KLEN(u32 BE) KEY` each; answered by one [`Reply::Copies`].
+    ReplReads {
+        /// The keys, in the order their answers come back.
+        keys: Vec<Bytes>,
+    },
     /// 58, coordinator -> replica: `VERSION(u64 BE) KEY`; forget the key if its
     /// entry is still the tombstone at that version.
     Purge {
@@ -228,6 +235,7 @@ impl Message {
             Message::Migrate { .. } => op::MIGRATE,
             Message::Replicate { .. } => op::REPLICATE,
             Message::ReplRead { .. } => op::REPL_READ,
+            Message::ReplReads { .. } => op::REPL_READS,
             Message::Prepare { .. } => op::PREPARE,
             Message::Accept { .. } => op::ACCEPT,
             Message::Purge { .. } => op::PURGE,
@@ -254,6 +262,7 @@ impl Message {
                 | op::MIGRATE
                 | op::REPLICATE
                 | op::REPL_READ
+                | op::REPL_READS
                 | op::PREPARE
                 | op::ACCEPT
                 | op::PURGE
@@ -328,6 +337,7 @@ impl Message {
                 buf.freeze()
             }
             Message::ReplRead { key } => key.clone(),
+            Message::ReplReads { keys } => reads::keys_payload(keys.iter().map(|k| &k[..])),
             Message::Accept { record } => {
                 let mut buf = BytesMut::new();
                 put_record(
@@ -411,6 +421,7 @@ impl Message {
                 check_key(p)?;
                 Message::ReplRead { key: p.clone() }
             }
+            op::REPL_READS => reads::decode_keys(p)?,
             op::PURGE | op::PREPARE => {
                 let what = op::name(frame.op);
                 if p.len() < 8 {
@@ -546,6 +557,12 @@ pub enum Reply {
     /// 67 AE_LEAVES: the replica's leaves of the range an `AE_DIGEST` named
     /// (`u64 BE` each; at most [`ae::MAX_LEAVES`]).
     Leaves(Vec<u64>),
+    /// 73 COPIES, the answer to `REPL_READS`: one `REPL_READ` answer
+    /// (`VALUE`, `NOT_FOUND`, `REFUSED` or `ERR`, with `CLIENTID` and `NODEID`
+    /// 0) per key asked, in order, or an empty `REPL_READ`: the value did not
+    /// fit in [`COPIES_BUDGET`], ask for it alone. `COUNT(u32 BE)` then `OP(u8) LEN(u32 BE)
+    /// PAYLOAD` each.
+    Copies(Vec<Frame>),
     /// 68 AE_DIFF, the answer to `AE_KEYS`: `COUNT(u32 BE)` records the replica
     /// holds newer than the sender (or the sender lacks), then the keys whose
     /// entries it wants from the sender (`KLEN(u32 BE) KEY` each).
@@ -590,6 +607,7 @@ impl Reply {
             Reply::Refused(r) => r.encode(),
             Reply::Failed(e) => Frame::error(0, 0, e),
             Reply::Leaves(leaves) => Frame::new(op::AE_LEAVES, 0, 0, ae::leaves_payload(leaves)),
+            Reply::Copies(answers) => Frame::new(op::COPIES, 0, 0, reads::copies_payload(answers)),
             Reply::Diff { records, wants } => {
                 Frame::new(op::AE_DIFF, 0, 0, ae::diff_payload(records, wants))
             }
@@ -611,6 +629,7 @@ impl Reply {
             op::REFUSED => Reply::Refused(Refusal::decode(frame)?),
             op::ERR => Reply::Failed(Error::from_payload(p)),
             op::AE_LEAVES => Reply::Leaves(ae::decode_leaves(p)?),
+            op::COPIES => reads::decode_copies(p)?,
             op::AE_DIFF => ae::decode_diff(p)?,
             op::OK | op::NOT_FOUND => {
                 return Err(malformed(op::name(frame.op), "its payload must be empty"))
@@ -761,6 +780,8 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 }
 
 pub mod ae;
+mod reads;
+pub use reads::{repl_reads, CopiesWriter, COPIES_BUDGET, REPL_READS_BUDGET};
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

@@ -144,6 +144,13 @@ pub const AE_LEAVES: u8 = 70;
 /// sender lacks), then the keys it wants the sender's entries of
 /// (`KLEN(u32 BE) KEY` each).
 pub const AE_DIFF: u8 = 71;
+/// Coordinator -> replica: several keys' entries, one `REPL_READ` each:
+/// `COUNT(u32 BE)` then `KLEN(u32 BE) KEY` per key. Reply `COPIES`.
+pub const REPL_READS: u8 = 72;
+/// Reply to `REPL_READS`: `COUNT(u32 BE)` then, per key in order, the
+/// `REPL_READ` answer as `OP(u8) LEN(u32 BE) PAYLOAD` (an empty `REPL_READ`:
+/// the value did not fit, ask for it alone).
+pub const COPIES: u8 = 73;
 
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
@@ -198,6 +205,8 @@ pub fn name(op: u8) -> &'static str {
         AE_KEYS => "AE_KEYS",
         AE_LEAVES => "AE_LEAVES",
         AE_DIFF => "AE_DIFF",
+        REPL_READS => "REPL_READS",
+        COPIES => "COPIES",
         MEMBER_CHALLENGE => "MEMBER_CHALLENGE",
         PREPARE => "PREPARE",
         ACCEPT => "ACCEPT",

@@ -117,6 +117,10 @@ pub struct Reactor {
     listeners: usize,
     timers: BinaryHeap<Reverse<(Millis, u64)>>,
     start: Instant,
+    /// The clock as last read ([`Reactor::now`]): read once after each poll, for
+    /// the timers and at the turn's end, and carried by every input delivered
+    /// in between (a clock read per frame cost more than the frame's dispatch).
+    clock: Millis,
     cfg: Config,
     outputs: Vec<Output>,
     deferred: VecDeque<Input>,
@@ -145,6 +149,7 @@ impl Reactor {
             listeners: 0,
             timers: BinaryHeap::new(),
             start: Instant::now(),
+            clock: 0,
             cfg,
             outputs: Vec::with_capacity(64),
             deferred: VecDeque::new(),
@@ -196,8 +201,10 @@ impl Reactor {
         Ok(())
     }
 
-    fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
+    /// Reads the clock (and keeps it for the inputs delivered until the next read).
+    fn now(&mut self) -> Millis {
+        self.clock = self.start.elapsed().as_millis() as Millis;
+        self.clock
     }
 
     /// Runs until the service outputs `Stop`. `init` is delivered first, as a timer
@@ -229,6 +236,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.now();
             for ev in events.iter() {
                 let token = ev.token();
                 if token == SIGNAL_TOKEN {
@@ -359,7 +367,7 @@ impl Reactor {
     fn deliver<S: Service>(&mut self, svc: &mut S, input: Input) {
         self.deferred.push_back(input);
         while let Some(input) = self.deferred.pop_front() {
-            let now = self.now();
+            let now = self.clock;
             svc.step(now, input, &mut self.outputs);
             let mut outs = std::mem::take(&mut self.outputs);
             for out in outs.drain(..) {
@@ -714,7 +722,7 @@ impl Reactor {
     fn flush(&mut self, id: ConnId) {
         let cap = self.cfg.write_cap;
         let linger = self.cfg.linger;
-        let now = self.now();
+        let now = self.clock;
         let Some(c) = conn_in(&mut self.entries, id) else {
             return;
         };

@@ -288,6 +288,68 @@ fn repl_read_and_purge() {
 }
 
 #[test]
+fn repl_reads_and_copies() {
+    let keys = vec![b(b"k1"), b(b"key2")];
+    let wire = [&[0, 0, 0, 2, 0, 0, 0, 2][..], b"k1", &[0, 0, 0, 4], b"key2"].concat();
+    let borrowed = super::repl_reads(keys.iter().map(|k| &k[..]));
+    assert_eq!(borrowed, Message::ReplReads { keys: keys.clone() }.encode());
+    check(Message::ReplReads { keys }, &wire);
+    check(Message::ReplReads { keys: vec![] }, &[0, 0, 0, 0]);
+    // A count larger than the keys that follow, bytes after the last key, a
+    // key longer than the payload, an empty key.
+    assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 1]), ErrorCode::BadOp);
+    assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 0, 9]), ErrorCode::BadOp);
+    assert_eq!(
+        bad(op::REPL_READS, &[0, 0, 0, 1, 0, 0, 0, 9, 1]),
+        ErrorCode::BadOp
+    );
+    assert_eq!(
+        bad(op::REPL_READS, &[0, 0, 0, 1, 0, 0, 0, 0]),
+        ErrorCode::BadKey
+    );
+    assert_eq!(bad(op::REPL_READS, &[255; 4]), ErrorCode::BadOp);
+
+    let answers = vec![
+        Reply::NotFound.encode(),
+        Reply::Found(record(b"k", 4, Some(b"v"))).encode(),
+        Reply::Refused(Refusal::CatchingUp).encode(),
+    ];
+    let copies = Reply::Copies(answers.clone());
+    let f = copies.encode();
+    assert_eq!(f.op, op::COPIES);
+    assert_eq!(&f.payload[..9], &[0, 0, 0, 3, op::NOT_FOUND, 0, 0, 0, 0]);
+    assert_eq!(Reply::decode(&f), Ok(copies));
+    // Written answer by answer, the same bytes.
+    let mut w = super::CopiesWriter::new(3);
+    w.answer(op::NOT_FOUND, b"");
+    w.found(b"k", 4, Some(b"v"));
+    let refusal = Reply::Refused(Refusal::CatchingUp).encode();
+    w.answer(refusal.op, &refusal.payload);
+    assert_eq!(w.finish(), f);
+    // A value that would take the reply past its budget: "ask for it alone".
+    let mut w = super::CopiesWriter::new(2);
+    w.found(b"k", 4, Some(b"v"));
+    w.found(b"big", 5, Some(&vec![7; super::COPIES_BUDGET][..]));
+    let Ok(Reply::Copies(answers)) = Reply::decode(&w.finish()) else {
+        panic!("not a COPIES");
+    };
+    assert_eq!(answers[0].op, op::VALUE);
+    assert_eq!(
+        (answers[1].op, answers[1].payload.len()),
+        (op::REPL_READ, 0)
+    );
+    for p in [
+        &[0, 0, 0, 1][..],
+        &[0, 0, 0, 1, op::OK, 0, 0, 0, 1],
+        &[0, 0, 0, 0, 1],
+        &[0, 0, 0, 1, op::COPIES, 0, 0, 0, 0],
+    ] {
+        let got = Reply::decode(&frame(op::COPIES, p));
+        assert_eq!(got.map_err(|e| e.code), Err(ErrorCode::BadOp), "{p:?}");
+    }
+}
+
+#[test]
 fn paxos_prepare_accept_and_promise() {
     let m = Message::Prepare {
         ballot: 3,
@@ -580,6 +642,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (prop::option::of(any::<u64>()), arb_record())
             .prop_map(|(base, record)| Message::Replicate { base, record }),
         arb_key().prop_map(|key| Message::ReplRead { key }),
+        prop::collection::vec(arb_key(), 0..5).prop_map(|keys| Message::ReplReads { keys }),
         (any::<u64>(), arb_key()).prop_map(|(ballot, key)| Message::Prepare { ballot, key }),
         arb_record().prop_map(|record| Message::Accept { record }),
         (any::<u64>(), arb_key()).prop_map(|(version, key)| Message::Purge { version, key }),
@@ -635,6 +698,15 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
             prop::collection::vec(arb_key(), 0..4)
         )
             .prop_map(|(records, wants)| Reply::Diff { records, wants }),
+        prop::collection::vec(
+            (
+                any::<u8>().prop_filter("not COPIES", |&o| o != op::COPIES),
+                arb_bytes(20)
+            )
+                .prop_map(|(o, payload)| Frame::new(o, 0, 0, payload)),
+            0..5
+        )
+        .prop_map(Reply::Copies),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! Serving from this node's own data: client ops on keys it serves alone (N = 1),
-//! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `PREPARE`,
+//! the cluster messages peers send it (`REPLICATE`, `REPL_READ`, `REPL_READS`, `PREPARE`,
 //! `ACCEPT`, `SYNC_REQ`, `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded
 //! by [`crate::protocol::cluster`], refusals typed as [`Refusal`]; anti-entropy's
 //! `AE_DIGEST` and `AE_KEYS` are answered in `repair/anti_entropy.rs`), and the
@@ -7,6 +7,8 @@
 //! [`StorageNode::purge`], each logged when the node has a data directory.
 
 use super::*;
+use crate::protocol::cluster::CopiesWriter;
+use crate::storage::engine::EntryRef;
 
 impl StorageNode {
     /// Applies a write to the engine and, if it was stored, logs it. With
@@ -170,6 +172,18 @@ impl StorageNode {
         Some(Ok(match message {
             Message::Replicate { base, record } => self.replicate(base, &record),
             Message::ReplRead { key } => self.replica_read(&key),
+            Message::ReplReads { keys } => {
+                let mut copies = CopiesWriter::new(keys.len());
+                for key in &keys {
+                    match self.replica_copy(key) {
+                        Ok(Some(e)) => copies.found(key, e.version, e.value),
+                        Ok(None) => copies.answer(op::NOT_FOUND, &[]),
+                        Err(why) => copies.answer(op::REFUSED, &refused(why).1),
+                    }
+                }
+                let frame = copies.finish();
+                (frame.op, frame.payload)
+            }
             Message::Prepare { ballot, key } => self.paxos_prepare(now, ballot, &key),
             Message::Accept { record } => self.paxos_accept(now, &record),
             Message::SyncReq {
@@ -329,21 +343,26 @@ impl StorageNode {
     /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a
     /// `Reply::Found` record, written straight from the engine's entry).
     fn replica_read(&mut self, key: &[u8]) -> (u8, Bytes) {
-        let hash = hash64(key);
-        if let Err(refusal) = self.check_replica_of(hash) {
-            return refused(refusal);
-        }
-        if self.behind(hash) {
-            return refused(Refusal::CatchingUp);
-        }
-        match self.engine.entry_ref_hashed(hash, key) {
-            Some(e) => {
+        match self.replica_copy(key) {
+            Err(refusal) => refused(refusal),
+            Ok(Some(e)) => {
                 let mut record = BytesMut::new();
                 put_record(&mut record, key, e.version, e.value);
                 (op::VALUE, record.freeze())
             }
-            None => reply(Reply::NotFound),
+            Ok(None) => reply(Reply::NotFound),
         }
+    }
+
+    /// This node's entry of `key` for a lead's read (`None`: it has none), or
+    /// why its copy must not count (it is off the key's lists, or catching up).
+    fn replica_copy(&self, key: &[u8]) -> Result<Option<EntryRef<'_>>, Refusal> {
+        let hash = hash64(key);
+        self.check_replica_of(hash)?;
+        if self.behind(hash) {
+            return Err(Refusal::CatchingUp);
+        }
+        Ok(self.engine.entry_ref_hashed(hash, key))
     }
 
     /// Refuses a replica request (`REPL_READ`, `REPLICATE`) for a key (by its

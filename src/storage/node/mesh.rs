@@ -20,7 +20,36 @@ use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::Ring;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+
+/// A map keyed by ids this node hands out itself (forward tags, request ids):
+/// counters, never chosen by a peer, so they need no keyed hash, only one
+/// that spreads consecutive ids (see [`IdHasher`]).
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a `u64` id by one multiplication with an odd constant (Fibonacci
+/// hashing): consecutive ids land in distinct buckets, and the high bits the
+/// table also looks at are mixed. For [`IdMap`] only: a peer that chose the
+/// keys could crowd one bucket.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Tags of outbound peer connects are this plus the peer's node id.
 pub const PEER_TAG: u64 = 1 << 32;
@@ -67,7 +96,7 @@ struct Peer {
 pub struct Mesh<T> {
     peers: BTreeMap<u32, Peer>,
     by_conn: HashMap<ConnId, u32>,
-    forwards: HashMap<u64, Forward<T>>,
+    forwards: IdMap<Forward<T>>,
     next_tag: u64,
     retry_base: Millis,
     retry_cap: Millis,
@@ -79,7 +108,7 @@ impl<T> Mesh<T> {
         Mesh {
             peers: BTreeMap::new(),
             by_conn: HashMap::new(),
-            forwards: HashMap::new(),
+            forwards: IdMap::default(),
             next_tag: 1,
             retry_base,
             retry_cap,
@@ -284,6 +313,12 @@ impl<T> Mesh<T> {
     /// Whether `conn` is one of our outbound peer links.
     pub fn is_link(&self, conn: ConnId) -> bool {
         self.by_conn.contains_key(&conn)
+    }
+
+    /// Whether `id` is a peer of the mesh (a forward to it is taken, sent or
+    /// waiting for its link).
+    pub fn knows(&self, id: u32) -> bool {
+        self.peers.get(&id).is_some_and(|p| !p.retired)
     }
 
     /// Whether `id` is a peer with a link that is up.

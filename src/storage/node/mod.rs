@@ -196,6 +196,12 @@ enum Waiter {
         /// change moved the key to another one meanwhile).
         again: bool,
     },
+    /// Replicas' answers to a batch of plain reads (`REPL_READS`, see
+    /// `replication/reads.rs`): (request id, round tag) per key, in order.
+    Replicas {
+        /// The asks, in the order of the keys sent.
+        asks: Vec<replication::ReadAsk>,
+    },
     /// A replica's answer to a request served over replicas (see `replication/round.rs`).
     Replica {
         /// The request's id at this node.
@@ -477,6 +483,18 @@ impl Service for StorageNode {
         self.end_fronts(now, out);
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
     }
+
+    fn turn_end(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let mark = out.len();
+        // The turn's plain reads ask their replicas (see `replication/reads.rs`).
+        self.send_reads(now, out);
+        while let Some(id) = self.rounds.ready_turns.pop() {
+            self.restart(now, id, out);
+        }
+        self.count_replies(now, mark, out);
+        self.end_fronts(now, out);
+        debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
+    }
 }
 
 impl StorageNode {
@@ -538,9 +556,7 @@ impl StorageNode {
             TIMER_LEAVE => self.leave_deadline(out),
             TIMER_ORPHAN => self.orphan_deadline(now, out),
             TIMER_ANTI_ENTROPY => self.pump_anti_entropy(now, out),
-            id if id >= replication::TIMER_SPARES => {
-                self.spares_due(now, id - replication::TIMER_SPARES, out)
-            }
+            replication::TIMER_SPARES => self.spares_due(now, out),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! Unit tests of plain reads over replicas: a GET asks only the replicas its
 //! read quorum needs; the others are spares, asked when an asked one fails the
-//! round or after [`SPECULATIVE_READ_MS`](super::replication::SPECULATIVE_READ_MS).
+//! round or after [`SPECULATIVE_READ_MS`](super::replication::SPECULATIVE_READ_MS)
+//! (one timer at a time serves every read waiting for that delay).
 
 use super::replication::{SPECULATIVE_READ_MS, TIMER_SPARES};
 use super::tests::{lead_of_three, sent_on, step};
@@ -74,7 +75,7 @@ fn a_get_whose_replica_is_slow_asks_the_spare_after_the_speculative_delay() {
     let timer = out
         .iter()
         .find_map(|o| match o {
-            Output::Timer { at, id } if *id >= TIMER_SPARES => Some((*at, *id)),
+            Output::Timer { at, id } if *id == TIMER_SPARES => Some((*at, *id)),
             _ => None,
         })
         .expect("a speculative-read timer");
@@ -91,7 +92,7 @@ fn the_speculative_timer_of_an_answered_get_does_nothing() {
     let id = out
         .iter()
         .find_map(|o| match o {
-            Output::Timer { id, .. } if *id >= TIMER_SPARES => Some(*id),
+            Output::Timer { id, .. } if *id == TIMER_SPARES => Some(*id),
             _ => None,
         })
         .expect("a timer");
@@ -126,4 +127,232 @@ fn a_conditional_op_prepares_at_every_replica() {
         assert_eq!(sent.len(), 1, "{out:?}");
         assert_eq!(sent[0].op, op::PREPARE, "{out:?}");
     }
+}
+
+#[test]
+fn one_speculative_timer_at_a_time_serves_every_read_in_turn() {
+    let (mut n, links, key) = lead_of_three();
+    let timers = |out: &[Output]| -> Vec<Millis> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Timer { at, id } if *id == TIMER_SPARES => Some(*at),
+                _ => None,
+            })
+            .collect()
+    };
+    let (out, asked) = get(&mut n, 10, &key, links);
+    assert_eq!(timers(&out), vec![10 + SPECULATIVE_READ_MS]);
+    let (out, asked2) = get(&mut n, 20, &key, links);
+    assert!(timers(&out).is_empty(), "one timer is set: {out:?}");
+    assert_eq!(asked, asked2, "both reads ask the same replica first");
+    let spare = links[1 - asked[0]];
+    // The first read's spare is due; the second's is not yet: the timer is
+    // set again for it.
+    let out = step(
+        &mut n,
+        10 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_SPARES },
+    );
+    assert_eq!(asks_on(&out, spare), 1, "{out:?}");
+    assert_eq!(timers(&out), vec![20 + SPECULATIVE_READ_MS], "{out:?}");
+    let out = step(
+        &mut n,
+        20 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_SPARES },
+    );
+    assert_eq!(asks_on(&out, spare), 1, "{out:?}");
+    assert!(timers(&out).is_empty(), "none left: {out:?}");
+}
+
+/// Two keys node 1 leads whose first other replica is the same node; the
+/// index in `links` of that replica's link.
+fn two_keys_asking_one_replica(n: &StorageNode) -> ([String; 2], usize) {
+    let pref = |k: &String| n.serving_pref.get(hash64(k.as_bytes())).to_vec();
+    let led: Vec<String> = (0..1000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| pref(k)[0] == 1)
+        .collect();
+    let first = led[0].clone();
+    let second = (led[1..].iter())
+        .find(|k| pref(k)[1] == pref(&first)[1])
+        .expect("a second key")
+        .clone();
+    let link = (pref(&first)[1] - 2) as usize;
+    ([first, second], link)
+}
+
+/// Two clients' GETs of `keys` in one loop turn: the turn's outputs.
+fn two_gets_in_one_turn(n: &mut StorageNode, keys: &[String; 2]) -> Vec<Output> {
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let frame = Frame::new(op::GET, 9, 0, key.clone());
+        let conn = ConnId::new(30 + i as u32, 1);
+        n.step(10, Input::Frame { conn, frame }, &mut out);
+    }
+    assert!(
+        links_of(&out).is_empty(),
+        "nothing is asked before the turn ends: {out:?}"
+    );
+    n.turn_end(10, &mut out);
+    out
+}
+
+fn links_of(out: &[Output]) -> Vec<Frame> {
+    [ConnId::new(12, 1), ConnId::new(13, 1)]
+        .iter()
+        .flat_map(|&l| sent_on(out, l))
+        .collect()
+}
+
+#[test]
+fn the_reads_of_one_turn_to_one_replica_leave_as_one_message() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let asks = sent_on(&out, links[link]);
+    assert_eq!(asks.len(), 1, "{out:?}");
+    let Ok(Message::ReplReads { keys: asked }) = Message::decode(&asks[0]) else {
+        panic!("not a REPL_READS: {:?}", asks[0]);
+    };
+    assert_eq!(asked, keys.map(Bytes::from).to_vec());
+    // One COPIES answers both, in order.
+    let found = Reply::Found(Record {
+        key: asked[1].clone(),
+        version: 7,
+        value: Some(Bytes::from_static(b"v")),
+    });
+    let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), found.encode()]).encode();
+    copies.client_id = asks[0].client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: copies,
+        },
+    );
+    let replies = [30, 31].map(|c| sent_on(&out, ConnId::new(c, 1)));
+    assert_eq!(replies[0][0].op, op::NOT_FOUND, "{out:?}");
+    assert_eq!(replies[1][0].op, op::VALUE, "{out:?}");
+    assert_eq!(&replies[1][0].payload[..], b"v");
+}
+
+#[test]
+fn a_batch_of_reads_the_replica_refuses_asks_each_read_s_spare() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let ask = &sent_on(&out, links[link])[0];
+    // A replica that does not know REPL_READS answers ERR BADOP.
+    let e = Error::new(ErrorCode::BadOp, "unknown op");
+    let mut refusal = Reply::Failed(e).encode();
+    refusal.client_id = ask.client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: refusal,
+        },
+    );
+    assert_eq!(asks_on(&out, links[1 - link]), 2, "{out:?}");
+}
+
+#[test]
+fn a_replica_answers_a_batch_of_reads_key_by_key() {
+    let (mut r, _, _) = lead_of_three();
+    let peer = super::tests::member(&mut r, 40);
+    let (keys, _) = two_keys_asking_one_replica(&r);
+    r.store(
+        (keys[1].as_bytes(), hash64(keys[1].as_bytes())),
+        5,
+        Some(b"x"),
+        None,
+    );
+    let mut ask = Message::ReplReads {
+        keys: keys.clone().map(Bytes::from).to_vec(),
+    }
+    .encode();
+    ask.client_id = 77;
+    let out = step(
+        &mut r,
+        12,
+        Input::Frame {
+            conn: peer,
+            frame: ask,
+        },
+    );
+    let reply = sent_on(&out, peer);
+    assert_eq!(reply.len(), 1, "{out:?}");
+    assert_eq!(reply[0].client_id, 77);
+    let Ok(Reply::Copies(answers)) = Reply::decode(&reply[0]) else {
+        panic!("not a COPIES: {:?}", reply[0]);
+    };
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].op, op::NOT_FOUND);
+    let Ok(Reply::Found(rec)) = Reply::decode(&answers[1]) else {
+        panic!("{answers:?}");
+    };
+    assert_eq!((rec.version, rec.value.as_deref()), (5, Some(&b"x"[..])));
+}
+
+#[test]
+fn a_value_too_large_for_a_batch_is_asked_for_alone() {
+    let (mut n, links, _) = lead_of_three();
+    let (keys, link) = two_keys_asking_one_replica(&n);
+    let out = two_gets_in_one_turn(&mut n, &keys);
+    let ask = &sent_on(&out, links[link])[0];
+    // The second key's value did not fit: an empty REPL_READ in its place.
+    let alone = Frame::new(op::REPL_READ, 0, 0, Bytes::new());
+    let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), alone]).encode();
+    copies.client_id = ask.client_id;
+    let out = step(
+        &mut n,
+        11,
+        Input::Frame {
+            conn: links[link],
+            frame: copies,
+        },
+    );
+    assert_eq!(sent_on(&out, ConnId::new(30, 1))[0].op, op::NOT_FOUND);
+    let again = sent_on(&out, links[link]);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert_eq!(again[0].op, op::REPL_READ);
+    assert_eq!(&again[0].payload[..], keys[1].as_bytes());
+    assert!(
+        sent_on(&out, links[1 - link]).is_empty(),
+        "no spare: {out:?}"
+    );
+    // Its answer completes the second read.
+    let mut found = Reply::NotFound.encode();
+    found.client_id = again[0].client_id;
+    let out = step(
+        &mut n,
+        12,
+        Input::Frame {
+            conn: links[link],
+            frame: found,
+        },
+    );
+    assert_eq!(sent_on(&out, ConnId::new(31, 1))[0].op, op::NOT_FOUND);
+}
+
+#[test]
+fn a_read_queued_for_the_turn_end_leaves_before_a_later_write_of_its_key() {
+    let (mut n, links, key) = lead_of_three();
+    let mut out = Vec::new();
+    let get = Frame::new(op::GET, 9, 0, key.clone());
+    let put = Frame::new(op::PUT, 10, 0, format!("{} {key}v", key.len()));
+    for frame in [get, put] {
+        let conn = ConnId::new(30, 1);
+        n.step(10, Input::Frame { conn, frame }, &mut out);
+    }
+    n.turn_end(10, &mut out);
+    // On the link the read was asked on, its ask comes first.
+    let asked = links
+        .iter()
+        .map(|&l| sent_on(&out, l))
+        .find(|sent| sent.iter().any(|f| f.op == op::REPL_READ));
+    let ops: Vec<u8> = asked.expect("a read ask").iter().map(|f| f.op).collect();
+    assert_eq!(ops, vec![op::REPL_READ, op::REPLICATE], "{out:?}");
 }

@@ -6,10 +6,12 @@ fn cfg() -> NodeConfig {
     NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap())
 }
 
-/// Steps `node` with `input` and returns what it asked for.
+/// Steps `node` with `input`, ends the loop turn (one input per turn) and
+/// returns what it asked for.
 pub(super) fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
     let mut out = Vec::new();
     node.step(now, input, &mut out);
+    node.turn_end(now, &mut out);
     out
 }
 

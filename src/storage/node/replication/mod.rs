@@ -3,7 +3,9 @@
 //! the other replicas (the bookkeeping of one request is a [`Pending`], see
 //! [`round`]): reads collect R copies, writes W acknowledgements; a plain read
 //! asks only R - 1 other replicas, the rest when one of those fails it or after
-//! [`SPECULATIVE_READ_MS`]; read repair writes the newest copy back to stale
+//! [`SPECULATIVE_READ_MS`], and its asks leave at the end of the loop turn,
+//! one message per replica for the whole turn (see `reads.rs`); read repair
+//! writes the newest copy back to stale
 //! replicas; conditional ops (CREATE, UPDATE, INCR, DELETE) run single-decree
 //! Paxos over the key's replicas (prepare, accept, commit; this node's acceptor
 //! state is [`paxos`]).
@@ -21,7 +23,10 @@
 //! later.
 
 pub(super) mod paxos;
+mod reads;
 pub(super) mod round;
+
+pub(super) use reads::{answer_of, ReadAsk};
 
 use super::*;
 
@@ -31,14 +36,14 @@ use super::*;
 /// remote reads, the slowest of them wasted.
 pub const SPECULATIVE_READ_MS: Millis = 50;
 
-/// Timer ids from here on are [`SPECULATIVE_READ_MS`] timers: the request id
-/// is added.
+/// The timer id of the [`SPECULATIVE_READ_MS`] deadlines: one timer at a time,
+/// set for the oldest read still due (see `Rounds::spare_due`).
 pub(super) const TIMER_SPARES: u64 = 1 << 48;
 
 /// The requests this node serves over replicas as their keys' lead replica.
 pub(super) struct Rounds {
     /// Requests this node serves over replicas, by id.
-    pub(super) pending: HashMap<u64, Pending>,
+    pub(super) pending: super::mesh::IdMap<Pending>,
     /// The id the next request gets.
     pub(super) next_pending: u64,
     /// Keys with a write in progress here, and the requests waiting their turn:
@@ -52,6 +57,17 @@ pub(super) struct Rounds {
     pub(super) retry_soon: Vec<u64>,
     /// This node's promises and accepted proposals, as a replica.
     pub(super) acceptor: paxos::Acceptor,
+    /// Plain reads with spare replicas, by the time their spares are due
+    /// ([`SPECULATIVE_READ_MS`] after they started), oldest first: every read
+    /// gets the same delay, so the queue is in order and one timer (for its
+    /// front) serves them all, instead of a timer per read. A read answered
+    /// before its time stays queued and is skipped when it comes due.
+    pub(super) spare_due: std::collections::VecDeque<(Millis, u64)>,
+    /// The [`TIMER_SPARES`] timer is set.
+    pub(super) spare_timer: bool,
+    /// Plain reads' asks to other replicas, by replica, sent at the end of the
+    /// loop turn (see `reads.rs`).
+    pub(super) reads: Vec<(u32, reads::ReadAsk)>,
 }
 
 impl Rounds {
@@ -64,6 +80,9 @@ impl Rounds {
             ready_turns: Default::default(),
             retry_soon: Default::default(),
             acceptor: Default::default(),
+            spare_due: Default::default(),
+            spare_timer: false,
+            reads: Vec::new(),
         }
     }
 }
@@ -139,7 +158,14 @@ impl StorageNode {
         // so it does not pin the read buffer it arrived in (a client that never
         // reads would pin many). A PUT that starts at once is copied only into
         // its write round's REPLICATE payload.
-        let own = |p: &mut Pending| p.request.payload = Bytes::copy_from_slice(&p.request.payload);
+        // A plain read's payload is its key, kept in `key`: not kept twice.
+        let own = |p: &mut Pending| {
+            p.request.payload = if matches!(p.request.op, op::GET | op::EXISTS) {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&p.request.payload)
+            }
+        };
         if let Some(queue) = self.rounds.busy.get_mut(&p.key) {
             own(&mut p);
             p.holds_key = true;
@@ -203,39 +229,7 @@ impl StorageNode {
         if p.conditional() {
             return self.start_prepare(now, id, p, others, out);
         }
-        let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
-        let mut asked = others;
-        // A plain read asks only the replicas it needs; the rest are spares.
-        let spare = match p.request.op {
-            op::GET | op::EXISTS if p.read_need <= 1 => {
-                asked.clear();
-                Vec::new()
-            }
-            op::GET | op::EXISTS => asked.split_off(asked.len().min(p.read_need - 1)),
-            _ => Vec::new(),
-        };
-        if !spare.is_empty() {
-            out.push(Output::Timer {
-                at: now + SPECULATIVE_READ_MS,
-                id: TIMER_SPARES + id,
-            });
-        }
-        let nobody = asked.is_empty() && spare.is_empty();
-        p.round = Round::Reading {
-            copies: vec![(self.node_id, local)],
-            waiting: asked.clone(),
-            spare,
-        };
-        let ask = Message::ReplRead { key: p.key.clone() }.encode();
-        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &asked, ask, out);
-        if p.read_need <= 1 {
-            return self.finish_read(now, id, p, out);
-        }
-        if nobody {
-            // Nobody to wait for: no answer would ever end the round.
-            return self.too_few_reachable(p, out);
-        }
-        self.unreachable_replicas(now, id, p, failed, out);
+        self.start_read(now, id, p, others, out);
     }
 
     /// Sends `ask` to each of `peers` for a round (request id, round tag) of
@@ -248,18 +242,34 @@ impl StorageNode {
         ask: Frame,
         out: &mut Vec<Output>,
     ) -> Vec<u32> {
+        // Reads queued for the turn's end leave first: a replica must see the
+        // asks of requests in the order they arrived (a GET's ask after a
+        // later PUT's write would read the PUT's value).
+        self.send_reads(now, out);
         let deadline = now + self.cfg.request_timeout_ms;
-        (peers.iter().copied())
-            .filter(|&peer| {
-                let token = Waiter::Replica {
-                    id,
-                    round,
-                    key: key.clone(),
-                };
-                let sent = (self.mesh).forward(peer, ask.clone(), token, 1, deadline, out);
-                sent.is_err()
-            })
-            .collect()
+        let mut failed = Vec::new();
+        let mut ask = Some(ask);
+        for (i, &peer) in peers.iter().enumerate() {
+            let token = Waiter::Replica {
+                id,
+                round,
+                key: key.clone(),
+            };
+            // The last peer takes the frame itself (most rounds ask one).
+            let frame = if i + 1 == peers.len() {
+                ask.take()
+            } else {
+                ask.clone()
+            };
+            let Some(frame) = frame else { break };
+            if (self.mesh)
+                .forward(peer, frame, token, 1, deadline, out)
+                .is_err()
+            {
+                failed.push(peer);
+            }
+        }
+        failed
     }
 
     /// Counts `peers` as answering nothing in the round of request `p`.
@@ -407,9 +417,14 @@ impl StorageNode {
         }
         match p.on_answer(peer, answer) {
             Progress::Waiting => {
+                p.own_values();
                 self.rounds.pending.insert(id, p);
             }
-            progress => self.advance(now, id, p, progress, out),
+            Progress::ReadDone => self.finish_read(now, id, p, out),
+            progress => {
+                p.own_values();
+                self.advance(now, id, p, progress, out)
+            }
         }
     }
 
@@ -448,23 +463,6 @@ impl StorageNode {
             }
             Progress::Failed => self.round_failed(now, id, p, out),
             Progress::AskSpares => self.ask_spares(now, id, p, out),
-        }
-    }
-
-    /// A read round's spare replicas are needed (an asked one failed it) or
-    /// due ([`SPECULATIVE_READ_MS`] passed): asks them.
-    fn ask_spares(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
-        let spares = p.take_spares();
-        let ask = Message::ReplRead { key: p.key.clone() }.encode();
-        let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
-        self.unreachable_replicas(now, id, p, failed, out);
-    }
-
-    /// The timer [`TIMER_SPARES`] + `id` fired: if request `id` still reads,
-    /// its spare replicas are asked too.
-    pub(super) fn spares_due(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
-        if let Some(p) = self.rounds.pending.remove(&id) {
-            self.ask_spares(now, id, p, out);
         }
     }
 
@@ -703,6 +701,11 @@ impl StorageNode {
         if stale.is_empty() && (version == 0 || p.lagging.is_empty()) {
             return self.finish(p, Ok(result), out);
         }
+        // The round waits for the repair: what it keeps must not pin the
+        // buffers its answers were read into.
+        let (mut p, mut result) = (p, result);
+        p.own_values();
+        result.payload = Bytes::copy_from_slice(&result.payload);
         let holders = match &p.round {
             Round::Reading { copies, .. } => copies.len() - stale.len(),
             Round::Writing { .. } => 0,
@@ -784,32 +787,6 @@ fn entry_of(r: Record) -> Entry {
     Entry {
         version: r.version,
         value: r.value,
-    }
-}
-
-/// A replica's reply to a round's ask, decoded. A value is copied out of the
-/// reply, so a round waiting for other replicas does not pin the read buffer.
-pub(super) fn answer_of(f: &Frame) -> Answer {
-    match Reply::decode(f) {
-        Ok(Reply::Ok) => Answer::Stored,
-        Ok(Reply::NotFound) => Answer::Copy(None),
-        Ok(Reply::Found(r)) => Answer::Copy(Some(Entry {
-            version: r.version,
-            value: r.value.map(|v| Bytes::copy_from_slice(&v)),
-        })),
-        Ok(Reply::Conflict { version }) => Answer::Newer(version),
-        Ok(Reply::Promise {
-            committed,
-            accepted,
-        }) => Answer::Promise {
-            copy: committed.map(|r| entry_of(copy_record(r))),
-            accepted: accepted.map(|r| entry_of(copy_record(r))),
-        },
-        Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
-        Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
-        Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. }) | Err(_) => {
-            Answer::Failed(ErrorCode::Unavailable)
-        }
     }
 }
 

@@ -561,6 +561,17 @@ impl Pending {
         }
     }
 
+    /// Copies the values of a read round's copies out of the frames they
+    /// arrived in (see `answer_of`), so a round that keeps waiting does not pin
+    /// its answers' read buffers.
+    pub fn own_values(&mut self) {
+        if let Round::Reading { copies, .. } = &mut self.round {
+            for e in copies.iter_mut().filter_map(|(_, c)| c.as_mut()) {
+                e.value = e.value.as_ref().map(|v| Bytes::copy_from_slice(v));
+            }
+        }
+    }
+
     /// The newest copy of a finished read round: `(version, value)`, version 0
     /// and no value when no replica has the key.
     pub fn newest(&self) -> (u64, Option<Bytes>) {

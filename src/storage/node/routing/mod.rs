@@ -56,9 +56,8 @@ impl StorageNode {
                 },
             );
             match f.token {
-                Waiter::Replica { id, round, key } => {
-                    let answer = Answer::Failed(code);
-                    self.replica_answer(now, (id, round, key), f.peer, answer, out);
+                token @ (Waiter::Replica { .. } | Waiter::Replicas { .. }) => {
+                    self.reads_failed(now, f.peer, token, code, out);
                 }
                 Waiter::Client {
                     conn,
@@ -331,6 +330,7 @@ impl StorageNode {
                 let answer = answer_of(&frame);
                 self.replica_answer(now, (id, round, key), fwd.peer, answer, out);
             }
+            Waiter::Replicas { asks } => self.reads_answered(now, fwd.peer, asks, &frame, out),
             Waiter::Client {
                 conn,
                 seq,
