@@ -356,3 +356,46 @@ fn a_read_queued_for_the_turn_end_leaves_before_a_later_write_of_its_key() {
     let ops: Vec<u8> = asked.expect("a read ask").iter().map(|f| f.op).collect();
     assert_eq!(ops, vec![op::REPL_READ, op::REPLICATE], "{out:?}");
 }
+
+#[test]
+fn a_write_behind_a_get_of_its_key_asks_the_get_s_spare_first() {
+    let (mut n, links, key) = lead_of_three();
+    let (_, asked) = get(&mut n, 10, &key, links);
+    let spare = links[1 - asked[0]];
+    // A SET of the key from the same connection, before the GET's asked
+    // replica answers and before the spare is due.
+    let put = Frame::new(op::PUT, 10, 0, format!("{} {key}v", key.len()));
+    let conn = ConnId::new(30, 1);
+    let out = step(&mut n, 11, Input::Frame { conn, frame: put });
+    let ops: Vec<u8> = sent_on(&out, spare).iter().map(|f| f.op).collect();
+    assert_eq!(
+        ops,
+        vec![op::REPL_READ, op::REPLICATE],
+        "the spare reads the copy from before the write: {out:?}"
+    );
+    // The spare's timer finds nothing left to ask.
+    let later = step(
+        &mut n,
+        10 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_SPARES },
+    );
+    assert!(sent_on(&later, spare).is_empty(), "{later:?}");
+}
+
+#[test]
+fn a_write_of_another_key_leaves_a_get_s_spare_for_its_time() {
+    let (mut n, links, key) = lead_of_three();
+    let (_, asked) = get(&mut n, 10, &key, links);
+    let spare = links[1 - asked[0]];
+    let other = (0..100)
+        .map(|i| format!("{key}-{i}"))
+        .find(|k| n.serving_pref.get(hash64(k.as_bytes())).first() == Some(&n.node_id))
+        .expect("another key this node leads");
+    let put = Frame::new(op::PUT, 10, 0, format!("{} {other}v", other.len()));
+    let conn = ConnId::new(30, 1);
+    let out = step(&mut n, 11, Input::Frame { conn, frame: put });
+    assert!(
+        sent_on(&out, spare).iter().all(|f| f.op != op::REPL_READ),
+        "{out:?}"
+    );
+}
