@@ -401,7 +401,11 @@ fn run_cluster(c: &mut Cluster, rng: &mut Rng, seed: u64, setup: &Setup) -> Resu
         return Err("requests still in flight 30 s after the faults healed".into());
     }
     if !c.settle(120_000) {
-        return Err(format!("did not settle after healing: {}", c.ring_line()));
+        let why = c.unsettled().unwrap_or_default();
+        return Err(format!(
+            "did not settle after healing: {} ({why})",
+            c.ring_line()
+        ));
     }
     check_after_healing(c, &keys, setup, chaos.report)
 }
