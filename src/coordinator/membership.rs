@@ -107,17 +107,15 @@ impl Manager {
 
     /// Removes node `id` from the membership at once (a down node dropped, a
     /// joining one that leaves). If its process is still linked (a down node
-    /// paused or cut off, not gone), the link is closed at the end of the step:
-    /// the process registers again, as a new node, instead of running on outside
-    /// the ring with an id the manager no longer knows.
+    /// paused or cut off, not gone), the link is closed at the end of the step,
+    /// after the new ring went out on it: a node that asked to leave sees it
+    /// left and exits; any other registers again, as a new node, instead of
+    /// running on outside the ring with an id the manager no longer knows.
     pub(super) fn forget_node(&mut self, id: u32) {
         let Some(rec) = self.nodes.remove(&id) else {
             return;
         };
-        if let Some(conn) = rec.conn {
-            self.links.remove(&conn);
-            self.to_close.push(conn);
-        }
+        self.to_close.extend(rec.conn);
     }
 
     /// Finds a node the operator named.

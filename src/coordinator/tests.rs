@@ -320,6 +320,16 @@ fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
     assert!(m.ring().node(3).is_none());
     let closes = |c| (out.iter()).any(|o| matches!(o, Output::Close { conn } if *conn == c));
     assert!(closes(c), "the dropped node's link closes: {out:?}");
+    let ring_to_c = out.iter().position(
+        |o| matches!(o, Output::Send { conn, frame } if *conn == c && frame.op == op::RING_UPDATE),
+    );
+    let close_of_c = out
+        .iter()
+        .position(|o| matches!(o, Output::Close { conn } if *conn == c));
+    assert!(
+        ring_to_c < close_of_c && ring_to_c.is_some(),
+        "the ring goes out first"
+    );
     assert!(!closes(a) && !closes(b));
     // Its heartbeats, had they come before the close, no longer count: it is
     // not a member link any more.
