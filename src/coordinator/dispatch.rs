@@ -190,6 +190,7 @@ impl Service for Manager {
         self.maybe_settle();
         self.push_ring(out);
         for conn in self.to_close.drain(..) {
+            self.links.remove(&conn);
             out.push(Output::Close { conn });
         }
     }

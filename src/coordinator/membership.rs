@@ -13,7 +13,10 @@
 //! A departing node that is up becomes `leaving` and hands its data over; a
 //! `joining` one holds nothing and is removed at once; a `down` one's tokens go
 //! straight to the others (its data is copied again from the other replicas, or
-//! lost with N = 1). The last serving node cannot leave.
+//! lost with N = 1). The last serving node cannot leave. A node removed at once
+//! (down, or joining) whose process is still linked (paused, or cut off with
+//! its link open) has that link closed: the process registers again and, its
+//! address no longer known, joins as a new node.
 
 use super::{Manager, NodeRecord};
 use crate::protocol::cluster::NodeRef;
@@ -102,6 +105,19 @@ impl Manager {
         id
     }
 
+    /// Removes node `id` from the membership at once (a down node dropped, a
+    /// joining one that leaves). If its process is still linked (a down node
+    /// paused or cut off, not gone), the link is closed at the end of the step,
+    /// after the new ring went out on it: a node that asked to leave sees it
+    /// left and exits; any other registers again, as a new node, instead of
+    /// running on outside the ring with an id the manager no longer knows.
+    pub(super) fn forget_node(&mut self, id: u32) {
+        let Some(rec) = self.nodes.remove(&id) else {
+            return;
+        };
+        self.to_close.extend(rec.conn);
+    }
+
     /// Finds a node the operator named.
     pub(super) fn find_node(&self, node: &NodeRef) -> Option<u32> {
         match node {
@@ -125,7 +141,7 @@ impl Manager {
             NodeState::Leaving => {}
             NodeState::Joining => {
                 // It holds nothing yet.
-                self.nodes.remove(&id);
+                self.forget_node(id);
                 self.epoch += 1;
             }
             NodeState::Down => self.drop_down_node(id),

@@ -353,6 +353,73 @@ fn with_one_copy_a_move_waits_for_a_down_node_to_hand_over() {
     assert_eq!(m.ring().node(3).unwrap().state, NodeState::Up);
 }
 
+/// A down node whose process is still linked (paused, or cut off without a
+/// reset) and is dropped: its link closes, so the process registers again as
+/// a new node instead of running on outside the ring, unseen (simulator seeds
+/// 1007306, 3009852, 5002262 and eight more did not settle).
+#[test]
+fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
+    let mut m = Manager::new(ManagerConfig {
+        replicas: 2,
+        ..ManagerConfig::default()
+    });
+    let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    for (conn, addr) in [(b, "127.0.0.1:7002"), (c, "127.0.0.1:7003")] {
+        join(&mut m, 0, conn, addr);
+        for from in [a, b] {
+            let done = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
+            step(
+                &mut m,
+                0,
+                Input::Frame {
+                    conn: from,
+                    frame: done,
+                },
+            );
+        }
+    }
+    assert_eq!(m.status_json()["live_nodes"], 3);
+    let hb = |conn| Input::Frame {
+        conn,
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),
+    };
+    // Node 3 falls silent (paused) with its link open: down, then dropped.
+    step(&mut m, 1_500, hb(a));
+    step(&mut m, 1_500, hb(b));
+    step(&mut m, 2_100, Input::Timer { id: TIMER_TICK });
+    assert_eq!(m.ring().node(3).unwrap().state, NodeState::Down);
+    let admin = ConnId::new(9, 1);
+    make_admin(&mut m, admin);
+    let frame = Frame::new(op::DROP, 0, 0, "3");
+    let out = step(&mut m, 2_200, Input::Frame { conn: admin, frame });
+    assert_eq!(reply(&out), (op::OK, String::new()));
+    assert!(m.ring().node(3).is_none());
+    let closes = |c| (out.iter()).any(|o| matches!(o, Output::Close { conn } if *conn == c));
+    assert!(closes(c), "the dropped node's link closes: {out:?}");
+    let ring_to_c = out.iter().position(
+        |o| matches!(o, Output::Send { conn, frame } if *conn == c && frame.op == op::RING_UPDATE),
+    );
+    let close_of_c = out
+        .iter()
+        .position(|o| matches!(o, Output::Close { conn } if *conn == c));
+    assert!(
+        ring_to_c < close_of_c && ring_to_c.is_some(),
+        "the ring goes out first"
+    );
+    assert!(!closes(a) && !closes(b));
+    // Its heartbeats, had they come before the close, no longer count: it is
+    // not a member link any more.
+    let got = step(&mut m, 2_300, hb(c));
+    assert_eq!(reply(&got).0, op::ERR, "{got:?}");
+    assert!(m.ring().node(3).is_none());
+    // It registers again on a new link: a new node, joining.
+    let (code, text) = join(&mut m, 2_400, ConnId::new(3, 2), "127.0.0.1:7003");
+    assert_eq!(code, op::JOINED);
+    assert!(text.starts_with("4\n"), "{text}");
+    assert_eq!(m.ring().node(4).unwrap().state, NodeState::Joining);
+}
+
 #[test]
 fn a_new_node_waits_until_the_recovery_window_is_over() {
     let mut m = Manager::new(ManagerConfig {

@@ -36,7 +36,7 @@ impl Manager {
                 r.entry.tokens.push(t);
             }
         }
-        self.nodes.remove(&id);
+        self.forget_node(id);
         self.epoch += 1;
         if self.cfg.replicas > 1 {
             log::warn!(

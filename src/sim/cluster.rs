@@ -272,6 +272,16 @@ impl Cluster {
         .settled()
     }
 
+    /// Why [`Cluster::settled`] does not hold (the first reason), or `None`.
+    pub fn unsettled(&self) -> Option<String> {
+        ClusterView {
+            world: &self.world,
+            manager: self.manager,
+            nodes: &self.nodes,
+        }
+        .unsettled()
+    }
+
     /// Runs until [`Cluster::settled`] holds (or `limit` ms); returns whether it did.
     pub fn settle(&mut self, limit: Millis) -> bool {
         let (manager, nodes) = (self.manager, &self.nodes);
@@ -337,22 +347,48 @@ struct ClusterView<'a> {
 
 impl ClusterView<'_> {
     fn settled(&self) -> bool {
+        self.unsettled().is_none()
+    }
+
+    /// Why the cluster is not at rest (the first reason found), or `None` if it is.
+    fn unsettled(&self) -> Option<String> {
         let Some(m) = self.world.manager(self.manager) else {
-            return false;
+            return Some("the manager is not running".into());
         };
         let ring = m.ring();
-        if ring.has_moves() || ring.is_empty() {
-            return false;
+        if ring.is_empty() {
+            return Some("the manager's ring is empty".into());
         }
-        self.nodes.iter().all(|(&i, &p)| {
+        if ring.has_moves() {
+            return Some(format!(
+                "the manager's ring (epoch {}) has moves",
+                ring.epoch
+            ));
+        }
+        self.nodes.iter().find_map(|(&i, &p)| {
             let in_ring = ring
                 .nodes()
                 .iter()
                 .any(|n| n.addr == node_addr(i).to_string());
+            let state = self.world.proc(p).state;
             match self.world.node(p) {
-                Some(n) if in_ring => n.ring().epoch == ring.epoch,
-                Some(_) => false,
-                None => !in_ring || self.world.proc(p).state == ProcState::Crashed,
+                Some(n) if in_ring => (n.ring().epoch != ring.epoch).then(|| {
+                    format!(
+                        "n{i} ({state:?}, id {}) is on epoch {}, the manager on {}",
+                        n.node_id(),
+                        n.ring().epoch,
+                        ring.epoch
+                    )
+                }),
+                Some(n) => Some(format!(
+                    "n{i} ({state:?}, id {}, on epoch {}) runs outside the manager's ring",
+                    n.node_id(),
+                    n.ring().epoch
+                )),
+                None if in_ring && state != ProcState::Crashed => {
+                    Some(format!("n{i} is in the ring but {state:?}"))
+                }
+                None => None,
             }
         })
     }
