@@ -229,30 +229,27 @@ fn an_adopted_ring_drops_links_it_does_not_know() {
     assert_eq!(m.ring().node(1).unwrap().state, NodeState::Up);
 }
 
-#[test]
-fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
-    let mut m = Manager::new(ManagerConfig {
-        replicas: 2,
-        dead_after_ms: Some(5_000),
-        ..ManagerConfig::default()
-    });
+/// A manager with `cfg` and three serving nodes on links 1, 2 and 3 (each
+/// join settled by the earlier nodes' handoffs).
+fn three_serving(cfg: ManagerConfig) -> (Manager, (ConnId, ConnId, ConnId)) {
+    let mut m = Manager::new(cfg);
     let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
     join(&mut m, 0, a, "127.0.0.1:7001");
     for (conn, addr) in [(b, "127.0.0.1:7002"), (c, "127.0.0.1:7003")] {
         join(&mut m, 0, conn, addr);
-        for from in [a, b] {
-            let done = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
-            step(
-                &mut m,
-                0,
-                Input::Frame {
-                    conn: from,
-                    frame: done,
-                },
-            );
-        }
+        handoffs_done(&mut m, 0, &[a, b]);
     }
     assert_eq!(m.status_json()["live_nodes"], 3);
+    (m, (a, b, c))
+}
+
+#[test]
+fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
+    let (mut m, (a, b, c)) = three_serving(ManagerConfig {
+        replicas: 2,
+        dead_after_ms: Some(5_000),
+        ..ManagerConfig::default()
+    });
     let tokens_of_3 = m.ring().node(3).unwrap().tokens.len();
     step(&mut m, 1_000, Input::Closed { conn: c });
     assert_eq!(m.ring().node(3).unwrap().state, NodeState::Down);
@@ -359,27 +356,10 @@ fn with_one_copy_a_move_waits_for_a_down_node_to_hand_over() {
 /// 1007306, 3009852, 5002262 and eight more did not settle).
 #[test]
 fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
-    let mut m = Manager::new(ManagerConfig {
+    let (mut m, (a, b, c)) = three_serving(ManagerConfig {
         replicas: 2,
         ..ManagerConfig::default()
     });
-    let (a, b, c) = (ConnId::new(1, 1), ConnId::new(2, 1), ConnId::new(3, 1));
-    join(&mut m, 0, a, "127.0.0.1:7001");
-    for (conn, addr) in [(b, "127.0.0.1:7002"), (c, "127.0.0.1:7003")] {
-        join(&mut m, 0, conn, addr);
-        for from in [a, b] {
-            let done = Frame::new(op::HANDOFF_DONE, 0, 1, m.ring().epoch.to_string());
-            step(
-                &mut m,
-                0,
-                Input::Frame {
-                    conn: from,
-                    frame: done,
-                },
-            );
-        }
-    }
-    assert_eq!(m.status_json()["live_nodes"], 3);
     let hb = |conn| Input::Frame {
         conn,
         frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),

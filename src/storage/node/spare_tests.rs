@@ -31,6 +31,11 @@ fn get(
     (out, asked)
 }
 
+/// Steps `n` with `frame` arriving on `conn`.
+fn frame_in(n: &mut StorageNode, now: Millis, conn: ConnId, frame: Frame) -> Vec<Output> {
+    step(n, now, Input::Frame { conn, frame })
+}
+
 /// A replica's "no copy" answer to the one ask `out` sent on `link`.
 fn not_found(out: &[Output], link: ConnId) -> Input {
     let ask = &sent_on(out, link)[0];
@@ -223,14 +228,7 @@ fn the_reads_of_one_turn_to_one_replica_leave_as_one_message() {
     });
     let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), found.encode()]).encode();
     copies.client_id = asks[0].client_id;
-    let out = step(
-        &mut n,
-        11,
-        Input::Frame {
-            conn: links[link],
-            frame: copies,
-        },
-    );
+    let out = frame_in(&mut n, 11, links[link], copies);
     let replies = [30, 31].map(|c| sent_on(&out, ConnId::new(c, 1)));
     assert_eq!(replies[0][0].op, op::NOT_FOUND, "{out:?}");
     assert_eq!(replies[1][0].op, op::VALUE, "{out:?}");
@@ -247,14 +245,7 @@ fn a_batch_of_reads_the_replica_refuses_asks_each_read_s_spare() {
     let e = Error::new(ErrorCode::BadOp, "unknown op");
     let mut refusal = Reply::Failed(e).encode();
     refusal.client_id = ask.client_id;
-    let out = step(
-        &mut n,
-        11,
-        Input::Frame {
-            conn: links[link],
-            frame: refusal,
-        },
-    );
+    let out = frame_in(&mut n, 11, links[link], refusal);
     assert_eq!(asks_on(&out, links[1 - link]), 2, "{out:?}");
 }
 
@@ -306,14 +297,7 @@ fn a_value_too_large_for_a_batch_is_asked_for_alone() {
     let alone = Frame::new(op::REPL_READ, 0, 0, Bytes::new());
     let mut copies = Reply::Copies(vec![Reply::NotFound.encode(), alone]).encode();
     copies.client_id = ask.client_id;
-    let out = step(
-        &mut n,
-        11,
-        Input::Frame {
-            conn: links[link],
-            frame: copies,
-        },
-    );
+    let out = frame_in(&mut n, 11, links[link], copies);
     assert_eq!(sent_on(&out, ConnId::new(30, 1))[0].op, op::NOT_FOUND);
     let again = sent_on(&out, links[link]);
     assert_eq!(again.len(), 1, "{out:?}");
@@ -326,14 +310,7 @@ fn a_value_too_large_for_a_batch_is_asked_for_alone() {
     // Its answer completes the second read.
     let mut found = Reply::NotFound.encode();
     found.client_id = again[0].client_id;
-    let out = step(
-        &mut n,
-        12,
-        Input::Frame {
-            conn: links[link],
-            frame: found,
-        },
-    );
+    let out = frame_in(&mut n, 12, links[link], found);
     assert_eq!(sent_on(&out, ConnId::new(31, 1))[0].op, op::NOT_FOUND);
 }
 
