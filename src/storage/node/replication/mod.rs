@@ -62,12 +62,7 @@ pub(super) struct Rounds {
     /// gets the same delay, so the queue is in order and one timer (for its
     /// front) serves them all, instead of a timer per read. A read answered
     /// before its time stays queued and is skipped when it comes due.
-    /// Entries are (due, request id, the key's ring hash).
-    pub(super) spare_due: std::collections::VecDeque<(Millis, u64, u64)>,
-    /// The reads of `spare_due` by key hash, oldest first: a write to a key
-    /// that a read still waiting for its spares reads asks them first (see
-    /// `reads::spares_before_write`).
-    pub(super) spare_hashes: super::mesh::IdMap<std::collections::VecDeque<u64>>,
+    pub(super) spare_due: std::collections::VecDeque<(Millis, u64)>,
     /// The [`TIMER_SPARES`] timer is set.
     pub(super) spare_timer: bool,
     /// Plain reads' asks to other replicas, by replica, sent at the end of the
@@ -86,7 +81,6 @@ impl Rounds {
             retry_soon: Default::default(),
             acceptor: Default::default(),
             spare_due: Default::default(),
-            spare_hashes: Default::default(),
             spare_timer: false,
             reads: Vec::new(),
         }
@@ -200,9 +194,6 @@ impl StorageNode {
     fn start_round(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
         let (_, others, newcomers) = self.replica_targets(p.hash);
         p.attempts += 1;
-        if p.request.op == op::PUT || p.conditional() {
-            self.spares_before_write(now, p.hash, &p.key, out);
-        }
         if p.request.op == op::PUT {
             let value = match (&p.value, kv::split_kv(&p.request.payload)) {
                 (Some(v), _) => v.clone(),

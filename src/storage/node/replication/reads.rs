@@ -51,7 +51,7 @@ impl StorageNode {
             _ => Vec::new(),
         };
         if !spare.is_empty() {
-            self.spares_later(now + SPECULATIVE_READ_MS, (id, p.hash), out);
+            self.spares_later(now + SPECULATIVE_READ_MS, id, out);
         }
         let nobody = asked.is_empty() && spare.is_empty();
         p.round = Round::Reading {
@@ -234,18 +234,8 @@ impl StorageNode {
 
     /// Queues request `id`'s spare replicas to be asked at `at`, setting the
     /// [`TIMER_SPARES`] timer if none is set.
-    pub(super) fn spares_later(
-        &mut self,
-        at: Millis,
-        (id, hash): (u64, u64),
-        out: &mut Vec<Output>,
-    ) {
-        self.rounds.spare_due.push_back((at, id, hash));
-        self.rounds
-            .spare_hashes
-            .entry(hash)
-            .or_default()
-            .push_back(id);
+    pub(super) fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
+        self.rounds.spare_due.push_back((at, id));
         if !self.rounds.spare_timer {
             self.rounds.spare_timer = true;
             out.push(Output::Timer {
@@ -259,7 +249,7 @@ impl StorageNode {
     /// that still reads asks them too; the timer is set again for the next.
     pub(in crate::storage::node) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.rounds.spare_timer = false;
-        while let Some(&(at, id, hash)) = self.rounds.spare_due.front() {
+        while let Some(&(at, id)) = self.rounds.spare_due.front() {
             if at > now {
                 self.rounds.spare_timer = true;
                 out.push(Output::Timer {
@@ -269,46 +259,8 @@ impl StorageNode {
                 return;
             }
             self.rounds.spare_due.pop_front();
-            if let Some(ids) = self.rounds.spare_hashes.get_mut(&hash) {
-                // A write may have taken this read off already (then the
-                // hash's first read is a later one, or there is none).
-                if ids.front() == Some(&id) {
-                    ids.pop_front();
-                }
-                if ids.is_empty() {
-                    self.rounds.spare_hashes.remove(&hash);
-                }
-            }
             if let Some(p) = self.rounds.pending.remove(&id) {
                 self.ask_spares(now, id, p, out);
-            }
-        }
-    }
-
-    /// A write to `key` (ring hash `hash`) is about to start here: each plain
-    /// read of `key` still waiting for its spares asks them now, before the
-    /// write's messages. Links are FIFO, so every replica answers such a read
-    /// with the copy it held before the write, and a pipelined GET never
-    /// returns the value of a SET the client sent after it (a spare asked
-    /// after that SET was replicated would have returned it). Costs a map
-    /// look-up per write; the spares are asked early only in that case.
-    pub(super) fn spares_before_write(
-        &mut self,
-        now: Millis,
-        hash: u64,
-        key: &Bytes,
-        out: &mut Vec<Output>,
-    ) {
-        let Some(ids) = self.rounds.spare_hashes.remove(&hash) else {
-            return;
-        };
-        for id in ids {
-            match self.rounds.pending.remove(&id) {
-                Some(p) if p.key == *key => self.ask_spares(now, id, p, out),
-                Some(p) => {
-                    self.rounds.pending.insert(id, p);
-                }
-                None => {}
             }
         }
     }
