@@ -50,14 +50,15 @@
 //! every delivered input so tests can check that.
 //!
 //! Files: this one holds the processes, the event queue and the dispatch of
-//! outputs; `net.rs` the model of TCP, `faults.rs` the faults, `trace.rs` the
-//! trace and fingerprint.
+//! outputs; `net.rs` the model of TCP, `faults.rs` the faults, `clients.rs` the
+//! controls of the simulated clients, `trace.rs` the trace and fingerprint.
 //!
 //! Caveats: no output buffers, so the reactor's high/low-water backpressure and
 //! its write caps are not modelled (`Hold` is); a connection's bytes are never
 //! lost without a reset (TCP retransmits); a partition does not reset connections
 //! unless asked to; a crash keeps the bytes that already left the process.
 
+mod clients;
 mod faults;
 mod net;
 mod trace;
@@ -393,44 +394,6 @@ impl World {
     /// The process at `addr`.
     pub fn by_addr(&self, addr: SocketAddr) -> Option<ProcId> {
         self.by_addr.get(&addr).copied()
-    }
-
-    /// A client actor, if `id` is a live client.
-    pub fn client(&self, id: ProcId) -> Option<&Client> {
-        match self.procs[id].actor.as_ref() {
-            Some(Actor::Client(c)) => Some(c),
-            _ => None,
-        }
-    }
-
-    /// Points client `id` at another server (takes effect at its next connect).
-    pub fn client_retarget(&mut self, id: ProcId, target: SocketAddr) {
-        if let Some(Actor::Client(c)) = self.procs[id].actor.as_mut() {
-            if let Some(conn) = c.retarget(target) {
-                self.inject(id, vec![Output::Close { conn }]);
-            }
-        }
-    }
-
-    /// Starts a request on client `id` now. Panics if `id` is not a live client.
-    pub fn client_start(&mut self, id: ProcId, request: super::client::Request, key: Bytes) {
-        let stamp = self.stamp();
-        self.delivered += 1;
-        let now = self.now;
-        let mut out = std::mem::take(&mut self.scratch);
-        match self.procs[id].actor.as_mut() {
-            Some(Actor::Client(c)) => {
-                c.clock = stamp;
-                c.start(now, request, key, &mut out);
-            }
-            _ => panic!("process {id} is not a live client"),
-        }
-        for o in out.drain(..) {
-            self.apply(id, o);
-        }
-        self.scratch = out;
-        self.touched.insert(id);
-        self.end_turn();
     }
 
     /// Carries out `outputs` as if process `p` had pushed them now (for tests).
