@@ -4,7 +4,7 @@
 //! (one timer at a time serves every read waiting for that delay).
 
 use super::replication::{SPECULATIVE_READ_MS, TIMER_SPARES};
-use super::tests::{lead_of_three, sent_on, step};
+use super::tests::{frame_in, lead_of_three, sent_on, step};
 use super::*;
 use crate::protocol::cluster::Reply;
 
@@ -29,11 +29,6 @@ fn get(
         .filter(|&i| !sent_on(&out, links[i]).is_empty())
         .collect();
     (out, asked)
-}
-
-/// Steps `n` with `frame` arriving on `conn`.
-fn frame_in(n: &mut StorageNode, now: Millis, conn: ConnId, frame: Frame) -> Vec<Output> {
-    step(n, now, Input::Frame { conn, frame })
 }
 
 /// A replica's "no copy" answer to the one ask `out` sent on `link`.
@@ -265,14 +260,7 @@ fn a_replica_answers_a_batch_of_reads_key_by_key() {
     }
     .encode();
     ask.client_id = 77;
-    let out = step(
-        &mut r,
-        12,
-        Input::Frame {
-            conn: peer,
-            frame: ask,
-        },
-    );
+    let out = frame_in(&mut r, 12, peer, ask);
     let reply = sent_on(&out, peer);
     assert_eq!(reply.len(), 1, "{out:?}");
     assert_eq!(reply[0].client_id, 77);

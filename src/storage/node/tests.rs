@@ -15,6 +15,16 @@ pub(super) fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Out
     out
 }
 
+/// Steps `node` with `frame` arriving on `conn` at `now`.
+pub(super) fn frame_in(
+    node: &mut StorageNode,
+    now: Millis,
+    conn: ConnId,
+    frame: Frame,
+) -> Vec<Output> {
+    step(node, now, Input::Frame { conn, frame })
+}
+
 /// A started node whose manager link (returned) is up and past the member
 /// handshake, not yet registered.
 pub(super) fn with_manager() -> (StorageNode, ConnId) {

@@ -1,14 +1,9 @@
 //! Unit tests of conditional ops by Paxos, at the lead (the proposer) and at a
 //! replica (an acceptor), driven frame by frame.
 
-use super::super::tests::{lead_of_three, member, sent_on, step};
+use super::super::tests::{frame_in, lead_of_three, member, sent_on};
 use super::*;
 use crate::protocol::cluster::Record;
-
-/// Sends `frame` to `n` on `conn` at `now`.
-fn frame_in(n: &mut StorageNode, now: Millis, conn: ConnId, frame: Frame) -> Vec<Output> {
-    step(n, now, Input::Frame { conn, frame })
-}
 
 /// The one frame `out` sends on `conn`, checked to be an `op`.
 fn one(out: &[Output], conn: ConnId, op: u8) -> Frame {
