@@ -321,3 +321,72 @@ fn a_read_queued_for_the_turn_end_leaves_before_a_later_write_of_its_key() {
     let ops: Vec<u8> = asked.expect("a read ask").iter().map(|f| f.op).collect();
     assert_eq!(ops, vec![op::REPL_READ, op::REPLICATE], "{out:?}");
 }
+
+/// The speculative-read timer's (at, id) in `out`.
+fn spare_timer(out: &[Output]) -> (Millis, u64) {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Timer { at, id } if *id == TIMER_SPARES => Some((*at, *id)),
+            _ => None,
+        })
+        .expect("a speculative-read timer")
+}
+
+/// A client's PUT of `key` to the lead (on the GET's connection), at `now`.
+fn put(n: &mut StorageNode, now: Millis, key: &str) -> Vec<Output> {
+    let frame = Frame::new(op::PUT, 10, 0, format!("{} {key}v2", key.len()));
+    step(
+        n,
+        now,
+        Input::Frame {
+            conn: ConnId::new(30, 1),
+            frame,
+        },
+    )
+}
+
+#[test]
+fn a_get_overtaken_by_a_put_of_its_key_does_not_ask_its_spare_on_the_timer() {
+    let (mut n, links, key) = lead_of_three();
+    let (out, asked) = get(&mut n, 10, &key, links);
+    let (first, spare) = (links[asked[0]], links[1 - asked[0]]);
+    let timer = spare_timer(&out);
+    // The client pipelined a PUT of the key after its GET: its REPLICATE may
+    // reach the spare before any ask would.
+    let out = put(&mut n, 11, &key);
+    assert!(!sent_on(&out, spare).is_empty(), "{out:?}");
+    let out = step(&mut n, timer.0, Input::Timer { id: timer.1 });
+    assert!(
+        sent_on(&out, spare).iter().all(|f| f.op != op::REPL_READ),
+        "the spare could answer with the PUT: {out:?}"
+    );
+    // The asked replica fails the read: only now is the spare asked.
+    let out = step(&mut n, timer.0 + 1, Input::Closed { conn: first });
+    assert_eq!(asks_on_reads(&out, spare), 1, "{out:?}");
+}
+
+#[test]
+fn a_put_of_another_key_leaves_a_slow_gets_speculation_alone() {
+    let (mut n, links, key) = lead_of_three();
+    let (out, asked) = get(&mut n, 10, &key, links);
+    let spare = links[1 - asked[0]];
+    let timer = spare_timer(&out);
+    let other = (0..1000)
+        .map(|i| format!("o{i}"))
+        .find(|k| {
+            let h = hash64(k.as_bytes());
+            n.serving_pref.get(h).first() == Some(&1) && (h ^ hash64(key.as_bytes())) & 4095 != 0
+        })
+        .expect("another key node 1 leads, in another slot");
+    put(&mut n, 11, &other);
+    let out = step(&mut n, timer.0, Input::Timer { id: timer.1 });
+    assert_eq!(asks_on_reads(&out, spare), 1, "{out:?}");
+}
+
+/// The REPL_READs `out` sends on `link` (other frames, such as a write's
+/// REPLICATE, may go there too).
+fn asks_on_reads(out: &[Output], link: ConnId) -> usize {
+    (sent_on(out, link).iter())
+        .filter(|f| f.op == op::REPL_READ)
+        .count()
+}

@@ -62,7 +62,12 @@ pub(super) struct Rounds {
     /// gets the same delay, so the queue is in order and one timer (for its
     /// front) serves them all, instead of a timer per read. A read answered
     /// before its time stays queued and is skipped when it comes due.
-    pub(super) spare_due: std::collections::VecDeque<(Millis, u64)>,
+    /// Entries are (due, request id, `writes_started` when the read began).
+    pub(super) spare_due: std::collections::VecDeque<(Millis, u64, u64)>,
+    /// Writes (PUT, conditional ops) this node has started as a lead: a
+    /// counter, and by slot of their keys' ring hashes the count when the
+    /// slot's latest write started (see `reads::overtaken`).
+    pub(super) writes: reads::WriteMarks,
     /// The [`TIMER_SPARES`] timer is set.
     pub(super) spare_timer: bool,
     /// Plain reads' asks to other replicas, by replica, sent at the end of the
@@ -81,6 +86,7 @@ impl Rounds {
             retry_soon: Default::default(),
             acceptor: Default::default(),
             spare_due: Default::default(),
+            writes: Default::default(),
             spare_timer: false,
             reads: Vec::new(),
         }
@@ -194,6 +200,9 @@ impl StorageNode {
     fn start_round(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
         let (_, others, newcomers) = self.replica_targets(p.hash);
         p.attempts += 1;
+        if p.request.op == op::PUT || p.conditional() {
+            self.rounds.writes.started(p.hash);
+        }
         if p.request.op == op::PUT {
             let value = match (&p.value, kv::split_kv(&p.request.payload)) {
                 (Some(v), _) => v.clone(),

@@ -17,7 +17,14 @@
 //!
 //! A read with spare replicas (the key's other replicas, not asked) asks them
 //! too after [`SPECULATIVE_READ_MS`]; every read waits the same delay, so the
-//! deadlines are queued in order and one timer serves them all.
+//! deadlines are queued in order and one timer serves them all. A read that a
+//! later write of its key has overtaken here (the write started after the
+//! read and may have reached the spares already) does not ask them on that
+//! timer: a spare could answer with the later write, and a client that
+//! pipelined GET then SET would read its own SET. It asks them only if an
+//! asked replica fails the read. Which reads were overtaken is kept in
+//! [`WriteMarks`]: a fixed table of slots by key hash, so a write costs one
+//! store and a false match (another key in the slot) only skips speculation.
 
 use super::*;
 use crate::protocol::cluster::{repl_reads, REPL_READS_BUDGET};
@@ -26,6 +33,48 @@ use crate::protocol::cluster::{repl_reads, REPL_READS_BUDGET};
 /// is its request's (a read's key is needed only to send the ask, and a
 /// read that is not answered is not hinted).
 pub(in crate::storage::node) type ReadAsk = (u64, u32);
+
+/// Slots of [`WriteMarks`] (a power of two): 32 KiB of marks.
+const WRITE_MARK_SLOTS: usize = 4096;
+
+/// The writes this node has started as a lead, for telling whether a read
+/// waiting for its speculative delay was overtaken by a write of its key.
+pub(in crate::storage::node) struct WriteMarks {
+    /// Writes started so far.
+    count: u64,
+    /// By slot (the key's ring hash modulo the slots), `count` when the
+    /// slot's latest write started.
+    slots: Box<[u64]>,
+}
+
+impl Default for WriteMarks {
+    fn default() -> WriteMarks {
+        WriteMarks {
+            count: 0,
+            slots: vec![0; WRITE_MARK_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl WriteMarks {
+    /// A write of the key with ring hash `hash` starts.
+    pub(super) fn started(&mut self, hash: u64) {
+        self.count += 1;
+        self.slots[slot(hash)] = self.count;
+    }
+
+    /// Whether a write of a key sharing `hash`'s slot started after the
+    /// count was `seen` (a read that began then has been overtaken).
+    fn overtaken(&self, hash: u64, seen: u64) -> bool {
+        self.slots[slot(hash)] > seen
+    }
+}
+
+fn slot(hash: u64) -> usize {
+    // Low bits: the high ones place the key on the ring, so the keys one
+    // node leads share them.
+    (hash as usize) & (WRITE_MARK_SLOTS - 1)
+}
 
 impl StorageNode {
     /// A plain read's round (GET, EXISTS): this node's own copy and asks to
@@ -235,7 +284,8 @@ impl StorageNode {
     /// Queues request `id`'s spare replicas to be asked at `at`, setting the
     /// [`TIMER_SPARES`] timer if none is set.
     pub(super) fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
-        self.rounds.spare_due.push_back((at, id));
+        let seen = self.rounds.writes.count;
+        self.rounds.spare_due.push_back((at, id, seen));
         if !self.rounds.spare_timer {
             self.rounds.spare_timer = true;
             out.push(Output::Timer {
@@ -245,11 +295,12 @@ impl StorageNode {
         }
     }
 
-    /// The [`TIMER_SPARES`] timer fired: every read whose spares are due and
-    /// that still reads asks them too; the timer is set again for the next.
+    /// The [`TIMER_SPARES`] timer fired: every read whose spares are due, that
+    /// still reads and that no later write of its key overtook asks them too;
+    /// the timer is set again for the next.
     pub(in crate::storage::node) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.rounds.spare_timer = false;
-        while let Some(&(at, id)) = self.rounds.spare_due.front() {
+        while let Some(&(at, id, seen)) = self.rounds.spare_due.front() {
             if at > now {
                 self.rounds.spare_timer = true;
                 out.push(Output::Timer {
@@ -259,7 +310,13 @@ impl StorageNode {
                 return;
             }
             self.rounds.spare_due.pop_front();
-            if let Some(p) = self.rounds.pending.remove(&id) {
+            let Some(p) = self.rounds.pending.remove(&id) else {
+                continue;
+            };
+            if self.rounds.writes.overtaken(p.hash, seen) {
+                // Its spares are asked only if an asked replica fails it.
+                self.rounds.pending.insert(id, p);
+            } else {
                 self.ask_spares(now, id, p, out);
             }
         }
