@@ -139,6 +139,9 @@ pub struct Reactor {
     /// of the connection's buffer first (safe Rust cannot read into uninitialized
     /// memory). Grows to the largest read asked for (at most the read budget).
     scratch: Vec<u8>,
+    /// Socket reads made (test builds: the tests count them per request).
+    #[cfg(test)]
+    socket_reads: u64,
 }
 
 impl Reactor {
@@ -163,6 +166,8 @@ impl Reactor {
             signals: None,
             stopping: false,
             scratch: Vec::new(),
+            #[cfg(test)]
+            socket_reads: 0,
         })
     }
 
@@ -253,7 +258,10 @@ impl Reactor {
                             self.finish_connect(svc, id, tag);
                         } else {
                             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                                self.read(svc, id);
+                                // Without an end of stream or an error in the
+                                // event, a short read means the socket is empty.
+                                let short_ends = !(ev.is_read_closed() || ev.is_error());
+                                self.read(svc, id, short_ends);
                             }
                             if ev.is_writable() {
                                 self.flush(id);
@@ -266,7 +274,7 @@ impl Reactor {
             for id in std::mem::take(&mut self.pending) {
                 if let Some(c) = self.conn_mut(id) {
                     c.buf.unmark_pending();
-                    self.read(svc, id);
+                    self.read(svc, id, false);
                 }
             }
             let now = self.now();
@@ -486,10 +494,22 @@ impl Reactor {
     }
 
     /// Reads and dispatches frames until the socket is empty, the read budget or
-    /// the turn's share of replies is spent, or backpressure pauses the connection. After the peer's end of stream, the
-    /// frames left in the buffer are dispatched, then `Eof`.
-    fn read<S: Service>(&mut self, svc: &mut S, id: ConnId) {
+    /// the turn's share of replies is spent, or backpressure pauses the
+    /// connection. After the peer's end of stream, the frames left in the
+    /// buffer are dispatched, then `Eof`.
+    ///
+    /// With `short_ends`, a read that returns less than it asked for ends the
+    /// reading as `WouldBlock` would, saving the read that would only say so
+    /// (one system call per request for a client that sends one at a time).
+    /// That is sound with edge-triggered readiness: a short read took all the
+    /// socket held, and anything arriving later, an end of stream included,
+    /// raises a new event. The caller passes `false` when the event reported
+    /// an end of stream or an error (they arrived before the read and raise
+    /// no new event) and when there is no event (a connection read again
+    /// after its budget), so those read on until the socket says so.
+    fn read<S: Service>(&mut self, svc: &mut S, id: ConnId, short_ends: bool) {
         let mut budget = self.cfg.read_budget;
+        let mut emptied = false;
         let share = self.cfg.turn_output;
         let Some(start) = self.conn(id).map(|c| c.buf.output_len()) else {
             return;
@@ -536,6 +556,10 @@ impl Reactor {
             if c.buf.input_ended() && !draining {
                 return;
             }
+            if emptied && !draining {
+                c.buf.release_idle_input();
+                return;
+            }
             if budget == 0 {
                 self.mark_pending(id);
                 return;
@@ -548,6 +572,10 @@ impl Reactor {
             if scratch.len() < want {
                 scratch.resize(want, 0);
             }
+            #[cfg(test)]
+            {
+                self.socket_reads += 1;
+            }
             let r = c.stream.read(&mut scratch[..want]);
             match r {
                 Ok(0) if draining => {
@@ -558,6 +586,7 @@ impl Reactor {
                 Ok(n) => {
                     c.buf.push_input(&scratch[..n]);
                     budget = budget.saturating_sub(n);
+                    emptied = short_ends && n < want;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Idle: an empty buffer is released rather than kept per connection.
@@ -732,6 +761,43 @@ mod tests {
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"BYE!!\n");
         assert!(server.join().unwrap() >= 2);
+    }
+
+    #[test]
+    fn a_client_sending_one_request_at_a_time_costs_one_read_each() {
+        let mut reactor = Reactor::new(Config::default()).unwrap();
+        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut svc = Shout {
+                held: Vec::new(),
+                turns: 0,
+            };
+            reactor.run(&mut svc).unwrap();
+            reactor.socket_reads
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = [0u8; 6];
+        for _ in 0..50 {
+            s.write_all(b"hello\n").unwrap();
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"HELLO\n");
+        }
+        // A last line with the end of stream right behind it: the reply
+        // comes, and so does the close (the end of stream is not missed).
+        let mut last = std::net::TcpStream::connect(addr).unwrap();
+        last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        last.write_all(b"later\n").unwrap();
+        last.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut all = Vec::new();
+        last.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"LATER\n");
+        s.write_all(b"bye!!\n").unwrap();
+        s.read_exact(&mut got).unwrap();
+        let reads = server.join().unwrap();
+        // Each short read ends its turn's reading: no read that would only
+        // say the socket is empty (that was 2 per request).
+        assert!(reads <= 50 + 10, "{reads} socket reads for 52 requests");
     }
 
     /// Answers each line of a raw connection with 1 MiB, at once; `stop` stops.
