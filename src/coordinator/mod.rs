@@ -154,7 +154,7 @@ pub struct Manager {
     /// Round-robin position for HELLO's contact node.
     rr: usize,
     /// Member links: connection -> node id.
-    links: HashMap<ConnId, u32>,
+    links: crate::reactor::ConnMap<u32>,
     /// The epoch last pushed to the nodes.
     pushed_epoch: u64,
     /// The last epoch each node finished its handoff for.
@@ -203,7 +203,7 @@ impl Manager {
             next_node_id: 1,
             next_client_id: 1,
             rr: 0,
-            links: HashMap::new(),
+            links: Default::default(),
             pushed_epoch: 0,
             handoff_done: HashMap::new(),
             recovering: true,

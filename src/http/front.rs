@@ -33,7 +33,7 @@ use super::response::{self, Response};
 use super::Limits;
 use crate::reactor::{ConnId, Output};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// One request: its connection and its place in that connection's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,7 +78,7 @@ struct Conn {
 /// The HTTP connections of one listener.
 pub struct Front {
     limits: Limits,
-    conns: HashMap<ConnId, Conn>,
+    conns: crate::reactor::ConnMap<Conn>,
 }
 
 impl Front {
@@ -86,7 +86,7 @@ impl Front {
     pub fn new(limits: Limits) -> Front {
         Front {
             limits,
-            conns: HashMap::new(),
+            conns: Default::default(),
         }
     }
 

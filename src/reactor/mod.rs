@@ -63,7 +63,7 @@ mod service;
 
 pub use config::Config;
 pub use conn::{ConnBuf, Marks};
-pub use service::{reply_error, ConnId, Input, Millis, Output, Service, Signal};
+pub use service::{reply_error, ConnId, ConnMap, IdHasher, Input, Millis, Output, Service, Signal};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};

@@ -26,7 +26,7 @@
 
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Output};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Which front a connection belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct Delivery {
 /// Which connections belong to fronts, and the deliveries waiting for them.
 #[derive(Debug, Default)]
 pub struct Gateway {
-    fronts: HashMap<ConnId, Front>,
+    fronts: crate::reactor::ConnMap<Front>,
     queue: VecDeque<Delivery>,
 }
 

@@ -254,7 +254,7 @@ pub struct Driver {
     tx: Sender<Msg>,
     clients: Vec<Client>,
     links: Vec<Link>,
-    by_conn: HashMap<ConnId, usize>,
+    by_conn: crate::reactor::ConnMap<usize>,
     nodes: Vec<Node>,
     node_of_id: HashMap<u32, usize>,
     /// Redis Cluster: per slot, the node index of its master (or `SlotMap::NONE`).
@@ -311,7 +311,7 @@ impl Driver {
             tx,
             clients,
             links: Vec::new(),
-            by_conn: HashMap::new(),
+            by_conn: Default::default(),
             nodes: Vec::new(),
             node_of_id: HashMap::new(),
             slots: Vec::new(),

@@ -30,7 +30,7 @@
 use crate::http::metrics::{Exposition, Histogram, Kind};
 use crate::protocol::{op, ErrorCode, Frame};
 use crate::reactor::{ConnId, Millis};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Upper bounds of the HTTP request latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -106,7 +106,7 @@ struct Requests {
     latency: Vec<Option<Histogram>>,
     /// Requests waiting for their reply, per connection, in order: the op,
     /// the front and the arrival time.
-    waiting: HashMap<ConnId, VecDeque<(u8, Front, Millis)>>,
+    waiting: crate::reactor::ConnMap<VecDeque<(u8, Front, Millis)>>,
 }
 
 impl Requests {
@@ -114,7 +114,7 @@ impl Requests {
         Requests {
             counts: Box::new([[[0; RESULTS.len()]; 256]; 2]),
             latency: (0..512).map(|_| None).collect(),
-            waiting: HashMap::new(),
+            waiting: Default::default(),
         }
     }
 }
@@ -126,7 +126,7 @@ pub struct Stats {
     /// Connections accepted, by listener index.
     accepted: BTreeMap<usize, u64>,
     /// Open accepted connections and their listener.
-    open: HashMap<ConnId, usize>,
+    open: crate::reactor::ConnMap<usize>,
     /// HTTP replies by endpoint (or `other`) and status.
     http: BTreeMap<(&'static str, u16), u64>,
     /// The HTTP front's native requests by op and result.
@@ -149,7 +149,7 @@ impl Stats {
         Stats {
             frames: Box::new([0; 256]),
             accepted: BTreeMap::new(),
-            open: HashMap::new(),
+            open: Default::default(),
             http: BTreeMap::new(),
             keys: BTreeMap::new(),
             latency: BTreeMap::new(),

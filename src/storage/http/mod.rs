@@ -60,7 +60,7 @@ use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
 use metrics::Stats;
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The endpoints: path and methods (`HEAD` goes with `GET`).
 const ENDPOINTS: &[(&str, &[&str])] = &[
@@ -150,7 +150,7 @@ struct Conn {
 pub struct HttpFront {
     listener: usize,
     front: Front,
-    conns: HashMap<ConnId, Conn>,
+    conns: crate::reactor::ConnMap<Conn>,
     /// Largest `/fetch` reply, in value bytes.
     max_reply: usize,
     /// Connections whose front hold was lifted, or whose `GET /fetch` is
@@ -174,7 +174,7 @@ impl HttpFront {
                 max_body,
                 ..Limits::default()
             }),
-            conns: HashMap::new(),
+            conns: Default::default(),
             max_reply: max_body,
             resume: Vec::new(),
             requests: Vec::new(),

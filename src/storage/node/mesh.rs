@@ -20,36 +20,13 @@ use crate::reactor::link::{Link, LinkState};
 use crate::reactor::{ConnId, Millis, Output};
 use crate::ring::Ring;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 
 /// A map keyed by ids this node hands out itself (forward tags, request ids):
 /// counters, never chosen by a peer, so they need no keyed hash, only one
-/// that spreads consecutive ids (see [`IdHasher`]).
-pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-
-/// Hashes a `u64` id by one multiplication with an odd constant (Fibonacci
-/// hashing): consecutive ids land in distinct buckets, and the high bits the
-/// table also looks at are mixed. For [`IdMap`] only: a peer that chose the
-/// keys could crowd one bucket.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// that spreads consecutive ids (see [`IdHasher`](crate::reactor::IdHasher)).
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<crate::reactor::IdHasher>>;
 
 /// Tags of outbound peer connects are this plus the peer's node id.
 pub const PEER_TAG: u64 = 1 << 32;
@@ -95,7 +72,7 @@ struct Peer {
 /// Peers and forwards, each forward with its caller's token of type `T`.
 pub struct Mesh<T> {
     peers: BTreeMap<u32, Peer>,
-    by_conn: HashMap<ConnId, u32>,
+    by_conn: crate::reactor::ConnMap<u32>,
     forwards: IdMap<Forward<T>>,
     next_tag: u64,
     retry_base: Millis,
@@ -107,7 +84,7 @@ impl<T> Mesh<T> {
     pub fn new(retry_base: Millis, retry_cap: Millis) -> Mesh<T> {
         Mesh {
             peers: BTreeMap::new(),
-            by_conn: HashMap::new(),
+            by_conn: Default::default(),
             forwards: IdMap::default(),
             next_tag: 1,
             retry_base,

@@ -88,7 +88,6 @@ use crate::protocol::resp::{self, Limits};
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Millis, Output};
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The index of the RESP listener: the node's native listener is bound first (0),
@@ -136,7 +135,7 @@ pub struct RespFront {
     limits: Limits,
     /// The password every connection must give (AUTH) before other commands.
     password: Option<Bytes>,
-    sessions: HashMap<ConnId, RespSession>,
+    sessions: crate::reactor::ConnMap<RespSession>,
     next_id: u64,
     /// Connections whose backlog changed this step (replies to send, hold
     /// checks).
@@ -153,7 +152,7 @@ impl RespFront {
         RespFront {
             limits,
             password: None,
-            sessions: HashMap::new(),
+            sessions: Default::default(),
             next_id: 1,
             touched: Vec::new(),
             now: 0,

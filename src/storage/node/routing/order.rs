@@ -29,7 +29,7 @@ use super::super::batch::Collector;
 use crate::protocol::Frame;
 use crate::reactor::{ConnId, Output};
 use crate::storage::gateway::Gateway;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Payload bytes of replies held back on one connection above which it is
 /// closed and they are dropped.
@@ -60,11 +60,11 @@ pub fn is_batch(conn: ConnId) -> bool {
 /// Per-connection reply queues.
 #[derive(Default)]
 pub struct ReplyOrder {
-    conns: HashMap<ConnId, Slots>,
+    conns: crate::reactor::ConnMap<Slots>,
     /// Where replies go: the wire, or a front's connection.
     pub gateway: Gateway,
     /// The batches in flight, by their own connection id.
-    batches: HashMap<ConnId, Collector>,
+    batches: crate::reactor::ConnMap<Collector>,
     /// The generation of the last batch id handed out.
     last_batch: u32,
 }
