@@ -45,7 +45,6 @@
 use crate::ring::{hash64, Token};
 use bytes::Bytes;
 use hashbrown::HashTable;
-use std::collections::BTreeMap;
 
 mod record;
 use record::Record;
@@ -192,7 +191,14 @@ pub enum Applied {
 /// All of a node's sectors.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    sectors: BTreeMap<Token, Sector>,
+    /// The tokens held, ascending (never empty): `sectors[i]` holds the keys
+    /// whose hash falls in the range ending at `tokens[i]`. Two vectors rather
+    /// than a map: finding a key's sector is one binary search over
+    /// contiguous words (a `BTreeMap` took two tree walks, 2.5% of a node's
+    /// time under SET at pipeline 16).
+    tokens: Vec<Token>,
+    /// The sectors, in the order of `tokens`.
+    sectors: Vec<Sector>,
     /// Live keys (tombstones not counted).
     keys: usize,
     /// Bytes of the live keys and their values (tombstones and the table's own
@@ -209,33 +215,38 @@ impl Default for Engine {
 impl Engine {
     /// An empty engine with one sector per token (one covering all if none given).
     pub fn new(tokens: impl IntoIterator<Item = Token>) -> Engine {
-        let mut sectors: BTreeMap<Token, Sector> =
-            tokens.into_iter().map(|t| (t, Sector::default())).collect();
-        if sectors.is_empty() {
-            sectors.insert(Token::MAX, Sector::default());
+        let mut tokens: Vec<Token> = tokens.into_iter().collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        if tokens.is_empty() {
+            tokens.push(Token::MAX);
         }
         Engine {
-            sectors,
+            sectors: tokens.iter().map(|_| Sector::default()).collect(),
+            tokens,
             keys: 0,
             bytes: 0,
         }
     }
 
-    /// The token whose sector holds `hash`.
-    fn token_of(&self, hash: u64) -> Token {
-        match self.sectors.range(hash..).next() {
-            Some((t, _)) => *t,
-            None => *self.sectors.keys().next().expect("at least one sector"),
+    /// The index of the sector that holds `hash`: the first token at or
+    /// above it, wrapping to the first.
+    fn index_of(&self, hash: u64) -> usize {
+        let i = self.tokens.partition_point(|&t| t < hash);
+        if i == self.tokens.len() {
+            0
+        } else {
+            i
         }
     }
 
     fn sector(&self, hash: u64) -> &Sector {
-        &self.sectors[&self.token_of(hash)]
+        &self.sectors[self.index_of(hash)]
     }
 
     fn sector_mut(&mut self, hash: u64) -> &mut Sector {
-        let t = self.token_of(hash);
-        self.sectors.get_mut(&t).expect("token_of returns a sector")
+        let i = self.index_of(hash);
+        &mut self.sectors[i]
     }
 
     fn record(&self, key: &[u8]) -> Option<&Record> {
@@ -250,8 +261,8 @@ impl Engine {
     pub fn set_tokens(&mut self, tokens: impl IntoIterator<Item = Token>) {
         let old = std::mem::take(&mut self.sectors);
         let fresh = Engine::new(tokens);
-        self.sectors = fresh.sectors;
-        for (_, sector) in old {
+        (self.tokens, self.sectors) = (fresh.tokens, fresh.sectors);
+        for sector in old {
             for r in sector.parts.into_iter().flatten() {
                 let hash = hash64(r.key());
                 self.sector_mut(hash).insert(hash, r);
@@ -262,7 +273,7 @@ impl Engine {
     /// Keys (tombstones included) whose hash satisfies `pred`.
     pub fn keys_where(&self, mut pred: impl FnMut(u64) -> bool) -> Vec<Bytes> {
         self.sectors
-            .values()
+            .iter()
             .flat_map(Sector::records)
             .map(Record::key)
             .filter(|k| pred(hash64(k)))
@@ -274,7 +285,7 @@ impl Engine {
     /// went.
     pub fn remove_where(&mut self, mut pred: impl FnMut(u64) -> bool) -> usize {
         let (mut gone, mut bytes) = (0, 0);
-        for s in self.sectors.values_mut() {
+        for s in &mut self.sectors {
             for table in &mut s.parts {
                 table.retain(|r| {
                     let remove = pred(hash64(r.key()));
@@ -291,7 +302,7 @@ impl Engine {
 
     /// The tokens held, in ring order.
     pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
-        self.sectors.keys().copied()
+        self.tokens.iter().copied()
     }
 
     /// The sector holding the key hash `hash`.
@@ -301,7 +312,8 @@ impl Engine {
 
     /// A sector by token.
     pub fn sector_of_token(&self, token: Token) -> Option<&Sector> {
-        self.sectors.get(&token)
+        let i = self.tokens.binary_search(&token).ok()?;
+        self.sectors.get(i)
     }
 
     /// Live keys.
