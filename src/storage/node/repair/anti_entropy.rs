@@ -159,7 +159,10 @@ impl StorageNode {
         old: Option<(u64, bool)>,
         new: Option<(u64, bool)>,
     ) {
-        self.anti_entropy.digests.change(hash, [old, new]);
+        let d = &mut self.anti_entropy.digests;
+        for (version, live) in old.into_iter().chain(new) {
+            d.toggle(hash, version, live);
+        }
     }
 
     /// After a ring was installed (and keys maybe dropped): rebuilds the
