@@ -256,8 +256,9 @@ fn a_new_node_started_while_the_manager_recovers_waits_for_the_old_members() {
         !ids.contains(&fresh),
         "the new node got an old member's id {fresh}"
     );
-    let told = |l: &String| l.contains("cannot register us yet");
-    assert!(c.nodes[i].log().iter().any(told), "{:?}", c.nodes[i].log());
+    let told = |l: &str| l.contains("cannot register us yet");
+    let log = c.nodes[i].log_once(told, Duration::from_secs(10));
+    assert!(log.iter().any(|l| told(l)), "{log:?}");
     for n in &c.nodes {
         let bad = settle(Duration::from_secs(5), || {
             lost(&n.addr, 1, &(0..100).collect::<Vec<_>>())

@@ -78,6 +78,20 @@ impl Proc {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once a line matches `want`, or as it stands after `within`:
+    /// lines reach it through a reader thread, so a line the process wrote
+    /// before it answered a request may not be there yet when the answer is.
+    pub fn log_once(&self, want: impl Fn(&str) -> bool, within: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.iter().any(|l| want(l)) || start.elapsed() >= within {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
