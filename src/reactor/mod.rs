@@ -738,8 +738,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn raw_connections_get_bytes_and_replies_wait_for_the_turn_end() {
+    /// A reactor serving [`Shout`] on a thread: its address, and the thread,
+    /// which returns the turns and the socket reads once a client says bye.
+    fn shout_server() -> (SocketAddr, std::thread::JoinHandle<(usize, u64)>) {
         let mut reactor = Reactor::new(Config::default()).unwrap();
         let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = std::thread::spawn(move || {
@@ -748,10 +749,21 @@ mod tests {
                 turns: 0,
             };
             reactor.run(&mut svc).unwrap();
-            svc.turns
+            (svc.turns, reactor.socket_reads)
         });
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        (addr, server)
+    }
+
+    fn connect(addr: SocketAddr) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    #[test]
+    fn raw_connections_get_bytes_and_replies_wait_for_the_turn_end() {
+        let (addr, server) = shout_server();
+        let mut s = connect(addr);
         let mut got = [0u8; 6];
         s.write_all(b"hello\n").unwrap();
         s.read_exact(&mut got).unwrap();
@@ -760,23 +772,13 @@ mod tests {
         s.write_all(b"bye!!\n").unwrap();
         s.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"BYE!!\n");
-        assert!(server.join().unwrap() >= 2);
+        assert!(server.join().unwrap().0 >= 2);
     }
 
     #[test]
     fn a_client_sending_one_request_at_a_time_costs_one_read_each() {
-        let mut reactor = Reactor::new(Config::default()).unwrap();
-        let (_, addr) = reactor.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let server = std::thread::spawn(move || {
-            let mut svc = Shout {
-                held: Vec::new(),
-                turns: 0,
-            };
-            reactor.run(&mut svc).unwrap();
-            reactor.socket_reads
-        });
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (addr, server) = shout_server();
+        let mut s = connect(addr);
         let mut got = [0u8; 6];
         for _ in 0..50 {
             s.write_all(b"hello\n").unwrap();
@@ -785,8 +787,7 @@ mod tests {
         }
         // A last line with the end of stream right behind it: the reply
         // comes, and so does the close (the end of stream is not missed).
-        let mut last = std::net::TcpStream::connect(addr).unwrap();
-        last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut last = connect(addr);
         last.write_all(b"later\n").unwrap();
         last.shutdown(std::net::Shutdown::Write).unwrap();
         let mut all = Vec::new();
@@ -794,7 +795,7 @@ mod tests {
         assert_eq!(all, b"LATER\n");
         s.write_all(b"bye!!\n").unwrap();
         s.read_exact(&mut got).unwrap();
-        let reads = server.join().unwrap();
+        let (_, reads) = server.join().unwrap();
         // Each short read ends its turn's reading: no read that would only
         // say the socket is empty (that was 2 per request).
         assert!(reads <= 50 + 10, "{reads} socket reads for 52 requests");
