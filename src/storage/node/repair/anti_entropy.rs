@@ -159,10 +159,7 @@ impl StorageNode {
         old: Option<(u64, bool)>,
         new: Option<(u64, bool)>,
     ) {
-        let d = &mut self.anti_entropy.digests;
-        for (version, live) in old.into_iter().chain(new) {
-            d.toggle(hash, version, live);
-        }
+        self.anti_entropy.digests.replace(hash, old, new);
     }
 
     /// After a ring was installed (and keys maybe dropped): rebuilds the

@@ -129,9 +129,16 @@ impl Digests {
 
     /// Toggles one entry in (or out: XOR is its own inverse).
     pub fn toggle(&mut self, hash: u64, version: u64, live: bool) {
+        self.replace(hash, Some((version, live)), None);
+    }
+
+    /// Toggles a key's `old` entry (version, live) out and its `new` one in:
+    /// both are in the one leaf of the key's ring hash `hash`, found once.
+    pub fn replace(&mut self, hash: u64, old: Option<(u64, bool)>, new: Option<(u64, bool)>) {
         if let Some(i) = self.range_of(hash) {
             let leaf = self.leaf_of(i, hash);
-            self.leaves[i * LEAVES + leaf] ^= entry_hash(hash, version, live);
+            let entry = |e: Option<(u64, bool)>| e.map_or(0, |(v, live)| entry_hash(hash, v, live));
+            self.leaves[i * LEAVES + leaf] ^= entry(old) ^ entry(new);
         }
     }
 
@@ -233,10 +240,14 @@ mod tests {
         let mut e = engine(500);
         let mut d = Digests::default();
         d.rebuild(&bounds, &e);
-        // A write: old entry out, new in.
+        // A write: old entry out, new in (one call, or one toggle each).
         let h = hash64(b"k3");
+        let mut d2 = Digests::default();
+        d2.rebuild(&bounds, &e);
         d.toggle(h, 13, true);
         d.toggle(h, 99, false);
+        d2.replace(h, Some((13, true)), Some((99, false)));
+        assert_eq!(d.leaves, d2.leaves);
         e.apply(b"k3", 99, None, None);
         let mut fresh = Digests::default();
         fresh.rebuild(&bounds, &e);

@@ -204,11 +204,7 @@ impl StorageNode {
                 // Refused before anything is stored: applied nowhere.
                 return self.refuse_write(p, out);
             }
-            let wall = self.cfg.clock_base_ms + now;
-            let version = self
-                .hlc
-                .next(wall, self.engine.version_hashed(p.hash, &p.key));
-            self.store((&p.key, p.hash), version, Some(&value), None);
+            let version = self.store_next(now, (&p.key, p.hash), Some(&value));
             p.maybe_applied = true;
             let mut targets = others;
             targets.extend(newcomers.iter().copied());
