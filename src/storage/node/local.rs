@@ -25,8 +25,9 @@ impl StorageNode {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
+        let slot = self.ae_slot(hash);
         let change = self.engine.apply_hashed(hash, key, version, value, base);
-        self.stored((key, hash), version, value, change.replaced);
+        self.stored((key, hash, slot), version, value, change.replaced);
         change.applied
     }
 
@@ -43,24 +44,26 @@ impl StorageNode {
         value: Option<&[u8]>,
     ) -> u64 {
         let wall = self.cfg.clock_base_ms + now;
+        let slot = self.ae_slot(hash);
         let hlc = &mut self.hlc;
         let next = |held| hlc.next(wall, held);
         let (version, change) = self.engine.apply_next_hashed(hash, key, value, next);
-        self.stored((key, hash), version, value, change.replaced);
+        self.stored((key, hash, slot), version, value, change.replaced);
         version
     }
 
     /// The bookkeeping of a write the engine took (`replaced`: see
-    /// [`crate::storage::engine::Change::replaced`]): the anti-entropy digests and the journal.
+    /// [`crate::storage::engine::Change::replaced`]): the anti-entropy digests
+    /// (the key's leaf found by [`StorageNode::ae_slot`]) and the journal.
     fn stored(
         &mut self,
-        (key, hash): (&[u8], u64),
+        (key, hash, slot): (&[u8], u64, Option<usize>),
         version: u64,
         value: Option<&[u8]>,
         replaced: Option<Option<(u64, bool)>>,
     ) {
         let Some(old) = replaced else { return };
-        self.ae_changed(hash, old, Some((version, value.is_some())));
+        self.ae_changed_at(slot, hash, old, Some((version, value.is_some())));
         if let Some(d) = self.journal.as_mut() {
             d.log(key, version, value);
         }
