@@ -148,7 +148,9 @@ impl Digests {
     pub fn slot(&self, hash: u64) -> Option<usize> {
         let i = self.range_of(hash)?;
         let slot = i * LEAVES + self.leaf_of(i, hash);
-        prefetch(&self.leaves[slot]);
+        if let Some(leaf) = self.leaves.get(slot) {
+            prefetch(leaf);
+        }
         Some(slot)
     }
 
