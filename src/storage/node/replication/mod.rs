@@ -42,10 +42,8 @@ pub(super) const TIMER_SPARES: u64 = 1 << 48;
 
 /// The requests this node serves over replicas as their keys' lead replica.
 pub(super) struct Rounds {
-    /// Requests this node serves over replicas, by id. Boxed: a request is
-    /// taken out and put back, and passed by value from step to step, at
-    /// every turn of its round; a `Pending` is some hundred bytes, a box
-    /// eight.
+    /// Requests this node serves over replicas, by id. Boxed: a request moves
+    /// by value at every step of its round; a box is 8 bytes, a `Pending` 100s.
     pub(super) pending: super::mesh::IdMap<Box<Pending>>,
     /// The id the next request gets.
     pub(super) next_pending: u64,
