@@ -188,6 +188,17 @@ pub enum Applied {
     Newer(u64),
 }
 
+/// What one write did to the engine ([`Engine::apply_hashed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Stored, or refused for a newer version.
+    pub applied: Applied,
+    /// `None` if nothing changed (refused, or the version was already held);
+    /// otherwise the entry the write replaced as (version, live), `None`
+    /// for a key the engine did not hold.
+    pub replaced: Option<Option<(u64, bool)>>,
+}
+
 /// All of a node's sectors.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -379,12 +390,13 @@ impl Engine {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
-        self.apply_hashed(hash64(key), key, version, value, base).0
+        self.apply_hashed(hash64(key), key, version, value, base)
+            .applied
     }
 
     /// [`Engine::apply`] of a key whose ring hash the caller has; also says
-    /// whether the entry changed (storing the version already held is a
-    /// harmless repeat that changes nothing).
+    /// what the write replaced (storing the version already held is a
+    /// harmless repeat that changes nothing). One look-up of the key.
     pub fn apply_hashed(
         &mut self,
         hash: u64,
@@ -392,34 +404,77 @@ impl Engine {
         version: u64,
         value: Option<&[u8]>,
         base: Option<u64>,
-    ) -> (Applied, bool) {
+    ) -> Change {
+        self.apply_with(hash, key, value, base, |_| version)
+    }
+
+    /// Stores `value` (`None`: a tombstone) at the version `version_of` picks
+    /// from the version held (0 if none), which must be above it: a lead
+    /// replica's unconditional write, decided and stored in one look-up of
+    /// the key. Returns the version and what it replaced.
+    pub fn apply_next_hashed(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version_of: impl FnOnce(u64) -> u64,
+    ) -> (u64, Change) {
+        let mut picked = 0;
+        let change = self.apply_with(hash, key, value, None, |held| {
+            picked = version_of(held);
+            picked
+        });
+        (picked, change)
+    }
+
+    /// The one way an entry is written: finds the key once, asks `version_of`
+    /// for the version to write given the one held (0 if none), and stores it
+    /// unless the held one is the same or newer (or newer than `base`).
+    fn apply_with(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        base: Option<u64>,
+        version_of: impl FnOnce(u64) -> u64,
+    ) -> Change {
         let s = self.sector_mut(hash);
         let live = value.is_some() as isize;
         let now_bytes = value.map_or(0, |v| key.len() + v.len());
         let mut was_bytes = 0;
         let (th, table) = s.table_mut(hash);
-        let was = match table.find_mut(th, |r| r.key() == key) {
+        let unchanged = |applied| Change {
+            applied,
+            replaced: None,
+        };
+        let replaced = match table.find_mut(th, |r| r.key() == key) {
             Some(r) => {
                 let held = r.version();
+                let version = version_of(held);
                 if held == version && held != 0 {
-                    return (Applied::Stored, false);
+                    return unchanged(Applied::Stored);
                 }
                 if held > version || base.is_some_and(|b| held > b) {
-                    return (Applied::Newer(held), false);
+                    return unchanged(Applied::Newer(held));
                 }
-                let was = r.live() as isize;
                 was_bytes = r.live_bytes();
+                let old = (held, r.live());
                 r.set(version, value);
-                was
+                Some(old)
             }
             None => {
+                let version = version_of(0);
                 table.insert_unique(th, Record::new(key, version, value), record_hash);
-                0
+                None
             }
         };
+        let was = replaced.is_some_and(|(_, live)| live) as isize;
         self.keys = (self.keys as isize + live - was) as usize;
         self.bytes = self.bytes + now_bytes - was_bytes;
-        (Applied::Stored, true)
+        Change {
+            applied: Applied::Stored,
+            replaced: Some(replaced),
+        }
     }
 }
 

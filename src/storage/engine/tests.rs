@@ -357,3 +357,28 @@ proptest::proptest! {
         proptest::prop_assert_eq!(ledger::live(), records, "every record freed");
     }
 }
+
+#[test]
+fn a_write_says_what_it_replaced_and_a_next_write_picks_above_the_held_version() {
+    let mut e = Engine::default();
+    let h = hash64(b"k");
+    let first = e.apply_hashed(h, b"k", 5, Some(b"v"), None);
+    assert_eq!(first.replaced, Some(None), "a new key replaces nothing");
+    let same = e.apply_hashed(h, b"k", 5, Some(b"v"), None);
+    assert_eq!(same.replaced, None, "a repeat changes nothing");
+    let older = e.apply_hashed(h, b"k", 4, None, None);
+    assert_eq!((older.applied, older.replaced), (Applied::Newer(5), None));
+    // The version is picked from the one held, in the same look-up.
+    let (v, next) = e.apply_next_hashed(h, b"k", None, |held| held + 10);
+    assert_eq!((v, next.replaced), (15, Some(Some((5, true)))));
+    assert_eq!(
+        e.entry(b"k"),
+        Some(Entry {
+            version: 15,
+            value: None
+        })
+    );
+    assert_eq!(e.len(), 0, "the tombstone is no live key");
+    let (v, fresh) = e.apply_next_hashed(hash64(b"new"), b"new", Some(b"x"), |held| held + 1);
+    assert_eq!((v, fresh.replaced), (1, Some(None)));
+}

@@ -3,8 +3,10 @@
 //! `ACCEPT`, `SYNC_REQ`, `SYNC_DONE`, `PURGE`, `MIGRATE`, `NODE_JOIN`; decoded
 //! by [`crate::protocol::cluster`], refusals typed as [`Refusal`]; anti-entropy's
 //! `AE_DIGEST` and `AE_KEYS` are answered in `repair/anti_entropy.rs`), and the
-//! only two ways its data changes: [`StorageNode::store`] and
-//! [`StorageNode::purge`], each logged when the node has a data directory.
+//! only ways its data changes: [`StorageNode::store`] (and
+//! [`StorageNode::store_next`], a lead replica's write that picks its version
+//! in the same look-up of the key) and [`StorageNode::purge`], each logged
+//! when the node has a data directory.
 
 use super::*;
 use crate::protocol::cluster::CopiesWriter;
@@ -12,7 +14,7 @@ use crate::storage::engine::EntryRef;
 
 impl StorageNode {
     /// Applies a write to the engine and, if it was stored, logs it. With
-    /// [`StorageNode::purge`], the only ways the node's
+    /// [`StorageNode::store_next`] and [`StorageNode::purge`], the only ways the node's
     /// data changes (besides dropping keys a ring change moved away, which a
     /// snapshot follows): each logs what it changed (see [`crate::storage::durable`]).
     /// `hash` is the key's ring hash.
@@ -23,15 +25,48 @@ impl StorageNode {
         value: Option<&[u8]>,
         base: Option<u64>,
     ) -> Applied {
-        let old = (self.engine.entry_ref_hashed(hash, key)).map(|e| (e.version, e.value.is_some()));
-        let (applied, changed) = self.engine.apply_hashed(hash, key, version, value, base);
-        if changed {
-            self.ae_changed(hash, old, Some((version, value.is_some())));
-        }
-        if let (Some(d), true) = (self.journal.as_mut(), changed) {
+        let slot = self.ae_slot(hash);
+        let change = self.engine.apply_hashed(hash, key, version, value, base);
+        self.stored((key, hash, slot), version, value, change.replaced);
+        change.applied
+    }
+
+    /// A lead replica's unconditional write of `value` to `key` (ring hash
+    /// `hash`): stores it at a version from this node's clock above the one
+    /// held, deciding and storing in one look-up of the key (as [`store`]
+    /// does otherwise). Returns the version.
+    ///
+    /// [`store`]: StorageNode::store
+    pub(super) fn store_next(
+        &mut self,
+        now: Millis,
+        (key, hash): (&[u8], u64),
+        value: Option<&[u8]>,
+    ) -> u64 {
+        let wall = self.cfg.clock_base_ms + now;
+        let slot = self.ae_slot(hash);
+        let hlc = &mut self.hlc;
+        let next = |held| hlc.next(wall, held);
+        let (version, change) = self.engine.apply_next_hashed(hash, key, value, next);
+        self.stored((key, hash, slot), version, value, change.replaced);
+        version
+    }
+
+    /// The bookkeeping of a write the engine took (`replaced`: see
+    /// [`crate::storage::engine::Change::replaced`]): the anti-entropy digests
+    /// (the key's leaf found by [`StorageNode::ae_slot`]) and the journal.
+    fn stored(
+        &mut self,
+        (key, hash, slot): (&[u8], u64, Option<usize>),
+        version: u64,
+        value: Option<&[u8]>,
+        replaced: Option<Option<(u64, bool)>>,
+    ) {
+        let Some(old) = replaced else { return };
+        self.ae_changed_at(slot, hash, old, Some((version, value.is_some())));
+        if let Some(d) = self.journal.as_mut() {
             d.log(key, version, value);
         }
-        applied
     }
 
     /// Forgets `key` if its entry is still the tombstone at `version` (tombstone

@@ -159,10 +159,24 @@ impl StorageNode {
         old: Option<(u64, bool)>,
         new: Option<(u64, bool)>,
     ) {
-        let d = &mut self.anti_entropy.digests;
-        for (version, live) in old.into_iter().chain(new) {
-            d.toggle(hash, version, live);
-        }
+        self.anti_entropy.digests.replace(hash, old, new);
+    }
+
+    /// The digest leaf of key hash `hash`, fetched into the cache ahead of a
+    /// write that will change it (see [`Digests::slot`]).
+    pub(in super::super) fn ae_slot(&self, hash: u64) -> Option<usize> {
+        self.anti_entropy.digests.slot(hash)
+    }
+
+    /// [`StorageNode::ae_changed`] with the leaf [`StorageNode::ae_slot`] found.
+    pub(in super::super) fn ae_changed_at(
+        &mut self,
+        slot: Option<usize>,
+        hash: u64,
+        old: Option<(u64, bool)>,
+        new: Option<(u64, bool)>,
+    ) {
+        self.anti_entropy.digests.replace_at(slot, hash, old, new);
     }
 
     /// After a ring was installed (and keys maybe dropped): rebuilds the

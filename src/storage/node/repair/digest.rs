@@ -129,9 +129,43 @@ impl Digests {
 
     /// Toggles one entry in (or out: XOR is its own inverse).
     pub fn toggle(&mut self, hash: u64, version: u64, live: bool) {
-        if let Some(i) = self.range_of(hash) {
-            let leaf = self.leaf_of(i, hash);
-            self.leaves[i * LEAVES + leaf] ^= entry_hash(hash, version, live);
+        self.replace(hash, Some((version, live)), None);
+    }
+
+    /// Toggles a key's `old` entry (version, live) out and its `new` one in:
+    /// both are in the one leaf of the key's ring hash `hash`, found once.
+    pub fn replace(&mut self, hash: u64, old: Option<(u64, bool)>, new: Option<(u64, bool)>) {
+        let slot = self.slot(hash);
+        self.replace_at(slot, hash, old, new);
+    }
+
+    /// Where the leaf of ring hash `hash` is kept (`None` without ranges),
+    /// for [`Digests::replace_at`]. Asks the processor to fetch that leaf
+    /// into its cache: a write finds this slot before it looks its key up
+    /// in the engine, so the leaf's cache miss (the leaves of every range
+    /// are far larger than the cache, and a key's leaf is random) overlaps
+    /// the engine's instead of following it.
+    pub fn slot(&self, hash: u64) -> Option<usize> {
+        let i = self.range_of(hash)?;
+        let slot = i * LEAVES + self.leaf_of(i, hash);
+        if let Some(leaf) = self.leaves.get(slot) {
+            prefetch(leaf);
+        }
+        Some(slot)
+    }
+
+    /// [`Digests::replace`] with the key's leaf found by [`Digests::slot`]
+    /// (the ranges unchanged since).
+    pub fn replace_at(
+        &mut self,
+        slot: Option<usize>,
+        hash: u64,
+        old: Option<(u64, bool)>,
+        new: Option<(u64, bool)>,
+    ) {
+        let entry = |e: Option<(u64, bool)>| e.map_or(0, |(v, live)| entry_hash(hash, v, live));
+        if let Some(leaf) = slot.and_then(|s| self.leaves.get_mut(s)) {
+            *leaf ^= entry(old) ^ entry(new);
         }
     }
 
@@ -148,6 +182,21 @@ impl Digests {
             }
         }
     }
+}
+
+/// Asks the processor to bring the cache line holding `x` into its caches
+/// (a hint: no effect on what the program computes; none on other targets).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing into the program and cannot fault;
+    // `x` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// The purge floors (see the module docs).
@@ -233,10 +282,14 @@ mod tests {
         let mut e = engine(500);
         let mut d = Digests::default();
         d.rebuild(&bounds, &e);
-        // A write: old entry out, new in.
+        // A write: old entry out, new in (one call, or one toggle each).
         let h = hash64(b"k3");
+        let mut d2 = Digests::default();
+        d2.rebuild(&bounds, &e);
         d.toggle(h, 13, true);
         d.toggle(h, 99, false);
+        d2.replace(h, Some((13, true)), Some((99, false)));
+        assert_eq!(d.leaves, d2.leaves);
         e.apply(b"k3", 99, None, None);
         let mut fresh = Digests::default();
         fresh.rebuild(&bounds, &e);

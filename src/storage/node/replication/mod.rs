@@ -42,8 +42,9 @@ pub(super) const TIMER_SPARES: u64 = 1 << 48;
 
 /// The requests this node serves over replicas as their keys' lead replica.
 pub(super) struct Rounds {
-    /// Requests this node serves over replicas, by id.
-    pub(super) pending: super::mesh::IdMap<Pending>,
+    /// Requests this node serves over replicas, by id. Boxed: a request moves
+    /// by value at every step of its round; a box is 8 bytes, a `Pending` 100s.
+    pub(super) pending: super::mesh::IdMap<Box<Pending>>,
     /// The id the next request gets.
     pub(super) next_pending: u64,
     /// Keys with a write in progress here, and the requests waiting their turn:
@@ -148,7 +149,13 @@ impl StorageNode {
         self.rounds.next_pending += 1;
         let read_need = (self.ring.read_quorum as usize).clamp(1, listed) + behind;
         let write_need = (self.ring.write_quorum as usize).clamp(1, listed);
-        let mut p = Pending::new(requester, request, (key, hash), read_need, write_need);
+        let mut p = Box::new(Pending::new(
+            requester,
+            request,
+            (key, hash),
+            read_need,
+            write_need,
+        ));
         if p.conditional() {
             // Paxos: promises and acceptances from a majority of the list, and
             // at least R and W (this node's own promise counts only if it is
@@ -197,7 +204,7 @@ impl StorageNode {
 
     /// Starts (or restarts) a request: a write round for PUT, a read round for
     /// everything else.
-    fn start_round(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
+    fn start_round(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
         let (_, others, newcomers) = self.replica_targets(p.hash);
         p.attempts += 1;
         if p.request.op == op::PUT || p.conditional() {
@@ -213,11 +220,7 @@ impl StorageNode {
                 // Refused before anything is stored: applied nowhere.
                 return self.refuse_write(p, out);
             }
-            let wall = self.cfg.clock_base_ms + now;
-            let version = self
-                .hlc
-                .next(wall, self.engine.version_hashed(p.hash, &p.key));
-            self.store((&p.key, p.hash), version, Some(&value), None);
+            let version = self.store_next(now, (&p.key, p.hash), Some(&value));
             p.maybe_applied = true;
             let mut targets = others;
             targets.extend(newcomers.iter().copied());
@@ -286,7 +289,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         peers: Vec<u32>,
         out: &mut Vec<Output>,
     ) {
@@ -309,7 +312,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         w: WriteRound,
         out: &mut Vec<Output>,
     ) {
@@ -378,14 +381,14 @@ impl StorageNode {
     /// Refuses a write before anything of it is stored: too few of its key's
     /// replicas are reachable for W. The unreachable ones are still hinted the
     /// key, so they get this node's current entry once they are back.
-    fn refuse_write(&mut self, p: Pending, out: &mut Vec<Output>) {
+    fn refuse_write(&mut self, p: Box<Pending>, out: &mut Vec<Output>) {
         self.hint_unreachable(&p.key, p.hash, &[]);
         self.too_few_reachable(p, out);
     }
 
     /// Fails request `p` at once: too few of its replicas are reachable for a
     /// quorum, and none was asked, so no answer would end the round.
-    fn too_few_reachable(&mut self, p: Pending, out: &mut Vec<Output>) {
+    fn too_few_reachable(&mut self, p: Box<Pending>, out: &mut Vec<Output>) {
         let e = Error::new(
             ErrorCode::Unavailable,
             "too few of the key's replicas are reachable",
@@ -451,7 +454,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         progress: Progress,
         out: &mut Vec<Output>,
     ) {
@@ -477,7 +480,7 @@ impl StorageNode {
 
     /// A round that can no longer succeed: start again, retry at the next tick,
     /// or answer the error.
-    fn round_failed(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
+    fn round_failed(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
         let again = p.attempts < MAX_ATTEMPTS;
         let phase = p.phase();
         if phase == Some(Phase::Accept) && p.maybe_accepted() && !p.completing() {
@@ -528,7 +531,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         others: Vec<u32>,
         out: &mut Vec<Output>,
     ) {
@@ -573,7 +576,7 @@ impl StorageNode {
 
     /// A read round has its copies: answer or repair; or a prepare round has
     /// its promises: finish an accepted proposal, or decide the op.
-    fn finish_read(&mut self, now: Millis, id: u64, p: Pending, out: &mut Vec<Output>) {
+    fn finish_read(&mut self, now: Millis, id: u64, p: Box<Pending>, out: &mut Vec<Output>) {
         let (version, value) = p.newest();
         if p.conditional() {
             if let Some(unfinished) = p.unfinished() {
@@ -601,7 +604,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         value: Option<Bytes>,
         result: Frame,
         out: &mut Vec<Output>,
@@ -657,7 +660,7 @@ impl StorageNode {
 
     /// A conditional op's proposal is accepted by enough replicas (it is
     /// chosen): apply it here and send it as `REPLICATE` to the others.
-    fn commit(&mut self, now: Millis, id: u64, mut p: Pending, out: &mut Vec<Output>) {
+    fn commit(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
         let Some(entry) = p.take_proposal() else {
             return self.finish(p, Err(Self::no_result()), out);
         };
@@ -696,7 +699,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        p: Pending,
+        p: Box<Pending>,
         newest: Entry,
         result: Frame,
         out: &mut Vec<Output>,
@@ -747,7 +750,7 @@ impl StorageNode {
     /// nowhere.
     /// Replicas that have not answered its last round are not hinted here: their
     /// answer, or their failure, still comes (see [`StorageNode::replica_answer`]).
-    fn finish(&mut self, p: Pending, result: Result<Frame, Error>, out: &mut Vec<Output>) {
+    fn finish(&mut self, p: Box<Pending>, result: Result<Frame, Error>, out: &mut Vec<Output>) {
         if p.holds_key {
             // The key's next request may start.
             if let Some(queue) = self.rounds.busy.get_mut(&p.key) {

@@ -84,7 +84,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         others: Vec<u32>,
         out: &mut Vec<Output>,
     ) {
@@ -145,7 +145,7 @@ impl StorageNode {
         &mut self,
         now: Millis,
         id: u64,
-        mut p: Pending,
+        mut p: Box<Pending>,
         out: &mut Vec<Output>,
     ) {
         let spares = p.take_spares();
