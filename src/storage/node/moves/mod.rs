@@ -60,7 +60,7 @@ impl StorageNode {
         // once each is answered (any answer: a refusal means the newcomer
         // promised higher or takes no part yet), and a lost one starts it again.
         for (target, record) in proposals {
-            let frame = Message::Accept { record }.encode();
+            let frame = Message::Accept { record, view: None }.encode();
             let deadline = now + self.cfg.request_timeout_ms;
             let token = Waiter::HandedProposal { epoch };
             match self.mesh.forward(target, frame, token, 1, deadline, out) {

@@ -22,6 +22,7 @@
 //! `finish`): the copy, or the proposal another lead may finish, may be read
 //! later.
 
+mod joint;
 pub(super) mod paxos;
 mod propose;
 mod reads;
@@ -30,6 +31,7 @@ pub(super) mod round;
 pub(super) use reads::{answer_of, ReadAsk};
 
 use super::*;
+use crate::protocol::cluster::View;
 
 /// How long a plain read (GET, EXISTS) waits for the R - 1 replicas it asked
 /// before it asks the key's other replicas too (it asks them at once when an
@@ -228,7 +230,7 @@ impl StorageNode {
             return self.write_round(now, id, p, write, out);
         }
         if p.conditional() {
-            return self.start_prepare(now, id, p, others, out);
+            return self.start_prepare(now, id, p, out);
         }
         self.start_read(now, id, p, others, out);
     }
