@@ -333,16 +333,17 @@ impl StorageNode {
     /// Why this node takes no part in a key's Paxos rounds, if it does not: it
     /// is off the key's lists, catching up (its copy may lack writes), or its
     /// ring is newer than the proposer's `view` and lists the key otherwise
-    /// (see [`StorageNode::fence`]).
+    /// (see [`StorageNode::fence`]). A move's copy of an accepted proposal
+    /// (no view) is taken while catching up: it is no copy of the data.
     fn paxos_refusal(&self, hash: u64, view: Option<&View>) -> Result<(), Refusal> {
         self.check_replica_of(hash)?;
+        let Some(view) = view else {
+            return Ok(());
+        };
         if self.behind(hash) {
             return Err(Refusal::CatchingUp);
         }
-        match view {
-            Some(view) => self.fence(hash, view),
-            None => Ok(()),
-        }
+        self.fence(hash, view)
     }
 
     /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a

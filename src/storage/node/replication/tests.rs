@@ -275,6 +275,77 @@ fn a_put_refused_by_a_newer_version_is_unknown_and_not_written_again() {
     assert_eq!(e.code, ErrorCode::Unknown, "{e}");
 }
 
+/// The ring of nodes 1-3 (epoch 4), or with node 4 joining (epoch 5): it
+/// takes node 3's place on some keys' lists.
+fn ring_of(epoch: u64) -> String {
+    let mut ring = format!(
+        "epoch {epoch}\nreplicas 3 2 2\n\
+        node 1 127.0.0.1:7001 up 1152921504606846976\n\
+        node 2 127.0.0.1:7002 up 2305843009213693952\n\
+        node 3 127.0.0.1:7003 up 3458764513820540928\n"
+    );
+    if epoch >= 5 {
+        ring.push_str("node 4 127.0.0.1:7004 joining 1729382256910270464\n");
+    }
+    ring
+}
+
+#[test]
+fn a_handed_over_proposal_refused_for_the_newcomers_ring_is_sent_again() {
+    let (mut n, manager) = with_manager();
+    let joined = Frame::new(op::JOINED, 0, 0, format!("1\n{}", ring_of(4)));
+    let input = Input::Frame {
+        conn: manager,
+        frame: joined,
+    };
+    step(&mut n, 2, input);
+    n.end_catch_up();
+    // Node 1 accepted a proposal for a key node 4's join adds it to.
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            n.serving_pref.get(hash64(k.as_bytes())) == [1, 2, 3] && {
+                let h = hash64(k.as_bytes());
+                (1..=(1u64 << 60)).contains(&h) || h > 3u64 << 60
+            }
+        })
+        .expect("a key of node 1's first range");
+    let peer = member(&mut n, 40);
+    let view = n.view_of(hash64(key.as_bytes()));
+    let mut accept = Message::Accept {
+        record: record(&key, 10 << 16, b"x"),
+        view: Some(view),
+    }
+    .encode();
+    accept.client_id = 77;
+    assert_eq!(
+        one_reply(&frame_in(&mut n, 10, peer, accept), peer).op,
+        op::OK
+    );
+    // The join: node 1 hands the proposal to node 4, which refuses it (its
+    // ring does not list it for the key yet).
+    let update = Frame::new(op::RING_UPDATE, 0, 0, ring_of(5));
+    frame_in(&mut n, 11, manager, update);
+    let link = ConnId::new(24, 1);
+    let out = up(&mut n, 12, link, mesh::PEER_TAG + 4);
+    let handed = sent_on(&out, link)
+        .into_iter()
+        .find(|f| f.op == op::ACCEPT)
+        .expect("the proposal handed over");
+    assert!(matches!(
+        Message::decode(&handed),
+        Ok(Message::Accept { view: None, .. })
+    ));
+    let refusal = Reply::Refused(Refusal::OffList { epoch: 4 });
+    frame_in(&mut n, 13, link, answer(&handed, 4, refusal));
+    // Sent again at the next tick.
+    let out = step(&mut n, 14, Input::Timer { id: TIMER_TICK });
+    let again: Vec<Frame> = (sent_on(&out, link).into_iter())
+        .filter(|f| f.op == op::ACCEPT)
+        .collect();
+    assert_eq!(again.len(), 1, "{out:?}");
+}
+
 /// Node 1 of a ring (epoch 5) where node 4 joins: it takes node 3's place on
 /// the returned key's list (serving 1 2 3, settled 1 4 2), which node 1
 /// leads. Node 1 has links to the nodes in `linked` (on the returned conns);
