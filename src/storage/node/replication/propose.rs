@@ -90,12 +90,13 @@ impl StorageNode {
         result: Frame,
         out: &mut Vec<Output>,
     ) {
-        let targets = self.reachable_members(p.view());
-        if self.fence(p.hash, p.view()).is_err() {
-            // This node's ring changed the key's lists since the prepare: if
-            // the round fails, it starts again with the new ring.
-            p.off_list = true;
+        if self.fence(p.hash, p.view()).is_err() && p.attempts < MAX_ATTEMPTS {
+            // This node's ring changed the key's lists since the prepare, and
+            // nothing of this attempt is accepted yet: start again by the new
+            // ring (its replicas would refuse this view).
+            return self.start_round(now, id, p, out);
         }
+        let targets = self.reachable_members(p.view());
         let mine = self.accepts_for(p.hash, p.view());
         let me = [self.node_id];
         let voters = if mine { &me[..] } else { &[] };

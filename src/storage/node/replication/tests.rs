@@ -504,3 +504,44 @@ fn sent(out: &[Output]) -> Vec<&Frame> {
         })
         .collect()
 }
+
+#[test]
+fn a_lead_whose_ring_flips_between_prepare_and_accept_starts_again() {
+    let (mut n, links, key) = lead_while_4_joins(&[2, 3, 4]);
+    let client = ConnId::new(30, 1);
+    let incr = Frame::new(op::INCR, 9, 0, format!("{} {key} 5", key.len()));
+    let out = frame_in(&mut n, 10, client, incr);
+    let prepares: Vec<Frame> = links.iter().map(|&l| one(&out, l, op::PREPARE)).collect();
+    // The join flips (epoch 6): the key's lists are 1 4 2 now.
+    let flipped = ring_of(5)
+        .replace("epoch 5", "epoch 6")
+        .replace("joining", "up");
+    let update = Frame::new(op::RING_UPDATE, 0, 0, flipped);
+    frame_in(&mut n, 11, ConnId::new(1, 1), update);
+    // Promises under the old view make both its majorities...
+    frame_in(
+        &mut n,
+        12,
+        links[1],
+        answer(&prepares[1], 3, promise(None, None)),
+    );
+    let out = frame_in(
+        &mut n,
+        13,
+        links[2],
+        answer(&prepares[2], 4, promise(None, None)),
+    );
+    // ...but no accept goes out under it: a new prepare, by the new ring.
+    let asked: Vec<Frame> = sent(&out).into_iter().cloned().collect();
+    assert!(asked.iter().all(|f| f.op != op::ACCEPT), "{asked:?}");
+    let again = one(&out, links[2], op::PREPARE);
+    let Ok(Message::Prepare { view, .. }) = Message::decode(&again) else {
+        panic!("{again:?}");
+    };
+    let expected = View {
+        epoch: 6,
+        serving: vec![1, 4, 2],
+        settled: vec![1, 4, 2],
+    };
+    assert_eq!(view, expected);
+}
