@@ -284,10 +284,15 @@ fn handoffs_done(m: &mut Manager, now: Millis, conns: &[ConnId]) {
 /// N = 3, W = 2 on three nodes, `down` of them then cut off; node 4 joins and
 /// the others report their handoff: whether the join flipped (node 4 serves).
 fn join_with_holders_down(down: usize) -> bool {
+    join_with_holders_down_at(down, 2)
+}
+
+/// [`join_with_holders_down`] with write quorum `w`.
+fn join_with_holders_down_at(down: usize, w: u32) -> bool {
     let mut m = Manager::new(ManagerConfig {
         replicas: 3,
         read_quorum: 2,
-        write_quorum: 2,
+        write_quorum: w,
         ..ManagerConfig::default()
     });
     let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
@@ -312,6 +317,10 @@ fn a_move_flips_only_while_enough_holders_of_each_range_are_up() {
     assert!(join_with_holders_down(1));
     // With two down, node 1 alone may lack an acknowledged write: no flip.
     assert!(!join_with_holders_down(2));
+    // With W = 3 one holder has every write, but a majority of each list
+    // must run the ring that started the move (conditional ops' fence).
+    assert!(join_with_holders_down_at(1, 3));
+    assert!(!join_with_holders_down_at(2, 3));
 }
 
 #[test]

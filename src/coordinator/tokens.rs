@@ -100,16 +100,23 @@ impl Manager {
 
     /// Whether some range the pending moves give to a new node has too few of
     /// its current holders up to hand it over: fewer than N - W + 1 of its
-    /// serving list, the fewest that meet every write quorum of that list. The
-    /// newcomer would then count as a replica without the range's newest
-    /// writes, and a quorum of it and another holder that lacks them could
-    /// miss an acknowledged write. The flip waits until enough holders are
-    /// back (or a down one is dropped, which copies its ranges again).
+    /// serving list, the fewest that meet every write quorum of that list, or
+    /// than a majority of it. The newcomer would then count as a replica
+    /// without the range's newest writes, and a quorum of it and another
+    /// holder that lacks them could miss an acknowledged write. The majority
+    /// is for conditional ops: every holder counted here has reported the
+    /// handoff of this epoch, so it runs the ring that started the move and
+    /// refuses Paxos rounds of a lead whose ring predates it; with a majority
+    /// of the serving list doing so, no such lead decides after the flip
+    /// (docs/architecture.md, section 6, "Joint majorities"). The flip waits
+    /// until enough holders are back (or a down one is dropped, which copies
+    /// its ranges again).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
         let need_of = |len: usize| {
             (n + 1)
                 .saturating_sub(ring.write_quorum.max(1) as usize)
+                .max(len / 2 + 1)
                 .min(len)
         };
         let (serving, settled) = (ring.serving(), ring.settled());

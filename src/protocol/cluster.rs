@@ -130,22 +130,29 @@ pub enum Message {
         record: Record,
     },
     /// 65, proposer -> replica, the first phase of a conditional op:
-    /// `BALLOT(u64 BE) KEY`. The replica promises to take no ballot at or below
-    /// this one for the key and answers [`Reply::Promise`], or refuses with
-    /// [`Reply::Conflict`] naming a ballot or version at least as high.
+    /// `BALLOT(u64 BE) VIEW KEY` (see [`View`]). The replica promises to take
+    /// no ballot at or below this one for the key and answers
+    /// [`Reply::Promise`], or refuses with [`Reply::Conflict`] naming a ballot
+    /// or version at least as high, or with [`Refusal::StaleRing`].
     Prepare {
         /// The ballot (a version from the proposer's clock).
         ballot: u64,
+        /// The proposer's ring epoch and the key's lists by it.
+        view: View,
         /// The key.
         key: Bytes,
     },
-    /// 66, proposer -> replica, the second phase: `RECORD`, whose version is
-    /// the ballot. The replica holds it apart from its data (no read sees it)
-    /// unless it promised a higher ballot or holds a version at least as high
-    /// (`CONFLICT`). Its commit is a `REPLICATE` of the same record.
+    /// 66, proposer -> replica, the second phase: `HAS_VIEW(u8) [VIEW]
+    /// RECORD`, whose version is the ballot. The replica holds it apart from
+    /// its data (no read sees it) unless it promised a higher ballot or holds
+    /// a version at least as high (`CONFLICT`), or the view is stale
+    /// ([`Refusal::StaleRing`]). Its commit is a `REPLICATE` of the same
+    /// record. A move's copy of an accepted proposal carries no view.
     Accept {
         /// The proposal: the key, the ballot as its version, the value.
         record: Record,
+        /// The proposer's view (`None`: a move's copy, not a round).
+        view: Option<View>,
     },
     /// 56, coordinator -> replica: the key's entry. The payload is the key.
     ReplRead {
@@ -338,23 +345,11 @@ impl Message {
             }
             Message::ReplRead { key } => key.clone(),
             Message::ReplReads { keys } => reads::keys_payload(keys.iter().map(|k| &k[..])),
-            Message::Accept { record } => {
-                let mut buf = BytesMut::new();
-                put_record(
-                    &mut buf,
-                    &record.key,
-                    record.version,
-                    record.value.as_deref(),
-                );
-                buf.freeze()
-            }
-            Message::Prepare { ballot, key }
-            | Message::Purge {
-                version: ballot,
-                key,
-            } => {
+            Message::Accept { record, view } => paxos::accept_payload(record, view.as_ref()),
+            Message::Prepare { ballot, view, key } => paxos::prepare_payload(*ballot, view, key),
+            Message::Purge { version, key } => {
                 let mut buf = BytesMut::with_capacity(8 + key.len());
-                buf.put_u64(*ballot);
+                buf.put_u64(*version);
                 buf.put_slice(key);
                 buf.freeze()
             }
@@ -422,26 +417,23 @@ impl Message {
                 Message::ReplRead { key: p.clone() }
             }
             op::REPL_READS => reads::decode_keys(p)?,
-            op::PURGE | op::PREPARE => {
-                let what = op::name(frame.op);
+            op::PURGE => {
                 if p.len() < 8 {
-                    return Err(malformed(what, "shorter than its version"));
+                    return Err(malformed("PURGE", "shorter than its version"));
                 }
                 let key = p.slice(8..);
                 check_key(&key)?;
                 let version = be_u64(&p[..8]);
-                if frame.op == op::PURGE {
-                    Message::Purge { version, key }
-                } else {
-                    Message::Prepare {
-                        ballot: version,
-                        key,
-                    }
-                }
+                Message::Purge { version, key }
             }
-            op::ACCEPT => Message::Accept {
-                record: parse_one_record(p, 0, "ACCEPT")?,
-            },
+            op::PREPARE => {
+                let (ballot, view, key) = paxos::decode_prepare(p)?;
+                Message::Prepare { ballot, view, key }
+            }
+            op::ACCEPT => {
+                let (record, view) = paxos::decode_accept(p)?;
+                Message::Accept { record, view }
+            }
             op::SYNC_REQ => {
                 let what = "SYNC_REQ (NODEID ROUND EPOCH)";
                 let [node_id, round, epoch] = words::<3>(p).ok_or_else(|| malformed(what, ""))?;
@@ -591,19 +583,12 @@ impl Reply {
             Reply::Promise {
                 committed,
                 accepted,
-            } => {
-                let mut buf = BytesMut::new();
-                for r in [committed, accepted] {
-                    match r {
-                        Some(r) => {
-                            buf.put_u8(1);
-                            put_record(&mut buf, &r.key, r.version, r.value.as_deref());
-                        }
-                        None => buf.put_u8(0),
-                    }
-                }
-                Frame::new(op::PROMISE, 0, 0, buf.freeze())
-            }
+            } => Frame::new(
+                op::PROMISE,
+                0,
+                0,
+                paxos::promise_payload(committed, accepted),
+            ),
             Reply::Refused(r) => r.encode(),
             Reply::Failed(e) => Frame::error(0, 0, e),
             Reply::Leaves(leaves) => Frame::new(op::AE_LEAVES, 0, 0, ae::leaves_payload(leaves)),
@@ -625,7 +610,7 @@ impl Reply {
             op::CONFLICT => Reply::Conflict {
                 version: decimal(p, u64::MAX, "CONFLICT (VERSION)")?,
             },
-            op::PROMISE => decode_promise(p)?,
+            op::PROMISE => paxos::decode_promise(p)?,
             op::REFUSED => Reply::Refused(Refusal::decode(frame)?),
             op::ERR => Reply::Failed(Error::from_payload(p)),
             op::AE_LEAVES => Reply::Leaves(ae::decode_leaves(p)?),
@@ -644,32 +629,6 @@ impl Reply {
     }
 }
 
-/// A `PROMISE` payload: two optional records, each behind a flag byte.
-fn decode_promise(p: &Bytes) -> Result<Reply, Error> {
-    let mut at = 0;
-    let mut take = || -> Result<Option<Record>, Error> {
-        let flag = *p.get(at).ok_or_else(|| malformed("PROMISE", "cut short"))?;
-        at += 1;
-        match flag {
-            0 => Ok(None),
-            1 => parse_record(p, &mut at).map(Some),
-            f => Err(malformed(
-                "PROMISE",
-                &format!("flag {f} is neither 0 nor 1"),
-            )),
-        }
-    };
-    let committed = take()?;
-    let accepted = take()?;
-    if at != p.len() {
-        return Err(malformed("PROMISE", "bytes after its entries"));
-    }
-    Ok(Reply::Promise {
-        committed,
-        accepted,
-    })
-}
-
 /// Why a replica will not let its copy count toward a quorum. Sent as op 62
 /// REFUSED, payload `REASON [SP EPOCH]`; the coordinator retries or asks others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -683,6 +642,12 @@ pub enum Refusal {
         /// The epoch of the replica's ring.
         epoch: u64,
     },
+    /// `stale-ring EPOCH`: to a Paxos `PREPARE` or `ACCEPT` whose [`View`] is
+    /// of an older ring than the replica's, which gives the key other lists.
+    StaleRing {
+        /// The epoch of the replica's ring.
+        epoch: u64,
+    },
 }
 
 impl Refusal {
@@ -691,13 +656,14 @@ impl Refusal {
         let payload = match self {
             Refusal::CatchingUp => "catching-up".to_string(),
             Refusal::OffList { epoch } => format!("off-list {epoch}"),
+            Refusal::StaleRing { epoch } => format!("stale-ring {epoch}"),
         };
         Frame::new(op::REFUSED, 0, 0, payload)
     }
 
     /// Reads a `REFUSED` frame.
     pub fn decode(frame: &Frame) -> Result<Refusal, Error> {
-        let what = "REFUSED (catching-up, or off-list EPOCH)";
+        let what = "REFUSED (catching-up, off-list EPOCH or stale-ring EPOCH)";
         if frame.op != op::REFUSED {
             return Err(Error::new(
                 ErrorCode::BadOp,
@@ -708,6 +674,9 @@ impl Refusal {
         match words::<2>(p) {
             _ if p == b"catching-up" => Ok(Refusal::CatchingUp),
             Some([b"off-list", epoch]) => Ok(Refusal::OffList {
+                epoch: decimal(epoch, u64::MAX, what)?,
+            }),
+            Some([b"stale-ring", epoch]) => Ok(Refusal::StaleRing {
                 epoch: decimal(epoch, u64::MAX, what)?,
             }),
             _ => Err(malformed(what, "unknown reason")),
@@ -729,6 +698,10 @@ impl fmt::Display for Refusal {
             Refusal::OffList { epoch } => write!(
                 f,
                 "the replica is not on the key's preference lists (its ring epoch {epoch})"
+            ),
+            Refusal::StaleRing { epoch } => write!(
+                f,
+                "the replica's ring (epoch {epoch}) gives the key other lists than the proposer's"
             ),
         }
     }
@@ -782,6 +755,8 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 pub mod ae;
 mod reads;
 pub use reads::{repl_reads, CopiesWriter, COPIES_BUDGET, REPL_READS_BUDGET};
+mod paxos;
+pub use paxos::View;
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

@@ -25,6 +25,15 @@ fn ring(epoch: u64) -> Ring {
     )
 }
 
+fn arb_view() -> impl Strategy<Value = View> {
+    let list = || prop::collection::vec(any::<u32>(), 0..6);
+    (any::<u64>(), list(), list()).prop_map(|(epoch, serving, settled)| View {
+        epoch,
+        serving,
+        settled,
+    })
+}
+
 fn b(s: &[u8]) -> Bytes {
     Bytes::copy_from_slice(s)
 }
@@ -351,20 +360,50 @@ fn repl_reads_and_copies() {
 
 #[test]
 fn paxos_prepare_accept_and_promise() {
+    let view = View {
+        epoch: 5,
+        serving: vec![1, 2],
+        settled: vec![258],
+    };
+    // EPOCH, then each list behind its length.
+    let wire_view: &[u8] = &[
+        0, 0, 0, 0, 0, 0, 0, 5, 2, 0, 0, 0, 1, 0, 0, 0, 2, 1, 0, 0, 1, 2,
+    ];
     let m = Message::Prepare {
         ballot: 3,
+        view: view.clone(),
         key: b(b"k"),
     };
-    check(m, &[0, 0, 0, 0, 0, 0, 0, 3, b'k']);
+    check(
+        m,
+        &[&[0, 0, 0, 0, 0, 0, 0, 3][..], wire_view, b"k"].concat(),
+    );
     assert_eq!(bad(op::PREPARE, &[0; 7]), ErrorCode::BadOp);
-    assert_eq!(bad(op::PREPARE, &[0; 8]), ErrorCode::BadKey);
+    assert_eq!(bad(op::PREPARE, &[0; 8]), ErrorCode::BadOp, "no view");
+    assert_eq!(bad(op::PREPARE, &[0; 18]), ErrorCode::BadKey);
+    let cut = [&[0u8; 8][..], &wire_view[..wire_view.len() - 1]].concat();
+    assert_eq!(bad(op::PREPARE, &cut), ErrorCode::BadOp);
     let r = record(b"k", 9, Some(b"v"));
     let mut entry = BytesMut::new();
     put_record(&mut entry, b"k", 9, Some(b"v"));
-    check(Message::Accept { record: r.clone() }, &entry);
+    let accept = Message::Accept {
+        record: r.clone(),
+        view: None,
+    };
+    check(accept, &[&[0u8][..], &entry].concat());
+    let accept = Message::Accept {
+        record: r.clone(),
+        view: Some(view),
+    };
+    check(accept, &[&[1u8][..], wire_view, &entry].concat());
     assert_eq!(bad(op::ACCEPT, b""), ErrorCode::BadOp);
+    assert_eq!(bad(op::ACCEPT, &entry), ErrorCode::BadOp, "no HAS_VIEW");
     assert_eq!(
-        bad(op::ACCEPT, &[&entry[..], b"x"].concat()),
+        bad(op::ACCEPT, &[&[0u8][..], &entry, b"x"].concat()),
+        ErrorCode::BadOp
+    );
+    assert_eq!(
+        bad(op::ACCEPT, &[&[1u8][..], &wire_view[..9]].concat()),
         ErrorCode::BadOp
     );
 
@@ -458,6 +497,11 @@ fn replies() {
             b(b"off-list 8"),
         ),
         (
+            Reply::Refused(Refusal::StaleRing { epoch: 9 }),
+            op::REFUSED,
+            b(b"stale-ring 9"),
+        ),
+        (
             Reply::Failed(Error::new(ErrorCode::Timeout, "slow")),
             op::ERR,
             b(b"TIMEOUT slow"),
@@ -478,6 +522,8 @@ fn replies() {
         (op::REFUSED, b"catching up"),
         (op::REFUSED, b"off-list"),
         (op::REFUSED, b"off-list 1 2"),
+        (op::REFUSED, b"stale-ring"),
+        (op::REFUSED, b"stale-ring x"),
         (op::PONG, b""),
     ] {
         let got = Reply::decode(&frame(o, p));
@@ -643,8 +689,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(base, record)| Message::Replicate { base, record }),
         arb_key().prop_map(|key| Message::ReplRead { key }),
         prop::collection::vec(arb_key(), 0..5).prop_map(|keys| Message::ReplReads { keys }),
-        (any::<u64>(), arb_key()).prop_map(|(ballot, key)| Message::Prepare { ballot, key }),
-        arb_record().prop_map(|record| Message::Accept { record }),
+        (any::<u64>(), arb_view(), arb_key()).prop_map(|(ballot, view, key)| Message::Prepare {
+            ballot,
+            view,
+            key
+        }),
+        (arb_record(), prop::option::of(arb_view()))
+            .prop_map(|(record, view)| Message::Accept { record, view }),
         (any::<u64>(), arb_key()).prop_map(|(version, key)| Message::Purge { version, key }),
         (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(node_id, round, epoch)| {
             Message::SyncReq {
@@ -690,6 +741,7 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         any::<u64>().prop_map(|version| Reply::Conflict { version }),
         Just(Reply::Refused(Refusal::CatchingUp)),
         any::<u64>().prop_map(|epoch| Reply::Refused(Refusal::OffList { epoch })),
+        any::<u64>().prop_map(|epoch| Reply::Refused(Refusal::StaleRing { epoch })),
         (prop::sample::select(ErrorCode::ALL.to_vec()), "[ -~]{0,30}")
             .prop_map(|(code, text)| Reply::Failed(Error::new(code, text))),
         prop::collection::vec(any::<u64>(), 0..300).prop_map(Reply::Leaves),

@@ -9,7 +9,7 @@
 //! when the node has a data directory.
 
 use super::*;
-use crate::protocol::cluster::CopiesWriter;
+use crate::protocol::cluster::{CopiesWriter, View};
 use crate::storage::engine::EntryRef;
 
 impl StorageNode {
@@ -219,8 +219,8 @@ impl StorageNode {
                 let frame = copies.finish();
                 (frame.op, frame.payload)
             }
-            Message::Prepare { ballot, key } => self.paxos_prepare(now, ballot, &key),
-            Message::Accept { record } => self.paxos_accept(now, &record),
+            Message::Prepare { ballot, view, key } => self.paxos_prepare(now, ballot, &view, &key),
+            Message::Accept { record, view } => self.paxos_accept(now, &record, view.as_ref()),
             Message::SyncReq {
                 node_id: peer,
                 round,
@@ -313,9 +313,9 @@ impl StorageNode {
     /// `PREPARE`: a proposer's ballot for `key` (see `replication::paxos`):
     /// this replica's promise with its committed entry and any accepted
     /// proposal, or `CONFLICT` with a higher ballot or version.
-    fn paxos_prepare(&mut self, now: Millis, ballot: u64, key: &Bytes) -> (u8, Bytes) {
+    fn paxos_prepare(&mut self, now: Millis, ballot: u64, view: &View, key: &Bytes) -> (u8, Bytes) {
         let hash = hash64(key);
-        if let Err(refusal) = self.paxos_refusal(hash) {
+        if let Err(refusal) = self.paxos_refusal(hash, Some(view)) {
             return refused(refusal);
         }
         self.hlc.observe(ballot);
@@ -338,10 +338,10 @@ impl StorageNode {
 
     /// `ACCEPT`: a proposer's proposal (its version is the ballot), held apart
     /// from the data until its commit, or `CONFLICT` with a higher ballot or
-    /// version.
-    fn paxos_accept(&mut self, now: Millis, r: &Record) -> (u8, Bytes) {
+    /// version. A move's copy of an accepted proposal comes with no view.
+    fn paxos_accept(&mut self, now: Millis, r: &Record, view: Option<&View>) -> (u8, Bytes) {
         let hash = hash64(&r.key);
-        if let Err(refusal) = self.paxos_refusal(hash) {
+        if let Err(refusal) = self.paxos_refusal(hash, view) {
             return refused(refusal);
         }
         self.hlc.observe(r.version);
@@ -366,13 +366,19 @@ impl StorageNode {
     }
 
     /// Why this node takes no part in a key's Paxos rounds, if it does not: it
-    /// is off the key's lists, or catching up (its copy may lack writes).
-    fn paxos_refusal(&self, hash: u64) -> Result<(), Refusal> {
+    /// is off the key's lists, catching up (its copy may lack writes), or its
+    /// ring is newer than the proposer's `view` and lists the key otherwise
+    /// (see [`StorageNode::fence`]). A move's copy of an accepted proposal
+    /// (no view) is taken while catching up: it is no copy of the data.
+    fn paxos_refusal(&self, hash: u64, view: Option<&View>) -> Result<(), Refusal> {
         self.check_replica_of(hash)?;
+        let Some(view) = view else {
+            return Ok(());
+        };
         if self.behind(hash) {
             return Err(Refusal::CatchingUp);
         }
-        Ok(())
+        self.fence(hash, view)
     }
 
     /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a

@@ -57,10 +57,11 @@ impl StorageNode {
         let epoch = self.ring.epoch;
         let mut handoff = Handoff::new(epoch, keys, self.settled.clone(), prior);
         // Sent before the chunks on the same links; the handoff is done only
-        // once each is answered (any answer: a refusal means the newcomer
-        // promised higher or takes no part yet), and a lost one starts it again.
+        // once each is answered (`CONFLICT` too: the newcomer promised higher
+        // or holds a newer version), and a lost one, or one refused because
+        // the newcomer's ring does not list it yet, starts it again.
         for (target, record) in proposals {
-            let frame = Message::Accept { record }.encode();
+            let frame = Message::Accept { record, view: None }.encode();
             let deadline = now + self.cfg.request_timeout_ms;
             let token = Waiter::HandedProposal { epoch };
             match self.mesh.forward(target, frame, token, 1, deadline, out) {

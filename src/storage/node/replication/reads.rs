@@ -340,7 +340,7 @@ pub(in crate::storage::node) fn answer_of(f: &Frame) -> Answer {
             accepted: accepted.map(|r| entry_of(copy_record(r))),
         },
         Ok(Reply::Refused(Refusal::CatchingUp)) => Answer::CatchingUp,
-        Ok(Reply::Refused(Refusal::OffList { .. })) => Answer::OffList,
+        Ok(Reply::Refused(Refusal::OffList { .. } | Refusal::StaleRing { .. })) => Answer::OffList,
         Ok(Reply::Failed(_) | Reply::Leaves(_) | Reply::Diff { .. } | Reply::Copies(_))
         | Err(_) => Answer::Failed(ErrorCode::Unavailable),
     }

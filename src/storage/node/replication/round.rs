@@ -22,14 +22,16 @@
 //!   proposal is newer than every committed copy it is finished first (accepted
 //!   and committed under this ballot) and the op starts again; otherwise the op
 //!   is decided against the newest committed copy. An accept round (`ACCEPT`)
-//!   until a majority (and at least `W`) and every newcomer accepted; then a
-//!   commit round (`REPLICATE`, version = ballot) until `W` replicas and every
-//!   newcomer hold it. Nothing is applied to the data before the commit, so no
-//!   read sees a value that may yet lose. Two leads of one key that see the
-//!   same list of replicas cannot both decide: their ballots are ordered and a
-//!   majority promised the higher one. (Two leads on two rings during a move
-//!   count majorities of different lists and can: a known caveat, see
-//!   docs/architecture.md.)
+//!   until a majority (and at least `W`) accepted; then a commit round
+//!   (`REPLICATE`, version = ballot) until `W` replicas and every newcomer
+//!   hold it. Nothing is applied to the data before the commit, so no read
+//!   sees a value that may yet lose. While a move is pending, "a majority"
+//!   is a majority of the key's serving list *and* of its settled list
+//!   (joint majorities, see [`super::joint`]), and every prepare and accept
+//!   carries the lead's view of the key, which acceptors on a newer ring
+//!   that lists the key otherwise refuse. Two leads of one key cannot both
+//!   decide: their ballots are ordered and the majorities they count meet in
+//!   a node that promised the higher one.
 //!
 //! A [`Pending`]'s fields are visible to the replication module only (its
 //! transitions live there and here); the rest of the node sees requests through
@@ -40,6 +42,8 @@
 //! and the node hints a replica whose write never arrived (see
 //! [`Answer::holds_write`]).
 
+use super::joint::{verdict, Verdict};
+use crate::protocol::cluster::View;
 use crate::protocol::{op, ErrorCode, Frame};
 use crate::reactor::ConnId;
 use crate::storage::engine::Entry;
@@ -161,6 +165,12 @@ struct Proposer {
     /// The accept and commit rounds in progress finish another proposer's
     /// accepted proposal: once committed, this op starts again.
     completing: bool,
+    /// The lead's view of the key when this attempt's prepare started: the
+    /// lists whose majorities its prepare and accept rounds count, sent with
+    /// each ask.
+    view: View,
+    /// The nodes that accepted the accept round in progress.
+    accepted_by: Vec<u32>,
 }
 
 /// A round of a request served over replicas.
@@ -323,7 +333,8 @@ impl Pending {
 
     /// A new attempt's prepare round under `ballot`: whatever the last attempt
     /// was doing (finishing another proposal included) is over.
-    pub fn begin_prepare(&mut self, ballot: u64) {
+    pub fn begin_prepare(&mut self, ballot: u64, view: View) {
+        self.paxos.view = view;
         self.paxos.ballot = ballot;
         self.paxos.accepted = None;
         self.paxos.nacked = 0;
@@ -333,6 +344,56 @@ impl Pending {
     /// The ballot of the attempt in progress.
     pub fn ballot(&self) -> u64 {
         self.paxos.ballot
+    }
+
+    /// The lead's view of the key for the attempt in progress.
+    pub fn view(&self) -> &View {
+        &self.paxos.view
+    }
+
+    /// Counts `node` (this lead) as having accepted the accept round's proposal.
+    pub fn accepted_here(&mut self, node: u32) {
+        self.paxos.accepted_by.push(node);
+    }
+
+    /// Where a conditional op's prepare or accept round stands by joint
+    /// majorities (`None` for any other round): done, still waiting, or
+    /// failed (see [`super::joint::verdict`]).
+    pub fn paxos_progress(&self) -> Option<Progress> {
+        if !self.conditional() {
+            return None;
+        }
+        let view = &self.paxos.view;
+        let (v, done) = match &self.round {
+            Round::Reading {
+                copies, waiting, ..
+            } => {
+                let voters: Vec<u32> = copies.iter().map(|&(n, _)| n).collect();
+                (
+                    verdict(view, self.read_need, &voters, waiting),
+                    Progress::ReadDone,
+                )
+            }
+            Round::Writing {
+                phase: Phase::Accept,
+                waiting,
+                ..
+            } => (
+                verdict(
+                    view,
+                    self.paxos.accept_need,
+                    &self.paxos.accepted_by,
+                    waiting,
+                ),
+                Progress::WriteDone,
+            ),
+            Round::Writing { .. } => return None,
+        };
+        Some(match v {
+            Verdict::Done => done,
+            Verdict::Waiting => Progress::Waiting,
+            Verdict::Failed => Progress::Failed,
+        })
     }
 
     /// Notes that `higher` (a ballot or a version) refused this attempt.
@@ -349,6 +410,7 @@ impl Pending {
     /// `proposal` (its version is the ballot), about to ask `asked` replicas.
     pub fn begin_accept(&mut self, proposal: Entry, round: Round, asked: usize) {
         self.paxos.proposal = Some(proposal);
+        self.paxos.accepted_by.clear();
         self.paxos.asked = (asked, 0);
         self.round = round;
     }
@@ -377,6 +439,24 @@ impl Pending {
 
     /// Records `peer`'s answer to the round in progress.
     pub fn on_answer(&mut self, peer: u32, answer: Answer) -> Progress {
+        let accepted = self.phase() == Some(Phase::Accept)
+            && answer == Answer::Stored
+            && matches!(&self.round, Round::Writing { waiting, .. } if waiting.contains(&peer));
+        if accepted {
+            self.paxos.accepted_by.push(peer);
+        }
+        if answer == Answer::OffList && (self.phase().is_none() || self.conditional()) {
+            // Its ring says this lead's is stale (or its own is): retried at
+            // the next tick if nothing of the write may have been applied.
+            self.off_list = true;
+        }
+        let progress = self.counted(peer, answer);
+        self.paxos_progress().unwrap_or(progress)
+    }
+
+    /// Records `peer`'s answer by the counts of R and W (a conditional op's
+    /// rounds are then judged by [`Pending::paxos_progress`]).
+    fn counted(&mut self, peer: u32, answer: Answer) -> Progress {
         if answer == Answer::Failed(ErrorCode::Timeout) {
             self.failure = ErrorCode::Timeout;
         }
@@ -403,7 +483,6 @@ impl Pending {
         }
         match &answer {
             Answer::CatchingUp => self.lagging.push(peer),
-            Answer::OffList => self.off_list = true,
             Answer::Promise {
                 accepted: Some(a), ..
             } => self.note_accepted(Some(a.clone())),

@@ -363,7 +363,16 @@ impl StorageNode {
             mirror @ Waiter::Mirror { .. } => self.mirror_taken(now, fwd.peer, mirror, out),
             Waiter::HandedProposal { epoch } => {
                 if let Some(h) = self.handoff.as_mut().filter(|h| h.epoch == epoch) {
-                    h.acked(fwd.peer);
+                    // Taken, or refused by a higher promise or a newer version
+                    // (which a later prepare finds instead): delivered. A
+                    // newcomer that refused it for its ring (not yet the one
+                    // that adds it) must get it again, or a majority of the
+                    // new list could miss a proposal the old list chose.
+                    if frame.op == op::REFUSED {
+                        h.failed = true;
+                    } else {
+                        h.acked(fwd.peer);
+                    }
                 }
                 self.pump_handoff(now, out);
             }
