@@ -260,6 +260,18 @@ pub enum Change {
         /// key had none.
         prev: Option<(u64, Option<Bytes>)>,
     },
+    /// A key's Paxos acceptor state, as a whole: the highest ballot it
+    /// promised and the proposal it accepted (its ballot and value, `None`
+    /// value: a DELETE's tombstone), if any. The last one of a key replaces
+    /// the earlier ones; none of it is data until a write commits it.
+    Ballot {
+        /// The key.
+        key: Bytes,
+        /// The highest ballot promised.
+        promised: u64,
+        /// The accepted proposal: its ballot (its version) and value.
+        accepted: Option<(u64, Option<Bytes>)>,
+    },
 }
 
 impl From<Record> for Change {
@@ -281,7 +293,9 @@ impl Change {
     pub fn key(&self) -> &Bytes {
         match self {
             Change::Put(r) => &r.key,
-            Change::Purge { key, .. } | Change::Restore { key, .. } => key,
+            Change::Purge { key, .. }
+            | Change::Restore { key, .. }
+            | Change::Ballot { key, .. } => key,
         }
     }
 
@@ -293,6 +307,9 @@ impl Change {
             Change::Restore { version, prev, .. } => {
                 (*version).max(prev.as_ref().map_or(0, |p| p.0))
             }
+            Change::Ballot {
+                promised, accepted, ..
+            } => (*promised).max(accepted.as_ref().map_or(0, |p| p.0)),
         }
     }
 }
@@ -549,9 +566,19 @@ impl Wal {
         self.snapshot_until(live, None)
     }
 
-    fn snapshot_until(
+    /// [`Wal::snapshot`] of the live entries and the Paxos acceptor state
+    /// (`ballots`, [`Change::Ballot`]s), which the new generation keeps too.
+    pub fn snapshot_with(
         &mut self,
         live: impl Iterator<Item = Record>,
+        ballots: Vec<Change>,
+    ) -> io::Result<()> {
+        self.snapshot_until(live.map(Change::Put).chain(ballots), None)
+    }
+
+    fn snapshot_until<C: Into<Change>>(
+        &mut self,
+        live: impl Iterator<Item = C>,
         crash_after: Option<Stage>,
     ) -> io::Result<()> {
         self.commit()?;

@@ -74,18 +74,75 @@ impl Slot {
 /// the proposer's clock moves past before it tries again.
 pub type Higher = u64;
 
+/// A key's acceptor state as the log keeps it: the key, the ballot promised,
+/// and the accepted proposal (or `None`).
+pub type SlotState = (Bytes, u64, Option<Record>);
+
 /// The acceptor state of every key this node replicates.
 #[derive(Debug, Default)]
 pub struct Acceptor {
     slots: HashMap<Bytes, Slot>,
     /// This process's wall clock (ms) when it started: earlier ballots are refused.
     started_ms: Option<u64>,
+    /// With a data directory: the keys whose slot changed since the node last
+    /// logged them (see [`Acceptor::take_changed`]).
+    changed: Option<Vec<Bytes>>,
 }
 
 impl Acceptor {
-    /// Notes the process's start (the first call wins).
+    /// Notes the process's start (the first call wins), and drops slots
+    /// restored from the log that are too old by then.
     pub fn begin(&mut self, wall_ms: u64) {
-        self.started_ms.get_or_insert(wall_ms);
+        if self.started_ms.is_none() {
+            self.started_ms = Some(wall_ms);
+            self.sweep(wall_ms);
+        }
+    }
+
+    /// From now on, note every slot that changes, for the node to log.
+    pub fn log_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// The state of every slot that changed since the last call (a slot gone
+    /// since, committed in the same step, is left out: the commit covers it).
+    pub fn take_changed(&mut self) -> Vec<SlotState> {
+        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
+        let mut keys = std::mem::take(changed);
+        keys.sort_unstable();
+        keys.dedup();
+        (keys.into_iter())
+            .filter_map(|k| {
+                let s = self.slots.get(&k)?;
+                Some((k, s.promised, s.accepted.clone()))
+            })
+            .collect()
+    }
+
+    /// Every slot's state (a snapshot of the log keeps them).
+    pub fn states(&self) -> Vec<SlotState> {
+        (self.slots.iter())
+            .map(|(k, s)| (k.clone(), s.promised, s.accepted.clone()))
+            .collect()
+    }
+
+    /// Puts back a slot the log kept (a later one of the same key replaces
+    /// it), unless `stored`, the key's committed version, covers it.
+    pub fn restore(&mut self, (key, promised, accepted): SlotState, stored: u64) {
+        let slot = Slot { promised, accepted };
+        if slot.highest() > stored {
+            self.slots.insert(key, slot);
+        } else {
+            self.slots.remove(&key);
+        }
+    }
+
+    fn note_changed(&mut self, key: &Bytes) {
+        if let Some(c) = self.changed.as_mut() {
+            c.push(key.clone());
+        }
     }
 
     /// Keys holding a promise or a proposal.
@@ -133,6 +190,7 @@ impl Acceptor {
                 return Err(ballot);
             }
         }
+        self.note_changed(key);
         let slot = self.slots.entry(key.clone()).or_default();
         slot.promised = ballot;
         Ok(slot.accepted.clone().filter(|r| r.version > stored))
@@ -173,6 +231,7 @@ impl Acceptor {
         if slot.is_none() && self.slots.len() >= MAX_SLOTS {
             return Err(ballot);
         }
+        self.note_changed(&proposal.key);
         let slot = self.slots.entry(proposal.key.clone()).or_default();
         slot.promised = ballot;
         slot.accepted = Some(proposal.clone());
