@@ -10,7 +10,10 @@
 //! engine's data (a write through `StorageNode::store`, a collected tombstone
 //! through `StorageNode::purge`; a conditional write stores nothing before its
 //! commit, so nothing is ever undone, though logs that hold restore records from
-//! older versions still replay them), a snapshot after it dropped
+//! older versions still replay them), every Paxos promise and acceptance (a
+//! ballot record of the key's acceptor slot, see the node's `ballots`: not
+//! data, replay hands them back to the node, and a snapshot carries the live
+//! ones), a snapshot after it dropped
 //! keys, and its identity after it installed a ring. [`DurableNode`], the
 //! wrapper both the binary and the simulator run, takes those requests after
 //! each step and performs them here: [`Durable::perform`] appends the changes

@@ -21,10 +21,16 @@
 //! them. At most [`MAX_SLOTS`] keys hold a slot; past that, new prepares are
 //! refused until slots expire.
 //!
-//! A restarted process has forgotten its promises (they are not logged). It
-//! refuses every ballot made before it started (by the ballot's clock part):
-//! a promise it made before the restart was for such a ballot. This assumes
-//! the nodes' clocks differ by less than a restart takes. The exception is a
+//! With a data directory every slot change is logged (see the node's
+//! `ballots`): [`Acceptor::take_changed`] gives the node the slots a step
+//! changed, [`Acceptor::states`] all of them for a snapshot, and
+//! [`Acceptor::restore`] puts back what the log kept, so a restarted node
+//! keeps its promises and accepted proposals. Every restarted process also
+//! refuses every ballot made before it started (by the ballot's clock part).
+//! Without a data directory that is the only guard of its forgotten promises
+//! (a promise it made before the restart was for such a ballot), and it
+//! assumes the nodes' clocks differ by less than a restart takes; with one, it
+//! still covers what `--fsync never` loses in a power cut. The exception is a
 //! key whose lists a pending move adds this node to: it held no promise for
 //! it, and the move hands it the proposals the key's holders accepted
 //! (`ACCEPT` of the same ballot: one ballot has one value), so that a
