@@ -92,7 +92,7 @@ impl Manager {
             }
             (Message::Drop { node }, _) => self.drop_node(&node),
             (Message::Leave, Some(id)) => {
-                self.leave(id)?;
+                self.leave_asked(now, id)?;
                 Ok(Some(Reply::Ok.encode()))
             }
             (Message::HandoffDone { epoch }, Some(id)) => {
@@ -187,6 +187,7 @@ impl Service for Manager {
             | Input::ConnectFailed { .. }
             | Input::Drained { .. } => {}
         }
+        self.call_off_stranded_leaves();
         self.maybe_settle();
         self.push_ring(out);
         for conn in self.to_close.drain(..) {

@@ -26,7 +26,17 @@ impl Manager {
         n.last_seen = now;
         n.keys = keys;
         n.catching_up = catching_up;
-        if n.entry.state == NodeState::Down {
+        self.back_up(id);
+    }
+
+    /// Node `id`, if marked down, is back `up`: a message on its link shows it
+    /// alive, and it saw the ring marking it down on that link, so it catches
+    /// up by itself.
+    pub(super) fn back_up(&mut self, id: u32) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if n.entry.state == NodeState::Down && n.conn.is_some() {
             n.missed = false;
             n.entry.state = NodeState::Up;
             self.epoch += 1;

@@ -13,7 +13,16 @@
 //! A departing node that is up becomes `leaving` and hands its data over; a
 //! `joining` one holds nothing and is removed at once; a `down` one's tokens go
 //! straight to the others (its data is copied again from the other replicas, or
-//! lost with N = 1). The last serving node cannot leave. A node removed at once
+//! lost with N = 1). A node's own `LEAVE` proves it alive: one marked down
+//! meanwhile is back first (its heartbeats were late), and leaves with a
+//! handoff. A leave is refused only to a node alone in the ring (no other node
+//! that is not leaving itself): nobody could take its data. Peers that are
+//! down do not refuse it: the node stays `leaving`, serving, and the move
+//! waits for them by the flip rules of [`super::tokens`] (they come back, or
+//! are dropped). Should every other node go (dropped, or gone while joining)
+//! before the move settles, the leave is called off (see
+//! [`Manager::call_off_stranded_leaves`]): the node is `up` again, and asks
+//! again, to be refused. A node removed at once
 //! (down, or joining) whose process is still linked (paused, or cut off with
 //! its link open) has that link closed: the process registers again and, its
 //! address no longer known, joins as a new node.
@@ -126,11 +135,20 @@ impl Manager {
         }
     }
 
-    /// Starts the departure of node `id`.
+    /// A node's own `LEAVE` (SIGTERM) on its link: it is alive, so one marked
+    /// down meanwhile is back first (as a heartbeat would bring it) and
+    /// leaves with a handoff instead of being dropped.
+    pub(super) fn leave_asked(&mut self, now: Millis, id: u32) -> Result<(), Error> {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.last_seen = now;
+        }
+        self.back_up(id);
+        self.leave(id)
+    }
+
+    /// Starts the departure of node `id` (its `LEAVE`, or the operator's
+    /// `DROP`).
     pub(super) fn leave(&mut self, id: u32) -> Result<(), Error> {
-        let serving = (self.nodes.values())
-            .filter(|n| n.entry.state == NodeState::Up && n.entry.id != id)
-            .count();
         let state = self
             .nodes
             .get(&id)
@@ -145,10 +163,10 @@ impl Manager {
                 self.epoch += 1;
             }
             NodeState::Down => self.drop_down_node(id),
-            NodeState::Up if serving == 0 => {
+            NodeState::Up if !self.has_heir(id) => {
                 return Err(Error::new(
                     ErrorCode::Unavailable,
-                    "the last serving node cannot leave",
+                    "the only node in the ring cannot leave: no other node can take its data",
                 ))
             }
             NodeState::Up => {
@@ -159,5 +177,31 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Whether a node other than `id` could take `id`'s tokens: one in the
+    /// ring that is not leaving itself. A down one counts: the move waits for
+    /// it to come back (or to be dropped).
+    fn has_heir(&self, id: u32) -> bool {
+        (self.nodes.values()).any(|n| n.entry.id != id && n.entry.state != NodeState::Leaving)
+    }
+
+    /// Calls off the leaves that no node is left to take over (every node in
+    /// the ring is leaving: the others were dropped or went away while
+    /// joining). They serve as `up` again; each process, seeing that while it
+    /// wants to leave, asks again and is refused (see the node's membership).
+    pub(super) fn call_off_stranded_leaves(&mut self) {
+        let leaving = |n: &NodeRecord| n.entry.state == NodeState::Leaving;
+        if self.nodes.is_empty() || !self.nodes.values().all(leaving) {
+            return;
+        }
+        for n in self.nodes.values_mut() {
+            n.entry.state = NodeState::Up;
+            log::warn!(
+                "node {} cannot leave: no other node is left to take its data",
+                n.entry.id
+            );
+        }
+        self.epoch += 1;
     }
 }

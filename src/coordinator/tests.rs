@@ -820,3 +820,100 @@ fn http_serves_metrics_and_status_with_moves() {
     step(&mut m, 600, Input::Closed { conn: web });
     assert_eq!(m.status_json()["live_nodes"], 1);
 }
+
+/// `LEAVE` from the node on link `conn`: the manager's reply op.
+fn ask_to_leave(m: &mut Manager, now: Millis, conn: ConnId) -> u8 {
+    let frame = Frame::new(op::LEAVE, 0, 0, "");
+    reply(&step(m, now, Input::Frame { conn, frame })).0
+}
+
+fn state(m: &Manager, id: u32) -> Option<NodeState> {
+    m.ring().node(id).map(|n| n.state)
+}
+
+/// Simulator seed 3001798: the one node still up was told to leave while
+/// its peers were down; the manager refused it as "the last serving node",
+/// it exited without a handoff and stayed `down` in the ring for good. Now
+/// the leave is taken, the node stays `leaving`, and the move waits for the
+/// peers its keys go to; only a node alone in the ring is refused.
+#[test]
+fn a_node_leaves_while_its_peers_are_down_and_moves_once_they_are_back() {
+    let (mut m, (a, b, c)) = three_serving(ManagerConfig::default());
+    let hb = |m: &mut Manager, now, conn| {
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        step(m, now, Input::Frame { conn, frame });
+    };
+    // Nodes 2 and 3 fall silent and are marked down.
+    hb(&mut m, 2_500, a);
+    step(&mut m, 2_500, Input::Timer { id: TIMER_TICK });
+    assert_eq!(state(&m, 2), Some(NodeState::Down));
+    assert_eq!(state(&m, 3), Some(NodeState::Down));
+    assert_eq!(ask_to_leave(&mut m, 2_600, a), op::OK);
+    assert_eq!(state(&m, 1), Some(NodeState::Leaving));
+    handoffs_done(&mut m, 2_600, &[a]);
+    assert_eq!(
+        state(&m, 1),
+        Some(NodeState::Leaving),
+        "its keys go to nodes 2 and 3 (N = 1): the move waits for them"
+    );
+    // They are back and everyone hands over: node 1 is out of the ring.
+    hb(&mut m, 2_700, b);
+    hb(&mut m, 2_700, c);
+    handoffs_done(&mut m, 2_700, &[a, b]);
+    assert_eq!(state(&m, 1), Some(NodeState::Leaving));
+    handoffs_done(&mut m, 2_700, &[c]);
+    assert_eq!(state(&m, 1), None, "handed over and left");
+    let ring = m.ring();
+    assert!(!ring.has_moves());
+    assert_eq!(ring.node(2).unwrap().state, NodeState::Up);
+    assert_eq!(ring.node(3).unwrap().state, NodeState::Up);
+}
+
+#[test]
+fn only_a_node_alone_in_the_ring_is_refused_a_leave() {
+    let mut m = Manager::new(ManagerConfig::default());
+    let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
+    join(&mut m, 0, a, "127.0.0.1:7001");
+    assert_eq!(ask_to_leave(&mut m, 10, a), op::ERR);
+    assert_eq!(state(&m, 1), Some(NodeState::Up));
+    // With a peer, even one down, it leaves.
+    join(&mut m, 20, b, "127.0.0.1:7002");
+    handoffs_done(&mut m, 20, &[a]);
+    assert_eq!(state(&m, 2), Some(NodeState::Up));
+    step(&mut m, 30, Input::Closed { conn: b });
+    assert_eq!(state(&m, 2), Some(NodeState::Down));
+    assert_eq!(ask_to_leave(&mut m, 40, a), op::OK);
+    assert_eq!(state(&m, 1), Some(NodeState::Leaving));
+    // The operator drops node 2: nobody is left to take node 1's keys, so
+    // its leave is called off, and asked again it is refused.
+    let admin = ConnId::new(9, 1);
+    make_admin(&mut m, admin);
+    let frame = Frame::new(op::DROP, 0, 0, "2");
+    let out = step(&mut m, 50, Input::Frame { conn: admin, frame });
+    assert_eq!(reply(&out).0, op::OK);
+    assert_eq!(state(&m, 2), None);
+    assert_eq!(state(&m, 1), Some(NodeState::Up), "its leave is called off");
+    assert_eq!(ask_to_leave(&mut m, 60, a), op::ERR);
+}
+
+/// A node marked down (its heartbeats late) whose own `LEAVE` arrives: it is
+/// alive, so it is back and leaves with a handoff, instead of being dropped
+/// as a down node is (which, with N = 1, loses its keys).
+#[test]
+fn a_leave_from_a_node_marked_down_is_a_leave_with_a_handoff() {
+    let (mut m, (a, b, _c)) = three_serving(ManagerConfig::default());
+    let hb = |m: &mut Manager, now, conn| {
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        step(m, now, Input::Frame { conn, frame });
+    };
+    hb(&mut m, 2_500, a);
+    hb(&mut m, 2_500, b);
+    step(&mut m, 2_500, Input::Timer { id: TIMER_TICK });
+    assert_eq!(state(&m, 3), Some(NodeState::Down));
+    let c = ConnId::new(3, 1);
+    assert_eq!(ask_to_leave(&mut m, 2_600, c), op::OK);
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+    // A tick right after does not mark it down again: the LEAVE was news.
+    step(&mut m, 2_700, Input::Timer { id: TIMER_TICK });
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+}

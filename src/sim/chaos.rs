@@ -1137,6 +1137,20 @@ mod tests {
         run_seed(6_042, &Setup::single(5, MS, Faults::benign())).unwrap();
     }
 
+    /// A partition cut nodes 1, 2, 4, 5 and 6 off the manager; before it
+    /// noticed, the driver told node 1 to leave (SIGTERM), and its LEAVE
+    /// waited in the partition. At the heal it came right behind node 1's
+    /// heartbeat, when the manager had every other node down: node 1 was "the
+    /// last serving node" and was refused, exited without a handoff, and stayed
+    /// `down` in the ring for good (no `--dead-after`). Fixed: only a node
+    /// alone in the ring is refused; node 1 stays `leaving`, serving, and its
+    /// move waits until the nodes its keys go to are back
+    /// (`coordinator::tests::a_node_leaves_while_its_peers_are_down_and_moves_once_they_are_back`).
+    #[test]
+    fn fixed_leave_refused_with_the_peers_down_3001798() {
+        run_seed(3_001_798, &crash_setup()).unwrap();
+    }
+
     #[test]
     fn a_seed_replays_exactly() {
         let setup = Setup::replicated(5, 3_000, Faults::within(1));

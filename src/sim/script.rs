@@ -440,6 +440,11 @@ mod tests {
     }
 
     #[test]
+    fn a_leave_with_the_peers_down_waits_for_them() {
+        script("leave_peers_down.txt");
+    }
+
+    #[test]
     fn join_overlapping_a_leave() {
         script("join_during_leave.txt");
     }

@@ -109,10 +109,14 @@ fn a_version_1_directory_is_rewritten_before_anything_is_logged() {
     assert_eq!(recovered(&dir.0).get(b"k").as_deref(), Some(&b"v"[..]));
 }
 
-const NODE: &str = "127.0.0.1:7001";
+pub(super) const NODE: &str = "127.0.0.1:7001";
 
 /// A node on `dir` registered with a manager that gave it `ring` (id first).
-fn node(dir: &Path, ring: &str, cfg: impl FnOnce(&mut NodeConfig)) -> (DurableNode, Vec<Output>) {
+pub(super) fn node(
+    dir: &Path,
+    ring: &str,
+    cfg: impl FnOnce(&mut NodeConfig),
+) -> (DurableNode, Vec<Output>) {
     let mut c = NodeConfig::new(NODE.into(), "127.0.0.1:7000".parse().unwrap());
     cfg(&mut c);
     let mut n = DurableNode::new(StorageNode::new(c));
@@ -133,7 +137,7 @@ fn node(dir: &Path, ring: &str, cfg: impl FnOnce(&mut NodeConfig)) -> (DurableNo
     (n, out)
 }
 
-fn frame_in(n: &mut DurableNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Output> {
+pub(super) fn frame_in(n: &mut DurableNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Output> {
     let mut out = Vec::new();
     n.step(now, Input::Frame { conn, frame: f }, &mut out);
     n.turn_end(now, &mut out);
@@ -141,7 +145,7 @@ fn frame_in(n: &mut DurableNode, now: Millis, conn: ConnId, f: Frame) -> Vec<Out
 }
 
 /// The one frame with op `op` sent on `conn`.
-fn sent(out: &[Output], conn: ConnId, op: u8) -> Frame {
+pub(super) fn sent(out: &[Output], conn: ConnId, op: u8) -> Frame {
     let found: Vec<&Frame> = out
         .iter()
         .filter_map(|o| match o {

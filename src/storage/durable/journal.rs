@@ -69,6 +69,21 @@ impl Journal {
         });
     }
 
+    /// Asks to log `key`'s Paxos acceptor state: the ballot it promised and
+    /// the proposal it accepted, if any (its ballot and value).
+    pub fn log_ballot(
+        &mut self,
+        key: &Bytes,
+        promised: u64,
+        accepted: Option<(u64, Option<Bytes>)>,
+    ) {
+        self.changes.push(Change::Ballot {
+            key: key.clone(),
+            promised,
+            accepted,
+        });
+    }
+
     /// Asks for a snapshot at the turn end (the node dropped keys).
     pub fn want_snapshot(&mut self) {
         self.snapshot = true;

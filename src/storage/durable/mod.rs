@@ -10,7 +10,10 @@
 //! engine's data (a write through `StorageNode::store`, a collected tombstone
 //! through `StorageNode::purge`; a conditional write stores nothing before its
 //! commit, so nothing is ever undone, though logs that hold restore records from
-//! older versions still replay them), a snapshot after it dropped
+//! older versions still replay them), every Paxos promise and acceptance (a
+//! ballot record of the key's acceptor slot, see the node's `ballots`: not
+//! data, replay hands them back to the node, and a snapshot carries the live
+//! ones), a snapshot after it dropped
 //! keys, and its identity after it installed a ring. [`DurableNode`], the
 //! wrapper both the binary and the simulator run, takes those requests after
 //! each step and performs them here: [`Durable::perform`] appends the changes
@@ -171,6 +174,9 @@ pub struct Durable {
     unsaved: Option<(u32, Ring)>,
     /// The identity read on open, until the node installs it.
     restored: Option<(u32, Ring)>,
+    /// The Paxos acceptor state replayed on open ([`Change::Ballot`]s, in log
+    /// order), until the node takes it.
+    ballots: Vec<Change>,
 }
 
 impl Durable {
@@ -213,6 +219,7 @@ impl Durable {
             saved,
             unsaved: None,
             restored,
+            ballots: Vec::new(),
         };
         Ok((d, rec))
     }
@@ -224,9 +231,12 @@ impl Durable {
     /// [`super::wal`], "Format versions").
     pub fn replay(&mut self, rec: Recovery, engine: &mut Engine) -> (Recovered, u64) {
         let mut newest = 0;
-        for c in &rec.records {
-            replay_change(engine, c);
+        for c in rec.records.iter() {
             newest = newest.max(c.newest_version());
+            match c {
+                Change::Ballot { .. } => self.ballots.push(c.clone()),
+                _ => replay_change(engine, c),
+            }
         }
         if self.wal.format() < FORMAT_VERSION {
             log::info!(
@@ -234,7 +244,8 @@ impl Durable {
                 self.wal.dir().display(),
                 self.wal.format()
             );
-            self.snapshot(engine);
+            // No ballots: an older format has none.
+            self.snapshot(engine, Vec::new());
         }
         let found = Recovered {
             records: rec.records.len(),
@@ -252,6 +263,13 @@ impl Durable {
     /// them on its first step).
     pub fn take_identity(&mut self) -> Option<(u32, Ring)> {
         self.restored.take()
+    }
+
+    /// The Paxos acceptor state the log held ([`Change::Ballot`]s in log
+    /// order: a key's last one is its state), once (the node restores it
+    /// before it runs).
+    pub fn take_ballots(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.ballots)
     }
 
     /// The saved identity, without taking it: (node id, ring epoch).
@@ -368,6 +386,18 @@ impl Durable {
     /// Called once per loop turn: commits the turn's records (the group commit),
     /// takes a snapshot if one is due, then releases the held outputs.
     pub fn turn_end(&mut self, engine: &Engine, out: &mut Vec<Output>) {
+        self.turn_end_with(engine, Vec::new, out);
+    }
+
+    /// [`Durable::turn_end`] for a node whose Paxos acceptor holds state:
+    /// `ballots` gives it ([`Change::Ballot`]s) if a snapshot is taken, which
+    /// keeps it (the log it replaces held it).
+    pub fn turn_end_with(
+        &mut self,
+        engine: &Engine,
+        ballots: impl FnOnce() -> Vec<Change>,
+        out: &mut Vec<Output>,
+    ) {
         if self.failed.is_none() {
             match self.wal.commit() {
                 Ok(()) => self.uncommitted = false,
@@ -375,7 +405,7 @@ impl Durable {
             }
         }
         if self.failed.is_none() && (self.snapshot_wanted || self.wal.snapshot_due()) {
-            self.snapshot(engine);
+            self.snapshot(engine, ballots());
         }
         self.write_identity();
         self.holding = false;
@@ -400,7 +430,7 @@ impl Durable {
         self.snapshot_wanted = true;
     }
 
-    fn snapshot(&mut self, engine: &Engine) {
+    fn snapshot(&mut self, engine: &Engine, ballots: Vec<Change>) {
         self.snapshot_wanted = false;
         let live = engine
             .tokens()
@@ -411,7 +441,7 @@ impl Durable {
                 value: e.value.map(Bytes::copy_from_slice),
                 version: e.version,
             });
-        match self.wal.snapshot(live) {
+        match self.wal.snapshot_with(live, ballots) {
             Ok(()) => log::info!(
                 "snapshot of {} keys written ({} bytes)",
                 engine.len(),
@@ -505,6 +535,8 @@ fn replay_change(engine: &mut Engine, change: &Change) {
             });
             engine.restore(key, *version, prev);
         }
+        // Not data: the node's acceptor takes them (see `Durable::take_ballots`).
+        Change::Ballot { .. } => {}
     }
 }
 
@@ -553,3 +585,6 @@ mod tests;
 
 #[cfg(test)]
 mod change_tests;
+
+#[cfg(test)]
+mod paxos_tests;

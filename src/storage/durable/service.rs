@@ -60,6 +60,7 @@ impl DurableNode {
         let (mut d, rec) = Durable::open_on(disk, dir, fsync)?;
         let (found, newest) = d.replay(rec, self.node.engine_mut());
         self.node.observe_version(newest);
+        self.node.restore_ballots(d.take_ballots());
         self.node.set_journal(Journal::new(d.take_identity()));
         self.durable = Some(d);
         Ok(found)
@@ -122,7 +123,13 @@ impl Service for DurableNode {
     fn turn_end(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.node.turn_end(now, out);
         if let Some(d) = self.durable.as_mut() {
-            d.turn_end(self.node.engine(), out);
+            // What the node's turn end asked for (a request it restarted may
+            // have promised a ballot) is committed with the rest.
+            if let Some(journal) = self.node.journal_mut() {
+                d.perform(journal.take());
+            }
+            let node = &self.node;
+            d.turn_end_with(node.engine(), || node.ballot_states(), out);
         }
     }
 }

@@ -232,7 +232,8 @@ impl StorageNode {
         self.repair.was_down |= catch_up;
         self.hlc.set_writer(id);
         self.install_ring(ring, now, out);
-        if self.membership.leaving && !self.membership.exiting {
+        let m = &self.membership;
+        if m.leaving && !m.exiting && !m.awaiting_left {
             // Registered again while leaving (the manager link broke): ask
             // again, the LEAVE may have been lost.
             self.send_leave(out);
@@ -247,7 +248,8 @@ impl StorageNode {
     }
 
     /// Asks the manager to start this node's departure (its answer: `OK`, or an
-    /// `ERR` that makes the node exit without a handoff).
+    /// `ERR`, for the only node in the ring, that makes the node exit without a
+    /// handoff).
     pub(super) fn send_leave(&mut self, out: &mut Vec<Output>) {
         if let Some(conn) = self.membership.manager.conn() {
             self.membership.awaiting_left = true;
@@ -341,6 +343,19 @@ impl StorageNode {
         }
         self.ask_unheard(now, out);
         self.pump_resync(now, out);
+        self.ask_to_leave_again(out);
+    }
+
+    /// A node that wants to leave, whose `LEAVE` the manager took, but whose
+    /// ring lists it `up` again (marked down meanwhile and back, or its leave
+    /// called off as nobody was left to take its data): it asks again.
+    fn ask_to_leave_again(&mut self, out: &mut Vec<Output>) {
+        let m = &self.membership;
+        let up = (self.ring.node(self.node_id)).is_some_and(|n| n.state == NodeState::Up);
+        if m.leaving && !m.exiting && !m.awaiting_left && up {
+            log::info!("the ring lists this node up again while it leaves; asking again");
+            self.send_leave(out);
+        }
     }
 
     /// What `NODE_JOIN` to the manager offers: the ring this node knows, if it

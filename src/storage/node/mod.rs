@@ -73,6 +73,7 @@
 
 #[cfg(test)]
 mod ae_tests;
+mod ballots;
 mod batch;
 mod client_auth;
 mod gateway;
@@ -402,6 +403,7 @@ impl StorageNode {
     /// [`super::durable::DurableNode`], which performs them).
     pub fn set_journal(&mut self, journal: Journal) {
         self.journal = Some(journal);
+        self.rounds.acceptor.log_changes();
     }
 
     /// The journal of a node with a data directory.
@@ -481,6 +483,7 @@ impl Service for StorageNode {
         self.count_replies(now, mark, out);
         // The fronts' replies (see `gateway.rs`).
         self.end_fronts(now, out);
+        self.log_ballots();
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
     }
 
@@ -493,6 +496,7 @@ impl Service for StorageNode {
         }
         self.count_replies(now, mark, out);
         self.end_fronts(now, out);
+        self.log_ballots();
         debug_assert!(self.no_frames_to_fronts(&out[mark..]), "{out:?}");
     }
 }

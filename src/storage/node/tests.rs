@@ -742,6 +742,47 @@ fn a_leaving_node_asks_again_after_a_reconnect_and_gives_up_on_a_lost_manager() 
     assert!(matches!(out[..], [Output::Stop]), "{out:?}");
 }
 
+/// A leaving node that the ring lists `up` again (marked down and back, or
+/// its leave called off as no other node was left) asks again; refused (it is
+/// alone in the ring), it stops.
+#[test]
+fn a_leaving_node_listed_up_again_asks_again() {
+    let mut n = StorageNode::new(cfg());
+    step(&mut n, 0, Input::Timer { id: TIMER_INIT });
+    let link = ConnId::new(1, 1);
+    up(&mut n, 1, link, TAG_MANAGER);
+    let from_manager = |n: &mut StorageNode, now: Millis, frame: Frame| {
+        step(n, now, Input::Frame { conn: link, frame })
+    };
+    let ring = |epoch: u32, state: &str| {
+        let text = format!("epoch {epoch}\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 {state} 5\n");
+        Frame::new(op::RING_UPDATE, 0, 0, text)
+    };
+    let joined = Frame::new(
+        op::JOINED,
+        0,
+        0,
+        "1\nepoch 1\nreplicas 1 1 1\nnode 1 127.0.0.1:7001 up 5\n",
+    );
+    from_manager(&mut n, 1, joined);
+    let out = step(&mut n, 10, Input::Signal(Signal::Terminate));
+    assert_eq!(sent(&out), vec![(link, op::LEAVE, vec![])]);
+    // A ring sent before the LEAVE was taken asks nothing.
+    let out = from_manager(&mut n, 11, ring(1, "up"));
+    assert!(!sent(&out).iter().any(|s| s.1 == op::LEAVE), "{out:?}");
+    from_manager(&mut n, 12, Frame::new(op::OK, 0, 0, Bytes::new()));
+    let out = from_manager(&mut n, 13, ring(2, "leaving"));
+    assert!(!sent(&out).iter().any(|s| s.1 == op::LEAVE), "{out:?}");
+    // Marked down meanwhile, then back: up again, so it asks again.
+    let out = from_manager(&mut n, 14, ring(3, "down"));
+    assert!(!sent(&out).iter().any(|s| s.1 == op::LEAVE), "{out:?}");
+    let out = from_manager(&mut n, 15, ring(4, "up"));
+    assert!(sent(&out).contains(&(link, op::LEAVE, vec![])), "{out:?}");
+    let refused = Frame::new(op::ERR, 0, 0, "UNAVAILABLE alone");
+    let out = from_manager(&mut n, 16, refused);
+    assert!(matches!(out[..], [Output::Stop]), "{out:?}");
+}
+
 /// Test-only counting of the allocations big enough to hold a value: each is a
 /// copy of a value (or of a buffer holding one) made while serving a request.
 mod counting {

@@ -3,7 +3,7 @@
 //! syncs.
 
 use super::format::*;
-use super::Record;
+use super::Change;
 use crate::storage::disk::{Disk, DiskFile};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ pub(super) fn write_snapshot(
     disk: &dyn Disk,
     path: &Path,
     generation: u64,
-    live: impl Iterator<Item = Record>,
+    live: impl Iterator<Item = impl Into<Change>>,
 ) -> io::Result<u64> {
     let file = disk.create(path)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -98,7 +98,7 @@ pub(super) fn write_snapshot(
     let mut buf = Vec::new();
     for rec in live {
         buf.clear();
-        encode(&rec, &mut buf)?;
+        encode_change(&rec.into(), &mut buf)?;
         w.write_all(&buf)?;
         bytes += buf.len() as u64;
         count += 1;

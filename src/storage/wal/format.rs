@@ -13,7 +13,7 @@ pub const LOG_MAGIC: [u8; 8] = *b"GTSTLOG\0";
 pub const SNAP_MAGIC: [u8; 8] = *b"GTSTSNP\0";
 
 /// Format version written in every file header.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Oldest format version read (files with writes only); older or newer is refused.
 pub const MIN_FORMAT_VERSION: u32 = 1;
@@ -30,7 +30,12 @@ pub(super) const KIND_PURGE: u8 = 2;
 /// Record kind: an undone write (format 2).
 pub(super) const KIND_RESTORE: u8 = 3;
 
-/// Bytes of a restore's previous entry besides its value (version and kind).
+/// Record kind: a key's Paxos acceptor state, its promise and accepted
+/// proposal (format 3).
+pub(super) const KIND_BALLOT: u8 = 4;
+
+/// Bytes of a restore's previous entry, or a ballot's accepted proposal,
+/// besides its value (version and kind).
 pub(super) const PREV_FIXED: usize = 9;
 
 /// Bytes in a file header.
@@ -114,22 +119,39 @@ pub(super) fn encode_change(change: &Change, out: &mut Vec<u8>) -> io::Result<()
     match change {
         Change::Put(rec) => encode(rec, out),
         Change::Purge { key, version } => encode_body(out, *version, key, KIND_PURGE, &[]),
-        Change::Restore { key, version, prev } => match prev {
-            None => encode_body(out, *version, key, KIND_RESTORE, &[]),
-            Some((pv, value)) => {
-                let kind = [if value.is_some() {
-                    KIND_VALUE
-                } else {
-                    KIND_TOMBSTONE
-                }];
-                let parts = [
-                    &pv.to_le_bytes()[..],
-                    &kind,
-                    value.as_deref().unwrap_or_default(),
-                ];
-                encode_body(out, *version, key, KIND_RESTORE, &parts)
-            }
-        },
+        Change::Restore { key, version, prev } => {
+            encode_with_entry(out, (*version, key, KIND_RESTORE), prev.as_ref())
+        }
+        Change::Ballot {
+            key,
+            promised,
+            accepted,
+        } => encode_with_entry(out, (*promised, key, KIND_BALLOT), accepted.as_ref()),
+    }
+}
+
+/// Appends a record whose value field is an optional entry (a version, a
+/// kind, a value): a restore's previous entry, a ballot's accepted proposal.
+fn encode_with_entry(
+    out: &mut Vec<u8>,
+    (version, key, kind): (u64, &[u8], u8),
+    entry: Option<&(u64, Option<Bytes>)>,
+) -> io::Result<()> {
+    match entry {
+        None => encode_body(out, version, key, kind, &[]),
+        Some((ev, value)) => {
+            let entry_kind = [if value.is_some() {
+                KIND_VALUE
+            } else {
+                KIND_TOMBSTONE
+            }];
+            let parts = [
+                &ev.to_le_bytes()[..],
+                &entry_kind,
+                value.as_deref().unwrap_or_default(),
+            ];
+            encode_body(out, version, key, kind, &parts)
+        }
     }
 }
 
@@ -202,26 +224,16 @@ pub(super) fn decode_body(body: &[u8]) -> Result<Change, String> {
         KIND_PURGE if value_len == 0 => return Ok(Change::Purge { key, version }),
         KIND_PURGE => return Err(format!("purge with a value length of {value_len}")),
         KIND_RESTORE => {
-            let prev = match field.len() {
-                0 => None,
-                n if n < PREV_FIXED => {
-                    return Err(format!("restore with a previous entry of {n} bytes"))
-                }
-                n => {
-                    let pv = u64::from_le_bytes(field[0..8].try_into().expect("8 bytes"));
-                    let value = match field[8] {
-                        KIND_TOMBSTONE if n == PREV_FIXED => None,
-                        KIND_VALUE => Some(Bytes::copy_from_slice(&field[PREV_FIXED..])),
-                        k => {
-                            return Err(format!(
-                                "restore of a previous entry of kind {k} and {n} bytes"
-                            ))
-                        }
-                    };
-                    Some((pv, value))
-                }
-            };
+            let prev = decode_entry(field, "restore")?;
             return Ok(Change::Restore { key, version, prev });
+        }
+        KIND_BALLOT => {
+            let accepted = decode_entry(field, "ballot")?;
+            return Ok(Change::Ballot {
+                key,
+                promised: version,
+                accepted,
+            });
         }
         k => return Err(format!("unknown record kind {k}")),
     };
@@ -230,4 +242,23 @@ pub(super) fn decode_body(body: &[u8]) -> Result<Change, String> {
         value,
         version,
     }))
+}
+
+/// Parses the optional entry in a restore's or a ballot's value field (`what`
+/// names the record kind in the error).
+fn decode_entry(field: &[u8], what: &str) -> Result<Option<(u64, Option<Bytes>)>, String> {
+    let n = field.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < PREV_FIXED {
+        return Err(format!("{what} with an entry of {n} bytes"));
+    }
+    let version = u64::from_le_bytes(field[0..8].try_into().expect("8 bytes"));
+    let value = match field[8] {
+        KIND_TOMBSTONE if n == PREV_FIXED => None,
+        KIND_VALUE => Some(Bytes::copy_from_slice(&field[PREV_FIXED..])),
+        k => return Err(format!("{what} with an entry of kind {k} and {n} bytes")),
+    };
+    Ok(Some((version, value)))
 }

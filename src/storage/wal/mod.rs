@@ -37,9 +37,9 @@
 //! | 0..8 | version, u64 |
 //! | 8..12 | key length `K`, u32 |
 //! | 12..12+K | key |
-//! | 12+K | kind: 0 = tombstone, 1 = value, 2 = purge, 3 = restore |
+//! | 12+K | kind: 0 = tombstone, 1 = value, 2 = purge, 3 = restore, 4 = ballot |
 //! | 13+K..17+K | value length `V`, u32 |
-//! | 17+K..17+K+V | value (kind 1), previous entry (kind 3), nothing (kinds 0, 2) |
+//! | 17+K..17+K+V | value (kind 1), previous entry (kind 3), accepted proposal (kind 4), nothing (kinds 0, 2) |
 //!
 //! Each body is one [`Change`] to the node's data:
 //!
@@ -52,23 +52,28 @@
 //!   the version. The value field holds that previous entry: empty (`V = 0`) for
 //!   "no entry", else its version (u64), its kind (u8: 0 tombstone, 1 value) and
 //!   its value (so `V = 9` for a tombstone, `V >= 9` for a value).
+//! - kind 4, a *ballot* ([`Change::Ballot`]): a key's Paxos acceptor state, not
+//!   data; the version field is the ballot it promised, and the value field its
+//!   accepted proposal laid out as a restore's previous entry (empty: none).
+//!   Replay hands ballots to the node's acceptor, a key's last one winning.
 //!
 //! A body is consistent only if `L = 17 + K + V` exactly, the kind is one of these,
-//! and `V` fits the kind as above. Snapshots hold writes only (the state, not its
-//! history); any other kind in a snapshot is corruption. A snapshot ends with a footer that is framed like a
+//! and `V` fits the kind as above. Snapshots hold writes and ballots only (the
+//! state, not its history: the entries, then the acceptor's live slots); a
+//! purge or restore in a snapshot is corruption. A snapshot ends with a footer that is framed like a
 //! record whose length field is `0xFFFF_FFFF`: the marker, a CRC-32 of the marker
 //! and the count, and the record count as a u64 (16 bytes), which must be the last
 //! bytes of the file.
 //!
 //! # Format versions
 //!
-//! Version 1 had writes only (kinds 0 and 1); version 2 added purges and restores.
-//! A version-2 build reads version-1 files unchanged ([`Wal::format`] tells which
-//! version the current generation's files have), and the node rewrites such a data
-//! directory as a version-2 snapshot when it opens it, before it logs anything, so
-//! no version-1 file ever holds a record of a newer kind. A version-1 build refuses
-//! a version-2 file with an error naming the file and both versions, instead of
-//! cutting the log at the first record it does not know.
+//! Version 1 had writes only (kinds 0 and 1); version 2 added purges and restores;
+//! version 3 ballots. This build reads older files unchanged ([`Wal::format`]
+//! tells which version the current generation's files have), and the node
+//! rewrites such a data directory as a current snapshot when it opens it, before
+//! it logs anything, so no older file ever holds a record of a newer kind. An
+//! older build refuses a newer file with an error naming the file and both
+//! versions, instead of cutting the log at the first record it does not know.
 //!
 //! # Group commit
 //!
@@ -260,6 +265,18 @@ pub enum Change {
         /// key had none.
         prev: Option<(u64, Option<Bytes>)>,
     },
+    /// A key's Paxos acceptor state, as a whole: the highest ballot it
+    /// promised and the proposal it accepted (its ballot and value, `None`
+    /// value: a DELETE's tombstone), if any. The last one of a key replaces
+    /// the earlier ones; none of it is data until a write commits it.
+    Ballot {
+        /// The key.
+        key: Bytes,
+        /// The highest ballot promised.
+        promised: u64,
+        /// The accepted proposal: its ballot (its version) and value.
+        accepted: Option<(u64, Option<Bytes>)>,
+    },
 }
 
 impl From<Record> for Change {
@@ -281,7 +298,9 @@ impl Change {
     pub fn key(&self) -> &Bytes {
         match self {
             Change::Put(r) => &r.key,
-            Change::Purge { key, .. } | Change::Restore { key, .. } => key,
+            Change::Purge { key, .. }
+            | Change::Restore { key, .. }
+            | Change::Ballot { key, .. } => key,
         }
     }
 
@@ -293,6 +312,9 @@ impl Change {
             Change::Restore { version, prev, .. } => {
                 (*version).max(prev.as_ref().map_or(0, |p| p.0))
             }
+            Change::Ballot {
+                promised, accepted, ..
+            } => (*promised).max(accepted.as_ref().map_or(0, |p| p.0)),
         }
     }
 }
@@ -549,9 +571,19 @@ impl Wal {
         self.snapshot_until(live, None)
     }
 
-    fn snapshot_until(
+    /// [`Wal::snapshot`] of the live entries and the Paxos acceptor state
+    /// (`ballots`, [`Change::Ballot`]s), which the new generation keeps too.
+    pub fn snapshot_with(
         &mut self,
         live: impl Iterator<Item = Record>,
+        ballots: Vec<Change>,
+    ) -> io::Result<()> {
+        self.snapshot_until(live.map(Change::Put).chain(ballots), None)
+    }
+
+    fn snapshot_until<C: Into<Change>>(
+        &mut self,
+        live: impl Iterator<Item = C>,
         crash_after: Option<Stage>,
     ) -> io::Result<()> {
         self.commit()?;

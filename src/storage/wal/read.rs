@@ -134,10 +134,11 @@ pub(super) fn read_snapshot(
     loop {
         let at = reader.pos;
         match reader.next(true)? {
-            Item::Record(rec @ Change::Put(_)) => out.push(rec),
+            Item::Record(rec @ (Change::Put(_) | Change::Ballot { .. })) => out.push(rec),
             Item::Record(_) => {
                 return Err(corrupt(format!(
-                    "a purge or restore record at offset {at}: a snapshot holds entries only"
+                    "a purge or restore record at offset {at}: a snapshot holds entries \
+                     and ballots only"
                 )))
             }
             Item::Footer(count) => {

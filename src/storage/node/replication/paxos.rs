@@ -21,10 +21,16 @@
 //! them. At most [`MAX_SLOTS`] keys hold a slot; past that, new prepares are
 //! refused until slots expire.
 //!
-//! A restarted process has forgotten its promises (they are not logged). It
-//! refuses every ballot made before it started (by the ballot's clock part):
-//! a promise it made before the restart was for such a ballot. This assumes
-//! the nodes' clocks differ by less than a restart takes. The exception is a
+//! With a data directory every slot change is logged (see the node's
+//! `ballots`): [`Acceptor::take_changed`] gives the node the slots a step
+//! changed, [`Acceptor::states`] all of them for a snapshot, and
+//! [`Acceptor::restore`] puts back what the log kept, so a restarted node
+//! keeps its promises and accepted proposals. Every restarted process also
+//! refuses every ballot made before it started (by the ballot's clock part).
+//! Without a data directory that is the only guard of its forgotten promises
+//! (a promise it made before the restart was for such a ballot), and it
+//! assumes the nodes' clocks differ by less than a restart takes; with one, it
+//! still covers what `--fsync never` loses in a power cut. The exception is a
 //! key whose lists a pending move adds this node to: it held no promise for
 //! it, and the move hands it the proposals the key's holders accepted
 //! (`ACCEPT` of the same ballot: one ballot has one value), so that a
@@ -74,18 +80,75 @@ impl Slot {
 /// the proposer's clock moves past before it tries again.
 pub type Higher = u64;
 
+/// A key's acceptor state as the log keeps it: the key, the ballot promised,
+/// and the accepted proposal (or `None`).
+pub type SlotState = (Bytes, u64, Option<Record>);
+
 /// The acceptor state of every key this node replicates.
 #[derive(Debug, Default)]
 pub struct Acceptor {
     slots: HashMap<Bytes, Slot>,
     /// This process's wall clock (ms) when it started: earlier ballots are refused.
     started_ms: Option<u64>,
+    /// With a data directory: the keys whose slot changed since the node last
+    /// logged them (see [`Acceptor::take_changed`]).
+    changed: Option<Vec<Bytes>>,
 }
 
 impl Acceptor {
-    /// Notes the process's start (the first call wins).
+    /// Notes the process's start (the first call wins), and drops slots
+    /// restored from the log that are too old by then.
     pub fn begin(&mut self, wall_ms: u64) {
-        self.started_ms.get_or_insert(wall_ms);
+        if self.started_ms.is_none() {
+            self.started_ms = Some(wall_ms);
+            self.sweep(wall_ms);
+        }
+    }
+
+    /// From now on, note every slot that changes, for the node to log.
+    pub fn log_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// The state of every slot that changed since the last call (a slot gone
+    /// since, committed in the same step, is left out: the commit covers it).
+    pub fn take_changed(&mut self) -> Vec<SlotState> {
+        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
+        let mut keys = std::mem::take(changed);
+        keys.sort_unstable();
+        keys.dedup();
+        (keys.into_iter())
+            .filter_map(|k| {
+                let s = self.slots.get(&k)?;
+                Some((k, s.promised, s.accepted.clone()))
+            })
+            .collect()
+    }
+
+    /// Every slot's state (a snapshot of the log keeps them).
+    pub fn states(&self) -> Vec<SlotState> {
+        (self.slots.iter())
+            .map(|(k, s)| (k.clone(), s.promised, s.accepted.clone()))
+            .collect()
+    }
+
+    /// Puts back a slot the log kept (a later one of the same key replaces
+    /// it), unless `stored`, the key's committed version, covers it.
+    pub fn restore(&mut self, (key, promised, accepted): SlotState, stored: u64) {
+        let slot = Slot { promised, accepted };
+        if slot.highest() > stored {
+            self.slots.insert(key, slot);
+        } else {
+            self.slots.remove(&key);
+        }
+    }
+
+    fn note_changed(&mut self, key: &Bytes) {
+        if let Some(c) = self.changed.as_mut() {
+            c.push(key.clone());
+        }
     }
 
     /// Keys holding a promise or a proposal.
@@ -133,6 +196,7 @@ impl Acceptor {
                 return Err(ballot);
             }
         }
+        self.note_changed(key);
         let slot = self.slots.entry(key.clone()).or_default();
         slot.promised = ballot;
         Ok(slot.accepted.clone().filter(|r| r.version > stored))
@@ -173,6 +237,7 @@ impl Acceptor {
         if slot.is_none() && self.slots.len() >= MAX_SLOTS {
             return Err(ballot);
         }
+        self.note_changed(&proposal.key);
         let slot = self.slots.entry(proposal.key.clone()).or_default();
         slot.promised = ballot;
         slot.accepted = Some(proposal.clone());
