@@ -142,7 +142,9 @@ impl Manager {
     /// of the serving list doing so, no such lead decides after the flip
     /// (docs/architecture.md, section 6, "Joint majorities"). The flip waits
     /// until enough holders are back, or a down one is dropped: a dropped
-    /// holder is never live, and the lists are counted without it.
+    /// holder is never live, and the count needed is capped at the holders
+    /// not dropped, so the flip never waits for a dropped one (when dropped
+    /// holders are a majority of a list, all the others are needed).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
         let need_of = |len: usize| {
@@ -166,7 +168,7 @@ impl Manager {
             let (old, new) = (from.get(t), to.get(t));
             let adds = new.iter().any(|id| !old.contains(id));
             let holders = old.iter().filter(kept).count();
-            adds && old.iter().filter(|id| live(id)).count() < need_of(holders)
+            adds && old.iter().filter(|id| live(id)).count() < need_of(old.len()).min(holders)
         })
     }
 
