@@ -187,9 +187,9 @@ fn dead_after_drops_a_dead_node_and_restores_n_copies() {
     }
     wait_keys(&c, 0, 3000);
     wait_keys(&c, 1, 3000);
-    // Each survivor was given ranges of the dropped node and is catching up
-    // on them until the other has pushed; with R = N = 2 reads of those ranges
-    // need both, so they wait for the catch-ups to end.
+    // Each survivor was handed the dropped node's ranges it takes by the
+    // other before the drop settled (a move, as a leave); with R = N = 2 reads
+    // of those ranges need both, so none may be left catching up.
     wait_catching_up(&c, 0, false);
     wait_catching_up(&c, 1, false);
     assert_eq!(

@@ -11,9 +11,11 @@
 //! its ranges first), as `up` otherwise.
 //!
 //! A departing node that is up becomes `leaving` and hands its data over; a
-//! `joining` one holds nothing and is removed at once; a `down` one's tokens go
-//! straight to the others (its data is copied again from the other replicas, or
-//! lost with N = 1). A node's own `LEAVE` proves it alive: one marked down
+//! `joining` one holds nothing and is removed at once; a `down` one is dropped
+//! as a pending move (with N > 1: `leaving` in the ring, its ranges handed
+//! over by their other holders, see [`super::tokens`]) or, with N = 1 (its keys
+//! are lost) or nobody left to take its tokens, removed at once. A node's
+//! own `LEAVE` proves it alive: one marked down
 //! meanwhile is back first (its heartbeats were late), and leaves with a
 //! handoff. A leave is refused only to a node alone in the ring (no other node
 //! that is not leaving itself): nobody could take its data. Peers that are
@@ -22,10 +24,12 @@
 //! are dropped). Should every other node go (dropped, or gone while joining)
 //! before the move settles, the leave is called off (see
 //! [`Manager::call_off_stranded_leaves`]): the node is `up` again, and asks
-//! again, to be refused. A node removed at once
+//! again, to be refused. A node dropped or removed at once
 //! (down, or joining) whose process is still linked (paused, or cut off with
 //! its link open) has that link closed: the process registers again and, its
-//! address no longer known, joins as a new node.
+//! address no longer known, joins as a new node (a dropped one's registration
+//! is turned away with `ERR UNAVAILABLE` until its move settles, as peers
+//! reach nodes by address).
 
 use super::{Manager, NodeRecord};
 use crate::protocol::cluster::NodeRef;
@@ -60,6 +64,13 @@ impl Manager {
         let addr = join.addr;
         self.consider_offer(join.offer, addr, now);
         self.turn_away(addr)?;
+        if (self.nodes.values()).any(|n| n.dropped && n.entry.addr == addr) {
+            // One address, one node in the ring: peers reach nodes by address.
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                format!("the node at {addr} was dropped and its move has not settled; retry"),
+            ));
+        }
         let existing = self.id_at(addr);
         let id = match existing {
             Some(id) => id,
@@ -190,10 +201,17 @@ impl Manager {
     /// the ring is leaving: the others were dropped or went away while
     /// joining). They serve as `up` again; each process, seeing that while it
     /// wants to leave, asks again and is refused (see the node's membership).
+    /// Dropped nodes among them are removed at once instead.
     pub(super) fn call_off_stranded_leaves(&mut self) {
         let leaving = |n: &NodeRecord| n.entry.state == NodeState::Leaving;
         if self.nodes.is_empty() || !self.nodes.values().all(leaving) {
             return;
+        }
+        let dropped: Vec<u32> = (self.nodes.values().filter(|n| n.dropped))
+            .map(|n| n.entry.id)
+            .collect();
+        for id in dropped {
+            self.forget_node(id);
         }
         for n in self.nodes.values_mut() {
             n.entry.state = NodeState::Up;

@@ -124,6 +124,10 @@ struct NodeRecord {
     missed: bool,
     /// Its heartbeats say it is catching up (see the storage node).
     catching_up: bool,
+    /// Dropped while down (see [`super::tokens`]): `leaving` in the ring until
+    /// its move settles, never waited for nor counted as a holder, its link
+    /// closed and its address free for a new node.
+    dropped: bool,
 }
 
 impl NodeRecord {
@@ -137,6 +141,7 @@ impl NodeRecord {
             down_at: now,
             missed: false,
             catching_up: false,
+            dropped: false,
         }
     }
 }
@@ -245,7 +250,7 @@ impl Manager {
     fn id_at(&self, addr: &str) -> Option<u32> {
         self.nodes
             .values()
-            .find(|n| n.entry.addr == addr)
+            .find(|n| n.entry.addr == addr && !n.dropped)
             .map(|n| n.entry.id)
     }
 }

@@ -63,6 +63,7 @@ impl Manager {
         let waiting: Vec<u32> = (self.nodes.values())
             .filter(|_| pending)
             .filter(|n| matches!(n.entry.state, NodeState::Up | NodeState::Leaving))
+            .filter(|n| !n.dropped)
             .filter(|n| self.handoff_done.get(&n.entry.id) != Some(&self.epoch))
             .map(|n| n.entry.id)
             .collect();

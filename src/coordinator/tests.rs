@@ -263,8 +263,12 @@ fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
     step(&mut m, 6_100, hb(a));
     step(&mut m, 6_100, hb(b));
     step(&mut m, 6_100, Input::Timer { id: TIMER_TICK });
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving), "node 3 is dropped");
+    assert!(m.ring().settled().node(3).is_none());
+    // Nodes 1 and 2 hand its ranges to each other: the move settles.
+    handoffs_done(&mut m, 6_200, &[a, b]);
     let ring = m.ring();
-    assert!(ring.node(3).is_none(), "node 3 is dropped");
+    assert!(ring.node(3).is_none(), "node 3 is out of the ring");
     let kept: usize = [1, 2]
         .iter()
         .map(|&id| ring.node(id).unwrap().tokens.len())
@@ -383,7 +387,7 @@ fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
     let frame = Frame::new(op::DROP, 0, 0, "3");
     let out = step(&mut m, 2_200, Input::Frame { conn: admin, frame });
     assert_eq!(reply(&out), (op::OK, String::new()));
-    assert!(m.ring().node(3).is_none());
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving), "dropped, moving");
     let closes = |c| (out.iter()).any(|o| matches!(o, Output::Close { conn } if *conn == c));
     assert!(closes(c), "the dropped node's link closes: {out:?}");
     let ring_to_c = out.iter().position(
@@ -401,6 +405,11 @@ fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
     // not a member link any more.
     let got = step(&mut m, 2_300, hb(c));
     assert_eq!(reply(&got).0, op::ERR, "{got:?}");
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+    // Its registration waits for the move to settle.
+    let (code, _) = join(&mut m, 2_350, ConnId::new(3, 2), "127.0.0.1:7003");
+    assert_eq!(code, op::ERR);
+    handoffs_done(&mut m, 2_360, &[a, b]);
     assert!(m.ring().node(3).is_none());
     // It registers again on a new link: a new node, joining.
     let (code, text) = join(&mut m, 2_400, ConnId::new(3, 2), "127.0.0.1:7003");
@@ -916,4 +925,132 @@ fn a_leave_from_a_node_marked_down_is_a_leave_with_a_handoff() {
     // A tick right after does not mark it down again: the LEAVE was news.
     step(&mut m, 2_700, Input::Timer { id: TIMER_TICK });
     assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+}
+
+/// N = 3, W = 2 on four serving nodes (links 1 to 4), then `down` of them
+/// (the last ones) cut off and dropped by the operator.
+fn four_with_drops(down: &[u32]) -> (Manager, Vec<ConnId>) {
+    let mut m = Manager::new(ManagerConfig {
+        replicas: 3,
+        read_quorum: 2,
+        write_quorum: 2,
+        ..ManagerConfig::default()
+    });
+    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
+    for (i, &conn) in conns.iter().enumerate() {
+        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
+        handoffs_done(&mut m, 0, &conns[..i]);
+    }
+    assert!(!m.ring().has_moves());
+    let admin = ConnId::new(9, 1);
+    make_admin(&mut m, admin);
+    for &id in down {
+        step(
+            &mut m,
+            10,
+            Input::Closed {
+                conn: conns[id as usize - 1],
+            },
+        );
+        assert_eq!(state(&m, id), Some(NodeState::Down));
+    }
+    for &id in down {
+        let frame = Frame::new(op::DROP, 0, 0, id.to_string());
+        let out = step(&mut m, 20, Input::Frame { conn: admin, frame });
+        assert_eq!(reply(&out), (op::OK, String::new()));
+    }
+    (m, conns)
+}
+
+/// A dropped down node's ranges move as a leave's do: it stays `leaving` in
+/// the ring (conditional ops count the old and new lists while the move is
+/// pending), and the ring flips once the other holders have handed its
+/// ranges over, without waiting for the dropped node. Its address cannot
+/// register meanwhile (peers reach nodes by address).
+#[test]
+fn a_dropped_down_node_leaves_by_a_move_the_others_hand_over() {
+    let (mut m, conns) = four_with_drops(&[4]);
+    let ring = m.ring();
+    assert_eq!(state(&m, 4), Some(NodeState::Leaving), "a pending move");
+    assert!(ring.settled().node(4).is_none());
+    assert_eq!(m.status_json()["live_nodes"], 3);
+    let (code, text) = join(&mut m, 30, ConnId::new(4, 2), "127.0.0.1:7004");
+    assert_eq!(code, op::ERR, "{text}");
+    assert!(text.starts_with("UNAVAILABLE"), "{text}");
+    handoffs_done(&mut m, 40, &conns[..2]);
+    assert_eq!(state(&m, 4), Some(NodeState::Leaving), "node 3 has not");
+    handoffs_done(&mut m, 40, &conns[2..3]);
+    assert_eq!(state(&m, 4), None, "settled without the dropped node");
+    assert_eq!(m.ring().points().len(), ring.points().len());
+    assert!(!m.ring().has_moves());
+    // Its address registers again, as a new node.
+    let (code, text) = join(&mut m, 50, ConnId::new(4, 3), "127.0.0.1:7004");
+    assert_eq!(code, op::JOINED);
+    assert!(text.starts_with("5\n"), "{text}");
+}
+
+/// The flip waits for a majority of each moving range's holders, a dropped
+/// one never counting: with a second holder down it waits; once that one is
+/// dropped too, each range is counted without both and the move settles.
+#[test]
+fn a_drop_waits_for_live_holders_but_never_for_dropped_ones() {
+    let (mut m, conns) = four_with_drops(&[4]);
+    step(&mut m, 30, Input::Closed { conn: conns[2] });
+    assert_eq!(state(&m, 3), Some(NodeState::Down));
+    handoffs_done(&mut m, 40, &conns[..2]);
+    assert_eq!(state(&m, 4), Some(NodeState::Leaving), "node 3 is down");
+    let admin = ConnId::new(9, 1);
+    let frame = Frame::new(op::DROP, 0, 0, "3");
+    assert_eq!(
+        reply(&step(&mut m, 50, Input::Frame { conn: admin, frame })).0,
+        op::OK
+    );
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+    handoffs_done(&mut m, 60, &conns[..2]);
+    assert_eq!((state(&m, 3), state(&m, 4)), (None, None));
+    assert!(!m.ring().has_moves());
+    assert_eq!(m.ring().nodes().len(), 2);
+}
+
+/// With one copy a dropped down node's keys are gone with it: it is removed
+/// in one step, as is one nobody is left to take over from.
+#[test]
+fn with_one_copy_or_no_heir_a_drop_is_one_step() {
+    let (mut m, conns) = three_serving(ManagerConfig::default());
+    step(&mut m, 10, Input::Closed { conn: conns.2 });
+    let admin = ConnId::new(9, 1);
+    make_admin(&mut m, admin);
+    let frame = Frame::new(op::DROP, 0, 0, "3");
+    assert_eq!(
+        reply(&step(&mut m, 20, Input::Frame { conn: admin, frame })).0,
+        op::OK
+    );
+    assert_eq!(state(&m, 3), None);
+    assert!(!m.ring().has_moves());
+    // N = 2 with every node down. The first drop is a move that waits for
+    // the other holders of node 1's ranges; the second leaves ranges no live
+    // node can hand over, and no holder to wait for: it settles. The last
+    // drop has no heir and is one step.
+    let (mut m, (a, b, c)) = three_serving(ManagerConfig {
+        replicas: 2,
+        ..ManagerConfig::default()
+    });
+    for conn in [a, b, c] {
+        step(&mut m, 10, Input::Closed { conn });
+    }
+    make_admin(&mut m, admin);
+    let drop = |m: &mut Manager, id: &'static str| {
+        let frame = Frame::new(op::DROP, 0, 0, id);
+        assert_eq!(
+            reply(&step(m, 20, Input::Frame { conn: admin, frame })).0,
+            op::OK
+        );
+    };
+    drop(&mut m, "1");
+    assert_eq!(state(&m, 1), Some(NodeState::Leaving), "2 and 3 take over");
+    drop(&mut m, "2");
+    assert_eq!((state(&m, 1), state(&m, 2)), (None, None));
+    assert_eq!(state(&m, 3), Some(NodeState::Down));
+    drop(&mut m, "3");
+    assert!(m.ring().nodes().is_empty(), "{:?}", m.ring());
 }

@@ -3,9 +3,15 @@
 //!
 //! A new node gets tokens chosen by [`crate::ring::plan_tokens`] to even out
 //! ownership (at least the count it asked for, more if the others hold many;
-//! [`crate::ring::join_token_count`]). A down node that is dropped hands its
-//! tokens to the others by [`crate::ring::plan_handoff`] at once: it cannot hand
-//! its data over, the other replicas copy it again.
+//! [`crate::ring::join_token_count`]). A down node that is dropped (with N > 1,
+//! and a node left to take its tokens) becomes a pending move, as a leave:
+//! `leaving` in the ring, so its ranges go to their new holders by
+//! [`crate::ring::plan_handoff`] when the move settles, and meanwhile
+//! conditional ops count joint majorities of the old and new lists. It cannot
+//! hand its data over; the other holders of each range do, as in every move.
+//! The manager never waits for it nor counts it as a holder, so the move
+//! settles without it. With N = 1 (its keys are gone with it), or with no node
+//! left to take its tokens, it is removed in one step.
 //!
 //! Moves: a ring with `joining` or `leaving` nodes has pending moves. Each serving
 //! node streams what it must hand over and reports `HANDOFF_DONE` for the epoch;
@@ -29,8 +35,32 @@ impl Manager {
         plan_tokens(&points, id, count, hash64(addr.as_bytes()))
     }
 
-    /// Removes down node `id`, giving its tokens straight to the others.
+    /// Drops down node `id`: a pending move (see the module docs) when N > 1
+    /// and a node that is neither leaving nor dropped can take its tokens,
+    /// else removed at once with its tokens given straight to the others.
+    /// Either way its link, if still open, is closed.
     pub(super) fn drop_down_node(&mut self, id: u32) {
+        let heir = (self.nodes.values())
+            .any(|n| n.entry.id != id && n.entry.state != NodeState::Leaving && !n.dropped);
+        if self.cfg.replicas > 1 && heir {
+            let rec = self.nodes.get_mut(&id).expect("a down node");
+            rec.entry.state = NodeState::Leaving;
+            rec.dropped = true;
+            // Closed after the new ring went out on it (see `forget_node`).
+            self.to_close.extend(rec.conn.take());
+            self.epoch += 1;
+            log::warn!(
+                "node {id} was down and is dropped: the other holders of its \
+                 ranges hand them to their new holders (epoch {})",
+                self.epoch
+            );
+            return;
+        }
+        self.remove_down_node(id);
+    }
+
+    /// Removes node `id`, giving its tokens straight to the others.
+    fn remove_down_node(&mut self, id: u32) {
         for (t, to) in plan_handoff(&self.points(), id) {
             if let Some(r) = self.nodes.get_mut(&to) {
                 r.entry.tokens.push(t);
@@ -64,7 +94,9 @@ impl Manager {
                 // While recovering, a node that must hand over but has not
                 // registered yet is waited for too: it may be the only holder
                 // of the keys.
-                NodeState::Up | NodeState::Leaving => n.conn.is_some() || self.recovering,
+                NodeState::Up | NodeState::Leaving => {
+                    !n.dropped && (n.conn.is_some() || self.recovering)
+                }
                 // With one copy a down node is the only holder of its keys:
                 // the move waits for it to come back (or to be dropped), or
                 // the keys it moves would arrive empty at their new owners
@@ -89,10 +121,10 @@ impl Manager {
                     rec.entry.tokens = n.tokens.clone();
                     rec.entry.state = n.state;
                 }
-                None => {
-                    log::info!("node {id} handed its data over and left the ring");
-                    self.nodes.remove(&id);
-                }
+                None => match self.nodes.remove(&id).is_some_and(|r| r.dropped) {
+                    true => log::info!("dropped node {id} is out of the ring"),
+                    false => log::info!("node {id} handed its data over and left the ring"),
+                },
             }
         }
         self.epoch += 1;
@@ -109,8 +141,10 @@ impl Manager {
     /// refuses Paxos rounds of a lead whose ring predates it; with a majority
     /// of the serving list doing so, no such lead decides after the flip
     /// (docs/architecture.md, section 6, "Joint majorities"). The flip waits
-    /// until enough holders are back (or a down one is dropped, which copies
-    /// its ranges again).
+    /// until enough holders are back, or a down one is dropped: a dropped
+    /// holder is never live, and the count needed is capped at the holders
+    /// not dropped, so the flip never waits for a dropped one (when dropped
+    /// holders are a majority of a list, all the others are needed).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
         let need_of = |len: usize| {
@@ -124,14 +158,17 @@ impl Manager {
         let live = |id: &u32| {
             self.nodes.get(id).is_some_and(|r| {
                 matches!(r.entry.state, NodeState::Up | NodeState::Leaving)
+                    && !r.dropped
                     && (r.conn.is_some() || self.recovering)
             })
         };
+        let kept = |id: &&u32| self.nodes.get(id).is_none_or(|r| !r.dropped);
         let bounds = from.bounds().iter().chain(to.bounds().iter());
         bounds.into_iter().any(|&t| {
             let (old, new) = (from.get(t), to.get(t));
             let adds = new.iter().any(|id| !old.contains(id));
-            adds && old.iter().filter(|id| live(id)).count() < need_of(old.len())
+            let holders = old.iter().filter(kept).count();
+            adds && old.iter().filter(|id| live(id)).count() < need_of(old.len()).min(holders)
         })
     }
 
