@@ -204,15 +204,10 @@ fn put_header(out: &mut BytesMut, op: u8, client_id: u64, node_id: u32, len: usi
     let mut put = |n: u64, after: u8| {
         i -= 1;
         buf[i] = after;
-        let mut n = n;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
+        let mut tmp = [0u8; 20];
+        let digits = fmt_u64(n, &mut tmp);
+        i -= digits.len();
+        buf[i..i + digits.len()].copy_from_slice(digits);
     };
     put(len as u64, b'\n');
     put(node_id as u64, b' ');

@@ -38,6 +38,15 @@ fn key() -> Bytes {
     Bytes::from_static(b"k")
 }
 
+/// Node 2's `PREPARE` of the key at `ballot`.
+fn prepare(ballot: u64) -> Message {
+    Message::Prepare {
+        ballot,
+        view: view(),
+        key: key(),
+    }
+}
+
 /// The key's lists by the replica's ring (epoch 2, nodes 1 and 2).
 fn view() -> View {
     View {
@@ -80,12 +89,7 @@ fn a_restarted_replica_keeps_its_promise(snapshot: bool) {
     {
         let mut n = replica(&dir.0, BASE);
         // The promise is held until its record is committed.
-        let mut f = Message::Prepare {
-            ballot: high,
-            view: view(),
-            key: key(),
-        }
-        .encode();
+        let mut f = prepare(high).encode();
         f.client_id = 8;
         let mut out = Vec::new();
         n.step(
@@ -121,27 +125,11 @@ fn a_restarted_replica_keeps_its_promise(snapshot: bool) {
     // Started again a second later.
     let mut n = replica(&dir.0, BASE + 1_000);
     let low = ballot(BASE + 5_000);
-    let got = ask(
-        &mut n,
-        10,
-        Message::Prepare {
-            ballot: low,
-            view: view(),
-            key: key(),
-        },
-    );
+    let got = ask(&mut n, 10, prepare(low));
     assert_eq!(got, Reply::Conflict { version: high }, "the promise holds");
     // A higher ballot finds the accepted proposal.
     let higher = ballot(BASE + 25_000);
-    let got = ask(
-        &mut n,
-        11,
-        Message::Prepare {
-            ballot: higher,
-            view: view(),
-            key: key(),
-        },
-    );
+    let got = ask(&mut n, 11, prepare(higher));
     let want = Reply::Promise {
         committed: None,
         accepted: Some(proposal),
@@ -167,15 +155,7 @@ fn a_committed_proposal_ends_its_slot_across_a_restart() {
     let b = ballot(BASE + 100);
     {
         let mut n = replica(&dir.0, BASE);
-        ask(
-            &mut n,
-            4,
-            Message::Prepare {
-                ballot: b,
-                view: view(),
-                key: key(),
-            },
-        );
+        ask(&mut n, 4, prepare(b));
         let record = Record {
             key: key(),
             version: b,
@@ -197,15 +177,7 @@ fn a_committed_proposal_ends_its_slot_across_a_restart() {
     }
     let mut n = replica(&dir.0, BASE + 1_000);
     let next = ballot(BASE + 1_500);
-    let got = ask(
-        &mut n,
-        10,
-        Message::Prepare {
-            ballot: next,
-            view: view(),
-            key: key(),
-        },
-    );
+    let got = ask(&mut n, 10, prepare(next));
     let Reply::Promise {
         committed,
         accepted,
