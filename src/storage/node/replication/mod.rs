@@ -66,7 +66,8 @@ pub(super) struct Rounds {
     /// gets the same delay, so the queue is in order and one timer (for its
     /// front) serves them all, instead of a timer per read. A read answered
     /// before its time stays queued and is skipped when it comes due.
-    /// Entries are (due, request id, `writes_started` when the read began).
+    /// Entries are (due, request id, the write count of `writes` when the
+    /// read began).
     pub(super) spare_due: std::collections::VecDeque<(Millis, u64, u64)>,
     /// Writes (PUT, conditional ops) this node has started as a lead: a
     /// counter, and by slot of their keys' ring hashes the count when the

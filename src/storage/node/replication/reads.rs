@@ -310,13 +310,11 @@ impl StorageNode {
                 return;
             }
             self.rounds.spare_due.pop_front();
-            let Some(p) = self.rounds.pending.remove(&id) else {
-                continue;
-            };
-            if self.rounds.writes.overtaken(p.hash, seen) {
-                // Its spares are asked only if an asked replica fails it.
-                self.rounds.pending.insert(id, p);
-            } else {
+            // An overtaken read stays as it is: its spares are asked only if
+            // an asked replica fails it.
+            let due = (self.rounds.pending.get(&id))
+                .is_some_and(|p| !self.rounds.writes.overtaken(p.hash, seen));
+            if let Some(p) = due.then(|| self.rounds.pending.remove(&id)).flatten() {
                 self.ask_spares(now, id, p, out);
             }
         }
