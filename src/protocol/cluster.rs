@@ -121,11 +121,14 @@ pub enum Message {
         records: Vec<Record>,
     },
     /// 55, coordinator -> replica: store one record, conditionally.
-    /// `HAS_BASE(u8: 0 or 1) [BASE(u64 BE)] RECORD`.
+    /// `FLAGS(u8) [BASE(u64 BE)] [FENCE] RECORD`: FLAGS bit 0 says a BASE
+    /// follows, bit 1 a [`Fence`] (a lead's round; a move's copy has none).
     Replicate {
         /// The version the write was decided against: the replica refuses it
         /// (`CONFLICT`) if it holds anything newer. `None`: unconditional.
         base: Option<u64>,
+        /// The lead's fence (`REFUSED stale-ring` if it is stale).
+        fence: Option<Fence>,
         /// The entry to store.
         record: Record,
     },
@@ -154,17 +157,23 @@ pub enum Message {
         /// The proposer's view (`None`: a move's copy, not a round).
         view: Option<View>,
     },
-    /// 56, coordinator -> replica: the key's entry. The payload is the key.
+    /// 56, coordinator -> replica: the key's entry. `FENCE KEY`.
     ReplRead {
+        /// The lead's fence (`REFUSED stale-ring` if it is stale).
+        fence: Fence,
         /// The key.
         key: Bytes,
     },
     /// 72, coordinator -> replica: several `REPL_READ`s in one message (the
-    /// reads a lead asks this replica for in one loop turn). `COUNT(u32 BE)`
-    /// then `KLEN(u32 BE) KEY` each; answered by one [`Reply::Copies`].
+    /// reads a lead asks this replica for in one loop turn). `EPOCH(u64 BE)
+    /// COUNT(u32 BE)` then `MARK(u64 BE) KLEN(u32 BE) KEY` each: the fence of
+    /// each key is the epoch (the oldest of the asks') and its mark. Answered
+    /// by one [`Reply::Copies`].
     ReplReads {
-        /// The keys, in the order their answers come back.
-        keys: Vec<Bytes>,
+        /// The epoch of the oldest ring the asks were made by.
+        epoch: u64,
+        /// The keys' marks and the keys, in the order their answers come back.
+        keys: Vec<(u64, Bytes)>,
     },
     /// 58, coordinator -> replica: `VERSION(u64 BE) KEY`; forget the key if its
     /// entry is still the tombstone at that version.
@@ -330,21 +339,27 @@ impl Message {
                 }
                 buf.freeze()
             }
-            Message::Replicate { base, record } => {
+            Message::Replicate {
+                base,
+                fence,
+                record,
+            } => {
                 let mut buf = BytesMut::new();
-                match base {
-                    Some(b) => {
-                        buf.put_u8(1);
-                        buf.put_u64(*b);
-                    }
-                    None => buf.put_u8(0),
+                buf.put_u8(u8::from(base.is_some()) | u8::from(fence.is_some()) << 1);
+                if let Some(b) = base {
+                    buf.put_u64(*b);
+                }
+                if let Some(f) = fence {
+                    f.put(&mut buf);
                 }
                 let value = record.value.as_deref();
                 put_record(&mut buf, &record.key, record.version, value);
                 buf.freeze()
             }
-            Message::ReplRead { key } => key.clone(),
-            Message::ReplReads { keys } => reads::keys_payload(keys.iter().map(|k| &k[..])),
+            Message::ReplRead { fence, key } => reads::read_payload(*fence, key),
+            Message::ReplReads { epoch, keys } => {
+                reads::keys_payload(*epoch, keys.iter().map(|(m, k)| (*m, &k[..])))
+            }
             Message::Accept { record, view } => paxos::accept_payload(record, view.as_ref()),
             Message::Prepare { ballot, view, key } => paxos::prepare_payload(*ballot, view, key),
             Message::Purge { version, key } => {
@@ -404,17 +419,36 @@ impl Message {
                 records: parse_records(p)?,
             },
             op::REPLICATE => {
-                let (base, at) = match p.first() {
-                    Some(&0) => (None, 1),
-                    Some(&1) if p.len() >= 9 => (Some(be_u64(&p[1..9])), 9),
-                    _ => return Err(malformed("REPLICATE", "HAS_BASE must be 0, or 1 and BASE")),
+                const WHAT: &str = "REPLICATE";
+                let flags = *p.first().ok_or_else(|| malformed(WHAT, "empty"))?;
+                if flags > 3 {
+                    return Err(malformed(WHAT, "FLAGS must be 0 to 3"));
+                }
+                let mut at = 1;
+                let base = match flags & 1 {
+                    0 => None,
+                    _ => {
+                        let b = (p.get(1..9)).ok_or_else(|| malformed(WHAT, "no BASE"))?;
+                        at = 9;
+                        Some(be_u64(b))
+                    }
                 };
-                let record = parse_one_record(p, at, "REPLICATE")?;
-                Message::Replicate { base, record }
+                let fence = match flags & 2 {
+                    0 => None,
+                    _ => Some(Fence::parse(p, &mut at, WHAT)?),
+                };
+                let record = parse_one_record(p, at, WHAT)?;
+                Message::Replicate {
+                    base,
+                    fence,
+                    record,
+                }
             }
             op::REPL_READ => {
-                check_key(p)?;
-                Message::ReplRead { key: p.clone() }
+                let fence = Fence::parse(p, &mut 0, "REPL_READ")?;
+                let key = p.slice(FENCE_LEN..);
+                check_key(&key)?;
+                Message::ReplRead { fence, key }
             }
             op::REPL_READS => reads::decode_keys(p)?,
             op::PURGE => {
@@ -757,6 +791,8 @@ mod reads;
 pub use reads::{repl_reads, CopiesWriter, COPIES_BUDGET, REPL_READS_BUDGET};
 mod paxos;
 pub use paxos::View;
+mod fence;
+pub use fence::{lists_mark, Fence, FENCE_LEN};
 mod record;
 use record::{parse_one_record, parse_record};
 pub use record::{parse_records, put_record, record_len, Record};

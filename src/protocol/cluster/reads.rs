@@ -5,29 +5,47 @@
 //! bounded by the payload's size, and it never panics; keys and answers stay
 //! views of the frame's payload.
 
-use super::{malformed, put_record, record_len, Message, Reply};
+use super::{be_u64, malformed, put_record, record_len, Fence, Message, Reply, FENCE_LEN};
 use crate::protocol::error::Error;
 use crate::protocol::frame::Frame;
 use crate::protocol::kv::check_key;
 use crate::protocol::op;
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// `COUNT(u32 BE)` then `KLEN(u32 BE) KEY` for each key.
-pub(super) fn keys_payload<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Bytes {
-    let len = 4 + keys.clone().map(|k| 4 + k.len()).sum::<usize>();
+/// `FENCE KEY`: a lone `REPL_READ`.
+pub(super) fn read_payload(fence: Fence, key: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FENCE_LEN + key.len());
+    fence.put(&mut buf);
+    buf.put_slice(key);
+    buf.freeze()
+}
+
+/// `EPOCH(u64 BE) COUNT(u32 BE)` then `MARK(u64 BE) KLEN(u32 BE) KEY` for
+/// each key.
+pub(super) fn keys_payload<'a>(
+    epoch: u64,
+    keys: impl ExactSizeIterator<Item = (u64, &'a [u8])> + Clone,
+) -> Bytes {
+    let len = 12 + keys.clone().map(|(_, k)| 12 + k.len()).sum::<usize>();
     let mut buf = BytesMut::with_capacity(len);
+    buf.put_u64(epoch);
     buf.put_u32(keys.len() as u32);
-    for k in keys {
+    for (mark, k) in keys {
+        buf.put_u64(mark);
         buf.put_u32(k.len() as u32);
         buf.put_slice(k);
     }
     buf.freeze()
 }
 
-/// The frame of a [`Message::ReplReads`] of `keys`, written from borrowed
-/// keys (the same bytes as the message's `encode`).
-pub fn repl_reads<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Frame {
-    Frame::new(op::REPL_READS, 0, 0, keys_payload(keys))
+/// The frame of a [`Message::ReplReads`] of `keys` (with their marks) by a
+/// ring of `epoch`, written from borrowed keys (the same bytes as the
+/// message's `encode`).
+pub fn repl_reads<'a>(
+    epoch: u64,
+    keys: impl ExactSizeIterator<Item = (u64, &'a [u8])> + Clone,
+) -> Frame {
+    Frame::new(op::REPL_READS, 0, 0, keys_payload(epoch, keys))
 }
 
 /// Reads a big-endian `u32` at `*at` and moves past it.
@@ -37,6 +55,15 @@ fn take_u32(p: &[u8], at: &mut usize, what: &str) -> Result<usize, Error> {
         .ok_or_else(|| malformed(what, "cut short"))?;
     *at += 4;
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Reads a big-endian `u64` at `*at` and moves past it.
+fn take_u64(p: &[u8], at: &mut usize, what: &str) -> Result<u64, Error> {
+    let b = p
+        .get(*at..*at + 8)
+        .ok_or_else(|| malformed(what, "cut short"))?;
+    *at += 8;
+    Ok(be_u64(b))
 }
 
 /// Cuts `len` bytes at `*at` out of `p` and moves past them.
@@ -62,17 +89,19 @@ fn finished(p: &[u8], at: usize, what: &str) -> Result<(), Error> {
 pub(super) fn decode_keys(p: &Bytes) -> Result<Message, Error> {
     const WHAT: &str = "REPL_READS";
     let mut at = 0;
+    let epoch = take_u64(p, &mut at, WHAT)?;
     let count = take_u32(p, &mut at, WHAT)?;
-    // Each key takes at least 5 bytes: a larger count is cut short anyway.
-    let mut keys = Vec::with_capacity(count.min(p.len() / 5));
+    // Each key takes at least 13 bytes: a larger count is cut short anyway.
+    let mut keys = Vec::with_capacity(count.min(p.len() / 13));
     for _ in 0..count {
+        let mark = take_u64(p, &mut at, WHAT)?;
         let len = take_u32(p, &mut at, WHAT)?;
         let key = take_bytes(p, &mut at, len, WHAT)?;
         check_key(&key)?;
-        keys.push(key);
+        keys.push((mark, key));
     }
     finished(p, at, WHAT)?;
-    Ok(Message::ReplReads { keys })
+    Ok(Message::ReplReads { epoch, keys })
 }
 
 /// `COUNT(u32 BE)` then `OP(u8) LEN(u32 BE) PAYLOAD` for each answer.

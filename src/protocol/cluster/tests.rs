@@ -34,6 +34,10 @@ fn arb_view() -> impl Strategy<Value = View> {
     })
 }
 
+fn arb_fence() -> impl Strategy<Value = Fence> {
+    (any::<u64>(), any::<u64>()).prop_map(|(epoch, mark)| Fence { epoch, mark })
+}
+
 fn b(s: &[u8]) -> Bytes {
     Bytes::copy_from_slice(s)
 }
@@ -260,19 +264,29 @@ fn replicate_has_an_explicit_base_flag() {
     let r = record(b"k", 9, Some(b"v"));
     let mut entry = BytesMut::new();
     put_record(&mut entry, b"k", 9, Some(b"v"));
-    let m = |base| Message::Replicate {
+    let m = |base, fence| Message::Replicate {
         base,
+        fence,
         record: r.clone(),
     };
-    check(m(None), &[&[0u8][..], &entry].concat());
+    check(m(None, None), &[&[0u8][..], &entry].concat());
     let base = [&[1u8][..], &5u64.to_be_bytes(), &entry].concat();
-    check(m(Some(5)), &base);
+    check(m(Some(5), None), &base);
     // u64::MAX is an ordinary base, not "none".
     let max = [&[1u8][..], &u64::MAX.to_be_bytes(), &entry].concat();
-    check(m(Some(u64::MAX)), &max);
+    check(m(Some(u64::MAX), None), &max);
+    // A fence after the base: epoch, then mark.
+    let fence = Fence { epoch: 3, mark: 4 };
+    let fenced = [&[2u8][..], &3u64.to_be_bytes(), &4u64.to_be_bytes(), &entry].concat();
+    check(m(None, Some(fence)), &fenced);
+    let both = [&[3u8][..], &5u64.to_be_bytes(), &fenced[1..]].concat();
+    check(m(Some(5), Some(fence)), &both);
     for p in [
         &b""[..],
         &[2u8][..],
+        &[4u8][..],
+        &[&[4u8][..], &entry].concat()[..],
+        &[&[2u8][..], &[0; 15], &entry].concat()[..15],
         &[1u8, 0, 0][..],
         &[0u8][..],
         &[&[0u8][..], &entry, &entry].concat()[..],
@@ -284,9 +298,17 @@ fn replicate_has_an_explicit_base_flag() {
 
 #[test]
 fn repl_read_and_purge() {
-    check(Message::ReplRead { key: b(b"key") }, b"key");
-    assert_eq!(bad(op::REPL_READ, b""), ErrorCode::BadKey);
-    assert_eq!(bad(op::REPL_READ, &[1; 65_536]), ErrorCode::BadKey);
+    let fence = Fence { epoch: 1, mark: 2 };
+    let head = [1u64.to_be_bytes(), 2u64.to_be_bytes()].concat();
+    let m = Message::ReplRead {
+        fence,
+        key: b(b"key"),
+    };
+    check(m, &[&head[..], b"key"].concat());
+    assert_eq!(bad(op::REPL_READ, b"key"), ErrorCode::BadOp);
+    assert_eq!(bad(op::REPL_READ, &head), ErrorCode::BadKey);
+    let long = [&head[..], &[1; 65_536]].concat();
+    assert_eq!(bad(op::REPL_READ, &long), ErrorCode::BadKey);
     let m = Message::Purge {
         version: 3,
         key: b(b"k"),
@@ -298,24 +320,44 @@ fn repl_read_and_purge() {
 
 #[test]
 fn repl_reads_and_copies() {
-    let keys = vec![b(b"k1"), b(b"key2")];
-    let wire = [&[0, 0, 0, 2, 0, 0, 0, 2][..], b"k1", &[0, 0, 0, 4], b"key2"].concat();
-    let borrowed = super::repl_reads(keys.iter().map(|k| &k[..]));
-    assert_eq!(borrowed, Message::ReplReads { keys: keys.clone() }.encode());
-    check(Message::ReplReads { keys }, &wire);
-    check(Message::ReplReads { keys: vec![] }, &[0, 0, 0, 0]);
-    // A count larger than the keys that follow, bytes after the last key, a
-    // key longer than the payload, an empty key.
-    assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 1]), ErrorCode::BadOp);
-    assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 0, 9]), ErrorCode::BadOp);
-    assert_eq!(
-        bad(op::REPL_READS, &[0, 0, 0, 1, 0, 0, 0, 9, 1]),
-        ErrorCode::BadOp
-    );
-    assert_eq!(
-        bad(op::REPL_READS, &[0, 0, 0, 1, 0, 0, 0, 0]),
-        ErrorCode::BadKey
-    );
+    let keys = vec![(5, b(b"k1")), (6, b(b"key2"))];
+    let epoch = 9u64.to_be_bytes();
+    let mark = |m: u64| m.to_be_bytes();
+    let wire = [
+        &epoch[..],
+        &[0, 0, 0, 2],
+        &mark(5),
+        &[0, 0, 0, 2],
+        b"k1",
+        &mark(6),
+        &[0, 0, 0, 4],
+        b"key2",
+    ]
+    .concat();
+    let borrowed = super::repl_reads(9, keys.iter().map(|(m, k)| (*m, &k[..])));
+    let m = Message::ReplReads {
+        epoch: 9,
+        keys: keys.clone(),
+    };
+    assert_eq!(borrowed, m.encode());
+    check(m, &wire);
+    let none = Message::ReplReads {
+        epoch: 9,
+        keys: vec![],
+    };
+    check(none, &[&epoch[..], &[0, 0, 0, 0]].concat());
+    // No epoch, a count larger than the keys that follow, bytes after the
+    // last key, a key without its mark.
+    let with = |rest: &[u8]| [&epoch[..], rest].concat();
+    assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 0]), ErrorCode::BadOp);
+    assert_eq!(bad(op::REPL_READS, &with(&[0, 0, 0, 1])), ErrorCode::BadOp);
+    assert_eq!(bad(op::REPL_READS, &with(&[0, 0, 0, 0, 9])), ErrorCode::BadOp);
+    let unmarked = with(&[0, 0, 0, 1, 0, 0, 0, 1, b'k']);
+    assert_eq!(bad(op::REPL_READS, &unmarked), ErrorCode::BadOp);
+    let long = with(&[&[0, 0, 0, 1][..], &mark(1), &[0, 0, 0, 9, 1]].concat());
+    assert_eq!(bad(op::REPL_READS, &long), ErrorCode::BadOp);
+    let empty = with(&[&[0, 0, 0, 1][..], &mark(1), &[0, 0, 0, 0]].concat());
+    assert_eq!(bad(op::REPL_READS, &empty), ErrorCode::BadKey);
     assert_eq!(bad(op::REPL_READS, &[255; 4]), ErrorCode::BadOp);
 
     let answers = vec![
@@ -685,10 +727,19 @@ fn arb_message() -> impl Strategy<Value = Message> {
             node: NodeRef::Addr(a)
         }),
         prop::collection::vec(arb_record(), 0..5).prop_map(|records| Message::Migrate { records }),
-        (prop::option::of(any::<u64>()), arb_record())
-            .prop_map(|(base, record)| Message::Replicate { base, record }),
-        arb_key().prop_map(|key| Message::ReplRead { key }),
-        prop::collection::vec(arb_key(), 0..5).prop_map(|keys| Message::ReplReads { keys }),
+        (
+            prop::option::of(any::<u64>()),
+            prop::option::of(arb_fence()),
+            arb_record()
+        )
+            .prop_map(|(base, fence, record)| Message::Replicate {
+                base,
+                fence,
+                record
+            }),
+        (arb_fence(), arb_key()).prop_map(|(fence, key)| Message::ReplRead { fence, key }),
+        (any::<u64>(), prop::collection::vec((any::<u64>(), arb_key()), 0..5))
+            .prop_map(|(epoch, keys)| Message::ReplReads { epoch, keys }),
         (any::<u64>(), arb_view(), arb_key()).prop_map(|(ballot, view, key)| Message::Prepare {
             ballot,
             view,

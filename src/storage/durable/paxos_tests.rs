@@ -172,7 +172,11 @@ fn a_committed_proposal_ends_its_slot_across_a_restart() {
             ),
             Reply::Ok
         );
-        let commit = Message::Replicate { base: None, record };
+        let commit = Message::Replicate {
+            base: None,
+            fence: None,
+            record,
+        };
         assert_eq!(ask(&mut n, 6, commit), Reply::Ok);
     }
     let mut n = replica(&dir.0, BASE + 1_000);

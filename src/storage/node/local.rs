@@ -9,7 +9,7 @@
 //! when the node has a data directory.
 
 use super::*;
-use crate::protocol::cluster::{CopiesWriter, View};
+use crate::protocol::cluster::{lists_mark, CopiesWriter, Fence, View};
 use crate::storage::engine::EntryRef;
 
 impl StorageNode {
@@ -205,12 +205,16 @@ impl StorageNode {
             }
         }
         Some(Ok(match message {
-            Message::Replicate { base, record } => self.replicate(base, &record),
-            Message::ReplRead { key } => self.replica_read(&key),
-            Message::ReplReads { keys } => {
+            Message::Replicate {
+                base,
+                fence,
+                record,
+            } => self.replicate(base, fence, &record),
+            Message::ReplRead { fence, key } => self.replica_read(fence, &key),
+            Message::ReplReads { epoch, keys } => {
                 let mut copies = CopiesWriter::new(keys.len());
-                for key in &keys {
-                    match self.replica_copy(key) {
+                for (mark, key) in &keys {
+                    match self.replica_copy(key, Fence { epoch, mark: *mark }) {
                         Ok(Some(e)) => copies.found(key, e.version, e.value),
                         Ok(None) => copies.answer(op::NOT_FOUND, &[]),
                         Err(why) => copies.answer(op::REFUSED, &refused(why).1),
@@ -288,10 +292,11 @@ impl StorageNode {
     }
 
     /// `REPLICATE`: a lead replica's write of one record, conditional on the
-    /// version it was decided against (`base`).
-    fn replicate(&mut self, base: Option<u64>, r: &Record) -> (u8, Bytes) {
+    /// version it was decided against (`base`), from a lead whose `fence` is
+    /// not stale (a move's copy has none).
+    fn replicate(&mut self, base: Option<u64>, fence: Option<Fence>, r: &Record) -> (u8, Bytes) {
         let hash = hash64(&r.key);
-        if let Err(refusal) = self.check_replica_of(hash) {
+        if let Err(refusal) = self.check_fenced_replica_of(hash, fence) {
             return refused(refusal);
         }
         self.hlc.observe(r.version);
@@ -383,8 +388,8 @@ impl StorageNode {
 
     /// `REPL_READ`: this replica's copy of `key`, for a lead's quorum read (a
     /// `Reply::Found` record, written straight from the engine's entry).
-    fn replica_read(&mut self, key: &[u8]) -> (u8, Bytes) {
-        match self.replica_copy(key) {
+    fn replica_read(&mut self, fence: Fence, key: &[u8]) -> (u8, Bytes) {
+        match self.replica_copy(key, fence) {
             Err(refusal) => refused(refusal),
             Ok(Some(e)) => {
                 let mut record = BytesMut::new();
@@ -396,10 +401,11 @@ impl StorageNode {
     }
 
     /// This node's entry of `key` for a lead's read (`None`: it has none), or
-    /// why its copy must not count (it is off the key's lists, or catching up).
-    fn replica_copy(&self, key: &[u8]) -> Result<Option<EntryRef<'_>>, Refusal> {
+    /// why its copy must not count (it is off the key's lists, catching up,
+    /// or the lead's `fence` is stale).
+    fn replica_copy(&self, key: &[u8], fence: Fence) -> Result<Option<EntryRef<'_>>, Refusal> {
         let hash = hash64(key);
-        self.check_replica_of(hash)?;
+        self.check_fenced_replica_of(hash, Some(fence))?;
         if self.behind(hash) {
             return Err(Refusal::CatchingUp);
         }
@@ -423,16 +429,37 @@ impl StorageNode {
     /// Refused, the sender tries again. Before this node has a ring, nothing
     /// is refused.
     pub(super) fn check_replica_of(&self, hash: u64) -> Result<(), Refusal> {
+        self.check_fenced_replica_of(hash, None)
+    }
+
+    /// [`StorageNode::check_replica_of`], and the plain requests' fence: a
+    /// lead's `REPLICATE` or read whose [`Fence`] is of an older ring than
+    /// this node's, which lists the key otherwise, is refused
+    /// (`REFUSED stale-ring EPOCH`). A quorum of the lead's lists need not
+    /// meet a quorum of the current ones (seed 3000144: a GET through a node
+    /// paused through a move read a quorum of the old list and missed a write
+    /// acknowledged by the new one). A lead whose ring is newer, or lists the
+    /// key alike, is served.
+    pub(super) fn check_fenced_replica_of(
+        &self,
+        hash: u64,
+        fence: Option<Fence>,
+    ) -> Result<(), Refusal> {
         let me = self.node_id;
         if me == 0 || self.ring.is_empty() {
             return Ok(());
         }
-        if self.serving_pref.get(hash).contains(&me) || self.settled_pref.get(hash).contains(&me) {
-            return Ok(());
+        let (serving, settled) = (self.serving_pref.get(hash), self.settled_pref.get(hash));
+        let epoch = self.ring.epoch;
+        if !serving.contains(&me) && !settled.contains(&me) {
+            return Err(Refusal::OffList { epoch });
         }
-        Err(Refusal::OffList {
-            epoch: self.ring.epoch,
-        })
+        match fence {
+            Some(f) if !f.admits(epoch, || lists_mark(serving, settled)) => {
+                Err(Refusal::StaleRing { epoch })
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -211,9 +211,10 @@ fn the_reads_of_one_turn_to_one_replica_leave_as_one_message() {
     let out = two_gets_in_one_turn(&mut n, &keys);
     let asks = sent_on(&out, links[link]);
     assert_eq!(asks.len(), 1, "{out:?}");
-    let Ok(Message::ReplReads { keys: asked }) = Message::decode(&asks[0]) else {
+    let Ok(Message::ReplReads { keys: asked, .. }) = Message::decode(&asks[0]) else {
         panic!("not a REPL_READS: {:?}", asks[0]);
     };
+    let asked: Vec<Bytes> = asked.into_iter().map(|(_, k)| k).collect();
     assert_eq!(asked, keys.map(Bytes::from).to_vec());
     // One COPIES answers both, in order.
     let found = Reply::Found(Record {
@@ -255,8 +256,11 @@ fn a_replica_answers_a_batch_of_reads_key_by_key() {
         Some(b"x"),
         None,
     );
+    let marked = keys.clone().map(|k| (r.fence_of(hash64(k.as_bytes())).mark, Bytes::from(k)));
+    let epoch = r.ring.epoch;
     let mut ask = Message::ReplReads {
-        keys: keys.clone().map(Bytes::from).to_vec(),
+        epoch,
+        keys: marked.to_vec(),
     }
     .encode();
     ask.client_id = 77;
@@ -290,7 +294,10 @@ fn a_value_too_large_for_a_batch_is_asked_for_alone() {
     let again = sent_on(&out, links[link]);
     assert_eq!(again.len(), 1, "{out:?}");
     assert_eq!(again[0].op, op::REPL_READ);
-    assert_eq!(&again[0].payload[..], keys[1].as_bytes());
+    let Ok(Message::ReplRead { key, .. }) = Message::decode(&again[0]) else {
+        panic!("not a REPL_READ: {:?}", again[0]);
+    };
+    assert_eq!(&key[..], keys[1].as_bytes());
     assert!(
         sent_on(&out, links[1 - link]).is_empty(),
         "no spare: {out:?}"

@@ -1,6 +1,7 @@
 //! Unit tests of the node state machine, driven step by step.
 
 use super::*;
+use crate::protocol::cluster::Fence;
 
 fn cfg() -> NodeConfig {
     NodeConfig::new("127.0.0.1:7001".into(), "127.0.0.1:7000".parse().unwrap())
@@ -277,6 +278,13 @@ fn a_node_not_yet_registered_does_not_serve_keys_peers_route_to_it() {
     assert!(s[0].2.starts_with(b"UNAVAILABLE not yet a member"), "{s:?}");
 }
 
+/// A lead's `REPL_READ` of `key` with `n`'s own fence (a lead on its ring).
+pub(super) fn repl_read(n: &StorageNode, key: &str) -> Bytes {
+    let fence = n.fence_of(hash64(key.as_bytes()));
+    let key = Bytes::from(key.to_owned());
+    Message::ReplRead { fence, key }.encode().payload
+}
+
 #[test]
 fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     let (mut n, link) = with_manager();
@@ -322,22 +330,31 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
             .map(|s| (s.1, s.2))
             .collect::<Vec<_>>()
     };
-    let read = |k: &String| Bytes::from(k.clone());
-    let write = |k: &String| {
+    let write = |k: &String, fence| {
         let record = Record {
             key: Bytes::from(k.clone()),
             version: 9 << 16,
             value: Some(Bytes::from_static(b"v")),
         };
-        Message::Replicate { base: None, record }.encode().payload
+        let fence = Some(fence);
+        let m = Message::Replicate {
+            base: None,
+            fence,
+            record,
+        };
+        m.encode().payload
     };
-    assert_eq!(
-        ask(&mut n, op::REPLICATE, write(kept)),
-        vec![(op::OK, vec![])]
-    );
-    let got = ask(&mut n, op::REPL_READ, read(kept));
+    let current = |n: &StorageNode, k: &String| n.fence_of(hash64(k.as_bytes()));
+    let payload = write(kept, current(&n, kept));
+    assert_eq!(ask(&mut n, op::REPLICATE, payload), vec![(op::OK, vec![])]);
+    let payload = repl_read(&n, kept);
+    let got = ask(&mut n, op::REPL_READ, payload);
     assert_eq!(got[0].0, op::VALUE, "{got:?}");
-    for (o, payload) in [(op::REPL_READ, read(other)), (op::REPLICATE, write(other))] {
+    let refused = [
+        (op::REPL_READ, repl_read(&n, other)),
+        (op::REPLICATE, write(other, current(&n, other))),
+    ];
+    for (o, payload) in refused {
         let got = ask(&mut n, o, payload);
         assert_eq!(got.len(), 1);
         let refusal = Refusal::decode(&Frame::new(got[0].0, 0, 0, got[0].1.clone()));
@@ -348,6 +365,26 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
         None,
         "refused, not stored"
     );
+    // The fence: a lead on an older ring (epoch 6) that lists the key
+    // otherwise is refused, one that lists it alike is served, and so is one
+    // whose ring is as new whatever its lists.
+    let fence = |epoch, mark| Fence { epoch, mark };
+    let alike = current(&n, kept).mark;
+    let key = Bytes::from(kept.clone());
+    let read = |f| (Message::ReplRead { fence: f, key: key.clone() }).encode().payload;
+    let stale = [
+        (op::REPL_READ, read(fence(6, alike ^ 1))),
+        (op::REPLICATE, write(kept, fence(6, alike ^ 1))),
+    ];
+    for (o, payload) in stale {
+        let got = ask(&mut n, o, payload);
+        let refusal = Refusal::decode(&Frame::new(got[0].0, 0, 0, got[0].1.clone()));
+        assert_eq!(refusal, Ok(Refusal::StaleRing { epoch: 7 }), "{got:?}");
+    }
+    for f in [fence(6, alike), fence(7, alike ^ 1)] {
+        let got = ask(&mut n, op::REPL_READ, read(f));
+        assert_eq!(got[0].0, op::VALUE, "{got:?}");
+    }
 }
 
 #[test]
@@ -502,7 +539,7 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
     // Node 2 proves membership, then asks for a quorum read: refused.
     let hello = peer_join(&mut n, peer, "127.0.0.1:7002", crate::DEFAULT_SECRET);
-    let from_peer = |op, payload: String| Input::Frame {
+    let from_peer = |op, payload: Bytes| Input::Frame {
         conn: peer,
         frame: Frame::new(op, 7, 1, payload),
     };
@@ -514,7 +551,8 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
             frame: hello,
         },
     );
-    let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, "k".into())));
+    let ask = repl_read(&n, "k");
+    let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, ask.clone())));
     let out = read(&mut n, 4);
     assert_eq!(out.len(), 1);
     let refusal = Refusal::decode(&Frame::new(out[0].1, 0, 0, out[0].2.clone()));
@@ -535,10 +573,10 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     step(
         &mut n,
         5,
-        from_peer(op::SYNC_DONE, format!("2 {}", round + 1)),
+        from_peer(op::SYNC_DONE, format!("2 {}", round + 1).into()),
     );
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
-    step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}")));
+    step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}").into()));
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [3].into());
     // Node 3 goes down: nobody is left to wait for. It is asked once back.
     step(
@@ -1194,6 +1232,7 @@ fn peer_versions_too_far_ahead_are_refused_and_change_nothing() {
     let replicate = |r: Record| {
         Message::Replicate {
             base: None,
+            fence: None,
             record: r,
         }
         .encode()

@@ -114,8 +114,13 @@ impl StorageNode {
             let id = self.tombstones.next_purge;
             self.tombstones.next_purge += 1;
             let deadline = now + self.cfg.request_timeout_ms;
+            let fence = self.fence_of(h);
             for &peer in &members {
-                let frame = Message::ReplRead { key: key.clone() }.encode();
+                let frame = Message::ReplRead {
+                    fence,
+                    key: key.clone(),
+                }
+                .encode();
                 let token = Waiter::Purge { id };
                 // A failed send leaves the check waiting; its deadline ends it.
                 let _ = self.mesh.forward(peer, frame, token, 1, deadline, out);

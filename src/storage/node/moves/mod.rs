@@ -149,6 +149,7 @@ impl StorageNode {
         };
         let copy = Message::Replicate {
             base: Some(before),
+            fence: None,
             record: record.clone(),
         }
         .encode();

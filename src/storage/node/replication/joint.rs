@@ -17,7 +17,7 @@
 //! in docs/architecture.md, section 6 ("Joint majorities").
 
 use super::*;
-use crate::protocol::cluster::{Refusal, View};
+use crate::protocol::cluster::{lists_mark, Fence, Refusal, View};
 
 /// What a Paxos round's votes so far add up to.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +83,15 @@ impl StorageNode {
             epoch: self.ring.epoch,
             serving: self.serving_pref.get(hash).to_vec(),
             settled: self.settled_pref.get(hash).to_vec(),
+        }
+    }
+
+    /// This node's [`Fence`] for the key with ring hash `hash`: its ring's
+    /// epoch and the mark of the key's lists by it.
+    pub(in crate::storage::node) fn fence_of(&self, hash: u64) -> Fence {
+        Fence {
+            epoch: self.ring.epoch,
+            mark: lists_mark(self.serving_pref.get(hash), self.settled_pref.get(hash)),
         }
     }
 

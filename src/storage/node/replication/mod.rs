@@ -211,6 +211,7 @@ impl StorageNode {
     fn start_round(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
         let (_, others, newcomers) = self.replica_targets(p.hash);
         p.attempts += 1;
+        p.fence = self.fence_of(p.hash);
         if p.request.op == op::PUT || p.conditional() {
             self.rounds.writes.started(p.hash);
         }
@@ -327,6 +328,7 @@ impl StorageNode {
         };
         let ask = Message::Replicate {
             base: w.base,
+            fence: Some(p.fence),
             record,
         }
         .encode();

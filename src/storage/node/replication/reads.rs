@@ -27,7 +27,7 @@
 //! store and a false match (another key in the slot) only skips speculation.
 
 use super::*;
-use crate::protocol::cluster::{repl_reads, REPL_READS_BUDGET};
+use crate::protocol::cluster::{repl_reads, Fence, REPL_READS_BUDGET};
 
 /// A queued or batched ask of a plain read: (request id, round tag). Its key
 /// is its request's (a read's key is needed only to send the ask, and a
@@ -126,7 +126,11 @@ impl StorageNode {
         let failed = if direct.is_empty() {
             Vec::new()
         } else {
-            let ask = Message::ReplRead { key: p.key.clone() }.encode();
+            let ask = Message::ReplRead {
+                fence: p.fence,
+                key: p.key.clone(),
+            }
+            .encode();
             self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
         };
         if p.read_need <= 1 {
@@ -149,7 +153,11 @@ impl StorageNode {
         out: &mut Vec<Output>,
     ) {
         let spares = p.take_spares();
-        let ask = Message::ReplRead { key: p.key.clone() }.encode();
+        let ask = Message::ReplRead {
+            fence: p.fence,
+            key: p.key.clone(),
+        }
+        .encode();
         let failed = self.ask_replicas(now, (id, p.round_tag(), &p.key), &spares, ask, out);
         self.unreachable_replicas(now, id, p, failed, out);
     }
@@ -193,16 +201,27 @@ impl StorageNode {
             }
             // A request that ended meanwhile needs no ask.
             asks.retain(|(id, _)| pending.contains_key(id));
+            let fence = |id: &u64| pending.get(id).map_or_else(Fence::default, |p| p.fence);
             let key = |id: &u64| pending.get(id).map_or(&[][..], |p| &p.key[..]);
             let (frame, token) = match asks[..] {
                 [] => continue,
                 [(id, round)] => {
                     let key = pending.get(&id).map_or_else(Bytes::new, |p| p.key.clone());
-                    let frame = Message::ReplRead { key: key.clone() }.encode();
+                    let fence = fence(&id);
+                    let frame = Message::ReplRead {
+                        fence,
+                        key: key.clone(),
+                    }
+                    .encode();
                     (frame, Waiter::Replica { id, round, key })
                 }
                 _ => {
-                    let frame = repl_reads(asks.iter().map(|(id, _)| key(id)));
+                    // The oldest epoch of the asks: each key's mark is of
+                    // its own ring, and a replica compares marks whenever its
+                    // ring is newer than the epoch.
+                    let epoch = (asks.iter().map(|(id, _)| fence(id).epoch)).min();
+                    let marked = asks.iter().map(|(id, _)| (fence(id).mark, key(id)));
+                    let frame = repl_reads(epoch.unwrap_or(0), marked);
                     (frame, Waiter::Replicas { asks })
                 }
             };
@@ -238,9 +257,13 @@ impl StorageNode {
         for ((id, round), answer) in asks.into_iter().zip(answers) {
             if answer.op == op::REPL_READ && answer.payload.is_empty() {
                 // Too large for the batch: asked again, alone.
-                let key = self.rounds.pending.get(&id).map(|p| p.key.clone());
-                if let Some(key) = key.filter(|_| self.reading(id, round)) {
-                    let frame = Message::ReplRead { key: key.clone() }.encode();
+                let p = self.rounds.pending.get(&id).map(|p| (p.key.clone(), p.fence));
+                if let Some((key, fence)) = p.filter(|_| self.reading(id, round)) {
+                    let frame = Message::ReplRead {
+                        fence,
+                        key: key.clone(),
+                    }
+                    .encode();
                     let token = Waiter::Replica { id, round, key };
                     if let Err(fwd) = (self.mesh).forward(peer, frame, token, 1, deadline, out) {
                         self.reads_failed(now, peer, fwd.token, ErrorCode::Unavailable, out);

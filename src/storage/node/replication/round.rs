@@ -43,7 +43,7 @@
 //! [`Answer::holds_write`]).
 
 use super::joint::{verdict, Verdict};
-use crate::protocol::cluster::View;
+use crate::protocol::cluster::{Fence, View};
 use crate::protocol::{op, ErrorCode, Frame};
 use crate::reactor::ConnId;
 use crate::storage::engine::Entry;
@@ -135,6 +135,9 @@ pub struct Pending {
     pub(super) lagging: Vec<u32>,
     /// A replica refused a read because its ring has it off the key's lists.
     pub(super) off_list: bool,
+    /// This node's ring epoch and the mark of the key's lists by it when the
+    /// round started: every replica request of the round carries it.
+    pub(super) fence: Fence,
     /// A write of this request was stored here (and so may have been sent
     /// on, read by another lead, or kept): if the request fails now, its
     /// outcome is unknown (`ERR UNKNOWN`), never `UNAVAILABLE`. Never cleared:
@@ -274,6 +277,7 @@ impl Pending {
             },
             lagging: Vec::new(),
             off_list: false,
+            fence: Fence::default(),
             maybe_applied: false,
         }
     }

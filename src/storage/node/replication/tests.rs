@@ -207,6 +207,7 @@ fn a_replica_promises_accepts_apart_from_its_data_and_refuses_lower_ballots() {
     // The commit is a REPLICATE; the proposal is then data, and reported no more.
     let commit = Message::Replicate {
         base: None,
+        fence: None,
         record: record(&key, b2, b"x"),
     };
     assert_eq!(ask(&mut n, 24, commit), Reply::Ok);
