@@ -160,6 +160,7 @@ fn versions_from_far_in_the_future_are_refused() {
         let pushes = [
             Message::Replicate {
                 base: None,
+                fence: None,
                 record: record(),
             },
             Message::Migrate {

@@ -293,9 +293,14 @@ fn join_with_holders_down(down: usize) -> bool {
 
 /// [`join_with_holders_down`] with write quorum `w`.
 fn join_with_holders_down_at(down: usize, w: u32) -> bool {
+    join_with_quorums_and_holders_down(down, 2, w)
+}
+
+/// [`join_with_holders_down`] with read quorum `r` and write quorum `w`.
+fn join_with_quorums_and_holders_down(down: usize, r: u32, w: u32) -> bool {
     let mut m = Manager::new(ManagerConfig {
         replicas: 3,
-        read_quorum: 2,
+        read_quorum: r,
         write_quorum: w,
         ..ManagerConfig::default()
     });
@@ -325,6 +330,10 @@ fn a_move_flips_only_while_enough_holders_of_each_range_are_up() {
     // must run the ring that started the move (conditional ops' fence).
     assert!(join_with_holders_down_at(1, 3));
     assert!(!join_with_holders_down_at(2, 3));
+    // With R = 1 every holder must run it: a plain read of a lead on the old
+    // ring asks one holder, which must refuse it (the replicas' fence).
+    assert!(join_with_quorums_and_holders_down(0, 1, 3));
+    assert!(!join_with_quorums_and_holders_down(1, 1, 3));
 }
 
 #[test]

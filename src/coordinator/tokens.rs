@@ -132,10 +132,13 @@ impl Manager {
 
     /// Whether some range the pending moves give to a new node has too few of
     /// its current holders up to hand it over: fewer than N - W + 1 of its
-    /// serving list, the fewest that meet every write quorum of that list, or
-    /// than a majority of it. The newcomer would then count as a replica
-    /// without the range's newest writes, and a quorum of it and another
-    /// holder that lacks them could miss an acknowledged write. The majority
+    /// serving list, the fewest that meet every write quorum of that list,
+    /// than N - R + 1, the fewest that meet every read quorum (each of them
+    /// runs the move's ring and so refuses a plain read of a lead whose ring
+    /// predates it: see the node's replica fence), or than a majority of it.
+    /// The newcomer would then count as a replica without the range's newest
+    /// writes, and a quorum of it and another holder that lacks them could
+    /// miss an acknowledged write. The majority
     /// is for conditional ops: every holder counted here has reported the
     /// handoff of this epoch, so it runs the ring that started the move and
     /// refuses Paxos rounds of a lead whose ring predates it; with a majority
@@ -147,12 +150,10 @@ impl Manager {
     /// holders are a majority of a list, all the others are needed).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
-        let need_of = |len: usize| {
-            (n + 1)
-                .saturating_sub(ring.write_quorum.max(1) as usize)
-                .max(len / 2 + 1)
-                .min(len)
-        };
+        // The fewest holders that meet every write quorum and every read
+        // quorum of the list, and a majority of it.
+        let quorum = ring.write_quorum.min(ring.read_quorum).max(1) as usize;
+        let need_of = |len: usize| (n + 1).saturating_sub(quorum).max(len / 2 + 1).min(len);
         let (serving, settled) = (ring.serving(), ring.settled());
         let (from, to) = (serving.pref_table(n), settled.pref_table(n));
         let live = |id: &u32| {

@@ -1007,16 +1007,13 @@ mod tests {
     /// Two rings serving one counter while nodes crashed and a node joined: a
     /// DELETE acknowledged by the new ring's lead was missed by a GET that a
     /// node the manager had marked down served by its old ring, from itself
-    /// and another such node. Not fixed: stale-ring quorums remain a caveat
-    /// (docs/architecture.md, "Two leads of one key"). It passed on the Paxos
-    /// branch only because its schedule moved; once plain reads asked fewer
-    /// replicas it failed again (an INCR on a stale ring's quorum missed an
-    /// acknowledged value). It passes again since a move flips only while
-    /// N - W + 1 holders of each moving range are up (it had a join while
-    /// nodes were down), but that rule does not close stale-ring quorums, so
-    /// it stays ignored. Run it with `--ignored` when working on rings.
+    /// and another such node. Closed by three rules: plain replica requests
+    /// carry the lead's fence (ring epoch and a mark of the key's lists) and
+    /// a replica on a newer ring that lists the key otherwise refuses them; a
+    /// move flips only while N - R + 1, N - W + 1 and a majority of each
+    /// moving range's holders run its ring; and a plain read during a move
+    /// needs R copies of the key's old list and of its new one.
     #[test]
-    #[ignore = "stale-ring quorums: a known caveat, not fixed"]
     fn two_rings_serving_one_key_3000144() {
         run_seed(3_000_144, &crash_setup()).unwrap();
     }

@@ -351,7 +351,10 @@ fn repl_reads_and_copies() {
     let with = |rest: &[u8]| [&epoch[..], rest].concat();
     assert_eq!(bad(op::REPL_READS, &[0, 0, 0, 0]), ErrorCode::BadOp);
     assert_eq!(bad(op::REPL_READS, &with(&[0, 0, 0, 1])), ErrorCode::BadOp);
-    assert_eq!(bad(op::REPL_READS, &with(&[0, 0, 0, 0, 9])), ErrorCode::BadOp);
+    assert_eq!(
+        bad(op::REPL_READS, &with(&[0, 0, 0, 0, 9])),
+        ErrorCode::BadOp
+    );
     let unmarked = with(&[0, 0, 0, 1, 0, 0, 0, 1, b'k']);
     assert_eq!(bad(op::REPL_READS, &unmarked), ErrorCode::BadOp);
     let long = with(&[&[0, 0, 0, 1][..], &mark(1), &[0, 0, 0, 9, 1]].concat());
@@ -738,7 +741,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 record
             }),
         (arb_fence(), arb_key()).prop_map(|(fence, key)| Message::ReplRead { fence, key }),
-        (any::<u64>(), prop::collection::vec((any::<u64>(), arb_key()), 0..5))
+        (
+            any::<u64>(),
+            prop::collection::vec((any::<u64>(), arb_key()), 0..5)
+        )
             .prop_map(|(epoch, keys)| Message::ReplReads { epoch, keys }),
         (any::<u64>(), arb_view(), arb_key()).prop_map(|(ballot, view, key)| Message::Prepare {
             ballot,

@@ -256,7 +256,9 @@ fn a_replica_answers_a_batch_of_reads_key_by_key() {
         Some(b"x"),
         None,
     );
-    let marked = keys.clone().map(|k| (r.fence_of(hash64(k.as_bytes())).mark, Bytes::from(k)));
+    let marked = keys
+        .clone()
+        .map(|k| (r.fence_of(hash64(k.as_bytes())).mark, Bytes::from(k)));
     let epoch = r.ring.epoch;
     let mut ask = Message::ReplReads {
         epoch,
@@ -396,4 +398,94 @@ fn asks_on_reads(out: &[Output], link: ConnId) -> usize {
     (sent_on(out, link).iter())
         .filter(|f| f.op == op::REPL_READ)
         .count()
+}
+
+/// Node 1 leading a key whose lists a pending join changes: nodes 1-3 up
+/// (N = 3, R = W = 2) and node 4 joining just before node 1, so the key's
+/// serving list is [1, 2, 3] and its settled list [4, 1, 2]. Returns the node,
+/// its links to nodes 2, 3 and 4, and the key.
+fn lead_during_a_join() -> (StorageNode, [ConnId; 3], String) {
+    let (mut n, manager) = super::tests::with_manager();
+    let mut ring = super::tests::three(3, ["up", "up", "up"]);
+    ring.push_str(&format!("node 4 127.0.0.1:7004 joining {}\n", 1u64 << 59));
+    let joined = Frame::new(op::JOINED, 0, 0, format!("1\n{ring}"));
+    let input = Input::Frame {
+        conn: manager,
+        frame: joined,
+    };
+    step(&mut n, 2, input);
+    n.end_catch_up();
+    let links = [2u32, 3, 4].map(|id| ConnId::new(10 + id, 1));
+    for (&conn, id) in links.iter().zip([2u64, 3, 4]) {
+        super::tests::up(&mut n, 3, conn, mesh::PEER_TAG + id);
+    }
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| n.settled_pref.get(hash64(k.as_bytes())) == [4, 1, 2])
+        .expect("a key the join moves");
+    assert_eq!(n.serving_pref.get(hash64(key.as_bytes())), [1, 2, 3]);
+    (n, links, key)
+}
+
+/// The plain-read asks `out` sends on `link` (moves send data too).
+fn reads_on(out: &[Output], link: ConnId) -> Vec<Frame> {
+    let reads = sent_on(out, link).into_iter();
+    reads.filter(|f| f.op == op::REPL_READ).collect()
+}
+
+#[test]
+fn a_get_during_a_move_needs_r_copies_of_both_lists() {
+    let (mut n, [two, three, four], key) = lead_during_a_join();
+    let client = ConnId::new(30, 1);
+    let frame = Frame::new(op::GET, 9, 0, key.clone());
+    let out = step(
+        &mut n,
+        10,
+        Input::Frame {
+            conn: client,
+            frame,
+        },
+    );
+    // Every node of both lists is asked: no spares.
+    for link in [two, three, four] {
+        assert_eq!(reads_on(&out, link).len(), 1, "{link:?}: {out:?}");
+    }
+    // Node 3's answer makes R of the serving list with this node's copy, but
+    // only one copy of the settled list [4, 1, 2]: no answer yet.
+    let answer = |out: &[Output], link, reply: Reply| {
+        let mut frame = reply.encode();
+        frame.client_id = reads_on(out, link)[0].client_id;
+        Input::Frame { conn: link, frame }
+    };
+    let after = step(&mut n, 11, answer(&out, three, Reply::NotFound));
+    assert!(sent_on(&after, client).is_empty(), "{after:?}");
+    // Node 4 (the newcomer) holds a write the old list lacks: a lead on the
+    // ring after the flip acknowledged it with W of the settled list.
+    let found = Reply::Found(Record {
+        key: Bytes::from(key.clone()),
+        version: 7 << 16,
+        value: Some(Bytes::from_static(b"new")),
+    });
+    let after = step(&mut n, 12, answer(&out, four, found));
+    // It is the answer, once W of the serving list hold it: here and node 3.
+    let repair = sent_on(&after, three);
+    assert_eq!(repair.len(), 1, "{after:?}");
+    assert_eq!(repair[0].op, op::REPLICATE);
+    assert!(sent_on(&after, client).is_empty(), "{after:?}");
+    let mut ok = Reply::Ok.encode();
+    ok.client_id = repair[0].client_id;
+    let done = step(
+        &mut n,
+        13,
+        Input::Frame {
+            conn: three,
+            frame: ok,
+        },
+    );
+    let replies = sent_on(&done, client);
+    assert_eq!(replies.len(), 1, "{done:?}");
+    assert_eq!(
+        (replies[0].op, &replies[0].payload[..]),
+        (op::VALUE, &b"new"[..])
+    );
 }

@@ -371,7 +371,14 @@ fn replica_requests_for_keys_this_node_does_not_keep_are_refused() {
     let fence = |epoch, mark| Fence { epoch, mark };
     let alike = current(&n, kept).mark;
     let key = Bytes::from(kept.clone());
-    let read = |f| (Message::ReplRead { fence: f, key: key.clone() }).encode().payload;
+    let read = |f| {
+        (Message::ReplRead {
+            fence: f,
+            key: key.clone(),
+        })
+        .encode()
+        .payload
+    };
     let stale = [
         (op::REPL_READ, read(fence(6, alike ^ 1))),
         (op::REPLICATE, write(kept, fence(6, alike ^ 1))),
@@ -552,7 +559,8 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         },
     );
     let ask = repl_read(&n, "k");
-    let read = |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, ask.clone())));
+    let read =
+        |n: &mut StorageNode, now| sent(&step(n, now, from_peer(op::REPL_READ, ask.clone())));
     let out = read(&mut n, 4);
     assert_eq!(out.len(), 1);
     let refusal = Refusal::decode(&Frame::new(out[0].1, 0, 0, out[0].2.clone()));
@@ -576,7 +584,11 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
         from_peer(op::SYNC_DONE, format!("2 {}", round + 1).into()),
     );
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [2, 3].into());
-    step(&mut n, 6, from_peer(op::SYNC_DONE, format!("2 {round}").into()));
+    step(
+        &mut n,
+        6,
+        from_peer(op::SYNC_DONE, format!("2 {round}").into()),
+    );
     assert_eq!(n.repair.catch_up.as_ref().unwrap().waiting, [3].into());
     // Node 3 goes down: nobody is left to wait for. It is asked once back.
     step(

@@ -43,11 +43,17 @@ fn majority(list: &[u32]) -> usize {
 /// (asked, not answered yet), make or can still make a majority of each of
 /// `view`'s lists, and `serving_need` (R or W) of its serving list.
 pub fn verdict(view: &View, serving_need: usize, voters: &[u32], waiting: &[u32]) -> Verdict {
-    let lists = [&view.serving, &view.settled];
     let needs = [
         serving_need.max(majority(&view.serving)),
         majority(&view.settled),
     ];
+    verdict_of(view, needs, voters, waiting)
+}
+
+/// Whether `voters` (with `waiting`) make or can still make `needs[0]` of
+/// `view`'s serving list and `needs[1]` of its settled list.
+pub fn verdict_of(view: &View, needs: [usize; 2], voters: &[u32], waiting: &[u32]) -> Verdict {
+    let lists = [&view.serving, &view.settled];
     let mut done = true;
     for (list, need) in lists.into_iter().zip(needs) {
         let count = |set: &[u32]| set.iter().filter(|n| list.contains(n)).count();

@@ -246,7 +246,7 @@ impl StorageNode {
         if p.conditional() {
             return self.start_prepare(now, id, p, out);
         }
-        self.start_read(now, id, p, others, out);
+        self.start_read(now, id, p, (others, newcomers), out);
     }
 
     /// Sends `ask` to each of `peers` for a round (request id, round tag) of
@@ -573,8 +573,16 @@ impl StorageNode {
         let (mut p, mut result) = (p, result);
         p.own_values();
         result.payload = Bytes::copy_from_slice(&result.payload);
+        // A joint read's newest copy goes to W of the serving list and to
+        // every live node the move adds, as a PUT's would (see
+        // `repair_newcomers`); a plain read's to W of those it read.
+        let newcomers = self.repair_newcomers(&p, &stale);
         let holders = match &p.round {
-            Round::Reading { copies, .. } => copies.len() - stale.len(),
+            Round::Reading { copies, .. } => copies
+                .iter()
+                .filter(|(n, _)| !stale.contains(n))
+                .filter(|(n, _)| p.joint_lists().is_none_or(|v| v.serving.contains(n)))
+                .count(),
             Round::Writing { .. } => 0,
         };
         let mut acks = holders;
@@ -586,16 +594,38 @@ impl StorageNode {
         let mut targets: Vec<u32> = stale.into_iter().filter(|&n| n != me).collect();
         // Replicas that are catching up get the newest copy too.
         targets.extend(p.lagging.iter().copied());
+        for &n in &newcomers {
+            if !targets.contains(&n) {
+                targets.push(n);
+            }
+        }
         let write = WriteRound {
             phase: Phase::Write,
             entry: newest,
             base: None,
             result,
             targets,
-            newcomers: vec![],
+            newcomers,
             acks,
         };
         self.write_round(now, id, p, write, out);
+    }
+
+    /// The nodes a joint read's repair must reach besides W of the serving
+    /// list: the live nodes the pending move adds to the key that did not
+    /// answer with the newest copy (`stale` answered with older ones). With
+    /// W of the serving list they make W of the settled one, so the copy the
+    /// read returns is found by leads on either ring. None for a read that
+    /// is not joint.
+    fn repair_newcomers(&self, p: &Pending, stale: &[u32]) -> Vec<u32> {
+        let (Some(view), Round::Reading { copies, .. }) = (p.joint_lists(), &p.round) else {
+            return Vec::new();
+        };
+        let holds = |n: &u32| copies.iter().any(|(c, _)| c == n) && !stale.contains(n);
+        (view.settled.iter().copied())
+            .filter(|n| !view.serving.contains(n) && *n != self.node_id)
+            .filter(|n| self.reachable(*n) && !holds(n))
+            .collect()
     }
 
     /// Answers a request served over replicas; it is forgotten. A failure

@@ -79,19 +79,27 @@ fn slot(hash: u64) -> usize {
 impl StorageNode {
     /// A plain read's round (GET, EXISTS): this node's own copy and asks to
     /// R - 1 of the key's other live replicas (`others`), queued for the end
-    /// of the turn; the rest are spares.
+    /// of the turn; the rest are spares. While a pending move changes the
+    /// key's lists, a joint read: every live node of both lists is asked
+    /// (`newcomers` are the settled list's nodes not on the serving one), and
+    /// R copies of each list are needed.
     pub(super) fn start_read(
         &mut self,
         now: Millis,
         id: u64,
         mut p: Box<Pending>,
-        others: Vec<u32>,
+        (others, newcomers): (Vec<u32>, Vec<u32>),
         out: &mut Vec<Output>,
     ) {
         let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         let mut asked = others;
+        let joint = self.joint_read(&mut p);
         // A plain read asks only the replicas it needs; the rest are spares.
         let spare = match p.request.op {
+            _ if joint => {
+                asked.extend(newcomers);
+                Vec::new()
+            }
             op::GET | op::EXISTS if p.read_need <= 1 => {
                 asked.clear();
                 Vec::new()
@@ -133,7 +141,7 @@ impl StorageNode {
             .encode();
             self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
         };
-        if p.read_need <= 1 {
+        if p.joint_read_done().unwrap_or(p.read_need <= 1) {
             return self.finish_read(now, id, p, out);
         }
         if nobody {
@@ -141,6 +149,33 @@ impl StorageNode {
             return self.too_few_reachable(p, out);
         }
         self.unreachable_replicas(now, id, p, failed, out);
+    }
+
+    /// Makes `p`, a plain read, a joint read if a pending move changes its
+    /// key's lists (see [`Pending::set_joint_read`]); whether it did. This
+    /// node's own copy counts toward each list it is on, unless it is
+    /// catching up (then each list it is on needs one copy more).
+    fn joint_read(&self, p: &mut Pending) -> bool {
+        let plain = matches!(p.request.op, op::GET | op::EXISTS);
+        let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
+        p.set_joint_read(None);
+        if !plain || serving == settled {
+            return false;
+        }
+        let behind = self.behind(p.hash) as usize;
+        let r = self.ring.read_quorum.max(1) as usize;
+        let own = |list: &[u32]| list.contains(&self.node_id) as usize * behind;
+        let needs = [
+            r.min(serving.len()) + own(serving),
+            r.min(settled.len()) + own(settled),
+        ];
+        let view = View {
+            epoch: self.ring.epoch,
+            serving: serving.to_vec(),
+            settled: settled.to_vec(),
+        };
+        p.set_joint_read(Some((view, needs)));
+        true
     }
 
     /// A read round's spare replicas are needed (an asked one failed it) or
@@ -257,7 +292,11 @@ impl StorageNode {
         for ((id, round), answer) in asks.into_iter().zip(answers) {
             if answer.op == op::REPL_READ && answer.payload.is_empty() {
                 // Too large for the batch: asked again, alone.
-                let p = self.rounds.pending.get(&id).map(|p| (p.key.clone(), p.fence));
+                let p = self
+                    .rounds
+                    .pending
+                    .get(&id)
+                    .map(|p| (p.key.clone(), p.fence));
                 if let Some((key, fence)) = p.filter(|_| self.reading(id, round)) {
                     let frame = Message::ReplRead {
                         fence,

@@ -42,7 +42,7 @@
 //! and the node hints a replica whose write never arrived (see
 //! [`Answer::holds_write`]).
 
-use super::joint::{verdict, Verdict};
+use super::joint::{verdict, verdict_of, Verdict};
 use crate::protocol::cluster::{Fence, View};
 use crate::protocol::{op, ErrorCode, Frame};
 use crate::reactor::ConnId;
@@ -138,6 +138,10 @@ pub struct Pending {
     /// This node's ring epoch and the mark of the key's lists by it when the
     /// round started: every replica request of the round carries it.
     pub(super) fence: Fence,
+    /// A plain read of a key a pending move changes: the copies it needs of
+    /// the key's serving list and of its settled list (see
+    /// [`Pending::set_joint_read`]). `None`: `read_need` copies of any.
+    joint_read: Option<Box<(View, [usize; 2])>>,
     /// A write of this request was stored here (and so may have been sent
     /// on, read by another lead, or kept): if the request fails now, its
     /// outcome is unknown (`ERR UNKNOWN`), never `UNAVAILABLE`. Never cleared:
@@ -278,6 +282,7 @@ impl Pending {
             lagging: Vec::new(),
             off_list: false,
             fence: Fence::default(),
+            joint_read: None,
             maybe_applied: false,
         }
     }
@@ -575,6 +580,15 @@ impl Pending {
         if let Some(c) = copy {
             copies.push((node, c));
         }
+        if let Some(joint) = &self.joint_read {
+            let voters: Vec<u32> = copies.iter().map(|&(n, _)| n).collect();
+            return match verdict_of(&joint.0, joint.1, &voters, waiting) {
+                Verdict::Done => Progress::ReadDone,
+                Verdict::Waiting => Progress::Waiting,
+                Verdict::Failed if spare.is_empty() => Progress::Failed,
+                Verdict::Failed => Progress::AskSpares,
+            };
+        }
         if copies.len() >= self.read_need {
             Progress::ReadDone
         } else if copies.len() + waiting.len() < self.read_need {
@@ -586,6 +600,32 @@ impl Pending {
         } else {
             Progress::Waiting
         }
+    }
+
+    /// Makes this plain read a joint one: while a pending move changes the
+    /// key's lists, it needs `needs[0]` copies of `view`'s serving list and
+    /// `needs[1]` of its settled list. A lead on the ring after the move's
+    /// flip writes to W of the settled list alone, and one still on the
+    /// pending ring (the flip reaches nodes at different times) must meet
+    /// every such quorum.
+    pub fn set_joint_read(&mut self, joint: Option<(View, [usize; 2])>) {
+        self.joint_read = joint.map(Box::new);
+    }
+
+    /// A joint read's lists (see [`Pending::set_joint_read`]).
+    pub fn joint_lists(&self) -> Option<&View> {
+        self.joint_read.as_ref().map(|j| &j.0)
+    }
+
+    /// Whether the copies in already make a joint read's quorums (`None`:
+    /// not a joint read).
+    pub fn joint_read_done(&self) -> Option<bool> {
+        let joint = self.joint_read.as_ref()?;
+        let Round::Reading { copies, .. } = &self.round else {
+            return Some(false);
+        };
+        let voters: Vec<u32> = copies.iter().map(|&(n, _)| n).collect();
+        Some(verdict_of(&joint.0, joint.1, &voters, &[]) == Verdict::Done)
     }
 
     /// Moves a read round's spare replicas to its waiting list and returns
