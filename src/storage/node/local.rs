@@ -240,6 +240,7 @@ impl StorageNode {
                 node_id: peer,
                 round,
             } => {
+                self.unheard_done(peer, round);
                 self.catch_up_progress(now, Some((peer, round)));
                 ok
             }

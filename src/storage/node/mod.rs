@@ -584,6 +584,9 @@ impl StorageNode {
         if catch_up.is_some_and(|c| now >= c.asked_at + CATCH_UP_ASK_MS) {
             self.ask_catch_up(now, out);
         }
+        if !self.repair.unheard.is_empty() {
+            self.ask_unheard(now, out);
+        }
         self.sweep_tombstones(now, out);
         self.pump_anti_entropy(now, out);
         self.apply_holds(None, out);

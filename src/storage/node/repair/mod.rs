@@ -18,13 +18,20 @@ pub(super) struct Repair {
     /// This node's catch-up, while it waits for its peers' pushes.
     pub(super) catch_up: Option<CatchUp>,
     /// Peers a catch-up went without because they were down: they may hold
-    /// writes nobody else has, so they are asked once they are back.
-    pub(super) unheard: std::collections::BTreeSet<u32>,
+    /// writes nobody else has, so this node is behind on the keys it shares
+    /// with them (see [`StorageNode::behind`]) until they are back and have
+    /// pushed them, or are out of the ring. By peer: when it was last asked
+    /// and the round it was asked in (0: not asked yet).
+    pub(super) unheard: std::collections::BTreeMap<u32, (Millis, u64)>,
     /// This process has installed a ring (the first one starts a catch-up if
     /// it lists this node serving: a restarted node cannot know what it missed).
     pub(super) seen_ring: bool,
     /// A ring showed this node down: it catches up once it is back.
     pub(super) was_down: bool,
+    /// This process started serving without the data it had acknowledged (a
+    /// restart without a data directory): writes it acknowledged may now be
+    /// on one other replica alone, so `unheard` peers hold it back.
+    pub(super) lost_writes: bool,
 }
 
 impl Repair {
@@ -36,23 +43,29 @@ impl Repair {
             unheard: Default::default(),
             seen_ring: Default::default(),
             was_down: Default::default(),
+            lost_writes: Default::default(),
         }
     }
 }
 
 impl StorageNode {
     /// Asks the peers a catch-up went without (see `unheard`) for their keys
-    /// once the ring has them live again. Nothing waits for their answer.
+    /// once the ring has them live again, and again every
+    /// [`CATCH_UP_ASK_MS`] until they answer (`SYNC_DONE`, see
+    /// [`StorageNode::unheard_done`]); forgets those out of the ring.
     pub(super) fn ask_unheard(&mut self, now: Millis, out: &mut Vec<Output>) {
         let ring = &self.ring;
-        let back: Vec<u32> = (self.repair.unheard.iter().copied())
-            .filter(|&p| ring.node(p).is_some_and(|e| e.state != NodeState::Down))
-            .collect();
-        self.repair
-            .unheard
-            .retain(|&p| ring.node(p).is_some() && !back.contains(&p));
-        let waiting = self.repair.catch_up.as_ref().map(|c| &c.waiting);
+        self.repair.unheard.retain(|&p, _| ring.node(p).is_some());
         let round = self.cfg.clock_base_ms + now;
+        let back: Vec<u32> = (self.repair.unheard.iter_mut())
+            .filter(|(&p, _)| ring.node(p).is_some_and(|e| e.state != NodeState::Down))
+            .filter(|(_, (at, asked))| *asked == 0 || now >= at + CATCH_UP_ASK_MS)
+            .map(|(&p, ask)| {
+                *ask = (now, round);
+                p
+            })
+            .collect();
+        let waiting = self.repair.catch_up.as_ref().map(|c| &c.waiting);
         let ask = Message::SyncReq {
             node_id: self.node_id,
             round,
@@ -95,6 +108,7 @@ impl StorageNode {
         // Not serving yet (a new node): the handoff fills it.
         serving.node(me)?;
         if first || std::mem::take(&mut self.repair.was_down) {
+            self.repair.lost_writes |= first && self.journal.is_none();
             return Some(None);
         }
         let old = [&self.serving_pref, &self.settled_pref];
@@ -131,7 +145,7 @@ impl StorageNode {
         let (live, down): (Vec<_>, Vec<_>) = (self.ring.nodes().iter())
             .filter(|e| e.id != me)
             .partition(|e| e.state != NodeState::Down);
-        self.repair.unheard.extend(down.iter().map(|e| e.id));
+        (self.repair.unheard).extend(down.iter().map(|e| (e.id, (now, 0))));
         let waiting = live.iter().map(|e| e.id).collect();
         log::info!(
             "epoch {}: catching up ({}): asking {:?} for their keys (round {round})",
@@ -187,7 +201,7 @@ impl StorageNode {
         c.waiting.retain(|&p| {
             let live = ring.node(p).is_some_and(|e| e.state != NodeState::Down);
             if !live {
-                unheard.insert(p);
+                unheard.insert(p, (now, 0));
             }
             live
         });
@@ -208,7 +222,31 @@ impl StorageNode {
 
     /// Whether this node may lack writes to the key with hash `hash`.
     pub(super) fn behind(&self, hash: u64) -> bool {
-        (self.repair.catch_up.as_ref()).is_some_and(|c| c.behind(self.node_id, hash))
+        let catching_up = self.repair.catch_up.as_ref();
+        catching_up.is_some_and(|c| c.behind(self.node_id, hash))
+            || (self.repair.lost_writes
+                && !self.repair.unheard.is_empty()
+                && self.shares_with_unheard(hash))
+    }
+
+    /// Whether the key with ring hash `hash` is listed (serving or settled)
+    /// with a peer a catch-up went without: a write acknowledged by that peer
+    /// and by this node's lost copy (see `Repair::lost_writes`) may be on
+    /// that peer alone. A node that kept its data needs no such wait: a write
+    /// it missed is on W other replicas.
+    fn shares_with_unheard(&self, hash: u64) -> bool {
+        let lists = [self.serving_pref.get(hash), self.settled_pref.get(hash)];
+        let unheard = |id: &u32| self.repair.unheard.contains_key(id);
+        lists.iter().any(|l| l.iter().any(unheard))
+    }
+
+    /// A peer's `SYNC_DONE` of `round`: if it answers this node's ask of a
+    /// peer its catch-up went without, that peer has pushed what it holds.
+    pub(super) fn unheard_done(&mut self, peer: u32, round: u64) {
+        if self.repair.unheard.get(&peer).is_some_and(|&(_, r)| r == round) {
+            log::info!("node {peer}, back, pushed the keys it holds");
+            self.repair.unheard.remove(&peer);
+        }
     }
 
     /// Queues the keys this node must push because `ring` makes nodes newly
