@@ -611,7 +611,11 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     let (_, asked) = n.repair.unheard[&3];
     assert_ne!(asked, 0);
     assert_eq!(read(&mut n, 9)[0].1, op::REFUSED);
-    step(&mut n, 9, from_peer(op::SYNC_DONE, format!("3 {asked}").into()));
+    step(
+        &mut n,
+        9,
+        from_peer(op::SYNC_DONE, format!("3 {asked}").into()),
+    );
     assert!(n.repair.unheard.is_empty());
     assert_eq!(read(&mut n, 9)[0].1, op::NOT_FOUND);
     assert!(

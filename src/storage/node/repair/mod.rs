@@ -243,7 +243,12 @@ impl StorageNode {
     /// A peer's `SYNC_DONE` of `round`: if it answers this node's ask of a
     /// peer its catch-up went without, that peer has pushed what it holds.
     pub(super) fn unheard_done(&mut self, peer: u32, round: u64) {
-        if self.repair.unheard.get(&peer).is_some_and(|&(_, r)| r == round) {
+        if self
+            .repair
+            .unheard
+            .get(&peer)
+            .is_some_and(|&(_, r)| r == round)
+        {
             log::info!("node {peer}, back, pushed the keys it holds");
             self.repair.unheard.remove(&peer);
         }

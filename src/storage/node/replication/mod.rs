@@ -31,7 +31,7 @@ pub(super) mod round;
 pub(super) use reads::{answer_of, ReadAsk};
 
 use super::*;
-use crate::protocol::cluster::View;
+use crate::protocol::cluster::{lists_mark, Fence, View};
 
 /// How long a plain read (GET, EXISTS) waits for the R - 1 replicas it asked
 /// before it asks the key's other replicas too (it asks them at once when an
@@ -120,11 +120,16 @@ impl StorageNode {
     /// The live replicas of `hash` other than this node, and the live nodes a
     /// pending move adds to its preference list.
     pub(super) fn replica_targets(&self, hash: u64) -> (usize, Vec<u32>, Vec<u32>) {
+        self.targets_in(self.serving_pref.get(hash), self.settled_pref.get(hash))
+    }
+
+    /// [`StorageNode::replica_targets`] of a key whose serving list is `pref`
+    /// and settled list `settled`.
+    fn targets_in(&self, pref: &[u32], settled: &[u32]) -> (usize, Vec<u32>, Vec<u32>) {
         let me = self.node_id;
-        let pref = self.serving_pref.get(hash);
         let live = |id: &u32| *id != me && self.reachable(*id);
         let others: Vec<u32> = pref.iter().copied().filter(live).collect();
-        let newcomers: Vec<u32> = (self.settled_pref.get(hash).iter().copied())
+        let newcomers: Vec<u32> = (settled.iter().copied())
             .filter(|id| !pref.contains(id) && live(id))
             .collect();
         (pref.len(), others, newcomers)
@@ -209,9 +214,16 @@ impl StorageNode {
     /// Starts (or restarts) a request: a write round for PUT, a read round for
     /// everything else.
     fn start_round(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
-        let (_, others, newcomers) = self.replica_targets(p.hash);
+        // One look-up of the key's lists serves the targets, the fence and
+        // the joint read's test.
+        let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
+        let (_, others, newcomers) = self.targets_in(serving, settled);
         p.attempts += 1;
-        p.fence = self.fence_of(p.hash);
+        p.fence = Fence {
+            epoch: self.ring.epoch,
+            mark: lists_mark(serving, settled),
+        };
+        let moving = serving != settled;
         if p.request.op == op::PUT || p.conditional() {
             self.rounds.writes.started(p.hash);
         }
@@ -246,7 +258,7 @@ impl StorageNode {
         if p.conditional() {
             return self.start_prepare(now, id, p, out);
         }
-        self.start_read(now, id, p, (others, newcomers), out);
+        self.start_read(now, id, p, (others, newcomers, moving), out);
     }
 
     /// Sends `ask` to each of `peers` for a round (request id, round tag) of

@@ -88,12 +88,12 @@ impl StorageNode {
         now: Millis,
         id: u64,
         mut p: Box<Pending>,
-        (others, newcomers): (Vec<u32>, Vec<u32>),
+        (others, newcomers, moving): (Vec<u32>, Vec<u32>, bool),
         out: &mut Vec<Output>,
     ) {
         let local = (self.engine.entry_ref_hashed(p.hash, &p.key)).map(|e| e.to_entry());
         let mut asked = others;
-        let joint = self.joint_read(&mut p);
+        let joint = self.joint_read(&mut p, moving);
         // A plain read asks only the replicas it needs; the rest are spares.
         let spare = match p.request.op {
             _ if joint => {
@@ -152,16 +152,15 @@ impl StorageNode {
     }
 
     /// Makes `p`, a plain read, a joint read if a pending move changes its
-    /// key's lists (see [`Pending::set_joint_read`]); whether it did. This
+    /// key's lists (`moving`; see [`Pending::set_joint_read`]); whether it did. This
     /// node's own copy counts toward each list it is on, unless it is
     /// catching up (then each list it is on needs one copy more).
-    fn joint_read(&self, p: &mut Pending) -> bool {
-        let plain = matches!(p.request.op, op::GET | op::EXISTS);
-        let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
+    fn joint_read(&self, p: &mut Pending, moving: bool) -> bool {
         p.set_joint_read(None);
-        if !plain || serving == settled {
+        if !moving || !matches!(p.request.op, op::GET | op::EXISTS) {
             return false;
         }
+        let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
         let behind = self.behind(p.hash) as usize;
         let r = self.ring.read_quorum.max(1) as usize;
         let own = |list: &[u32]| list.contains(&self.node_id) as usize * behind;
