@@ -65,10 +65,11 @@ pub(super) struct Rounds {
     /// ([`SPECULATIVE_READ_MS`] after they started), oldest first: every read
     /// gets the same delay, so the queue is in order and one timer (for its
     /// front) serves them all, instead of a timer per read. A read answered
-    /// before its time stays queued and is skipped when it comes due.
-    /// Entries are (due, request id, the write count of `writes` when the
-    /// read began).
-    pub(super) spare_due: std::collections::VecDeque<(Millis, u64, u64)>,
+    /// before its time stays queued and is skipped when it comes due, and so
+    /// is one started again since (its new round has an entry of its own).
+    /// Entries are (due, request id, the round's tag, the write count of
+    /// `writes` when the read began).
+    pub(super) spare_due: std::collections::VecDeque<(Millis, u64, u32, u64)>,
     /// Writes (PUT, conditional ops) this node has started as a lead: a
     /// counter, and by slot of their keys' ring hashes the count when the
     /// slot's latest write started (see `reads::overtaken`).
@@ -338,6 +339,10 @@ impl StorageNode {
             version: w.entry.version,
             value: w.entry.value.clone(),
         };
+        // The lists this round's targets come from: this node's ring now,
+        // which may be newer than the one the request started by (a commit
+        // after a flip).
+        p.fence = self.fence_of(p.hash);
         let ask = Message::Replicate {
             base: w.base,
             fence: Some(p.fence),

@@ -179,6 +179,9 @@ impl StorageNode {
         }
         let (_, mut targets, newcomers) = self.replica_targets(p.hash);
         targets.extend(newcomers.iter().copied());
+        // This node's copy counts only if its ring (perhaps newer than the
+        // one the op started by: a flip that took it off) still lists it.
+        let listed = self.serving_pref.get(p.hash).contains(&self.node_id);
         let write = WriteRound {
             phase: Phase::Commit,
             entry,
@@ -186,7 +189,7 @@ impl StorageNode {
             result,
             targets,
             newcomers,
-            acks: 1,
+            acks: listed as usize,
         };
         self.write_round(now, id, p, write, out);
     }

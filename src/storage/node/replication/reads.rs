@@ -108,7 +108,7 @@ impl StorageNode {
             _ => Vec::new(),
         };
         if !spare.is_empty() {
-            self.spares_later(now + SPECULATIVE_READ_MS, id, out);
+            self.spares_later(now + SPECULATIVE_READ_MS, (id, p.round_tag()), out);
         }
         let nobody = asked.is_empty() && spare.is_empty();
         p.round = Round::Reading {
@@ -121,16 +121,18 @@ impl StorageNode {
         // is not in the mesh (the ask fails now).
         let plain = matches!(p.request.op, op::GET | op::EXISTS);
         let tag = p.round_tag();
-        let mut direct = Vec::new();
+        let (mut queued, mut direct) = (Vec::new(), Vec::new());
         if let Round::Reading { waiting, .. } = &p.round {
             for &peer in waiting {
-                if plain && self.mesh.knows(peer) {
-                    self.queue_read(peer, (id, tag));
-                } else {
-                    direct.push(peer);
+                match plain && self.mesh.knows(peer) {
+                    true => queued.push(peer),
+                    false => direct.push(peer),
                 }
             }
         }
+        // The direct asks first: sending them sends the turn's queue, and
+        // this read's own queued asks would be dropped with the read out of
+        // `pending` (an ask of a request that ended is not sent).
         let failed = if direct.is_empty() {
             Vec::new()
         } else {
@@ -141,6 +143,9 @@ impl StorageNode {
             .encode();
             self.ask_replicas(now, (id, tag, &p.key), &direct, ask, out)
         };
+        for peer in queued {
+            self.queue_read(peer, (id, tag));
+        }
         if p.joint_read_done().unwrap_or(p.read_need <= 1) {
             return self.finish_read(now, id, p, out);
         }
@@ -342,11 +347,11 @@ impl StorageNode {
         }
     }
 
-    /// Queues request `id`'s spare replicas to be asked at `at`, setting the
-    /// [`TIMER_SPARES`] timer if none is set.
-    pub(super) fn spares_later(&mut self, at: Millis, id: u64, out: &mut Vec<Output>) {
+    /// Queues the spare replicas of request `id`'s round `tag` to be asked at
+    /// `at`, setting the [`TIMER_SPARES`] timer if none is set.
+    pub(super) fn spares_later(&mut self, at: Millis, (id, tag): ReadAsk, out: &mut Vec<Output>) {
         let seen = self.rounds.writes.count;
-        self.rounds.spare_due.push_back((at, id, seen));
+        self.rounds.spare_due.push_back((at, id, tag, seen));
         if !self.rounds.spare_timer {
             self.rounds.spare_timer = true;
             out.push(Output::Timer {
@@ -361,7 +366,7 @@ impl StorageNode {
     /// the timer is set again for the next.
     pub(in crate::storage::node) fn spares_due(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.rounds.spare_timer = false;
-        while let Some(&(at, id, seen)) = self.rounds.spare_due.front() {
+        while let Some(&(at, id, tag, seen)) = self.rounds.spare_due.front() {
             if at > now {
                 self.rounds.spare_timer = true;
                 out.push(Output::Timer {
@@ -372,9 +377,12 @@ impl StorageNode {
             }
             self.rounds.spare_due.pop_front();
             // An overtaken read stays as it is: its spares are asked only if
-            // an asked replica fails it.
-            let due = (self.rounds.pending.get(&id))
-                .is_some_and(|p| !self.rounds.writes.overtaken(p.hash, seen));
+            // an asked replica fails it. A read started again since (a retry)
+            // has a newer entry; its asks may still wait in this turn's queue,
+            // which asking now would send while the read is out of `pending`.
+            let due = (self.rounds.pending.get(&id)).is_some_and(|p| {
+                p.round_tag() == tag && !self.rounds.writes.overtaken(p.hash, seen)
+            });
             if let Some(p) = due.then(|| self.rounds.pending.remove(&id)).flatten() {
                 self.ask_spares(now, id, p, out);
             }
