@@ -1018,6 +1018,42 @@ mod tests {
         run_seed(3_000_144, &crash_setup()).unwrap();
     }
 
+    /// Found while fencing plain requests: a GET refused by both replicas
+    /// (their rings were newer) was retried at a tick in the very turn its
+    /// first attempt's speculative timer fired; that timer sent the turn's
+    /// queued asks while the read was out of the pending map, so its new asks
+    /// were dropped and it never answered. Fixed: a spare entry of an earlier
+    /// attempt is skipped (2008725 and, without a budget, 1006465 too).
+    #[test]
+    fn fixed_retried_read_lost_its_asks_2000279() {
+        run_seed(2_000_279, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// Found while fencing plain requests: a leaving node led an INCR whose
+    /// commit came after the move's flip took it off the key's lists; the
+    /// commit's REPLICATE carried the fence of the ring the op started by,
+    /// so the new list's holders refused it, and the lead counted its own
+    /// copy (off the list now) with the newcomer's toward W. A GET on the new
+    /// ring then read the value from before. Fixed: a write round's fence is
+    /// the ring's as it sends, and a commit counts the lead's copy only if
+    /// its ring still lists it.
+    #[test]
+    fn fixed_commit_after_the_flip_that_took_its_lead_off_2007646() {
+        run_seed(2_007_646, &Setup::replicated(5, MS, Faults::benign())).unwrap();
+    }
+
+    /// Found while fencing plain requests: a PUT acknowledged by two of a
+    /// key's three nodes, one of which then restarted without a data
+    /// directory while the other was paused; the restarted node's catch-up
+    /// went without the paused one, and a GET read it and the third replica,
+    /// which both lacked the PUT. Fixed: a node that restarted empty stays
+    /// behind on the keys it shares with a peer its catch-up went without
+    /// until that peer has pushed.
+    #[test]
+    fn fixed_catch_up_without_the_only_other_holder_6009506() {
+        run_seed(6_009_506, &crash_setup().on_disks(DataDirs::Odd)).unwrap();
+    }
+
     /// Found while building Paxos: a DELETE's accept round failed as soon as
     /// a newcomer refused, before another replica's acceptance arrived, and was
     /// answered UNAVAILABLE; a later lead found the accepted DELETE and

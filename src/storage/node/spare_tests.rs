@@ -489,3 +489,40 @@ fn a_get_during_a_move_needs_r_copies_of_both_lists() {
         (op::VALUE, &b"new"[..])
     );
 }
+
+#[test]
+fn a_read_retried_in_the_turn_its_old_spare_timer_fires_still_asks() {
+    let (mut n, links, key) = lead_of_three();
+    let (out, asked) = get(&mut n, 10, &key, links);
+    let (first, spare) = (links[asked[0]], links[1 - asked[0]]);
+    let refuse = |out: &[Output], link| {
+        let mut frame = Refusal::StaleRing { epoch: 9 }.encode();
+        frame.client_id = sent_on(out, link)[0].client_id;
+        Input::Frame { conn: link, frame }
+    };
+    // Both replicas' rings are newer: the spare is asked at once, and its
+    // refusal fails the round, to be tried again at the next tick.
+    let out = step(&mut n, 11, refuse(&out, first));
+    let out = step(&mut n, 12, refuse(&out, spare));
+    assert!(sent_on(&out, ConnId::new(30, 1)).is_empty(), "{out:?}");
+    // The tick and the first attempt's speculative timer in one turn.
+    let mut out = Vec::new();
+    n.step(
+        10 + SPECULATIVE_READ_MS,
+        Input::Timer { id: TIMER_TICK },
+        &mut out,
+    );
+    let spares = Input::Timer { id: TIMER_SPARES };
+    n.step(10 + SPECULATIVE_READ_MS, spares, &mut out);
+    n.turn_end(10 + SPECULATIVE_READ_MS, &mut out);
+    // The retried read asks its first replica again; its spare waits for
+    // the new attempt's own delay (the old timer must not ask it, sending
+    // the turn's queue while the read is out of the pending map and losing
+    // the new ask).
+    let reads = |l| {
+        (sent_on(&out, l).iter())
+            .filter(|f| f.op == op::REPL_READ)
+            .count()
+    };
+    assert_eq!((reads(first), reads(spare)), (1, 0), "{out:?}");
+}
