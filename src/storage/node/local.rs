@@ -190,6 +190,11 @@ impl StorageNode {
             Err(e) if Message::is_message_op(f.op) => return Some(Err(e)),
             Err(_) => return None,
         };
+        if Self::serves_a_round(&message) {
+            if let Some(e) = self.no_lease(now) {
+                return Some(Err(e));
+            }
+        }
         let versions: &[Record] = match &message {
             Message::Replicate { record, .. } => std::slice::from_ref(record),
             Message::Migrate { records } => records,

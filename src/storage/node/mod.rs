@@ -79,6 +79,7 @@ mod client_auth;
 mod gateway;
 mod handshake;
 mod http;
+mod lease;
 mod local;
 mod membership;
 pub(super) mod mesh;
@@ -137,6 +138,9 @@ const TIMER_LEAVE: u64 = 4;
 const TIMER_ORPHAN: u64 = 5;
 /// and the next anti-entropy comparison is due ([`NodeConfig::anti_entropy_rate`]).
 const TIMER_ANTI_ENTROPY: u64 = 6;
+/// The heartbeat period of a node ([`NodeConfig::heartbeat_ms`]), in ms: each
+/// heartbeat renews the node's lease, so the manager's lease must be longer.
+pub const HEARTBEAT_MS: Millis = 500;
 /// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
@@ -276,6 +280,9 @@ pub struct NodeConfig {
     /// Anti-entropy comparisons (one token range with one peer) this node
     /// starts per second at most; 0 turns anti-entropy off.
     pub anti_entropy_rate: u32,
+    /// Serve no data without a lease from the manager (see `lease.rs`). Always
+    /// on in the binary; the simulator turns it off to show what it prevents.
+    pub lease_fence: bool,
 }
 
 impl NodeConfig {
@@ -287,7 +294,7 @@ impl NodeConfig {
             manager,
             secret: crate::DEFAULT_SECRET.to_string(),
             tokens: crate::DEFAULT_TOKENS,
-            heartbeat_ms: 500,
+            heartbeat_ms: HEARTBEAT_MS,
             retry_base_ms: 100,
             retry_cap_ms: 2_000,
             request_timeout_ms: 5_000,
@@ -295,6 +302,7 @@ impl NodeConfig {
             clock_base_ms: 0,
             tombstone_grace_ms: 60_000,
             anti_entropy_rate: DEFAULT_ANTI_ENTROPY_RATE,
+            lease_fence: true,
         }
     }
 }
@@ -429,7 +437,8 @@ impl StorageNode {
     }
 
     /// Test support: makes this node the only member (id 1) of a one-node ring
-    /// with N = 1, as if the manager had answered, so that it serves keys.
+    /// with N = 1, as if the manager had answered (with a lease that never
+    /// runs out), so that it serves keys.
     #[cfg(test)]
     pub(crate) fn join_alone(&mut self) {
         let text = format!(
@@ -440,6 +449,7 @@ impl StorageNode {
         self.node_id = 1;
         self.hlc.set_writer(1);
         self.install_ring(ring, 0, &mut Vec::new());
+        self.membership.lease_until = Millis::MAX;
     }
 
     /// Why the node stopped on its own, if it did: the manager refused its
@@ -568,6 +578,7 @@ impl StorageNode {
     /// Housekeeping every [`NodeConfig::tick_ms`]: forwards past their deadline,
     /// handoff, hints and resync, retries, catch-up asks, tombstones, holds.
     fn on_tick(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.lease_tick(now);
         let late = self.mesh.tick(now, out);
         self.fail_forwards(now, late, ErrorCode::Timeout, out);
         if self.handoff.as_ref().is_some_and(|h| h.failed) {
@@ -599,7 +610,7 @@ impl StorageNode {
         if self.membership.manager.conn() == Some(conn) {
             self.on_manager_frame(now, frame, out);
         } else if self.mesh.is_link(conn) && frame.op == op::MEMBER_CHALLENGE {
-            match self.answer_challenge(conn, &frame, None) {
+            match self.answer_challenge(conn, &frame, None, None) {
                 Ok(join) => self.mesh.proven(conn, join, out),
                 Err(why) => {
                     log::error!("closing a peer link: the peer sent {why}");
