@@ -3,6 +3,8 @@ use crate::protocol::{op, Frame, Message};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use crate::ring::NodeState;
 
+mod lease;
+
 /// When the lease of a node last heard from at 0 is over, under the default
 /// `lease_ms`, by the manager's clock.
 const LEASE_OVER: Millis = 10_000 + LEASE_MARGIN_MS + 1;
