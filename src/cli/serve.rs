@@ -262,6 +262,13 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
             args.read_quorum, args.write_quorum
         ));
     }
+    let heartbeat = crate::storage::HEARTBEAT_MS;
+    if args.lease_ms <= heartbeat {
+        return Err(format!(
+            "--lease-ms must be above the nodes' heartbeat period ({heartbeat} ms): each \
+             heartbeat renews a node's lease (0 is not allowed: nodes would never serve)"
+        ));
+    }
     let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
     let bind = resolve(&format!("{}:{}", args.host, args.port))
         .map_err(|_| format!("cannot resolve --host {}", args.host))?;
@@ -299,13 +306,6 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
             args.host,
             http.port()
         );
-    }
-    let heartbeat = crate::storage::HEARTBEAT_MS;
-    if args.lease_ms <= heartbeat {
-        return Err(format!(
-            "--lease-ms must be above the nodes' heartbeat period ({heartbeat} ms): each \
-             heartbeat renews a node's lease (0 is not allowed: nodes would never serve)"
-        ));
     }
     let mut manager = Manager::new(ManagerConfig {
         secret: cluster_secret,

@@ -80,6 +80,8 @@ mod gateway;
 mod handshake;
 mod http;
 mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod local;
 mod membership;
 pub(super) mod mesh;
