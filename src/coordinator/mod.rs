@@ -37,7 +37,9 @@
 //! ring from the node records, and the step ends by pushing it if the epoch moved.
 //!
 //! Caveats: a single manager, with no standby; while it is down clients that
-//! already know a node keep working but nothing joins, leaves or is marked down.
+//! already know a node keep working for a lease's length (`lease_ms`), then
+//! the nodes stop serving data until it is back; nothing joins, leaves or is
+//! marked down meanwhile.
 
 use crate::protocol::auth::{Nonce, NonceSource};
 use crate::reactor::{ConnId, Millis};

@@ -7,7 +7,7 @@
 //!
 //! - `membership` (`Membership`): the link to the manager. Connects with
 //!   doubling backoff, registers after the member handshake (`handshake`) with
-//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS SP SENT`), receives its node id and the ring in `JOINED` and every later ring
 //!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
 //!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
 //!   hands its keys over, exits once out of the ring; without a handoff, with a
@@ -18,6 +18,10 @@
 //!   answered `ERR UNAVAILABLE not yet a member of a cluster: ...` (PING and
 //!   STATUS are still answered), so it never acknowledges a write the cluster
 //!   cannot place with its N and W.
+//! - `lease`: the lease each `HEARTBEAT` (and `NODE_JOIN`) earns from the
+//!   manager; with none running the node serves no data and refuses a lead's
+//!   round messages, so a node the manager dropped while it was cut off stops
+//!   deciding keys before the others serve them by a newer ring.
 //! - `routing` (`Connections`): where each request is served. A key-value
 //!   request is served here when this node is the key's owner (N = 1) or its
 //!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
