@@ -12,10 +12,16 @@
 //! from this node; or none came yet), the node serves no data: every key-value
 //! request and SCAN, on every front, is answered `ERR UNAVAILABLE` saying why
 //! (forwards included: the check is one comparison against the turn's clock),
-//! and as a replica it refuses a lead's `REPLICATE`, `REPL_READ`, `REPL_READS`,
+//! and as a replica it answers a lead's `REPLICATE`, `REPL_READ`, `REPL_READS`,
 //! `PREPARE` and `ACCEPT` with `ERR UNAVAILABLE`, which the lead counts as a
-//! failed replica. Moves, hints, resync, anti-entropy and tombstone collection
-//! go on: storing copies decides nothing. The node says once when its lease
+//! failed replica. Storing a copy decides nothing, so the record of a refused
+//! `REPLICATE` from a lead's round (no base: the lead stored it first, so the
+//! write is never reported as applied nowhere) is still stored, as a move's
+//! copy is: a node paused past its lease keeps the commits that waited for
+//! it; it just does not count toward the lead's quorum. A move's copy with a
+//! base (N = 1) is refused whole, since the old owner applies the write only
+//! if the next owner took it. Moves, hints, resync, anti-entropy and
+//! tombstone collection go on as ever. The node says once when its lease
 //! ran out and once when it has one again.
 
 use super::*;
@@ -77,9 +83,9 @@ impl StorageNode {
         );
     }
 
-    /// Whether `message`, from a lead, serves one of its rounds (refused with
-    /// no lease running). A move's copy of an accepted proposal (an `ACCEPT`
-    /// with no view) does not.
+    /// Whether `message`, from a lead, serves one of its rounds (answered `ERR
+    /// UNAVAILABLE` with no lease running). A move's copy of an accepted
+    /// proposal (an `ACCEPT` with no view) does not.
     pub(super) fn serves_a_round(message: &Message) -> bool {
         matches!(
             message,

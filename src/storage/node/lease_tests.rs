@@ -181,7 +181,17 @@ fn a_replica_without_a_lease_refuses_a_leads_rounds_but_takes_moved_data() {
         );
         assert!(text.ends_with("lease expired"), "{what}: {text}");
     }
-    assert_eq!(n.engine().version(b"k"), 1 << 20, "nothing stored");
+    // The refused REPLICATE's record is kept all the same (a copy, counted
+    // by nobody); nothing else changed.
+    assert_eq!(n.engine().version(b"k"), 2 << 20);
+    // A move's copy with a base (N = 1) is refused whole: its sender applies
+    // the write only if this node took it.
+    let copy = Message::Replicate {
+        base: Some(2 << 20),
+        record: record(5 << 20),
+    };
+    assert_eq!(ask(&mut n, 1_002, copy).0, op::ERR);
+    assert_eq!(n.engine().version(b"k"), 2 << 20);
     // A move's data is taken still: storing a copy decides nothing.
     let migrate = Message::Migrate {
         records: vec![record(4 << 20)],

@@ -190,11 +190,6 @@ impl StorageNode {
             Err(e) if Message::is_message_op(f.op) => return Some(Err(e)),
             Err(_) => return None,
         };
-        if Self::serves_a_round(&message) {
-            if let Some(e) = self.no_lease(now) {
-                return Some(Err(e));
-            }
-        }
         let versions: &[Record] = match &message {
             Message::Replicate { record, .. } => std::slice::from_ref(record),
             Message::Migrate { records } => records,
@@ -206,6 +201,20 @@ impl StorageNode {
         };
         if let Some(v) = versions.iter().map(|r| r.version).chain([ballot]).max() {
             if let Some(e) = self.version_ahead(now, conn, v) {
+                return Some(Err(e));
+            }
+        }
+        if Self::serves_a_round(&message) {
+            if let Some(e) = self.no_lease(now) {
+                if let Message::Replicate { base: None, record } = &message {
+                    // A lead's write or commit, which the lead stored first
+                    // (its outcome is never "applied nowhere"): kept, as a
+                    // move's copy would be, so a node paused past its lease
+                    // keeps the copies that waited for it, but not counted.
+                    // A move's copy with a base (N = 1) is refused whole:
+                    // the old owner applies the write only if it was taken.
+                    self.replicate(None, record);
+                }
                 return Some(Err(e));
             }
         }
