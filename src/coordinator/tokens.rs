@@ -146,8 +146,9 @@ impl Manager {
     /// (docs/architecture.md, section 6, "Joint majorities"). The flip waits
     /// until enough holders are back, or a down one is dropped: a dropped
     /// holder is never live, and the count needed is capped at the holders
-    /// not dropped, so the flip never waits for a dropped one (when dropped
-    /// holders are a majority of a list, all the others are needed).
+    /// not dropped, so this count never waits for a dropped one (when dropped
+    /// holders are a majority of a list, all the others are needed; the flip
+    /// waits for a dropped one's lease instead, see `lease.rs`).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
         let need_of = |len: usize| {
