@@ -26,7 +26,9 @@
 //! - A drop that changes the lists at once (N = 1, or no node left to take the
 //!   tokens) waits until the node's lease is over: with `dead_after_ms`, the
 //!   tick drops the node only then; an operator's `DROP` before then is refused
-//!   with `ERR UNAVAILABLE` saying how long to wait.
+//!   with `ERR UNAVAILABLE` saying how long to wait. A leave called off as
+//!   stranded (see `membership.rs`), which removes the dropped nodes among
+//!   the leaving ones at once, waits for their leases too.
 //!
 //! The cost: without the manager for `lease_ms`, nodes stop serving data; a
 //! dropped node's move flips, or its one-step drop happens, at least `lease_ms`

@@ -206,10 +206,15 @@ impl Manager {
     /// the ring is leaving: the others were dropped or went away while
     /// joining). They serve as `up` again; each process, seeing that while it
     /// wants to leave, asks again and is refused (see the node's membership).
-    /// Dropped nodes among them are removed at once instead.
+    /// Dropped nodes among them are removed at once instead, which changes
+    /// the lists at once: so only once their leases are over (see `lease.rs`;
+    /// until then the moves wait for them, and nothing flips).
     pub(super) fn call_off_stranded_leaves(&mut self) {
         let leaving = |n: &NodeRecord| n.entry.state == NodeState::Leaving;
         if self.nodes.is_empty() || !self.nodes.values().all(leaving) {
+            return;
+        }
+        if (self.nodes.values()).any(|n| n.dropped && !self.lease_over(n)) {
             return;
         }
         let dropped: Vec<u32> = (self.nodes.values().filter(|n| n.dropped))

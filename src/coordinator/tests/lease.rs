@@ -197,3 +197,42 @@ fn a_restarted_manager_waits_a_lease_for_nodes_it_has_not_heard_from() {
     beats_then_tick(&mut m, start + LEASE_OVER, &conns);
     assert_eq!(state(&m, 4), None);
 }
+
+/// Every node left is leaving, one of them dropped: the leave is called off
+/// and the dropped node removed, which changes the lists at once, so only
+/// once the dropped node's lease is over.
+#[test]
+fn a_stranded_leave_is_called_off_once_the_dropped_nodes_lease_is_over() {
+    let (mut m, (a, _, c)) = three_serving(ManagerConfig {
+        replicas: 3,
+        read_quorum: 2,
+        write_quorum: 2,
+        ..ManagerConfig::default()
+    });
+    let admin = ConnId::new(9, 1);
+    make_admin(&mut m, admin);
+    let drop = |m: &mut Manager, now, id: &str| {
+        let frame = Frame::new(op::DROP, 0, 0, id.to_string());
+        reply(&step(m, now, Input::Frame { conn: admin, frame })).0
+    };
+    // Node 2 falls silent after 0; node 3, last heard from at 5 000, is
+    // dropped: a move (nodes 1 and 2 take over).
+    beats_then_tick(&mut m, 5_000, &[a, c]);
+    assert_eq!(state(&m, 2), Some(NodeState::Down));
+    step(&mut m, 5_100, Input::Closed { conn: c });
+    assert_eq!(drop(&mut m, 5_200, "3"), op::OK);
+    // Node 1 leaves; node 2, once its lease is over, is dropped in one step
+    // (nobody is left to take its tokens).
+    assert_eq!(ask_to_leave(&mut m, 5_300, a), op::OK);
+    beats_then_tick(&mut m, LEASE_OVER, &[a]);
+    assert_eq!(drop(&mut m, LEASE_OVER, "2"), op::OK);
+    assert_eq!(state(&m, 2), None);
+    // Every node left is leaving, and node 3's lease may still run: nothing
+    // changes until it is over.
+    let over_3 = 5_000 + LEASE_OVER;
+    beats_then_tick(&mut m, over_3 - 1, &[a]);
+    let states = (state(&m, 1), state(&m, 3));
+    assert_eq!(states, (Some(NodeState::Leaving), Some(NodeState::Leaving)));
+    beats_then_tick(&mut m, over_3, &[a]);
+    assert_eq!((state(&m, 1), state(&m, 3)), (Some(NodeState::Up), None));
+}
