@@ -1,11 +1,15 @@
 //! Leases with the real binaries: nodes that lose the manager (SIGSTOP) for
-//! longer than `--lease-ms` stop serving data, and serve again once it is back.
+//! longer than `--lease-ms` stop serving data on every front (native, RESP,
+//! HTTP), and serve again once it is back.
 
 mod common;
 
+use common::http::{connect, http_addr, read_reply};
 use common::{kill, Cluster, TIMEOUT};
 use gtstore::client::{ClientError, Connection};
 use gtstore::protocol::op;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,9 +43,36 @@ fn wait_all(c: &Cluster, key: &str, want: impl Fn(&(u8, String)) -> bool) -> Vec
     }
 }
 
+/// The first line of node `resp`'s answer to RESP `GET key`.
+fn resp_get(resp: &str, key: &str) -> String {
+    let mut s = TcpStream::connect(resp).expect("connect to RESP");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .expect("a RESP reply");
+    line.trim_end().to_string()
+}
+
+/// Node `http`'s answer to `POST /fetch` of `key`: (status, body).
+fn http_fetch(http: &str, key: &str) -> (u16, String) {
+    let body = format!(r#"[{{"encoding":"string","data":"{key}"}}]"#);
+    let mut c = connect(http);
+    let req = format!(
+        "POST /fetch HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.get_mut().write_all(req.as_bytes()).unwrap();
+    let r = read_reply(&mut c);
+    (r.status, r.body)
+}
+
 #[test]
 fn nodes_without_the_manager_for_the_lease_stop_serving_until_it_is_back() {
-    let c = Cluster::start_full(3, &["--lease-ms", "1500"], &[]);
+    let fronts = ["--resp-port", "0", "--http-port", "0"];
+    let c = Cluster::start_full(3, &["--lease-ms", "1500"], &fronts);
     let mut conn = Connection::connect(&c.nodes[0].addr, TIMEOUT).unwrap();
     assert_eq!(ask(&mut conn, op::PUT, "1 kv"), (op::OK, String::new()));
     let value = |a: &(u8, String)| *a == (op::VALUE, "v".to_string());
@@ -56,9 +87,22 @@ fn nodes_without_the_manager_for_the_lease_stop_serving_until_it_is_back() {
     assert!(stopped.elapsed() >= Duration::from_millis(1_000), "{got:?}");
     let put = ask(&mut conn, op::PUT, "1 kw");
     assert!(refused(&put), "{put:?}");
+    // The other fronts refuse too.
+    let resp = resp_get(&c.nodes[1].resp_addr(), "k");
+    assert!(
+        resp.starts_with("-ERR UNAVAILABLE") && resp.contains("lease expired"),
+        "{resp}"
+    );
+    let (status, body) = http_fetch(&http_addr(&c.nodes[2]), "k");
+    assert!(
+        status == 503 && body.contains("lease expired"),
+        "{status} {body}"
+    );
     // The manager is back: each node's next heartbeat renews its lease.
     kill(c.manager.pid(), "CONT");
     wait_all(&c, "k", value);
+    assert_eq!(resp_get(&c.nodes[1].resp_addr(), "k"), "$1");
+    assert_eq!(http_fetch(&http_addr(&c.nodes[2]), "k").0, 200);
     assert_eq!(ask(&mut conn, op::PUT, "1 kw"), (op::OK, String::new()));
 }
 
