@@ -75,9 +75,19 @@ pub struct ManagerArgs {
     pub down_after: u64,
     /// A node down this long (ms) is dropped from the ring and its ranges are
     /// copied again from the other replicas until every key has N copies. Off by
-    /// default: then only `gtstore drop` does that.
+    /// default: then only `gtstore drop` does that. Dropping waits for the
+    /// node's lease (--lease-ms) either way.
     #[arg(long, value_name = "MS")]
     pub dead_after: Option<u64>,
+    /// A node serves data only this long (ms) after it sent the heartbeat the
+    /// manager last answered: a node cut off from the manager (or with the
+    /// manager down) stops serving then. A dropped node's move flips, or its
+    /// one-step drop happens, only once its lease is over by the manager's clock
+    /// (this, plus a small margin, after its last heartbeat). Must be above the
+    /// nodes' heartbeat period (500 ms); with --down-after D and --dead-after X,
+    /// a dead-after drop waits for nothing more when D + X exceeds it.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub lease_ms: u64,
     /// N: how many nodes hold each key (capped by the nodes in the ring).
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,
@@ -252,6 +262,13 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
             args.read_quorum, args.write_quorum
         ));
     }
+    let heartbeat = crate::storage::HEARTBEAT_MS;
+    if args.lease_ms <= heartbeat {
+        return Err(format!(
+            "--lease-ms must be above the nodes' heartbeat period ({heartbeat} ms): each \
+             heartbeat renews a node's lease (0 is not allowed: nodes would never serve)"
+        ));
+    }
     let mut reactor = Reactor::new(Config::default()).map_err(|e| e.to_string())?;
     let bind = resolve(&format!("{}:{}", args.host, args.port))
         .map_err(|_| format!("cannot resolve --host {}", args.host))?;
@@ -300,6 +317,7 @@ pub fn run_manager(args: ManagerArgs) -> Result<(), String> {
         read_quorum: args.read_quorum,
         write_quorum: args.write_quorum,
         recovery_ms: args.recovery_ms,
+        lease_ms: args.lease_ms,
         ..ManagerConfig::default()
     });
     reactor.run(&mut manager).map_err(|e| e.to_string())

@@ -78,6 +78,7 @@ impl Manager {
                     proof,
                     addr,
                     tokens,
+                    sent,
                     offer,
                 },
                 _,
@@ -88,7 +89,11 @@ impl Manager {
                     tokens,
                     offer: offer.as_ref(),
                 };
-                Ok(Some(self.join(now, conn, join)?.encode()))
+                let joined = self.join(now, conn, join)?.encode();
+                if let Some(sent) = sent {
+                    self.grant_lease(conn, sent);
+                }
+                Ok(Some(joined))
             }
             (Message::Drop { node }, _) => self.drop_node(&node),
             (Message::Leave, Some(id)) => {
@@ -99,8 +104,16 @@ impl Manager {
                 self.handoff_done.insert(id, epoch);
                 Ok(None)
             }
-            (Message::Heartbeat { keys, catching_up }, Some(id)) => {
+            (
+                Message::Heartbeat {
+                    keys,
+                    sent,
+                    catching_up,
+                },
+                Some(id),
+            ) => {
                 self.heartbeat(now, id, keys, catching_up);
+                self.grant_lease(conn, sent);
                 Ok(None)
             }
             (m, member) => Err(Error::bad_op(m.op(), member.is_some(), SERVER)),
@@ -190,6 +203,7 @@ impl Service for Manager {
         self.call_off_stranded_leaves();
         self.maybe_settle();
         self.push_ring(out);
+        self.send_leases(out);
         for conn in self.to_close.drain(..) {
             self.links.remove(&conn);
             out.push(Output::Close { conn });

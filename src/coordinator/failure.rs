@@ -7,7 +7,8 @@
 //! again). A heartbeat on the link of a node marked down brings it back `up`: it
 //! saw the ring marking it down on that link and catches up by itself. With
 //! `dead_after_ms`, a node down that long is dropped (see [`super::membership`])
-//! so its ranges get N copies again on the others. HELLO's contact
+//! so its ranges get N copies again on the others (a drop that changes the
+//! lists at once only once its lease is over, see [`super::lease`]). HELLO's contact
 //! recommendations skip down nodes.
 //!
 //! A node that goes away while `joining` held nothing yet and is removed.
@@ -101,6 +102,8 @@ impl Manager {
         let dead: Vec<u32> = (self.nodes.values())
             .filter(|n| n.entry.state == NodeState::Down)
             .filter(|n| now.saturating_sub(n.down_at) > dead_after)
+            // A one-step drop waits for the node's lease (see `lease.rs`).
+            .filter(|n| self.lease_over(n) || !self.drop_is_one_step(n.entry.id))
             .map(|n| n.entry.id)
             .collect();
         for id in dead {

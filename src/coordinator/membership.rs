@@ -14,7 +14,9 @@
 //! `joining` one holds nothing and is removed at once; a `down` one is dropped
 //! as a pending move (with N > 1: `leaving` in the ring, its ranges handed
 //! over by their other holders, see [`super::tokens`]) or, with N = 1 (its keys
-//! are lost) or nobody left to take its tokens, removed at once. A node's
+//! are lost) or nobody left to take its tokens, removed at once, but only once
+//! its lease is over (a `DROP` before then is refused, see [`super::lease`]).
+//! A node's
 //! own `LEAVE` proves it alive: one marked down
 //! meanwhile is back first (its heartbeats were late), and leaves with a
 //! handoff. A leave is refused only to a node alone in the ring (no other node
@@ -165,6 +167,9 @@ impl Manager {
             .get(&id)
             .map(|n| n.entry.state)
             .ok_or_else(|| Error::new(ErrorCode::BadKey, format!("no node {id}")))?;
+        if let Some(e) = self.lease_still_runs(id) {
+            return Err(e);
+        }
         self.end_recovery();
         match state {
             NodeState::Leaving => {}
@@ -201,10 +206,15 @@ impl Manager {
     /// the ring is leaving: the others were dropped or went away while
     /// joining). They serve as `up` again; each process, seeing that while it
     /// wants to leave, asks again and is refused (see the node's membership).
-    /// Dropped nodes among them are removed at once instead.
+    /// Dropped nodes among them are removed at once instead, which changes
+    /// the lists at once: so only once their leases are over (see `lease.rs`;
+    /// until then the moves wait for them, and nothing flips).
     pub(super) fn call_off_stranded_leaves(&mut self) {
         let leaving = |n: &NodeRecord| n.entry.state == NodeState::Leaving;
         if self.nodes.is_empty() || !self.nodes.values().all(leaving) {
+            return;
+        }
+        if (self.nodes.values()).any(|n| n.dropped && !self.lease_over(n)) {
             return;
         }
         let dropped: Vec<u32> = (self.nodes.values().filter(|n| n.dropped))

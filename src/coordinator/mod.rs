@@ -24,6 +24,8 @@
 //!   pushing each new ring to the nodes.
 //! - `failure`: heartbeats, links that close, the tick that marks silent nodes
 //!   down and (with `dead_after_ms`) drops nodes down for too long.
+//! - `lease`: the lease each heartbeat renews, and the drops and flips that
+//!   wait for a dropped node's lease to be over.
 //! - `recovery`: adopting the rings nodes offer after a manager restart, and
 //!   the recovery window that keeps new nodes (and clients) waiting meanwhile.
 //! - `status`: the STATUS JSON and HELLO's round-robin contact node.
@@ -35,7 +37,9 @@
 //! ring from the node records, and the step ends by pushing it if the epoch moved.
 //!
 //! Caveats: a single manager, with no standby; while it is down clients that
-//! already know a node keep working but nothing joins, leaves or is marked down.
+//! already know a node keep working for a lease's length (`lease_ms`), then
+//! the nodes stop serving data until it is back; nothing joins, leaves or is
+//! marked down meanwhile.
 
 use crate::protocol::auth::{Nonce, NonceSource};
 use crate::reactor::{ConnId, Millis};
@@ -46,6 +50,7 @@ mod admin;
 mod dispatch;
 mod failure;
 mod http;
+mod lease;
 mod membership;
 mod recovery;
 mod status;
@@ -87,6 +92,10 @@ pub struct ManagerConfig {
     /// know is refused with `ERR UNAVAILABLE` and retries (see `recovery.rs`).
     /// 0 (the default here; the binary's `--recovery-ms` defaults to 3000): none.
     pub recovery_ms: Millis,
+    /// How long a node may serve data after it sent the heartbeat the manager
+    /// last answered, in ms (see `lease.rs`). Above 0 and above the nodes'
+    /// heartbeat period.
+    pub lease_ms: Millis,
 }
 
 impl Default for ManagerConfig {
@@ -102,6 +111,7 @@ impl Default for ManagerConfig {
             dead_after_ms: None,
             tick_ms: 100,
             recovery_ms: 0,
+            lease_ms: 10_000,
         }
     }
 }
@@ -115,7 +125,9 @@ struct NodeRecord {
     keys: u64,
     /// Its manager link, while open.
     conn: Option<ConnId>,
-    /// When it was last heard from.
+    /// When it was last heard from (or, for a node not heard from since the
+    /// manager started, when the manager learned of it): its lease is over
+    /// `lease_ms` after this (see `lease.rs`).
     last_seen: Millis,
     /// When it was last marked down.
     down_at: Millis,
@@ -147,6 +159,7 @@ impl NodeRecord {
 }
 
 pub use http::HTTP_LISTENER;
+pub use lease::LEASE_MARGIN_MS;
 
 /// The manager's whole state.
 pub struct Manager {
@@ -173,6 +186,8 @@ pub struct Manager {
     turned_away: BTreeSet<String>,
     /// Links to close at the end of the step (members an adopted ring dropped).
     to_close: Vec<ConnId>,
+    /// Leases to send at the end of the step: (link, the node's `SENT`).
+    leases: Vec<(ConnId, u64)>,
     /// When the first input arrived: the recovery window counts from here.
     started: Option<Millis>,
     /// The time of the step being run.
@@ -215,6 +230,7 @@ impl Manager {
             adopted: 0,
             turned_away: BTreeSet::new(),
             to_close: Vec::new(),
+            leases: Vec::new(),
             started: None,
             now: 0,
             auth: Box::new(AuthState {

@@ -3,6 +3,21 @@ use crate::protocol::{op, Frame, Message};
 use crate::reactor::{ConnId, Input, Millis, Output, Service};
 use crate::ring::NodeState;
 
+mod lease;
+
+/// When the lease of a node last heard from at 0 is over, under the default
+/// `lease_ms`, by the manager's clock.
+const LEASE_OVER: Millis = 10_000 + LEASE_MARGIN_MS + 1;
+
+/// A heartbeat from each of `conns` at `now`, then the tick.
+fn beats_then_tick(m: &mut Manager, now: Millis, conns: &[ConnId]) {
+    for &conn in conns {
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0 0");
+        step(m, now, Input::Frame { conn, frame });
+    }
+    step(m, now, Input::Timer { id: TIMER_TICK });
+}
+
 fn step(m: &mut Manager, now: Millis, input: Input) -> Vec<Output> {
     let mut out = Vec::new();
     m.step(now, input, &mut out);
@@ -96,9 +111,13 @@ fn ids_round_robin_and_failure_detection() {
     // Node 2 falls silent: after down_after it is down and skipped.
     let hb = Input::Frame {
         conn: a,
-        frame: Frame::new(op::HEARTBEAT, 0, 1, "42"),
+        frame: Frame::new(op::HEARTBEAT, 0, 1, "42 0"),
     };
-    assert!(step(&mut m, 1_500, hb).is_empty());
+    // Each heartbeat is answered with a lease, echoing its SENT.
+    assert_eq!(
+        reply(&step(&mut m, 1_500, hb)),
+        (op::LEASE, "0 10000".to_string())
+    );
     step(&mut m, 2_100, Input::Timer { id: TIMER_TICK });
     let s = m.status_json();
     assert_eq!(s["live_nodes"], 1);
@@ -163,7 +182,7 @@ fn a_restarted_manager_adopts_the_newest_offered_ring() {
     assert_eq!(r.node(2).unwrap().state, NodeState::Up, "still linked");
     assert_eq!(r.node(1).unwrap().state, NodeState::Down);
     // Node 2's heartbeats still count for node 2.
-    let hb = Frame::new(op::HEARTBEAT, 0, 2, "77");
+    let hb = Frame::new(op::HEARTBEAT, 0, 2, "77 0");
     step(
         &mut m,
         1,
@@ -258,15 +277,19 @@ fn dead_after_drops_a_down_node_and_gives_its_tokens_away() {
     assert!(m.ring().node(3).is_some());
     let hb = |conn| Input::Frame {
         conn,
-        frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "0 0"),
     };
     step(&mut m, 6_100, hb(a));
     step(&mut m, 6_100, hb(b));
     step(&mut m, 6_100, Input::Timer { id: TIMER_TICK });
     assert_eq!(state(&m, 3), Some(NodeState::Leaving), "node 3 is dropped");
     assert!(m.ring().settled().node(3).is_none());
-    // Nodes 1 and 2 hand its ranges to each other: the move settles.
+    // Nodes 1 and 2 hand its ranges to each other; the move settles once
+    // node 3's lease is over (it was last heard from at 0).
     handoffs_done(&mut m, 6_200, &[a, b]);
+    beats_then_tick(&mut m, LEASE_OVER - 1, &[a, b]);
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving), "its lease may run");
+    beats_then_tick(&mut m, LEASE_OVER, &[a, b]);
     let ring = m.ring();
     assert!(ring.node(3).is_none(), "node 3 is out of the ring");
     let kept: usize = [1, 2]
@@ -345,7 +368,7 @@ fn with_one_copy_a_move_waits_for_a_down_node_to_hand_over() {
         step(m, now, Input::Frame { conn, frame });
     };
     let hb = |m: &mut Manager, now, conn| {
-        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0 0");
         step(m, now, Input::Frame { conn, frame });
     };
     join(&mut m, 0, a, "127.0.0.1:7001");
@@ -384,7 +407,7 @@ fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
     });
     let hb = |conn| Input::Frame {
         conn,
-        frame: Frame::new(op::HEARTBEAT, 0, 0, "0"),
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "0 0"),
     };
     // Node 3 falls silent (paused) with its link open: down, then dropped.
     step(&mut m, 1_500, hb(a));
@@ -419,9 +442,13 @@ fn a_dropped_node_still_linked_is_cut_off_and_joins_again_as_a_new_node() {
     let (code, _) = join(&mut m, 2_350, ConnId::new(3, 2), "127.0.0.1:7003");
     assert_eq!(code, op::ERR);
     handoffs_done(&mut m, 2_360, &[a, b]);
+    // The flip waits for its lease (it was last heard from at 0).
+    assert_eq!(state(&m, 3), Some(NodeState::Leaving));
+    beats_then_tick(&mut m, LEASE_OVER, &[a, b]);
     assert!(m.ring().node(3).is_none());
     // It registers again on a new link: a new node, joining.
-    let (code, text) = join(&mut m, 2_400, ConnId::new(3, 2), "127.0.0.1:7003");
+    let at = LEASE_OVER + 1;
+    let (code, text) = join(&mut m, at, ConnId::new(3, 2), "127.0.0.1:7003");
     assert_eq!(code, op::JOINED);
     assert!(text.starts_with("4\n"), "{text}");
     assert_eq!(m.ring().node(4).unwrap().state, NodeState::Joining);
@@ -487,7 +514,7 @@ fn member_ops_need_a_join() {
     let c = ConnId::new(3, 1);
     let hb = Input::Frame {
         conn: c,
-        frame: Frame::new(op::HEARTBEAT, 0, 0, "1"),
+        frame: Frame::new(op::HEARTBEAT, 0, 0, "1 0"),
     };
     assert!(reply(&step(&mut m, 0, hb)).1.starts_with("BADOP"));
     let bad = Input::Frame {
@@ -795,7 +822,7 @@ fn http_serves_metrics_and_status_with_moves() {
     let moves = &m.status_json()["moves"];
     assert_eq!(moves["pending"], true);
     assert_eq!(moves["waiting_for"], serde_json::json!([1]));
-    let hb = Frame::new(op::HEARTBEAT, 0, 1, "42");
+    let hb = Frame::new(op::HEARTBEAT, 0, 1, "42 0");
     step(&mut m, 400, Input::Frame { conn: a, frame: hb });
 
     let web = ConnId::new(3, 1);
@@ -858,7 +885,7 @@ fn state(m: &Manager, id: u32) -> Option<NodeState> {
 fn a_node_leaves_while_its_peers_are_down_and_moves_once_they_are_back() {
     let (mut m, (a, b, c)) = three_serving(ManagerConfig::default());
     let hb = |m: &mut Manager, now, conn| {
-        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0 0");
         step(m, now, Input::Frame { conn, frame });
     };
     // Nodes 2 and 3 fall silent and are marked down.
@@ -902,16 +929,18 @@ fn only_a_node_alone_in_the_ring_is_refused_a_leave() {
     assert_eq!(state(&m, 2), Some(NodeState::Down));
     assert_eq!(ask_to_leave(&mut m, 40, a), op::OK);
     assert_eq!(state(&m, 1), Some(NodeState::Leaving));
-    // The operator drops node 2: nobody is left to take node 1's keys, so
-    // its leave is called off, and asked again it is refused.
+    // The operator drops node 2 (once its lease is over): nobody is left to
+    // take node 1's keys, so its leave is called off, and asked again it is
+    // refused.
     let admin = ConnId::new(9, 1);
     make_admin(&mut m, admin);
     let frame = Frame::new(op::DROP, 0, 0, "2");
-    let out = step(&mut m, 50, Input::Frame { conn: admin, frame });
+    let at = LEASE_OVER + 20;
+    let out = step(&mut m, at, Input::Frame { conn: admin, frame });
     assert_eq!(reply(&out).0, op::OK);
     assert_eq!(state(&m, 2), None);
     assert_eq!(state(&m, 1), Some(NodeState::Up), "its leave is called off");
-    assert_eq!(ask_to_leave(&mut m, 60, a), op::ERR);
+    assert_eq!(ask_to_leave(&mut m, at + 10, a), op::ERR);
 }
 
 /// A node marked down (its heartbeats late) whose own `LEAVE` arrives: it is
@@ -921,7 +950,7 @@ fn only_a_node_alone_in_the_ring_is_refused_a_leave() {
 fn a_leave_from_a_node_marked_down_is_a_leave_with_a_handoff() {
     let (mut m, (a, b, _c)) = three_serving(ManagerConfig::default());
     let hb = |m: &mut Manager, now, conn| {
-        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0");
+        let frame = Frame::new(op::HEARTBEAT, 0, 0, "0 0");
         step(m, now, Input::Frame { conn, frame });
     };
     hb(&mut m, 2_500, a);
@@ -989,11 +1018,14 @@ fn a_dropped_down_node_leaves_by_a_move_the_others_hand_over() {
     handoffs_done(&mut m, 40, &conns[..2]);
     assert_eq!(state(&m, 4), Some(NodeState::Leaving), "node 3 has not");
     handoffs_done(&mut m, 40, &conns[2..3]);
+    assert_eq!(state(&m, 4), Some(NodeState::Leaving), "its lease may run");
+    beats_then_tick(&mut m, LEASE_OVER, &conns[..3]);
     assert_eq!(state(&m, 4), None, "settled without the dropped node");
     assert_eq!(m.ring().points().len(), ring.points().len());
     assert!(!m.ring().has_moves());
     // Its address registers again, as a new node.
-    let (code, text) = join(&mut m, 50, ConnId::new(4, 3), "127.0.0.1:7004");
+    let at = LEASE_OVER + 1;
+    let (code, text) = join(&mut m, at, ConnId::new(4, 3), "127.0.0.1:7004");
     assert_eq!(code, op::JOINED);
     assert!(text.starts_with("5\n"), "{text}");
 }
@@ -1016,6 +1048,7 @@ fn a_drop_waits_for_live_holders_but_never_for_dropped_ones() {
     );
     assert_eq!(state(&m, 3), Some(NodeState::Leaving));
     handoffs_done(&mut m, 60, &conns[..2]);
+    beats_then_tick(&mut m, LEASE_OVER, &conns[..2]);
     assert_eq!((state(&m, 3), state(&m, 4)), (None, None));
     assert!(!m.ring().has_moves());
     assert_eq!(m.ring().nodes().len(), 2);
@@ -1031,7 +1064,12 @@ fn with_one_copy_or_no_heir_a_drop_is_one_step() {
     make_admin(&mut m, admin);
     let frame = Frame::new(op::DROP, 0, 0, "3");
     assert_eq!(
-        reply(&step(&mut m, 20, Input::Frame { conn: admin, frame })).0,
+        reply(&step(
+            &mut m,
+            LEASE_OVER,
+            Input::Frame { conn: admin, frame }
+        ))
+        .0,
         op::OK
     );
     assert_eq!(state(&m, 3), None);
@@ -1051,7 +1089,7 @@ fn with_one_copy_or_no_heir_a_drop_is_one_step() {
     let drop = |m: &mut Manager, id: &'static str| {
         let frame = Frame::new(op::DROP, 0, 0, id);
         assert_eq!(
-            reply(&step(m, 20, Input::Frame { conn: admin, frame })).0,
+            reply(&step(m, LEASE_OVER, Input::Frame { conn: admin, frame })).0,
             op::OK
         );
     };

@@ -9,9 +9,10 @@
 //! [`crate::ring::plan_handoff`] when the move settles, and meanwhile
 //! conditional ops count joint majorities of the old and new lists. It cannot
 //! hand its data over; the other holders of each range do, as in every move.
-//! The manager never waits for it nor counts it as a holder, so the move
+//! The manager never counts it as a holder, and waits for it only until its
+//! lease is over (see `lease.rs`): then it serves no older ring, and the move
 //! settles without it. With N = 1 (its keys are gone with it), or with no node
-//! left to take its tokens, it is removed in one step.
+//! left to take its tokens, it is removed in one step, once its lease is over.
 //!
 //! Moves: a ring with `joining` or `leaving` nodes has pending moves. Each serving
 //! node streams what it must hand over and reports `HANDOFF_DONE` for the epoch;
@@ -40,9 +41,7 @@ impl Manager {
     /// else removed at once with its tokens given straight to the others.
     /// Either way its link, if still open, is closed.
     pub(super) fn drop_down_node(&mut self, id: u32) {
-        let heir = (self.nodes.values())
-            .any(|n| n.entry.id != id && n.entry.state != NodeState::Leaving && !n.dropped);
-        if self.cfg.replicas > 1 && heir {
+        if !self.drop_is_one_step(id) {
             let rec = self.nodes.get_mut(&id).expect("a down node");
             rec.entry.state = NodeState::Leaving;
             rec.dropped = true;
@@ -91,6 +90,10 @@ impl Manager {
             .nodes
             .values()
             .filter(|n| match n.entry.state {
+                // A dropped node's lease may still run: it may still serve
+                // its old ring, and a lead there may decide a key with
+                // holders the new lists do not meet (see `lease.rs`).
+                NodeState::Leaving if n.dropped => !self.lease_over(n),
                 // While recovering, a node that must hand over but has not
                 // registered yet is waited for too: it may be the only holder
                 // of the keys.
@@ -146,8 +149,9 @@ impl Manager {
     /// (docs/architecture.md, section 6, "Joint majorities"). The flip waits
     /// until enough holders are back, or a down one is dropped: a dropped
     /// holder is never live, and the count needed is capped at the holders
-    /// not dropped, so the flip never waits for a dropped one (when dropped
-    /// holders are a majority of a list, all the others are needed).
+    /// not dropped, so this count never waits for a dropped one (when dropped
+    /// holders are a majority of a list, all the others are needed; the flip
+    /// waits for a dropped one's lease instead, see `lease.rs`).
     fn holders_missing(&self, ring: &crate::ring::Ring) -> bool {
         let n = ring.replicas.max(1) as usize;
         // The fewest holders that meet every write quorum and every read

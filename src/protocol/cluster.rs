@@ -14,7 +14,7 @@
 //!
 //! The payloads, written out in docs/protocol.md:
 //! - text where a person may read them in a log or type them into netcat: the
-//!   manager's messages (`MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`, `JOINED`, `HEARTBEAT`, `HANDOFF_DONE`,
+//!   manager's messages (`MEMBER_HELLO`, `MEMBER_CHALLENGE`, `NODE_JOIN`, `JOINED`, `HEARTBEAT`, `LEASE`, `HANDOFF_DONE`,
 //!   `RING_UPDATE`, `DROP`) and the catch-up rounds (`SYNC_REQ`, `SYNC_DONE`);
 //! - binary where they carry data: [`Record`]s (`MIGRATE`, `REPLICATE`, a
 //!   `REPL_READ` hit, `ACCEPT`, `PROMISE`), and the versions of `REPLICATE`,
@@ -67,8 +67,8 @@ pub enum Message {
         proof: [u8; PROOF_LEN],
     },
     /// 50, node -> manager and node -> node, after `MEMBER_CHALLENGE`: the
-    /// membership proof. `PROOF SP HOST:PORT SP TOKENS [LF RING]`, `PROOF` in hex
-    /// ([`auth::member_role`] of `HOST:PORT`).
+    /// membership proof. `PROOF SP HOST:PORT SP TOKENS [SP SENT] [LF RING]`,
+    /// `PROOF` in hex ([`auth::member_role`] of `HOST:PORT`).
     NodeJoin {
         /// HMAC of the cluster secret over both nonces and the address.
         proof: [u8; PROOF_LEN],
@@ -76,6 +76,9 @@ pub enum Message {
         addr: String,
         /// How many tokens it asks for.
         tokens: u32,
+        /// To the manager: the node's clock when it sent this (ms), echoed in
+        /// the `LEASE` that follows `JOINED`. Peers ignore it.
+        sent: Option<u64>,
         /// To the manager: the last ring the node installed, if it lists the node
         /// (a restarted manager recovers the membership from these).
         offer: Option<Ring>,
@@ -90,12 +93,25 @@ pub enum Message {
         /// The current ring.
         ring: Ring,
     },
-    /// 51, node -> manager, periodic: `KEYS [SP catching-up]`.
+    /// 51, node -> manager, periodic: `KEYS SP SENT [SP catching-up]`.
     Heartbeat {
         /// Keys the node holds.
         keys: u64,
+        /// The node's clock when it sent this (ms), echoed in the `LEASE`
+        /// the manager answers with.
+        sent: u64,
         /// The node is catching up on writes it may have missed.
         catching_up: bool,
+    },
+    /// 74, manager -> node, the answer to each `HEARTBEAT` (and to
+    /// `NODE_JOIN`, after `JOINED`) of a member on its current link: `SENT SP
+    /// LEASE_MS`. The node may serve data until its clock reads `SENT +
+    /// LEASE_MS` (see the storage node's membership).
+    Lease {
+        /// The `SENT` of the message answered, the node's own clock.
+        sent: u64,
+        /// The lease's length from `sent`, in ms.
+        lease_ms: u64,
     },
     /// 53, node -> manager: `EPOCH`; everything the node had to hand over for that
     /// epoch is acknowledged.
@@ -244,6 +260,7 @@ impl Message {
             Message::MemberChallenge { .. } => op::MEMBER_CHALLENGE,
             Message::Joined { .. } => op::JOINED,
             Message::Heartbeat { .. } => op::HEARTBEAT,
+            Message::Lease { .. } => op::LEASE,
             Message::HandoffDone { .. } => op::HANDOFF_DONE,
             Message::Leave => op::LEAVE,
             Message::RingUpdate { .. } => op::RING_UPDATE,
@@ -271,6 +288,7 @@ impl Message {
                 | op::MEMBER_CHALLENGE
                 | op::JOINED
                 | op::HEARTBEAT
+                | op::LEASE
                 | op::HANDOFF_DONE
                 | op::LEAVE
                 | op::RING_UPDATE
@@ -304,9 +322,13 @@ impl Message {
                 proof,
                 addr,
                 tokens,
+                sent,
                 offer,
             } => {
                 let mut text = format!("{} {addr} {tokens}", auth::to_hex(proof));
+                if let Some(sent) = sent {
+                    text.push_str(&format!(" {sent}"));
+                }
                 if let Some(ring) = offer {
                     text.push('\n');
                     text.push_str(&ring.encode());
@@ -321,10 +343,15 @@ impl Message {
                 let flag = if *catch_up { " catch-up" } else { "" };
                 Bytes::from(format!("{node_id}{flag}\n{}", ring.encode()))
             }
-            Message::Heartbeat { keys, catching_up } => {
+            Message::Heartbeat {
+                keys,
+                sent,
+                catching_up,
+            } => {
                 let flag = if *catching_up { " catching-up" } else { "" };
-                Bytes::from(format!("{keys}{flag}"))
+                Bytes::from(format!("{keys} {sent}{flag}"))
             }
+            Message::Lease { sent, lease_ms } => Bytes::from(format!("{sent} {lease_ms}")),
             Message::HandoffDone { epoch } => Bytes::from(epoch.to_string()),
             Message::Leave => Bytes::new(),
             Message::RingUpdate { ring } => Bytes::from(ring.encode()),
@@ -398,13 +425,24 @@ impl Message {
             }
             op::JOINED => decode_joined(p)?,
             op::HEARTBEAT => {
-                let what = "HEARTBEAT (KEYS [catching-up])";
-                let (keys, catching_up) = match words::<2>(p) {
-                    Some([keys, b"catching-up"]) => (keys, true),
-                    _ => (p.as_ref(), false),
+                let what = "HEARTBEAT (KEYS SENT [catching-up])";
+                let ([keys, sent], catching_up) = match words::<3>(p) {
+                    Some([keys, sent, b"catching-up"]) => ([keys, sent], true),
+                    _ => (words::<2>(p).ok_or_else(|| malformed(what, ""))?, false),
                 };
-                let keys = decimal(keys, u64::MAX, what)?;
-                Message::Heartbeat { keys, catching_up }
+                Message::Heartbeat {
+                    keys: decimal(keys, u64::MAX, what)?,
+                    sent: decimal(sent, u64::MAX, what)?,
+                    catching_up,
+                }
+            }
+            op::LEASE => {
+                let what = "LEASE (SENT LEASE_MS)";
+                let [sent, lease_ms] = words::<2>(p).ok_or_else(|| malformed(what, ""))?;
+                Message::Lease {
+                    sent: decimal(sent, u64::MAX, what)?,
+                    lease_ms: decimal(lease_ms, u64::MAX, what)?,
+                }
             }
             op::HANDOFF_DONE => Message::HandoffDone {
                 epoch: decimal(p, u64::MAX, "HANDOFF_DONE (EPOCH)")?,
@@ -495,60 +533,6 @@ impl Message {
             }
         })
     }
-}
-
-fn decode_join(p: &Bytes) -> Result<Message, Error> {
-    let what = "NODE_JOIN (PROOF HOST:PORT TOKENS [LF RING])";
-    let (line, offer) = match memchr::memchr(b'\n', p) {
-        Some(i) => (&p[..i], Some(&p[i + 1..])),
-        None => (&p[..], None),
-    };
-    let [proof, addr, tokens] = words::<3>(line).ok_or_else(|| malformed(what, ""))?;
-    // A plaintext secret (the old format) is not a proof: refused like a wrong one.
-    let proof = auth::from_hex(proof).ok_or_else(|| {
-        Error::new(
-            ErrorCode::Auth,
-            "NODE_JOIN carries no proof: members prove the secret with the handshake \
-             (docs/protocol.md); plaintext secrets are refused",
-        )
-    })?;
-    let offer = match offer {
-        Some(text) => Some(Ring::decode(text).map_err(|e| bad_ring("NODE_JOIN", e))?),
-        None => None,
-    };
-    Ok(Message::NodeJoin {
-        proof,
-        addr: text(addr, what)?,
-        tokens: decimal(tokens, u32::MAX as u64, what)? as u32,
-        offer,
-    })
-}
-
-fn decode_joined(p: &Bytes) -> Result<Message, Error> {
-    let what = "JOINED (NODEID [catch-up] LF RING)";
-    let nl = memchr::memchr(b'\n', p).ok_or_else(|| malformed(what, "no ring"))?;
-    let (id, catch_up) = match words::<2>(&p[..nl]) {
-        Some([id, b"catch-up"]) => (id, true),
-        _ => (&p[..nl], false),
-    };
-    Ok(Message::Joined {
-        node_id: decimal(id, u32::MAX as u64, what)? as u32,
-        catch_up,
-        ring: Ring::decode(&p[nl + 1..]).map_err(|e| bad_ring("JOINED", e))?,
-    })
-}
-
-fn decode_drop(p: &Bytes) -> Result<Message, Error> {
-    let text = std::str::from_utf8(p)
-        .map(str::trim)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| malformed("DROP", "it needs NODEID or HOST:PORT"))?;
-    let node = match text.parse::<u32>() {
-        Ok(id) => NodeRef::Id(id),
-        Err(_) => NodeRef::Addr(text.to_string()),
-    };
-    Ok(Message::Drop { node })
 }
 
 /// A replica's answer to `REPLICATE`, `REPL_READ`, `MIGRATE`, `PURGE`,
@@ -789,6 +773,8 @@ fn text(word: &[u8], what: &str) -> Result<String, Error> {
 pub mod ae;
 mod reads;
 pub use reads::{repl_reads, CopiesWriter, COPIES_BUDGET, REPL_READS_BUDGET};
+mod membership;
+use membership::{decode_drop, decode_join, decode_joined};
 mod paxos;
 pub use paxos::View;
 mod fence;

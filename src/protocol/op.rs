@@ -69,7 +69,8 @@ pub const CHALLENGE: u8 = 43;
 /// ops a connection may send before it has proven membership. The payloads of ops 50-99 are written and read by
 /// [`super::cluster`].
 pub const NODE_JOIN: u8 = 50;
-/// Node -> manager: periodic heartbeat, payload `KEYS [SP catching-up]`.
+/// Node -> manager: periodic heartbeat, payload `KEYS SP SENT [SP catching-up]`
+/// (`SENT`: the node's clock, echoed in the `LEASE` answer).
 pub const HEARTBEAT: u8 = 51;
 /// Node -> node: a run of records (a handoff or resync chunk).
 pub const MIGRATE: u8 = 52;
@@ -152,6 +153,11 @@ pub const REPL_READS: u8 = 72;
 /// the value did not fit, ask for it alone).
 pub const COPIES: u8 = 73;
 
+/// Manager -> node, the answer to each `HEARTBEAT` of a member (and to its
+/// `NODE_JOIN`, after `JOINED`): `SENT SP LEASE_MS`, the lease the node serves
+/// data under (see [`super::cluster::Message::Lease`]).
+pub const LEASE: u8 = 74;
+
 /// Whether `op` is in the range reserved for cluster-internal traffic.
 pub fn is_internal(op: u8) -> bool {
     (50..=99).contains(&op)
@@ -188,6 +194,7 @@ pub fn name(op: u8) -> &'static str {
         CHALLENGE => "CHALLENGE",
         NODE_JOIN => "NODE_JOIN",
         HEARTBEAT => "HEARTBEAT",
+        LEASE => "LEASE",
         JOINED => "JOINED",
         MIGRATE => "MIGRATE",
         HANDOFF_DONE => "HANDOFF_DONE",

@@ -74,6 +74,11 @@ pub fn client_addr(j: usize) -> SocketAddr {
 /// a real hang.
 pub const CLIENT_TIMEOUT_MS: Millis = 12_000;
 
+/// The manager's lease in the simulator, in ms: above the nodes' heartbeat
+/// period (500 ms) and the manager's `down_after_ms` (2 s), below the longest
+/// pauses (4 s) and partitions, so the fence is exercised.
+pub const SIM_LEASE_MS: Millis = 3_000;
+
 /// Settings of a simulated cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -89,6 +94,9 @@ pub struct ClusterConfig {
     pub data_dirs: DataDirs,
     /// The faults of those disks.
     pub disk_faults: DiskFaults,
+    /// Whether nodes serve no data without a lease ([`NodeConfig::lease_fence`]);
+    /// off only to show what the fence prevents.
+    pub lease_fence: bool,
 }
 
 impl ClusterConfig {
@@ -98,10 +106,14 @@ impl ClusterConfig {
         ClusterConfig {
             seed,
             net: NetConfig::default(),
-            manager: ManagerConfig::default(),
+            manager: ManagerConfig {
+                lease_ms: SIM_LEASE_MS,
+                ..ManagerConfig::default()
+            },
             tokens: 16,
             data_dirs: DataDirs::None,
             disk_faults: DiskFaults::default(),
+            lease_fence: true,
         }
     }
 }
@@ -122,6 +134,7 @@ pub struct Cluster {
     seed: u64,
     data_dirs: DataDirs,
     disk_faults: DiskFaults,
+    lease_fence: bool,
 }
 
 impl Cluster {
@@ -145,6 +158,7 @@ impl Cluster {
             seed: cfg.seed,
             data_dirs: cfg.data_dirs,
             disk_faults: cfg.disk_faults,
+            lease_fence: cfg.lease_fence,
         }
     }
 
@@ -154,7 +168,7 @@ impl Cluster {
             self.world.restart(p);
             return p;
         }
-        let tokens = self.tokens;
+        let (tokens, lease_fence) = (self.tokens, self.lease_fence);
         let disk = self.data_dirs.has(i).then(|| {
             let d = SimDisk::new(hash(self.seed, &[0xd15c, i as u64]), self.disk_faults);
             self.disks.insert(i, d.clone());
@@ -167,6 +181,7 @@ impl Cluster {
             Box::new(move || {
                 let mut c = NodeConfig::new(node_addr(i).to_string(), manager_addr());
                 c.tokens = tokens;
+                c.lease_fence = lease_fence;
                 let mut node = DurableNode::new(StorageNode::new(c));
                 if let Some(d) = &disk {
                     open_on_disk(&mut node, i, d);

@@ -34,6 +34,8 @@ pub mod client;
 pub mod cluster;
 pub mod disk;
 pub mod invariants;
+#[cfg(test)]
+mod lease_tests;
 pub mod linearizability;
 pub mod rng;
 pub mod script;

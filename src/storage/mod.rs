@@ -14,4 +14,4 @@ pub mod status;
 pub mod wal;
 
 pub use engine::Engine;
-pub use node::{NodeConfig, StorageNode};
+pub use node::{NodeConfig, StorageNode, HEARTBEAT_MS};

@@ -77,23 +77,34 @@ fn bad(op: u8, payload: &[u8]) -> ErrorCode {
 fn node_join() {
     let proof = [0xab; 32];
     let hex = "ab".repeat(32);
-    let m = |offer| Message::NodeJoin {
+    let m = |sent, offer| Message::NodeJoin {
         proof,
         addr: "127.0.0.1:7001".into(),
         tokens: 64,
+        sent,
         offer,
     };
-    check(m(None), format!("{hex} 127.0.0.1:7001 64").as_bytes());
+    check(m(None, None), format!("{hex} 127.0.0.1:7001 64").as_bytes());
+    check(
+        m(Some(9), None),
+        format!("{hex} 127.0.0.1:7001 64 9").as_bytes(),
+    );
     let text = ring(5).encode();
     check(
-        m(Some(ring(5))),
+        m(None, Some(ring(5))),
         format!("{hex} 127.0.0.1:7001 64\n{text}").as_bytes(),
+    );
+    check(
+        m(Some(0), Some(ring(5))),
+        format!("{hex} 127.0.0.1:7001 64 0\n{text}").as_bytes(),
     );
     for p in [
         String::new(),
         format!("{hex} 127.0.0.1:7001"),
         format!("{hex} 127.0.0.1:7001 x"),
-        format!("{hex} 127.0.0.1:7001 64 9"),
+        format!("{hex} 127.0.0.1:7001 64 x"),
+        format!("{hex} 127.0.0.1:7001 64 -1"),
+        format!("{hex} 127.0.0.1:7001 64 9 9"),
         format!("{hex}  64"),
         format!("{hex} 127.0.0.1:7001 64\nepoch x\n"),
     ] {
@@ -159,19 +170,51 @@ fn joined() {
 
 #[test]
 fn heartbeat() {
-    let m = |keys, catching_up| Message::Heartbeat { keys, catching_up };
-    check(m(42, false), b"42");
-    check(m(0, true), b"0 catching-up");
-    check(m(u64::MAX, false), b"18446744073709551615");
+    let m = |keys, sent, catching_up| Message::Heartbeat {
+        keys,
+        sent,
+        catching_up,
+    };
+    check(m(42, 7, false), b"42 7");
+    check(m(0, 0, true), b"0 0 catching-up");
+    check(
+        m(u64::MAX, u64::MAX, false),
+        b"18446744073709551615 18446744073709551615",
+    );
     for p in [
         &b""[..],
         b"x",
-        b"1 catching",
-        b"1 catching-up x",
-        b"-1",
-        b"1 ",
+        b"42",
+        b"0 catching-up",
+        b"1 2 catching",
+        b"1 2 catching-up x",
+        b"-1 2",
+        b"1 -2",
+        b"1 2 ",
+        b"1  2",
+        b"1 18446744073709551616",
     ] {
         assert_eq!(bad(op::HEARTBEAT, p), ErrorCode::BadOp, "{p:?}");
+    }
+}
+
+#[test]
+fn lease() {
+    let m = |sent, lease_ms| Message::Lease { sent, lease_ms };
+    check(m(1234, 10_000), b"1234 10000");
+    check(m(0, u64::MAX), b"0 18446744073709551615");
+    for p in [
+        &b""[..],
+        b"1",
+        b"1 2 3",
+        b"x 2",
+        b"1 x",
+        b"1 -2",
+        b" 1 2",
+        b"1 2\n",
+        b"18446744073709551616 1",
+    ] {
+        assert_eq!(bad(op::LEASE, p), ErrorCode::BadOp, "{p:?}");
     }
 }
 
@@ -700,12 +743,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
             any::<[u8; 32]>(),
             addr.clone(),
             any::<u32>(),
+            prop::option::of(any::<u64>()),
             prop::option::of(arb_ring())
         )
-            .prop_map(|(proof, addr, tokens, offer)| Message::NodeJoin {
+            .prop_map(|(proof, addr, tokens, sent, offer)| Message::NodeJoin {
                 proof,
                 addr,
                 tokens,
+                sent,
                 offer
             }),
         any::<[u8; 16]>().prop_map(|nonce| Message::MemberHello { nonce }),
@@ -718,8 +763,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 ring,
             }
         }),
-        (any::<u64>(), any::<bool>())
-            .prop_map(|(keys, catching_up)| Message::Heartbeat { keys, catching_up }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(keys, sent, catching_up)| {
+            Message::Heartbeat {
+                keys,
+                sent,
+                catching_up,
+            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(sent, lease_ms)| Message::Lease { sent, lease_ms }),
         any::<u64>().prop_map(|epoch| Message::HandoffDone { epoch }),
         Just(Message::Leave),
         arb_ring().prop_map(|ring| Message::RingUpdate { ring }),

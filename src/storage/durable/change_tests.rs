@@ -134,6 +134,13 @@ pub(super) fn node(
         },
         &mut out,
     );
+    // The manager's lease after JOINED, one that outlasts the test.
+    let lease = crate::protocol::Message::Lease {
+        sent: 2,
+        lease_ms: 1 << 40,
+    };
+    let frame = lease.encode();
+    n.step(2, Input::Frame { conn: link, frame }, &mut out);
     (n, out)
 }
 

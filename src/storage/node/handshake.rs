@@ -44,13 +44,14 @@ impl StorageNode {
     }
 
     /// The other side's `MEMBER_CHALLENGE` on a link this node opened: checks its
-    /// proof and returns the `NODE_JOIN` to send (offering `offer`), or why the
-    /// other side is not to be trusted.
+    /// proof and returns the `NODE_JOIN` to send (offering `offer`, and to the
+    /// manager its clock `sent`), or why the other side is not to be trusted.
     pub(super) fn answer_challenge(
         &mut self,
         conn: ConnId,
         frame: &Frame,
         offer: Option<Ring>,
+        sent: Option<Millis>,
     ) -> Result<Frame, String> {
         let Some(client) = self.handshakes.sent.remove(&conn) else {
             return Err("a MEMBER_CHALLENGE we did not ask for".into());
@@ -67,6 +68,7 @@ impl StorageNode {
             proof: auth::proof(secret, &nonce, &client, &role),
             addr: self.cfg.advertise.clone(),
             tokens: self.cfg.tokens,
+            sent,
             offer,
         }))
     }
@@ -176,6 +178,7 @@ impl StorageNode {
             proof: auth::proof(self.cfg.secret.as_bytes(), &server, &client, &role),
             addr: addr.to_string(),
             tokens: 8,
+            sent: None,
             offer: None,
         });
         self.step(now, Input::Frame { conn, frame }, out);

@@ -204,6 +204,25 @@ impl StorageNode {
                 return Some(Err(e));
             }
         }
+        if Self::serves_a_round(&message) {
+            if let Some(e) = self.no_lease(now) {
+                if let Message::Replicate {
+                    base: None,
+                    fence,
+                    record,
+                } = &message
+                {
+                    // A lead's write or commit, which the lead stored first
+                    // (its outcome is never "applied nowhere"): kept, as a
+                    // move's copy would be, so a node paused past its lease
+                    // keeps the copies that waited for it, but not counted.
+                    // A move's copy with a base (N = 1) is refused whole:
+                    // the old owner applies the write only if it was taken.
+                    self.replicate(None, *fence, record);
+                }
+                return Some(Err(e));
+            }
+        }
         Some(Ok(match message {
             Message::Replicate {
                 base,

@@ -1,6 +1,7 @@
 //! Membership: the link to the manager (connect with backoff, register with the
-//! member handshake and `NODE_JOIN` (see `handshake`), heartbeats), installing each ring the manager sends, and leaving
-//! the ring on SIGTERM.
+//! member handshake and `NODE_JOIN` (see `handshake`), heartbeats and the
+//! leases that answer them (see `lease.rs`)), installing each ring the manager
+//! sends, and leaving the ring on SIGTERM.
 
 use super::*;
 
@@ -28,6 +29,13 @@ pub(super) struct Membership {
     /// Registrations the manager turned away in a row (`ERR UNAVAILABLE` while it
     /// recovers the membership): the next attempt waits longer each time.
     pub(super) join_refusals: u32,
+    /// This node serves data until its clock reads this (see `lease.rs`); 0:
+    /// it never had a lease.
+    pub(super) lease_until: Millis,
+    /// When the message that won the current lease was sent.
+    pub(super) lease_from: Millis,
+    /// The lease ran out and the log said so.
+    pub(super) lease_lapsed: bool,
 }
 
 impl Membership {
@@ -43,6 +51,9 @@ impl Membership {
             manager_proven: Default::default(),
             fatal: Default::default(),
             join_refusals: Default::default(),
+            lease_until: Default::default(),
+            lease_from: Default::default(),
+            lease_lapsed: Default::default(),
         }
     }
 }
@@ -159,7 +170,7 @@ impl StorageNode {
         match frame.op {
             op::MEMBER_CHALLENGE if !self.membership.manager_proven => {
                 if let Some(conn) = self.membership.manager.conn() {
-                    self.manager_challenge(conn, &frame, out);
+                    self.manager_challenge(now, conn, &frame, out);
                 }
             }
             o if o != op::ERR && !self.membership.manager_proven => {
@@ -175,6 +186,11 @@ impl StorageNode {
                     catch_up,
                     ring,
                 }) => self.registered(now, (node_id, catch_up), ring, out),
+                Ok(_) => {}
+                Err(e) => log::warn!("bad message from the manager: {e}"),
+            },
+            op::LEASE => match Message::decode(&frame) {
+                Ok(Message::Lease { sent, lease_ms }) => self.leased(now, sent, lease_ms),
                 Ok(_) => {}
                 Err(e) => log::warn!("bad message from the manager: {e}"),
             },
@@ -366,11 +382,18 @@ impl StorageNode {
         listed.then(|| self.ring.clone())
     }
 
-    /// The manager's `MEMBER_CHALLENGE`: register with `NODE_JOIN` if its proof
-    /// is right; a manager that cannot prove the cluster secret stops the node.
-    fn manager_challenge(&mut self, conn: ConnId, frame: &Frame, out: &mut Vec<Output>) {
+    /// The manager's `MEMBER_CHALLENGE`: register with `NODE_JOIN` (sent at
+    /// `now`, for the lease that follows `JOINED`) if its proof is right; a
+    /// manager that cannot prove the cluster secret stops the node.
+    fn manager_challenge(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        frame: &Frame,
+        out: &mut Vec<Output>,
+    ) {
         let offer = self.manager_offer();
-        match self.answer_challenge(conn, frame, offer) {
+        match self.answer_challenge(conn, frame, offer, Some(now)) {
             Ok(join) => {
                 self.membership.manager_proven = true;
                 out.push(Output::Send { conn, frame: join });
@@ -393,11 +416,13 @@ impl StorageNode {
     }
 
     /// Tells the manager this node is alive, with its key count (and whether
-    /// it is catching up), every [`NodeConfig::heartbeat_ms`].
+    /// it is catching up), every [`NodeConfig::heartbeat_ms`]; the manager's
+    /// `LEASE` answer echoes `now` (see `lease.rs`).
     pub(super) fn heartbeat(&mut self, now: Millis, out: &mut Vec<Output>) {
         if let Some(conn) = self.membership.manager.conn() {
             let beat = Message::Heartbeat {
                 keys: self.engine.len() as u64,
+                sent: now,
                 catching_up: self.repair.catch_up.is_some(),
             };
             out.push(Output::Send {

@@ -7,7 +7,7 @@
 //!
 //! - `membership` (`Membership`): the link to the manager. Connects with
 //!   doubling backoff, registers after the member handshake (`handshake`) with
-//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS`), receives its node id and the ring in `JOINED` and every later ring
+//!   `NODE_JOIN` (`PROOF SP HOST:PORT SP TOKENS SP SENT`), receives its node id and the ring in `JOINED` and every later ring
 //!   in `RING_UPDATE`, installs each ring, sends a `HEARTBEAT` with its key count
 //!   every [`NodeConfig::heartbeat_ms`], and leaves on SIGTERM (asks the manager,
 //!   hands its keys over, exits once out of the ring; without a handoff, with a
@@ -18,6 +18,10 @@
 //!   answered `ERR UNAVAILABLE not yet a member of a cluster: ...` (PING and
 //!   STATUS are still answered), so it never acknowledges a write the cluster
 //!   cannot place with its N and W.
+//! - `lease`: the lease each `HEARTBEAT` (and `NODE_JOIN`) earns from the
+//!   manager; with none running the node serves no data and refuses a lead's
+//!   round messages, so a node the manager dropped while it was cut off stops
+//!   deciding keys before the others serve them by a newer ring.
 //! - `routing` (`Connections`): where each request is served. A key-value
 //!   request is served here when this node is the key's owner (N = 1) or its
 //!   lead replica (N > 1); otherwise it is forwarded over the mesh (see
@@ -79,6 +83,9 @@ mod client_auth;
 mod gateway;
 mod handshake;
 mod http;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod local;
 mod membership;
 pub(super) mod mesh;
@@ -137,6 +144,9 @@ const TIMER_LEAVE: u64 = 4;
 const TIMER_ORPHAN: u64 = 5;
 /// and the next anti-entropy comparison is due ([`NodeConfig::anti_entropy_rate`]).
 const TIMER_ANTI_ENTROPY: u64 = 6;
+/// The heartbeat period of a node ([`NodeConfig::heartbeat_ms`]), in ms: each
+/// heartbeat renews the node's lease, so the manager's lease must be longer.
+pub const HEARTBEAT_MS: Millis = 500;
 /// The connect tag of the manager link (the mesh's are from `mesh::PEER_TAG`).
 const TAG_MANAGER: u64 = 1;
 /// A request is forwarded at most this many times (rings can disagree briefly).
@@ -276,6 +286,9 @@ pub struct NodeConfig {
     /// Anti-entropy comparisons (one token range with one peer) this node
     /// starts per second at most; 0 turns anti-entropy off.
     pub anti_entropy_rate: u32,
+    /// Serve no data without a lease from the manager (see `lease.rs`). Always
+    /// on in the binary; the simulator turns it off to show what it prevents.
+    pub lease_fence: bool,
 }
 
 impl NodeConfig {
@@ -287,7 +300,7 @@ impl NodeConfig {
             manager,
             secret: crate::DEFAULT_SECRET.to_string(),
             tokens: crate::DEFAULT_TOKENS,
-            heartbeat_ms: 500,
+            heartbeat_ms: HEARTBEAT_MS,
             retry_base_ms: 100,
             retry_cap_ms: 2_000,
             request_timeout_ms: 5_000,
@@ -295,6 +308,7 @@ impl NodeConfig {
             clock_base_ms: 0,
             tombstone_grace_ms: 60_000,
             anti_entropy_rate: DEFAULT_ANTI_ENTROPY_RATE,
+            lease_fence: true,
         }
     }
 }
@@ -429,7 +443,8 @@ impl StorageNode {
     }
 
     /// Test support: makes this node the only member (id 1) of a one-node ring
-    /// with N = 1, as if the manager had answered, so that it serves keys.
+    /// with N = 1, as if the manager had answered (with a lease that never
+    /// runs out), so that it serves keys.
     #[cfg(test)]
     pub(crate) fn join_alone(&mut self) {
         let text = format!(
@@ -440,6 +455,7 @@ impl StorageNode {
         self.node_id = 1;
         self.hlc.set_writer(1);
         self.install_ring(ring, 0, &mut Vec::new());
+        self.membership.lease_until = Millis::MAX;
     }
 
     /// Why the node stopped on its own, if it did: the manager refused its
@@ -568,6 +584,7 @@ impl StorageNode {
     /// Housekeeping every [`NodeConfig::tick_ms`]: forwards past their deadline,
     /// handoff, hints and resync, retries, catch-up asks, tombstones, holds.
     fn on_tick(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.lease_tick(now);
         let late = self.mesh.tick(now, out);
         self.fail_forwards(now, late, ErrorCode::Timeout, out);
         if self.handoff.as_ref().is_some_and(|h| h.failed) {
@@ -602,7 +619,7 @@ impl StorageNode {
         if self.membership.manager.conn() == Some(conn) {
             self.on_manager_frame(now, frame, out);
         } else if self.mesh.is_link(conn) && frame.op == op::MEMBER_CHALLENGE {
-            match self.answer_challenge(conn, &frame, None) {
+            match self.answer_challenge(conn, &frame, None, None) {
                 Ok(join) => self.mesh.proven(conn, join, out),
                 Err(why) => {
                     log::error!("closing a peer link: the peer sent {why}");

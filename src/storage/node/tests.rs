@@ -8,8 +8,29 @@ fn cfg() -> NodeConfig {
 }
 
 /// Steps `node` with `input`, ends the loop turn (one input per turn) and
-/// returns what it asked for.
+/// returns what it asked for. A `JOINED` from the manager is followed by the
+/// `LEASE` the manager sends after it, one that outlasts any test (the lease's
+/// own tests step with [`step_only`]).
 pub(super) fn step(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
+    let joined = match &input {
+        Input::Frame { conn, frame } if frame.op == op::JOINED => Some(*conn),
+        _ => None,
+    };
+    let mut out = step_only(node, now, input);
+    if let Some(conn) = joined {
+        let frame = Message::Lease {
+            sent: now,
+            lease_ms: 1 << 40,
+        }
+        .encode();
+        out.extend(step_only(node, now, Input::Frame { conn, frame }));
+    }
+    out
+}
+
+/// Steps `node` with `input` alone, ends the loop turn and returns what it
+/// asked for.
+pub(super) fn step_only(node: &mut StorageNode, now: Millis, input: Input) -> Vec<Output> {
     let mut out = Vec::new();
     node.step(now, input, &mut out);
     node.turn_end(now, &mut out);
@@ -150,7 +171,8 @@ fn registers_with_backoff_and_serves_no_key_meanwhile() {
         (1, link, op::NODE_JOIN)
     );
     let text = String::from_utf8_lossy(&hello[0].2);
-    assert!(text.ends_with(" 127.0.0.1:7001 64"), "{text}");
+    // Its clock at sending (310), for the lease that follows JOINED.
+    assert!(text.ends_with(" 127.0.0.1:7001 64 310"), "{text}");
     assert!(!text.contains(crate::DEFAULT_SECRET), "{text}");
     let ring = "3\nepoch 1\nreplicas 1 1 1\nnode 3 127.0.0.1:7001 up 10,20,30\n";
     step(
@@ -575,7 +597,7 @@ fn a_node_that_may_lack_writes_catches_up_before_it_answers_quorum_reads() {
     ));
     assert_eq!(
         beat,
-        vec![(manager, op::HEARTBEAT, b"0 catching-up".to_vec())]
+        vec![(manager, op::HEARTBEAT, b"0 500 catching-up".to_vec())]
     );
     // A SYNC_DONE of another round counts for nothing; node 2's does.
     step(
@@ -1244,6 +1266,8 @@ fn a_refused_secret_stops_the_node_for_good_and_other_refusals_back_off() {
 fn peer_versions_too_far_ahead_are_refused_and_change_nothing() {
     let mut n = StorageNode::new(cfg());
     let peer = member(&mut n, 8);
+    // Not what this test is about: a lease that outlasts it.
+    n.membership.lease_until = Millis::MAX;
     let now: Millis = 5_000;
     let ask = |n: &mut StorageNode, o: u8, payload: Bytes| {
         let frame = Frame::new(o, 11, 1, payload);

@@ -126,13 +126,19 @@ impl StorageNode {
                 return;
             }
         };
-        if me == 0 || self.ring.is_empty() {
+        let refusal = if me == 0 || self.ring.is_empty() {
             // Not a member of a cluster yet (no id or no ring: the manager is
             // down or has not answered): no key op and no SCAN is served.
             // Serving alone would acknowledge writes the cluster cannot place
             // with its N and W, and a peer routing a key here by a ring that
             // lists this node would find a second lead.
-            let e = self.not_a_member();
+            Some(self.not_a_member())
+        } else {
+            // No lease from the manager running: it may have dropped this
+            // node, and others may serve its keys by a newer ring.
+            self.no_lease(now)
+        };
+        if let Some(e) = refusal {
             let frame = Frame::error(f.client_id, me, &e);
             if member {
                 return out.push(Output::Send { conn, frame });
