@@ -526,3 +526,42 @@ fn a_read_retried_in_the_turn_its_old_spare_timer_fires_still_asks() {
     };
     assert_eq!((reads(first), reads(spare)), (1, 0), "{out:?}");
 }
+
+#[test]
+fn a_put_refused_by_replicas_on_a_newer_ring_is_sent_again_at_its_version() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let out = put(&mut n, 10, &key);
+    let first: Vec<Frame> = links.iter().map(|&l| sent_on(&out, l)[0].clone()).collect();
+    // Both replicas' rings are newer and list the key otherwise.
+    for (i, &link) in links.iter().enumerate() {
+        let mut frame = Refusal::StaleRing { epoch: 9 }.encode();
+        frame.client_id = first[i].client_id;
+        let out = step(&mut n, 11, Input::Frame { conn: link, frame });
+        assert!(sent_on(&out, client).is_empty(), "no answer yet: {out:?}");
+    }
+    // At the next tick the same record goes out again (here the ring has
+    // not changed, so to the same replicas), and their OKs answer the PUT.
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    let again = sent_on(&out, links[0]);
+    let again: Vec<&Frame> = again.iter().filter(|f| f.op == op::REPLICATE).collect();
+    assert_eq!(again.len(), 1, "{out:?}");
+    let record = |f: &Frame| match Message::decode(f) {
+        Ok(Message::Replicate { record, .. }) => (record.version, record.value),
+        other => panic!("not a REPLICATE: {other:?}"),
+    };
+    assert_eq!(record(again[0]), record(&first[0]), "the same version");
+    let mut ok = Reply::Ok.encode();
+    ok.client_id = again[0].client_id;
+    let done = step(
+        &mut n,
+        101,
+        Input::Frame {
+            conn: links[0],
+            frame: ok,
+        },
+    );
+    let replies = sent_on(&done, client);
+    assert_eq!(replies.len(), 1, "{done:?}");
+    assert_eq!(replies[0].op, op::OK);
+}

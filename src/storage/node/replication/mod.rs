@@ -205,11 +205,48 @@ impl StorageNode {
         self.start_round(now, id, p, out);
     }
 
-    /// Starts request `id` again (its key's turn came, or a retry is due).
+    /// Starts request `id` again (its key's turn came, or a retry is due),
+    /// or sends its write round again (see [`StorageNode::resend`]).
     pub(super) fn restart(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
         if let Some(p) = self.rounds.pending.remove(&id) {
-            self.start_round(now, id, p, out);
+            match p.phase() {
+                Some(Phase::Write | Phase::Commit) => self.resend(now, id, p, out),
+                _ => self.start_round(now, id, p, out),
+            }
         }
+    }
+
+    /// Sends request `p`'s write round (a plain write, a read's repair or a
+    /// commit) again, the same entry at the same version, to the key's
+    /// replicas by this node's ring now: replicas whose rings were newer
+    /// refused it (`stale-ring`, `off-list`), and by the time this runs (the
+    /// next tick) this node has most likely installed that ring. Storing one
+    /// version twice is harmless, so unlike a new version (see
+    /// `round_failed`) this cannot apply a PUT twice; without it a PUT that
+    /// met a ring change in flight answered `UNKNOWN`.
+    fn resend(&mut self, now: Millis, id: u64, mut p: Box<Pending>, out: &mut Vec<Output>) {
+        let (Some(phase), Some(entry), Some(result)) =
+            (p.phase(), p.resend.take(), p.take_result())
+        else {
+            let e = Error::new(ErrorCode::Internal, "the write round lost its entry");
+            return self.finish(p, Err(e), out);
+        };
+        p.attempts += 1;
+        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
+        targets.extend(newcomers.iter().copied());
+        // This node stored the entry before the first round (a newer write
+        // may have replaced it since, which is ordered after it).
+        let listed = self.serving_pref.get(p.hash).contains(&self.node_id);
+        let write = WriteRound {
+            phase,
+            entry,
+            base: None,
+            result,
+            targets,
+            newcomers,
+            acks: listed as usize,
+        };
+        self.write_round(now, id, p, write, out);
     }
 
     /// Starts (or restarts) a request: a write round for PUT, a read round for
@@ -351,6 +388,7 @@ impl StorageNode {
         .encode();
         let done = w.acks >= p.write_need && w.newcomers.is_empty();
         let alone = w.targets.is_empty();
+        p.resend = w.base.is_none().then(|| w.entry.clone());
         p.round = Round::Writing {
             phase: w.phase,
             result: w.result,
@@ -523,7 +561,15 @@ impl StorageNode {
         // version would apply the PUT twice (seeds 3002685, 5001912). It fails
         // with `ERR UNKNOWN` (it is ordered before the newer version, or never
         // seen).
-        if p.off_list && again && !p.maybe_applied {
+        let writing = matches!(phase, Some(Phase::Write | Phase::Commit));
+        if p.off_list && again && writing && p.resend.is_some() {
+            // A replica's ring is newer: send the same entry again by it.
+            p.off_list = false;
+            self.rounds.pending.insert(id, p);
+            self.rounds.retry_soon.push(id);
+            return;
+        }
+        if p.off_list && again && !p.maybe_applied && !writing {
             // A replica's ring no longer has it on the key's list: this node's
             // ring is about to change too (a leave or drop just flipped). Try
             // again at the next tick, with that ring.

@@ -148,6 +148,10 @@ pub struct Pending {
     /// once stored, the write may have been read by another lead and built
     /// upon.
     pub(super) maybe_applied: bool,
+    /// The entry of the write round in progress (a plain write, a read's
+    /// repair or a commit), to send again, at the same version, if replicas
+    /// whose rings are newer refused it (see `StorageNode::resend`).
+    pub(super) resend: Option<Entry>,
 }
 
 /// A conditional op's state as a Paxos proposer, owned by its [`Pending`]
@@ -284,6 +288,7 @@ impl Pending {
             fence: Fence::default(),
             joint_read: None,
             maybe_applied: false,
+            resend: None,
         }
     }
 
@@ -454,9 +459,10 @@ impl Pending {
         if accepted {
             self.paxos.accepted_by.push(peer);
         }
-        if answer == Answer::OffList && (self.phase().is_none() || self.conditional()) {
+        if answer == Answer::OffList {
             // Its ring says this lead's is stale (or its own is): retried at
-            // the next tick if nothing of the write may have been applied.
+            // the next tick if nothing of the write may have been applied,
+            // or a write round sent again (see `StorageNode::resend`).
             self.off_list = true;
         }
         let progress = self.counted(peer, answer);
