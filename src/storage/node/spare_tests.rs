@@ -565,3 +565,28 @@ fn a_put_refused_by_replicas_on_a_newer_ring_is_sent_again_at_its_version() {
     assert_eq!(replies.len(), 1, "{done:?}");
     assert_eq!(replies[0].op, op::OK);
 }
+
+#[test]
+fn a_refused_put_is_not_sent_again_once_the_lead_s_lease_ran_out() {
+    let (mut n, links, key) = lead_of_three();
+    let client = ConnId::new(30, 1);
+    let out = put(&mut n, 10, &key);
+    for &link in &links {
+        let mut frame = Refusal::StaleRing { epoch: 9 }.encode();
+        frame.client_id = sent_on(&out, link)[0].client_id;
+        step(&mut n, 11, Input::Frame { conn: link, frame });
+    }
+    // The manager has not been heard from: the lease ends before the tick.
+    n.membership.lease_until = 50;
+    let out = step(&mut n, 100, Input::Timer { id: TIMER_TICK });
+    let replicates = |l| {
+        (sent_on(&out, l).iter())
+            .filter(|f| f.op == op::REPLICATE)
+            .count()
+    };
+    assert_eq!(replicates(links[0]) + replicates(links[1]), 0, "{out:?}");
+    let replies = sent_on(&out, client);
+    assert_eq!(replies.len(), 1, "{out:?}");
+    let text = String::from_utf8_lossy(&replies[0].payload).into_owned();
+    assert!(text.starts_with("UNKNOWN"), "stored here already: {text}");
+}

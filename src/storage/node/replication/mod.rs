@@ -209,6 +209,11 @@ impl StorageNode {
     /// or sends its write round again (see [`StorageNode::resend`]).
     pub(super) fn restart(&mut self, now: Millis, id: u64, out: &mut Vec<Output>) {
         if let Some(p) = self.rounds.pending.remove(&id) {
+            // A node whose lease ran out meanwhile starts no round (`UNKNOWN`
+            // if the request may have been applied already).
+            if let Some(e) = self.no_lease(now) {
+                return self.finish(p, Err(e), out);
+            }
             match p.phase() {
                 Some(Phase::Write | Phase::Commit) => self.resend(now, id, p, out),
                 _ => self.start_round(now, id, p, out),
