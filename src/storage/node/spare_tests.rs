@@ -400,33 +400,6 @@ fn asks_on_reads(out: &[Output], link: ConnId) -> usize {
         .count()
 }
 
-/// Node 1 leading a key whose lists a pending join changes: nodes 1-3 up
-/// (N = 3, R = W = 2) and node 4 joining just before node 1, so the key's
-/// serving list is [1, 2, 3] and its settled list [4, 1, 2]. Returns the node,
-/// its links to nodes 2, 3 and 4, and the key.
-fn lead_during_a_join() -> (StorageNode, [ConnId; 3], String) {
-    let (mut n, manager) = super::tests::with_manager();
-    let mut ring = super::tests::three(3, ["up", "up", "up"]);
-    ring.push_str(&format!("node 4 127.0.0.1:7004 joining {}\n", 1u64 << 59));
-    let joined = Frame::new(op::JOINED, 0, 0, format!("1\n{ring}"));
-    let input = Input::Frame {
-        conn: manager,
-        frame: joined,
-    };
-    step(&mut n, 2, input);
-    n.end_catch_up();
-    let links = [2u32, 3, 4].map(|id| ConnId::new(10 + id, 1));
-    for (&conn, id) in links.iter().zip([2u64, 3, 4]) {
-        super::tests::up(&mut n, 3, conn, mesh::PEER_TAG + id);
-    }
-    let key = (0..1000)
-        .map(|i| format!("k{i}"))
-        .find(|k| n.settled_pref.get(hash64(k.as_bytes())) == [4, 1, 2])
-        .expect("a key the join moves");
-    assert_eq!(n.serving_pref.get(hash64(key.as_bytes())), [1, 2, 3]);
-    (n, links, key)
-}
-
 /// The plain-read asks `out` sends on `link` (moves send data too).
 fn reads_on(out: &[Output], link: ConnId) -> Vec<Frame> {
     let reads = sent_on(out, link).into_iter();
@@ -435,7 +408,10 @@ fn reads_on(out: &[Output], link: ConnId) -> Vec<Frame> {
 
 #[test]
 fn a_get_during_a_move_needs_r_copies_of_both_lists() {
-    let (mut n, [two, three, four], key) = lead_during_a_join();
+    // The key's serving list is [1, 2, 3]; node 4's join makes its settled
+    // list [1, 4, 2].
+    let (mut n, links, key) = super::replication::tests::lead_while_4_joins(&[2, 3, 4]);
+    let [two, three, four] = [links[0], links[1], links[2]];
     let client = ConnId::new(30, 1);
     let frame = Frame::new(op::GET, 9, 0, key.clone());
     let out = step(
@@ -451,7 +427,7 @@ fn a_get_during_a_move_needs_r_copies_of_both_lists() {
         assert_eq!(reads_on(&out, link).len(), 1, "{link:?}: {out:?}");
     }
     // Node 3's answer makes R of the serving list with this node's copy, but
-    // only one copy of the settled list [4, 1, 2]: no answer yet.
+    // only one copy of the settled list [1, 4, 2]: no answer yet.
     let answer = |out: &[Output], link, reply: Reply| {
         let mut frame = reply.encode();
         frame.client_id = reads_on(out, link)[0].client_id;

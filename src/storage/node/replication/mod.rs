@@ -237,10 +237,26 @@ impl StorageNode {
             return self.finish(p, Err(e), out);
         };
         p.attempts += 1;
-        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
-        targets.extend(newcomers.iter().copied());
         // This node stored the entry before the first round (a newer write
         // may have replaced it since, which is ordered after it).
+        self.write_to_replicas(now, id, p, (phase, entry, result), out);
+    }
+
+    /// Sends `entry` (stored here already) in a write round of `phase` to
+    /// the key's replicas by this node's ring now, answering `result` once
+    /// it is acknowledged. This node's copy counts only if that ring (perhaps
+    /// newer than the one the request started by: a flip that took it off)
+    /// still lists it.
+    pub(super) fn write_to_replicas(
+        &mut self,
+        now: Millis,
+        id: u64,
+        p: Box<Pending>,
+        (phase, entry, result): (Phase, Entry, Frame),
+        out: &mut Vec<Output>,
+    ) {
+        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
+        targets.extend(newcomers.iter().copied());
         let listed = self.serving_pref.get(p.hash).contains(&self.node_id);
         let write = WriteRound {
             phase,
@@ -756,4 +772,4 @@ fn entry_of(r: Record) -> Entry {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -177,20 +177,6 @@ impl StorageNode {
         if !p.completing() {
             p.maybe_applied = true;
         }
-        let (_, mut targets, newcomers) = self.replica_targets(p.hash);
-        targets.extend(newcomers.iter().copied());
-        // This node's copy counts only if its ring (perhaps newer than the
-        // one the op started by: a flip that took it off) still lists it.
-        let listed = self.serving_pref.get(p.hash).contains(&self.node_id);
-        let write = WriteRound {
-            phase: Phase::Commit,
-            entry,
-            base: None,
-            result,
-            targets,
-            newcomers,
-            acks: listed as usize,
-        };
-        self.write_round(now, id, p, write, out);
+        self.write_to_replicas(now, id, p, (Phase::Commit, entry, result), out);
     }
 }

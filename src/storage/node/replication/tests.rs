@@ -351,7 +351,9 @@ fn a_handed_over_proposal_refused_for_the_newcomers_ring_is_sent_again() {
 /// the returned key's list (serving 1 2 3, settled 1 4 2), which node 1
 /// leads. Node 1 has links to the nodes in `linked` (on the returned conns);
 /// the others failed to connect.
-fn lead_while_4_joins(linked: &[u32]) -> (StorageNode, Vec<ConnId>, String) {
+pub(in crate::storage::node) fn lead_while_4_joins(
+    linked: &[u32],
+) -> (StorageNode, Vec<ConnId>, String) {
     let (mut n, manager) = with_manager();
     let ring = "epoch 5\nreplicas 3 2 2\n\
         node 1 127.0.0.1:7001 up 1152921504606846976\n\
