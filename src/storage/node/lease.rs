@@ -17,7 +17,7 @@
 //! failed replica. Storing a copy decides nothing, so the record of a refused
 //! `REPLICATE` from a lead's round (no base: the lead stored it first, so the
 //! write is never reported as applied nowhere) is still stored, as a move's
-//! copy is: a node paused past its lease keeps the commits that waited for
+//! copy is, if the lead's fence admits it (see `check_fenced_replica_of`): a node paused past its lease keeps the commits that waited for
 //! it; it just does not count toward the lead's quorum. A move's copy with a
 //! base (N = 1) is refused whole, since the old owner applies the write only
 //! if the next owner took it. Moves, hints, resync, anti-entropy and
