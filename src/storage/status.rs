@@ -48,6 +48,9 @@ pub struct Facts<'a> {
     pub leaving: bool,
     /// Its link to the manager is up.
     pub manager_link: bool,
+    /// How long its lease from the manager runs on (0: it has none, so it
+    /// serves no data).
+    pub lease_ms: u64,
     /// Anti-entropy's figures (built by the node: rate, counters, per range).
     pub anti_entropy: serde_json::Value,
 }
@@ -109,6 +112,7 @@ pub fn status_json(f: &Facts<'_>) -> serde_json::Value {
         "moving": f.moving || f.ring.has_moves(),
         "leaving": f.leaving,
         "manager_link": f.manager_link,
+        "lease_ms": f.lease_ms,
         "anti_entropy": f.anti_entropy,
         "nodes": nodes,
     })
@@ -219,6 +223,7 @@ mod tests {
             moving: false,
             leaving: false,
             manager_link: false,
+            lease_ms: 1_500,
             anti_entropy: json!({"rate": 10}),
         };
         let v: serde_json::Value = serde_json::from_slice(&reply(&facts)).unwrap();
@@ -232,6 +237,7 @@ mod tests {
         assert_eq!(v["ring_received"], true);
         assert_eq!(v["moving"], false);
         assert_eq!(v["manager_link"], false);
+        assert_eq!(v["lease_ms"], 1_500);
         assert_eq!(v["anti_entropy"]["rate"], 10);
         let nodes = v["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 3);

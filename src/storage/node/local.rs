@@ -147,6 +147,7 @@ impl StorageNode {
                     moving: self.handoff.is_some(),
                     leaving: self.membership.leaving,
                     manager_link: self.membership.manager.conn().is_some(),
+                    lease_ms: self.membership.lease_until.saturating_sub(now),
                     anti_entropy: self.ae_status(now),
                 };
                 if &f.payload[..] == b"keys" {
