@@ -308,6 +308,25 @@ fn handoffs_done(m: &mut Manager, now: Millis, conns: &[ConnId]) {
     }
 }
 
+/// A manager with N = 3 and read and write quorums `r` and `w`, and the
+/// first `serving` of links 1 to 4 (returned) joined one by one, each join
+/// flipped by the others' handoffs: no move pending.
+fn settled(serving: usize, r: u32, w: u32) -> (Manager, Vec<ConnId>) {
+    let mut m = Manager::new(ManagerConfig {
+        replicas: 3,
+        read_quorum: r,
+        write_quorum: w,
+        ..ManagerConfig::default()
+    });
+    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
+    for (i, &conn) in conns[..serving].iter().enumerate() {
+        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
+        handoffs_done(&mut m, 0, &conns[..i]);
+    }
+    assert!(!m.ring().has_moves());
+    (m, conns)
+}
+
 /// N = 3, W = 2 on three nodes, `down` of them then cut off; node 4 joins and
 /// the others report their handoff: whether the join flipped (node 4 serves).
 fn join_with_holders_down(down: usize) -> bool {
@@ -321,18 +340,7 @@ fn join_with_holders_down_at(down: usize, w: u32) -> bool {
 
 /// [`join_with_holders_down`] with read quorum `r` and write quorum `w`.
 fn join_with_quorums_and_holders_down(down: usize, r: u32, w: u32) -> bool {
-    let mut m = Manager::new(ManagerConfig {
-        replicas: 3,
-        read_quorum: r,
-        write_quorum: w,
-        ..ManagerConfig::default()
-    });
-    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
-    for (i, &conn) in conns[..3].iter().enumerate() {
-        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
-        handoffs_done(&mut m, 0, &conns[..i]);
-    }
-    assert!(!m.ring().has_moves());
+    let (mut m, conns) = settled(3, r, w);
     for &conn in &conns[3 - down..3] {
         step(&mut m, 10, Input::Closed { conn });
     }
@@ -968,18 +976,7 @@ fn a_leave_from_a_node_marked_down_is_a_leave_with_a_handoff() {
 /// N = 3, W = 2 on four serving nodes (links 1 to 4), then `down` of them
 /// (the last ones) cut off and dropped by the operator.
 fn four_with_drops(down: &[u32]) -> (Manager, Vec<ConnId>) {
-    let mut m = Manager::new(ManagerConfig {
-        replicas: 3,
-        read_quorum: 2,
-        write_quorum: 2,
-        ..ManagerConfig::default()
-    });
-    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
-    for (i, &conn) in conns.iter().enumerate() {
-        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
-        handoffs_done(&mut m, 0, &conns[..i]);
-    }
-    assert!(!m.ring().has_moves());
+    let (mut m, conns) = settled(4, 2, 2);
     let admin = ConnId::new(9, 1);
     make_admin(&mut m, admin);
     for &id in down {

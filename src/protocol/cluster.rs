@@ -370,19 +370,7 @@ impl Message {
                 base,
                 fence,
                 record,
-            } => {
-                let mut buf = BytesMut::new();
-                buf.put_u8(u8::from(base.is_some()) | u8::from(fence.is_some()) << 1);
-                if let Some(b) = base {
-                    buf.put_u64(*b);
-                }
-                if let Some(f) = fence {
-                    f.put(&mut buf);
-                }
-                let value = record.value.as_deref();
-                put_record(&mut buf, &record.key, record.version, value);
-                buf.freeze()
-            }
+            } => fence::replicate_payload(*base, *fence, record),
             Message::ReplRead { fence, key } => reads::read_payload(*fence, key),
             Message::ReplReads { epoch, keys } => {
                 reads::keys_payload(*epoch, keys.iter().map(|(m, k)| (*m, &k[..])))
@@ -456,38 +444,8 @@ impl Message {
             op::MIGRATE => Message::Migrate {
                 records: parse_records(p)?,
             },
-            op::REPLICATE => {
-                const WHAT: &str = "REPLICATE";
-                let flags = *p.first().ok_or_else(|| malformed(WHAT, "empty"))?;
-                if flags > 3 {
-                    return Err(malformed(WHAT, "FLAGS must be 0 to 3"));
-                }
-                let mut at = 1;
-                let base = match flags & 1 {
-                    0 => None,
-                    _ => {
-                        let b = (p.get(1..9)).ok_or_else(|| malformed(WHAT, "no BASE"))?;
-                        at = 9;
-                        Some(be_u64(b))
-                    }
-                };
-                let fence = match flags & 2 {
-                    0 => None,
-                    _ => Some(Fence::parse(p, &mut at, WHAT)?),
-                };
-                let record = parse_one_record(p, at, WHAT)?;
-                Message::Replicate {
-                    base,
-                    fence,
-                    record,
-                }
-            }
-            op::REPL_READ => {
-                let fence = Fence::parse(p, &mut 0, "REPL_READ")?;
-                let key = p.slice(FENCE_LEN..);
-                check_key(&key)?;
-                Message::ReplRead { fence, key }
-            }
+            op::REPLICATE => fence::decode_replicate(p)?,
+            op::REPL_READ => fence::decode_repl_read(p)?,
             op::REPL_READS => reads::decode_keys(p)?,
             op::PURGE => {
                 if p.len() < 8 {

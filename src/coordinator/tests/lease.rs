@@ -92,17 +92,7 @@ fn heartbeats_and_registrations_are_answered_with_leases() {
 /// when the manager last heard from it; no heartbeat of it renews it then.
 #[test]
 fn a_dropped_nodes_move_flips_once_its_lease_is_over() {
-    let mut m = Manager::new(ManagerConfig {
-        replicas: 3,
-        read_quorum: 2,
-        write_quorum: 2,
-        ..ManagerConfig::default()
-    });
-    let conns: Vec<ConnId> = (1..=4).map(|i| ConnId::new(i, 1)).collect();
-    for (i, &conn) in conns.iter().enumerate() {
-        join(&mut m, 0, conn, &format!("127.0.0.1:700{}", i + 1));
-        handoffs_done(&mut m, 0, &conns[..i]);
-    }
+    let (mut m, conns) = settled(4, 2, 2);
     // Node 4 last heard from at 1 000; its link then breaks.
     beats_then_tick(&mut m, 1_000, &conns);
     step(&mut m, 1_100, Input::Closed { conn: conns[3] });

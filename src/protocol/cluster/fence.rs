@@ -1,6 +1,7 @@
 //! The fence a lead's plain replica requests carry (`REPLICATE`, `REPL_READ`,
 //! `REPL_READS`): the lead's ring epoch and a mark of the key's lists by that
-//! ring, `EPOCH(u64 BE) MARK(u64 BE)`.
+//! ring, `EPOCH(u64 BE) MARK(u64 BE)`; and the payloads of `REPLICATE` and
+//! `REPL_READ` (`REPL_READS` is in `reads.rs`).
 //!
 //! A replica whose ring is newer than the epoch and whose lists of the key
 //! give another mark refuses the request (`REFUSED stale-ring EPOCH`): the
@@ -11,8 +12,10 @@
 //! lists in order, so two different lists pass for the same with a chance of
 //! about 2^-64 per request from a stale lead.
 
-use super::{be_u64, malformed, Error};
-use bytes::{BufMut, BytesMut};
+use super::record::{parse_one_record, put_record, Record};
+use super::{be_u64, malformed, Error, Message};
+use crate::protocol::kv::check_key;
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The bytes of a [`Fence`] on the wire.
 pub const FENCE_LEN: usize = 16;
@@ -49,6 +52,56 @@ impl Fence {
     pub fn admits(&self, epoch: u64, mark: impl FnOnce() -> u64) -> bool {
         self.epoch >= epoch || self.mark == mark()
     }
+}
+
+/// `FLAGS(u8) [BASE(u64 BE)] [FENCE] RECORD`: a `REPLICATE`'s payload.
+pub(super) fn replicate_payload(base: Option<u64>, fence: Option<Fence>, r: &Record) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_u8(u8::from(base.is_some()) | u8::from(fence.is_some()) << 1);
+    if let Some(b) = base {
+        buf.put_u64(b);
+    }
+    if let Some(f) = fence {
+        f.put(&mut buf);
+    }
+    put_record(&mut buf, &r.key, r.version, r.value.as_deref());
+    buf.freeze()
+}
+
+/// Reads a `REPLICATE`'s payload.
+pub(super) fn decode_replicate(p: &Bytes) -> Result<Message, Error> {
+    const WHAT: &str = "REPLICATE";
+    let flags = *p.first().ok_or_else(|| malformed(WHAT, "empty"))?;
+    if flags > 3 {
+        return Err(malformed(WHAT, "FLAGS must be 0 to 3"));
+    }
+    let mut at = 1;
+    let base = match flags & 1 {
+        0 => None,
+        _ => {
+            let b = (p.get(1..9)).ok_or_else(|| malformed(WHAT, "no BASE"))?;
+            at = 9;
+            Some(be_u64(b))
+        }
+    };
+    let fence = match flags & 2 {
+        0 => None,
+        _ => Some(Fence::parse(p, &mut at, WHAT)?),
+    };
+    let record = parse_one_record(p, at, WHAT)?;
+    Ok(Message::Replicate {
+        base,
+        fence,
+        record,
+    })
+}
+
+/// Reads a `REPL_READ`'s payload, `FENCE KEY`.
+pub(super) fn decode_repl_read(p: &Bytes) -> Result<Message, Error> {
+    let fence = Fence::parse(p, &mut 0, "REPL_READ")?;
+    let key = p.slice(FENCE_LEN..);
+    check_key(&key)?;
+    Ok(Message::ReplRead { fence, key })
 }
 
 /// A mark of a key's serving and settled lists: equal lists give equal marks,

@@ -83,6 +83,29 @@ impl StorageNode {
         );
     }
 
+    /// The refusal of `message`, a lead's round message, when no lease runs
+    /// (`None`: served as usual). A lead's write or commit, which the lead
+    /// stored first (its outcome is never "applied nowhere"), is kept all the
+    /// same if its fence admits it, as a move's copy would be, so a node
+    /// paused past its lease keeps the copies that waited for it; it is just
+    /// not counted. A move's copy with a base (N = 1) is refused whole: the
+    /// old owner applies the write only if it was taken.
+    pub(super) fn round_without_lease(&mut self, now: Millis, message: &Message) -> Option<Error> {
+        if !Self::serves_a_round(message) {
+            return None;
+        }
+        let e = self.no_lease(now)?;
+        if let Message::Replicate {
+            base: None,
+            fence,
+            record,
+        } = message
+        {
+            self.replicate(None, *fence, record);
+        }
+        Some(e)
+    }
+
     /// Whether `message`, from a lead, serves one of its rounds (answered `ERR
     /// UNAVAILABLE` with no lease running). A move's copy of an accepted
     /// proposal (an `ACCEPT` with no view) does not.

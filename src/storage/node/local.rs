@@ -205,24 +205,8 @@ impl StorageNode {
                 return Some(Err(e));
             }
         }
-        if Self::serves_a_round(&message) {
-            if let Some(e) = self.no_lease(now) {
-                if let Message::Replicate {
-                    base: None,
-                    fence,
-                    record,
-                } = &message
-                {
-                    // A lead's write or commit, which the lead stored first
-                    // (its outcome is never "applied nowhere"): kept, as a
-                    // move's copy would be, so a node paused past its lease
-                    // keeps the copies that waited for it, but not counted.
-                    // A move's copy with a base (N = 1) is refused whole:
-                    // the old owner applies the write only if it was taken.
-                    self.replicate(None, *fence, record);
-                }
-                return Some(Err(e));
-            }
+        if let Some(e) = self.round_without_lease(now, &message) {
+            return Some(Err(e));
         }
         Some(Ok(match message {
             Message::Replicate {
@@ -315,7 +299,12 @@ impl StorageNode {
     /// `REPLICATE`: a lead replica's write of one record, conditional on the
     /// version it was decided against (`base`), from a lead whose `fence` is
     /// not stale (a move's copy has none).
-    fn replicate(&mut self, base: Option<u64>, fence: Option<Fence>, r: &Record) -> (u8, Bytes) {
+    pub(super) fn replicate(
+        &mut self,
+        base: Option<u64>,
+        fence: Option<Fence>,
+        r: &Record,
+    ) -> (u8, Bytes) {
         let hash = hash64(&r.key);
         if let Err(refusal) = self.check_fenced_replica_of(hash, fence) {
             return refused(refusal);

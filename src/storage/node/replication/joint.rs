@@ -95,9 +95,15 @@ impl StorageNode {
     /// This node's [`Fence`] for the key with ring hash `hash`: its ring's
     /// epoch and the mark of the key's lists by it.
     pub(in crate::storage::node) fn fence_of(&self, hash: u64) -> Fence {
+        self.fence_in(self.serving_pref.get(hash), self.settled_pref.get(hash))
+    }
+
+    /// This node's [`Fence`] for a key whose lists by its ring are `serving`
+    /// and `settled` (already looked up).
+    pub(super) fn fence_in(&self, serving: &[u32], settled: &[u32]) -> Fence {
         Fence {
             epoch: self.ring.epoch,
-            mark: lists_mark(self.serving_pref.get(hash), self.settled_pref.get(hash)),
+            mark: lists_mark(serving, settled),
         }
     }
 

@@ -31,7 +31,7 @@ pub(super) mod round;
 pub(super) use reads::{answer_of, ReadAsk};
 
 use super::*;
-use crate::protocol::cluster::{lists_mark, Fence, View};
+use crate::protocol::cluster::View;
 
 /// How long a plain read (GET, EXISTS) waits for the R - 1 replicas it asked
 /// before it asks the key's other replicas too (it asks them at once when an
@@ -278,10 +278,7 @@ impl StorageNode {
         let (serving, settled) = (self.serving_pref.get(p.hash), self.settled_pref.get(p.hash));
         let (_, others, newcomers) = self.targets_in(serving, settled);
         p.attempts += 1;
-        p.fence = Fence {
-            epoch: self.ring.epoch,
-            mark: lists_mark(serving, settled),
-        };
+        p.fence = self.fence_in(serving, settled);
         let moving = serving != settled;
         if p.request.op == op::PUT || p.conditional() {
             self.rounds.writes.started(p.hash);
@@ -399,8 +396,10 @@ impl StorageNode {
         };
         // The lists this round's targets come from: this node's ring now,
         // which may be newer than the one the request started by (a commit
-        // after a flip).
-        p.fence = self.fence_of(p.hash);
+        // after a flip). Same ring, same fence: no second look-up.
+        if p.fence.epoch != self.ring.epoch {
+            p.fence = self.fence_of(p.hash);
+        }
         let ask = Message::Replicate {
             base: w.base,
             fence: Some(p.fence),
