@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{kill, Cluster, TIMEOUT};
+use common::{kill, node_id_of, Cluster, TIMEOUT};
+use gtstore::client::manager_call;
 use gtstore::client::Connection;
 use gtstore::protocol::op;
 use std::time::{Duration, Instant};
@@ -123,9 +124,18 @@ fn wait_catching_up(c: &Cluster, i: usize, want: bool) {
     }
 }
 
+/// The peers node `i` (by its own STATUS) still waits for a push from.
+fn awaiting(c: &Cluster, i: usize) -> Vec<u32> {
+    let bytes = manager_call(&c.nodes[i].addr, op::STATUS, TIMEOUT).expect("STATUS");
+    let s: serde_json::Value = serde_json::from_slice(&bytes).expect("STATUS is JSON");
+    let peers = s["awaiting_peers"].as_array().expect("awaiting_peers");
+    peers.iter().map(|p| p.as_u64().unwrap() as u32).collect()
+}
+
 #[test]
 fn a_restarted_node_is_catching_up_until_every_live_peer_has_pushed() {
     let mut c = Cluster::start_full(3, &["--down-after", "4000"], &[]);
+    let one = node_id_of(&c.nodes[1].addr);
     put_all(&c.nodes[0].addr, "a", 0..2000, "one");
     for i in 0..3 {
         wait_keys(&c, i, 2000);
@@ -143,10 +153,19 @@ fn a_restarted_node_is_catching_up_until_every_live_peer_has_pushed() {
     c.wait_state(1, "down");
     wait_catching_up(&c, 2, false);
     wait_keys(&c, 2, 2000);
-    // Node 1 is back: it was down, so it catches up in turn.
+    // Node 2's catch-up went without node 1, which may hold writes node 2's
+    // lost copy had acknowledged: it waits for node 1's push.
+    assert_eq!(awaiting(&c, 2), [one]);
+    // Node 1 is back: it was down, so it catches up in turn, and pushes to
+    // node 2.
     kill(c.nodes[1].pid(), "CONT");
     c.wait_state(1, "up");
     wait_catching_up(&c, 1, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !awaiting(&c, 2).is_empty() {
+        assert!(Instant::now() < deadline, "node 2 never heard node 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for i in 0..3 {
         let via = c.nodes[i].addr.clone();
         assert_eq!(wrong(&via, "a", 0..1000, "two"), Vec::<String>::new());

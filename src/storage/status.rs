@@ -51,6 +51,10 @@ pub struct Facts<'a> {
     /// How long its lease from the manager runs on (0: it has none, so it
     /// serves no data).
     pub lease_ms: u64,
+    /// Peers whose push it still waits for: it restarted without its data
+    /// and its catch-up went without them, so it is behind on the keys it
+    /// shares with them.
+    pub awaiting_peers: Vec<u32>,
     /// Anti-entropy's figures (built by the node: rate, counters, per range).
     pub anti_entropy: serde_json::Value,
 }
@@ -113,6 +117,7 @@ pub fn status_json(f: &Facts<'_>) -> serde_json::Value {
         "leaving": f.leaving,
         "manager_link": f.manager_link,
         "lease_ms": f.lease_ms,
+        "awaiting_peers": f.awaiting_peers,
         "anti_entropy": f.anti_entropy,
         "nodes": nodes,
     })
@@ -224,6 +229,7 @@ mod tests {
             leaving: false,
             manager_link: false,
             lease_ms: 1_500,
+            awaiting_peers: vec![3],
             anti_entropy: json!({"rate": 10}),
         };
         let v: serde_json::Value = serde_json::from_slice(&reply(&facts)).unwrap();
@@ -238,6 +244,7 @@ mod tests {
         assert_eq!(v["moving"], false);
         assert_eq!(v["manager_link"], false);
         assert_eq!(v["lease_ms"], 1_500);
+        assert_eq!(v["awaiting_peers"], json!([3]));
         assert_eq!(v["anti_entropy"]["rate"], 10);
         let nodes = v["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), 3);

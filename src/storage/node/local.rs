@@ -148,6 +148,7 @@ impl StorageNode {
                     leaving: self.membership.leaving,
                     manager_link: self.membership.manager.conn().is_some(),
                     lease_ms: self.membership.lease_until.saturating_sub(now),
+                    awaiting_peers: self.awaiting_peers(),
                     anti_entropy: self.ae_status(now),
                 };
                 if &f.payload[..] == b"keys" {

@@ -240,6 +240,15 @@ impl StorageNode {
         lists.iter().any(|l| l.iter().any(unheard))
     }
 
+    /// The peers this node is behind on (see [`StorageNode::behind`]):
+    /// those its catch-up went without, if it restarted without its data.
+    pub(super) fn awaiting_peers(&self) -> Vec<u32> {
+        match self.repair.lost_writes {
+            true => self.repair.unheard.keys().copied().collect(),
+            false => Vec::new(),
+        }
+    }
+
     /// A peer's `SYNC_DONE` of `round`: if it answers this node's ask of a
     /// peer its catch-up went without, that peer has pushed what it holds.
     pub(super) fn unheard_done(&mut self, peer: u32, round: u64) {
